@@ -1,0 +1,156 @@
+"""The model bundle: one directory per version, written once, then only read.
+
+    config.json          ModelConfig: architecture, vocabulary size, max history length
+    vocab.json           external item ids; item row r (1-based) is vocab[r - 1], row 0 pads
+    model.onnx           inference graph: history [B, L] int64 -> state [B, D], scores [B, N+1]
+    item_embeddings.npy  float32 [N+1, D]; scores = state @ item_embeddings.T
+    popularity.json      training-split counts per row, for the cold-start fallback
+    weights.pt           torch state_dict, for fine-tuning
+    metrics.json         evaluation results
+    checksums.json       sha256 of every file above
+    engines/             TensorRT engines, built on the machine that runs them (not checksummed)
+
+The server verifies checksums before loading; a bad bundle raises BundleError and the
+previous model keeps serving.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from shared.errors import BundleError
+
+CONFIG = "config.json"
+VOCAB = "vocab.json"
+ONNX = "model.onnx"
+EMBEDDINGS = "item_embeddings.npy"
+POPULARITY = "popularity.json"
+WEIGHTS = "weights.pt"
+METRICS = "metrics.json"
+CHECKSUMS = "checksums.json"
+ENGINES = "engines"
+REQUIRED = (CONFIG, VOCAB, ONNX, EMBEDDINGS, POPULARITY)
+
+
+class ModelConfig(BaseModel):
+    """Architecture of a SASRec-family model; saved with the weights as config.json."""
+
+    architecture: Literal["sasrec"] = "sasrec"
+    num_items: int = Field(ge=1)
+    """Catalogue size N. Rows 1..N are items, row 0 is padding."""
+    max_len: int = Field(50, ge=2, le=4096)
+    """Most recent events the model reads."""
+    d_model: int = Field(64, ge=8)
+    n_heads: int = Field(2, ge=1)
+    n_blocks: int = Field(2, ge=1)
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    ffn_mult: int = Field(4, ge=1)
+    """FFN width as a multiple of d_model."""
+    positions: Literal["learned"] = "learned"
+    """Learned position embeddings, counted from the newest event (position 0), so a
+    history padded to any length gets the same positions."""
+    activation: Literal["gelu", "swiglu"] = "gelu"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_checksums(directory: Path) -> str:
+    """Writes checksums.json over every file (engines excluded); returns the bundle checksum."""
+    sums = {
+        path.name: sha256_file(path)
+        for path in sorted(directory.iterdir())
+        if path.is_file() and path.name != CHECKSUMS
+    }
+    text = json.dumps(sums, indent=2, sort_keys=True)
+    (directory / CHECKSUMS).write_text(text)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def verify(directory: Path) -> str:
+    """Checks every file against checksums.json; returns the bundle checksum.
+
+    Raises BundleError naming the first file that is missing or differs.
+    """
+    if not directory.is_dir():
+        raise BundleError(f"bundle {directory} does not exist or is not a directory")
+    sums_path = directory / CHECKSUMS
+    if not sums_path.is_file():
+        raise BundleError(f"bundle {directory} has no {CHECKSUMS}; it was never completed")
+    text = sums_path.read_text()
+    try:
+        sums: dict[str, str] = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"bundle {directory}: {CHECKSUMS} is not valid JSON") from exc
+    for name in REQUIRED:
+        if name not in sums:
+            raise BundleError(f"bundle {directory} lacks required file {name}")
+    for name, expected in sums.items():
+        path = directory / name
+        if not path.is_file():
+            raise BundleError(f"bundle {directory}: file {name} is missing")
+        if sha256_file(path) != expected:
+            raise BundleError(f"bundle {directory}: file {name} fails its sha256 checksum")
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A verified bundle, loaded for serving (no torch needed)."""
+
+    path: Path
+    config: ModelConfig
+    vocab: list[str]
+    item_embeddings: np.ndarray  # float32 [N+1, D]
+    popularity: np.ndarray  # float64 [N+1], training counts per row
+    metrics: dict[str, Any]
+    checksum: str
+
+    @property
+    def onnx_path(self) -> Path:
+        return self.path / ONNX
+
+    @property
+    def engines_dir(self) -> Path:
+        return self.path / ENGINES
+
+    def row_of(self) -> dict[str, int]:
+        """External item id -> model row (1-based)."""
+        return {item: row for row, item in enumerate(self.vocab, start=1)}
+
+
+def load(directory: Path) -> Bundle:
+    """Verifies and loads a bundle. Raises BundleError with the reason."""
+    checksum = verify(directory)
+    try:
+        config = ModelConfig.model_validate_json((directory / CONFIG).read_text())
+        vocab = json.loads((directory / VOCAB).read_text())
+        embeddings = np.load(directory / EMBEDDINGS).astype(np.float32, copy=False)
+        popularity = np.asarray(json.loads((directory / POPULARITY).read_text()), np.float64)
+        metrics_path = directory / METRICS
+        metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    except (ValueError, OSError) as exc:
+        raise BundleError(f"bundle {directory} cannot be read: {exc}") from exc
+    n = config.num_items
+    if len(vocab) != n:
+        raise BundleError(f"bundle {directory}: vocab has {len(vocab)} items, config says {n}")
+    if embeddings.shape != (n + 1, config.d_model):
+        raise BundleError(
+            f"bundle {directory}: item_embeddings shape {embeddings.shape}, "
+            f"expected {(n + 1, config.d_model)}"
+        )
+    if popularity.shape != (n + 1,):
+        raise BundleError(f"bundle {directory}: popularity has {popularity.shape[0]} rows")
+    return Bundle(directory, config, vocab, embeddings, popularity, metrics, checksum)

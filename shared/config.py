@@ -1,0 +1,162 @@
+"""recserve settings: one pydantic-settings object, built by entry points and passed down.
+
+Every field can be set from the environment with the ``RECSERVE_`` prefix; nested
+sections use a double underscore, e.g. ``RECSERVE_SERVER__PORT=50051`` or
+``RECSERVE_TRAINING__EPOCHS=30``. ``RECSERVE_CONFIG=path.toml`` names an optional
+TOML file with the same structure (environment variables win over it).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class ServerSettings(BaseModel):
+    """The gRPC server (`recserve serve`)."""
+
+    host: str = "127.0.0.1"
+    """Interface to listen on. Use 0.0.0.0 to accept remote callers."""
+    port: int = Field(50051, ge=0, le=65535)
+    """TCP port; 0 picks a free one (tests)."""
+    workers: int = Field(1, ge=1, le=64)
+    """Server processes sharing the port through SO_REUSEPORT."""
+    backend: Literal["auto", "onnxruntime", "tensorrt"] = "auto"
+    """Inference backend. auto: TensorRT when `tensorrt` imports and a CUDA device is present,
+    else ONNX Runtime on CPU."""
+    intra_op_threads: int = Field(0, ge=0, le=256)
+    """ONNX Runtime threads per inference; 0 means one per core."""
+    max_k: int = Field(1000, ge=1)
+    """Largest k a Recommend call may ask for."""
+    max_history_items: int = Field(1000, ge=1)
+    """Largest inline history a Recommend call may carry."""
+    max_list_items: int = Field(10000, ge=1)
+    """Largest exclude or candidate list a Recommend call may carry."""
+    max_feedback_batch: int = Field(10000, ge=1)
+    """Most events one Feedback request may carry."""
+    max_batch_size: int = Field(64, ge=1, le=4096)
+    """Most histories the dynamic batcher runs through the model at once."""
+    max_batch_wait_ms: float = Field(0.0, ge=0.0, le=1000.0)
+    """How long a partly filled batch waits for more requests while another batch is running.
+    0 (the default) never waits: requests that arrive during a model run form the next batch,
+    so an idle server adds no latency."""
+    history_cache_users: int = Field(100_000, ge=0)
+    """Users whose recent history is kept in memory (least recently used are dropped)."""
+    history_ttl_s: float = Field(300.0, ge=0.0)
+    """Cached histories older than this are re-read from the database, so events written
+    through other replicas become visible. 0 disables expiry."""
+    model_poll_s: float = Field(2.0, gt=0.0)
+    """How often the server checks the database for a newly activated model."""
+    admin_token: str | None = None
+    """Bearer token required by ModelAdmin calls. None: no token is required."""
+    feedback_commit_batch: int = Field(5000, ge=1)
+    """Most events the group-commit writer puts in one transaction."""
+    grace_s: float = Field(5.0, ge=0.0)
+    """On SIGTERM, how long in-flight calls may finish before the server stops."""
+    max_message_mb: int = Field(16, ge=1, le=1024)
+    """Largest gRPC message, in MiB, in either direction."""
+
+
+class WorkerSettings(BaseModel):
+    """Celery workers (`recserve worker`)."""
+
+    queue: str = "recserve"
+    """Queue for CPU jobs (train, evaluate, export)."""
+    gpu_queue: str = "recserve-gpu"
+    """Queue for TensorRT engine builds; a GPU worker listens here."""
+    concurrency: int = Field(1, ge=1, le=64)
+    """Jobs one worker runs at once."""
+    task_time_limit_s: int = Field(6 * 3600, ge=10)
+    """A job running longer than this is killed and marked failed."""
+    torch_threads: int = Field(0, ge=0)
+    """Threads torch uses for training; 0 means one per core."""
+
+
+class TrainingSettings(BaseModel):
+    """Defaults of a training job; StartTraining parameters override them."""
+
+    epochs: int = Field(200, ge=1, le=10000)
+    """Upper bound on epochs; early stopping usually ends training sooner."""
+    batch_size: int = Field(128, ge=1, le=4096)
+    learning_rate: float = Field(1e-3, gt=0.0, le=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    warmup_steps: int = Field(100, ge=0)
+    max_len: int = Field(50, ge=2, le=1024)
+    """Most recent events the model reads."""
+    d_model: int = Field(64, ge=8, le=1024)
+    n_heads: int = Field(2, ge=1, le=64)
+    n_blocks: int = Field(2, ge=1, le=16)
+    dropout: float = Field(0.2, ge=0.0, lt=0.9)
+    activation: Literal["gelu", "swiglu"] = "gelu"
+    """FFN activation."""
+    patience: int = Field(5, ge=1)
+    """Epochs without a better validation NDCG@10 before training stops."""
+    eval_every: int = Field(1, ge=1)
+    seed: int = 42
+    loss: Literal["ce", "sampled"] = "ce"
+    """ce: full softmax over the catalogue. sampled: sampled softmax, for huge catalogues."""
+    num_negatives: int = Field(256, ge=1)
+    """Negatives per batch for the sampled loss."""
+
+
+class Settings(BaseSettings):
+    """All recserve settings. See the README's configuration table."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RECSERVE_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    data_dir: Path = Path("./var")
+    """Where the embedded configuration keeps its database, broker and bundles."""
+    database_url: str = ""
+    """Any SQLAlchemy URL. Empty: SQLite at {data_dir}/recserve.db."""
+    broker_url: str = ""
+    """Celery broker. Empty: kombu's SQLAlchemy transport on {data_dir}/broker.db."""
+    models_dir: Path | None = None
+    """Where bundles are written. Empty: {data_dir}/models. Shared storage when distributed."""
+    log_level: str = "INFO"
+
+    server: ServerSettings = ServerSettings()
+    worker: WorkerSettings = WorkerSettings()
+    training: TrainingSettings = TrainingSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("RECSERVE_CONFIG")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'recserve.db'}"
+
+    @property
+    def broker(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
+
+    @property
+    def bundles_dir(self) -> Path:
+        return self.models_dir or self.data_dir / "models"
+
+    @property
+    def embedded_broker(self) -> bool:
+        """True when the broker is the SQLite file of the embedded configuration."""
+        return self.broker.startswith("sqla+sqlite")

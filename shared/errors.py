@@ -1,0 +1,51 @@
+"""The one recserve exception tree.
+
+    RecserveError
+    ├── InvalidArgument      a request field is out of range   -> INVALID_ARGUMENT
+    ├── NotFound             an unknown model version or job   -> NOT_FOUND
+    ├── FailedPrecondition   the thing exists but can't do that -> FAILED_PRECONDITION
+    ├── Unauthenticated      missing or wrong admin token      -> UNAUTHENTICATED
+    ├── Unavailable          no model and no fallback yet      -> UNAVAILABLE
+    ├── BundleError          a model bundle is missing, corrupt or fails its checksums
+    └── StorageError         the database refused a write
+
+The server maps these to gRPC status codes in exactly one place (server/errors.py).
+Every message names the field or thing at fault and says what would be accepted.
+"""
+
+from __future__ import annotations
+
+
+class RecserveError(Exception):
+    """Base of every error recserve raises on purpose."""
+
+
+class InvalidArgument(RecserveError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.description = message
+
+
+class NotFound(RecserveError):
+    pass
+
+
+class FailedPrecondition(RecserveError):
+    pass
+
+
+class Unauthenticated(RecserveError):
+    pass
+
+
+class Unavailable(RecserveError):
+    pass
+
+
+class BundleError(RecserveError):
+    pass
+
+
+class StorageError(RecserveError):
+    pass

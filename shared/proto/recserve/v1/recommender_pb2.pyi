@@ -1,0 +1,83 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Source(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SOURCE_UNSPECIFIED: _ClassVar[Source]
+    SOURCE_MODEL: _ClassVar[Source]
+    SOURCE_POPULARITY_FALLBACK: _ClassVar[Source]
+SOURCE_UNSPECIFIED: Source
+SOURCE_MODEL: Source
+SOURCE_POPULARITY_FALLBACK: Source
+
+class RecommendRequest(_message.Message):
+    __slots__ = ("user_id", "k", "history", "exclude_item_ids", "candidate_item_ids", "allow_seen")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_SEEN_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    k: int
+    history: _containers.RepeatedScalarFieldContainer[str]
+    exclude_item_ids: _containers.RepeatedScalarFieldContainer[str]
+    candidate_item_ids: _containers.RepeatedScalarFieldContainer[str]
+    allow_seen: bool
+    def __init__(self, user_id: _Optional[str] = ..., k: _Optional[int] = ..., history: _Optional[_Iterable[str]] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., candidate_item_ids: _Optional[_Iterable[str]] = ..., allow_seen: _Optional[bool] = ...) -> None: ...
+
+class ScoredItem(_message.Message):
+    __slots__ = ("item_id", "score")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    score: float
+    def __init__(self, item_id: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
+
+class RecommendResponse(_message.Message):
+    __slots__ = ("items", "model_version", "source", "history_used")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_USED_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[ScoredItem]
+    model_version: int
+    source: Source
+    history_used: int
+    def __init__(self, items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., model_version: _Optional[int] = ..., source: _Optional[_Union[Source, str]] = ..., history_used: _Optional[int] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("event_id", "user_id", "item_id", "kind", "value", "timestamp_ms")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    user_id: str
+    item_id: str
+    kind: str
+    value: float
+    timestamp_ms: int
+    def __init__(self, event_id: _Optional[str] = ..., user_id: _Optional[str] = ..., item_id: _Optional[str] = ..., kind: _Optional[str] = ..., value: _Optional[float] = ..., timestamp_ms: _Optional[int] = ...) -> None: ...
+
+class FeedbackRequest(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[Event]
+    def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...
+
+class FeedbackResponse(_message.Message):
+    __slots__ = ("stored", "duplicates")
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    stored: int
+    duplicates: int
+    def __init__(self, stored: _Optional[int] = ..., duplicates: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,6 @@
+"""Celery workers: training, evaluation, ONNX export and TensorRT engine builds.
+
+Tasks in worker.tasks only handle ids, retries and time limits, then call the plain
+functions in worker.pipeline. torch is imported inside the modules that need it
+(worker.model, worker.training, worker.export), never at package import.
+"""

@@ -1,0 +1,104 @@
+"""ONNX export, the torch/ONNX Runtime parity check, and writing the bundle."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from shared import bundle as bundle_format
+from worker.model import InferenceGraph, SASRec
+
+log = logging.getLogger(__name__)
+OPSET = 17
+PARITY_ATOL = 1e-4
+
+
+def export_onnx(model: SASRec, path: Path) -> None:
+    """Writes the inference graph with dynamic batch size and history length.
+
+    Input ``history`` int64 [batch, length] (left-padded, length <= max_len);
+    outputs ``state`` float32 [batch, D] and ``scores`` float32 [batch, N+1].
+    """
+    model = model.eval().cpu()
+    example = torch.randint(1, model.config.num_items + 1, (2, min(8, model.config.max_len)))
+    torch.onnx.export(
+        InferenceGraph(model),
+        (example,),
+        str(path),
+        input_names=["history"],
+        output_names=["state", "scores"],
+        dynamic_axes={
+            "history": {0: "batch", 1: "length"},
+            "state": {0: "batch"},
+            "scores": {0: "batch"},
+        },
+        opset_version=OPSET,
+        dynamo=False,
+    )
+
+
+def check_parity(model: SASRec, onnx_path: Path, *, trials: int = 4, seed: int = 0) -> float:
+    """Runs fresh random histories through torch and ONNX Runtime; returns the max abs
+    difference of the scores. Raises AssertionError when it exceeds PARITY_ATOL
+    relative to the score scale."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(seed)
+    model = model.eval().cpu()
+    worst = 0.0
+    for trial in range(trials):
+        batch = int(rng.integers(1, 9))
+        length = int(rng.integers(1, model.config.max_len + 1)) if trial else model.config.max_len
+        history = rng.integers(1, model.config.num_items + 1, size=(batch, length))
+        pads = rng.integers(0, length, size=batch)
+        for i, pad in enumerate(pads):
+            history[i, :pad] = 0
+        with torch.no_grad():
+            expected = model.score(model.encode_last(torch.from_numpy(history))).numpy()
+        state, scores = session.run(None, {"history": history.astype(np.int64)})
+        scale = max(1.0, float(np.abs(expected).max()))
+        diff = float(np.abs(scores - expected).max())
+        worst = max(worst, diff / scale)
+    if worst > PARITY_ATOL:
+        raise AssertionError(f"ONNX Runtime and torch disagree: max relative diff {worst:.2e}")
+    return worst
+
+
+def write_bundle(
+    directory: Path,
+    *,
+    model: SASRec,
+    vocab: list[str],
+    popularity: np.ndarray,
+    metrics: dict[str, Any],
+) -> str:
+    """Writes a complete bundle into ``directory`` (replaced if present); returns its checksum.
+
+    The files go to a temporary sibling first and are renamed into place, so a reader
+    never sees half a bundle.
+    """
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model = model.eval().cpu()
+    (tmp / bundle_format.CONFIG).write_text(model.config.model_dump_json(indent=2))
+    (tmp / bundle_format.VOCAB).write_text(json.dumps(vocab))
+    np.save(tmp / bundle_format.EMBEDDINGS, model.item_embedding.weight.detach().numpy())
+    (tmp / bundle_format.POPULARITY).write_text(json.dumps(popularity.tolist()))
+    torch.save(model.state_dict(), tmp / bundle_format.WEIGHTS)
+    export_onnx(model, tmp / bundle_format.ONNX)
+    parity = check_parity(model, tmp / bundle_format.ONNX)
+    metrics = {**metrics, "onnx_parity_max_rel_diff": parity}
+    (tmp / bundle_format.METRICS).write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    checksum = bundle_format.write_checksums(tmp)
+    shutil.rmtree(directory, ignore_errors=True)
+    tmp.rename(directory)
+    log.info("bundle written to %s (parity %.2e)", directory, parity)
+    return checksum

@@ -1,0 +1,178 @@
+"""SASRec-family causal Transformer (torch).
+
+Item and learned position embeddings, pre-LN blocks of causal multi-head
+self-attention and an FFN (GELU or SwiGLU), a final LayerNorm, and the item
+embedding table shared for scoring. Histories are left-padded with row 0 and
+positions are counted from the newest event, so padding a history to any length
+does not change its output.
+
+``forward`` takes and returns tensors only (no numpy, device moves or data-dependent
+Python branches), which is what makes the ONNX and TensorRT exports work.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from shared.bundle import ModelConfig
+
+NEG_INF = -1e9
+
+
+def attention_bias(history: Tensor, query_len: int) -> Tensor:
+    """Additive attention bias for the last ``query_len`` positions.
+
+    history: int64 [B, L]. Returns float32 [B, 1, Q, L]: 0 where query i may attend to
+    key j (j <= i and j is not padding, or j == i), NEG_INF elsewhere.
+    """
+    length = history.shape[1]
+    keys = torch.arange(length, device=history.device)  # [L]
+    queries = keys[length - query_len :]  # [Q]
+    causal = keys[None, :] <= queries[:, None]  # [Q, L]
+    diagonal = keys[None, :] == queries[:, None]  # [Q, L]
+    real = (history != 0)[:, None, :]  # [B, 1, L]
+    allowed = causal[None] & (real | diagonal[None])  # [B, Q, L]
+    zeros = torch.zeros((), dtype=torch.float32, device=history.device)
+    bias = torch.where(allowed, zeros, torch.full_like(zeros, NEG_INF))
+    return bias[:, None]  # [B, 1, Q, L]
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        if config.d_model % config.n_heads:
+            raise ValueError(
+                f"d_model ({config.d_model}) must be divisible by n_heads ({config.n_heads})"
+            )
+        self.n_heads = config.n_heads
+        self.head_dim = config.d_model // config.n_heads
+        self.query = nn.Linear(config.d_model, config.d_model)
+        self.key_value = nn.Linear(config.d_model, 2 * config.d_model)
+        self.out = nn.Linear(config.d_model, config.d_model)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, queries: Tensor, keys: Tensor, bias: Tensor) -> Tensor:
+        """queries [B, Q, D], keys [B, L, D], bias [B, 1, Q, L] -> [B, Q, D]."""
+        b, q_len, d = queries.shape
+        k_len = keys.shape[1]
+        q = self.query(queries).reshape(b, q_len, self.n_heads, self.head_dim).transpose(1, 2)
+        kv = self.key_value(keys).reshape(b, k_len, 2, self.n_heads, self.head_dim)
+        k = kv[:, :, 0].transpose(1, 2)  # [B, H, L, Dh]
+        v = kv[:, :, 1].transpose(1, 2)  # [B, H, L, Dh]
+        scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim) + bias  # [B, H, Q, L]
+        weights = self.dropout(torch.softmax(scores, dim=-1))
+        context = (weights @ v).transpose(1, 2).reshape(b, q_len, d)  # [B, Q, D]
+        return self.out(context)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        hidden = config.d_model * config.ffn_mult
+        self.swiglu = config.activation == "swiglu"
+        self.up = nn.Linear(config.d_model, 2 * hidden if self.swiglu else hidden)
+        self.down = nn.Linear(hidden, config.d_model)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.up(x)
+        if self.swiglu:
+            gate, value = h.chunk(2, dim=-1)
+            h = F.silu(gate) * value
+        else:
+            h = F.gelu(h)
+        return self.down(self.dropout(h))
+
+
+class Block(nn.Module):
+    """Pre-LN Transformer block."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.attn_norm = nn.LayerNorm(config.d_model)
+        self.attn = SelfAttention(config)
+        self.ffn_norm = nn.LayerNorm(config.d_model)
+        self.ffn = FeedForward(config)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor, bias: Tensor, query_len: int | None = None) -> Tensor:
+        """x [B, L, D] -> [B, Q, D]; Q = L, or only the last ``query_len`` positions."""
+        normed = self.attn_norm(x)
+        if query_len is None:
+            residual, queries = x, normed
+        else:
+            residual, queries = x[:, -query_len:], normed[:, -query_len:]
+        h = residual + self.dropout(self.attn(queries, normed, bias))
+        return h + self.dropout(self.ffn(self.ffn_norm(h)))
+
+
+class SASRec(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.item_embedding = nn.Embedding(config.num_items + 1, config.d_model, padding_idx=0)
+        self.position_embedding = nn.Embedding(config.max_len, config.d_model)
+        self.embedding_dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_blocks))
+        self.final_norm = nn.LayerNorm(config.d_model)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        nn.init.normal_(self.item_embedding.weight, std=self.config.d_model**-0.5)
+        nn.init.normal_(self.position_embedding.weight, std=0.02)
+        with torch.no_grad():
+            self.item_embedding.weight[0].zero_()
+
+    def embed(self, history: Tensor) -> Tensor:
+        """history int64 [B, L] (L <= max_len, left-padded) -> [B, L, D]."""
+        length = history.shape[1]
+        positions = (length - 1) - torch.arange(length, device=history.device)  # newest = 0
+        x = self.item_embedding(history) * math.sqrt(self.config.d_model)
+        x = x + self.position_embedding(positions)[None]
+        x = self.embedding_dropout(x)
+        return x * (history != 0).unsqueeze(-1).to(x.dtype)  # [B, L, D]
+
+    def forward(self, history: Tensor) -> Tensor:
+        """Hidden states at every position: history [B, L] -> [B, L, D] (training)."""
+        bias = attention_bias(history, history.shape[1])
+        x = self.embed(history)
+        for block in self.blocks:
+            x = block(x, bias)
+        return self.final_norm(x)
+
+    def encode_last(self, history: Tensor) -> Tensor:
+        """The user state after the newest event: history [B, L] -> [B, D] (inference).
+
+        The final block computes only the last position; earlier blocks need all of them.
+        """
+        full_bias = attention_bias(history, history.shape[1])
+        x = self.embed(history)
+        for block in self.blocks[:-1]:
+            x = block(x, full_bias)
+        last_bias = full_bias[:, :, -1:, :]  # [B, 1, 1, L]
+        x = self.blocks[-1](x, last_bias, query_len=1)  # [B, 1, D]
+        return self.final_norm(x[:, 0])
+
+    def score(self, state: Tensor) -> Tensor:
+        """[..., D] -> [..., N+1] dot products with every item row (row 0 is padding)."""
+        return state @ self.item_embedding.weight.T
+
+
+class InferenceGraph(nn.Module):
+    """What model.onnx computes: history [B, L] int64 -> (state [B, D], scores [B, N+1])."""
+
+    def __init__(self, model: SASRec) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, history: Tensor) -> tuple[Tensor, Tensor]:
+        state = self.model.encode_last(history)
+        return state, self.model.score(state)

@@ -1,0 +1,237 @@
+"""The training job, start to finish, as plain functions (Celery calls them by job id).
+
+1. read events up to a watermark and build per-user sequences;
+2. leave-one-out split; 3. train with early stopping on validation NDCG@10;
+4. evaluate on the test events (full ranking and 100 sampled negatives) beside the
+   popularity baseline and the active model, all on the same split;
+5. write the bundle (ONNX export + parity check) under models_dir/job-<id>;
+6. register the version and promote it only if it beats the active model and popularity.
+
+Re-running a job is harmless: the bundle path is keyed by job id and a job that already
+produced a version returns it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy.engine import Engine
+
+from shared import bundle as bundle_format
+from shared import crud
+from shared.config import Settings
+from shared.db import make_engine, session_scope
+from shared.errors import RecserveError
+from shared.models import JobStatus, ModelStatus, ModelVersion
+from shared.params import TrainingParams, parse_training_params
+from worker.dataset import Split, leave_one_out
+from worker.evaluation import Scorer, evaluate, popularity_scorer
+
+log = logging.getLogger(__name__)
+MIN_USERS = 2
+
+
+class JobCancelled(RecserveError):
+    pass
+
+
+class JobReporter:
+    """Writes progress to the job row (and the log); raises JobCancelled when an operator
+    cancelled the job."""
+
+    def __init__(self, engine: Engine, job_id: int, echo: bool = True) -> None:
+        self.engine, self.job_id, self.echo = engine, job_id, echo
+
+    def __call__(self, fraction: float, message: str) -> None:
+        log.info("job %s: %s", self.job_id, message)
+        with session_scope(self.engine) as session:
+            job = crud.get_job(session, job_id=self.job_id)
+            if job.status == JobStatus.CANCELLED:
+                raise JobCancelled(f"job {self.job_id} was cancelled")
+            crud.report_job_progress(
+                session, job_id=self.job_id, progress=fraction, message=message
+            )
+
+
+def run_train_job(settings: Settings, job_id: int) -> int | None:
+    """Runs train job ``job_id``; returns the model version it registered."""
+    engine = make_engine(settings.db_url)
+    try:
+        with session_scope(engine) as session:
+            job = crud.get_job(session, job_id=job_id)
+            if job.status == JobStatus.SUCCEEDED and job.model_version:
+                return job.model_version
+            if job.status == JobStatus.CANCELLED:
+                return None
+            crud.start_job(session, job_id=job_id)
+            params = parse_training_params(settings, job.params)
+        report = JobReporter(engine, job_id)
+        try:
+            version = _train_and_register(settings, engine, job_id, params, report)
+        except JobCancelled:
+            return None
+        except Exception as exc:
+            with session_scope(engine) as session:
+                crud.finish_job(
+                    session,
+                    job_id=job_id,
+                    status=JobStatus.FAILED,
+                    error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}",
+                )
+            raise
+        with session_scope(engine) as session:
+            crud.finish_job(
+                session, job_id=job_id, status=JobStatus.SUCCEEDED, model_version=version
+            )
+        return version
+    finally:
+        engine.dispose()
+
+
+def _train_and_register(
+    settings: Settings, engine: Engine, job_id: int, params: TrainingParams, report: JobReporter
+) -> int:
+    import torch
+
+    from worker.export import write_bundle
+    from worker.training import torch_scorer, train
+
+    torch.set_num_threads(settings.worker.torch_threads or os.cpu_count() or 1)
+    started = time.perf_counter()
+    with session_scope(engine) as session:
+        watermark = crud.max_event_row(session)
+        sequences = crud.user_sequences(session, watermark=watermark)
+    split = leave_one_out(sequences)
+    if len(split.test.targets) < MIN_USERS:
+        raise ValueError(
+            f"not enough data to train: {len(split.test.targets)} users have 3 or more events; "
+            f"at least {MIN_USERS} are needed (send more Feedback or run `recserve import`)"
+        )
+    report(
+        0.02,
+        f"loaded {sum(len(s) for s in sequences.values())} events (watermark {watermark}): "
+        f"{len(sequences)} users, {split.num_items} items",
+    )
+    result = train(split, params, progress=lambda f, m: report(0.05 + 0.8 * f, m))
+    report(0.86, f"trained {result.epochs_run} epochs in {result.seconds:.1f}s; evaluating")
+    device = next(result.model.parameters()).device
+    metrics = evaluate(torch_scorer(result.model, device), split.test, split.num_items)
+    metrics.update(evaluate(popularity_scorer(split.popularity), split.test, split.num_items, prefix="pop_"))
+    active_metrics = _evaluate_active(engine, split)
+    metrics.update(active_metrics)
+    metrics.update(
+        {
+            "epochs": float(result.epochs_run),
+            "best_epoch": float(result.best_epoch),
+            "val_ndcg@10": result.best_val_ndcg,
+            "train_seconds": result.seconds,
+            "seconds_per_epoch": result.seconds_per_epoch,
+        }
+    )
+    report(
+        0.9,
+        f"test ndcg@10 {metrics['ndcg@10']:.4f} hr@10 {metrics['hr@10']:.4f} | popularity "
+        f"ndcg@10 {metrics['pop_ndcg@10']:.4f} hr@10 {metrics['pop_hr@10']:.4f}",
+    )
+    directory = settings.bundles_dir.resolve() / f"job-{job_id}"
+    checksum = write_bundle(
+        directory,
+        model=result.model,
+        vocab=split.vocab.items,
+        popularity=split.popularity,
+        metrics=metrics,
+    )
+    report(0.95, f"bundle written to {directory}")
+    with session_scope(engine) as session:
+        model = crud.create_model_version(
+            session,
+            model=ModelVersion(
+                status=ModelStatus.READY,
+                metrics={k: float(v) for k, v in metrics.items()},
+                artifact_path=str(directory),
+                data_watermark=watermark,
+                config={
+                    "model": result.model.config.model_dump(),
+                    "training": params.model_dump(),
+                },
+                checksum=checksum,
+                job_id=job_id,
+            ),
+        )
+        version = int(model.version or 0)
+        promote, reason = should_activate(params, metrics, has_active="active_ndcg@10" in metrics)
+        if promote:
+            crud.activate_model(session, version=version)
+    report(1.0, f"registered model version {version}; {reason} "
+           f"(total {time.perf_counter() - started:.1f}s)")
+    return version
+
+
+def should_activate(
+    params: TrainingParams, metrics: dict[str, float], *, has_active: bool
+) -> tuple[bool, str]:
+    """The promotion rule, with the reason in words."""
+    if params.activate == "never":
+        return False, "not activated (activate=never)"
+    if params.activate == "always":
+        return True, "activated (activate=always)"
+    ndcg = metrics["ndcg@10"]
+    if ndcg <= metrics["pop_ndcg@10"]:
+        return False, f"not activated: ndcg@10 {ndcg:.4f} does not beat popularity"
+    if not has_active:
+        return True, "activated: no model was active"
+    if ndcg <= metrics["active_ndcg@10"]:
+        return False, (
+            f"not activated: ndcg@10 {ndcg:.4f} does not beat the active model's "
+            f"{metrics['active_ndcg@10']:.4f} on the same split"
+        )
+    return True, f"activated: ndcg@10 {ndcg:.4f} beats the active model's {metrics['active_ndcg@10']:.4f}"
+
+
+def _evaluate_active(engine: Engine, split: Split) -> dict[str, float]:
+    """The active model's metrics on this split (prefix active_), or {} when none is active
+    or its bundle cannot be loaded."""
+    with session_scope(engine) as session:
+        active = crud.get_active_model(session)
+    if active is None:
+        return {}
+    try:
+        loaded = bundle_format.load(Path(active.artifact_path))
+    except RecserveError as exc:
+        log.warning("active model %s cannot be evaluated: %s", active.version, exc)
+        return {}
+    metrics = evaluate(bundle_scorer(loaded, split.vocab.items), split.test, split.num_items,
+                       prefix="active_", sampled=False)
+    metrics["active_version"] = float(active.version or 0)
+    return metrics
+
+
+def bundle_scorer(loaded: bundle_format.Bundle, items: Sequence[str]) -> Scorer:
+    """Scores histories given in the rows of ``items`` with a bundle's ONNX graph.
+
+    Items the bundle has never seen are dropped from histories and score -inf.
+    """
+    import onnxruntime as ort
+
+    from worker.dataset import left_pad
+
+    session = ort.InferenceSession(str(loaded.onnx_path), providers=["CPUExecutionProvider"])
+    bundle_rows = loaded.row_of()
+    to_bundle = np.array([0] + [bundle_rows.get(item, -1) for item in items], dtype=np.int64)
+    known = to_bundle >= 0
+
+    def score(histories: Sequence[np.ndarray]) -> np.ndarray:
+        mapped = [to_bundle[h][to_bundle[h] > 0] for h in histories]
+        batch = left_pad(mapped, loaded.config.max_len)
+        _, scores = session.run(None, {"history": batch})
+        out = np.full((len(histories), len(to_bundle)), -np.inf, dtype=np.float32)
+        out[:, known] = scores[:, to_bundle[known]]
+        return out
+
+    return score

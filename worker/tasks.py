@@ -1,0 +1,40 @@
+"""Thin Celery tasks: ids in, retries and time limits, then plain functions.
+
+CUDA is only initialised inside the task (torch is imported there), never in the
+prefork parent.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery
+from sqlalchemy.exc import OperationalError
+
+from shared.config import Settings
+from shared.jobs import BUILD_ENGINE_TASK, TRAIN_TASK
+
+log = logging.getLogger(__name__)
+
+
+def register_tasks(app: Celery, settings: Settings) -> None:
+    @app.task(  # type: ignore[untyped-decorator]
+        name=TRAIN_TASK,
+        acks_late=True,
+        autoretry_for=(OperationalError,),
+        retry_backoff=True,
+        max_retries=3,
+    )
+    def train(job_id: int) -> int | None:
+        from worker.pipeline import run_train_job
+
+        return run_train_job(settings, int(job_id))
+
+    @app.task(  # type: ignore[untyped-decorator]
+        name=BUILD_ENGINE_TASK, acks_late=True, max_retries=1
+    )
+    def build_engine(version: int, precision: str = "fp16") -> dict[str, Any]:
+        from worker.engines import build_engine_for_version
+
+        return build_engine_for_version(settings, int(version), precision)

@@ -1,0 +1,184 @@
+"""Training loop for the SASRec model (torch).
+
+Cross-entropy over the whole catalogue at every position (the SASRec+ recipe), or a
+sampled softmax for catalogues too large for it; AdamW with linear warm-up; early
+stopping on validation NDCG@10 that keeps the best weights. The same seed gives the
+same model.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from shared.bundle import ModelConfig
+from shared.params import TrainingParams
+from worker.dataset import Split
+from worker.evaluation import evaluate
+from worker.model import SASRec
+
+log = logging.getLogger(__name__)
+Progress = Callable[[float, str], None]
+
+
+@dataclass
+class TrainResult:
+    model: SASRec
+    best_epoch: int
+    epochs_run: int
+    best_val_ndcg: float
+    seconds: float
+    epoch_log: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        return self.seconds / max(1, self.epochs_run)
+
+
+def model_config(params: TrainingParams, num_items: int) -> ModelConfig:
+    return ModelConfig(
+        num_items=num_items,
+        max_len=params.max_len,
+        d_model=params.d_model,
+        n_heads=params.n_heads,
+        n_blocks=params.n_blocks,
+        dropout=params.dropout,
+        activation=params.activation,
+    )
+
+
+def training_windows(train: Sequence[np.ndarray], max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs and next-item targets, int64 [U, max_len], left-padded: the newest window."""
+    inputs = np.zeros((len(train), max_len), dtype=np.int64)
+    targets = np.zeros((len(train), max_len), dtype=np.int64)
+    for i, seq in enumerate(train):
+        window = seq[-(max_len + 1) :]
+        n = len(window) - 1
+        if n > 0:
+            inputs[i, max_len - n :] = window[:-1]
+            targets[i, max_len - n :] = window[1:]
+    return inputs, targets
+
+
+def torch_scorer(model: SASRec, device: torch.device) -> Callable[[Sequence[np.ndarray]], np.ndarray]:
+    from worker.dataset import left_pad
+
+    def score(histories: Sequence[np.ndarray]) -> np.ndarray:
+        batch = torch.from_numpy(left_pad(histories, model.config.max_len)).to(device)
+        with torch.no_grad():
+            return model.score(model.encode_last(batch)).float().cpu().numpy()
+
+    return score
+
+
+def train(
+    split: Split,
+    params: TrainingParams,
+    *,
+    progress: Progress | None = None,
+    device: torch.device | None = None,
+) -> TrainResult:
+    report = progress or (lambda _f, message: log.info("%s", message))
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(params.seed)
+    rng = np.random.default_rng(params.seed)
+    config = model_config(params, split.num_items)
+    model = SASRec(config).to(device)
+    inputs, targets = training_windows(split.train, config.max_len)
+    keep = (targets != 0).any(axis=1)
+    inputs, targets = inputs[keep], targets[keep]
+    if len(inputs) == 0:
+        raise ValueError("no training sequences: every user needs at least 2 events")
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay,
+        betas=(0.9, 0.98),
+    )
+    warmup = max(1, params.warmup_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+    best_state = copy.deepcopy(model.state_dict())
+    best_ndcg, best_epoch, epochs_run, stale = -1.0, 0, 0, 0
+    epoch_log: list[dict[str, float]] = []
+    started = time.perf_counter()
+    for epoch in range(1, params.epochs + 1):
+        model.train()
+        order = rng.permutation(len(inputs))
+        total, batches = 0.0, 0
+        for start in range(0, len(order), params.batch_size):
+            idx = order[start : start + params.batch_size]
+            x, y = inputs[idx], targets[idx]
+            used = int((y != 0).any(axis=0).argmax())  # trim all-padding columns
+            x_t = torch.from_numpy(x[:, used:]).to(device)
+            y_t = torch.from_numpy(y[:, used:]).to(device)
+            hidden = model(x_t)  # [B, L, D]
+            loss = _loss(model, hidden, y_t, params, split.num_items)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            total += float(loss.detach())
+            batches += 1
+        epochs_run = epoch
+        entry: dict[str, float] = {"epoch": epoch, "loss": total / max(1, batches)}
+        if epoch % params.eval_every == 0 or epoch == params.epochs:
+            model.eval()
+            val = evaluate(
+                torch_scorer(model, device), split.valid, split.num_items, ks=(10,), sampled=False
+            )
+            entry["val_ndcg@10"] = val.get("ndcg@10", 0.0)
+            if entry["val_ndcg@10"] > best_ndcg:
+                best_ndcg, best_epoch, stale = entry["val_ndcg@10"], epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                stale += 1
+        elapsed = time.perf_counter() - started
+        entry["seconds"] = elapsed
+        epoch_log.append(entry)
+        eta = elapsed / epoch * (params.epochs - epoch)
+        report(
+            epoch / params.epochs,
+            f"epoch {epoch}/{params.epochs} loss {entry['loss']:.4f} "
+            f"val ndcg@10 {entry.get('val_ndcg@10', float('nan')):.4f} "
+            f"best {best_ndcg:.4f}@{best_epoch} eta<={eta:.0f}s",
+        )
+        if stale >= params.patience:
+            report(epoch / params.epochs, f"early stop at epoch {epoch}: best epoch {best_epoch}")
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(
+        model=model,
+        best_epoch=best_epoch,
+        epochs_run=epochs_run,
+        best_val_ndcg=best_ndcg,
+        seconds=time.perf_counter() - started,
+        epoch_log=epoch_log,
+    )
+
+
+def _loss(
+    model: SASRec, hidden: torch.Tensor, targets: torch.Tensor, params: TrainingParams, n: int
+) -> torch.Tensor:
+    """hidden [B, L, D], targets [B, L] (0 = no target) -> scalar loss."""
+    mask = targets != 0
+    h = hidden[mask]  # [T, D]
+    y = targets[mask]  # [T]
+    if params.loss == "ce":
+        logits = model.score(h)  # [T, N+1]
+        logits[:, 0] = float("-inf")
+        return F.cross_entropy(logits, y)
+    # Sampled softmax with uniform negatives shared across the batch.
+    negatives = torch.randint(1, n + 1, (params.num_negatives,), device=h.device)  # [K]
+    table = model.item_embedding.weight
+    positive = (h * table[y]).sum(-1, keepdim=True)  # [T, 1]
+    negative = h @ table[negatives].T  # [T, K]
+    negative = negative.masked_fill(negatives[None, :] == y[:, None], float("-inf"))
+    logits = torch.cat([positive, negative], dim=1)
+    return F.cross_entropy(logits, torch.zeros(len(y), dtype=torch.long, device=h.device))
