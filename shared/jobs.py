@@ -23,11 +23,13 @@ BUILD_ENGINE_TASK = "recserve.build_engine"
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings shared by the producer side and the workers."""
+    # kombu's SQLAlchemy transport hands every transport option to create_engine, so the
+    # embedded broker keeps kombu's default 1 s polling interval.
+    transport = {} if settings.embedded_broker else {"polling_interval": 0.5}
     return {
         "broker_url": settings.broker,
         "broker_connection_retry_on_startup": True,
-        # kombu's SQLAlchemy transport polls; half a second keeps job pick-up snappy.
-        "broker_transport_options": {"polling_interval": 0.5},
+        "broker_transport_options": transport,
         "task_default_queue": settings.worker.queue,
         "task_routes": {BUILD_ENGINE_TASK: {"queue": settings.worker.gpu_queue}},
         "task_ignore_result": True,

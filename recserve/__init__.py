@@ -1,0 +1,1 @@
+"""The `recserve` command: the composition root that builds Settings and calls the parts."""

@@ -1,0 +1,250 @@
+"""`recserve` command line. Every subcommand has --help.
+
+    recserve demo       the README's first command: data, worker, training, server
+    recserve serve      run the gRPC server
+    recserve worker     run a Celery worker
+    recserve train      queue a training job (--wait follows it)
+    recserve import     load an interaction file into the database
+    recserve recommend  call Recommend on a running server
+    recserve tui        the operator console
+    recserve migrate    bring the database schema up to date
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from shared.config import Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings()
+    updates: dict[str, object] = {}
+    if getattr(args, "data_dir", None):
+        settings = Settings(data_dir=Path(args.data_dir))
+    server = settings.server.model_copy(
+        update={
+            k: v
+            for k, v in {
+                "port": getattr(args, "port", None),
+                "host": getattr(args, "host", None),
+                "workers": getattr(args, "workers", None),
+                "backend": getattr(args, "backend", None),
+            }.items()
+            if v is not None
+        }
+    )
+    updates["server"] = server
+    return settings.model_copy(update=updates)
+
+
+def _parse_params(pairs: Sequence[str], raw: str | None) -> dict[str, object]:
+    params: dict[str, object] = json.loads(raw) if raw else {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--param expects key=value, got {pair!r}")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from shared.db import migrate
+
+    settings = _settings(args)
+    migrate(settings.db_url)
+    print(f"database at {settings.db_url} is up to date")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from server.app import serve
+
+    serve(_settings(args))
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from recserve.embedded import hold_worker_lock
+    from shared.db import migrate
+    from worker.celery_app import create_app
+
+    settings = _settings(args)
+    migrate(settings.db_url)
+    lock = hold_worker_lock(settings) if settings.embedded_broker else None
+    queues = args.queues or settings.worker.queue
+    app = create_app(settings)
+    argv = [
+        "worker",
+        f"--loglevel={settings.log_level}",
+        "-Q", queues,
+        "-c", str(args.concurrency or settings.worker.concurrency),
+        "--without-gossip", "--without-mingle", "--without-heartbeat",
+    ]
+    if args.pool:
+        argv.append(f"--pool={args.pool}")
+    try:
+        app.worker_main(argv)
+    finally:
+        if lock is not None:
+            lock.close()
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from recserve.follow import follow_job
+    from shared.db import make_engine, migrate
+    from shared.jobs import submit_training
+
+    settings = _settings(args)
+    migrate(settings.db_url)
+    engine = make_engine(settings.db_url)
+    job = submit_training(settings, engine, _parse_params(args.param, args.params))
+    print(f"queued train job {job.id} (celery id {job.celery_id})")
+    if not args.wait:
+        return 0
+    return follow_job(settings, engine, int(job.id or 0), start_worker_if_needed=True)
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from shared.db import make_engine, migrate
+    from shared.errors import InvalidArgument
+    from shared.importers import import_file, import_items
+
+    settings = _settings(args)
+    migrate(settings.db_url)
+    engine = make_engine(settings.db_url)
+    path = Path(args.file)
+    total = path.stat().st_size if path.exists() else 0
+
+    def progress(line_no: int, stored: int) -> None:
+        print(f"\r  line {line_no:,}  stored {stored:,}", end="", file=sys.stderr, flush=True)
+
+    def skipped(line_no: int, message: str) -> None:
+        print(f"\n  skipped line {line_no}: {message}", file=sys.stderr)
+
+    try:
+        summary = import_file(
+            engine, path, fmt=args.format, skip_bad=args.skip_bad, on_progress=progress,
+            on_skip=skipped,
+        )
+    except InvalidArgument as exc:
+        print(f"\nimport failed: {exc}", file=sys.stderr)
+        return 2
+    print(file=sys.stderr)
+    print(
+        f"imported {path} ({total / 1e6:.1f} MB): {summary.lines:,} lines, "
+        f"{summary.stored:,} stored, {summary.duplicates:,} duplicates, "
+        f"{summary.skipped:,} skipped, {summary.users:,} users in {summary.seconds:.1f}s"
+    )
+    if args.items:
+        n = import_items(engine, Path(args.items), id_map=Path(args.item_map) if args.item_map else None)
+        print(f"imported {n:,} item titles from {args.items}")
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from shared.client import Client
+    from shared.proto.recserve.v1 import recommender_pb2
+
+    client = Client(args.target, Settings().server.admin_token)
+    response = client.recommender.Recommend(
+        recommender_pb2.RecommendRequest(user_id=args.user, k=args.k, history=args.history or []),
+        timeout=10,
+    )
+    source = recommender_pb2.Source.Name(response.source)
+    print(f"model version {response.model_version}, source {source}, "
+          f"history used {response.history_used}")
+    for rank, item in enumerate(response.items, start=1):
+        print(f"{rank:3d}. {item.item_id}  {item.score:.4f}")
+    return 0
+
+
+def cmd_tui(args: argparse.Namespace) -> int:
+    from tui.app import RecserveConsole
+
+    RecserveConsole(args.target, token=args.token or Settings().server.admin_token).run()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from recserve.demo import run_demo
+
+    return run_demo(_settings(args), retrain=args.retrain, exit_after=args.exit)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="recserve", description="gRPC recommendation service (SASRec).",
+        epilog="Settings come from RECSERVE_* environment variables; see the README.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func, help_text: str) -> argparse.ArgumentParser:  # type: ignore[no-untyped-def]
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        p.add_argument("--data-dir", help="embedded data folder (default ./var or RECSERVE_DATA_DIR)")
+        return p
+
+    p = add("demo", cmd_demo, "Load the synthetic demo data through Feedback, train on a worker, "
+            "serve, and print a real recommendation.")
+    p.add_argument("--port", type=int, help="server port (default 50051)")
+    p.add_argument("--retrain", action="store_true", help="train again even if a model is active")
+    p.add_argument("--exit", action="store_true", help="stop after printing instead of serving")
+
+    p = add("serve", cmd_serve, "Run the gRPC server with the active model.")
+    p.add_argument("--port", type=int, help="TCP port (default 50051)")
+    p.add_argument("--host", help="interface (default 127.0.0.1)")
+    p.add_argument("--workers", type=int, help="server processes sharing the port")
+    p.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt"])
+
+    p = add("worker", cmd_worker, "Run a Celery worker for training and engine jobs.")
+    p.add_argument("--queues", help="comma-separated queues (default: the CPU queue)")
+    p.add_argument("--concurrency", type=int, help="jobs at once")
+    p.add_argument("--pool", choices=["prefork", "solo", "threads"], help="Celery pool")
+
+    p = add("train", cmd_train, "Queue a training job.")
+    p.add_argument("--wait", action="store_true",
+                   help="follow the job to the end; starts an embedded worker if none runs")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="training parameter, e.g. --param epochs=20 (repeatable)")
+    p.add_argument("--params", help="training parameters as a JSON object")
+
+    p = add("import", cmd_import, "Import an interaction file into the feedback table.")
+    p.add_argument("file", help="seq ('user item'), MovieLens, RecBole .inter or CSV file")
+    p.add_argument("--format", choices=["seq", "movielens", "inter", "csv"],
+                   help="file format (default: guessed)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip malformed lines instead of aborting")
+    p.add_argument("--items", help="item metadata file (MovieLens movies.dat)")
+    p.add_argument("--item-map", help="'our_id original_id' per line, for --items")
+
+    p = add("recommend", cmd_recommend, "Call Recommend on a running server.")
+    p.add_argument("--target", default="127.0.0.1:50051")
+    p.add_argument("--user", required=True)
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--history", nargs="*", help="inline session history (item ids)")
+
+    p = add("tui", cmd_tui, "Open the operator console.")
+    p.add_argument("--target", default="127.0.0.1:50051", help="HOST:PORT of a recserve server")
+    p.add_argument("--token", help="admin token (default RECSERVE_SERVER__ADMIN_TOKEN)")
+
+    add("migrate", cmd_migrate, "Create or upgrade the database schema.")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=Settings().log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return int(args.func(args))

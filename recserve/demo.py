@@ -1,0 +1,162 @@
+"""`recserve demo` (the README's first command, `make run`).
+
+1. Starts the gRPC server (embedded: SQLite under ./var/).
+2. Sends the deterministic synthetic demo log (shared/synthetic.py) through the real
+   Feedback path (FeedbackStream), unless the database already holds it.
+3. Starts a Celery worker child process on the embedded broker and queues a training job
+   through StartTraining, unless a model is already active (or --retrain).
+4. Waits for the server to pick up the new model, prints its NDCG@10 beside popularity's,
+   a real Recommend answer, and how to call the server from another terminal.
+5. Serves until Ctrl-C (or exits with --exit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+from recserve.embedded import start_worker, worker_running
+from server.app import RunningServer, start_server
+from shared import crud, synthetic
+from shared.client import AsyncClient
+from shared.config import Settings
+from shared.db import session_scope
+from shared.models import Item, JobStatus
+from shared.proto.recserve.v1 import admin_pb2, recommender_pb2
+
+DEMO_PARAMS = {"epochs": 40, "learning_rate": 0.003, "patience": 3, "max_len": 50}
+BATCH = 2000
+
+
+def run_demo(settings: Settings, *, retrain: bool, exit_after: bool) -> int:
+    return asyncio.run(_demo(settings, retrain=retrain, exit_after=exit_after))
+
+
+async def _requests(spec: synthetic.SyntheticSpec) -> AsyncIterator[recommender_pb2.FeedbackRequest]:
+    batch: list[recommender_pb2.Event] = []
+    for e in synthetic.events(spec):
+        batch.append(recommender_pb2.Event(
+            event_id=e.event_id, user_id=e.user_id, item_id=e.item_id, kind=e.kind,
+            value=e.value, timestamp_ms=e.timestamp_ms,
+        ))
+        if len(batch) == BATCH:
+            yield recommender_pb2.FeedbackRequest(events=batch)
+            batch = []
+    if batch:
+        yield recommender_pb2.FeedbackRequest(events=batch)
+
+
+async def _demo(settings: Settings, *, retrain: bool, exit_after: bool) -> int:
+    spec = synthetic.SyntheticSpec()
+    running = await start_server(settings)
+    client = AsyncClient(running.target, settings.server.admin_token)
+    worker: subprocess.Popen[bytes] | None = None
+    try:
+        print(f"recserve server listening on {settings.server.host}:{running.port}")
+        with session_scope(running.engine) as session:
+            have = crud.count_events(session)
+            crud.upsert_items(session, items=[
+                Item(item_id=i.item_id, title=i.title, labels=i.labels)
+                for i in synthetic.catalogue(spec)
+            ])
+        if have < 80_000:
+            print("sending the synthetic demo log through FeedbackStream ...")
+            started = datetime.now(UTC)
+            answer = await client.recommender.FeedbackStream(_requests(spec), metadata=client.metadata)
+            took = (datetime.now(UTC) - started).total_seconds()
+            print(f"  stored {answer.stored:,} events, {answer.duplicates:,} duplicates in {took:.1f}s")
+        else:
+            print(f"the database already holds {have:,} events; not re-sending the demo log")
+        models = await client.admin.ListModels(admin_pb2.ListModelsRequest(), metadata=client.metadata)
+        if retrain or not models.active_version:
+            if not worker_running(settings):
+                worker = start_worker(settings)
+                print(f"started a Celery worker (pid {worker.pid}, log {settings.data_dir}/worker.log)")
+            job = await client.admin.StartTraining(
+                admin_pb2.StartTrainingRequest(params_json=json.dumps(DEMO_PARAMS)),
+                metadata=client.metadata,
+            )
+            print(f"training job {job.id} queued; following it:")
+            if not await _follow(client, job.id, worker):
+                return 1
+        else:
+            print(f"model version {models.active_version} is active; not retraining (--retrain to)")
+        await _wait_for_model(running)
+        await _show(running, client)
+        if exit_after:
+            return 0
+        print("\nserving; press Ctrl-C to stop")
+        await asyncio.Event().wait()
+        return 0
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        return 0
+    finally:
+        await client.close()
+        await running.stop(1.0)
+        if worker is not None:
+            worker.terminate()
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+
+
+async def _follow(client: AsyncClient, job_id: int, worker: subprocess.Popen[bytes] | None) -> bool:
+    printed = 0
+    while True:
+        job = await client.admin.GetJob(admin_pb2.GetJobRequest(id=job_id), metadata=client.metadata)
+        for line in job.log[printed:]:
+            print(f"  [{job.progress * 100:5.1f}%] {line}", flush=True)
+        printed = len(job.log)
+        if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED):
+            if job.status != JobStatus.SUCCEEDED:
+                print(f"job {job_id} {job.status}: {job.error}", file=sys.stderr)
+                return False
+            return True
+        if worker is not None and worker.poll() is not None:
+            print(f"the worker exited (code {worker.returncode}); see var/worker.log", file=sys.stderr)
+            return False
+        await asyncio.sleep(0.5)
+
+
+async def _wait_for_model(running: RunningServer) -> None:
+    for _ in range(600):
+        await running.core.registry.refresh()
+        if running.core.registry.current is not None:
+            return
+        await asyncio.sleep(0.1)
+    raise RuntimeError("the server did not load the active model within 60 s")
+
+
+async def _show(running: RunningServer, client: AsyncClient) -> None:
+    model = running.core.registry.current
+    assert model is not None
+    metrics = model.bundle.metrics
+    ndcg, pop = metrics.get("ndcg@10", 0.0), metrics.get("pop_ndcg@10", 0.0)
+    print(f"\nmodel version {model.version} ({model.backend.name} on {model.backend.device})")
+    print(f"  test NDCG@10 {ndcg:.4f}  HR@10 {metrics.get('hr@10', 0.0):.4f}   (full ranking, "
+          "leave-one-out)")
+    print(f"  popularity NDCG@10 {pop:.4f}  HR@10 {metrics.get('pop_hr@10', 0.0):.4f}")
+    print(f"  model / popularity NDCG@10 = {ndcg / pop if pop else float('inf'):.1f}x")
+    user = "u00042"
+    response = await client.recommender.Recommend(
+        recommender_pb2.RecommendRequest(user_id=user, k=5), timeout=10
+    )
+    history = await running.core.history.get(user)
+    with session_scope(running.engine) as session:
+        titles = crud.item_titles(session, item_ids=[*history[-3:], *[i.item_id for i in response.items]])
+    print(f"\nRecommend(user_id={user!r}, k=5) -> source "
+          f"{recommender_pb2.Source.Name(response.source)}, model version {response.model_version}")
+    print("  recent history: " + ", ".join(f"{i} ({titles.get(i, '')})" for i in history[-3:]))
+    for rank, item in enumerate(response.items, start=1):
+        print(f"  {rank}. {item.item_id}  score {item.score:.3f}  {titles.get(item.item_id, '')}")
+    port = running.port
+    print(f"""
+Call it from another terminal:
+  .venv/bin/recserve recommend --target 127.0.0.1:{port} --user {user}
+  grpcurl -plaintext -d '{{"user_id": "{user}", "k": 5}}' 127.0.0.1:{port} recserve.v1.Recommender/Recommend
+  .venv/bin/recserve tui --target 127.0.0.1:{port}""")

@@ -1,0 +1,174 @@
+"""Assembling and running the grpc.aio server.
+
+start_server() wires settings -> engine, registry, history cache, feedback writer,
+core and servicers, plus the standard health service (NOT_SERVING until a model is
+loaded) and server reflection (so grpcurl works). serve() runs it until SIGTERM or
+SIGINT, then drains: health goes NOT_SERVING, in-flight calls get ``grace_s`` to finish.
+With ``workers`` > 1, that many processes share the port through SO_REUSEPORT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from sqlalchemy.engine import Engine
+
+from shared.config import Settings
+from shared.db import make_engine, migrate
+from shared.proto.recserve.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    recommender_pb2,
+    recommender_pb2_grpc,
+)
+from server.backends import create_backend
+from server.core import RecommendationCore
+from server.feedback import FeedbackWriter
+from server.history import HistoryCache
+from server.registry import BackendFactory, ModelRegistry, ServingModel
+from server.servicers import ModelAdminServicer, RecommenderServicer
+from server.stats import ServerStats
+
+log = logging.getLogger(__name__)
+RECOMMENDER = recommender_pb2.DESCRIPTOR.services_by_name["Recommender"].full_name
+MODEL_ADMIN = admin_pb2.DESCRIPTOR.services_by_name["ModelAdmin"].full_name
+
+
+@dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    port: int
+    core: RecommendationCore
+    stats: ServerStats
+    health: health.aio.HealthServicer
+    engine: Engine
+    executor: ThreadPoolExecutor
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def stop(self, grace: float | None = None) -> None:
+        for service in ("", RECOMMENDER):
+            await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.stop(grace)
+        await self.core.registry.stop()
+        await self.core.writer.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.engine.dispose()
+
+
+def grpc_options(settings: Settings) -> list[tuple[str, int]]:
+    size = settings.server.max_message_mb * 1024 * 1024
+    return [
+        ("grpc.max_send_message_length", size),
+        ("grpc.max_receive_message_length", size),
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.so_reuseport", 1),
+    ]
+
+
+async def start_server(
+    settings: Settings,
+    *,
+    backend_factory: BackendFactory = create_backend,
+    run_migrations: bool = True,
+) -> RunningServer:
+    """Starts a server on settings.server.host:port (port 0 picks a free one)."""
+    loop = asyncio.get_running_loop()
+    if run_migrations:
+        await loop.run_in_executor(None, migrate, settings.db_url)
+    engine = make_engine(settings.db_url)
+    executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="recserve")
+    stats = ServerStats()
+    health_servicer = health.aio.HealthServicer()
+    for service in ("", RECOMMENDER):
+        await health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+    await health_servicer.set(MODEL_ADMIN, health_pb2.HealthCheckResponse.SERVING)
+
+    def on_change(model: ServingModel | None) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if model else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service in ("", RECOMMENDER):
+            asyncio.ensure_future(health_servicer.set(service, status))
+
+    registry = ModelRegistry(
+        settings.server, engine, executor, backend_factory,
+        on_batch=stats.record_batch, on_change=on_change,
+    )
+    history = HistoryCache(
+        engine, executor,
+        max_users=settings.server.history_cache_users, ttl_s=settings.server.history_ttl_s,
+    )
+    writer = FeedbackWriter(engine, max_events=settings.server.feedback_commit_batch)
+    core = RecommendationCore(settings.server, registry, history, writer)
+    server = grpc.aio.server(options=grpc_options(settings))
+    recommender_pb2_grpc.add_RecommenderServicer_to_server(RecommenderServicer(core, stats), server)
+    admin_pb2_grpc.add_ModelAdminServicer_to_server(
+        ModelAdminServicer(settings, engine, executor, core, stats), server
+    )
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (RECOMMENDER, MODEL_ADMIN, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    address = f"{settings.server.host}:{settings.server.port}"
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise RuntimeError(f"cannot listen on {address}")
+    await server.start()
+    await registry.start()
+    log.info("recserve listening on %s:%s", settings.server.host, port)
+    return RunningServer(server, port, core, stats, health_servicer, engine, executor)
+
+
+async def serve_forever(settings: Settings) -> None:
+    running = await start_server(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("draining: %ss for in-flight calls", settings.server.grace_s)
+    await running.stop(settings.server.grace_s)
+
+
+def _serve_process(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(process)d %(name)s %(message)s")
+    asyncio.run(serve_forever(settings))
+
+
+def serve(settings: Settings) -> None:
+    """Runs ``settings.server.workers`` server processes on one port until SIGTERM."""
+    workers = settings.server.workers
+    if workers == 1:
+        _serve_process(settings)
+        return
+    if settings.server.port == 0:
+        raise ValueError("server.port must be fixed when server.workers > 1")
+    migrate(settings.db_url)
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_serve_process, args=(settings,)) for _ in range(workers)]
+    for proc in procs:
+        proc.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        for proc in procs:
+            if proc.is_alive() and proc.pid:
+                proc.terminate()
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for proc in procs:
+        proc.join()

@@ -1,0 +1,38 @@
+"""Inference backends and the choice between them."""
+
+from __future__ import annotations
+
+import logging
+
+from shared.bundle import Bundle
+from shared.config import ServerSettings
+from server.backends.base import Backend
+
+log = logging.getLogger(__name__)
+
+
+def create_backend(settings: ServerSettings, bundle: Bundle) -> Backend:
+    """The configured backend for ``bundle``.
+
+    auto: TensorRT when `tensorrt` imports and a CUDA device is present, else ONNX Runtime
+    on CPU. If TensorRT was chosen automatically and fails to build or load, ONNX Runtime
+    serves instead (logged); an explicit ``tensorrt`` choice raises.
+    """
+    choice = settings.backend
+    if choice in ("auto", "tensorrt"):
+        from shared.tensorrt_engine import tensorrt_available
+
+        if tensorrt_available():
+            from server.backends.tensorrt import TensorRTBackend
+
+            try:
+                return TensorRTBackend(bundle, max_batch=settings.max_batch_size)
+            except Exception:
+                if choice == "tensorrt":
+                    raise
+                log.exception("TensorRT backend failed; serving with ONNX Runtime on CPU")
+        elif choice == "tensorrt":
+            raise RuntimeError("backend=tensorrt needs `tensorrt` and a CUDA device")
+    from server.backends.onnxruntime import OnnxRuntimeBackend
+
+    return OnnxRuntimeBackend(bundle.onnx_path, intra_op_threads=settings.intra_op_threads)

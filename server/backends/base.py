@@ -1,0 +1,27 @@
+"""The backend interface: a user-state encoder over a bundle's inference graph."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+
+class Backend(ABC):
+    """Runs the model. Implementations: ONNX Runtime (CPU), TensorRT (NVIDIA GPUs), and a
+    fake for tests.
+
+    ``encode`` may be called from several threads at once; implementations make that safe.
+    """
+
+    name: str = "backend"
+    device: str = "cpu"
+
+    @abstractmethod
+    def encode(self, history: np.ndarray) -> np.ndarray:
+        """history: int64 [B, L], left-padded with 0, 1 <= L <= the model's max_len.
+        Returns float32 [B, D], the user state after each history's newest event.
+        Raises RuntimeError when the runtime fails."""
+
+    def close(self) -> None:  # noqa: B027  (optional hook)
+        """Releases runtime resources; the backend is not used afterwards."""

@@ -1,0 +1,72 @@
+"""TensorRT backend (NVIDIA GPUs), built from the bundle's ONNX graph.
+
+The engine is cached per TensorRT version, GPU compute capability, precision and
+shape profile (shared/tensorrt_engine.py). torch provides the CUDA buffers and stream;
+it is only imported on this GPU path. Each calling thread gets its own execution
+context. Written against the TensorRT 10 Python API; tested only where `tensorrt` and a
+GPU exist (tests/server/test_tensorrt.py skips otherwise).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+
+from shared.bundle import Bundle
+from shared.tensorrt_engine import Precision, cached_engine, current_key
+from server.backends.base import Backend
+
+
+class TensorRTBackend(Backend):
+    name = "tensorrt"
+
+    def __init__(self, bundle: Bundle, *, max_batch: int, precision: Precision = "fp16") -> None:
+        import tensorrt as trt
+        import torch
+
+        self._torch = torch
+        key = current_key(precision, max_batch, bundle.config.max_len)
+        path = cached_engine(bundle.onnx_path, bundle.engines_dir, key)
+        self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self._engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
+        if self._engine is None:
+            raise RuntimeError(f"TensorRT could not deserialize engine {path}")
+        self._max_batch = max_batch
+        self._d_model = bundle.config.d_model
+        self._local = threading.local()
+        self.device = torch.cuda.get_device_name()
+
+    def _context(self) -> tuple[Any, Any]:
+        ctx = getattr(self._local, "context", None)
+        if ctx is None:
+            ctx = self._engine.create_execution_context()
+            self._local.context = ctx
+            self._local.stream = self._torch.cuda.Stream()
+        return ctx, self._local.stream
+
+    def encode(self, history: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        if history.shape[0] > self._max_batch:
+            parts = [
+                self.encode(history[i : i + self._max_batch])
+                for i in range(0, history.shape[0], self._max_batch)
+            ]
+            return np.concatenate(parts)
+        context, stream = self._context()
+        with torch.cuda.stream(stream):
+            inputs = torch.from_numpy(history.astype(np.int64, copy=False)).cuda(non_blocking=True)
+            batch = inputs.shape[0]
+            state = torch.empty((batch, self._d_model), dtype=torch.float32, device="cuda")
+            scores_shape = tuple(self._engine.get_tensor_shape("scores"))[1:]
+            scores = torch.empty((batch, *scores_shape), dtype=torch.float32, device="cuda")
+            context.set_input_shape("history", tuple(inputs.shape))
+            context.set_tensor_address("history", inputs.data_ptr())
+            context.set_tensor_address("state", state.data_ptr())
+            context.set_tensor_address("scores", scores.data_ptr())
+            if not context.execute_async_v3(stream.cuda_stream):
+                raise RuntimeError("TensorRT execution failed")
+            result = state.cpu()
+        stream.synchronize()
+        return result.numpy()

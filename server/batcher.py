@@ -1,0 +1,114 @@
+"""Dynamic batching of model runs.
+
+Concurrent requests are grouped into one backend call of up to ``max_batch`` histories.
+One batch runs at a time (the backend already uses every core); requests that arrive
+while it runs form the next batch, so batches grow with load and an idle server adds no
+waiting. ``max_wait_s`` > 0 additionally lets a partly filled batch wait that long for
+more requests, but only while the server is busy. Histories are left-padded to the
+longest one in the batch, not to the model's maximum. Requests whose caller went away
+(cancelled, deadline passed) are dropped before the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+RunBatch = Callable[[np.ndarray], np.ndarray]
+
+
+class DynamicBatcher:
+    def __init__(
+        self,
+        run: RunBatch,
+        executor: Executor,
+        *,
+        max_batch: int,
+        max_wait_s: float = 0.0,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        """run: int64 [B, L] -> float32 [B, ...], called in ``executor``."""
+        self._run = run
+        self._executor = executor
+        self._max_batch = max_batch
+        self._max_wait_s = max_wait_s
+        self._on_batch = on_batch
+        self._pending: deque[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = deque()
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._busy_until = 0.0
+        self._closed = False
+
+    async def submit(self, history: np.ndarray) -> np.ndarray:
+        """history: int64 [L] (L >= 1), oldest first. Returns this history's row of the
+        batch output."""
+        if self._closed:
+            raise RuntimeError("batcher is closed")
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        self._pending.append((history, future))
+        self._wakeup.set()
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="dynamic-batcher")
+        return await future
+
+    async def close(self) -> None:
+        """Finishes what is queued, then stops."""
+        self._closed = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+
+    async def _loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                if (
+                    self._max_wait_s > 0
+                    and len(self._pending) < self._max_batch
+                    and time.monotonic() < self._busy_until
+                ):
+                    await asyncio.sleep(self._max_wait_s)
+                batch = self._take()
+                if batch:
+                    await self._execute(batch)
+            if self._closed and not self._pending:
+                return
+
+    def _take(self) -> list[tuple[np.ndarray, asyncio.Future[np.ndarray]]]:
+        batch = []
+        while self._pending and len(batch) < self._max_batch:
+            history, future = self._pending.popleft()
+            if not future.done():
+                batch.append((history, future))
+        return batch
+
+    async def _execute(self, batch: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]]) -> None:
+        length = max(len(h) for h, _ in batch)
+        padded = np.zeros((len(batch), length), dtype=np.int64)
+        for i, (history, _) in enumerate(batch):
+            padded[i, length - len(history) :] = history
+        loop = asyncio.get_running_loop()
+        try:
+            output = await loop.run_in_executor(self._executor, self._run, padded)
+        except Exception as exc:
+            log.exception("batch of %d failed", len(batch))
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        finally:
+            self._busy_until = time.monotonic() + 0.05
+        if self._on_batch is not None:
+            self._on_batch(len(batch))
+        for i, (_, future) in enumerate(batch):
+            if not future.done():
+                future.set_result(output[i])

@@ -1,0 +1,240 @@
+"""The serving core: Recommend and Feedback as plain domain calls (no gRPC here).
+
+Recommend: validate -> history (inline, or the cached stored history) -> map item ids
+to model rows (unknown items skipped, newest max_len kept) -> batched model run ->
+mask seen, excluded and unavailable items, restrict to candidates -> top k. A user
+with no usable history gets the popularity fallback, and the result says so.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+
+from shared.config import ServerSettings
+from shared.errors import InvalidArgument, Unavailable
+from shared.models import FeedbackEventCreate
+from server.feedback import FeedbackWriter
+from server.history import HistoryCache
+from server.registry import ModelRegistry, ServingModel
+
+MAX_ID_LEN = 256
+MAX_EVENT_ID_LEN = 128
+DEFAULT_K = 10
+KIND_PATTERN = re.compile(r"^[a-z0-9_]{1,32}$")
+FUTURE_SLACK_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class RecommendQuery:
+    user_id: str
+    k: int = 0
+    history: Sequence[str] = ()
+    exclude_item_ids: Sequence[str] = ()
+    candidate_item_ids: Sequence[str] = ()
+    allow_seen: bool = False
+
+
+@dataclass
+class Recommendation:
+    items: list[tuple[str, float]]
+    model_version: int
+    source: str  # "model" | "popularity"
+    history_used: int = 0
+
+
+@dataclass(frozen=True)
+class FeedbackEventIn:
+    event_id: str
+    user_id: str
+    item_id: str
+    kind: str = ""
+    value: float = 0.0
+    timestamp_ms: int = 0
+
+
+@dataclass
+class FeedbackResult:
+    stored: int
+    duplicates: int
+    stored_ids: set[str] = field(default_factory=set)
+
+
+def _check_id(field_name: str, value: str, max_len: int = MAX_ID_LEN) -> None:
+    if not value:
+        raise InvalidArgument(field_name, f"is required: a non-empty string of 1..{max_len} characters")
+    if len(value) > max_len:
+        raise InvalidArgument(
+            field_name, f"is {len(value)} characters long; at most {max_len} are accepted"
+        )
+
+
+def _check_list(field_name: str, values: Sequence[str], limit: int) -> None:
+    if len(values) > limit:
+        raise InvalidArgument(field_name, f"has {len(values)} entries; at most {limit} are accepted")
+    for i, value in enumerate(values):
+        _check_id(f"{field_name}[{i}]", value)
+
+
+class RecommendationCore:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        registry: ModelRegistry,
+        history: HistoryCache,
+        writer: FeedbackWriter,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.history = history
+        self.writer = writer
+
+    # --- Recommend ----------------------------------------------------------------------
+
+    def validate_query(self, query: RecommendQuery) -> int:
+        """Checks every field; returns the effective k."""
+        s = self.settings
+        if query.history:
+            if len(query.user_id) > MAX_ID_LEN:
+                _check_id("user_id", query.user_id)
+        else:
+            _check_id("user_id", query.user_id)
+        k = query.k or DEFAULT_K
+        if not 1 <= k <= s.max_k:
+            raise InvalidArgument("k", f"is {query.k}; accepted: 1..{s.max_k} (0 means {DEFAULT_K})")
+        _check_list("history", query.history, s.max_history_items)
+        _check_list("exclude_item_ids", query.exclude_item_ids, s.max_list_items)
+        _check_list("candidate_item_ids", query.candidate_item_ids, s.max_list_items)
+        return k
+
+    async def recommend(self, query: RecommendQuery) -> Recommendation:
+        k = self.validate_query(query)
+        items = list(query.history) if query.history else await self.history.get(query.user_id)
+        model = self.registry.current
+        if model is None:
+            return self._fallback_without_model(query, items, k)
+        known = [model.rows[i] for i in items if i in model.rows]
+        used = known[-model.bundle.config.max_len :]
+        if not used:
+            return self._rank(model, model.popularity, query, items, k, "popularity", 0)
+        scores = await model.batcher.submit(np.asarray(used, dtype=np.int64))
+        return self._rank(model, scores, query, items, k, "model", len(used))
+
+    def _rank(
+        self,
+        model: ServingModel,
+        scores: np.ndarray,
+        query: RecommendQuery,
+        items: Sequence[str],
+        k: int,
+        source: str,
+        used: int,
+    ) -> Recommendation:
+        rows = model.rows
+        scores = np.array(scores, dtype=np.float32, copy=True)  # [N+1]
+        banned: list[int] = [0]
+        if not query.allow_seen:
+            banned.extend(rows[i] for i in items if i in rows)
+        banned.extend(rows[i] for i in query.exclude_item_ids if i in rows)
+        scores[np.asarray(banned, dtype=np.int64)] = -np.inf
+        if model.unavailable_rows.size:
+            scores[model.unavailable_rows] = -np.inf
+        if query.candidate_item_ids:
+            allowed = np.asarray([rows[i] for i in query.candidate_item_ids if i in rows], np.int64)
+            restricted = np.full_like(scores, -np.inf)
+            restricted[allowed] = scores[allowed]
+            scores = restricted
+        top = top_k(scores, k)
+        vocab = model.bundle.vocab
+        ranked = [(vocab[r - 1], float(scores[r])) for r in top]
+        return Recommendation(ranked, model.version, source, used)
+
+    def _fallback_without_model(
+        self, query: RecommendQuery, items: Sequence[str], k: int
+    ) -> Recommendation:
+        fallback = self.registry.fallback
+        if fallback is None:
+            raise Unavailable(
+                "no model is loaded and there is no feedback for a popularity fallback yet; "
+                "send Feedback and train a model (StartTraining)"
+            )
+        banned = set(query.exclude_item_ids) | self.registry.unavailable
+        if not query.allow_seen:
+            banned |= set(items)
+        candidates = set(query.candidate_item_ids)
+        ranked = [
+            (item, score)
+            for item, score in fallback.items
+            if item not in banned and (not candidates or item in candidates)
+        ][:k]
+        return Recommendation(ranked, 0, "popularity", 0)
+
+    # --- Feedback -----------------------------------------------------------------------
+
+    def validate_events(self, events: Sequence[FeedbackEventIn]) -> list[FeedbackEventCreate]:
+        if not events:
+            raise InvalidArgument("events", "is empty; send 1 or more events")
+        limit = self.settings.max_feedback_batch
+        if len(events) > limit:
+            raise InvalidArgument("events", f"has {len(events)} events; at most {limit} per call")
+        now_ms = int(time.time() * 1000)
+        out: list[FeedbackEventCreate] = []
+        for i, event in enumerate(events):
+            where = f"events[{i}]"
+            _check_id(f"{where}.event_id", event.event_id, MAX_EVENT_ID_LEN)
+            _check_id(f"{where}.user_id", event.user_id)
+            _check_id(f"{where}.item_id", event.item_id)
+            kind = event.kind or "click"
+            if not KIND_PATTERN.match(kind):
+                raise InvalidArgument(
+                    f"{where}.kind", f"is {kind[:40]!r}; accepted: 1..32 characters of [a-z0-9_]"
+                )
+            if not math.isfinite(event.value):
+                raise InvalidArgument(f"{where}.value", "must be a finite number")
+            value = event.value or 1.0
+            ts = event.timestamp_ms or now_ms
+            if ts < 0 or ts > now_ms + FUTURE_SLACK_MS:
+                raise InvalidArgument(
+                    f"{where}.timestamp_ms",
+                    f"is {event.timestamp_ms}; accepted: Unix epoch milliseconds, at most one day "
+                    "in the future (0 means now)",
+                )
+            out.append(
+                FeedbackEventCreate(
+                    event_id=event.event_id,
+                    user_id=event.user_id,
+                    item_id=event.item_id,
+                    kind=kind,
+                    value=value,
+                    event_time=datetime.fromtimestamp(ts / 1000.0, UTC),
+                )
+            )
+        return out
+
+    async def feedback(self, events: Sequence[FeedbackEventIn]) -> FeedbackResult:
+        rows = self.validate_events(events)
+        stored = await self.writer.write(rows)
+        for row in rows:
+            if row.event_id in stored:
+                self.history.append(row.user_id, row.item_id, row.event_time.timestamp())
+        return FeedbackResult(len(stored), len(rows) - len(stored), stored)
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k highest finite scores, best first, without a full sort."""
+    finite = int(np.isfinite(scores).sum())
+    k = min(k, finite)
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    if k < scores.shape[0]:
+        part = np.argpartition(-scores, k - 1)[:k]
+    else:
+        part = np.arange(scores.shape[0])
+    order = np.argsort(-scores[part], kind="stable")
+    return part[order]

@@ -1,0 +1,111 @@
+"""Per-user recent history: a bounded LRU cache over the database, appended by Feedback.
+
+A miss (or an entry older than the TTL) reads the user's newest events from the
+database. Feedback appends to a cached entry after its commit, so the next Recommend
+sees it without a database read. Events appended while a read is in flight are merged
+into its result, so a read that started before a commit cannot hide the new event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import time
+from collections import OrderedDict
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+from sqlalchemy.engine import Engine
+
+from shared import crud
+from shared.db import session_scope
+
+HISTORY_KEEP = 512
+"""Events kept per user; at least any model's max_len."""
+
+Entry = tuple[float, str]  # (event time, epoch seconds; item_id)
+
+
+@dataclass
+class _Cached:
+    events: list[Entry]
+    loaded_at: float
+    version: int = 0
+
+
+@dataclass
+class _Loading:
+    appended: list[Entry] = field(default_factory=list)
+    task: asyncio.Future[list[Entry]] | None = None
+
+
+class HistoryCache:
+    def __init__(
+        self, engine: Engine, executor: Executor, *, max_users: int, ttl_s: float
+    ) -> None:
+        self._engine = engine
+        self._executor = executor
+        self._max_users = max_users
+        self._ttl_s = ttl_s
+        self._cache: OrderedDict[str, _Cached] = OrderedDict()
+        self._loading: dict[str, _Loading] = {}
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    async def get(self, user_id: str) -> list[str]:
+        """The user's item ids, oldest first (at most HISTORY_KEEP)."""
+        cached = self._cache.get(user_id)
+        now = time.monotonic()
+        if cached is not None and (not self._ttl_s or now - cached.loaded_at < self._ttl_s):
+            self._cache.move_to_end(user_id)
+            return [item for _, item in cached.events]
+        loading = self._loading.get(user_id)
+        if loading is None:
+            loading = _Loading()
+            self._loading[user_id] = loading
+            loop = asyncio.get_running_loop()
+            loading.task = loop.run_in_executor(self._executor, self._read, user_id)
+            try:
+                events = await loading.task
+            finally:
+                self._loading.pop(user_id, None)
+            for entry in loading.appended:
+                if entry not in events:
+                    bisect.insort(events, entry)
+            events = events[-HISTORY_KEEP:]
+            self._store(user_id, events)
+            return [item for _, item in events]
+        assert loading.task is not None
+        await asyncio.shield(loading.task)
+        return await self.get(user_id)
+
+    def append(self, user_id: str, item_id: str, event_time: float) -> None:
+        """Records a committed event for the user (no database access)."""
+        entry = (event_time, item_id)
+        loading = self._loading.get(user_id)
+        if loading is not None:
+            loading.appended.append(entry)
+        cached = self._cache.get(user_id)
+        if cached is None:
+            return
+        if not cached.events or entry >= cached.events[-1]:
+            cached.events.append(entry)
+        else:
+            bisect.insort(cached.events, entry)
+        if len(cached.events) > HISTORY_KEEP:
+            del cached.events[: len(cached.events) - HISTORY_KEEP]
+        cached.version += 1
+
+    def _store(self, user_id: str, events: list[Entry]) -> None:
+        if self._max_users == 0:
+            return
+        self._cache[user_id] = _Cached(events, time.monotonic())
+        self._cache.move_to_end(user_id)
+        while len(self._cache) > self._max_users:
+            self._cache.popitem(last=False)
+
+    def _read(self, user_id: str) -> list[Entry]:
+        with session_scope(self._engine) as session:
+            rows = crud.recent_history(session, user_id=user_id, limit=HISTORY_KEEP)
+        return sorted((when.timestamp(), item) for item, when in rows)

@@ -1,0 +1,1 @@
+"""The Textual operator console: a pure gRPC client of ModelAdmin and Recommender."""

@@ -1,0 +1,1 @@
+"""Panes of the console. Each owns its gRPC calls, made in workers."""

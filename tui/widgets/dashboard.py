@@ -1,0 +1,53 @@
+"""Live server statistics."""
+
+from __future__ import annotations
+
+import grpc
+from textual import work
+from textual.app import ComposeResult
+from textual.containers import Container
+from textual.widget import Widget
+from textual.widgets import Static
+
+from shared.client import AsyncClient
+from shared.proto.recserve.v1 import admin_pb2
+
+STATS = [
+    ("recommend_qps", "QPS", "{:.1f}"),
+    ("latency_p50_ms", "p50 ms", "{:.2f}"),
+    ("latency_p99_ms", "p99 ms", "{:.2f}"),
+    ("error_rate", "errors", "{:.2%}"),
+    ("mean_batch_size", "mean batch", "{:.2f}"),
+    ("feedback_events_per_s", "feedback/s", "{:.1f}"),
+    ("backend", "backend", "{}"),
+    ("device", "device", "{}"),
+    ("active_version", "active model", "{}"),
+    ("requests_total", "requests", "{:,}"),
+    ("cached_users", "cached users", "{:,}"),
+    ("uptime_s", "uptime s", "{:.0f}"),
+]
+
+
+class Dashboard(Widget):
+    def __init__(self, client: AsyncClient) -> None:
+        super().__init__()
+        self.client = client
+
+    def compose(self) -> ComposeResult:
+        with Container(classes="stat-grid"):
+            for key, label, _ in STATS:
+                yield Static(f"{label}\n-", id=f"stat-{key}", classes="stat")
+
+    @work(exclusive=True, group="dashboard")
+    async def reload(self) -> None:
+        try:
+            stats = await self.client.admin.GetServerStats(
+                admin_pb2.GetServerStatsRequest(), metadata=self.client.metadata, timeout=5
+            )
+        except grpc.aio.AioRpcError as exc:
+            self.app.notify(exc.details() or str(exc.code()), title="GetServerStats failed",
+                            severity="error")
+            return
+        for key, label, fmt in STATS:
+            value = getattr(stats, key)
+            self.query_one(f"#stat-{key}", Static).update(f"{label}\n{fmt.format(value)}")
