@@ -1,13 +1,13 @@
 """`recserve` command line. Every subcommand has --help.
 
-    recserve demo       the README's first command: data, worker, training, server
-    recserve serve      run the gRPC server
-    recserve worker     run a Celery worker
-    recserve train      queue a training job (--wait follows it)
-    recserve import     load an interaction file into the database
-    recserve recommend  call Recommend on a running server
-    recserve tui        the operator console
-    recserve migrate    bring the database schema up to date
+recserve demo       the README's first command: data, worker, training, server
+recserve serve      run the gRPC server
+recserve worker     run a Celery worker
+recserve train      queue a training job (--wait follows it)
+recserve import     load an interaction file into the database
+recserve recommend  call Recommend on a running server
+recserve tui        the operator console
+recserve migrate    bring the database schema up to date
 """
 
 from __future__ import annotations
@@ -85,9 +85,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     argv = [
         "worker",
         f"--loglevel={settings.log_level}",
-        "-Q", queues,
-        "-c", str(args.concurrency or settings.worker.concurrency),
-        "--without-gossip", "--without-mingle", "--without-heartbeat",
+        "-Q",
+        queues,
+        "-c",
+        str(args.concurrency or settings.worker.concurrency),
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
     ]
     if args.pool:
         argv.append(f"--pool={args.pool}")
@@ -133,7 +137,11 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     try:
         summary = import_file(
-            engine, path, fmt=args.format, skip_bad=args.skip_bad, on_progress=progress,
+            engine,
+            path,
+            fmt=args.format,
+            skip_bad=args.skip_bad,
+            on_progress=progress,
             on_skip=skipped,
         )
     except InvalidArgument as exc:
@@ -146,7 +154,9 @@ def cmd_import(args: argparse.Namespace) -> int:
         f"{summary.skipped:,} skipped, {summary.users:,} users in {summary.seconds:.1f}s"
     )
     if args.items:
-        n = import_items(engine, Path(args.items), id_map=Path(args.item_map) if args.item_map else None)
+        n = import_items(
+            engine, Path(args.items), id_map=Path(args.item_map) if args.item_map else None
+        )
         print(f"imported {n:,} item titles from {args.items}")
     return 0
 
@@ -161,8 +171,10 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         timeout=10,
     )
     source = recommender_pb2.Source.Name(response.source)
-    print(f"model version {response.model_version}, source {source}, "
-          f"history used {response.history_used}")
+    print(
+        f"model version {response.model_version}, source {source}, "
+        f"history used {response.history_used}"
+    )
     for rank, item in enumerate(response.items, start=1):
         print(f"{rank:3d}. {item.item_id}  {item.score:.4f}")
     return 0
@@ -183,7 +195,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="recserve", description="gRPC recommendation service (SASRec).",
+        prog="recserve",
+        description="gRPC recommendation service (SASRec).",
         epilog="Settings come from RECSERVE_* environment variables; see the README.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -191,11 +204,17 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, func, help_text: str) -> argparse.ArgumentParser:  # type: ignore[no-untyped-def]
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(func=func)
-        p.add_argument("--data-dir", help="embedded data folder (default ./var or RECSERVE_DATA_DIR)")
+        p.add_argument(
+            "--data-dir", help="embedded data folder (default ./var or RECSERVE_DATA_DIR)"
+        )
         return p
 
-    p = add("demo", cmd_demo, "Load the synthetic demo data through Feedback, train on a worker, "
-            "serve, and print a real recommendation.")
+    p = add(
+        "demo",
+        cmd_demo,
+        "Load the synthetic demo data through Feedback, train on a worker, "
+        "serve, and print a real recommendation.",
+    )
     p.add_argument("--port", type=int, help="server port (default 50051)")
     p.add_argument("--retrain", action="store_true", help="train again even if a model is active")
     p.add_argument("--exit", action="store_true", help="stop after printing instead of serving")
@@ -212,18 +231,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pool", choices=["prefork", "solo", "threads"], help="Celery pool")
 
     p = add("train", cmd_train, "Queue a training job.")
-    p.add_argument("--wait", action="store_true",
-                   help="follow the job to the end; starts an embedded worker if none runs")
-    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="training parameter, e.g. --param epochs=20 (repeatable)")
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="follow the job to the end; starts an embedded worker if none runs",
+    )
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="training parameter, e.g. --param epochs=20 (repeatable)",
+    )
     p.add_argument("--params", help="training parameters as a JSON object")
 
     p = add("import", cmd_import, "Import an interaction file into the feedback table.")
     p.add_argument("file", help="seq ('user item'), MovieLens, RecBole .inter or CSV file")
-    p.add_argument("--format", choices=["seq", "movielens", "inter", "csv"],
-                   help="file format (default: guessed)")
-    p.add_argument("--skip-bad", action="store_true",
-                   help="skip malformed lines instead of aborting")
+    p.add_argument(
+        "--format",
+        choices=["seq", "movielens", "inter", "csv"],
+        help="file format (default: guessed)",
+    )
+    p.add_argument(
+        "--skip-bad", action="store_true", help="skip malformed lines instead of aborting"
+    )
     p.add_argument("--items", help="item metadata file (MovieLens movies.dat)")
     p.add_argument("--item-map", help="'our_id original_id' per line, for --items")
 
@@ -247,4 +278,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=Settings().log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     return int(args.func(args))

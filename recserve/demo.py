@@ -36,13 +36,21 @@ def run_demo(settings: Settings, *, retrain: bool, exit_after: bool) -> int:
     return asyncio.run(_demo(settings, retrain=retrain, exit_after=exit_after))
 
 
-async def _requests(spec: synthetic.SyntheticSpec) -> AsyncIterator[recommender_pb2.FeedbackRequest]:
+async def _requests(
+    spec: synthetic.SyntheticSpec,
+) -> AsyncIterator[recommender_pb2.FeedbackRequest]:
     batch: list[recommender_pb2.Event] = []
     for e in synthetic.events(spec):
-        batch.append(recommender_pb2.Event(
-            event_id=e.event_id, user_id=e.user_id, item_id=e.item_id, kind=e.kind,
-            value=e.value, timestamp_ms=e.timestamp_ms,
-        ))
+        batch.append(
+            recommender_pb2.Event(
+                event_id=e.event_id,
+                user_id=e.user_id,
+                item_id=e.item_id,
+                kind=e.kind,
+                value=e.value,
+                timestamp_ms=e.timestamp_ms,
+            )
+        )
         if len(batch) == BATCH:
             yield recommender_pb2.FeedbackRequest(events=batch)
             batch = []
@@ -59,23 +67,36 @@ async def _demo(settings: Settings, *, retrain: bool, exit_after: bool) -> int:
         print(f"recserve server listening on {settings.server.host}:{running.port}")
         with session_scope(running.engine) as session:
             have = crud.count_events(session)
-            crud.upsert_items(session, items=[
-                Item(item_id=i.item_id, title=i.title, labels=i.labels)
-                for i in synthetic.catalogue(spec)
-            ])
+            crud.upsert_items(
+                session,
+                items=[
+                    Item(item_id=i.item_id, title=i.title, labels=i.labels)
+                    for i in synthetic.catalogue(spec)
+                ],
+            )
         if have < 80_000:
             print("sending the synthetic demo log through FeedbackStream ...")
             started = datetime.now(UTC)
-            answer = await client.recommender.FeedbackStream(_requests(spec), metadata=client.metadata)
+            answer = await client.recommender.FeedbackStream(
+                _requests(spec), metadata=client.metadata
+            )
             took = (datetime.now(UTC) - started).total_seconds()
-            print(f"  stored {answer.stored:,} events, {answer.duplicates:,} duplicates in {took:.1f}s")
+            print(
+                f"  stored {answer.stored:,} events, {answer.duplicates:,} duplicates "
+                f"in {took:.1f}s"
+            )
         else:
             print(f"the database already holds {have:,} events; not re-sending the demo log")
-        models = await client.admin.ListModels(admin_pb2.ListModelsRequest(), metadata=client.metadata)
+        models = await client.admin.ListModels(
+            admin_pb2.ListModelsRequest(), metadata=client.metadata
+        )
         if retrain or not models.active_version:
             if not worker_running(settings):
                 worker = start_worker(settings)
-                print(f"started a Celery worker (pid {worker.pid}, log {settings.data_dir}/worker.log)")
+                print(
+                    f"started a Celery worker (pid {worker.pid}, "
+                    f"log {settings.data_dir}/worker.log)"
+                )
             job = await client.admin.StartTraining(
                 admin_pb2.StartTrainingRequest(params_json=json.dumps(DEMO_PARAMS)),
                 metadata=client.metadata,
@@ -108,7 +129,9 @@ async def _demo(settings: Settings, *, retrain: bool, exit_after: bool) -> int:
 async def _follow(client: AsyncClient, job_id: int, worker: subprocess.Popen[bytes] | None) -> bool:
     printed = 0
     while True:
-        job = await client.admin.GetJob(admin_pb2.GetJobRequest(id=job_id), metadata=client.metadata)
+        job = await client.admin.GetJob(
+            admin_pb2.GetJobRequest(id=job_id), metadata=client.metadata
+        )
         for line in job.log[printed:]:
             print(f"  [{job.progress * 100:5.1f}%] {line}", flush=True)
         printed = len(job.log)
@@ -118,7 +141,9 @@ async def _follow(client: AsyncClient, job_id: int, worker: subprocess.Popen[byt
                 return False
             return True
         if worker is not None and worker.poll() is not None:
-            print(f"the worker exited (code {worker.returncode}); see var/worker.log", file=sys.stderr)
+            print(
+                f"the worker exited (code {worker.returncode}); see var/worker.log", file=sys.stderr
+            )
             return False
         await asyncio.sleep(0.5)
 
@@ -138,8 +163,10 @@ async def _show(running: RunningServer, client: AsyncClient) -> None:
     metrics = model.bundle.metrics
     ndcg, pop = metrics.get("ndcg@10", 0.0), metrics.get("pop_ndcg@10", 0.0)
     print(f"\nmodel version {model.version} ({model.backend.name} on {model.backend.device})")
-    print(f"  test NDCG@10 {ndcg:.4f}  HR@10 {metrics.get('hr@10', 0.0):.4f}   (full ranking, "
-          "leave-one-out)")
+    print(
+        f"  test NDCG@10 {ndcg:.4f}  HR@10 {metrics.get('hr@10', 0.0):.4f}   (full ranking, "
+        "leave-one-out)"
+    )
     print(f"  popularity NDCG@10 {pop:.4f}  HR@10 {metrics.get('pop_hr@10', 0.0):.4f}")
     print(f"  model / popularity NDCG@10 = {ndcg / pop if pop else float('inf'):.1f}x")
     user = "u00042"
@@ -148,9 +175,13 @@ async def _show(running: RunningServer, client: AsyncClient) -> None:
     )
     history = await running.core.history.get(user)
     with session_scope(running.engine) as session:
-        titles = crud.item_titles(session, item_ids=[*history[-3:], *[i.item_id for i in response.items]])
-    print(f"\nRecommend(user_id={user!r}, k=5) -> source "
-          f"{recommender_pb2.Source.Name(response.source)}, model version {response.model_version}")
+        titles = crud.item_titles(
+            session, item_ids=[*history[-3:], *[i.item_id for i in response.items]]
+        )
+    print(
+        f"\nRecommend(user_id={user!r}, k=5) -> source "
+        f"{recommender_pb2.Source.Name(response.source)}, model version {response.model_version}"
+    )
     print("  recent history: " + ", ".join(f"{i} ({titles.get(i, '')})" for i in history[-3:]))
     for rank, item in enumerate(response.items, start=1):
         print(f"  {rank}. {item.item_id}  score {item.score:.3f}  {titles.get(item.item_id, '')}")
@@ -158,5 +189,6 @@ async def _show(running: RunningServer, client: AsyncClient) -> None:
     print(f"""
 Call it from another terminal:
   .venv/bin/recserve recommend --target 127.0.0.1:{port} --user {user}
-  grpcurl -plaintext -d '{{"user_id": "{user}", "k": 5}}' 127.0.0.1:{port} recserve.v1.Recommender/Recommend
+  grpcurl -plaintext -d '{{"user_id": "{user}", "k": 5}}' \\
+      127.0.0.1:{port} recserve.v1.Recommender/Recommend
   .venv/bin/recserve tui --target 127.0.0.1:{port}""")

@@ -28,7 +28,9 @@ def follow_job(
     child: subprocess.Popen[bytes] | None = None
     if start_worker_if_needed and settings.embedded_broker and not worker_running(settings):
         child = start_worker(settings)
-        print(f"started an embedded worker (pid {child.pid}, log {settings.data_dir / 'worker.log'})")
+        print(
+            f"started an embedded worker (pid {child.pid}, log {settings.data_dir / 'worker.log'})"
+        )
     printed = 0
     try:
         while True:
@@ -40,7 +42,9 @@ def follow_job(
             if job.status in FINISHED:
                 break
             if child is not None and child.poll() is not None:
-                print(f"the worker exited with code {child.returncode}; see its log", file=sys.stderr)
+                print(
+                    f"the worker exited with code {child.returncode}; see its log", file=sys.stderr
+                )
                 return 1
             time.sleep(0.5)
     finally:
@@ -51,8 +55,10 @@ def follow_job(
             except subprocess.TimeoutExpired:
                 child.kill()
     if job.status != JobStatus.SUCCEEDED:
-        print(f"job {job_id} {job.status}: {job.error.splitlines()[0] if job.error else ''}",
-              file=sys.stderr)
+        print(
+            f"job {job_id} {job.status}: {job.error.splitlines()[0] if job.error else ''}",
+            file=sys.stderr,
+        )
         return 1
     print(f"job {job_id} succeeded: model version {job.model_version}")
     return 0

@@ -21,6 +21,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.engine import Engine
 
+from server.backends import create_backend
+from server.core import RecommendationCore
+from server.feedback import FeedbackWriter
+from server.history import HistoryCache
+from server.registry import BackendFactory, ModelRegistry, ServingModel
+from server.servicers import ModelAdminServicer, RecommenderServicer
+from server.stats import ServerStats
 from shared.config import Settings
 from shared.db import make_engine, migrate
 from shared.proto.recserve.v1 import (
@@ -29,13 +36,6 @@ from shared.proto.recserve.v1 import (
     recommender_pb2,
     recommender_pb2_grpc,
 )
-from server.backends import create_backend
-from server.core import RecommendationCore
-from server.feedback import FeedbackWriter
-from server.history import HistoryCache
-from server.registry import BackendFactory, ModelRegistry, ServingModel
-from server.servicers import ModelAdminServicer, RecommenderServicer
-from server.stats import ServerStats
 
 log = logging.getLogger(__name__)
 RECOMMENDER = recommender_pb2.DESCRIPTOR.services_by_name["Recommender"].full_name
@@ -99,18 +99,26 @@ async def start_server(
 
     def on_change(model: ServingModel | None) -> None:
         status = (
-            health_pb2.HealthCheckResponse.SERVING if model else health_pb2.HealthCheckResponse.NOT_SERVING
+            health_pb2.HealthCheckResponse.SERVING
+            if model
+            else health_pb2.HealthCheckResponse.NOT_SERVING
         )
         for service in ("", RECOMMENDER):
             asyncio.ensure_future(health_servicer.set(service, status))
 
     registry = ModelRegistry(
-        settings.server, engine, executor, backend_factory,
-        on_batch=stats.record_batch, on_change=on_change,
+        settings.server,
+        engine,
+        executor,
+        backend_factory,
+        on_batch=stats.record_batch,
+        on_change=on_change,
     )
     history = HistoryCache(
-        engine, executor,
-        max_users=settings.server.history_cache_users, ttl_s=settings.server.history_ttl_s,
+        engine,
+        executor,
+        max_users=settings.server.history_cache_users,
+        ttl_s=settings.server.history_ttl_s,
     )
     writer = FeedbackWriter(engine, max_events=settings.server.feedback_commit_batch)
     core = RecommendationCore(settings.server, registry, history, writer)
@@ -145,7 +153,9 @@ async def serve_forever(settings: Settings) -> None:
 
 
 def _serve_process(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(process)d %(name)s %(message)s")
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(process)d %(name)s %(message)s"
+    )
     asyncio.run(serve_forever(settings))
 
 

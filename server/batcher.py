@@ -84,7 +84,7 @@ class DynamicBatcher:
                 return
 
     def _take(self) -> list[tuple[np.ndarray, asyncio.Future[np.ndarray]]]:
-        batch = []
+        batch: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = []
         while self._pending and len(batch) < self._max_batch:
             history, future = self._pending.popleft()
             if not future.done():

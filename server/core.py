@@ -17,12 +17,12 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from shared.config import ServerSettings
-from shared.errors import InvalidArgument, Unavailable
-from shared.models import FeedbackEventCreate
 from server.feedback import FeedbackWriter
 from server.history import HistoryCache
 from server.registry import ModelRegistry, ServingModel
+from shared.config import ServerSettings
+from shared.errors import InvalidArgument, Unavailable
+from shared.models import FeedbackEventCreate
 
 MAX_ID_LEN = 256
 MAX_EVENT_ID_LEN = 128
@@ -68,7 +68,9 @@ class FeedbackResult:
 
 def _check_id(field_name: str, value: str, max_len: int = MAX_ID_LEN) -> None:
     if not value:
-        raise InvalidArgument(field_name, f"is required: a non-empty string of 1..{max_len} characters")
+        raise InvalidArgument(
+            field_name, f"is required: a non-empty string of 1..{max_len} characters"
+        )
     if len(value) > max_len:
         raise InvalidArgument(
             field_name, f"is {len(value)} characters long; at most {max_len} are accepted"
@@ -77,7 +79,9 @@ def _check_id(field_name: str, value: str, max_len: int = MAX_ID_LEN) -> None:
 
 def _check_list(field_name: str, values: Sequence[str], limit: int) -> None:
     if len(values) > limit:
-        raise InvalidArgument(field_name, f"has {len(values)} entries; at most {limit} are accepted")
+        raise InvalidArgument(
+            field_name, f"has {len(values)} entries; at most {limit} are accepted"
+        )
     for i, value in enumerate(values):
         _check_id(f"{field_name}[{i}]", value)
 
@@ -107,7 +111,9 @@ class RecommendationCore:
             _check_id("user_id", query.user_id)
         k = query.k or DEFAULT_K
         if not 1 <= k <= s.max_k:
-            raise InvalidArgument("k", f"is {query.k}; accepted: 1..{s.max_k} (0 means {DEFAULT_K})")
+            raise InvalidArgument(
+                "k", f"is {query.k}; accepted: 1..{s.max_k} (0 means {DEFAULT_K})"
+            )
         _check_list("history", query.history, s.max_history_items)
         _check_list("exclude_item_ids", query.exclude_item_ids, s.max_list_items)
         _check_list("candidate_item_ids", query.candidate_item_ids, s.max_list_items)

@@ -40,9 +40,7 @@ class _Loading:
 
 
 class HistoryCache:
-    def __init__(
-        self, engine: Engine, executor: Executor, *, max_users: int, ttl_s: float
-    ) -> None:
+    def __init__(self, engine: Engine, executor: Executor, *, max_users: int, ttl_s: float) -> None:
         self._engine = engine
         self._executor = executor
         self._max_users = max_users

@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy.engine import Engine
 
+from server.backends.base import Backend
+from server.batcher import DynamicBatcher
 from shared import bundle as bundle_format
 from shared import crud
 from shared.config import ServerSettings
 from shared.db import session_scope
-from server.backends.base import Backend
-from server.batcher import DynamicBatcher
 
 log = logging.getLogger(__name__)
 RETRY_FAILED_S = 60.0
@@ -123,7 +123,9 @@ class ModelRegistry:
                 return
             self.current = loaded
             log.info(
-                "serving model version %s (%s on %s)", version, loaded.backend.name,
+                "serving model version %s (%s on %s)",
+                version,
+                loaded.backend.name,
                 loaded.backend.device,
             )
             if self._on_change is not None:
@@ -176,4 +178,3 @@ class ModelRegistry:
 
     def _unavailable_rows(self, rows: dict[str, int]) -> np.ndarray:
         return np.array([rows[i] for i in self.unavailable if i in rows], dtype=np.int64)
-

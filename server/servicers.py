@@ -13,6 +13,9 @@ from typing import Any, TypeVar
 import grpc
 from sqlalchemy.engine import Engine
 
+from server.core import FeedbackEventIn, RecommendationCore, RecommendQuery
+from server.errors import grpc_errors
+from server.stats import ServerStats
 from shared import crud
 from shared.config import Settings
 from shared.db import session_scope
@@ -25,9 +28,6 @@ from shared.proto.recserve.v1 import (
     recommender_pb2,
     recommender_pb2_grpc,
 )
-from server.core import FeedbackEventIn, RecommendationCore, RecommendQuery
-from server.errors import grpc_errors
-from server.stats import ServerStats
 
 T = TypeVar("T")
 SOURCES = {

@@ -257,9 +257,7 @@ def get_active_model(session: Session) -> ModelVersion | None:
     ).first()
 
 
-def update_model_version(
-    session: Session, *, version: int, **fields: Any
-) -> ModelVersion:
+def update_model_version(session: Session, *, version: int, **fields: Any) -> ModelVersion:
     model = get_model_version(session, version=version)
     for name, value in fields.items():
         setattr(model, name, value)
@@ -277,7 +275,7 @@ def activate_model(session: Session, *, version: int) -> ModelVersion:
         )
     session.execute(
         update(ModelVersion)
-        .where(ModelVersion.status == ModelStatus.ACTIVE, col(ModelVersion.version) != version)
+        .where(col(ModelVersion.status) == ModelStatus.ACTIVE, col(ModelVersion.version) != version)
         .values(status=ModelStatus.RETIRED)
     )
     model.status = ModelStatus.ACTIVE

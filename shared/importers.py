@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -106,13 +105,16 @@ def _read_seq(path: Path) -> Iterator[Parsed]:
             user, item = parts
             ordinal = ordinal + 1 if user == current else 0
             current = user
-            yield line_no, FeedbackEventCreate(
-                event_id=_event_id("seq", user, ordinal, item),
-                user_id=user,
-                item_id=item,
-                kind="interaction",
-                value=1.0,
-                event_time=SEQ_EPOCH + timedelta(seconds=ordinal),
+            yield (
+                line_no,
+                FeedbackEventCreate(
+                    event_id=_event_id("seq", user, ordinal, item),
+                    user_id=user,
+                    item_id=item,
+                    kind="interaction",
+                    value=1.0,
+                    event_time=SEQ_EPOCH + timedelta(seconds=ordinal),
+                ),
             )
 
 
@@ -131,13 +133,22 @@ def _read_movielens(path: Path) -> Iterator[Parsed]:
                 yield line_no, f"bad rating or timestamp ({exc})"
                 continue
             user, item = parts[0].strip(), parts[1].strip()
-            yield line_no, FeedbackEventCreate(
-                event_id=_event_id(user, item, when.timestamp(), "rating"),
-                user_id=user, item_id=item, kind="rating", value=rating, event_time=when,
+            yield (
+                line_no,
+                FeedbackEventCreate(
+                    event_id=_event_id(user, item, when.timestamp(), "rating"),
+                    user_id=user,
+                    item_id=item,
+                    kind="rating",
+                    value=rating,
+                    event_time=when,
+                ),
             )
 
 
-def _read_table(path: Path, delimiter: str, columns: dict[str, tuple[str, ...]]) -> Iterator[Parsed]:
+def _read_table(
+    path: Path, delimiter: str, columns: dict[str, tuple[str, ...]]
+) -> Iterator[Parsed]:
     with path.open(encoding="utf-8", newline="") as handle:
         reader = csv.reader(handle, delimiter=delimiter)
         header = [h.split(":")[0].strip().lower() for h in next(reader, [])]
@@ -157,8 +168,10 @@ def _read_table(path: Path, delimiter: str, columns: dict[str, tuple[str, ...]])
             try:
                 user, item = row[index["user"]].strip(), row[index["item"]].strip()
                 when = _parse_time(row[index["timestamp"]])
-                kind = row[index["kind"]].strip() if "kind" in index else (
-                    "rating" if "value" in index else "click"
+                kind = (
+                    row[index["kind"]].strip()
+                    if "kind" in index
+                    else ("rating" if "value" in index else "click")
                 )
                 value = float(row[index["value"]]) if "value" in index else 1.0
             except (IndexError, ValueError) as exc:
@@ -167,9 +180,16 @@ def _read_table(path: Path, delimiter: str, columns: dict[str, tuple[str, ...]])
             if not user or not item:
                 yield line_no, "empty user or item"
                 continue
-            yield line_no, FeedbackEventCreate(
-                event_id=_event_id(user, item, when.timestamp(), kind),
-                user_id=user, item_id=item, kind=kind or "click", value=value, event_time=when,
+            yield (
+                line_no,
+                FeedbackEventCreate(
+                    event_id=_event_id(user, item, when.timestamp(), kind),
+                    user_id=user,
+                    item_id=item,
+                    kind=kind or "click",
+                    value=value,
+                    event_time=when,
+                ),
             )
 
 
@@ -180,14 +200,26 @@ def read_events(path: Path, fmt: str) -> Iterator[Parsed]:
         return _read_movielens(path)
     if fmt == "inter":
         return _read_table(
-            path, "\t", {"user": ("user_id",), "item": ("item_id",), "timestamp": ("timestamp",),
-                         "value": ("rating",)},
+            path,
+            "\t",
+            {
+                "user": ("user_id",),
+                "item": ("item_id",),
+                "timestamp": ("timestamp",),
+                "value": ("rating",),
+            },
         )
     if fmt == "csv":
         return _read_table(
-            path, ",", {"user": ("user", "user_id"), "item": ("item", "item_id"),
-                        "timestamp": ("timestamp", "time", "ts"), "kind": ("kind",),
-                        "value": ("value", "rating")},
+            path,
+            ",",
+            {
+                "user": ("user", "user_id"),
+                "item": ("item", "item_id"),
+                "timestamp": ("timestamp", "time", "ts"),
+                "kind": ("kind",),
+                "value": ("value", "rating"),
+            },
         )
     raise InvalidArgument("format", f"is {fmt!r}; accepted: {', '.join(FORMATS)}")
 
@@ -223,7 +255,9 @@ def import_file(
         summary.lines = line_no
         if isinstance(parsed, str):
             if not skip_bad:
-                raise ImportLineError(path, line_no, parsed + " (use --skip-bad to skip such lines)")
+                raise ImportLineError(
+                    path, line_no, parsed + " (use --skip-bad to skip such lines)"
+                )
             summary.skipped += 1
             if on_skip:
                 on_skip(line_no, parsed)
@@ -256,7 +290,7 @@ def import_items(engine: Engine, path: Path, *, id_map: Path | None = None) -> i
             if len(parts) == 2:
                 originals[parts[1]] = parts[0]
     items: list[Item] = []
-    for line in io.open(path, encoding="latin-1"):
+    for line in open(path, encoding="latin-1"):
         parts = line.rstrip("\n").split("::")
         if len(parts) < 2:
             continue

@@ -49,7 +49,10 @@ def producer(settings: Settings) -> Celery:
 
 
 def submit_training(
-    settings: Settings, engine: Engine, params: str | dict[str, Any] | None, app: Celery | None = None
+    settings: Settings,
+    engine: Engine,
+    params: str | dict[str, Any] | None,
+    app: Celery | None = None,
 ) -> Job:
     """Validates parameters, creates a train job row and queues it. Returns the job."""
     validated = parse_training_params(settings, params)

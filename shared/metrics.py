@@ -24,7 +24,9 @@ def target_ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return (scores > target_scores).sum(axis=1).astype(np.int64)
 
 
-def summarize(ranks: np.ndarray, ks: Iterable[int] = DEFAULT_KS, prefix: str = "") -> dict[str, float]:
+def summarize(
+    ranks: np.ndarray, ks: Iterable[int] = DEFAULT_KS, prefix: str = ""
+) -> dict[str, float]:
     """HR@K, NDCG@K for each K, and MRR, from an array of ranks."""
     ranks = np.asarray(ranks, dtype=np.float64)
     out: dict[str, float] = {}

@@ -21,7 +21,9 @@ class TrainingParams(TrainingSettings):
     test split (or when none is active). always / never: as it says."""
 
 
-def parse_training_params(settings: Settings, overrides: str | dict[str, Any] | None) -> TrainingParams:
+def parse_training_params(
+    settings: Settings, overrides: str | dict[str, Any] | None
+) -> TrainingParams:
     """Defaults from ``settings.training`` with ``overrides`` (a JSON object) applied.
 
     Raises InvalidArgument naming params_json and the offending key.
@@ -36,7 +38,7 @@ def parse_training_params(settings: Settings, overrides: str | dict[str, Any] | 
                 raise InvalidArgument("params_json", f"is not valid JSON ({exc.msg})") from exc
     overrides = overrides or {}
     if not isinstance(overrides, dict):
-        raise InvalidArgument("params_json", "must be a JSON object like {\"epochs\": 20}")
+        raise InvalidArgument("params_json", 'must be a JSON object like {"epochs": 20}')
     try:
         return TrainingParams.model_validate({**settings.training.model_dump(), **overrides})
     except ValidationError as exc:

@@ -54,14 +54,11 @@ def current_key(precision: Precision, max_batch: int, max_len: int) -> EngineKey
     import tensorrt as trt
     import torch
 
-    return EngineKey(
-        trt.__version__, tuple(torch.cuda.get_device_capability()), precision, max_batch, max_len
-    )
+    major, minor = torch.cuda.get_device_capability()
+    return EngineKey(trt.__version__, (major, minor), precision, max_batch, max_len)
 
 
-def build_engine(
-    onnx_path: Path, key: EngineKey, *, workspace_bytes: int = 1 << 30
-) -> bytes:
+def build_engine(onnx_path: Path, key: EngineKey, *, workspace_bytes: int = 1 << 30) -> bytes:
     """Builds a serialized engine with one optimisation profile over batch size
     (1..max_batch) and history length (1..max_len). LayerNorm and softmax layers are
     kept in FP32 under FP16/BF16."""
@@ -88,9 +85,7 @@ def build_engine(
                     layer.set_output_type(j, trt.float32)
     profile = builder.create_optimization_profile()
     opt_batch = max(1, min(key.max_batch, 16))
-    profile.set_shape(
-        "history", (1, 1), (opt_batch, key.max_len), (key.max_batch, key.max_len)
-    )
+    profile.set_shape("history", (1, 1), (opt_batch, key.max_len), (key.max_batch, key.max_len))
     config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:

@@ -78,8 +78,9 @@ def write_bundle(
     vocab: list[str],
     popularity: np.ndarray,
     metrics: dict[str, Any],
-) -> str:
-    """Writes a complete bundle into ``directory`` (replaced if present); returns its checksum.
+) -> tuple[str, float]:
+    """Writes a complete bundle into ``directory`` (replaced if present); returns its
+    checksum and the ONNX/torch parity (max relative difference).
 
     The files go to a temporary sibling first and are renamed into place, so a reader
     never sees half a bundle.
@@ -101,4 +102,4 @@ def write_bundle(
     shutil.rmtree(directory, ignore_errors=True)
     tmp.rename(directory)
     log.info("bundle written to %s (parity %.2e)", directory, parity)
-    return checksum
+    return checksum, parity

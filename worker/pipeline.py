@@ -122,7 +122,9 @@ def _train_and_register(
     report(0.86, f"trained {result.epochs_run} epochs in {result.seconds:.1f}s; evaluating")
     device = next(result.model.parameters()).device
     metrics = evaluate(torch_scorer(result.model, device), split.test, split.num_items)
-    metrics.update(evaluate(popularity_scorer(split.popularity), split.test, split.num_items, prefix="pop_"))
+    metrics.update(
+        evaluate(popularity_scorer(split.popularity), split.test, split.num_items, prefix="pop_")
+    )
     active_metrics = _evaluate_active(engine, split)
     metrics.update(active_metrics)
     metrics.update(
@@ -140,14 +142,15 @@ def _train_and_register(
         f"ndcg@10 {metrics['pop_ndcg@10']:.4f} hr@10 {metrics['pop_hr@10']:.4f}",
     )
     directory = settings.bundles_dir.resolve() / f"job-{job_id}"
-    checksum = write_bundle(
+    checksum, parity = write_bundle(
         directory,
         model=result.model,
         vocab=split.vocab.items,
         popularity=split.popularity,
         metrics=metrics,
     )
-    report(0.95, f"bundle written to {directory}")
+    metrics["onnx_parity_max_rel_diff"] = parity
+    report(0.95, f"bundle written to {directory} (ONNX parity {parity:.1e})")
     with session_scope(engine) as session:
         model = crud.create_model_version(
             session,
@@ -168,8 +171,11 @@ def _train_and_register(
         promote, reason = should_activate(params, metrics, has_active="active_ndcg@10" in metrics)
         if promote:
             crud.activate_model(session, version=version)
-    report(1.0, f"registered model version {version}; {reason} "
-           f"(total {time.perf_counter() - started:.1f}s)")
+    report(
+        1.0,
+        f"registered model version {version}; {reason} "
+        f"(total {time.perf_counter() - started:.1f}s)",
+    )
     return version
 
 
@@ -191,7 +197,10 @@ def should_activate(
             f"not activated: ndcg@10 {ndcg:.4f} does not beat the active model's "
             f"{metrics['active_ndcg@10']:.4f} on the same split"
         )
-    return True, f"activated: ndcg@10 {ndcg:.4f} beats the active model's {metrics['active_ndcg@10']:.4f}"
+    return (
+        True,
+        f"activated: ndcg@10 {ndcg:.4f} beats the active model's {metrics['active_ndcg@10']:.4f}",
+    )
 
 
 def _evaluate_active(engine: Engine, split: Split) -> dict[str, float]:
@@ -206,8 +215,13 @@ def _evaluate_active(engine: Engine, split: Split) -> dict[str, float]:
     except RecserveError as exc:
         log.warning("active model %s cannot be evaluated: %s", active.version, exc)
         return {}
-    metrics = evaluate(bundle_scorer(loaded, split.vocab.items), split.test, split.num_items,
-                       prefix="active_", sampled=False)
+    metrics = evaluate(
+        bundle_scorer(loaded, split.vocab.items),
+        split.test,
+        split.num_items,
+        prefix="active_",
+        sampled=False,
+    )
     metrics["active_version"] = float(active.version or 0)
     return metrics
 

@@ -67,7 +67,9 @@ def training_windows(train: Sequence[np.ndarray], max_len: int) -> tuple[np.ndar
     return inputs, targets
 
 
-def torch_scorer(model: SASRec, device: torch.device) -> Callable[[Sequence[np.ndarray]], np.ndarray]:
+def torch_scorer(
+    model: SASRec, device: torch.device
+) -> Callable[[Sequence[np.ndarray]], np.ndarray]:
     from worker.dataset import left_pad
 
     def score(histories: Sequence[np.ndarray]) -> np.ndarray:
@@ -97,7 +99,9 @@ def train(
     if len(inputs) == 0:
         raise ValueError("no training sequences: every user needs at least 2 events")
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay,
+        model.parameters(),
+        lr=params.learning_rate,
+        weight_decay=params.weight_decay,
         betas=(0.9, 0.98),
     )
     warmup = max(1, params.warmup_steps)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 
+from server.backends.base import Backend
 from shared.bundle import Bundle
 from shared.config import ServerSettings
-from server.backends.base import Backend
 
 log = logging.getLogger(__name__)
 

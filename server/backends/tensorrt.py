@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from server.backends.base import Backend
 from shared.bundle import Bundle
 from shared.tensorrt_engine import Precision, cached_engine, current_key
-from server.backends.base import Backend
 
 
 class TensorRTBackend(Backend):

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from alembic import context
+from sqlmodel import SQLModel
 
 import shared.models  # noqa: F401  (registers the tables on the metadata)
 from shared.db import make_engine
-from sqlmodel import SQLModel
 
 config = context.config
 target_metadata = SQLModel.metadata
@@ -14,6 +14,8 @@ target_metadata = SQLModel.metadata
 
 def run_migrations_online() -> None:
     url = config.attributes.get("database_url") or config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise RuntimeError("no database URL: call shared.db.migrate(url)")
     engine = make_engine(url)
     with engine.connect() as connection:
         context.configure(

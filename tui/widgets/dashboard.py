@@ -45,8 +45,9 @@ class Dashboard(Widget):
                 admin_pb2.GetServerStatsRequest(), metadata=self.client.metadata, timeout=5
             )
         except grpc.aio.AioRpcError as exc:
-            self.app.notify(exc.details() or str(exc.code()), title="GetServerStats failed",
-                            severity="error")
+            self.app.notify(
+                exc.details() or str(exc.code()), title="GetServerStats failed", severity="error"
+            )
             return
         for key, label, fmt in STATS:
             value = getattr(stats, key)

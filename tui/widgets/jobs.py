@@ -28,8 +28,9 @@ class JobsPane(Widget):
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="actions"):
-            yield Input(placeholder='training parameters (JSON), e.g. {"epochs": 20}',
-                        id="train-params")
+            yield Input(
+                placeholder='training parameters (JSON), e.g. {"epochs": 20}', id="train-params"
+            )
             yield Button("Start training", id="start-training", variant="primary")
         table: DataTable[str] = DataTable(id="jobs-table", cursor_type="row")
         table.add_columns(*COLUMNS)
@@ -43,15 +44,20 @@ class JobsPane(Widget):
                 admin_pb2.ListJobsRequest(), metadata=self.client.metadata, timeout=5
             )
         except grpc.aio.AioRpcError as exc:
-            self.app.notify(exc.details() or str(exc.code()), title="ListJobs failed",
-                            severity="error")
+            self.app.notify(
+                exc.details() or str(exc.code()), title="ListJobs failed", severity="error"
+            )
             return
         table = self.query_one(DataTable)
         table.clear()
         for job in answer.jobs:
             table.add_row(
-                str(job.id), job.kind, job.status, progress_bar(job.progress),
-                str(job.model_version or ""), job.error.splitlines()[0] if job.error else job.message,
+                str(job.id),
+                job.kind,
+                job.status,
+                progress_bar(job.progress),
+                str(job.model_version or ""),
+                job.error.splitlines()[0] if job.error else job.message,
                 key=str(job.id),
             )
         shown = next((j for j in answer.jobs if j.id == self.selected), None)
@@ -76,11 +82,13 @@ class JobsPane(Widget):
         try:
             job = await self.client.admin.StartTraining(
                 admin_pb2.StartTrainingRequest(params_json=params_json),
-                metadata=self.client.metadata, timeout=30,
+                metadata=self.client.metadata,
+                timeout=30,
             )
         except grpc.aio.AioRpcError as exc:
-            self.app.notify(exc.details() or str(exc.code()), title="StartTraining failed",
-                            severity="error")
+            self.app.notify(
+                exc.details() or str(exc.code()), title="StartTraining failed", severity="error"
+            )
             return
         self.selected = job.id
         self.app.notify(f"training job {job.id} queued", title="Training")

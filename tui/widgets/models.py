@@ -22,8 +22,9 @@ class ModelsPane(Widget):
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="actions"):
-            yield Input(placeholder="model version to activate", id="activate-version",
-                        type="integer")
+            yield Input(
+                placeholder="model version to activate", id="activate-version", type="integer"
+            )
             yield Button("Activate", id="activate", variant="primary")
         table: DataTable[str] = DataTable(id="models-table", cursor_type="row")
         table.add_columns(*COLUMNS)
@@ -36,16 +37,21 @@ class ModelsPane(Widget):
                 admin_pb2.ListModelsRequest(), metadata=self.client.metadata, timeout=5
             )
         except grpc.aio.AioRpcError as exc:
-            self.app.notify(exc.details() or str(exc.code()), title="ListModels failed",
-                            severity="error")
+            self.app.notify(
+                exc.details() or str(exc.code()), title="ListModels failed", severity="error"
+            )
             return
         table = self.query_one(DataTable)
         table.clear()
         for m in answer.models:
             table.add_row(
-                str(m.version), m.status,
-                f"{m.metrics.get('ndcg@10', 0.0):.4f}", f"{m.metrics.get('hr@10', 0.0):.4f}",
-                f"{m.metrics.get('pop_ndcg@10', 0.0):.4f}", str(m.job_id), m.artifact_path,
+                str(m.version),
+                m.status,
+                f"{m.metrics.get('ndcg@10', 0.0):.4f}",
+                f"{m.metrics.get('hr@10', 0.0):.4f}",
+                f"{m.metrics.get('pop_ndcg@10', 0.0):.4f}",
+                str(m.job_id),
+                m.artifact_path,
                 key=str(m.version),
             )
 
@@ -65,12 +71,14 @@ class ModelsPane(Widget):
     async def activate(self, version: int) -> None:
         try:
             model = await self.client.admin.ActivateModel(
-                admin_pb2.ActivateModelRequest(version=version), metadata=self.client.metadata,
+                admin_pb2.ActivateModelRequest(version=version),
+                metadata=self.client.metadata,
                 timeout=30,
             )
         except grpc.aio.AioRpcError as exc:
-            self.app.notify(exc.details() or str(exc.code()), title="ActivateModel failed",
-                            severity="error")
+            self.app.notify(
+                exc.details() or str(exc.code()), title="ActivateModel failed", severity="error"
+            )
             return
         self.app.notify(f"model version {model.version} is now {model.status}", title="Activated")
         self.reload()

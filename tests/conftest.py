@@ -1,0 +1,155 @@
+"""Shared fixtures: throwaway databases, a tiny trained model, an in-process server.
+
+Tests that need an external service (PostgreSQL, Redis) skip with a reason when it is
+unreachable, except under CI=true, where they must run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from shared import crud, synthetic
+from shared.config import ServerSettings, Settings, TrainingSettings
+from shared.db import make_engine, migrate, session_scope
+from shared.models import FeedbackEventCreate, JobCreate
+
+TINY_SPEC = synthetic.SyntheticSpec(n_users=150, n_topics=4, items_per_topic=10, seed=3)
+TINY_TRAINING = TrainingSettings(
+    epochs=12,
+    batch_size=32,
+    learning_rate=0.01,
+    warmup_steps=5,
+    max_len=12,
+    d_model=16,
+    n_heads=2,
+    n_blocks=1,
+    dropout=0.1,
+    patience=4,
+)
+
+
+def event_rows(spec: synthetic.SyntheticSpec) -> list[FeedbackEventCreate]:
+    return [
+        FeedbackEventCreate(
+            event_id=e.event_id,
+            user_id=e.user_id,
+            item_id=e.item_id,
+            kind=e.kind,
+            value=e.value,
+            event_time=datetime.fromtimestamp(e.timestamp_ms / 1000, UTC),
+        )
+        for e in synthetic.events(spec)
+    ]
+
+
+def make_settings(data_dir: Path, **server: object) -> Settings:
+    return Settings(
+        data_dir=data_dir,
+        server=ServerSettings(port=0, model_poll_s=0.2, intra_op_threads=1, **server),  # type: ignore[arg-type]
+        training=TINY_TRAINING,
+    )
+
+
+def service_reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    if service_reachable(host, port):
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{name} at {host}:{port} is unreachable, and CI=true requires it")
+    pytest.skip(f"{name} at {host}:{port} is unreachable")
+
+
+@pytest.fixture(scope="session")
+def trained_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data folder with the tiny synthetic log and one trained, active model (built once)."""
+    from worker.pipeline import run_train_job
+
+    root = tmp_path_factory.mktemp("template")
+    settings = make_settings(root)
+    migrate(settings.db_url)
+    engine = make_engine(settings.db_url)
+    with session_scope(engine) as session:
+        crud.insert_events(session, events=event_rows(TINY_SPEC))
+        job = crud.create_job(session, job=JobCreate(params={}))
+    version = run_train_job(settings, int(job.id or 0))
+    assert version == 1
+    engine.dispose()
+    return root
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, trained_template: Path) -> Path:
+    """A private copy of the template's database (bundles stay shared and read-only)."""
+    target = tmp_path / "var"
+    target.mkdir()
+    shutil.copy(trained_template / "recserve.db", target / "recserve.db")
+    return target
+
+
+@pytest.fixture
+def settings(data_dir: Path) -> Settings:
+    return make_settings(data_dir)
+
+
+@pytest.fixture
+def empty_settings(tmp_path: Path) -> Settings:
+    settings = make_settings(tmp_path / "empty")
+    migrate(settings.db_url)
+    return settings
+
+
+@pytest.fixture
+async def server(settings: Settings) -> AsyncIterator[object]:
+    from server.app import start_server
+
+    running = await start_server(settings)
+    try:
+        yield running
+    finally:
+        await running.stop(0)
+
+
+@pytest.fixture
+async def client(server: object) -> AsyncIterator[object]:
+    from shared.client import AsyncClient
+
+    c = AsyncClient(server.target)  # type: ignore[attr-defined]
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database, dropped afterwards."""
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    from sqlalchemy import create_engine, text
+
+    name = f"recserve_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(
+        "postgresql+psycopg://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

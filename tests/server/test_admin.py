@@ -1,0 +1,155 @@
+"""ModelAdmin over gRPC: models, activation and hot swap, jobs, stats, the admin token."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import grpc
+import pytest
+
+from shared import crud
+from shared.db import session_scope
+from shared.models import JobStatus, ModelStatus, ModelVersion
+from shared.proto.recserve.v1 import admin_pb2
+from shared.proto.recserve.v1 import recommender_pb2 as pb
+
+
+def _register_copy(server, status: ModelStatus = ModelStatus.READY, corrupt: bool = False) -> int:
+    """Registers a second version whose bundle is a copy of version 1's."""
+    with session_scope(server.engine) as session:
+        v1 = crud.get_model_version(session, version=1)
+    source = Path(v1.artifact_path)
+    target = server.core.registry._settings and Path(str(source) + f"-copy-{status}-{corrupt}")
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(source, target)
+    if corrupt:
+        with (target / "item_embeddings.npy").open("r+b") as handle:
+            handle.seek(200)
+            handle.write(b"garbage")
+    with session_scope(server.engine) as session:
+        model = crud.create_model_version(
+            session,
+            model=ModelVersion(
+                status=status,
+                metrics=v1.metrics,
+                artifact_path=str(target),
+                config=v1.config,
+                checksum=v1.checksum,
+            ),
+        )
+        return int(model.version or 0)
+
+
+async def test_list_and_get_models(client) -> None:
+    listing = await client.admin.ListModels(admin_pb2.ListModelsRequest())
+    assert listing.active_version == 1
+    (model,) = listing.models
+    assert model.status == "active"
+    assert model.metrics["ndcg@10"] > model.metrics["pop_ndcg@10"]
+    assert json.loads(model.config_json)["model"]["d_model"] == 16
+    got = await client.admin.GetModel(admin_pb2.GetModelRequest(version=1))
+    assert got.checksum == model.checksum
+
+
+async def test_activate_hot_swaps_without_restart(client, server) -> None:
+    version = _register_copy(server)
+    before = await client.recommender.Recommend(pb.RecommendRequest(user_id="u00001"))
+    assert before.model_version == 1
+    activated = await client.admin.ActivateModel(admin_pb2.ActivateModelRequest(version=version))
+    assert activated.status == "active"
+    after = await client.recommender.Recommend(pb.RecommendRequest(user_id="u00001"))
+    assert after.model_version == version
+    listing = await client.admin.ListModels(admin_pb2.ListModelsRequest())
+    statuses = {m.version: m.status for m in listing.models}
+    assert statuses == {1: "retired", version: "active"}
+    # Roll back.
+    await client.admin.ActivateModel(admin_pb2.ActivateModelRequest(version=1))
+    again = await client.recommender.Recommend(pb.RecommendRequest(user_id="u00001"))
+    assert again.model_version == 1
+
+
+async def test_activation_through_the_database_is_polled(client, server) -> None:
+    version = _register_copy(server)
+    with session_scope(server.engine) as session:
+        crud.activate_model(session, version=version)
+    for _ in range(50):  # model_poll_s is 0.2 s in tests
+        response = await client.recommender.Recommend(pb.RecommendRequest(user_id="u00002"))
+        if response.model_version == version:
+            break
+        import asyncio
+
+        await asyncio.sleep(0.1)
+    assert response.model_version == version
+
+
+async def test_corrupt_bundle_is_refused_and_old_model_keeps_serving(client, server) -> None:
+    version = _register_copy(server, corrupt=True)
+    await client.admin.ActivateModel(admin_pb2.ActivateModelRequest(version=version))
+    response = await client.recommender.Recommend(pb.RecommendRequest(user_id="u00003"))
+    assert response.model_version == 1
+    assert server.core.registry.current.version == 1
+
+
+async def test_failed_model_cannot_be_activated(client, server) -> None:
+    version = _register_copy(server, status=ModelStatus.FAILED)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await client.admin.ActivateModel(admin_pb2.ActivateModelRequest(version=version))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "failed" in err.value.details()
+
+
+async def test_start_training_queues_a_job(client, server) -> None:
+    job = await client.admin.StartTraining(
+        admin_pb2.StartTrainingRequest(params_json='{"epochs": 2, "d_model": 8}')
+    )
+    assert job.status == "queued" and job.kind == "train"
+    assert json.loads(job.params_json)["epochs"] == 2
+    listing = await client.admin.ListJobs(admin_pb2.ListJobsRequest())
+    assert job.id in [j.id for j in listing.jobs]
+    got = await client.admin.GetJob(admin_pb2.GetJobRequest(id=job.id))
+    assert got.status == JobStatus.QUEUED
+
+
+async def test_server_stats(client) -> None:
+    for _ in range(3):
+        await client.recommender.Recommend(pb.RecommendRequest(user_id="u00004"))
+    await client.recommender.Feedback(
+        pb.FeedbackRequest(
+            events=[pb.Event(event_id="stat-1", user_id="u00004", item_id="i000-000")]
+        )
+    )
+    stats = await client.admin.GetServerStats(admin_pb2.GetServerStatsRequest())
+    assert stats.requests_total == 3
+    assert stats.feedback_events_total == 1
+    assert stats.backend == "onnxruntime" and stats.device == "cpu"
+    assert stats.active_version == 1
+    assert stats.latency_p99_ms >= stats.latency_p50_ms > 0
+
+
+async def test_admin_token_is_required_when_configured(settings) -> None:
+    from server.app import start_server
+    from shared.client import AsyncClient
+
+    secured = settings.model_copy(
+        update={"server": settings.server.model_copy(update={"admin_token": "s3cret"})}
+    )
+    running = await start_server(secured)
+    try:
+        anonymous = AsyncClient(running.target)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await anonymous.admin.ListModels(admin_pb2.ListModelsRequest())
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        wrong = AsyncClient(running.target, "nope")
+        with pytest.raises(grpc.aio.AioRpcError):
+            await wrong.admin.ListModels(admin_pb2.ListModelsRequest(), metadata=wrong.metadata)
+        good = AsyncClient(running.target, "s3cret")
+        listing = await good.admin.ListModels(admin_pb2.ListModelsRequest(), metadata=good.metadata)
+        assert listing.active_version == 1
+        # Recommend needs no token.
+        await anonymous.recommender.Recommend(pb.RecommendRequest(user_id="u00001"))
+        for c in (anonymous, wrong, good):
+            await c.close()
+    finally:
+        await running.stop(0)

@@ -1,0 +1,81 @@
+"""The dynamic batcher and ranking helpers, with the fake backend (no server)."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from server.backends.fake import FakeBackend
+from server.batcher import DynamicBatcher
+from server.core import top_k
+
+
+@pytest.fixture
+def backend() -> FakeBackend:
+    rng = np.random.default_rng(0)
+    return FakeBackend(rng.normal(size=(50, 4)).astype(np.float32), delay_s=0.02)
+
+
+async def test_concurrent_submits_share_batches_and_pad_to_longest(backend) -> None:
+    with ThreadPoolExecutor(1) as pool:
+        batcher = DynamicBatcher(backend.encode, pool, max_batch=8)
+        histories = [np.arange(1, n + 1, dtype=np.int64) for n in (3, 1, 5, 2, 4, 1, 2, 3, 1, 2)]
+        results = await asyncio.gather(*[batcher.submit(h) for h in histories])
+        await batcher.close()
+    for history, state in zip(histories, results, strict=True):
+        np.testing.assert_array_equal(state, backend.item_embeddings[history[-1]])
+    sizes = [shape[0] for shape in backend.batches]
+    assert sum(sizes) == len(histories)
+    assert max(sizes) <= 8 and max(sizes) > 1
+    # Each batch is padded only to its own longest history (5, then 2), not to max_len.
+    assert backend.batches == [(8, 5), (2, 2)]
+
+
+async def test_idle_server_runs_a_lone_request_at_once(backend) -> None:
+    with ThreadPoolExecutor(1) as pool:
+        batcher = DynamicBatcher(backend.encode, pool, max_batch=8, max_wait_s=0.5)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await batcher.submit(np.array([4, 5]))
+        took = loop.time() - started
+        await batcher.close()
+    assert backend.batches == [(1, 2)]
+    assert took < 0.5, "max_wait only applies while the server is busy"
+
+
+async def test_cancelled_requests_are_dropped_before_the_run(backend) -> None:
+    with ThreadPoolExecutor(1) as pool:
+        batcher = DynamicBatcher(backend.encode, pool, max_batch=16)
+        first = asyncio.ensure_future(batcher.submit(np.array([1])))
+        await asyncio.sleep(0.005)  # first is running; these queue behind it
+        doomed = asyncio.ensure_future(batcher.submit(np.array([2, 3, 4, 5, 6, 7])))
+        kept = asyncio.ensure_future(batcher.submit(np.array([8])))
+        await asyncio.sleep(0)
+        doomed.cancel()
+        await asyncio.gather(first, kept)
+        await batcher.close()
+    assert backend.batches == [(1, 1), (1, 1)]
+
+
+async def test_backend_failure_reaches_every_caller() -> None:
+    def broken(_: np.ndarray) -> np.ndarray:
+        raise RuntimeError("device lost")
+
+    with ThreadPoolExecutor(1) as pool:
+        batcher = DynamicBatcher(broken, pool, max_batch=4)
+        results = await asyncio.gather(
+            batcher.submit(np.array([1])), batcher.submit(np.array([2])), return_exceptions=True
+        )
+    assert all(isinstance(r, RuntimeError) for r in results)
+
+
+def test_top_k_is_exact_and_skips_masked() -> None:
+    scores = np.array([-np.inf, 0.5, 2.0, -np.inf, 1.0, 3.0], dtype=np.float32)
+    assert top_k(scores, 3).tolist() == [5, 2, 4]
+    assert top_k(scores, 10).tolist() == [5, 2, 4, 1]
+    rng = np.random.default_rng(1)
+    big = rng.normal(size=5000).astype(np.float32)
+    assert top_k(big, 20).tolist() == np.argsort(-big)[:20].tolist()

@@ -1,0 +1,196 @@
+"""Recommend/Feedback over a real gRPC server on port 0, with a tiny trained model."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from shared.proto.recserve.v1 import recommender_pb2 as pb
+from tests.conftest import TINY_SPEC
+
+USER = "u00007"
+
+
+async def test_recommend_returns_model_ranked_items(client, server) -> None:
+    response = await client.recommender.Recommend(pb.RecommendRequest(user_id=USER, k=5))
+    assert response.source == pb.SOURCE_MODEL
+    assert response.model_version == 1
+    assert len(response.items) == 5
+    scores = [item.score for item in response.items]
+    assert scores == sorted(scores, reverse=True)
+    history = await server.core.history.get(USER)
+    assert response.history_used == min(len(history), 12)
+    assert not {item.item_id for item in response.items} & set(history), "seen items excluded"
+
+
+async def test_feedback_changes_the_next_recommendation(client, server) -> None:
+    before = await client.recommender.Recommend(pb.RecommendRequest(user_id=USER, k=10))
+    # Click a whole different series; the next answer must follow it.
+    clicks = [f"i003-{p:03d}" for p in range(0, 6)]
+    now = int(time.time() * 1000)
+    answer = await client.recommender.Feedback(
+        pb.FeedbackRequest(
+            events=[
+                pb.Event(
+                    event_id=f"fb-{i}",
+                    user_id=USER,
+                    item_id=item,
+                    kind="click",
+                    timestamp_ms=now + i,
+                )
+                for i, item in enumerate(clicks)
+            ]
+        )
+    )
+    assert (answer.stored, answer.duplicates) == (6, 0)
+    after = await client.recommender.Recommend(pb.RecommendRequest(user_id=USER, k=10))
+    assert [i.item_id for i in after.items] != [i.item_id for i in before.items]
+    assert not {i.item_id for i in after.items} & set(clicks), "clicked items are now seen"
+    history = await server.core.history.get(USER)
+    assert history[-6:] == clicks
+
+
+async def test_feedback_is_idempotent_and_durable(client, server) -> None:
+    event = pb.Event(event_id="dup-1", user_id="new-user", item_id="i000-001")
+    first = await client.recommender.Feedback(pb.FeedbackRequest(events=[event, event]))
+    again = await client.recommender.Feedback(pb.FeedbackRequest(events=[event]))
+    assert (first.stored, first.duplicates) == (1, 1)
+    assert (again.stored, again.duplicates) == (0, 1)
+    from shared import crud
+    from shared.db import session_scope
+
+    with session_scope(server.engine) as session:
+        assert [i for i, _ in crud.recent_history(session, user_id="new-user", limit=5)] == [
+            "i000-001"
+        ]
+
+
+async def test_feedback_stream_counts_everything(client) -> None:
+    async def batches():
+        for b in range(3):
+            yield pb.FeedbackRequest(
+                events=[
+                    pb.Event(event_id=f"s-{b}-{i}", user_id=f"stream-{i}", item_id="i001-002")
+                    for i in range(50)
+                ]
+            )
+
+    answer = await client.recommender.FeedbackStream(batches())
+    assert (answer.stored, answer.duplicates) == (150, 0)
+
+
+async def test_unknown_user_gets_popularity_fallback(client) -> None:
+    response = await client.recommender.Recommend(pb.RecommendRequest(user_id="nobody", k=3))
+    assert response.source == pb.SOURCE_POPULARITY_FALLBACK
+    assert response.history_used == 0
+    assert len(response.items) == 3
+
+
+async def test_inline_history_exclusions_and_candidates(client) -> None:
+    history = ["i002-000", "i002-001", "i002-002"]
+    base = await client.recommender.Recommend(pb.RecommendRequest(history=history, k=5))
+    assert base.source == pb.SOURCE_MODEL and base.history_used == 3
+    top = base.items[0].item_id
+    excluded = await client.recommender.Recommend(
+        pb.RecommendRequest(history=history, k=5, exclude_item_ids=[top])
+    )
+    assert top not in [i.item_id for i in excluded.items]
+    candidates = ["i000-000", "i001-005", "i002-001", "not-in-catalogue"]
+    limited = await client.recommender.Recommend(
+        pb.RecommendRequest(history=history, k=10, candidate_item_ids=candidates, allow_seen=True)
+    )
+    assert {i.item_id for i in limited.items} == {"i000-000", "i001-005", "i002-001"}
+    unseen = await client.recommender.Recommend(
+        pb.RecommendRequest(history=history, k=10, candidate_item_ids=candidates)
+    )
+    assert {i.item_id for i in unseen.items} == {"i000-000", "i001-005"}
+
+
+async def test_unknown_history_items_are_skipped(client) -> None:
+    response = await client.recommender.Recommend(
+        pb.RecommendRequest(history=["never-seen", "i001-001"], k=3)
+    )
+    assert response.history_used == 1
+    assert response.source == pb.SOURCE_MODEL
+
+
+async def test_unavailable_items_are_never_recommended(client, server) -> None:
+    from shared import crud
+    from shared.db import session_scope
+    from shared.models import Item
+
+    first = await client.recommender.Recommend(pb.RecommendRequest(user_id=USER, k=3))
+    banned = first.items[0].item_id
+    with session_scope(server.engine) as session:
+        crud.upsert_items(session, items=[Item(item_id=banned, available=False)])
+    await server.core.registry.refresh()
+    second = await client.recommender.Recommend(pb.RecommendRequest(user_id=USER, k=3))
+    assert banned not in [i.item_id for i in second.items]
+
+
+async def test_health_and_reflection(server) -> None:
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        answer = await health.Check(
+            health_pb2.HealthCheckRequest(service="recserve.v1.Recommender")
+        )
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+
+        async def one():
+            yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+        names = []
+        async for reply in stub.ServerReflectionInfo(one()):
+            names = [s.name for s in reply.list_services_response.service]
+        assert {"recserve.v1.Recommender", "recserve.v1.ModelAdmin"} <= set(names)
+
+
+async def test_not_serving_until_a_model_is_loaded_then_unavailable(empty_settings) -> None:
+    from server.app import start_server
+    from shared.client import AsyncClient
+
+    running = await start_server(empty_settings)
+    client = AsyncClient(running.target)
+    try:
+        health = health_pb2_grpc.HealthStub(client.channel)
+        answer = await health.Check(health_pb2.HealthCheckRequest(service=""))
+        assert answer.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await client.recommender.Recommend(pb.RecommendRequest(user_id="x"))
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        # Feedback works without a model, and gives a popularity fallback.
+        await client.recommender.Feedback(
+            pb.FeedbackRequest(
+                events=[
+                    pb.Event(event_id="e1", user_id="a", item_id="popular"),
+                    pb.Event(event_id="e2", user_id="b", item_id="popular"),
+                ]
+            )
+        )
+        await running.core.registry.refresh()
+        running.core.registry.fallback = None
+        await running.core.registry.refresh()
+        response = await client.recommender.Recommend(pb.RecommendRequest(user_id="c", k=1))
+        assert response.source == pb.SOURCE_POPULARITY_FALLBACK
+        assert [i.item_id for i in response.items] == ["popular"]
+    finally:
+        await client.close()
+        await running.stop(0)
+
+
+async def test_concurrent_requests_are_batched(client, server) -> None:
+    users = [f"u{u:05d}" for u in range(TINY_SPEC.n_users)]
+    for user in users:  # warm the history cache so requests reach the batcher together
+        await server.core.history.get(user)
+    responses = await asyncio.gather(
+        *[client.recommender.Recommend(pb.RecommendRequest(user_id=u, k=3)) for u in users]
+    )
+    assert all(r.source == pb.SOURCE_MODEL for r in responses)
+    stats = server.stats.snapshot()
+    assert stats["mean_batch_size"] > 1.0

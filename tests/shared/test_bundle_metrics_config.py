@@ -1,0 +1,93 @@
+"""Bundle checksums, ranking metrics, settings and the synthetic generator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shared import bundle as bundle_format
+from shared import synthetic
+from shared.config import Settings
+from shared.errors import BundleError, InvalidArgument
+from shared.metrics import summarize, target_ranks
+from shared.params import parse_training_params
+
+
+def test_bundle_checksums_catch_tampering(trained_template: Path) -> None:
+    source = next((trained_template / "models").iterdir())
+    loaded = bundle_format.load(source)
+    assert loaded.config.num_items == len(loaded.vocab)
+    assert loaded.item_embeddings.shape == (len(loaded.vocab) + 1, loaded.config.d_model)
+
+
+def test_bundle_refuses_corruption(tmp_path: Path, trained_template: Path) -> None:
+    import shutil
+
+    source = next((trained_template / "models").iterdir())
+    copy = tmp_path / "bundle"
+    shutil.copytree(source, copy)
+    (copy / "vocab.json").write_text(json.dumps(["evil"]))
+    with pytest.raises(BundleError, match="vocab.json fails its sha256"):
+        bundle_format.load(copy)
+    (copy / "model.onnx").unlink()
+    with pytest.raises(BundleError, match="model.onnx is missing"):
+        bundle_format.verify(copy)
+    with pytest.raises(BundleError, match="does not exist"):
+        bundle_format.load(tmp_path / "nowhere")
+
+
+def test_metrics_from_known_ranks() -> None:
+    scores = np.array([[0.9, 0.1, 0.5], [0.2, 0.3, 0.1], [0.0, 0.0, 1.0]])
+    ranks = target_ranks(scores, np.array([0, 0, 1]))
+    assert ranks.tolist() == [0, 1, 1]
+    m = summarize(ranks, ks=(1, 2))
+    assert m["hr@1"] == pytest.approx(1 / 3)
+    assert m["hr@2"] == pytest.approx(1.0)
+    assert m["ndcg@2"] == pytest.approx((1 + 2 / np.log2(3)) / 3)
+    assert m["mrr"] == pytest.approx((1 + 0.5 + 0.5) / 3)
+
+
+def test_settings_from_environment(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("RECSERVE_DATABASE_URL", "postgresql+psycopg://db/x")
+    monkeypatch.setenv("RECSERVE_SERVER__PORT", "6000")
+    monkeypatch.setenv("RECSERVE_TRAINING__EPOCHS", "7")
+    config = tmp_path / "recserve.toml"
+    config.write_text('data_dir = "/srv/recserve"\n[server]\nmax_k = 50\nport = 1\n')
+    monkeypatch.setenv("RECSERVE_CONFIG", str(config))
+    settings = Settings()
+    assert settings.db_url == "postgresql+psycopg://db/x"
+    assert settings.server.port == 6000, "the environment wins over the file"
+    assert settings.server.max_k == 50
+    assert settings.training.epochs == 7
+    assert settings.bundles_dir == Path("/srv/recserve/models")
+    assert settings.embedded_broker
+
+
+def test_training_params_validation() -> None:
+    settings = Settings()
+    params = parse_training_params(settings, '{"epochs": 3, "activate": "never"}')
+    assert params.epochs == 3 and params.activate == "never"
+    assert params.d_model == settings.training.d_model
+    with pytest.raises(InvalidArgument, match="params_json.dropout"):
+        parse_training_params(settings, {"dropout": 2})
+
+
+def test_synthetic_data_is_deterministic_and_sequential() -> None:
+    spec = synthetic.SyntheticSpec(n_users=200)
+    first = list(synthetic.events(spec))
+    assert first == list(synthetic.events(spec))
+    follows = total = 0
+    by_user: dict[str, list[str]] = {}
+    for e in first:
+        by_user.setdefault(e.user_id, []).append(e.item_id)
+    for seq in by_user.values():
+        for a, b in zip(seq, seq[1:], strict=False):
+            ta, pa = a[1:].split("-")
+            tb, pb = b[1:].split("-")
+            total += 1
+            follows += ta == tb and int(pb) == (int(pa) + 1) % spec.items_per_topic
+    assert follows / total > 0.5, "series transitions dominate"
+    assert all(len(seq) >= 12 for seq in by_user.values())

@@ -1,0 +1,109 @@
+"""Queries against a throwaway SQLite file and a fresh PostgreSQL database."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect
+
+from shared import crud
+from shared.db import make_engine, migrate, session_scope
+from shared.errors import FailedPrecondition, NotFound
+from shared.models import FeedbackEventCreate, JobCreate, JobStatus, ModelStatus, ModelVersion
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request, tmp_path: Path):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    migrate(url)
+    engine = make_engine(url)
+    yield engine
+    engine.dispose()
+
+
+def ev(event_id: str, user: str, item: str, minutes: int) -> FeedbackEventCreate:
+    return FeedbackEventCreate(
+        event_id=event_id, user_id=user, item_id=item, event_time=T0 + timedelta(minutes=minutes)
+    )
+
+
+def test_migrations_create_the_schema(engine) -> None:
+    tables = set(inspect(engine).get_table_names())
+    assert {"feedback_event", "item", "model_version", "job", "alembic_version"} <= tables
+    indexes = {ix["name"] for ix in inspect(engine).get_indexes("feedback_event")}
+    assert "ix_feedback_user_time" in indexes
+
+
+def test_event_ids_are_idempotency_keys(engine) -> None:
+    with session_scope(engine) as s:
+        stored = crud.insert_events(
+            s, events=[ev("a", "u", "x", 1), ev("a", "u", "x", 1), ev("b", "u", "y", 2)]
+        )
+    assert stored == {"a", "b"}
+    with session_scope(engine) as s:
+        assert crud.insert_events(s, events=[ev("b", "u", "y", 2), ev("c", "u", "z", 0)]) == {"c"}
+        assert crud.count_events(s) == 3
+
+
+def test_history_is_ordered_by_event_time(engine) -> None:
+    with session_scope(engine) as s:
+        crud.insert_events(
+            s,
+            events=[
+                ev("1", "u", "late", 30),
+                ev("2", "u", "early", 10),
+                ev("3", "u", "mid", 20),
+                ev("4", "other", "x", 5),
+            ],
+        )
+    with session_scope(engine) as s:
+        assert [i for i, _ in crud.recent_history(s, user_id="u", limit=10)] == [
+            "early",
+            "mid",
+            "late",
+        ]
+        assert [i for i, _ in crud.recent_history(s, user_id="u", limit=2)] == ["mid", "late"]
+        sequences = crud.user_sequences(s, watermark=crud.max_event_row(s), batch_rows=2)
+        assert sequences == {"u": ["early", "mid", "late"], "other": ["x"]}
+        assert crud.item_popularity(s, limit=1)[0][1] == 1
+
+
+def test_exactly_one_active_model(engine) -> None:
+    with session_scope(engine) as s:
+        a = crud.create_model_version(s, model=ModelVersion(status=ModelStatus.READY))
+        b = crud.create_model_version(s, model=ModelVersion(status=ModelStatus.READY))
+        f = crud.create_model_version(s, model=ModelVersion(status=ModelStatus.FAILED))
+    with session_scope(engine) as s:
+        crud.activate_model(s, version=a.version)
+    with session_scope(engine) as s:
+        crud.activate_model(s, version=b.version)
+    with session_scope(engine) as s:
+        active = crud.get_active_model(s)
+        assert active is not None and active.version == b.version
+        assert crud.get_model_version(s, version=a.version).status == ModelStatus.RETIRED
+        with pytest.raises(FailedPrecondition):
+            crud.activate_model(s, version=f.version)
+        with pytest.raises(NotFound):
+            crud.activate_model(s, version=999)
+
+
+def test_job_progress_and_log(engine) -> None:
+    with session_scope(engine) as s:
+        job = crud.create_job(s, job=JobCreate(params={"epochs": 3}))
+    with session_scope(engine) as s:
+        crud.start_job(s, job_id=job.id)
+        crud.report_job_progress(s, job_id=job.id, progress=0.5, message="half way")
+    with session_scope(engine) as s:
+        crud.finish_job(s, job_id=job.id, status=JobStatus.FAILED, error="boom\ntrace")
+    with session_scope(engine) as s:
+        done = crud.get_job(s, job_id=job.id)
+        assert done.status == JobStatus.FAILED and done.progress == 0.5
+        assert done.log[0].endswith("half way") and done.log[-1].endswith("error: boom")
+        assert done.params == {"epochs": 3}

@@ -1,0 +1,71 @@
+"""`recserve import` formats: streaming, idempotent, malformed lines by number."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shared import crud
+from shared.db import make_engine, session_scope
+from shared.importers import ImportLineError, guess_format, import_file, import_items
+
+
+@pytest.fixture
+def engine(empty_settings):
+    engine = make_engine(empty_settings.db_url)
+    yield engine
+    engine.dispose()
+
+
+def test_seq_format_keeps_file_order_and_is_idempotent(engine, tmp_path: Path) -> None:
+    path = tmp_path / "seq.txt"
+    path.write_text("1 10\n1 11\n1 10\n2 12\n")
+    assert guess_format(path) == "seq"
+    first = import_file(engine, path)
+    assert (first.stored, first.users) == (4, 2)
+    again = import_file(engine, path)
+    assert (again.stored, again.duplicates) == (0, 4)
+    with session_scope(engine) as s:
+        assert [i for i, _ in crud.recent_history(s, user_id="1", limit=5)] == ["10", "11", "10"]
+
+
+def test_movielens_inter_and_csv(engine, tmp_path: Path) -> None:
+    ml = tmp_path / "ratings.dat"
+    ml.write_text("1::5::4::978300760\n1::6::3::978300761\n")
+    inter = tmp_path / "x.inter"
+    inter.write_text(
+        "user_id:token\titem_id:token\trating:float\ttimestamp:float\n7\t8\t5\t881250949\n"
+    )
+    csv = tmp_path / "x.csv"
+    csv.write_text("user,item,timestamp,kind,value\na,b,2026-01-01T00:00:00,purchase,2.5\n")
+    assert import_file(engine, ml).stored == 2
+    assert import_file(engine, inter).stored == 1
+    assert import_file(engine, csv).stored == 1
+    with session_scope(engine) as s:
+        assert crud.count_events(s) == 4
+
+
+def test_malformed_line_aborts_or_is_skipped(engine, tmp_path: Path) -> None:
+    path = tmp_path / "bad.txt"
+    path.write_text("1 10\n1 11 12\n2 13\n")
+    with pytest.raises(ImportLineError) as err:
+        import_file(engine, path, fmt="seq")
+    assert err.value.line_no == 2 and "bad.txt:2" in str(err.value)
+    skipped: list[int] = []
+    summary = import_file(
+        engine, path, fmt="seq", skip_bad=True, on_skip=lambda n, _m: skipped.append(n)
+    )
+    assert skipped == [2] and summary.skipped == 1
+
+
+def test_item_titles(engine, tmp_path: Path) -> None:
+    movies = tmp_path / "movies.dat"
+    movies.write_text(
+        "1::Toy Story (1995)::Animation|Comedy\n2::Jumanji (1995)::Adventure\n", encoding="latin-1"
+    )
+    mapping = tmp_path / "map.txt"
+    mapping.write_text("10 1\n11 2\n")
+    assert import_items(engine, movies, id_map=mapping) == 2
+    with session_scope(engine) as s:
+        assert crud.item_titles(s, item_ids=["10"]) == {"10": "Toy Story (1995)"}

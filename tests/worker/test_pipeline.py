@@ -1,0 +1,80 @@
+"""The training job as plain functions: train, evaluate, bundle, register, promote."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from shared import bundle as bundle_format
+from shared import crud
+from shared.db import make_engine, session_scope
+from shared.models import JobCreate, JobStatus, ModelStatus
+from shared.params import TrainingParams
+from worker.pipeline import run_train_job, should_activate
+
+
+def test_trained_model_beats_popularity(trained_template: Path) -> None:
+    engine = make_engine(f"sqlite:///{trained_template / 'recserve.db'}")
+    with session_scope(engine) as s:
+        model = crud.get_model_version(s, version=1)
+        job = crud.get_job(s, job_id=1)
+    engine.dispose()
+    assert model.status == ModelStatus.ACTIVE
+    assert job.status == JobStatus.SUCCEEDED and job.progress == 1.0
+    assert any("epoch 1/" in line for line in job.log)
+    m = model.metrics
+    assert m["ndcg@10"] >= 1.5 * m["pop_ndcg@10"]
+    assert m["sampled_ndcg@10"] > m["ndcg@10"]
+    assert m["onnx_parity_max_rel_diff"] < 1e-4
+    loaded = bundle_format.load(Path(model.artifact_path))
+    assert loaded.checksum == model.checksum
+    assert Path(model.artifact_path).name == "job-1", "output path keyed by job id"
+    assert (
+        json.loads((Path(model.artifact_path) / "metrics.json").read_text())["ndcg@10"]
+        == m["ndcg@10"]
+    )
+
+
+def test_rerun_is_harmless_and_weaker_model_is_not_promoted(settings) -> None:
+    engine = make_engine(settings.db_url)
+    assert run_train_job(settings, 1) == 1, "a finished job returns its version"
+    with session_scope(engine) as s:
+        job = crud.create_job(s, job=JobCreate(params={"epochs": 1, "learning_rate": 1e-5}))
+    version = run_train_job(settings, int(job.id or 0))
+    with session_scope(engine) as s:
+        weak = crud.get_model_version(s, version=version)
+        assert weak.status == ModelStatus.READY, "a worse model is registered, not activated"
+        assert weak.metrics["active_ndcg@10"] > weak.metrics["ndcg@10"]
+        assert crud.get_active_model(s).version == 1
+        assert "not activated" in crud.get_job(s, job_id=job.id).log[-1]
+    engine.dispose()
+
+
+def test_training_without_data_fails_the_job_with_a_reason(empty_settings) -> None:
+    engine = make_engine(empty_settings.db_url)
+    with session_scope(engine) as s:
+        job = crud.create_job(s, job=JobCreate(params={}))
+    with pytest.raises(ValueError, match="not enough data"):
+        run_train_job(empty_settings, int(job.id or 0))
+    with session_scope(engine) as s:
+        failed = crud.get_job(s, job_id=job.id)
+        assert failed.status == JobStatus.FAILED and "not enough data" in failed.error
+    engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("activate", "metrics", "has_active", "expected"),
+    [
+        ("auto", {"ndcg@10": 0.3, "pop_ndcg@10": 0.1}, False, True),
+        ("auto", {"ndcg@10": 0.05, "pop_ndcg@10": 0.1}, False, False),
+        ("auto", {"ndcg@10": 0.3, "pop_ndcg@10": 0.1, "active_ndcg@10": 0.4}, True, False),
+        ("auto", {"ndcg@10": 0.5, "pop_ndcg@10": 0.1, "active_ndcg@10": 0.4}, True, True),
+        ("never", {"ndcg@10": 0.5, "pop_ndcg@10": 0.1}, False, False),
+        ("always", {"ndcg@10": 0.0, "pop_ndcg@10": 0.1}, True, True),
+    ],
+)
+def test_promotion_rule(activate, metrics, has_active, expected) -> None:
+    params = TrainingParams(activate=activate)
+    assert should_activate(params, metrics, has_active=has_active)[0] is expected
