@@ -187,6 +187,53 @@ def cmd_tui(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from recserve.bench_quality import print_quality_table
+    from worker.pipeline import evaluate_model_version
+
+    settings = _settings(args)
+    ks = tuple(int(k) for k in args.ks.split(","))
+    result = evaluate_model_version(settings, args.version, ks=ks)
+    print_quality_table(
+        {
+            **result,
+            "data": settings.db_url,
+            "epochs": 0,
+            "best_epoch": 0,
+            "train_seconds": 0.0,
+            "seconds_per_epoch": 0.0,
+        }
+    )
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(result, indent=2, sort_keys=True))
+        print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.kind == "quality":
+        from recserve.bench_quality import run_quality_bench
+
+        if not args.data:
+            raise SystemExit("bench quality needs --data PATH")
+        data = Path(args.data)
+        settings = _settings(args)
+        if not args.data_dir:
+            settings = settings.model_copy(update={"data_dir": Path("var/bench") / data.stem})
+        run_quality_bench(
+            settings,
+            data,
+            fmt=args.format,
+            params=_parse_params(args.param, args.params),
+            output=Path(args.output) if args.output else None,
+        )
+        return 0
+    from recserve.bench_serve import run_serve_bench
+
+    return run_serve_bench(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from recserve.demo import run_demo
 
@@ -267,6 +314,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("tui", cmd_tui, "Open the operator console.")
     p.add_argument("--target", default="127.0.0.1:50051", help="HOST:PORT of a recserve server")
     p.add_argument("--token", help="admin token (default RECSERVE_SERVER__ADMIN_TOKEN)")
+
+    p = add(
+        "evaluate",
+        cmd_evaluate,
+        "Evaluate a model (default: the active one) with leave-one-out HR@K, NDCG@K and "
+        "MRR, full ranking and 100 sampled negatives, beside popularity.",
+    )
+    p.add_argument("--version", type=int, help="model version (default: the active one)")
+    p.add_argument("--ks", default="1,5,10,20", help="cut-offs, comma-separated")
+    p.add_argument("--output", help="write the results as JSON here")
+
+    p = add("bench", cmd_bench, "Benchmarks: quality (train + evaluate) or serve (load test).")
+    p.add_argument("kind", choices=["quality", "serve"])
+    p.add_argument("--data", help="quality: the interaction file to train on")
+    p.add_argument("--format", choices=["seq", "movielens", "inter", "csv"])
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="quality: training parameter (repeatable)",
+    )
+    p.add_argument("--params", help="quality: training parameters as JSON")
+    p.add_argument("--output", help="JSON output path")
 
     add("migrate", cmd_migrate, "Create or upgrade the database schema.")
     return parser

@@ -249,3 +249,40 @@ def bundle_scorer(loaded: bundle_format.Bundle, items: Sequence[str]) -> Scorer:
         return out
 
     return score
+
+
+def evaluate_model_version(
+    settings: Settings, version: int | None = None, *, ks: Sequence[int] = (1, 5, 10, 20)
+) -> dict[str, object]:
+    """Re-evaluates a registered model (default: the active one) on the leave-one-out
+    split of the events up to its data watermark, beside popularity on the same split.
+
+    Returns {"version", "watermark", "users", "items", "model": {...}, "popularity": {...}}
+    with HR@K, NDCG@K and MRR under full ranking (seen items filtered) and 100 sampled
+    negatives (fixed seed).
+    """
+    engine = make_engine(settings.db_url)
+    try:
+        with session_scope(engine) as session:
+            model = (
+                crud.get_model_version(session, version=version)
+                if version is not None
+                else crud.get_active_model(session)
+            )
+            if model is None:
+                raise RecserveError("no model is active; pass --version")
+            sequences = crud.user_sequences(session, watermark=model.data_watermark)
+    finally:
+        engine.dispose()
+    loaded = bundle_format.load(Path(model.artifact_path))
+    split = leave_one_out(sequences)
+    scored = evaluate(bundle_scorer(loaded, split.vocab.items), split.test, split.num_items, ks=ks)
+    popular = evaluate(popularity_scorer(split.popularity), split.test, split.num_items, ks=ks)
+    return {
+        "version": model.version,
+        "watermark": model.data_watermark,
+        "users": len(split.test.targets),
+        "items": split.num_items,
+        "model": scored,
+        "popularity": popular,
+    }
