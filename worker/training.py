@@ -67,6 +67,19 @@ def training_windows(train: Sequence[np.ndarray], max_len: int) -> tuple[np.ndar
     return inputs, targets
 
 
+def length_buckets(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Batches of sequences of similar length, in random order.
+
+    Sorting by length (random among equals) before cutting batches means a batch is padded
+    only to its own longest window, which roughly halves the work on long-tailed data.
+    """
+    order = np.lexsort((rng.random(len(lengths)), lengths))
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
 def torch_scorer(
     model: SASRec, device: torch.device
 ) -> Callable[[Sequence[np.ndarray]], np.ndarray]:
@@ -98,6 +111,7 @@ def train(
     inputs, targets = inputs[keep], targets[keep]
     if len(inputs) == 0:
         raise ValueError("no training sequences: every user needs at least 2 events")
+    lengths = (targets != 0).sum(axis=1)
     optimizer = torch.optim.AdamW(
         model.parameters(),
         lr=params.learning_rate,
@@ -112,10 +126,8 @@ def train(
     started = time.perf_counter()
     for epoch in range(1, params.epochs + 1):
         model.train()
-        order = rng.permutation(len(inputs))
         total, batches = 0.0, 0
-        for start in range(0, len(order), params.batch_size):
-            idx = order[start : start + params.batch_size]
+        for idx in length_buckets(lengths, params.batch_size, rng):
             x, y = inputs[idx], targets[idx]
             used = int((y != 0).any(axis=0).argmax())  # trim all-padding columns
             x_t = torch.from_numpy(x[:, used:]).to(device)
