@@ -35,6 +35,7 @@ def _settings(args: argparse.Namespace) -> Settings:
                 "host": getattr(args, "host", None),
                 "workers": getattr(args, "workers", None),
                 "backend": getattr(args, "backend", None),
+                "naive": getattr(args, "naive", None),
             }.items()
             if v is not None
         }
@@ -270,7 +271,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="TCP port (default 50051)")
     p.add_argument("--host", help="interface (default 127.0.0.1)")
     p.add_argument("--workers", type=int, help="server processes sharing the port")
-    p.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt"])
+    p.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt", "torch-cuda", "noop"])
+    p.add_argument(
+        "--naive",
+        action="store_true",
+        default=None,
+        help="benchmark baseline: no batching, no caches",
+    )
 
     p = add("worker", cmd_worker, "Run a Celery worker for training and engine jobs.")
     p.add_argument("--queues", help="comma-separated queues (default: the CPU queue)")

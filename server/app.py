@@ -117,11 +117,11 @@ async def start_server(
     history = HistoryCache(
         engine,
         executor,
-        max_users=settings.server.history_cache_users,
+        max_users=0 if settings.server.naive else settings.server.history_cache_users,
         ttl_s=settings.server.history_ttl_s,
     )
     writer = FeedbackWriter(engine, max_events=settings.server.feedback_commit_batch)
-    core = RecommendationCore(settings.server, registry, history, writer)
+    core = RecommendationCore(settings.server, registry, history, writer, executor)
     server = grpc.aio.server(options=grpc_options(settings))
     recommender_pb2_grpc.add_RecommenderServicer_to_server(RecommenderServicer(core, stats), server)
     admin_pb2_grpc.add_ModelAdminServicer_to_server(

@@ -8,10 +8,12 @@ with no usable history gets the popularity fallback, and the result says so.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 import time
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -20,6 +22,7 @@ import numpy as np
 from server.feedback import FeedbackWriter
 from server.history import HistoryCache
 from server.registry import ModelRegistry, ServingModel
+from server.state_cache import StateCache
 from shared.config import ServerSettings
 from shared.errors import InvalidArgument, Unavailable
 from shared.models import FeedbackEventCreate
@@ -93,11 +96,15 @@ class RecommendationCore:
         registry: ModelRegistry,
         history: HistoryCache,
         writer: FeedbackWriter,
+        executor: Executor,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.history = history
         self.writer = writer
+        self.executor = executor
+        self.states = StateCache(0 if settings.naive else settings.state_cache_users)
+        self._inflight: dict[tuple[str, int, int], asyncio.Future[np.ndarray]] = {}
 
     # --- Recommend ----------------------------------------------------------------------
 
@@ -121,16 +128,74 @@ class RecommendationCore:
 
     async def recommend(self, query: RecommendQuery) -> Recommendation:
         k = self.validate_query(query)
-        items = list(query.history) if query.history else await self.history.get(query.user_id)
+        if query.history:
+            items, history_version = list(query.history), 0
+        else:
+            items, history_version = await self.history.get_versioned(query.user_id)
         model = self.registry.current
         if model is None:
             return self._fallback_without_model(query, items, k)
-        known = [model.rows[i] for i in items if i in model.rows]
-        used = known[-model.bundle.config.max_len :]
-        if not used:
+        used = self._rows(model, items)
+        if not used.size:
             return self._rank(model, model.popularity, query, items, k, "popularity", 0)
-        scores = await model.batcher.submit(np.asarray(used, dtype=np.int64))
-        return self._rank(model, scores, query, items, k, "model", len(used))
+        state = await self._state(model, query.user_id, history_version, used)
+        scores = model.bundle.item_embeddings @ state  # [N+1, D] @ [D] -> [N+1]
+        return self._rank(model, scores, query, items, k, "model", int(used.size))
+
+    @staticmethod
+    def _rows(model: ServingModel, items: Sequence[str]) -> np.ndarray:
+        """Model rows of the newest max_len known items (unknown items skipped)."""
+        rows = model.rows
+        known = [rows[i] for i in items if i in rows]
+        return np.asarray(known[-model.bundle.config.max_len :], dtype=np.int64)
+
+    async def _state(
+        self, model: ServingModel, user_id: str, history_version: int, used: np.ndarray
+    ) -> np.ndarray:
+        """The user state [D]: from the state cache, an in-flight computation of the same
+        (user, model, history), or a batched model run."""
+        if self.settings.naive:
+            loop = asyncio.get_running_loop()
+            states = await loop.run_in_executor(self.executor, model.backend.encode, used[None])
+            return states[0]
+        if not history_version:
+            return await model.batcher.submit(used)
+        cached = self.states.get(user_id, model.version, history_version)
+        if cached is not None:
+            return cached
+        return await asyncio.shield(self._compute(model, user_id, history_version, used))
+
+    def _compute(
+        self, model: ServingModel, user_id: str, history_version: int, used: np.ndarray
+    ) -> asyncio.Future[np.ndarray]:
+        key = (user_id, model.version, history_version)
+        pending = self._inflight.get(key)
+        if pending is not None:
+            return pending
+        future = asyncio.ensure_future(model.batcher.submit(used))
+        self._inflight[key] = future
+
+        def store(done: asyncio.Future[np.ndarray]) -> None:
+            self._inflight.pop(key, None)
+            if not done.cancelled() and done.exception() is None:
+                self.states.put(user_id, model.version, history_version, done.result())
+
+        future.add_done_callback(store)
+        return future
+
+    async def _refresh_states(self, user_ids: set[str]) -> None:
+        """After Feedback: re-encode returning users in the background, so their next
+        Recommend costs only the scoring."""
+        model = self.registry.current
+        if model is None:
+            return
+        for user_id in user_ids:
+            if not (self.states.has(user_id) and self.history.is_cached(user_id)):
+                continue
+            items, version = await self.history.get_versioned(user_id)
+            used = self._rows(model, items)
+            if used.size and version:
+                self._compute(model, user_id, version, used)
 
     def _rank(
         self,
@@ -226,9 +291,13 @@ class RecommendationCore:
     async def feedback(self, events: Sequence[FeedbackEventIn]) -> FeedbackResult:
         rows = self.validate_events(events)
         stored = await self.writer.write(rows)
+        touched: set[str] = set()
         for row in rows:
             if row.event_id in stored:
                 self.history.append(row.user_id, row.item_id, row.event_time.timestamp())
+                touched.add(row.user_id)
+        if touched and self.states.max_users:
+            asyncio.get_running_loop().create_task(self._refresh_states(touched))
         return FeedbackResult(len(stored), len(rows) - len(stored), stored)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import itertools
 import time
 from collections import OrderedDict
 from concurrent.futures import Executor
@@ -24,13 +25,15 @@ HISTORY_KEEP = 512
 """Events kept per user; at least any model's max_len."""
 
 Entry = tuple[float, str]  # (event time, epoch seconds; item_id)
+_versions = itertools.count(1)
 
 
 @dataclass
 class _Cached:
     events: list[Entry]
     loaded_at: float
-    version: int = 0
+    version: int = field(default_factory=lambda: next(_versions))
+    """Unique across loads and appends, so (user, version) names one exact history."""
 
 
 @dataclass
@@ -53,11 +56,17 @@ class HistoryCache:
 
     async def get(self, user_id: str) -> list[str]:
         """The user's item ids, oldest first (at most HISTORY_KEEP)."""
+        items, _ = await self.get_versioned(user_id)
+        return items
+
+    async def get_versioned(self, user_id: str) -> tuple[list[str], int]:
+        """The user's item ids and a version that changes whenever they change (0 when the
+        history is not cached, so it must not be used as a cache key)."""
         cached = self._cache.get(user_id)
         now = time.monotonic()
         if cached is not None and (not self._ttl_s or now - cached.loaded_at < self._ttl_s):
             self._cache.move_to_end(user_id)
-            return [item for _, item in cached.events]
+            return [item for _, item in cached.events], cached.version
         loading = self._loading.get(user_id)
         if loading is None:
             loading = _Loading()
@@ -72,11 +81,14 @@ class HistoryCache:
                 if entry not in events:
                     bisect.insort(events, entry)
             events = events[-HISTORY_KEEP:]
-            self._store(user_id, events)
-            return [item for _, item in events]
+            version = self._store(user_id, events)
+            return [item for _, item in events], version
         assert loading.task is not None
         await asyncio.shield(loading.task)
-        return await self.get(user_id)
+        return await self.get_versioned(user_id)
+
+    def is_cached(self, user_id: str) -> bool:
+        return user_id in self._cache
 
     def append(self, user_id: str, item_id: str, event_time: float) -> None:
         """Records a committed event for the user (no database access)."""
@@ -93,15 +105,17 @@ class HistoryCache:
             bisect.insort(cached.events, entry)
         if len(cached.events) > HISTORY_KEEP:
             del cached.events[: len(cached.events) - HISTORY_KEEP]
-        cached.version += 1
+        cached.version = next(_versions)
 
-    def _store(self, user_id: str, events: list[Entry]) -> None:
+    def _store(self, user_id: str, events: list[Entry]) -> int:
         if self._max_users == 0:
-            return
-        self._cache[user_id] = _Cached(events, time.monotonic())
+            return 0
+        entry = _Cached(events, time.monotonic())
+        self._cache[user_id] = entry
         self._cache.move_to_end(user_id)
         while len(self._cache) > self._max_users:
             self._cache.popitem(last=False)
+        return entry.version
 
     def _read(self, user_id: str) -> list[Entry]:
         with session_scope(self._engine) as session:

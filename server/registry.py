@@ -35,7 +35,7 @@ BackendFactory = Callable[[ServerSettings, bundle_format.Bundle], Backend]
 
 @dataclass
 class ServingModel:
-    """A loaded bundle with its backend and batcher. Scores are [N+1] over model rows."""
+    """A loaded bundle with its backend and a batcher that returns user states [D]."""
 
     version: int
     bundle: bundle_format.Bundle
@@ -154,15 +154,10 @@ class ModelRegistry:
     def _load(self, version: int, path: Path) -> ServingModel:
         loaded = bundle_format.load(path)
         backend = self._factory(self._settings, loaded)
-        embeddings = loaded.item_embeddings
-
-        def run(history: np.ndarray) -> np.ndarray:
-            return backend.encode(history) @ embeddings.T  # [B, D] @ [D, N+1]
-
         # Warm up so the first request does not pay for graph initialisation.
         backend.encode(np.ones((1, 1), dtype=np.int64))
         batcher = DynamicBatcher(
-            run,
+            backend.encode,
             self._executor,
             max_batch=self._settings.max_batch_size,
             max_wait_s=self._settings.max_batch_wait_ms / 1000.0,

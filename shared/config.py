@@ -30,9 +30,11 @@ class ServerSettings(BaseModel):
     """TCP port; 0 picks a free one (tests)."""
     workers: int = Field(1, ge=1, le=64)
     """Server processes sharing the port through SO_REUSEPORT."""
-    backend: Literal["auto", "onnxruntime", "tensorrt"] = "auto"
+    backend: Literal["auto", "onnxruntime", "tensorrt", "torch-cuda", "noop"] = "auto"
     """Inference backend. auto: TensorRT when `tensorrt` imports and a CUDA device is present,
-    else ONNX Runtime on CPU."""
+    torch on CUDA when only torch and a GPU are present, else ONNX Runtime on CPU.
+    noop: answers with zero user states without running the model (the gRPC ceiling of
+    `recserve bench serve`)."""
     intra_op_threads: int = Field(0, ge=0, le=256)
     """ONNX Runtime threads per inference; 0 means one per core."""
     max_k: int = Field(1000, ge=1)
@@ -54,6 +56,12 @@ class ServerSettings(BaseModel):
     history_ttl_s: float = Field(300.0, ge=0.0)
     """Cached histories older than this are re-read from the database, so events written
     through other replicas become visible. 0 disables expiry."""
+    state_cache_users: int = Field(100_000, ge=0)
+    """Users whose encoded state (per model version and history version) is kept, so a
+    returning user whose history has not changed costs only the scoring. 0 disables it."""
+    naive: bool = False
+    """Benchmark baseline: no dynamic batching and no caches; every request runs the model
+    alone in the thread pool."""
     model_poll_s: float = Field(2.0, gt=0.0)
     """How often the server checks the database for a newly activated model."""
     admin_token: str | None = None

@@ -2,5 +2,5 @@
 
 Tasks in worker.tasks only handle ids, retries and time limits, then call the plain
 functions in worker.pipeline. torch is imported inside the modules that need it
-(worker.model, worker.training, worker.export), never at package import.
+(shared.sasrec, worker.training, worker.export), never at package import.
 """

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from shared import bundle as bundle_format
-from worker.model import InferenceGraph, SASRec
+from shared.sasrec import InferenceGraph, SASRec
 
 log = logging.getLogger(__name__)
 OPSET = 17

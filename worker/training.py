@@ -22,7 +22,7 @@ from shared.bundle import ModelConfig
 from shared.params import TrainingParams
 from worker.dataset import Split
 from worker.evaluation import evaluate
-from worker.model import SASRec
+from shared.sasrec import SASRec
 
 log = logging.getLogger(__name__)
 Progress = Callable[[float, str], None]

@@ -79,3 +79,19 @@ def test_top_k_is_exact_and_skips_masked() -> None:
     rng = np.random.default_rng(1)
     big = rng.normal(size=5000).astype(np.float32)
     assert top_k(big, 20).tolist() == np.argsort(-big)[:20].tolist()
+
+
+def test_state_cache_matches_exact_versions() -> None:
+    from server.state_cache import StateCache
+
+    cache = StateCache(max_users=2)
+    state = np.ones(4, dtype=np.float32)
+    cache.put("a", 1, 10, state)
+    assert cache.get("a", 1, 10) is state
+    assert cache.get("a", 2, 10) is None, "another model version never matches"
+    assert cache.get("a", 1, 11) is None, "another history version never matches"
+    cache.put("b", 1, 5, state)
+    cache.put("c", 1, 6, state)
+    assert len(cache) == 2 and not cache.has("a"), "least recently used dropped"
+    cache.put("d", 1, 0, state)
+    assert not cache.has("d"), "uncached histories (version 0) are not stored"

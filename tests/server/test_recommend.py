@@ -194,3 +194,71 @@ async def test_concurrent_requests_are_batched(client, server) -> None:
     assert all(r.source == pb.SOURCE_MODEL for r in responses)
     stats = server.stats.snapshot()
     assert stats["mean_batch_size"] > 1.0
+
+
+async def test_returning_user_reuses_state_and_feedback_refreshes_it(client, server) -> None:
+    core = server.core
+    first = await client.recommender.Recommend(pb.RecommendRequest(user_id="u00011", k=5))
+    runs = core.states.misses
+    again = await client.recommender.Recommend(pb.RecommendRequest(user_id="u00011", k=5))
+    assert [i.item_id for i in again.items] == [i.item_id for i in first.items]
+    assert core.states.hits >= 1 and core.states.misses == runs, "no model run the second time"
+    await client.recommender.Feedback(
+        pb.FeedbackRequest(
+            events=[
+                pb.Event(
+                    event_id="st-1",
+                    user_id="u00011",
+                    item_id="i001-003",
+                    timestamp_ms=int(time.time() * 1000),
+                )
+            ]
+        )
+    )
+    for _ in range(50):  # the state is re-encoded in the background
+        _, version = await core.history.get_versioned("u00011")
+        if core.states.get("u00011", 1, version) is not None:
+            break
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("state was not refreshed after Feedback")
+    after = await client.recommender.Recommend(pb.RecommendRequest(user_id="u00011", k=5))
+    assert after.history_used >= 1
+    assert "i001-003" not in [i.item_id for i in after.items]
+
+
+async def test_naive_and_noop_servers_answer_the_same_shapes(settings) -> None:
+    from server.app import start_server
+    from shared.client import AsyncClient
+
+    for update in ({"naive": True}, {"backend": "noop"}):
+        variant = settings.model_copy(update={"server": settings.server.model_copy(update=update)})
+        running = await start_server(variant)
+        c = AsyncClient(running.target)
+        try:
+            response = await c.recommender.Recommend(
+                pb.RecommendRequest(history=["i001-001", "i001-002"], k=4)
+            )
+            assert len(response.items) == 4 and response.source == pb.SOURCE_MODEL
+            stored = await c.recommender.Recommend(pb.RecommendRequest(user_id=USER, k=4))
+            assert len(stored.items) == 4
+        finally:
+            await c.close()
+            await running.stop(0)
+
+
+def test_torch_backend_matches_onnxruntime_on_cpu(trained_template) -> None:
+    import numpy as np
+
+    from server.backends.onnxruntime import OnnxRuntimeBackend
+    from server.backends.torch_cuda import TorchBackend
+    from shared import bundle as bundle_format
+
+    loaded = bundle_format.load(next((trained_template / "models").iterdir()))
+    reference = OnnxRuntimeBackend(loaded.onnx_path, intra_op_threads=1)
+    torch_backend = TorchBackend(loaded, device="cpu")
+    history = np.random.default_rng(0).integers(1, loaded.config.num_items + 1, (5, 9))
+    history[1, :4] = 0
+    np.testing.assert_allclose(
+        torch_backend.encode(history), reference.encode(history), rtol=1e-4, atol=1e-4
+    )

@@ -10,7 +10,7 @@ import torch
 
 from shared.bundle import ModelConfig
 from worker.export import check_parity, export_onnx
-from worker.model import SASRec
+from shared.sasrec import SASRec
 
 
 @pytest.fixture(params=["gelu", "swiglu"])

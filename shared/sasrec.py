@@ -1,5 +1,8 @@
 """SASRec-family causal Transformer (torch).
 
+Shared by the worker (training, export) and the server's torch-CUDA backend; it imports
+torch, so only modules that need torch import it (never shared/__init__).
+
 Item and learned position embeddings, pre-LN blocks of causal multi-head
 self-attention and an FFN (GELU or SwiGLU), a final LayerNorm, and the item
 embedding table shared for scoring. Histories are left-padded with row 0 and

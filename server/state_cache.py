@@ -1,0 +1,46 @@
+"""Per-user encoded state, keyed by model version and history version.
+
+A returning user whose history has not changed since the last Recommend costs only the
+scoring (state @ item_embeddings.T), not a model run. Entries for an older model version
+or an older history version never match, so hot swaps and Feedback stay correct. Memory
+is bounded: at most ``max_users`` states (D float32 each), least recently used dropped.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+
+class StateCache:
+    def __init__(self, max_users: int) -> None:
+        self.max_users = max_users
+        self._states: OrderedDict[str, tuple[int, int, np.ndarray]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def get(self, user_id: str, model_version: int, history_version: int) -> np.ndarray | None:
+        entry = self._states.get(user_id)
+        if entry is not None and entry[0] == model_version and entry[1] == history_version:
+            self._states.move_to_end(user_id)
+            self.hits += 1
+            return entry[2]
+        self.misses += 1
+        return None
+
+    def put(
+        self, user_id: str, model_version: int, history_version: int, state: np.ndarray
+    ) -> None:
+        if self.max_users == 0 or history_version == 0:
+            return
+        self._states[user_id] = (model_version, history_version, state)
+        self._states.move_to_end(user_id)
+        while len(self._states) > self.max_users:
+            self._states.popitem(last=False)
+
+    def has(self, user_id: str) -> bool:
+        return user_id in self._states
