@@ -20,9 +20,9 @@ import torch.nn.functional as F
 
 from shared.bundle import ModelConfig
 from shared.params import TrainingParams
+from shared.sasrec import SASRec
 from worker.dataset import Split
 from worker.evaluation import evaluate
-from shared.sasrec import SASRec
 
 log = logging.getLogger(__name__)
 Progress = Callable[[float, str], None]

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from shared.bundle import WEIGHTS, Bundle
 from server.backends.base import Backend
+from shared.bundle import WEIGHTS, Bundle
 
 LENGTH_STEP = 16
 

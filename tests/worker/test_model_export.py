@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from shared.bundle import ModelConfig
-from worker.export import check_parity, export_onnx
 from shared.sasrec import SASRec
+from worker.export import check_parity, export_onnx
 
 
 @pytest.fixture(params=["gelu", "swiglu"])
