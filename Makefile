@@ -35,5 +35,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy shared server worker tui recserve
 
+## Quality on ML-1M (issue 3's recipe): import, train, evaluate; table + JSON.
+bench-quality: $(STAMP)
+	$(BIN)/recserve bench quality --data $(or $(DATA),../shared/data/ml-1m/ml-1m.txt) $(ARGS)
+
+## Serving throughput and latency vs the gRPC and model ceilings and the naive baseline.
+bench-serve: $(STAMP)
+	$(BIN)/recserve bench serve $(ARGS)
+
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -345,6 +345,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--params", help="quality: training parameters as JSON")
     p.add_argument("--output", help="JSON output path")
+    p.add_argument(
+        "--bundle",
+        help="serve: a trained bundle to serve (default: random weights "
+        "of the ML-1M-sized architecture)",
+    )
+    p.add_argument("--levels", help="serve: closed-loop concurrency levels, e.g. 1,4,16,64")
+    p.add_argument("--duration", type=float, help="serve: seconds measured per level")
+    p.add_argument("--clients", type=int, help="serve: load-generator processes")
 
     add("migrate", cmd_migrate, "Create or upgrade the database schema.")
     return parser

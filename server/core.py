@@ -157,6 +157,7 @@ class RecommendationCore:
         if self.settings.naive:
             loop = asyncio.get_running_loop()
             states = await loop.run_in_executor(self.executor, model.backend.encode, used[None])
+            self.registry.record_batch(1)
             return states[0]
         if not history_version:
             return await model.batcher.submit(used)

@@ -77,6 +77,11 @@ class ModelRegistry:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
+    def record_batch(self, size: int) -> None:
+        """Counts a model run made outside the batcher (the naive benchmark mode)."""
+        if self._on_batch is not None:
+            self._on_batch(size)
+
     async def start(self) -> None:
         await self.refresh()
         self._task = asyncio.create_task(self._poll(), name="model-registry")

@@ -244,4 +244,7 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServicer):
             requests_total=self.stats.requests_total,
             feedback_events_total=self.stats.feedback_total,
             cached_users=len(self.core.history),
+            batches_total=self.stats.batches_total,
+            batched_histories_total=self.stats.batched_histories_total,
+            state_cache_hits=self.core.states.hits,
         )

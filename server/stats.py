@@ -15,6 +15,8 @@ class ServerStats:
         self.started = time.monotonic()
         self.requests_total = 0
         self.feedback_total = 0
+        self.batches_total = 0
+        self.batched_histories_total = 0
         self._requests: deque[tuple[float, float, bool]] = deque()  # (when, latency_s, ok)
         self._batches: deque[tuple[float, int]] = deque()
         self._feedback: deque[tuple[float, int]] = deque()
@@ -25,6 +27,8 @@ class ServerStats:
         self._trim(self._requests)
 
     def record_batch(self, size: int) -> None:
+        self.batches_total += 1
+        self.batched_histories_total += size
         self._batches.append((time.monotonic(), size))
         self._trim(self._batches)
 

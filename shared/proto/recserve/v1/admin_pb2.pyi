@@ -118,7 +118,7 @@ class GetServerStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ServerStats(_message.Message):
-    __slots__ = ("recommend_qps", "latency_p50_ms", "latency_p99_ms", "error_rate", "mean_batch_size", "feedback_events_per_s", "backend", "device", "active_version", "requests_total", "feedback_events_total", "uptime_s", "cached_users")
+    __slots__ = ("recommend_qps", "latency_p50_ms", "latency_p99_ms", "error_rate", "mean_batch_size", "feedback_events_per_s", "backend", "device", "active_version", "requests_total", "feedback_events_total", "uptime_s", "cached_users", "batches_total", "batched_histories_total", "state_cache_hits")
     RECOMMEND_QPS_FIELD_NUMBER: _ClassVar[int]
     LATENCY_P50_MS_FIELD_NUMBER: _ClassVar[int]
     LATENCY_P99_MS_FIELD_NUMBER: _ClassVar[int]
@@ -132,6 +132,9 @@ class ServerStats(_message.Message):
     FEEDBACK_EVENTS_TOTAL_FIELD_NUMBER: _ClassVar[int]
     UPTIME_S_FIELD_NUMBER: _ClassVar[int]
     CACHED_USERS_FIELD_NUMBER: _ClassVar[int]
+    BATCHES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    BATCHED_HISTORIES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    STATE_CACHE_HITS_FIELD_NUMBER: _ClassVar[int]
     recommend_qps: float
     latency_p50_ms: float
     latency_p99_ms: float
@@ -145,4 +148,7 @@ class ServerStats(_message.Message):
     feedback_events_total: int
     uptime_s: float
     cached_users: int
-    def __init__(self, recommend_qps: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., error_rate: _Optional[float] = ..., mean_batch_size: _Optional[float] = ..., feedback_events_per_s: _Optional[float] = ..., backend: _Optional[str] = ..., device: _Optional[str] = ..., active_version: _Optional[int] = ..., requests_total: _Optional[int] = ..., feedback_events_total: _Optional[int] = ..., uptime_s: _Optional[float] = ..., cached_users: _Optional[int] = ...) -> None: ...
+    batches_total: int
+    batched_histories_total: int
+    state_cache_hits: int
+    def __init__(self, recommend_qps: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., error_rate: _Optional[float] = ..., mean_batch_size: _Optional[float] = ..., feedback_events_per_s: _Optional[float] = ..., backend: _Optional[str] = ..., device: _Optional[str] = ..., active_version: _Optional[int] = ..., requests_total: _Optional[int] = ..., feedback_events_total: _Optional[int] = ..., uptime_s: _Optional[float] = ..., cached_users: _Optional[int] = ..., batches_total: _Optional[int] = ..., batched_histories_total: _Optional[int] = ..., state_cache_hits: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,396 @@
+"""`recserve bench serve` (`make bench-serve`): serving throughput and latency, side by side.
+
+In one run, on the same machine, with an ML-1M-sized model (3,416 items, history up to
+200, d=64, 2 blocks; random weights unless --bundle names a trained bundle):
+
+- (a) the gRPC ceiling: the same server stack with the no-op backend;
+- (b) the model ceiling: the ONNX Runtime backend in-process, best batch size, no RPC;
+- the naive baseline: the same server and graph with batching and caches disabled;
+- recserve as configured (dynamic batching, state cache).
+
+Each server runs as its own `recserve serve` process; the load comes from separate
+client processes (recserve/loadgen.py). Closed-loop sweeps over concurrency find each
+server's best throughput with p99 <= 50 ms, for cold traffic (inline histories the
+server has never seen) and mixed traffic (returning users, ~20% of requests preceded by
+a Feedback for that user). An open-loop run at a fixed arrival rate and the idle latency
+complete the picture. Prints a table and writes JSON whose top level has
+``efficiency`` = ours_cold / (1 / (1/a + 1/b)), ``speedup_vs_naive`` (cold) and
+``mixed_vs_noop`` = ours_mixed / a.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recserve.loadgen import LoadSpec, run_load, summarize
+from shared import bundle as bundle_format
+from shared import crud
+from shared.bundle import ModelConfig
+from shared.config import Settings
+from shared.db import make_engine, migrate, session_scope
+from shared.models import FeedbackEventCreate, ModelStatus, ModelVersion
+
+P99_LIMIT_MS = 50.0
+BENCH_CONFIG = ModelConfig(num_items=3416, max_len=200, d_model=64, n_heads=1, n_blocks=2)
+N_USERS = 2000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def prepare(data_dir: Path, bundle_path: Path | None) -> tuple[Settings, list[str], list[str]]:
+    """A bench database with one active ML-1M-sized model and N_USERS stored histories."""
+    settings = Settings(data_dir=data_dir)
+    migrate(settings.db_url)
+    engine = make_engine(settings.db_url)
+    if bundle_path is None:
+        bundle_path = data_dir / "models" / "bench-random"
+        if not (bundle_path / bundle_format.CHECKSUMS).exists():
+            import torch
+
+            from shared.sasrec import SASRec
+            from worker.export import write_bundle
+
+            torch.manual_seed(0)
+            model = SASRec(BENCH_CONFIG).eval()
+            vocab = [str(i) for i in range(1, BENCH_CONFIG.num_items + 1)]
+            popularity = np.ones(BENCH_CONFIG.num_items + 1)
+            popularity[0] = 0
+            write_bundle(bundle_path, model=model, vocab=vocab, popularity=popularity, metrics={})
+    loaded = bundle_format.load(bundle_path)
+    items = loaded.vocab
+    users = [f"bench-user-{u}" for u in range(N_USERS)]
+    with session_scope(engine) as session:
+        active = crud.get_active_model(session)
+        if active is None or Path(active.artifact_path) != bundle_path.resolve():
+            model_row = crud.create_model_version(
+                session,
+                model=ModelVersion(
+                    status=ModelStatus.READY,
+                    artifact_path=str(bundle_path.resolve()),
+                    checksum=loaded.checksum,
+                    config={"model": loaded.config.model_dump()},
+                ),
+            )
+            crud.activate_model(session, version=int(model_row.version or 0))
+        have = crud.count_events(session)
+    if have < N_USERS * 100:
+        rng = np.random.default_rng(1)
+        start = datetime(2026, 1, 1, tzinfo=UTC)
+        for chunk in range(0, N_USERS, 200):
+            events = [
+                FeedbackEventCreate(
+                    event_id=f"bench-{u}-{i}",
+                    user_id=users[u],
+                    item_id=items[int(rng.integers(0, len(items)))],
+                    event_time=start + timedelta(minutes=i),
+                )
+                for u in range(chunk, min(N_USERS, chunk + 200))
+                for i in range(int(rng.integers(100, 201)))
+            ]
+            with session_scope(engine) as session:
+                crud.insert_events(session, events=events)
+    engine.dispose()
+    return settings, items, users
+
+
+class ServerProcess:
+    """`recserve serve` in a child process, with extra RECSERVE_SERVER__* settings."""
+
+    def __init__(self, settings: Settings, name: str, **server: str) -> None:
+        self.port = _free_port()
+        self.name = name
+        env = dict(os.environ)
+        env.update(
+            {
+                "RECSERVE_DATA_DIR": str(settings.data_dir),
+                "RECSERVE_SERVER__PORT": str(self.port),
+                "RECSERVE_LOG_LEVEL": "WARNING",
+            }
+        )
+        env.update({f"RECSERVE_SERVER__{k.upper()}": v for k, v in server.items()})
+        self.log = (settings.data_dir / f"server-{name}.log").open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "recserve", "serve"],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        self.target = f"127.0.0.1:{self.port}"
+        self._wait_serving()
+
+    def _wait_serving(self) -> None:
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        deadline = time.monotonic() + 120
+        with grpc.insecure_channel(self.target) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server {self.name} exited; see its log")
+                try:
+                    reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.2)
+        raise RuntimeError(f"server {self.name} did not become SERVING")
+
+    def batch_counters(self) -> tuple[int, int]:
+        from shared.client import Client
+        from shared.proto.recserve.v1 import admin_pb2
+
+        client = Client(self.target)
+        try:
+            stats = client.admin.GetServerStats(admin_pb2.GetServerStatsRequest(), timeout=5)
+            return stats.batches_total, stats.batched_histories_total
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def measure(
+    server: ServerProcess,
+    traffic: str,
+    items: list[str],
+    users: list[str],
+    *,
+    loop: str = "closed",
+    concurrency: int = 1,
+    rate: float = 0.0,
+    clients: int,
+    duration: float,
+) -> dict[str, Any]:
+    clients = max(1, min(clients, concurrency if loop == "closed" else clients))
+    per = [concurrency // clients + (1 if i < concurrency % clients else 0) for i in range(clients)]
+    specs = [
+        LoadSpec(
+            target=server.target,
+            traffic=traffic,
+            loop=loop,
+            concurrency=per[i],
+            rate=rate / clients,
+            duration_s=duration,
+            items=tuple(items),
+            users=tuple(users),
+            seed=1000 * i + concurrency,
+        )
+        for i in range(clients)
+    ]
+    before = server.batch_counters()
+    summary = summarize(run_load(specs))
+    after = server.batch_counters()
+    batches = after[0] - before[0]
+    summary["mean_batch_size"] = (after[1] - before[1]) / batches if batches else 0.0
+    summary.update({"traffic": traffic, "loop": loop, "concurrency": concurrency, "rate": rate})
+    return summary
+
+
+def warm_histories(server: ServerProcess, users: list[str]) -> None:
+    """One Recommend per returning user, so the measured runs see a warm server (no
+    database reads on the hot path), as a long-running server would."""
+    import grpc
+
+    from shared.proto.recserve.v1 import recommender_pb2 as pb
+    from shared.proto.recserve.v1 import recommender_pb2_grpc
+
+    with grpc.insecure_channel(server.target) as channel:
+        stub = recommender_pb2_grpc.RecommenderStub(channel)
+        futures = [
+            stub.Recommend.future(pb.RecommendRequest(user_id=u, k=1), timeout=60) for u in users
+        ]
+        for future in futures:
+            future.result()
+
+
+def sweep(
+    server: ServerProcess,
+    traffic: str,
+    items: list[str],
+    users: list[str],
+    levels: list[int],
+    clients: int,
+    duration: float,
+) -> tuple[list[dict[str, Any]], float]:
+    """Closed-loop sweep; returns the rows and the best throughput with p99 <= limit."""
+    rows = []
+    best = 0.0
+    for level in levels:
+        row = measure(
+            server, traffic, items, users, concurrency=level, clients=clients, duration=duration
+        )
+        row["server"] = server.name
+        rows.append(row)
+        print(_row_text(row), flush=True)
+        if row["p99_ms"] <= P99_LIMIT_MS and not row["errors"]:
+            best = max(best, row["throughput"])
+        elif row["p99_ms"] > 2 * P99_LIMIT_MS:
+            break
+    return rows, best
+
+
+def model_ceiling(bundle_path: Path, items: list[str], threads: int) -> dict[str, Any]:
+    """The backend alone, in-process: histories of max_len per second at each batch size."""
+    from server.backends.onnxruntime import OnnxRuntimeBackend
+
+    loaded = bundle_format.load(bundle_path)
+    backend = OnnxRuntimeBackend(loaded.onnx_path, intra_op_threads=threads)
+    rng = np.random.default_rng(0)
+    length = loaded.config.max_len
+    by_batch: dict[int, float] = {}
+    latency_ms = 0.0
+    for batch in (1, 4, 8, 16, 32, 64, 128):
+        history = rng.integers(1, loaded.config.num_items + 1, size=(batch, length))
+        backend.encode(history)
+        runs, started = 0, time.perf_counter()
+        while time.perf_counter() - started < 1.5:
+            backend.encode(history)
+            runs += 1
+        elapsed = time.perf_counter() - started
+        by_batch[batch] = runs * batch / elapsed
+        if batch == 1:
+            latency_ms = elapsed / runs * 1000.0
+    return {
+        "seq_per_s_by_batch": by_batch,
+        "best_seq_per_s": max(by_batch.values()),
+        "batch1_latency_ms": latency_ms,
+    }
+
+
+def _row_text(row: dict[str, Any]) -> str:
+    errors = ",".join(f"{k}:{v}" for k, v in row["errors"].items()) or "-"
+    load = f"c={row['concurrency']}" if row["loop"] == "closed" else f"rate={row['rate']:.0f}"
+    return (
+        f"{row.get('server', ''):<10}{row['traffic']:<7}{row['loop']:<7}{load:<11}"
+        f"{row['throughput']:>9.1f}{row['p50_ms']:>9.2f}{row['p95_ms']:>9.2f}"
+        f"{row['p99_ms']:>9.2f}{row['max_ms']:>9.1f}{row['mean_batch_size']:>8.2f}  {errors}"
+    )
+
+
+HEADER = (
+    f"{'server':<10}{'traffic':<7}{'loop':<7}{'load':<11}{'req/s':>9}{'p50':>9}{'p95':>9}"
+    f"{'p99':>9}{'max':>9}{'batch':>8}  errors"
+)
+
+
+def run_serve_bench(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data_dir or "var/bench/serve")
+    bundle_path = Path(args.bundle) if getattr(args, "bundle", None) else None
+    levels = [int(x) for x in (getattr(args, "levels", None) or "1,4,8,16,32,64").split(",")]
+    duration = float(getattr(args, "duration", None) or 4.0)
+    clients = int(getattr(args, "clients", None) or 2)
+    settings, items, users = prepare(data_dir, bundle_path)
+    with session_scope(make_engine(settings.db_url)) as session:
+        active = crud.get_active_model(session)
+        assert active is not None
+        active_path = Path(active.artifact_path)
+    threads = settings.server.intra_op_threads or os.cpu_count() or 1
+    print("model ceiling (ONNX Runtime in-process, histories of 200):", flush=True)
+    ceiling = model_ceiling(active_path, items, threads)
+    for batch, rate in ceiling["seq_per_s_by_batch"].items():
+        print(f"  batch {batch:>4}: {rate:8.1f} seq/s")
+    print(HEADER)
+    rows: list[dict[str, Any]] = []
+    best: dict[str, float] = {}
+    idle: dict[str, float] = {}
+    for name, extra in (
+        ("noop", {"backend": "noop"}),
+        ("naive", {"naive": "true"}),
+        ("recserve", {}),
+    ):
+        server = ServerProcess(settings, name, **extra)
+        try:
+            idle_row = measure(
+                server, "cold", items, users, concurrency=1, clients=1, duration=duration
+            )
+            idle[name] = idle_row["p50_ms"]
+            for traffic in ("cold", "mixed"):
+                if traffic == "mixed":
+                    warm_histories(server, users)
+                found, top = sweep(server, traffic, items, users, levels, clients, duration)
+                rows.extend(found)
+                best[f"{name}_{traffic}"] = top
+            if name == "recserve" and best["recserve_cold"]:
+                for share in (0.5, 0.8):
+                    row = measure(
+                        server,
+                        "cold",
+                        items,
+                        users,
+                        loop="open",
+                        rate=share * best["recserve_cold"],
+                        clients=clients,
+                        duration=duration,
+                    )
+                    row["server"] = name
+                    rows.append(row)
+                    print(_row_text(row), flush=True)
+        finally:
+            server.stop()
+    a = best["noop_cold"]
+    b = ceiling["best_seq_per_s"]
+    bound = 1.0 / (1.0 / a + 1.0 / b) if a and b else 0.0
+    result: dict[str, Any] = {
+        "efficiency": best["recserve_cold"] / bound if bound else 0.0,
+        "speedup_vs_naive": best["recserve_cold"] / best["naive_cold"]
+        if best["naive_cold"]
+        else float("inf"),
+        "mixed_vs_noop": best["recserve_mixed"] / a if a else 0.0,
+        "mixed_vs_naive": best["recserve_mixed"] / best["naive_mixed"]
+        if best["naive_mixed"]
+        else float("inf"),
+        "idle_p50_ms": idle["recserve"],
+        "idle_bound_ms": 2 * (ceiling["batch1_latency_ms"] + idle["noop"]),
+        "grpc_ceiling_a": a,
+        "model_ceiling_b": b,
+        "combined_bound": bound,
+        "best_throughput_at_p99_limit": best,
+        "p99_limit_ms": P99_LIMIT_MS,
+        "model_ceiling": ceiling,
+        "rows": rows,
+        "model": bundle_format.load(active_path).config.model_dump(),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "settings": {"clients": clients, "duration_s": duration, "levels": levels},
+    }
+    print(
+        f"\n(a) gRPC ceiling {a:.0f} req/s   (b) model ceiling {b:.0f} seq/s   "
+        f"bound {bound:.0f} req/s"
+    )
+    print(
+        f"efficiency {result['efficiency']:.2f}   speedup_vs_naive "
+        f"{result['speedup_vs_naive']:.2f}   mixed_vs_noop {result['mixed_vs_noop']:.2f}   "
+        f"mixed_vs_naive {result['mixed_vs_naive']:.2f}"
+    )
+    print(
+        f"idle p50 {idle['recserve']:.2f} ms (limit {result['idle_bound_ms']:.2f} ms = 2 x "
+        f"(model batch-1 {ceiling['batch1_latency_ms']:.2f} + no-op p50 {idle['noop']:.2f}))"
+    )
+    out = Path(args.output or "bench-results/serve.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, sort_keys=True))
+    print(f"wrote {out.resolve()}")
+    return 0

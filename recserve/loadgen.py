@@ -1,0 +1,175 @@
+"""Load-generator client processes for `recserve bench serve`.
+
+Each process runs its own grpc.aio channel and event loop, so clients do not share a GIL
+with the server or with each other. Two loops:
+- closed: ``concurrency`` callers, each sending its next request when the last answered;
+- open: requests sent at a fixed rate whatever the answers; latency is measured from the
+  scheduled send time, so a stalled server is not hidden (no coordinated omission).
+Two traffic shapes:
+- cold: every request carries an inline history of ``history_len`` random items;
+- mixed: returning users (stored histories); before about ``feedback_share`` of the
+  requests the caller sends a Feedback event for that user first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from shared.proto.recserve.v1 import recommender_pb2 as pb
+from shared.proto.recserve.v1 import recommender_pb2_grpc
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    target: str
+    traffic: str  # "cold" | "mixed"
+    loop: str  # "closed" | "open"
+    concurrency: int = 1  # closed loop: callers in this process
+    rate: float = 0.0  # open loop: requests per second from this process
+    duration_s: float = 4.0
+    warmup_s: float = 1.0
+    items: tuple[str, ...] = ()
+    users: tuple[str, ...] = ()
+    history_len: int = 200
+    feedback_share: float = 0.2
+    k: int = 10
+    seed: int = 0
+
+
+@dataclass
+class LoadResult:
+    latencies_ms: list[float] = field(default_factory=list)
+    codes: Counter[str] = field(default_factory=Counter)
+    feedback_calls: int = 0
+    elapsed_s: float = 0.0
+
+
+def _request(spec: LoadSpec, rng: np.random.Generator) -> tuple[pb.RecommendRequest, str | None]:
+    if spec.traffic == "cold":
+        picks = rng.integers(0, len(spec.items), size=spec.history_len)
+        history = [spec.items[i] for i in picks]
+        return pb.RecommendRequest(user_id="anonymous", history=history, k=spec.k), None
+    user = spec.users[int(rng.integers(0, len(spec.users)))]
+    return pb.RecommendRequest(user_id=user, k=spec.k), user
+
+
+async def _one(
+    stub: recommender_pb2_grpc.RecommenderStub,
+    spec: LoadSpec,
+    rng: np.random.Generator,
+    result: LoadResult,
+    record: bool,
+    counter: list[int],
+    scheduled: float | None = None,
+) -> None:
+    request, user = _request(spec, rng)
+    import grpc
+
+    if user is not None and rng.random() < spec.feedback_share:
+        counter[0] += 1
+        event = pb.Event(
+            event_id=f"bench-{spec.seed}-{counter[0]}-{time.time_ns()}",
+            user_id=user,
+            item_id=spec.items[int(rng.integers(0, len(spec.items)))],
+            kind="click",
+        )
+        try:
+            await stub.Feedback(pb.FeedbackRequest(events=[event]), timeout=5)
+            if record:
+                result.feedback_calls += 1
+        except grpc.aio.AioRpcError as exc:
+            if record:
+                result.codes[f"feedback:{exc.code().name}"] += 1
+    started = scheduled if scheduled is not None else time.perf_counter()
+    code = "OK"
+    try:
+        await stub.Recommend(request, timeout=5)
+    except grpc.aio.AioRpcError as exc:
+        code = exc.code().name
+    if record:
+        result.latencies_ms.append((time.perf_counter() - started) * 1000.0)
+        result.codes[code] += 1
+
+
+async def _run(spec: LoadSpec) -> LoadResult:
+    import grpc
+
+    rng = np.random.default_rng(spec.seed)
+    result = LoadResult()
+    counter = [0]
+    async with grpc.aio.insecure_channel(spec.target) as channel:
+        stub = recommender_pb2_grpc.RecommenderStub(channel)
+        start = time.perf_counter()
+        measure_from = start + spec.warmup_s
+        end = measure_from + spec.duration_s
+        if spec.loop == "closed":
+
+            async def caller() -> None:
+                while (now := time.perf_counter()) < end:
+                    await _one(stub, spec, rng, result, now >= measure_from, counter)
+
+            await asyncio.gather(*[caller() for _ in range(spec.concurrency)])
+        else:
+            interval = 1.0 / spec.rate
+            pending: set[asyncio.Task[None]] = set()
+            next_at = start
+            while next_at < end:
+                delay = next_at - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                task = asyncio.create_task(
+                    _one(stub, spec, rng, result, next_at >= measure_from, counter, next_at)
+                )
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+                next_at += interval
+            if pending:
+                await asyncio.gather(*pending)
+        result.elapsed_s = spec.duration_s
+    return result
+
+
+def _process_main(spec: LoadSpec, queue: Any) -> None:
+    queue.put(asyncio.run(_run(spec)))
+
+
+def run_load(specs: list[LoadSpec]) -> LoadResult:
+    """Runs one client process per spec at the same time; merges their results."""
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_process_main, args=(spec, queue)) for spec in specs]
+    for proc in procs:
+        proc.start()
+    results = [
+        queue.get(timeout=max(s.duration_s + s.warmup_s for s in specs) + 120) for _ in procs
+    ]
+    for proc in procs:
+        proc.join(timeout=30)
+    merged = LoadResult(elapsed_s=max(r.elapsed_s for r in results))
+    for r in results:
+        merged.latencies_ms.extend(r.latencies_ms)
+        merged.codes.update(r.codes)
+        merged.feedback_calls += r.feedback_calls
+    return merged
+
+
+def summarize(result: LoadResult) -> dict[str, Any]:
+    lat = np.asarray(result.latencies_ms) if result.latencies_ms else np.zeros(1)
+    ok = result.codes.get("OK", 0)
+    return {
+        "throughput": ok / result.elapsed_s if result.elapsed_s else 0.0,
+        "requests": int(sum(v for k, v in result.codes.items() if not k.startswith("feedback"))),
+        "feedback_calls": result.feedback_calls,
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p95_ms": float(np.percentile(lat, 95)),
+        "p99_ms": float(np.percentile(lat, 99)),
+        "max_ms": float(lat.max()),
+        "errors": {k: v for k, v in result.codes.items() if k != "OK"},
+    }
