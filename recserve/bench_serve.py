@@ -253,6 +253,93 @@ def sweep(
     return rows, best
 
 
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return 0.0
+
+
+def swap_phase(
+    server: ServerProcess,
+    settings: Settings,
+    items: list[str],
+    users: list[str],
+    *,
+    concurrency: int,
+    clients: int,
+    duration: float,
+    swaps: int = 20,
+) -> dict[str, Any]:
+    """Activates two versions alternately, ``swaps`` times, under closed-loop cold load;
+    compares p99 with a steady run at the same load and the server's memory before/after."""
+    import shutil
+    import threading
+
+    from shared.client import Client
+    from shared.proto.recserve.v1 import admin_pb2
+
+    engine = make_engine(settings.db_url)
+    with session_scope(engine) as session:
+        active = crud.get_active_model(session)
+        assert active is not None
+        first = int(active.version or 0)
+        twin_path = Path(active.artifact_path).with_name("bench-swap-twin")
+        if not twin_path.exists():
+            shutil.copytree(active.artifact_path, twin_path)
+        twin = crud.create_model_version(
+            session,
+            model=ModelVersion(
+                status=ModelStatus.READY,
+                artifact_path=str(twin_path),
+                checksum=active.checksum,
+                config=active.config,
+            ),
+        )
+        second = int(twin.version or 0)
+    engine.dispose()
+    steady = measure(
+        server, "cold", items, users, concurrency=concurrency, clients=clients, duration=duration
+    )
+    rss_before = _rss_mb(server.proc.pid)
+    outcome: dict[str, Any] = {}
+
+    def load() -> None:
+        outcome["row"] = measure(
+            server,
+            "cold",
+            items,
+            users,
+            concurrency=concurrency,
+            clients=clients,
+            duration=duration * 2,
+        )
+
+    thread = threading.Thread(target=load)
+    thread.start()
+    time.sleep(1.5)  # past the load generator's warm-up
+    client = Client(server.target)
+    for i in range(swaps):
+        version = second if i % 2 == 0 else first
+        client.admin.ActivateModel(admin_pb2.ActivateModelRequest(version=version), timeout=60)
+        time.sleep(max(0.05, duration * 1.6 / swaps))
+    client.close()
+    thread.join()
+    rss_after = _rss_mb(server.proc.pid)
+    swapping = outcome["row"]
+    return {
+        "swaps": swaps,
+        "concurrency": concurrency,
+        "steady_p99_ms": steady["p99_ms"],
+        "swapping_p99_ms": swapping["p99_ms"],
+        "p99_ratio": swapping["p99_ms"] / steady["p99_ms"] if steady["p99_ms"] else 0.0,
+        "errors_during_swaps": swapping["errors"],
+        "requests_during_swaps": swapping["requests"],
+        "rss_mb_before": rss_before,
+        "rss_mb_after": rss_after,
+    }
+
+
 def model_ceiling(bundle_path: Path, items: list[str], threads: int) -> dict[str, Any]:
     """The backend alone, in-process: histories of max_len per second at each batch size."""
     from server.backends.onnxruntime import OnnxRuntimeBackend
@@ -317,6 +404,7 @@ def run_serve_bench(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     best: dict[str, float] = {}
     idle: dict[str, float] = {}
+    result_swap: dict[str, Any] = {}
     for name, extra in (
         ("noop", {"backend": "noop"}),
         ("naive", {"naive": "true"}),
@@ -335,6 +423,23 @@ def run_serve_bench(args: argparse.Namespace) -> int:
                 rows.extend(found)
                 best[f"{name}_{traffic}"] = top
             if name == "recserve" and best["recserve_cold"]:
+                result_swap = swap_phase(
+                    server,
+                    settings,
+                    items,
+                    users,
+                    concurrency=8,
+                    clients=clients,
+                    duration=duration,
+                )
+                print(
+                    f"hot swap x{result_swap['swaps']} under load: p99 "
+                    f"{result_swap['swapping_p99_ms']:.1f} ms vs steady "
+                    f"{result_swap['steady_p99_ms']:.1f} ms, errors "
+                    f"{result_swap['errors_during_swaps'] or 'none'}, RSS "
+                    f"{result_swap['rss_mb_before']:.0f} -> {result_swap['rss_mb_after']:.0f} MB",
+                    flush=True,
+                )
                 for share in (0.5, 0.8):
                     row = measure(
                         server,
@@ -371,6 +476,7 @@ def run_serve_bench(args: argparse.Namespace) -> int:
         "best_throughput_at_p99_limit": best,
         "p99_limit_ms": P99_LIMIT_MS,
         "model_ceiling": ceiling,
+        "hot_swap": result_swap,
         "rows": rows,
         "model": bundle_format.load(active_path).config.model_dump(),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},

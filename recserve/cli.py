@@ -130,8 +130,17 @@ def cmd_import(args: argparse.Namespace) -> int:
     path = Path(args.file)
     total = path.stat().st_size if path.exists() else 0
 
+    lines = _count_lines(path) if path.is_file() else 0
+
     def progress(line_no: int, stored: int) -> None:
-        print(f"\r  line {line_no:,}  stored {stored:,}", end="", file=sys.stderr, flush=True)
+        fraction = min(1.0, line_no / lines) if lines else 0.0
+        bar = "#" * int(fraction * 30) + "." * (30 - int(fraction * 30))
+        print(
+            f"\r  [{bar}] {fraction * 100:5.1f}%  line {line_no:,}/{lines:,}  stored {stored:,}",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def skipped(line_no: int, message: str) -> None:
         print(f"\n  skipped line {line_no}: {message}", file=sys.stderr)
@@ -160,6 +169,11 @@ def cmd_import(args: argparse.Namespace) -> int:
         )
         print(f"imported {n:,} item titles from {args.items}")
     return 0
+
+
+def _count_lines(path: Path) -> int:
+    with path.open("rb") as handle:
+        return sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -168,6 +169,12 @@ def serve(settings: Settings) -> None:
     if settings.server.port == 0:
         raise ValueError("server.port must be fixed when server.workers > 1")
     migrate(settings.db_url)
+    if not settings.server.intra_op_threads:
+        # Split the cores between the processes instead of oversubscribing them.
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        settings = settings.model_copy(
+            update={"server": settings.server.model_copy(update={"intra_op_threads": threads})}
+        )
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_serve_process, args=(settings,)) for _ in range(workers)]
     for proc in procs:

@@ -109,6 +109,8 @@ class TrainingSettings(BaseModel):
     patience: int = Field(5, ge=1)
     """Epochs without a better validation NDCG@10 before training stops."""
     eval_every: int = Field(1, ge=1)
+    time_budget_s: float = Field(0.0, ge=0.0)
+    """Stop training after this many seconds (keeping the best checkpoint); 0: no limit."""
     seed: int = 42
     loss: Literal["ce", "sampled"] = "ce"
     """ce: full softmax over the catalogue. sampled: sampled softmax, for huge catalogues."""

@@ -167,6 +167,14 @@ def train(
         if stale >= params.patience:
             report(epoch / params.epochs, f"early stop at epoch {epoch}: best epoch {best_epoch}")
             break
+        per_epoch = elapsed / epoch
+        if params.time_budget_s and elapsed + per_epoch > params.time_budget_s:
+            report(
+                epoch / params.epochs,
+                f"time budget {params.time_budget_s:.0f}s reached after epoch {epoch}: "
+                f"best epoch {best_epoch}",
+            )
+            break
     model.load_state_dict(best_state)
     model.eval()
     return TrainResult(

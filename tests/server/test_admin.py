@@ -153,3 +153,29 @@ async def test_admin_token_is_required_when_configured(settings) -> None:
             await c.close()
     finally:
         await running.stop(0)
+
+
+async def test_hot_swaps_under_load_fail_no_request(client, server) -> None:
+    import asyncio
+
+    other = _register_copy(server)
+    stop = asyncio.Event()
+    codes: list[str] = []
+
+    async def caller(n: int) -> None:
+        while not stop.is_set():
+            try:
+                await client.recommender.Recommend(pb.RecommendRequest(user_id=f"u{n:05d}", k=3))
+                codes.append("OK")
+            except grpc.aio.AioRpcError as exc:
+                codes.append(exc.code().name)
+
+    callers = [asyncio.create_task(caller(n)) for n in range(8)]
+    for i in range(10):
+        version = other if i % 2 == 0 else 1
+        await client.admin.ActivateModel(admin_pb2.ActivateModelRequest(version=version))
+        await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.gather(*callers)
+    assert len(codes) > 20 and set(codes) == {"OK"}
+    assert server.core.registry.current.version == 1
