@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import grpc
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Container
@@ -11,6 +10,7 @@ from textual.widgets import Static
 
 from shared.client import AsyncClient
 from shared.proto.recserve.v1 import admin_pb2
+from tui.widgets import admin_call
 
 STATS = [
     ("recommend_qps", "QPS", "{:.1f}"),
@@ -40,15 +40,11 @@ class Dashboard(Widget):
 
     @work(exclusive=True, group="dashboard")
     async def reload(self) -> None:
-        try:
-            stats = await self.client.admin.GetServerStats(
-                admin_pb2.GetServerStatsRequest(), metadata=self.client.metadata, timeout=5
-            )
-        except grpc.aio.AioRpcError as exc:
-            self.app.notify(
-                exc.details() or str(exc.code()), title="GetServerStats failed", severity="error"
-            )
+        stats = await admin_call(
+            self, self.client, "GetServerStats", admin_pb2.GetServerStatsRequest()
+        )
+        if stats is None:
             return
         for key, label, fmt in STATS:
-            value = getattr(stats, key)
-            self.query_one(f"#stat-{key}", Static).update(f"{label}\n{fmt.format(value)}")
+            for cell in self.query(f"#stat-{key}").results(Static):
+                cell.update(f"{label}\n{fmt.format(getattr(stats, key))}")

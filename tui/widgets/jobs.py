@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import grpc
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal
@@ -11,6 +10,7 @@ from textual.widgets import Button, DataTable, Input, Log
 
 from shared.client import AsyncClient
 from shared.proto.recserve.v1 import admin_pb2
+from tui.widgets import admin_call
 
 COLUMNS = ("id", "kind", "status", "progress", "model", "message")
 
@@ -39,16 +39,13 @@ class JobsPane(Widget):
 
     @work(exclusive=True, group="jobs")
     async def reload(self) -> None:
-        try:
-            answer = await self.client.admin.ListJobs(
-                admin_pb2.ListJobsRequest(), metadata=self.client.metadata, timeout=5
-            )
-        except grpc.aio.AioRpcError as exc:
-            self.app.notify(
-                exc.details() or str(exc.code()), title="ListJobs failed", severity="error"
-            )
+        answer = await admin_call(self, self.client, "ListJobs", admin_pb2.ListJobsRequest())
+        if answer is None:
             return
-        table = self.query_one(DataTable)
+        tables = self.query(DataTable)
+        if not tables:  # the console is closing
+            return
+        table = tables.first()
         table.clear()
         for job in answer.jobs:
             table.add_row(
@@ -64,7 +61,7 @@ class JobsPane(Widget):
         if shown is None and answer.jobs:
             shown = answer.jobs[0]
         if shown is not None:
-            log = self.query_one(Log)
+            log = self.query(Log).first()
             log.clear()
             log.write_lines([f"job {shown.id} ({shown.status})", *shown.log])
 
@@ -79,16 +76,14 @@ class JobsPane(Widget):
 
     @work(group="jobs-start")
     async def start_training(self, params_json: str) -> None:
-        try:
-            job = await self.client.admin.StartTraining(
-                admin_pb2.StartTrainingRequest(params_json=params_json),
-                metadata=self.client.metadata,
-                timeout=30,
-            )
-        except grpc.aio.AioRpcError as exc:
-            self.app.notify(
-                exc.details() or str(exc.code()), title="StartTraining failed", severity="error"
-            )
+        job = await admin_call(
+            self,
+            self.client,
+            "StartTraining",
+            admin_pb2.StartTrainingRequest(params_json=params_json),
+            timeout=30,
+        )
+        if job is None:
             return
         self.selected = job.id
         self.app.notify(f"training job {job.id} queued", title="Training")

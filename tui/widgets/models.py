@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import grpc
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal
@@ -11,6 +10,7 @@ from textual.widgets import Button, DataTable, Input
 
 from shared.client import AsyncClient
 from shared.proto.recserve.v1 import admin_pb2
+from tui.widgets import admin_call
 
 COLUMNS = ("version", "status", "ndcg@10", "hr@10", "pop ndcg@10", "job", "path")
 
@@ -32,16 +32,13 @@ class ModelsPane(Widget):
 
     @work(exclusive=True, group="models")
     async def reload(self) -> None:
-        try:
-            answer = await self.client.admin.ListModels(
-                admin_pb2.ListModelsRequest(), metadata=self.client.metadata, timeout=5
-            )
-        except grpc.aio.AioRpcError as exc:
-            self.app.notify(
-                exc.details() or str(exc.code()), title="ListModels failed", severity="error"
-            )
+        answer = await admin_call(self, self.client, "ListModels", admin_pb2.ListModelsRequest())
+        if answer is None:
             return
-        table = self.query_one(DataTable)
+        tables = self.query(DataTable)
+        if not tables:  # the console is closing
+            return
+        table = tables.first()
         table.clear()
         for m in answer.models:
             table.add_row(
@@ -69,16 +66,14 @@ class ModelsPane(Widget):
 
     @work(group="models-activate")
     async def activate(self, version: int) -> None:
-        try:
-            model = await self.client.admin.ActivateModel(
-                admin_pb2.ActivateModelRequest(version=version),
-                metadata=self.client.metadata,
-                timeout=30,
-            )
-        except grpc.aio.AioRpcError as exc:
-            self.app.notify(
-                exc.details() or str(exc.code()), title="ActivateModel failed", severity="error"
-            )
+        model = await admin_call(
+            self,
+            self.client,
+            "ActivateModel",
+            admin_pb2.ActivateModelRequest(version=version),
+            timeout=30,
+        )
+        if model is None:
             return
         self.app.notify(f"model version {model.version} is now {model.status}", title="Activated")
         self.reload()
