@@ -85,8 +85,12 @@ def _check_list(field_name: str, values: Sequence[str], limit: int) -> None:
         raise InvalidArgument(
             field_name, f"has {len(values)} entries; at most {limit} are accepted"
         )
-    for i, value in enumerate(values):
-        _check_id(f"{field_name}[{i}]", value)
+    if not values:
+        return
+    lengths = list(map(len, values))  # one C-level pass; name the culprit only on failure
+    if min(lengths) == 0 or max(lengths) > MAX_ID_LEN:
+        for i, value in enumerate(values):
+            _check_id(f"{field_name}[{i}]", value)
 
 
 class RecommendationCore:
@@ -135,19 +139,19 @@ class RecommendationCore:
         model = self.registry.current
         if model is None:
             return self._fallback_without_model(query, items, k)
-        used = self._rows(model, items)
+        seen = self._known_rows(model, items)
+        used = seen[-model.bundle.config.max_len :]
         if not used.size:
-            return self._rank(model, model.popularity, query, items, k, "popularity", 0)
+            return self._rank(model, model.popularity.copy(), query, seen, k, "popularity", 0)
         state = await self._state(model, query.user_id, history_version, used)
-        scores = model.bundle.item_embeddings @ state  # [N+1, D] @ [D] -> [N+1]
-        return self._rank(model, scores, query, items, k, "model", int(used.size))
+        scores = model.bundle.item_embeddings @ state  # [N+1, D] @ [D] -> [N+1], a new array
+        return self._rank(model, scores, query, seen, k, "model", int(used.size))
 
     @staticmethod
-    def _rows(model: ServingModel, items: Sequence[str]) -> np.ndarray:
-        """Model rows of the newest max_len known items (unknown items skipped)."""
+    def _known_rows(model: ServingModel, items: Sequence[str]) -> np.ndarray:
+        """Model rows of the history's items that the model knows, oldest first."""
         rows = model.rows
-        known = [rows[i] for i in items if i in rows]
-        return np.asarray(known[-model.bundle.config.max_len :], dtype=np.int64)
+        return np.fromiter((rows[i] for i in items if i in rows), dtype=np.int64)
 
     async def _state(
         self, model: ServingModel, user_id: str, history_version: int, used: np.ndarray
@@ -194,7 +198,7 @@ class RecommendationCore:
             if not (self.states.has(user_id) and self.history.is_cached(user_id)):
                 continue
             items, version = await self.history.get_versioned(user_id)
-            used = self._rows(model, items)
+            used = self._known_rows(model, items)[-model.bundle.config.max_len :]
             if used.size and version:
                 self._compute(model, user_id, version, used)
 
@@ -203,18 +207,19 @@ class RecommendationCore:
         model: ServingModel,
         scores: np.ndarray,
         query: RecommendQuery,
-        items: Sequence[str],
+        seen: np.ndarray,
         k: int,
         source: str,
         used: int,
     ) -> Recommendation:
+        """Masks and top-k over ``scores`` (float32 [N+1], modified in place)."""
         rows = model.rows
-        scores = np.array(scores, dtype=np.float32, copy=True)  # [N+1]
-        banned: list[int] = [0]
+        scores[0] = -np.inf
         if not query.allow_seen:
-            banned.extend(rows[i] for i in items if i in rows)
-        banned.extend(rows[i] for i in query.exclude_item_ids if i in rows)
-        scores[np.asarray(banned, dtype=np.int64)] = -np.inf
+            scores[seen] = -np.inf
+        if query.exclude_item_ids:
+            excluded = [rows[i] for i in query.exclude_item_ids if i in rows]
+            scores[np.asarray(excluded, dtype=np.int64)] = -np.inf
         if model.unavailable_rows.size:
             scores[model.unavailable_rows] = -np.inf
         if query.candidate_item_ids:
