@@ -50,17 +50,17 @@ class DynamicBatcher:
     async def submit(self, history: np.ndarray) -> np.ndarray:
         """history: int64 [L] (L >= 1), oldest first. Returns this history's row of the
         batch output."""
-        if self._closed:
-            raise RuntimeError("batcher is closed")
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
         self._pending.append((history, future))
         self._wakeup.set()
-        if self._task is None:
+        if self._task is None or self._task.done():
+            # Also after close(): a request that picked this model just before a hot swap
+            # is still served by it, never failed.
             self._task = asyncio.create_task(self._loop(), name="dynamic-batcher")
         return await future
 
     async def close(self) -> None:
-        """Finishes what is queued, then stops."""
+        """Finishes what is queued, then stops (until another submit arrives)."""
         self._closed = True
         self._wakeup.set()
         if self._task is not None:

@@ -43,8 +43,13 @@ class FeedbackWriter:
         # Shielded: a caller that goes away must not cancel a commit others wait for.
         return await asyncio.shield(future)
 
-    async def close(self) -> None:
-        while self._pending:
+    async def close(self, timeout_s: float = 30.0) -> None:
+        """Waits (bounded) for queued events to commit, then stops the writer."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while self._pending and self._task is not None and not self._task.done():
+            if asyncio.get_running_loop().time() > deadline:
+                log.error("feedback writer closed with %d calls unanswered", len(self._pending))
+                break
             await asyncio.sleep(0.01)
         if self._task is not None:
             self._task.cancel()
