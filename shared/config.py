@@ -98,6 +98,8 @@ class TrainingSettings(BaseModel):
     learning_rate: float = Field(1e-3, gt=0.0, le=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
     warmup_steps: int = Field(100, ge=0)
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    """After warm-up: constant, or cosine decay to 2% over the epochs (or the time budget)."""
     max_len: int = Field(50, ge=2, le=1024)
     """Most recent events the model reads."""
     d_model: int = Field(64, ge=8, le=1024)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -119,11 +120,25 @@ def train(
         betas=(0.9, 0.98),
     )
     warmup = max(1, params.warmup_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+    steps_per_epoch = -(-len(inputs) // params.batch_size)
+    started = time.perf_counter()
+
+    def lr_factor(step: int) -> float:
+        """Linear warm-up, then constant or a cosine decay over the run's length (the
+        epoch limit, or the time budget when that comes first)."""
+        if step < warmup:
+            return (step + 1) / warmup
+        if params.lr_schedule == "constant":
+            return 1.0
+        done = step / (params.epochs * steps_per_epoch)
+        if params.time_budget_s:
+            done = max(done, (time.perf_counter() - started) / params.time_budget_s)
+        return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, done)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     best_state = copy.deepcopy(model.state_dict())
     best_ndcg, best_epoch, epochs_run, stale = -1.0, 0, 0, 0
     epoch_log: list[dict[str, float]] = []
-    started = time.perf_counter()
     for epoch in range(1, params.epochs + 1):
         model.train()
         total, batches = 0.0, 0
