@@ -220,11 +220,13 @@ def warm_histories(server: ServerProcess, users: list[str]) -> None:
 
     with grpc.insecure_channel(server.target) as channel:
         stub = recommender_pb2_grpc.RecommenderStub(channel)
-        futures = [
-            stub.Recommend.future(pb.RecommendRequest(user_id=u, k=1), timeout=60) for u in users
-        ]
-        for future in futures:
-            future.result()
+        for start in range(0, len(users), 32):
+            futures = [
+                stub.Recommend.future(pb.RecommendRequest(user_id=u, k=1), timeout=60)
+                for u in users[start : start + 32]
+            ]
+            for future in futures:
+                future.result()
 
 
 def sweep(
