@@ -407,11 +407,9 @@ def run_serve_bench(args: argparse.Namespace) -> int:
     best: dict[str, float] = {}
     idle: dict[str, float] = {}
     result_swap: dict[str, Any] = {}
-    for name, extra in (
-        ("noop", {"backend": "noop"}),
-        ("naive", {"naive": "true"}),
-        ("recserve", {}),
-    ):
+    selected = (getattr(args, "servers", None) or "noop,naive,recserve").split(",")
+    servers = [("noop", {"backend": "noop"}), ("naive", {"naive": "true"}), ("recserve", {})]
+    for name, extra in [(n, e) for n, e in servers if n in selected]:
         server = ServerProcess(settings, name, **extra)
         try:
             idle_row = measure(
@@ -458,6 +456,17 @@ def run_serve_bench(args: argparse.Namespace) -> int:
                     print(_row_text(row), flush=True)
         finally:
             server.stop()
+    for key in (
+        "noop_cold",
+        "noop_mixed",
+        "naive_cold",
+        "naive_mixed",
+        "recserve_cold",
+        "recserve_mixed",
+    ):
+        best.setdefault(key, 0.0)
+    for key in ("noop", "naive", "recserve"):
+        idle.setdefault(key, 0.0)
     a = best["noop_cold"]
     b = ceiling["best_seq_per_s"]
     bound = 1.0 / (1.0 / a + 1.0 / b) if a and b else 0.0

@@ -367,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--levels", help="serve: closed-loop concurrency levels, e.g. 1,4,16,64")
     p.add_argument("--duration", type=float, help="serve: seconds measured per level")
     p.add_argument("--clients", type=int, help="serve: load-generator processes")
+    p.add_argument("--servers", help="serve: which of noop,naive,recserve to run (default all)")
 
     add("migrate", cmd_migrate, "Create or upgrade the database schema.")
     return parser

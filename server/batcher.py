@@ -33,9 +33,11 @@ class DynamicBatcher:
         *,
         max_batch: int,
         max_wait_s: float = 0.0,
+        max_inflight: int = 1,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
-        """run: int64 [B, L] -> float32 [B, ...], called in ``executor``."""
+        """run: int64 [B, L] -> float32 [B, ...], called in ``executor``; at most
+        ``max_inflight`` batches run at once."""
         self._run = run
         self._executor = executor
         self._max_batch = max_batch
@@ -46,6 +48,8 @@ class DynamicBatcher:
         self._task: asyncio.Task[None] | None = None
         self._busy_until = 0.0
         self._closed = False
+        self._slots = asyncio.Semaphore(max_inflight)
+        self._running: set[asyncio.Task[None]] = set()
 
     async def submit(self, history: np.ndarray) -> np.ndarray:
         """history: int64 [L] (L >= 1), oldest first. Returns this history's row of the
@@ -65,6 +69,8 @@ class DynamicBatcher:
         self._wakeup.set()
         if self._task is not None:
             await self._task
+        if self._running:
+            await asyncio.gather(*self._running)
 
     async def _loop(self) -> None:
         while True:
@@ -77,11 +83,20 @@ class DynamicBatcher:
                     and time.monotonic() < self._busy_until
                 ):
                     await asyncio.sleep(self._max_wait_s)
+                await self._slots.acquire()  # requests queue up while every slot is busy
                 batch = self._take()
-                if batch:
-                    await self._execute(batch)
+                if not batch:
+                    self._slots.release()
+                    continue
+                task = asyncio.create_task(self._execute(batch))
+                self._running.add(task)
+                task.add_done_callback(self._finished)
             if self._closed and not self._pending:
                 return
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._slots.release()
 
     def _take(self) -> list[tuple[np.ndarray, asyncio.Future[np.ndarray]]]:
         batch: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = []

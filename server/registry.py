@@ -166,6 +166,7 @@ class ModelRegistry:
             self._executor,
             max_batch=self._settings.max_batch_size,
             max_wait_s=self._settings.max_batch_wait_ms / 1000.0,
+            max_inflight=self._settings.max_inflight_batches,
             on_batch=self._on_batch,
         )
         total = float(loaded.popularity.sum()) or 1.0

@@ -51,6 +51,9 @@ class ServerSettings(BaseModel):
     """How long a partly filled batch waits for more requests while another batch is running.
     0 (the default) never waits: requests that arrive during a model run form the next batch,
     so an idle server adds no latency."""
+    max_inflight_batches: int = Field(1, ge=1, le=64)
+    """Batches the model runs at once. 1 suits a backend that uses every core per run; with
+    intra_op_threads=1, 2 lets two single-threaded runs overlap."""
     history_cache_users: int = Field(100_000, ge=0)
     """Users whose recent history is kept in memory (least recently used are dropped)."""
     history_ttl_s: float = Field(300.0, ge=0.0)

@@ -40,24 +40,15 @@ def insert_events(session: Session, *, events: Sequence[FeedbackEventCreate]) ->
     fresh: dict[str, FeedbackEventCreate] = {}
     for event in events:
         fresh.setdefault(event.event_id, event)
-    ids = list(fresh)
-    for start in range(0, len(ids), _IN_CHUNK):
-        chunk = ids[start : start + _IN_CHUNK]
-        existing = session.exec(
-            select(FeedbackEvent.event_id).where(col(FeedbackEvent.event_id).in_(chunk))
-        ).all()
-        for event_id in existing:
-            fresh.pop(event_id, None)
     if not fresh:
         return set()
     now = utcnow()
-    rows: list[dict[str, Any]] = [
-        {**event.model_dump(), "received_time": now} for event in fresh.values()
-    ]
-    dialect = session.get_bind().dialect.name
     table = FeedbackEvent.__table__  # type: ignore[attr-defined]
+    dialect = session.get_bind().dialect.name
     if dialect in ("sqlite", "postgresql"):
-        # A concurrent writer (another replica) may have stored the same id meanwhile.
+        # One statement: ON CONFLICT DO NOTHING skips stored ids (also ones a concurrent
+        # writer stored meanwhile) and RETURNING names exactly the rows inserted.
+        rows = [{**event.model_dump(), "received_time": now} for event in fresh.values()]
         insert = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(table)
         stmt = insert.on_conflict_do_nothing(index_elements=["event_id"]).returning(
             table.c.event_id
@@ -67,7 +58,17 @@ def insert_events(session: Session, *, events: Sequence[FeedbackEventCreate]) ->
             result = session.execute(stmt, rows[start : start + 2000])
             stored.update(r[0] for r in result.all())
         return stored
-    session.execute(table.insert(), rows)
+    ids = list(fresh)
+    for start in range(0, len(ids), _IN_CHUNK):
+        chunk = ids[start : start + _IN_CHUNK]
+        existing = session.exec(
+            select(FeedbackEvent.event_id).where(col(FeedbackEvent.event_id).in_(chunk))
+        ).all()
+        for event_id in existing:
+            fresh.pop(event_id, None)
+    if fresh:
+        rows = [{**event.model_dump(), "received_time": now} for event in fresh.values()]
+        session.execute(table.insert(), rows)
     return set(fresh)
 
 
