@@ -321,10 +321,12 @@ def swap_phase(
     thread.start()
     time.sleep(1.5)  # past the load generator's warm-up
     client = Client(server.target)
+    rss_trace: list[float] = []
     for i in range(swaps):
         version = second if i % 2 == 0 else first
         client.admin.ActivateModel(admin_pb2.ActivateModelRequest(version=version), timeout=60)
         time.sleep(max(0.05, duration * 1.6 / swaps))
+        rss_trace.append(_rss_mb(server.proc.pid))
     client.close()
     thread.join()
     rss_after = _rss_mb(server.proc.pid)
@@ -339,6 +341,11 @@ def swap_phase(
         "requests_during_swaps": swapping["requests"],
         "rss_mb_before": rss_before,
         "rss_mb_after": rss_after,
+        "rss_mb_after_each_swap": rss_trace,
+        # Growth: the second ten swaps against the first ten (allocator arenas warm up in
+        # the first few, so before/after alone overstates it).
+        "rss_mb_max_first_half": max(rss_trace[: swaps // 2]),
+        "rss_mb_max_second_half": max(rss_trace[swaps // 2 :]),
     }
 
 
@@ -437,7 +444,9 @@ def run_serve_bench(args: argparse.Namespace) -> int:
                     f"{result_swap['swapping_p99_ms']:.1f} ms vs steady "
                     f"{result_swap['steady_p99_ms']:.1f} ms, errors "
                     f"{result_swap['errors_during_swaps'] or 'none'}, RSS "
-                    f"{result_swap['rss_mb_before']:.0f} -> {result_swap['rss_mb_after']:.0f} MB",
+                    f"{result_swap['rss_mb_before']:.0f} -> {result_swap['rss_mb_after']:.0f} MB"
+                    f" (max over swaps 1-10: {result_swap['rss_mb_max_first_half']:.0f}, "
+                    f"11-20: {result_swap['rss_mb_max_second_half']:.0f})",
                     flush=True,
                 )
                 for share in (0.5, 0.8):
