@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import repeat
 
 import numpy as np
 
@@ -150,8 +151,9 @@ class RecommendationCore:
     @staticmethod
     def _known_rows(model: ServingModel, items: Sequence[str]) -> np.ndarray:
         """Model rows of the history's items that the model knows, oldest first."""
-        rows = model.rows
-        return np.fromiter((rows[i] for i in items if i in rows), dtype=np.int64)
+        # map(dict.get) runs in C; unknown items come back as row 0 and are dropped.
+        known = np.fromiter(map(model.rows.get, items, repeat(0)), dtype=np.int64, count=len(items))
+        return known[known > 0]
 
     async def _state(
         self, model: ServingModel, user_id: str, history_version: int, used: np.ndarray
@@ -314,7 +316,7 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     if k <= 0:
         return np.zeros(0, dtype=np.int64)
     if k < scores.shape[0]:
-        part = np.argpartition(-scores, k - 1)[:k]
+        part = np.argpartition(scores, -k)[-k:]
     else:
         part = np.arange(scores.shape[0])
     order = np.argsort(-scores[part], kind="stable")
