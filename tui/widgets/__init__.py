@@ -6,6 +6,7 @@ from typing import Any
 
 import grpc
 from textual.widget import Widget
+from textual.widgets import DataTable
 
 from shared.client import AsyncClient
 
@@ -24,3 +25,13 @@ async def admin_call(
             exc.details() or str(exc.code()), title=f"{method} failed", severity="error"
         )
         return None
+
+
+def cleared_table(widget: Widget) -> DataTable[str] | None:
+    """The pane's table, emptied for a refill; None when the console is closing."""
+    tables = widget.query(DataTable)
+    if not tables:
+        return None
+    table: DataTable[str] = tables.first()
+    table.clear()
+    return table

@@ -10,7 +10,7 @@ from textual.widgets import Button, DataTable, Input, Log
 
 from shared.client import AsyncClient
 from shared.proto.recserve.v1 import admin_pb2
-from tui.widgets import admin_call
+from tui.widgets import admin_call, cleared_table
 
 COLUMNS = ("id", "kind", "status", "progress", "model", "message")
 
@@ -42,11 +42,9 @@ class JobsPane(Widget):
         answer = await admin_call(self, self.client, "ListJobs", admin_pb2.ListJobsRequest())
         if answer is None:
             return
-        tables = self.query(DataTable)
-        if not tables:  # the console is closing
+        table = cleared_table(self)
+        if table is None:
             return
-        table = tables.first()
-        table.clear()
         for job in answer.jobs:
             table.add_row(
                 str(job.id),

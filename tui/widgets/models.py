@@ -10,7 +10,7 @@ from textual.widgets import Button, DataTable, Input
 
 from shared.client import AsyncClient
 from shared.proto.recserve.v1 import admin_pb2
-from tui.widgets import admin_call
+from tui.widgets import admin_call, cleared_table
 
 COLUMNS = ("version", "status", "ndcg@10", "hr@10", "pop ndcg@10", "job", "path")
 
@@ -35,11 +35,9 @@ class ModelsPane(Widget):
         answer = await admin_call(self, self.client, "ListModels", admin_pb2.ListModelsRequest())
         if answer is None:
             return
-        tables = self.query(DataTable)
-        if not tables:  # the console is closing
+        table = cleared_table(self)
+        if table is None:
             return
-        table = tables.first()
-        table.clear()
         for m in answer.models:
             table.add_row(
                 str(m.version),
