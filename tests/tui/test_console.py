@@ -13,7 +13,7 @@ from shared.proto.recserve.v1 import recommender_pb2 as pb
 from tui.app import RecserveConsole
 
 
-async def _until(pilot, condition, timeout: float = 10.0) -> None:
+async def _until(pilot, condition, timeout: float = 30.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not condition():
