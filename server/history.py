@@ -39,7 +39,7 @@ class _Cached:
 @dataclass
 class _Loading:
     appended: list[Entry] = field(default_factory=list)
-    task: asyncio.Future[list[Entry]] | None = None
+    task: asyncio.Future[tuple[list[str], int]] | None = None
 
 
 class HistoryCache:
@@ -69,23 +69,26 @@ class HistoryCache:
             return [item for _, item in cached.events], cached.version
         loading = self._loading.get(user_id)
         if loading is None:
+            # One database read per user at a time; concurrent callers share its result.
+            # It runs as its own task, so a caller that goes away does not cancel it.
             loading = _Loading()
             self._loading[user_id] = loading
-            loop = asyncio.get_running_loop()
-            loading.task = loop.run_in_executor(self._executor, self._read, user_id)
-            try:
-                events = await loading.task
-            finally:
-                self._loading.pop(user_id, None)
-            for entry in loading.appended:
-                if entry not in events:
-                    bisect.insort(events, entry)
-            events = events[-HISTORY_KEEP:]
-            version = self._store(user_id, events)
-            return [item for _, item in events], version
+            loading.task = asyncio.ensure_future(self._load(user_id, loading))
         assert loading.task is not None
-        await asyncio.shield(loading.task)
-        return await self.get_versioned(user_id)
+        return await asyncio.shield(loading.task)
+
+    async def _load(self, user_id: str, loading: _Loading) -> tuple[list[str], int]:
+        try:
+            loop = asyncio.get_running_loop()
+            events = await loop.run_in_executor(self._executor, self._read, user_id)
+        finally:
+            self._loading.pop(user_id, None)
+        for entry in loading.appended:  # committed while the read was in flight
+            if entry not in events:
+                bisect.insort(events, entry)
+        events = events[-HISTORY_KEEP:]
+        version = self._store(user_id, events)
+        return [item for _, item in events], version
 
     def is_cached(self, user_id: str) -> bool:
         return user_id in self._cache

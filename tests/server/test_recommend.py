@@ -262,3 +262,25 @@ def test_torch_backend_matches_onnxruntime_on_cpu(trained_template) -> None:
     np.testing.assert_allclose(
         torch_backend.encode(history), reference.encode(history), rtol=1e-4, atol=1e-4
     )
+
+
+async def test_concurrent_reads_of_one_uncached_history_share_one_load(settings) -> None:
+    """With the history cache off (the naive mode), many concurrent requests for one user
+    must neither recurse nor fail."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from server.history import HistoryCache
+    from shared.db import make_engine
+
+    engine = make_engine(settings.db_url)
+    with ThreadPoolExecutor(4) as pool:
+        cache = HistoryCache(engine, pool, max_users=0, ttl_s=0)
+        reads = []
+        read = cache._read
+        cache._read = lambda user: reads.append(user) or read(user)  # type: ignore[method-assign]
+        results = await asyncio.gather(*[cache.get_versioned(USER) for _ in range(600)])
+    engine.dispose()
+    assert len(reads) == 1, "concurrent callers share one database read"
+    assert len({tuple(items) for items, _ in results}) == 1
+    assert all(version == 0 for _, version in results), "uncached histories carry version 0"
+    assert len(results[0][0]) > 10
