@@ -66,7 +66,7 @@ async def _demo(settings: Settings, *, retrain: bool, exit_after: bool) -> int:
     try:
         print(f"recserve server listening on {settings.server.host}:{running.port}")
         with session_scope(running.engine) as session:
-            have = crud.count_events(session)
+            have = crud.count_events(session, id_prefix="demo-")
             crud.upsert_items(
                 session,
                 items=[
@@ -74,7 +74,7 @@ async def _demo(settings: Settings, *, retrain: bool, exit_after: bool) -> int:
                     for i in synthetic.catalogue(spec)
                 ],
             )
-        if have < 80_000:
+        if have < sum(1 for _ in synthetic.events(spec)):
             print("sending the synthetic demo log through FeedbackStream ...")
             started = datetime.now(UTC)
             answer = await client.recommender.FeedbackStream(
@@ -86,7 +86,7 @@ async def _demo(settings: Settings, *, retrain: bool, exit_after: bool) -> int:
                 f"in {took:.1f}s"
             )
         else:
-            print(f"the database already holds {have:,} events; not re-sending the demo log")
+            print(f"the database already holds the {have:,} demo events; not re-sending them")
         models = await client.admin.ListModels(
             admin_pb2.ListModelsRequest(), metadata=client.metadata
         )

@@ -83,8 +83,12 @@ def recent_history(session: Session, *, user_id: str, limit: int) -> list[tuple[
     return [(item, when) for item, when in reversed(rows)]
 
 
-def count_events(session: Session) -> int:
-    return int(session.exec(select(func.count()).select_from(FeedbackEvent)).one())
+def count_events(session: Session, *, id_prefix: str = "") -> int:
+    """Stored events, or only those whose event_id starts with ``id_prefix``."""
+    query = select(func.count()).select_from(FeedbackEvent)
+    if id_prefix:
+        query = query.where(col(FeedbackEvent.event_id).startswith(id_prefix))
+    return int(session.exec(query).one())
 
 
 def max_event_row(session: Session) -> int:
