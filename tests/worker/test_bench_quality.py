@@ -1,0 +1,35 @@
+"""`recserve bench quality` and `recserve evaluate` on a tiny synthetic `user item` file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from recserve.bench_quality import run_quality_bench
+from recserve.cli import main
+from shared import synthetic
+from tests.conftest import TINY_SPEC, make_settings
+
+
+def test_bench_quality_then_evaluate(tmp_path: Path, monkeypatch, capsys) -> None:
+    data = tmp_path / "tiny.txt"
+    users: dict[str, int] = {}
+    with data.open("w") as handle:
+        for event in synthetic.events(TINY_SPEC):
+            users.setdefault(event.user_id, len(users) + 1)
+            handle.write(f"{users[event.user_id]} {event.item_id}\n")
+    settings = make_settings(tmp_path / "var")
+    out = tmp_path / "quality.json"
+    result = run_quality_bench(settings, data, fmt=None, params={"epochs": 3}, output=out)
+    saved = json.loads(out.read_text())
+    assert saved["users"] == TINY_SPEC.n_users and saved["epochs"] == 3
+    for key in ("hr@1", "ndcg@5", "ndcg@10", "hr@20", "mrr", "sampled_ndcg@10"):
+        assert key in saved["model"] and key in saved["popularity"]
+    assert result["model"]["ndcg@10"] > result["popularity"]["ndcg@10"]
+    assert "ndcg@10" in capsys.readouterr().out
+
+    monkeypatch.setenv("RECSERVE_DATA_DIR", str(settings.data_dir))
+    evaluation = tmp_path / "eval.json"
+    assert main(["evaluate", "--output", str(evaluation), "--ks", "10"]) == 0
+    again = json.loads(evaluation.read_text())
+    assert again["model"]["ndcg@10"] == saved["model"]["ndcg@10"], "same split, same numbers"
