@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from recserve.embedded import start_worker, worker_running
+from recserve.follow import unseen_lines
 from server.app import RunningServer, start_server
 from shared import crud, synthetic
 from shared.client import AsyncClient
@@ -127,14 +128,14 @@ async def _demo(settings: Settings, *, retrain: bool, exit_after: bool) -> int:
 
 
 async def _follow(client: AsyncClient, job_id: int, worker: subprocess.Popen[bytes] | None) -> bool:
-    printed = 0
+    last: str | None = None
     while True:
         job = await client.admin.GetJob(
             admin_pb2.GetJobRequest(id=job_id), metadata=client.metadata
         )
-        for line in job.log[printed:]:
+        for line in unseen_lines(list(job.log), last):
             print(f"  [{job.progress * 100:5.1f}%] {line}", flush=True)
-        printed = len(job.log)
+            last = line
         if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED):
             if job.status != JobStatus.SUCCEEDED:
                 print(f"job {job_id} {job.status}: {job.error}", file=sys.stderr)

@@ -17,6 +17,14 @@ from shared.models import JobStatus
 FINISHED = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}
 
 
+def unseen_lines(log: list[str], last: str | None) -> list[str]:
+    """The job-log lines after ``last`` (the last one printed). The job row keeps only
+    the newest lines, so a position would stop advancing once the log is full."""
+    if last is None or last not in log:
+        return list(log)
+    return log[len(log) - log[::-1].index(last) :]
+
+
 def follow_job(
     settings: Settings, engine: Engine, job_id: int, *, start_worker_if_needed: bool
 ) -> int:
@@ -31,14 +39,14 @@ def follow_job(
         print(
             f"started an embedded worker (pid {child.pid}, log {settings.data_dir / 'worker.log'})"
         )
-    printed = 0
+    last: str | None = None
     try:
         while True:
             with session_scope(engine) as session:
                 job = crud.get_job(session, job_id=job_id)
-            for line in job.log[printed:]:
+            for line in unseen_lines(list(job.log), last):
                 print(f"  [{job.progress * 100:5.1f}%] {line}", flush=True)
-            printed = len(job.log)
+                last = line
             if job.status in FINISHED:
                 break
             if child is not None and child.poll() is not None:
