@@ -51,6 +51,8 @@ class ModelConfig(BaseModel):
     n_heads: int = Field(2, ge=1)
     n_blocks: int = Field(2, ge=1)
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    attention_dropout: float | None = Field(None, ge=0.0, lt=1.0)
+    """Dropout on the attention weights; None means the same as ``dropout``."""
     ffn_mult: int = Field(4, ge=1)
     """FFN width as a multiple of d_model."""
     positions: Literal["learned"] = "learned"

@@ -109,6 +109,10 @@ class TrainingSettings(BaseModel):
     n_heads: int = Field(2, ge=1, le=64)
     n_blocks: int = Field(2, ge=1, le=16)
     dropout: float = Field(0.2, ge=0.0, lt=0.9)
+    """Dropout on embeddings, residual branches and the FFN."""
+    attention_dropout: float | None = Field(None, ge=0.0, lt=0.9)
+    """Dropout on the attention weights; None: the same as ``dropout``. 0 trains ~15%
+    faster on CPU (the [B, H, L, L] dropout mask is the costliest op after the softmax)."""
     activation: Literal["gelu", "swiglu"] = "gelu"
     """FFN activation."""
     patience: int = Field(5, ge=1)

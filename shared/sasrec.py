@@ -56,7 +56,8 @@ class SelfAttention(nn.Module):
         self.query = nn.Linear(config.d_model, config.d_model)
         self.key_value = nn.Linear(config.d_model, 2 * config.d_model)
         self.out = nn.Linear(config.d_model, config.d_model)
-        self.dropout = nn.Dropout(config.dropout)
+        rate = config.dropout if config.attention_dropout is None else config.attention_dropout
+        self.dropout = nn.Dropout(rate)
 
     def forward(self, queries: Tensor, keys: Tensor, bias: Tensor) -> Tensor:
         """queries [B, Q, D], keys [B, L, D], bias [B, 1, Q, L] -> [B, Q, D]."""
