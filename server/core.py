@@ -148,6 +148,24 @@ class RecommendationCore:
         scores = model.bundle.item_embeddings @ state  # [N+1, D] @ [D] -> [N+1], a new array
         return self._rank(model, scores, query, seen, k, "model", int(used.size))
 
+    async def recommend_many(self, queries: Sequence[RecommendQuery]) -> list[Recommendation]:
+        """RecommendBatch: every query validated first (an error names
+        ``requests[i].field``), then all served concurrently, so the batcher runs their
+        models together."""
+        limit = self.settings.max_batch_requests
+        if not queries:
+            raise InvalidArgument("requests", f"is empty; accepted: 1..{limit} requests")
+        if len(queries) > limit:
+            raise InvalidArgument(
+                "requests", f"has {len(queries)} entries; at most {limit} are accepted"
+            )
+        for i, query in enumerate(queries):
+            try:
+                self.validate_query(query)
+            except InvalidArgument as exc:
+                raise InvalidArgument(f"requests[{i}].{exc.field}", exc.description) from None
+        return list(await asyncio.gather(*(self.recommend(q) for q in queries)))
+
     @staticmethod
     def _known_rows(model: ServingModel, items: Sequence[str]) -> np.ndarray:
         """Model rows of the history's items that the model knows, oldest first."""

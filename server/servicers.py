@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import grpc
 from sqlalchemy.engine import Engine
 
-from server.core import FeedbackEventIn, RecommendationCore, RecommendQuery
+from server.core import FeedbackEventIn, Recommendation, RecommendationCore, RecommendQuery
 from server.errors import grpc_errors
 from server.stats import ServerStats
 from shared import crud
@@ -43,6 +43,26 @@ def _events(request: recommender_pb2.FeedbackRequest) -> list[FeedbackEventIn]:
     ]
 
 
+def _query(request: recommender_pb2.RecommendRequest) -> RecommendQuery:
+    return RecommendQuery(
+        user_id=request.user_id,
+        k=request.k,
+        history=request.history,
+        exclude_item_ids=request.exclude_item_ids,
+        candidate_item_ids=request.candidate_item_ids,
+        allow_seen=request.allow_seen,
+    )
+
+
+def _response(result: Recommendation) -> recommender_pb2.RecommendResponse:
+    return recommender_pb2.RecommendResponse(
+        items=[recommender_pb2.ScoredItem(item_id=i, score=s) for i, s in result.items],
+        model_version=result.model_version,
+        source=SOURCES[result.source],
+        history_used=result.history_used,
+    )
+
+
 class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
     def __init__(self, core: RecommendationCore, stats: ServerStats) -> None:
         self.core = core
@@ -64,22 +84,26 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
     async def _recommend(
         self, request: recommender_pb2.RecommendRequest, context: grpc.aio.ServicerContext
     ) -> recommender_pb2.RecommendResponse:
-        result = await self.core.recommend(
-            RecommendQuery(
-                user_id=request.user_id,
-                k=request.k,
-                history=request.history,
-                exclude_item_ids=request.exclude_item_ids,
-                candidate_item_ids=request.candidate_item_ids,
-                allow_seen=request.allow_seen,
-            )
-        )
-        return recommender_pb2.RecommendResponse(
-            items=[recommender_pb2.ScoredItem(item_id=i, score=s) for i, s in result.items],
-            model_version=result.model_version,
-            source=SOURCES[result.source],
-            history_used=result.history_used,
-        )
+        return _response(await self.core.recommend(_query(request)))
+
+    async def RecommendBatch(  # noqa: N802
+        self, request: recommender_pb2.RecommendBatchRequest, context: grpc.aio.ServicerContext
+    ) -> recommender_pb2.RecommendBatchResponse:
+        started = time.perf_counter()
+        ok = False
+        try:
+            response = await self._recommend_batch(request, context)
+            ok = True
+            return response
+        finally:
+            self.stats.record_request(time.perf_counter() - started, ok)
+
+    @grpc_errors
+    async def _recommend_batch(
+        self, request: recommender_pb2.RecommendBatchRequest, context: grpc.aio.ServicerContext
+    ) -> recommender_pb2.RecommendBatchResponse:
+        results = await self.core.recommend_many([_query(r) for r in request.requests])
+        return recommender_pb2.RecommendBatchResponse(responses=[_response(r) for r in results])
 
     @grpc_errors
     async def Feedback(  # noqa: N802

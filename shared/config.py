@@ -45,6 +45,8 @@ class ServerSettings(BaseModel):
     """Largest exclude or candidate list a Recommend call may carry."""
     max_feedback_batch: int = Field(10000, ge=1)
     """Most events one Feedback request may carry."""
+    max_batch_requests: int = Field(256, ge=1, le=100_000)
+    """Most requests one RecommendBatch call may carry."""
     max_batch_size: int = Field(64, ge=1, le=4096)
     """Most histories the dynamic batcher runs through the model at once."""
     max_batch_wait_ms: float = Field(0.0, ge=0.0, le=1000.0)

@@ -196,6 +196,27 @@ async def test_concurrent_requests_are_batched(client, server) -> None:
     assert stats["mean_batch_size"] > 1.0
 
 
+async def test_recommend_batch_answers_like_recommend_in_order(client, server) -> None:
+    requests = [
+        pb.RecommendRequest(user_id=USER, k=4),
+        pb.RecommendRequest(user_id="nobody-at-all", k=3),
+        pb.RecommendRequest(user_id="anon", history=["i001-000", "i001-001"], k=5),
+        pb.RecommendRequest(user_id="u00011", k=2, exclude_item_ids=["i000-000"]),
+    ]
+    batches_before = server.stats.batches_total
+    batch = await client.recommender.RecommendBatch(pb.RecommendBatchRequest(requests=requests))
+    singles = [await client.recommender.Recommend(r) for r in requests]
+    assert len(batch.responses) == len(requests)
+    for got, single in zip(batch.responses, singles, strict=True):
+        assert [i.item_id for i in got.items] == [i.item_id for i in single.items]
+        assert [i.score for i in got.items] == pytest.approx(
+            [i.score for i in single.items], rel=1e-4
+        )
+        assert (got.source, got.history_used) == (single.source, single.history_used)
+    assert batch.responses[1].source == pb.SOURCE_POPULARITY_FALLBACK
+    assert server.stats.batches_total > batches_before
+
+
 async def test_returning_user_reuses_state_and_feedback_refreshes_it(client, server) -> None:
     core = server.core
     first = await client.recommender.Recommend(pb.RecommendRequest(user_id="u00011", k=5))

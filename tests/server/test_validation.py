@@ -80,6 +80,34 @@ async def test_feedback_rejects(client, server, request_, field) -> None:
     assert server.stats.feedback_total == 0, "nothing of a rejected request is stored"
 
 
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (pb.RecommendBatchRequest(), "requests"),
+        (pb.RecommendBatchRequest(requests=[pb.RecommendRequest(user_id="u")] * 257), "requests"),
+        (
+            pb.RecommendBatchRequest(
+                requests=[pb.RecommendRequest(user_id="u"), pb.RecommendRequest(user_id="u", k=-1)]
+            ),
+            "requests[1].k",
+        ),
+        (
+            pb.RecommendBatchRequest(
+                requests=[pb.RecommendRequest(user_id="u", history=["", "a"])]
+            ),
+            "requests[0].history[0]",
+        ),
+    ],
+    ids=["empty", "too-many", "k", "history"],
+)
+async def test_recommend_batch_rejects(client, request_, field) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await client.recommender.RecommendBatch(request_)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert _field_of(err.value) == field
+    assert "accepted" in err.value.details() or "required" in err.value.details()
+
+
 async def test_feedback_stream_rejects_bad_batch(client) -> None:
     async def batches():
         yield pb.FeedbackRequest(events=[_event(event_id="ok-1")])

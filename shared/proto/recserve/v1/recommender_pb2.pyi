@@ -32,6 +32,12 @@ class RecommendRequest(_message.Message):
     allow_seen: bool
     def __init__(self, user_id: _Optional[str] = ..., k: _Optional[int] = ..., history: _Optional[_Iterable[str]] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., candidate_item_ids: _Optional[_Iterable[str]] = ..., allow_seen: _Optional[bool] = ...) -> None: ...
 
+class RecommendBatchRequest(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[RecommendRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[RecommendRequest, _Mapping]]] = ...) -> None: ...
+
 class ScoredItem(_message.Message):
     __slots__ = ("item_id", "score")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
@@ -51,6 +57,12 @@ class RecommendResponse(_message.Message):
     source: Source
     history_used: int
     def __init__(self, items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., model_version: _Optional[int] = ..., source: _Optional[_Union[Source, str]] = ..., history_used: _Optional[int] = ...) -> None: ...
+
+class RecommendBatchResponse(_message.Message):
+    __slots__ = ("responses",)
+    RESPONSES_FIELD_NUMBER: _ClassVar[int]
+    responses: _containers.RepeatedCompositeFieldContainer[RecommendResponse]
+    def __init__(self, responses: _Optional[_Iterable[_Union[RecommendResponse, _Mapping]]] = ...) -> None: ...
 
 class Event(_message.Message):
     __slots__ = ("event_id", "user_id", "item_id", "kind", "value", "timestamp_ms")

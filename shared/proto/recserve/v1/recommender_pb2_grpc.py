@@ -39,6 +39,11 @@ class RecommenderStub:
                 request_serializer=recserve_dot_v1_dot_recommender__pb2.RecommendRequest.SerializeToString,
                 response_deserializer=recserve_dot_v1_dot_recommender__pb2.RecommendResponse.FromString,
                 _registered_method=True)
+        self.RecommendBatch = channel.unary_unary(
+                '/recserve.v1.Recommender/RecommendBatch',
+                request_serializer=recserve_dot_v1_dot_recommender__pb2.RecommendBatchRequest.SerializeToString,
+                response_deserializer=recserve_dot_v1_dot_recommender__pb2.RecommendBatchResponse.FromString,
+                _registered_method=True)
         self.Feedback = channel.unary_unary(
                 '/recserve.v1.Recommender/Feedback',
                 request_serializer=recserve_dot_v1_dot_recommender__pb2.FeedbackRequest.SerializeToString,
@@ -56,6 +61,16 @@ class RecommenderServicer:
 
     def Recommend(self, request, context):
         """Ranked items for one user (or one anonymous session).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecommendBatch(self, request, context):
+        """Ranked items for many users in one call (bulk callers: campaigns,
+        precomputation). Each request is served exactly as Recommend would serve
+        it; the server runs them through the model together. One invalid request
+        fails the whole call with INVALID_ARGUMENT naming it (requests[i].field).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -82,6 +97,11 @@ def add_RecommenderServicer_to_server(servicer, server):
                     servicer.Recommend,
                     request_deserializer=recserve_dot_v1_dot_recommender__pb2.RecommendRequest.FromString,
                     response_serializer=recserve_dot_v1_dot_recommender__pb2.RecommendResponse.SerializeToString,
+            ),
+            'RecommendBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecommendBatch,
+                    request_deserializer=recserve_dot_v1_dot_recommender__pb2.RecommendBatchRequest.FromString,
+                    response_serializer=recserve_dot_v1_dot_recommender__pb2.RecommendBatchResponse.SerializeToString,
             ),
             'Feedback': grpc.unary_unary_rpc_method_handler(
                     servicer.Feedback,
@@ -121,6 +141,33 @@ class Recommender:
             '/recserve.v1.Recommender/Recommend',
             recserve_dot_v1_dot_recommender__pb2.RecommendRequest.SerializeToString,
             recserve_dot_v1_dot_recommender__pb2.RecommendResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecommendBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recserve.v1.Recommender/RecommendBatch',
+            recserve_dot_v1_dot_recommender__pb2.RecommendBatchRequest.SerializeToString,
+            recserve_dot_v1_dot_recommender__pb2.RecommendBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,
