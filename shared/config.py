@@ -30,6 +30,9 @@ class ServerSettings(BaseModel):
     """TCP port; 0 picks a free one (tests)."""
     workers: int = Field(1, ge=1, le=64)
     """Server processes sharing the port through SO_REUSEPORT."""
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
+    """The server's asyncio event loop. auto: uvloop when it is installed (it is a
+    dependency on Linux and macOS), else the standard loop."""
     backend: Literal["auto", "onnxruntime", "tensorrt", "torch-cuda", "noop"] = "auto"
     """Inference backend. auto: TensorRT when `tensorrt` imports and a CUDA device is present,
     torch on CUDA when only torch and a GPU are present, else ONNX Runtime on CPU.
