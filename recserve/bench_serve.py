@@ -12,8 +12,9 @@ Each server runs as its own `recserve serve` process; the load comes from separa
 client processes (recserve/loadgen.py). Closed-loop sweeps over concurrency find each
 server's best throughput with p99 <= 50 ms, for cold traffic (inline histories the
 server has never seen) and mixed traffic (returning users, ~20% of requests preceded by
-a Feedback for that user). An open-loop run at a fixed arrival rate and the idle latency
-complete the picture. Prints a table and writes JSON whose top level has
+a Feedback for that user). An open-loop run at a fixed arrival rate, the idle latency,
+bulk RecommendBatch calls (``bulk_vs_single``) and 20 hot swaps under load complete the
+picture. Prints a table and writes JSON whose top level has
 ``efficiency`` = ours_cold / (1 / (1/a + 1/b)), ``speedup_vs_naive`` (cold) and
 ``mixed_vs_noop`` = ours_mixed / a.
 """
@@ -184,6 +185,7 @@ def measure(
     rate: float = 0.0,
     clients: int,
     duration: float,
+    bulk: int = 0,
 ) -> dict[str, Any]:
     clients = max(1, min(clients, concurrency if loop == "closed" else clients))
     per = [concurrency // clients + (1 if i < concurrency % clients else 0) for i in range(clients)]
@@ -198,6 +200,7 @@ def measure(
             items=tuple(items),
             users=tuple(users),
             seed=1000 * i + concurrency,
+            bulk=bulk,
         )
         for i in range(clients)
     ]
@@ -206,7 +209,9 @@ def measure(
     after = server.batch_counters()
     batches = after[0] - before[0]
     summary["mean_batch_size"] = (after[1] - before[1]) / batches if batches else 0.0
-    summary.update({"traffic": traffic, "loop": loop, "concurrency": concurrency, "rate": rate})
+    summary.update(
+        {"traffic": traffic, "loop": loop, "concurrency": concurrency, "rate": rate, "bulk": bulk}
+    )
     return summary
 
 
@@ -349,6 +354,41 @@ def swap_phase(
     }
 
 
+BULK_SIZE = 32
+BULK_P99_LIMIT_MS = 200.0
+
+
+def bulk_phase(
+    server: ServerProcess, items: list[str], users: list[str], clients: int, duration: float
+) -> dict[str, Any]:
+    """RecommendBatch calls of BULK_SIZE cold requests, closed loop: recommendations per
+    second with the call's p99 <= BULK_P99_LIMIT_MS, to compare with single Recommends."""
+    rows = []
+    best = 0.0
+    for level in (1, 2, 4, 8):
+        row = measure(
+            server,
+            "cold",
+            items,
+            users,
+            concurrency=level,
+            clients=clients,
+            duration=duration,
+            bulk=BULK_SIZE,
+        )
+        row["server"] = f"{server.name}-bulk"
+        rows.append(row)
+        print(_row_text(row), flush=True)
+        if row["p99_ms"] <= BULK_P99_LIMIT_MS and not row["errors"]:
+            best = max(best, row["throughput"])
+    return {
+        "users_per_call": BULK_SIZE,
+        "call_p99_limit_ms": BULK_P99_LIMIT_MS,
+        "best_users_per_s": best,
+        "rows": rows,
+    }
+
+
 def model_ceiling(bundle_path: Path, items: list[str], threads: int) -> dict[str, Any]:
     """The backend alone, in-process: histories of max_len per second at each batch size."""
     from server.backends.onnxruntime import OnnxRuntimeBackend
@@ -414,6 +454,7 @@ def run_serve_bench(args: argparse.Namespace) -> int:
     best: dict[str, float] = {}
     idle: dict[str, float] = {}
     result_swap: dict[str, Any] = {}
+    result_bulk: dict[str, Any] = {}
     selected = (getattr(args, "servers", None) or "noop,naive,recserve").split(",")
     servers = [("noop", {"backend": "noop"}), ("naive", {"naive": "true"}), ("recserve", {})]
     for name, extra in [(n, e) for n, e in servers if n in selected]:
@@ -449,6 +490,7 @@ def run_serve_bench(args: argparse.Namespace) -> int:
                     f"11-20: {result_swap['rss_mb_max_second_half']:.0f})",
                     flush=True,
                 )
+                result_bulk = bulk_phase(server, items, users, clients, duration)
                 for share in (0.5, 0.8):
                     row = measure(
                         server,
@@ -497,6 +539,10 @@ def run_serve_bench(args: argparse.Namespace) -> int:
         "p99_limit_ms": P99_LIMIT_MS,
         "model_ceiling": ceiling,
         "hot_swap": result_swap,
+        "bulk": result_bulk,
+        "bulk_vs_single": result_bulk.get("best_users_per_s", 0.0) / best["recserve_cold"]
+        if best["recserve_cold"]
+        else 0.0,
         "rows": rows,
         "model": bundle_format.load(active_path).config.model_dump(),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
@@ -510,6 +556,11 @@ def run_serve_bench(args: argparse.Namespace) -> int:
         f"efficiency {result['efficiency']:.2f}   speedup_vs_naive "
         f"{result['speedup_vs_naive']:.2f}   mixed_vs_noop {result['mixed_vs_noop']:.2f}   "
         f"mixed_vs_naive {result['mixed_vs_naive']:.2f}"
+    )
+    print(
+        f"bulk: RecommendBatch of {BULK_SIZE} users: "
+        f"{result_bulk.get('best_users_per_s', 0.0):.0f} users/s at call p99 <= "
+        f"{BULK_P99_LIMIT_MS:.0f} ms = {result['bulk_vs_single']:.2f} x single Recommend (cold)"
     )
     print(
         f"idle p50 {idle['recserve']:.2f} ms (limit {result['idle_bound_ms']:.2f} ms = 2 x "

@@ -34,3 +34,22 @@ async def test_closed_and_open_loops(server) -> None:
             if traffic == "mixed":
                 assert summary["feedback_calls"] > 0
     assert server.stats.feedback_total > 0
+
+
+async def test_bulk_calls_count_every_user(server) -> None:
+    spec = LoadSpec(
+        target=server.target,
+        traffic="cold",
+        loop="closed",
+        concurrency=2,
+        duration_s=0.5,
+        warmup_s=0.1,
+        items=ITEMS,
+        users=USERS,
+        history_len=12,
+        bulk=8,
+    )
+    summary = summarize(await _run(spec))
+    assert summary["errors"] == {}, summary["errors"]
+    assert summary["requests"] > 2
+    assert summary["throughput"] == summary["calls_per_s"] * 8 > 0
