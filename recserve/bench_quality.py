@@ -85,13 +85,16 @@ def print_quality_table(result: dict[str, Any]) -> None:
         f"train {result['train_seconds']:.0f}s, {result['seconds_per_epoch']:.1f}s/epoch"
     )
     header = (
-        f"{'metric':<12}{'model full':>12}{'pop full':>12}{'model 100neg':>14}{'pop 100neg':>12}"
+        f"{'metric':<12}{'model full':>12}{'pop full':>12}{'model unfilt':>14}{'pop unfilt':>12}"
+        f"{'model 100neg':>14}{'pop 100neg':>12}"
     )
     print(header)
     print("-" * len(header))
+    print("(full: seen items filtered; unfilt: nothing excluded but padding; 100neg: sampled)")
     names = [f"{kind}@{k}" for k in KS for kind in ("hr", "ndcg")] + ["mrr"]
     for name in names:
         print(
             f"{name:<12}{model.get(name, 0):>12.4f}{pop.get(name, 0):>12.4f}"
+            f"{model.get('unfiltered_' + name, 0):>14.4f}{pop.get('unfiltered_' + name, 0):>12.4f}"
             f"{model.get('sampled_' + name, 0):>14.4f}{pop.get('sampled_' + name, 0):>12.4f}"
         )

@@ -162,7 +162,12 @@ def train(
         if epoch % params.eval_every == 0 or epoch == params.epochs:
             model.eval()
             val = evaluate(
-                torch_scorer(model, device), split.valid, split.num_items, ks=(10,), sampled=False
+                torch_scorer(model, device),
+                split.valid,
+                split.num_items,
+                ks=(10,),
+                sampled=False,
+                unfiltered=False,
             )
             entry["val_ndcg@10"] = val.get("ndcg@10", 0.0)
             if entry["val_ndcg@10"] > best_ndcg:

@@ -23,7 +23,15 @@ def test_bench_quality_then_evaluate(tmp_path: Path, monkeypatch, capsys) -> Non
     result = run_quality_bench(settings, data, fmt=None, params={"epochs": 3}, output=out)
     saved = json.loads(out.read_text())
     assert saved["users"] == TINY_SPEC.n_users and saved["epochs"] == 3
-    for key in ("hr@1", "ndcg@5", "ndcg@10", "hr@20", "mrr", "sampled_ndcg@10"):
+    for key in (
+        "hr@1",
+        "ndcg@5",
+        "ndcg@10",
+        "hr@20",
+        "mrr",
+        "sampled_ndcg@10",
+        "unfiltered_ndcg@10",
+    ):
         assert key in saved["model"] and key in saved["popularity"]
     assert result["model"]["ndcg@10"] > result["popularity"]["ndcg@10"]
     assert "ndcg@10" in capsys.readouterr().out

@@ -27,6 +27,7 @@ def test_trained_model_beats_popularity(trained_template: Path) -> None:
     m = model.metrics
     assert m["ndcg@10"] >= 1.5 * m["pop_ndcg@10"]
     assert m["sampled_ndcg@10"] > m["ndcg@10"]
+    assert m["unfiltered_ndcg@10"] > 0  # the synthetic users repeat items: no order here
     assert m["onnx_parity_max_rel_diff"] < 1e-4
     loaded = bundle_format.load(Path(model.artifact_path))
     assert loaded.checksum == model.checksum
