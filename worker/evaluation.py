@@ -5,8 +5,9 @@ A scorer maps a list of histories (int64 rows, oldest first) to float scores
 the history ("ndcg@10", issue 3's protocol); "unfiltered_ndcg@10" masks only row 0 (the
 protocol of the HSTU and SASRec+ tables, see ../shared/data/README.md; lower or equal
 when a target never repeats an item of its history, as in every data set there, and
-higher on repeat-heavy logs like the synthetic demo, where filtering hides repeats); the sampled protocol ranks the target against ``negatives`` random
-items the user never interacted with (fixed seed).
+higher on repeat-heavy logs like the synthetic demo, where filtering hides repeats).
+The sampled protocol ranks the target against ``negatives`` random items the user never
+interacted with (fixed seed).
 """
 
 from __future__ import annotations
