@@ -55,9 +55,11 @@ class ModelConfig(BaseModel):
     """Dropout on the attention weights; None means the same as ``dropout``."""
     ffn_mult: int = Field(4, ge=1)
     """FFN width as a multiple of d_model."""
-    positions: Literal["learned"] = "learned"
-    """Learned position embeddings, counted from the newest event (position 0), so a
-    history padded to any length gets the same positions."""
+    positions: Literal["learned", "rotary"] = "learned"
+    """learned: position embeddings added to the item embeddings; rotary: rotary position
+    embeddings (RoPE) applied to queries and keys in every attention layer. Either way
+    positions are counted from the newest event (position 0), so a history padded to any
+    length gets the same positions."""
     activation: Literal["gelu", "swiglu"] = "gelu"
 
 

@@ -120,6 +120,8 @@ class TrainingSettings(BaseModel):
     faster on CPU (the [B, H, L, L] dropout mask is the costliest op after the softmax)."""
     activation: Literal["gelu", "swiglu"] = "gelu"
     """FFN activation."""
+    positions: Literal["learned", "rotary"] = "learned"
+    """learned position embeddings, or rotary (RoPE) in every attention layer."""
     patience: int = Field(5, ge=1)
     """Epochs without a better validation NDCG@10 before training stops."""
     eval_every: int = Field(1, ge=1)

@@ -3,11 +3,11 @@
 Shared by the worker (training, export) and the server's torch-CUDA backend; it imports
 torch, so only modules that need torch import it (never shared/__init__).
 
-Item and learned position embeddings, pre-LN blocks of causal multi-head
-self-attention and an FFN (GELU or SwiGLU), a final LayerNorm, and the item
-embedding table shared for scoring. Histories are left-padded with row 0 and
-positions are counted from the newest event, so padding a history to any length
-does not change its output.
+Item embeddings with learned position embeddings (or rotary positions in attention),
+pre-LN blocks of causal multi-head self-attention and an FFN (GELU or SwiGLU), a final
+LayerNorm, and the item embedding table shared for scoring. Histories are left-padded
+with row 0 and positions are counted from the newest event, so padding a history to any
+length does not change its output.
 
 ``forward`` takes and returns tensors only (no numpy, device moves or data-dependent
 Python branches), which is what makes the ONNX and TensorRT exports work.
@@ -44,6 +44,26 @@ def attention_bias(history: Tensor, query_len: int) -> Tensor:
     return bias[:, None]  # [B, 1, Q, L]
 
 
+Rotary = tuple[Tensor, Tensor]
+
+
+def rotary_tables(length: int, head_dim: int, device: torch.device) -> Rotary:
+    """cos and sin [L, head_dim] for RoPE, position 0 at the newest (last) column."""
+    positions = ((length - 1) - torch.arange(length, device=device)).to(torch.float32)
+    inverse = 1.0 / (
+        10000.0 ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
+    )
+    angles = positions[:, None] * inverse[None, :]  # [L, head_dim / 2]
+    angles = torch.cat([angles, angles], dim=-1)  # [L, head_dim]
+    return torch.cos(angles), torch.sin(angles)
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """x [B, H, T, Dh] rotated by the angles of its T positions (cos, sin [T, Dh])."""
+    first, second = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-second, first], dim=-1) * sin
+
+
 class SelfAttention(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -59,14 +79,21 @@ class SelfAttention(nn.Module):
         rate = config.dropout if config.attention_dropout is None else config.attention_dropout
         self.dropout = nn.Dropout(rate)
 
-    def forward(self, queries: Tensor, keys: Tensor, bias: Tensor) -> Tensor:
-        """queries [B, Q, D], keys [B, L, D], bias [B, 1, Q, L] -> [B, Q, D]."""
+    def forward(
+        self, queries: Tensor, keys: Tensor, bias: Tensor, rotary: Rotary | None = None
+    ) -> Tensor:
+        """queries [B, Q, D] (the last Q of the L keys), keys [B, L, D],
+        bias [B, 1, Q, L] -> [B, Q, D]."""
         b, q_len, d = queries.shape
         k_len = keys.shape[1]
         q = self.query(queries).reshape(b, q_len, self.n_heads, self.head_dim).transpose(1, 2)
         kv = self.key_value(keys).reshape(b, k_len, 2, self.n_heads, self.head_dim)
         k = kv[:, :, 0].transpose(1, 2)  # [B, H, L, Dh]
         v = kv[:, :, 1].transpose(1, 2)  # [B, H, L, Dh]
+        if rotary is not None:
+            cos, sin = rotary
+            q = apply_rotary(q, cos[k_len - q_len :], sin[k_len - q_len :])
+            k = apply_rotary(k, cos, sin)
         scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim) + bias  # [B, H, Q, L]
         weights = self.dropout(torch.softmax(scores, dim=-1))
         context = (weights @ v).transpose(1, 2).reshape(b, q_len, d)  # [B, Q, D]
@@ -103,14 +130,20 @@ class Block(nn.Module):
         self.ffn = FeedForward(config)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: Tensor, bias: Tensor, query_len: int | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        bias: Tensor,
+        query_len: int | None = None,
+        rotary: Rotary | None = None,
+    ) -> Tensor:
         """x [B, L, D] -> [B, Q, D]; Q = L, or only the last ``query_len`` positions."""
         normed = self.attn_norm(x)
         if query_len is None:
             residual, queries = x, normed
         else:
             residual, queries = x[:, -query_len:], normed[:, -query_len:]
-        h = residual + self.dropout(self.attn(queries, normed, bias))
+        h = residual + self.dropout(self.attn(queries, normed, bias, rotary))
         return h + self.dropout(self.ffn(self.ffn_norm(h)))
 
 
@@ -119,7 +152,9 @@ class SASRec(nn.Module):
         super().__init__()
         self.config = config
         self.item_embedding = nn.Embedding(config.num_items + 1, config.d_model, padding_idx=0)
-        self.position_embedding = nn.Embedding(config.max_len, config.d_model)
+        self.position_embedding = (
+            nn.Embedding(config.max_len, config.d_model) if config.positions == "learned" else None
+        )
         self.embedding_dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_blocks))
         self.final_norm = nn.LayerNorm(config.d_model)
@@ -131,7 +166,8 @@ class SASRec(nn.Module):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
         nn.init.normal_(self.item_embedding.weight, std=self.config.d_model**-0.5)
-        nn.init.normal_(self.position_embedding.weight, std=0.02)
+        if self.position_embedding is not None:
+            nn.init.normal_(self.position_embedding.weight, std=0.02)
         with torch.no_grad():
             self.item_embedding.weight[0].zero_()
 
@@ -140,17 +176,25 @@ class SASRec(nn.Module):
         length = history.shape[1]
         positions = (length - 1) - torch.arange(length, device=history.device)  # newest = 0
         x = self.item_embedding(history) * math.sqrt(self.config.d_model)
-        x = x + self.position_embedding(positions)[None]
+        if self.position_embedding is not None:
+            x = x + self.position_embedding(positions)[None]
         x = self.embedding_dropout(x)
         return x * (history != 0).unsqueeze(-1).to(x.dtype)  # [B, L, D]
 
     def forward(self, history: Tensor) -> Tensor:
         """Hidden states at every position: history [B, L] -> [B, L, D] (training)."""
         bias = attention_bias(history, history.shape[1])
+        rotary = self._rotary(history)
         x = self.embed(history)
         for block in self.blocks:
-            x = block(x, bias)
+            x = block(x, bias, rotary=rotary)
         return self.final_norm(x)
+
+    def _rotary(self, history: Tensor) -> Rotary | None:
+        if self.config.positions != "rotary":
+            return None
+        head_dim = self.config.d_model // self.config.n_heads
+        return rotary_tables(history.shape[1], head_dim, history.device)
 
     def encode_last(self, history: Tensor) -> Tensor:
         """The user state after the newest event: history [B, L] -> [B, D] (inference).
@@ -158,11 +202,12 @@ class SASRec(nn.Module):
         The final block computes only the last position; earlier blocks need all of them.
         """
         full_bias = attention_bias(history, history.shape[1])
+        rotary = self._rotary(history)
         x = self.embed(history)
         for block in self.blocks[:-1]:
-            x = block(x, full_bias)
+            x = block(x, full_bias, rotary=rotary)
         last_bias = full_bias[:, :, -1:, :]  # [B, 1, 1, L]
-        x = self.blocks[-1](x, last_bias, query_len=1)  # [B, 1, D]
+        x = self.blocks[-1](x, last_bias, query_len=1, rotary=rotary)  # [B, 1, D]
         return self.final_norm(x[:, 0])
 
     def score(self, state: Tensor) -> Tensor:

@@ -53,6 +53,7 @@ def model_config(params: TrainingParams, num_items: int) -> ModelConfig:
         dropout=params.dropout,
         attention_dropout=params.attention_dropout,
         activation=params.activation,
+        positions=params.positions,
     )
 
 

@@ -13,12 +13,19 @@ from shared.sasrec import SASRec
 from worker.export import check_parity, export_onnx
 
 
-@pytest.fixture(params=["gelu", "swiglu"])
+@pytest.fixture(params=[("gelu", "learned"), ("swiglu", "learned"), ("gelu", "rotary")])
 def model(request) -> SASRec:
     torch.manual_seed(0)
+    activation, positions = request.param
     return SASRec(
         ModelConfig(
-            num_items=40, max_len=9, d_model=16, n_heads=2, n_blocks=2, activation=request.param
+            num_items=40,
+            max_len=9,
+            d_model=16,
+            n_heads=2,
+            n_blocks=2,
+            activation=activation,
+            positions=positions,
         )
     ).eval()
 
