@@ -23,7 +23,7 @@ import numpy as np
 from server.feedback import FeedbackWriter
 from server.history import HistoryCache
 from server.registry import ModelRegistry, ServingModel
-from server.state_cache import StateCache
+from server.state_cache import StateCache, UserState
 from shared.config import ServerSettings
 from shared.errors import InvalidArgument, Unavailable
 from shared.models import FeedbackEventCreate
@@ -133,6 +133,20 @@ class RecommendationCore:
 
     async def recommend(self, query: RecommendQuery) -> Recommendation:
         k = self.validate_query(query)
+        model = self.registry.current
+        if model is not None and not query.history and self.states.max_users:
+            # Fast path for a returning user whose history has not changed: the cached
+            # state and seen rows, no history copy, no id mapping, no model run.
+            version = self.history.cached_version(query.user_id)
+            hit = (
+                self.states.get(query.user_id, model.version, version, count_miss=False)
+                if version
+                else None
+            )
+            if hit is not None:
+                scores = model.bundle.item_embeddings @ hit.state
+                read = min(int(hit.seen.size), model.bundle.config.max_len)
+                return self._rank(model, scores, query, hit.seen, k, "model", read)
         if query.history:
             items, history_version = list(query.history), 0
         else:
@@ -144,7 +158,7 @@ class RecommendationCore:
         used = seen[-model.bundle.config.max_len :]
         if not used.size:
             return self._rank(model, model.popularity.copy(), query, seen, k, "popularity", 0)
-        state = await self._state(model, query.user_id, history_version, used)
+        state = await self._state(model, query.user_id, history_version, seen)
         scores = model.bundle.item_embeddings @ state  # [N+1, D] @ [D] -> [N+1], a new array
         return self._rank(model, scores, query, seen, k, "model", int(used.size))
 
@@ -174,10 +188,12 @@ class RecommendationCore:
         return known[known > 0]
 
     async def _state(
-        self, model: ServingModel, user_id: str, history_version: int, used: np.ndarray
+        self, model: ServingModel, user_id: str, history_version: int, seen: np.ndarray
     ) -> np.ndarray:
         """The user state [D]: from the state cache, an in-flight computation of the same
-        (user, model, history), or a batched model run."""
+        (user, model, history), or a batched model run. ``seen``: the history's known
+        rows, oldest first; the model reads the newest max_len of them."""
+        used = seen[-model.bundle.config.max_len :]
         if self.settings.naive:
             loop = asyncio.get_running_loop()
             states = await loop.run_in_executor(self.executor, model.backend.encode, used[None])
@@ -187,23 +203,25 @@ class RecommendationCore:
             return await model.batcher.submit(used)
         cached = self.states.get(user_id, model.version, history_version)
         if cached is not None:
-            return cached
-        return await asyncio.shield(self._compute(model, user_id, history_version, used))
+            return cached.state
+        return await asyncio.shield(self._compute(model, user_id, history_version, seen))
 
     def _compute(
-        self, model: ServingModel, user_id: str, history_version: int, used: np.ndarray
+        self, model: ServingModel, user_id: str, history_version: int, seen: np.ndarray
     ) -> asyncio.Future[np.ndarray]:
         key = (user_id, model.version, history_version)
         pending = self._inflight.get(key)
         if pending is not None:
             return pending
+        used = seen[-model.bundle.config.max_len :]
         future = asyncio.ensure_future(model.batcher.submit(used))
         self._inflight[key] = future
 
         def store(done: asyncio.Future[np.ndarray]) -> None:
             self._inflight.pop(key, None)
             if not done.cancelled() and done.exception() is None:
-                self.states.put(user_id, model.version, history_version, done.result())
+                entry = UserState(done.result(), seen)
+                self.states.put(user_id, model.version, history_version, entry)
 
         future.add_done_callback(store)
         return future
@@ -218,9 +236,9 @@ class RecommendationCore:
             if not (self.states.has(user_id) and self.history.is_cached(user_id)):
                 continue
             items, version = await self.history.get_versioned(user_id)
-            used = self._known_rows(model, items)[-model.bundle.config.max_len :]
-            if used.size and version:
-                self._compute(model, user_id, version, used)
+            seen = self._known_rows(model, items)
+            if seen.size and version:
+                self._compute(model, user_id, version, seen)
 
     def _rank(
         self,

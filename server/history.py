@@ -90,6 +90,15 @@ class HistoryCache:
         version = self._store(user_id, events)
         return [item for _, item in events], version
 
+    def cached_version(self, user_id: str) -> int:
+        """The version of the user's cached, fresh history without copying it; 0 when
+        it is not cached (or stale), so the caller must use get_versioned."""
+        cached = self._cache.get(user_id)
+        if cached is None or (self._ttl_s and time.monotonic() - cached.loaded_at >= self._ttl_s):
+            return 0
+        self._cache.move_to_end(user_id)
+        return cached.version
+
     def is_cached(self, user_id: str) -> bool:
         return user_id in self._cache
 

@@ -1,40 +1,53 @@
 """Per-user encoded state, keyed by model version and history version.
 
 A returning user whose history has not changed since the last Recommend costs only the
-scoring (state @ item_embeddings.T), not a model run. Entries for an older model version
-or an older history version never match, so hot swaps and Feedback stay correct. Memory
-is bounded: at most ``max_users`` states (D float32 each), least recently used dropped.
+scoring (state @ item_embeddings.T), not a model run, nor a copy and id-to-row mapping of
+the history: the entry keeps the history's model rows for the seen-item mask. Entries
+for an older model version or an older history version never match, so hot swaps and
+Feedback stay correct. Memory is bounded: at most ``max_users`` entries (D float32 and
+up to 512 int64 rows each), least recently used dropped.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import NamedTuple
 
 import numpy as np
+
+
+class UserState(NamedTuple):
+    state: np.ndarray
+    """float32 [D], the model's encoding of the history."""
+    seen: np.ndarray
+    """int64 model rows of every known item in the history, oldest first."""
 
 
 class StateCache:
     def __init__(self, max_users: int) -> None:
         self.max_users = max_users
-        self._states: OrderedDict[str, tuple[int, int, np.ndarray]] = OrderedDict()
+        self._states: OrderedDict[str, tuple[int, int, UserState]] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
     def __len__(self) -> int:
         return len(self._states)
 
-    def get(self, user_id: str, model_version: int, history_version: int) -> np.ndarray | None:
+    def get(
+        self, user_id: str, model_version: int, history_version: int, *, count_miss: bool = True
+    ) -> UserState | None:
+        """The entry for exactly these versions, or None (``count_miss=False``: a probe
+        whose miss the caller's slower path will count)."""
         entry = self._states.get(user_id)
         if entry is not None and entry[0] == model_version and entry[1] == history_version:
             self._states.move_to_end(user_id)
             self.hits += 1
             return entry[2]
-        self.misses += 1
+        if count_miss:
+            self.misses += 1
         return None
 
-    def put(
-        self, user_id: str, model_version: int, history_version: int, state: np.ndarray
-    ) -> None:
+    def put(self, user_id: str, model_version: int, history_version: int, state: UserState) -> None:
         if self.max_users == 0 or history_version == 0:
             return
         self._states[user_id] = (model_version, history_version, state)

@@ -82,10 +82,10 @@ def test_top_k_is_exact_and_skips_masked() -> None:
 
 
 def test_state_cache_matches_exact_versions() -> None:
-    from server.state_cache import StateCache
+    from server.state_cache import StateCache, UserState
 
     cache = StateCache(max_users=2)
-    state = np.ones(4, dtype=np.float32)
+    state = UserState(np.ones(4, dtype=np.float32), np.arange(1, 4))
     cache.put("a", 1, 10, state)
     assert cache.get("a", 1, 10) is state
     assert cache.get("a", 2, 10) is None, "another model version never matches"
