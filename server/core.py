@@ -132,35 +132,7 @@ class RecommendationCore:
         return k
 
     async def recommend(self, query: RecommendQuery) -> Recommendation:
-        k = self.validate_query(query)
-        model = self.registry.current
-        if model is not None and not query.history and self.states.max_users:
-            # Fast path for a returning user whose history has not changed: the cached
-            # state and seen rows, no history copy, no id mapping, no model run.
-            version = self.history.cached_version(query.user_id)
-            hit = (
-                self.states.get(query.user_id, model.version, version, count_miss=False)
-                if version
-                else None
-            )
-            if hit is not None:
-                scores = model.bundle.item_embeddings @ hit.state
-                read = min(int(hit.seen.size), model.bundle.config.max_len)
-                return self._rank(model, scores, query, hit.seen, k, "model", read)
-        if query.history:
-            items, history_version = list(query.history), 0
-        else:
-            items, history_version = await self.history.get_versioned(query.user_id)
-        model = self.registry.current
-        if model is None:
-            return self._fallback_without_model(query, items, k)
-        seen = self._known_rows(model, items)
-        used = seen[-model.bundle.config.max_len :]
-        if not used.size:
-            return self._rank(model, model.popularity.copy(), query, seen, k, "popularity", 0)
-        state = await self._state(model, query.user_id, history_version, seen)
-        scores = model.bundle.item_embeddings @ state  # [N+1, D] @ [D] -> [N+1], a new array
-        return self._rank(model, scores, query, seen, k, "model", int(used.size))
+        return await self._serve(query, self.validate_query(query))
 
     async def recommend_many(self, queries: Sequence[RecommendQuery]) -> list[Recommendation]:
         """RecommendBatch: every query validated first (an error names
@@ -173,12 +145,48 @@ class RecommendationCore:
             raise InvalidArgument(
                 "requests", f"has {len(queries)} entries; at most {limit} are accepted"
             )
+        ks = []
         for i, query in enumerate(queries):
             try:
-                self.validate_query(query)
+                ks.append(self.validate_query(query))
             except InvalidArgument as exc:
                 raise InvalidArgument(f"requests[{i}].{exc.field}", exc.description) from None
-        return list(await asyncio.gather(*(self.recommend(q) for q in queries)))
+        return list(await asyncio.gather(*map(self._serve, queries, ks)))
+
+    async def _serve(self, query: RecommendQuery, k: int) -> Recommendation:
+        """A validated query with its effective k."""
+        model = self.registry.current
+        if query.history:
+            items, history_version = list(query.history), 0
+        else:
+            if model is not None:
+                # A returning user whose history has not changed since the last call: the
+                # cached state and seen rows; no history copy, no id mapping, no model run.
+                version = self.history.cached_version(query.user_id)  # 0: not cached
+                hit = self.states.get(query.user_id, model.version, version)
+                if hit is not None:
+                    return self._score(model, hit.state, query, hit.seen, k)
+            items, history_version = await self.history.get_versioned(query.user_id)
+            model = self.registry.current
+        if model is None:
+            return self._fallback_without_model(query, items, k)
+        seen = self._known_rows(model, items)
+        if not seen.size:
+            return self._rank(model, model.popularity.copy(), query, seen, k, "popularity", 0)
+        state = await self._state(model, query.user_id, history_version, seen)
+        return self._score(model, state, query, seen, k)
+
+    def _score(
+        self,
+        model: ServingModel,
+        state: np.ndarray,
+        query: RecommendQuery,
+        seen: np.ndarray,
+        k: int,
+    ) -> Recommendation:
+        scores = model.bundle.item_embeddings @ state  # [N+1, D] @ [D] -> [N+1], a new array
+        used = min(int(seen.size), model.bundle.config.max_len)
+        return self._rank(model, scores, query, seen, k, "model", used)
 
     @staticmethod
     def _known_rows(model: ServingModel, items: Sequence[str]) -> np.ndarray:
@@ -190,8 +198,8 @@ class RecommendationCore:
     async def _state(
         self, model: ServingModel, user_id: str, history_version: int, seen: np.ndarray
     ) -> np.ndarray:
-        """The user state [D]: from the state cache, an in-flight computation of the same
-        (user, model, history), or a batched model run. ``seen``: the history's known
+        """The user state [D] after a state-cache miss: an in-flight computation of the
+        same (user, model, history), or a batched model run. ``seen``: the history's known
         rows, oldest first; the model reads the newest max_len of them."""
         used = seen[-model.bundle.config.max_len :]
         if self.settings.naive:
@@ -201,9 +209,6 @@ class RecommendationCore:
             return states[0]
         if not history_version:
             return await model.batcher.submit(used)
-        cached = self.states.get(user_id, model.version, history_version)
-        if cached is not None:
-            return cached.state
         return await asyncio.shield(self._compute(model, user_id, history_version, seen))
 
     def _compute(

@@ -33,18 +33,14 @@ class StateCache:
     def __len__(self) -> int:
         return len(self._states)
 
-    def get(
-        self, user_id: str, model_version: int, history_version: int, *, count_miss: bool = True
-    ) -> UserState | None:
-        """The entry for exactly these versions, or None (``count_miss=False``: a probe
-        whose miss the caller's slower path will count)."""
+    def get(self, user_id: str, model_version: int, history_version: int) -> UserState | None:
+        """The entry for exactly these versions, or None (always for history version 0)."""
         entry = self._states.get(user_id)
         if entry is not None and entry[0] == model_version and entry[1] == history_version:
             self._states.move_to_end(user_id)
             self.hits += 1
             return entry[2]
-        if count_miss:
-            self.misses += 1
+        self.misses += 1
         return None
 
     def put(self, user_id: str, model_version: int, history_version: int, state: UserState) -> None:
