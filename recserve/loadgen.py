@@ -19,6 +19,7 @@ import asyncio
 import multiprocessing
 import time
 from collections import Counter
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,15 +82,7 @@ async def _one(
 
     if spec.bulk:
         batch = pb.RecommendBatchRequest(requests=[_cold(spec, rng) for _ in range(spec.bulk)])
-        started = scheduled if scheduled is not None else time.perf_counter()
-        code = "OK"
-        try:
-            await stub.RecommendBatch(batch, timeout=5)
-        except grpc.aio.AioRpcError as exc:
-            code = exc.code().name
-        if record:
-            result.latencies_ms.append((time.perf_counter() - started) * 1000.0)
-            result.codes[code] += 1
+        await _measured(stub.RecommendBatch(batch, timeout=5), result, record, scheduled)
         return
     request, user = _request(spec, rng)
     if user is not None and rng.random() < spec.feedback_share:
@@ -107,10 +100,20 @@ async def _one(
         except grpc.aio.AioRpcError as exc:
             if record:
                 result.codes[f"feedback:{exc.code().name}"] += 1
+    await _measured(stub.Recommend(request, timeout=5), result, record, scheduled)
+
+
+async def _measured(
+    call: Awaitable[Any], result: LoadResult, record: bool, scheduled: float | None
+) -> None:
+    """Awaits one measured call; records its latency (from the scheduled send time in the
+    open loop) and its status code."""
+    import grpc
+
     started = scheduled if scheduled is not None else time.perf_counter()
     code = "OK"
     try:
-        await stub.Recommend(request, timeout=5)
+        await call
     except grpc.aio.AioRpcError as exc:
         code = exc.code().name
     if record:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor
 from datetime import datetime
 from typing import Any, TypeVar
@@ -68,17 +68,21 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
         self.core = core
         self.stats = stats
 
-    async def Recommend(  # noqa: N802  (gRPC method name)
-        self, request: recommender_pb2.RecommendRequest, context: grpc.aio.ServicerContext
-    ) -> recommender_pb2.RecommendResponse:
+    async def _timed(self, call: Awaitable[T]) -> T:
+        """Awaits ``call`` and records its latency and outcome in the server stats."""
         started = time.perf_counter()
         ok = False
         try:
-            response = await self._recommend(request, context)
+            response = await call
             ok = True
             return response
         finally:
             self.stats.record_request(time.perf_counter() - started, ok)
+
+    async def Recommend(  # noqa: N802  (gRPC method name)
+        self, request: recommender_pb2.RecommendRequest, context: grpc.aio.ServicerContext
+    ) -> recommender_pb2.RecommendResponse:
+        return await self._timed(self._recommend(request, context))
 
     @grpc_errors
     async def _recommend(
@@ -89,14 +93,7 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
     async def RecommendBatch(  # noqa: N802
         self, request: recommender_pb2.RecommendBatchRequest, context: grpc.aio.ServicerContext
     ) -> recommender_pb2.RecommendBatchResponse:
-        started = time.perf_counter()
-        ok = False
-        try:
-            response = await self._recommend_batch(request, context)
-            ok = True
-            return response
-        finally:
-            self.stats.record_request(time.perf_counter() - started, ok)
+        return await self._timed(self._recommend_batch(request, context))
 
     @grpc_errors
     async def _recommend_batch(
