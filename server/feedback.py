@@ -84,6 +84,6 @@ class FeedbackWriter:
 
     def _commit(self, events: list[FeedbackEventCreate]) -> set[str]:
         # A Core transaction, not an ORM session: the insert is one statement either way,
-        # and this halves the Python work per commit (0.68 -> 0.39 ms CPU for one event).
+        # and this cuts the Python work per commit (0.68 -> 0.42 ms CPU for one event here).
         with self._engine.begin() as connection:
             return crud.insert_events(connection, events=events)

@@ -54,11 +54,11 @@ def evaluate(
             picked = np.take_along_axis(scores, rows, axis=1)
             picked[rows == 0] = -np.inf
             sampled_ranks.append(target_ranks(picked, np.zeros(len(rows), dtype=np.int64)))
+        masked = scores.copy()
+        masked[:, 0] = -np.inf  # padding
         if unfiltered:
-            padded = scores.copy()
-            padded[:, 0] = -np.inf
-            unfiltered_ranks.append(target_ranks(padded, targets))
-        masked = np.where(seen_mask(histories, scores.shape[1]), -np.inf, scores)
+            unfiltered_ranks.append(target_ranks(masked, targets))
+        masked[seen_mask(histories, scores.shape[1])] = -np.inf
         full_ranks.append(target_ranks(masked, targets))
     metrics = summarize(np.concatenate(full_ranks) if full_ranks else np.array([]), ks, prefix)
     if unfiltered_ranks:
