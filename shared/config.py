@@ -132,6 +132,10 @@ class TrainingSettings(BaseModel):
     """ce: full softmax over the catalogue. sampled: sampled softmax, for huge catalogues."""
     num_negatives: int = Field(256, ge=1)
     """Negatives per batch for the sampled loss."""
+    exclude_seen: bool = False
+    """ce loss: leave the items already in the input prefix (other than the target) out of
+    each position's softmax, as serving and the filtered evaluation leave them out of the
+    ranking. The model then spends no capacity pushing seen items down."""
 
 
 class Settings(BaseSettings):

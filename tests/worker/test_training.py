@@ -13,7 +13,7 @@ from shared.params import TrainingParams
 from shared.sasrec import SASRec
 from tests.conftest import TINY_SPEC, TINY_TRAINING
 from worker.dataset import leave_one_out
-from worker.training import FullSoftmaxCrossEntropy, model_config, train
+from worker.training import FullSoftmaxCrossEntropy, model_config, seen_before, train
 
 
 def test_fused_cross_entropy_matches_autograd() -> None:
@@ -59,3 +59,48 @@ def test_attention_dropout_defaults_to_dropout() -> None:
     model = SASRec(model_config(params.model_copy(update={"attention_dropout": 0.0}), 5))
     assert model.blocks[0].attn.dropout.p == 0.0
     assert model.blocks[0].ffn.dropout.p == 0.3
+
+
+def test_seen_before_bans_the_prefix_but_never_the_target() -> None:
+    # Left-padded: user A watched 3, 5, 3 (a repeat), user B only 4.
+    inputs = torch.tensor([[3, 5, 3], [0, 0, 4]])
+    targets = torch.tensor([[5, 3, 7], [0, 0, 2]])
+    rows = seen_before(inputs, targets)
+    assert [sorted(set(r.tolist()) - {0}) for r in rows] == [[3], [5], [3, 5], [4]]
+
+
+def test_fused_cross_entropy_with_banned_columns_matches_masked_autograd() -> None:
+    torch.manual_seed(0)
+    h = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    table = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    targets = torch.tensor([1, 2, 3, 4, 5])
+    banned = torch.tensor([[0, 2], [0, 0], [0, 1], [0, 5], [0, 3]])
+    logits = (h @ table.T).scatter(1, banned, float("-inf"))
+    expected = F.cross_entropy(logits, targets)
+    grad_h, grad_table = torch.autograd.grad(expected, (h, table))
+    fused = FullSoftmaxCrossEntropy.apply(h, table, targets, banned)
+    fused_h, fused_table = torch.autograd.grad(fused, (h, table))
+    assert torch.allclose(fused, expected)
+    assert torch.allclose(fused_h, grad_h)
+    assert torch.allclose(fused_table, grad_table)
+    assert fused.item() < F.cross_entropy(h @ table.T, targets).item()
+
+
+def test_exclude_seen_trains() -> None:
+    params = TrainingParams(**{**TINY_TRAINING.model_dump(), "epochs": 2, "exclude_seen": True})
+    result = train(_split(), params, device=torch.device("cpu"))
+    assert result.epochs_run == 2 and result.best_val_ndcg > 0
+
+
+def test_fused_cross_entropy_across_several_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(FullSoftmaxCrossEntropy, "CHUNK", 4)
+    torch.manual_seed(1)
+    h = torch.randn(10, 3, dtype=torch.float64, requires_grad=True)
+    table = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 7, (10,))
+    expected = F.cross_entropy(h @ table.T, targets)
+    grads = torch.autograd.grad(2.0 * expected, (h, table))
+    fused = FullSoftmaxCrossEntropy.apply(h, table, targets)
+    fused_grads = torch.autograd.grad(2.0 * fused, (h, table))
+    assert torch.allclose(fused, expected)
+    assert all(torch.allclose(a, b) for a, b in zip(fused_grads, grads, strict=True))
