@@ -32,6 +32,42 @@ _IN_CHUNK = 500  # bound on bind parameters per IN (...) query
 # --- feedback events ---------------------------------------------------------------------
 
 
+_EVENT_COLUMNS = ("event_id", "user_id", "item_id", "kind", "value", "event_time")
+_SQLITE_INSERT_EVENT = (
+    f"INSERT INTO feedback_event ({', '.join(_EVENT_COLUMNS)}, received_time) "
+    f"VALUES ({', '.join('?' * (len(_EVENT_COLUMNS) + 1))}) "
+    "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+)
+
+
+def insert_events_sqlite(
+    dbapi_connection: Any, *, events: Sequence[FeedbackEventCreate]
+) -> set[str]:
+    """insert_events on a raw sqlite3 connection (the Feedback writer's hot path): the
+    same rows, the same idempotency, about a third of the CPU of a Core transaction per
+    commit. Times go through the column types' own bind processors, so they are stored
+    exactly as SQLAlchemy stores them. The caller commits."""
+    from sqlalchemy.dialects.sqlite import pysqlite
+
+    table = FeedbackEvent.__table__  # type: ignore[attr-defined]
+    dialect = pysqlite.dialect()
+    to_db = table.c.event_time.type.dialect_impl(dialect).bind_processor(dialect)
+    now = to_db(utcnow())
+    fresh: dict[str, FeedbackEventCreate] = {}
+    for event in events:
+        fresh.setdefault(event.event_id, event)
+    stored: set[str] = set()
+    cursor = dbapi_connection.cursor()
+    try:
+        for e in fresh.values():
+            row = (e.event_id, e.user_id, e.item_id, e.kind, e.value, to_db(e.event_time), now)
+            cursor.execute(_SQLITE_INSERT_EVENT, row)
+            stored.update(r[0] for r in cursor.fetchall())
+    finally:
+        cursor.close()
+    return stored
+
+
 def insert_events(
     session: Session | Connection, *, events: Sequence[FeedbackEventCreate]
 ) -> set[str]:

@@ -52,6 +52,35 @@ def test_event_ids_are_idempotency_keys(engine) -> None:
         assert crud.count_events(s) == 3
 
 
+def test_sqlite_dbapi_insert_stores_what_the_orm_stores(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    migrate(url)
+    engine = make_engine(url)
+    with session_scope(engine) as s:
+        assert crud.insert_events(s, events=[ev("orm", "u", "x", 1)]) == {"orm"}
+    raw = engine.raw_connection()
+    try:
+        events = [ev("raw", "u", "y", 2), ev("raw", "u", "y", 2), ev("orm", "u", "x", 1)]
+        assert crud.insert_events_sqlite(raw, events=events) == {"raw"}
+        raw.commit()
+        assert crud.insert_events_sqlite(raw, events=[ev("raw", "u", "y", 2)]) == set()
+        raw.commit()
+    finally:
+        raw.close()
+    with session_scope(engine) as s:
+        assert crud.count_events(s) == 2
+        assert crud.recent_history(s, user_id="u", limit=10) == [
+            ("x", T0 + timedelta(minutes=1)),
+            ("y", T0 + timedelta(minutes=2)),
+        ]
+    with engine.connect() as c:
+        stored = c.exec_driver_sql("SELECT event_time, typeof(received_time) FROM feedback_event")
+        first, second = stored.all()
+    assert first[1] == second[1] == "text"
+    assert second[0] == first[0].replace("00:01:00", "00:02:00")  # the ORM's exact format
+    engine.dispose()
+
+
 def test_history_is_ordered_by_event_time(engine) -> None:
     with session_scope(engine) as s:
         crud.insert_events(
