@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from recserve.loadgen import LoadSpec, run_load, summarize
+from server.registry import inflight_batches
 from shared import bundle as bundle_format
 from shared import crud
 from shared.bundle import ModelConfig
@@ -393,31 +394,55 @@ def bulk_phase(
     }
 
 
-def model_ceiling(bundle_path: Path, items: list[str], threads: int) -> dict[str, Any]:
-    """The backend alone, in-process: histories of max_len per second at each batch size."""
+def _encode_until(
+    backend: Any, history: np.ndarray, stop: float, done: list[int], slot: int
+) -> None:
+    while time.perf_counter() < stop:
+        backend.encode(history)
+        done[slot] += len(history)
+
+
+def model_ceiling(bundle_path: Path, threads: int, streams: int) -> dict[str, Any]:
+    """The backend alone, in-process, as the server runs it (``streams`` concurrent runs
+    of ``threads`` intra-op threads each): histories of max_len per second at each batch
+    size, and the latency of one batch-1 run on an idle backend."""
+    import threading
+
     from server.backends.onnxruntime import OnnxRuntimeBackend
 
     loaded = bundle_format.load(bundle_path)
     backend = OnnxRuntimeBackend(loaded.onnx_path, intra_op_threads=threads)
     rng = np.random.default_rng(0)
     length = loaded.config.max_len
+    one = rng.integers(1, loaded.config.num_items + 1, size=(1, length))
+    backend.encode(one)
+    runs, started = 0, time.perf_counter()
+    while time.perf_counter() - started < 1.0:
+        backend.encode(one)
+        runs += 1
+    latency_ms = (time.perf_counter() - started) / runs * 1000.0
     by_batch: dict[int, float] = {}
-    latency_ms = 0.0
     for batch in (1, 4, 8, 16, 32, 64, 128):
         history = rng.integers(1, loaded.config.num_items + 1, size=(batch, length))
         backend.encode(history)
-        runs, started = 0, time.perf_counter()
-        while time.perf_counter() - started < 1.5:
-            backend.encode(history)
-            runs += 1
-        elapsed = time.perf_counter() - started
-        by_batch[batch] = runs * batch / elapsed
-        if batch == 1:
-            latency_ms = elapsed / runs * 1000.0
+        done = [0] * streams
+        stop = time.perf_counter() + 1.5
+        workers = [
+            threading.Thread(target=_encode_until, args=(backend, history, stop, done, i))
+            for i in range(streams)
+        ]
+        started = time.perf_counter()
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        by_batch[batch] = sum(done) / (time.perf_counter() - started)
     return {
         "seq_per_s_by_batch": by_batch,
         "best_seq_per_s": max(by_batch.values()),
         "batch1_latency_ms": latency_ms,
+        "intra_op_threads": threads,
+        "concurrent_runs": streams,
     }
 
 
@@ -451,8 +476,13 @@ def run_serve_bench(args: argparse.Namespace) -> int:
         assert active is not None
         active_path = Path(active.artifact_path)
     threads = settings.server.intra_op_threads or os.cpu_count() or 1
-    print("model ceiling (ONNX Runtime in-process, histories of 200):", flush=True)
-    ceiling = model_ceiling(active_path, items, threads)
+    streams = inflight_batches(settings.server, "cpu")
+    print(
+        f"model ceiling (ONNX Runtime in-process, histories of 200, {streams} concurrent "
+        f"run(s) of {threads} thread(s), as the server runs it):",
+        flush=True,
+    )
+    ceiling = model_ceiling(active_path, threads, streams)
     for batch, rate in ceiling["seq_per_s_by_batch"].items():
         print(f"  batch {batch:>4}: {rate:8.1f} seq/s")
     print(HEADER)

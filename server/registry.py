@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -181,7 +182,7 @@ class ModelRegistry:
             self._executor,
             max_batch=self._settings.max_batch_size,
             max_wait_s=self._settings.max_batch_wait_ms / 1000.0,
-            max_inflight=self._settings.max_inflight_batches,
+            max_inflight=inflight_batches(self._settings, backend.device),
             on_batch=self._on_batch,
         )
         total = float(loaded.popularity.sum()) or 1.0
@@ -194,3 +195,15 @@ class ModelRegistry:
 
     def _unavailable_rows(self, rows: dict[str, int]) -> np.ndarray:
         return np.array([rows[i] for i in self.unavailable if i in rows], dtype=np.int64)
+
+
+def inflight_batches(settings: ServerSettings, device: str) -> int:
+    """settings.max_inflight_batches, or when it is 0 (auto): on the CPU, as many runs of
+    intra_op_threads threads as fill this process's share of the cores; on a GPU, 1."""
+    if settings.max_inflight_batches:
+        return settings.max_inflight_batches
+    if device != "cpu":
+        return 1
+    cores = os.cpu_count() or 1
+    threads = settings.intra_op_threads or cores
+    return max(1, cores // (threads * settings.workers))

@@ -38,8 +38,10 @@ class ServerSettings(BaseModel):
     torch on CUDA when only torch and a GPU are present, else ONNX Runtime on CPU.
     noop: answers with zero user states without running the model (the gRPC ceiling of
     `recserve bench serve`)."""
-    intra_op_threads: int = Field(0, ge=0, le=256)
-    """ONNX Runtime threads per inference; 0 means one per core."""
+    intra_op_threads: int = Field(1, ge=0, le=256)
+    """ONNX Runtime threads per inference; 0 means one per core. The default, single-
+    threaded runs with several at once (max_inflight_batches), measured 2,000-2,500
+    histories/s on 2 cores against 850-1,800 for one two-thread run at a time."""
     max_k: int = Field(1000, ge=1)
     """Largest k a Recommend call may ask for."""
     max_history_items: int = Field(1000, ge=1)
@@ -56,9 +58,9 @@ class ServerSettings(BaseModel):
     """How long a partly filled batch waits for more requests while another batch is running.
     0 (the default) never waits: requests that arrive during a model run form the next batch,
     so an idle server adds no latency."""
-    max_inflight_batches: int = Field(1, ge=1, le=64)
-    """Batches the model runs at once. 1 suits a backend that uses every core per run; with
-    intra_op_threads=1, 2 lets two single-threaded runs overlap."""
+    max_inflight_batches: int = Field(0, ge=0, le=64)
+    """Batches the model runs at once. 0 (auto): on the CPU, enough runs of
+    intra_op_threads threads to fill this process's share of the cores; on a GPU, 1."""
     history_cache_users: int = Field(100_000, ge=0)
     """Users whose recent history is kept in memory (least recently used are dropped)."""
     history_ttl_s: float = Field(300.0, ge=0.0)

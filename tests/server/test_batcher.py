@@ -95,3 +95,15 @@ def test_state_cache_matches_exact_versions() -> None:
     assert len(cache) == 2 and not cache.has("a"), "least recently used dropped"
     cache.put("d", 1, 0, state)
     assert not cache.has("d"), "uncached histories (version 0) are not stored"
+
+
+def test_auto_inflight_batches_fill_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    from server.registry import inflight_batches
+    from shared.config import ServerSettings
+
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert inflight_batches(ServerSettings(), "cpu") == 8  # 8 single-threaded runs
+    assert inflight_batches(ServerSettings(intra_op_threads=0), "cpu") == 1
+    assert inflight_batches(ServerSettings(intra_op_threads=2, workers=2), "cpu") == 2
+    assert inflight_batches(ServerSettings(), "cuda:0") == 1
+    assert inflight_batches(ServerSettings(max_inflight_batches=3), "cpu") == 3
