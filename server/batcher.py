@@ -1,11 +1,12 @@
 """Dynamic batching of model runs.
 
 Concurrent requests are grouped into one backend call of up to ``max_batch`` histories.
-At most ``max_inflight`` batches run at once (on the CPU, single-threaded runs side by
-side, one per core); requests that arrive while every slot is busy form the next batch,
-so batches grow with load and an idle server adds no waiting. ``max_wait_s`` > 0 additionally lets a partly filled batch wait that long for
-more requests, but only while the server is busy. Histories are left-padded to the
-longest one in the batch, not to the model's maximum. Requests whose caller went away
+At most ``max_inflight`` batches run at once (1 by default: one run uses every core; with
+single-threaded runs, one per core); requests that arrive while every slot is busy form
+the next batch, so batches grow with load and an idle server adds no waiting.
+``max_wait_s`` > 0 additionally lets a partly filled batch wait that long for more
+requests, but only while the server is busy. Histories are left-padded to the longest
+one in the batch, not to the model's maximum. Requests whose caller went away
 (cancelled, deadline passed) are dropped before the run.
 """
 

@@ -38,10 +38,12 @@ class ServerSettings(BaseModel):
     torch on CUDA when only torch and a GPU are present, else ONNX Runtime on CPU.
     noop: answers with zero user states without running the model (the gRPC ceiling of
     `recserve bench serve`)."""
-    intra_op_threads: int = Field(1, ge=0, le=256)
-    """ONNX Runtime threads per inference; 0 means one per core. The default, single-
-    threaded runs with several at once (max_inflight_batches), measured 2,000-2,500
-    histories/s on 2 cores against 850-1,800 for one two-thread run at a time."""
+    intra_op_threads: int = Field(0, ge=0, le=256)
+    """ONNX Runtime threads per inference; 0 means one per core. 1 (with the automatic
+    max_inflight_batches: one run per core at once) gives the model alone more throughput
+    on the 2-core AMD machine (2,000-2,500 against 850-1,800 histories/s) and more
+    mixed-traffic throughput, but less cold-traffic throughput beside gRPC: see the
+    README's performance section."""
     max_k: int = Field(1000, ge=1)
     """Largest k a Recommend call may ask for."""
     max_history_items: int = Field(1000, ge=1)

@@ -102,8 +102,8 @@ def test_auto_inflight_batches_fill_the_cores(monkeypatch: pytest.MonkeyPatch) -
     from shared.config import ServerSettings
 
     monkeypatch.setattr("os.cpu_count", lambda: 8)
-    assert inflight_batches(ServerSettings(), "cpu") == 8  # 8 single-threaded runs
-    assert inflight_batches(ServerSettings(intra_op_threads=0), "cpu") == 1
+    assert inflight_batches(ServerSettings(), "cpu") == 1  # one run on every core
+    assert inflight_batches(ServerSettings(intra_op_threads=1), "cpu") == 8
     assert inflight_batches(ServerSettings(intra_op_threads=2, workers=2), "cpu") == 2
     assert inflight_batches(ServerSettings(), "cuda:0") == 1
     assert inflight_batches(ServerSettings(max_inflight_batches=3), "cpu") == 3
