@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import func, update
@@ -40,6 +41,18 @@ _SQLITE_INSERT_EVENT = (
 )
 
 
+@cache
+def _sqlite_time_processor() -> Callable[[datetime], str]:
+    """SQLAlchemy's own datetime -> text conversion for the event_time column on SQLite."""
+    from sqlalchemy.dialects.sqlite import pysqlite
+
+    table = FeedbackEvent.__table__  # type: ignore[attr-defined]
+    dialect = pysqlite.dialect()
+    processor = table.c.event_time.type.dialect_impl(dialect).bind_processor(dialect)
+    assert processor is not None
+    return processor  # type: ignore[no-any-return]
+
+
 def insert_events_sqlite(
     dbapi_connection: Any, *, events: Sequence[FeedbackEventCreate]
 ) -> set[str]:
@@ -47,11 +60,7 @@ def insert_events_sqlite(
     same rows, the same idempotency, about a third of the CPU of a Core transaction per
     commit. Times go through the column types' own bind processors, so they are stored
     exactly as SQLAlchemy stores them. The caller commits."""
-    from sqlalchemy.dialects.sqlite import pysqlite
-
-    table = FeedbackEvent.__table__  # type: ignore[attr-defined]
-    dialect = pysqlite.dialect()
-    to_db = table.c.event_time.type.dialect_impl(dialect).bind_processor(dialect)
+    to_db = _sqlite_time_processor()
     now = to_db(utcnow())
     fresh: dict[str, FeedbackEventCreate] = {}
     for event in events:
