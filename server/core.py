@@ -109,7 +109,7 @@ class RecommendationCore:
         self.writer = writer
         self.executor = executor
         self.states = StateCache(0 if settings.naive else settings.state_cache_users)
-        self._inflight: dict[tuple[str, int, int], asyncio.Future[np.ndarray]] = {}
+        self._inflight: dict[tuple[str, int, int], asyncio.Future[UserState]] = {}
 
     # --- Recommend ----------------------------------------------------------------------
 
@@ -162,8 +162,13 @@ class RecommendationCore:
             if model is not None:
                 # A returning user whose history has not changed since the last call: the
                 # cached state and seen rows; no history copy, no id mapping, no model run.
+                # Right after a Feedback, the re-encoding it started is awaited instead.
                 version = self.history.cached_version(query.user_id)  # 0: not cached
                 hit = self.states.get(query.user_id, model.version, version)
+                if hit is None and version:
+                    pending = self._inflight.get((query.user_id, model.version, version))
+                    if pending is not None:
+                        hit = await asyncio.shield(pending)
                 if hit is not None:
                     return self._score(model, hit.state, query, hit.seen, k)
             items, history_version = await self.history.get_versioned(query.user_id)
@@ -209,27 +214,32 @@ class RecommendationCore:
             return states[0]
         if not history_version:
             return await model.batcher.submit(used)
-        return await asyncio.shield(self._compute(model, user_id, history_version, seen))
+        entry = await asyncio.shield(self._compute(model, user_id, history_version, seen))
+        return entry.state
 
     def _compute(
         self, model: ServingModel, user_id: str, history_version: int, seen: np.ndarray
-    ) -> asyncio.Future[np.ndarray]:
+    ) -> asyncio.Future[UserState]:
         key = (user_id, model.version, history_version)
         pending = self._inflight.get(key)
         if pending is not None:
             return pending
-        used = seen[-model.bundle.config.max_len :]
-        future = asyncio.ensure_future(model.batcher.submit(used))
+        future = asyncio.ensure_future(self._encode(model, seen))
         self._inflight[key] = future
 
-        def store(done: asyncio.Future[np.ndarray]) -> None:
+        def store(done: asyncio.Future[UserState]) -> None:
             self._inflight.pop(key, None)
             if not done.cancelled() and done.exception() is None:
-                entry = UserState(done.result(), seen)
-                self.states.put(user_id, model.version, history_version, entry)
+                self.states.put(user_id, model.version, history_version, done.result())
 
         future.add_done_callback(store)
         return future
+
+    @staticmethod
+    async def _encode(model: ServingModel, seen: np.ndarray) -> UserState:
+        """One batched model run over the newest max_len of ``seen``."""
+        state = await model.batcher.submit(seen[-model.bundle.config.max_len :])
+        return UserState(state, seen)
 
     async def _refresh_states(self, user_ids: set[str]) -> None:
         """After Feedback: re-encode returning users in the background, so their next

@@ -31,6 +31,7 @@ class FeedbackWriter:
         self._pending: deque[tuple[list[FeedbackEventCreate], asyncio.Future[set[str]]]] = deque()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._sqlite = engine.dialect.name == "sqlite"
         self._raw: Any = None  # SQLite: the writer thread's DBAPI connection
 
     async def write(self, events: list[FeedbackEventCreate]) -> set[str]:
@@ -87,7 +88,7 @@ class FeedbackWriter:
 
     def _commit(self, events: list[FeedbackEventCreate]) -> set[str]:
         """Runs on the writer thread."""
-        if self._engine.dialect.name == "sqlite":
+        if self._sqlite:
             return self._commit_sqlite(events)
         # A Core transaction, not an ORM session: the insert is one statement either way,
         # and this cuts the Python work per commit (0.68 -> 0.42 ms CPU for one event here).

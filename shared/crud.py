@@ -41,6 +41,16 @@ _SQLITE_INSERT_EVENT = (
 )
 
 
+def _first_per_event_id(
+    events: Sequence[FeedbackEventCreate],
+) -> dict[str, FeedbackEventCreate]:
+    """The events by id, the first of each repeated id kept, in order."""
+    fresh: dict[str, FeedbackEventCreate] = {}
+    for event in events:
+        fresh.setdefault(event.event_id, event)
+    return fresh
+
+
 @cache
 def _sqlite_time_processor() -> Callable[[datetime], str]:
     """SQLAlchemy's own datetime -> text conversion for the event_time column on SQLite."""
@@ -62,9 +72,7 @@ def insert_events_sqlite(
     exactly as SQLAlchemy stores them. The caller commits."""
     to_db = _sqlite_time_processor()
     now = to_db(utcnow())
-    fresh: dict[str, FeedbackEventCreate] = {}
-    for event in events:
-        fresh.setdefault(event.event_id, event)
+    fresh = _first_per_event_id(events)
     stored: set[str] = set()
     cursor = dbapi_connection.cursor()
     try:
@@ -86,9 +94,7 @@ def insert_events(
     call is idempotent. The caller commits. ``session`` may be a plain Core connection
     (the Feedback writer's hot path: about half the CPU of an ORM session per commit).
     """
-    fresh: dict[str, FeedbackEventCreate] = {}
-    for event in events:
-        fresh.setdefault(event.event_id, event)
+    fresh = _first_per_event_id(events)
     if not fresh:
         return set()
     now = utcnow()

@@ -272,13 +272,16 @@ class FullSoftmaxCrossEntropy(torch.autograd.Function):
 
 def seen_before(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """For every position with a target, the rows the input prefix up to it holds:
-    int64 [T, L], row 0 (padding) where there is nothing to ban and where the prefix
-    holds the target itself (a repeat stays a valid answer). inputs, targets: [B, L]."""
+    int64 [T, L + 1], row 0 (padding) where there is nothing to ban and where the prefix
+    holds the target itself (a repeat stays a valid answer); the first column is always
+    0, so padding is banned in every row. inputs, targets: [B, L]."""
     length = inputs.shape[1]
-    causal = torch.ones(length, length, dtype=torch.bool, device=inputs.device).tril()
-    prefix = inputs[:, None, :].masked_fill(~causal, 0)  # [B, L(position), L(prefix)]
+    padded = F.pad(inputs, (1, 0))  # [B, 1 + L]: a leading padding column
+    causal = torch.ones(length, length + 1, dtype=torch.bool, device=inputs.device)
+    causal = causal.tril(diagonal=1)  # position t sees the pad and inputs 0..t
+    prefix = padded[:, None, :].masked_fill(~causal, 0)  # [B, L(position), 1 + L(prefix)]
     mask = targets != 0
-    rows = prefix[mask]  # [T, L]
+    rows = prefix[mask]  # [T, 1 + L]
     return rows.masked_fill(rows == targets[mask][:, None], 0)
 
 
@@ -288,18 +291,16 @@ def _loss(
     targets: torch.Tensor,
     params: TrainingParams,
     n: int,
-    inputs: torch.Tensor | None = None,
+    inputs: torch.Tensor,
 ) -> torch.Tensor:
-    """hidden [B, L, D], targets [B, L] (0 = no target) -> scalar loss. ``inputs`` [B, L]
-    is needed with ``params.exclude_seen``."""
+    """hidden [B, L, D], targets and inputs [B, L] (0 = no target) -> scalar loss."""
     mask = targets != 0
     h = hidden[mask]  # [T, D]
     y = targets[mask]  # [T]
     if params.loss == "ce":
-        if params.exclude_seen and inputs is not None:
-            # Every row of the table; a zero column bans padding (column 0) in every row.
-            seen = seen_before(inputs, targets)
-            banned = torch.cat([seen, seen.new_zeros(len(seen), 1)], dim=1)
+        if params.exclude_seen:
+            # Every row of the table; column 0 (padding) is banned in every row.
+            banned = seen_before(inputs, targets)
             return FullSoftmaxCrossEntropy.apply(h, model.item_embedding.weight, y, banned)
         # Rows 1..N only: the padding row is never a target nor a candidate.
         return FullSoftmaxCrossEntropy.apply(h, model.item_embedding.weight[1:], y - 1)
