@@ -220,8 +220,10 @@ class FullSoftmaxCrossEntropy(torch.autograd.Function):
     scales the saved gradients. Same value and gradients as
     ``F.cross_entropy(h @ table.T, targets)`` (tested against autograd).
 
-    ``banned`` (optional, int64 [T, M]): columns left out of each row's softmax (their
-    logit is -inf, their gradient 0); it must not name the row's target.
+    ``banned`` (optional): ``banned(start, stop)`` gives int64 [stop - start, M], the
+    columns left out of each of those rows' softmax (their logit is -inf, their gradient
+    0); it must not name a row's target. Asked per chunk, so the [T, M] index never exists
+    as a whole either.
     """
 
     CHUNK = 256
@@ -234,7 +236,7 @@ class FullSoftmaxCrossEntropy(torch.autograd.Function):
         h: torch.Tensor,
         table: torch.Tensor,
         targets: torch.Tensor,
-        banned: torch.Tensor | None = None,
+        banned: Callable[[int, int], torch.Tensor] | None = None,
     ) -> torch.Tensor:
         count = h.shape[0]
         grad_h = torch.empty_like(h)
@@ -248,7 +250,7 @@ class FullSoftmaxCrossEntropy(torch.autograd.Function):
             part, wanted = h[start:stop], targets[start:stop]
             logits = torch.mm(part, table.T, out=buffer[: stop - start])  # [C, N]
             if banned is not None:
-                logits.scatter_(1, banned[start:stop], float("-inf"))
+                logits.scatter_(1, banned(start, stop), float("-inf"))
             picked = logits[rows, wanted]
             peak = logits.amax(dim=1, keepdim=True)  # finite: the target is never banned
             grad = logits.sub_(peak).exp_()  # one exp pass (logsumexp would add another)
@@ -270,19 +272,33 @@ class FullSoftmaxCrossEntropy(torch.autograd.Function):
         return grad_h * grad_output, grad_table * grad_output, None, None
 
 
-def seen_before(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """For every position with a target, the rows the input prefix up to it holds:
-    int64 [T, L + 1], row 0 (padding) where there is nothing to ban and where the prefix
-    holds the target itself (a repeat stays a valid answer); the first column is always
-    0, so padding is banned in every row. inputs, targets: [B, L]."""
-    length = inputs.shape[1]
-    padded = F.pad(inputs, (1, 0))  # [B, 1 + L]: a leading padding column
-    causal = torch.ones(length, length + 1, dtype=torch.bool, device=inputs.device)
-    causal = causal.tril(diagonal=1)  # position t sees the pad and inputs 0..t
-    prefix = padded[:, None, :].masked_fill(~causal, 0)  # [B, L(position), 1 + L(prefix)]
-    mask = targets != 0
-    rows = prefix[mask]  # [T, 1 + L]
-    return rows.masked_fill(rows == targets[mask][:, None], 0)
+class PrefixBan:
+    """The items each target position's input prefix holds, for ``exclude_seen``.
+
+    inputs, targets: [B, L] (0 = no target). Rows follow ``targets != 0`` in row-major
+    order, as ``hidden[targets != 0]`` does. ``rows(start, stop)`` gives int64
+    [stop - start, 1 + L]: the prefix's items, 0 (padding) where there is nothing to ban
+    and where the prefix holds the row's target itself (a repeat stays a valid answer).
+    The first column is always 0, so padding is banned in every row. Built per chunk of
+    the loss: a whole [T, 1 + L] index would be 41 MB for a 128 x 200 batch, copied
+    three times.
+    """
+
+    def __init__(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
+        mask = targets != 0
+        self.padded = F.pad(inputs, (1, 0))  # [B, 1 + L]: a leading padding column
+        self.batch, self.position = mask.nonzero(as_tuple=True)
+        self.targets = targets[mask]
+        self.columns = torch.arange(inputs.shape[1] + 1, device=inputs.device)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def rows(self, start: int, stop: int) -> torch.Tensor:
+        prefix = self.padded[self.batch[start:stop]]  # [C, 1 + L], a fresh tensor
+        later = self.columns[None, :] > self.position[start:stop, None] + 1
+        repeat = prefix == self.targets[start:stop, None]
+        return prefix.masked_fill_(later | repeat, 0)
 
 
 def _loss(
@@ -300,8 +316,8 @@ def _loss(
     if params.loss == "ce":
         if params.exclude_seen:
             # Every row of the table; column 0 (padding) is banned in every row.
-            banned = seen_before(inputs, targets)
-            return FullSoftmaxCrossEntropy.apply(h, model.item_embedding.weight, y, banned)
+            ban = PrefixBan(inputs, targets)
+            return FullSoftmaxCrossEntropy.apply(h, model.item_embedding.weight, y, ban.rows)
         # Rows 1..N only: the padding row is never a target nor a candidate.
         return FullSoftmaxCrossEntropy.apply(h, model.item_embedding.weight[1:], y - 1)
     # Sampled softmax with uniform negatives shared across the batch.

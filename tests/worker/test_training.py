@@ -13,7 +13,7 @@ from shared.params import TrainingParams
 from shared.sasrec import SASRec
 from tests.conftest import TINY_SPEC, TINY_TRAINING
 from worker.dataset import leave_one_out
-from worker.training import FullSoftmaxCrossEntropy, model_config, seen_before, train
+from worker.training import FullSoftmaxCrossEntropy, PrefixBan, model_config, train
 
 
 def test_fused_cross_entropy_matches_autograd() -> None:
@@ -65,8 +65,11 @@ def test_seen_before_bans_the_prefix_but_never_the_target() -> None:
     # Left-padded: user A watched 3, 5, 3 (a repeat), user B only 4.
     inputs = torch.tensor([[3, 5, 3], [0, 0, 4]])
     targets = torch.tensor([[5, 3, 7], [0, 0, 2]])
-    rows = seen_before(inputs, targets)
+    ban = PrefixBan(inputs, targets)
+    rows = ban.rows(0, len(ban))
     assert [sorted(set(r.tolist()) - {0}) for r in rows] == [[3], [5], [3, 5], [4]]
+    assert (rows[:, 0] == 0).all()  # padding is banned in every row
+    assert torch.equal(torch.cat([ban.rows(0, 1), ban.rows(1, 3), ban.rows(3, 4)]), rows)
 
 
 def test_fused_cross_entropy_with_banned_columns_matches_masked_autograd() -> None:
@@ -78,7 +81,7 @@ def test_fused_cross_entropy_with_banned_columns_matches_masked_autograd() -> No
     logits = (h @ table.T).scatter(1, banned, float("-inf"))
     expected = F.cross_entropy(logits, targets)
     grad_h, grad_table = torch.autograd.grad(expected, (h, table))
-    fused = FullSoftmaxCrossEntropy.apply(h, table, targets, banned)
+    fused = FullSoftmaxCrossEntropy.apply(h, table, targets, lambda a, b: banned[a:b])
     fused_h, fused_table = torch.autograd.grad(fused, (h, table))
     assert torch.allclose(fused, expected)
     assert torch.allclose(fused_h, grad_h)
@@ -104,3 +107,21 @@ def test_fused_cross_entropy_across_several_chunks(monkeypatch: pytest.MonkeyPat
     fused_grads = torch.autograd.grad(2.0 * fused, (h, table))
     assert torch.allclose(fused, expected)
     assert all(torch.allclose(a, b) for a, b in zip(fused_grads, grads, strict=True))
+
+
+def test_byte_mask_dropout_keeps_the_rate_and_masks_the_gradient_alike() -> None:
+    from shared.sasrec import Dropout
+
+    torch.manual_seed(3)
+    layer = Dropout(0.2)
+    x = torch.ones(200, 500, requires_grad=True)
+    y = layer(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.8) < 0.01  # rate 51/256 = 0.1992
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 256 / 205))
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    assert torch.equal(grad != 0, kept)
+    torch.manual_seed(3)
+    assert torch.equal(layer(x), y)  # the seed repeats the mask
+    layer.eval()
+    assert torch.equal(layer(x), x)
