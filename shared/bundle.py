@@ -61,6 +61,13 @@ class ModelConfig(BaseModel):
     positions are counted from the newest event (position 0), so a history padded to any
     length gets the same positions."""
     activation: Literal["gelu", "swiglu"] = "gelu"
+    similarity: Literal["dot", "cosine"] = "dot"
+    """How a user state scores an item. dot: the state and the item's embedding row as
+    they are. cosine: both scaled to unit length and the state divided by
+    ``temperature`` (the user state, scoring table and ONNX scores all carry that
+    scaling, so ``scores = state @ item_embeddings.T`` holds either way)."""
+    temperature: float = Field(0.05, gt=0.0, le=10.0)
+    """cosine only: the softmax temperature of training's logits."""
 
 
 def sha256_file(path: Path) -> str:

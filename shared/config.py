@@ -126,6 +126,11 @@ class TrainingSettings(BaseModel):
     """FFN activation."""
     positions: Literal["learned", "rotary"] = "learned"
     """learned position embeddings, or rotary (RoPE) in every attention layer."""
+    similarity: Literal["dot", "cosine"] = "dot"
+    """How user states score items: dot product, or cosine similarity over a temperature
+    (unit-length states and item rows)."""
+    temperature: float = Field(0.05, gt=0.0, le=10.0)
+    """cosine only: the temperature dividing the logits."""
     patience: int = Field(5, ge=1)
     """Epochs without a better validation NDCG@10 before training stops."""
     eval_every: int = Field(1, ge=1)
@@ -136,6 +141,10 @@ class TrainingSettings(BaseModel):
     """ce: full softmax over the catalogue. sampled: sampled softmax, for huge catalogues."""
     num_negatives: int = Field(256, ge=1)
     """Negatives per batch for the sampled loss."""
+    windows: int = Field(1, ge=0)
+    """Training windows per user: 1 trains on each user's newest max_len events only; more
+    also trains on the max_len events before those, and so on (0: all of a user's events),
+    so heavy users' older events are targets too."""
     exclude_seen: bool = False
     """ce loss: leave the items already in the input prefix (other than the target) out of
     each position's softmax, as serving and the filtered evaluation leave them out of the

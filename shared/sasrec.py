@@ -231,7 +231,8 @@ class SASRec(nn.Module):
         return x * (history != 0).unsqueeze(-1).to(x.dtype)  # [B, L, D]
 
     def forward(self, history: Tensor) -> Tensor:
-        """Hidden states at every position: history [B, L] -> [B, L, D] (training)."""
+        """Hidden states at every position: history [B, L] -> [B, L, D] (training; pass
+        them through ``query`` before scoring)."""
         bias = attention_bias(history, history.shape[1])
         rotary = self._rotary(history)
         x = self.embed(history)
@@ -257,11 +258,24 @@ class SASRec(nn.Module):
             x = block(x, full_bias, rotary=rotary)
         last_bias = full_bias[:, :, -1:, :]  # [B, 1, 1, L]
         x = self.blocks[-1](x, last_bias, query_len=1, rotary=rotary)  # [B, 1, D]
-        return self.final_norm(x[:, 0])
+        return self.query(self.final_norm(x[:, 0]))
+
+    def query(self, hidden: Tensor) -> Tensor:
+        """Final hidden states [..., D] -> the user states that score items: themselves
+        (dot), or scaled to unit length and divided by the temperature (cosine)."""
+        if self.config.similarity == "dot":
+            return hidden
+        return F.normalize(hidden, dim=-1) / self.config.temperature
+
+    def output_table(self) -> Tensor:
+        """[N+1, D] rows that states are scored against: the item embeddings (dot), or
+        the same scaled to unit length (cosine; the padding row stays 0)."""
+        weight = self.item_embedding.weight
+        return weight if self.config.similarity == "dot" else F.normalize(weight, dim=-1)
 
     def score(self, state: Tensor) -> Tensor:
-        """[..., D] -> [..., N+1] dot products with every item row (row 0 is padding)."""
-        return state @ self.item_embedding.weight.T
+        """[..., D] -> [..., N+1] scores of every item row (row 0 is padding)."""
+        return state @ self.output_table().T
 
 
 class InferenceGraph(nn.Module):

@@ -91,7 +91,7 @@ def write_bundle(
     model = model.eval().cpu()
     (tmp / bundle_format.CONFIG).write_text(model.config.model_dump_json(indent=2))
     (tmp / bundle_format.VOCAB).write_text(json.dumps(vocab))
-    np.save(tmp / bundle_format.EMBEDDINGS, model.item_embedding.weight.detach().numpy())
+    np.save(tmp / bundle_format.EMBEDDINGS, model.output_table().detach().numpy())
     (tmp / bundle_format.POPULARITY).write_text(json.dumps(popularity.tolist()))
     torch.save(model.state_dict(), tmp / bundle_format.WEIGHTS)
     export_onnx(model, tmp / bundle_format.ONNX)

@@ -54,19 +54,33 @@ def model_config(params: TrainingParams, num_items: int) -> ModelConfig:
         attention_dropout=params.attention_dropout,
         activation=params.activation,
         positions=params.positions,
+        similarity=params.similarity,
+        temperature=params.temperature,
     )
 
 
-def training_windows(train: Sequence[np.ndarray], max_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs and next-item targets, int64 [U, max_len], left-padded: the newest window."""
-    inputs = np.zeros((len(train), max_len), dtype=np.int64)
-    targets = np.zeros((len(train), max_len), dtype=np.int64)
-    for i, seq in enumerate(train):
-        window = seq[-(max_len + 1) :]
+def training_windows(
+    train: Sequence[np.ndarray], max_len: int, windows: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs and next-item targets, int64 [W, max_len], left-padded.
+
+    Per user the newest window first: its last max_len events are the targets, each
+    predicted from the events before it in the window. A user with more events gets up to
+    ``windows`` windows (0: as many as it takes), each ending where the next newer one's
+    targets begin, so every event is a target at most once.
+    """
+    rows: list[np.ndarray] = []
+    for seq in train:
+        end, taken = len(seq), 0
+        while end > 1 and (windows == 0 or taken < windows):
+            rows.append(seq[max(0, end - max_len - 1) : end])
+            end, taken = end - max_len, taken + 1
+    inputs = np.zeros((len(rows), max_len), dtype=np.int64)
+    targets = np.zeros((len(rows), max_len), dtype=np.int64)
+    for i, window in enumerate(rows):
         n = len(window) - 1
-        if n > 0:
-            inputs[i, max_len - n :] = window[:-1]
-            targets[i, max_len - n :] = window[1:]
+        inputs[i, max_len - n :] = window[:-1]
+        targets[i, max_len - n :] = window[1:]
     return inputs, targets
 
 
@@ -109,7 +123,7 @@ def train(
     rng = np.random.default_rng(params.seed)
     config = model_config(params, split.num_items)
     model = SASRec(config).to(device)
-    inputs, targets = training_windows(split.train, config.max_len)
+    inputs, targets = training_windows(split.train, config.max_len, params.windows)
     keep = (targets != 0).any(axis=1)
     inputs, targets = inputs[keep], targets[keep]
     if len(inputs) == 0:
@@ -311,18 +325,18 @@ def _loss(
 ) -> torch.Tensor:
     """hidden [B, L, D], targets and inputs [B, L] (0 = no target) -> scalar loss."""
     mask = targets != 0
-    h = hidden[mask]  # [T, D]
+    h = model.query(hidden[mask])  # [T, D]
     y = targets[mask]  # [T]
+    table = model.output_table()
     if params.loss == "ce":
         if params.exclude_seen:
             # Every row of the table; column 0 (padding) is banned in every row.
             ban = PrefixBan(inputs, targets)
-            return FullSoftmaxCrossEntropy.apply(h, model.item_embedding.weight, y, ban.rows)
+            return FullSoftmaxCrossEntropy.apply(h, table, y, ban.rows)
         # Rows 1..N only: the padding row is never a target nor a candidate.
-        return FullSoftmaxCrossEntropy.apply(h, model.item_embedding.weight[1:], y - 1)
+        return FullSoftmaxCrossEntropy.apply(h, table[1:], y - 1)
     # Sampled softmax with uniform negatives shared across the batch.
     negatives = torch.randint(1, n + 1, (params.num_negatives,), device=h.device)  # [K]
-    table = model.item_embedding.weight
     positive = (h * table[y]).sum(-1, keepdim=True)  # [T, 1]
     negative = h @ table[negatives].T  # [T, K]
     negative = negative.masked_fill(negatives[None, :] == y[:, None], float("-inf"))

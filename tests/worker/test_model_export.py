@@ -13,10 +13,17 @@ from shared.sasrec import SASRec
 from worker.export import check_parity, export_onnx
 
 
-@pytest.fixture(params=[("gelu", "learned"), ("swiglu", "learned"), ("gelu", "rotary")])
+@pytest.fixture(
+    params=[
+        ("gelu", "learned", "dot"),
+        ("swiglu", "learned", "dot"),
+        ("gelu", "rotary", "dot"),
+        ("gelu", "learned", "cosine"),
+    ]
+)
 def model(request) -> SASRec:
     torch.manual_seed(0)
-    activation, positions = request.param
+    activation, positions, similarity = request.param
     return SASRec(
         ModelConfig(
             num_items=40,
@@ -26,6 +33,7 @@ def model(request) -> SASRec:
             n_blocks=2,
             activation=activation,
             positions=positions,
+            similarity=similarity,
         )
     ).eval()
 
@@ -34,7 +42,7 @@ def test_last_position_graph_matches_full_forward(model: SASRec) -> None:
     history = torch.randint(1, 41, (4, 9))
     history[0, :5] = 0
     with torch.no_grad():
-        full = model(history)[:, -1]
+        full = model.query(model(history)[:, -1])
         last = model.encode_last(history)
     torch.testing.assert_close(full, last, atol=1e-5, rtol=1e-5)
 
@@ -67,3 +75,16 @@ def test_onnx_runtime_matches_torch(model: SASRec, tmp_path: Path) -> None:
     assert dims["history"] == ["batch", "length"], "batch and history length are dynamic"
     state, scores = session.run(None, {"history": np.array([[0, 0, 3, 7]], dtype=np.int64)})
     assert state.shape == (1, 16) and scores.shape == (1, 41)
+
+
+def test_scores_are_the_state_against_the_output_table(model: SASRec) -> None:
+    """What the server computes from a cached state (state @ item_embeddings.T, the
+    bundle's table being output_table) is what the graph scores."""
+    history = torch.randint(1, 41, (2, 9))
+    with torch.no_grad():
+        state = model.encode_last(history)
+        table = model.output_table()
+        torch.testing.assert_close(model.score(state), state @ table.T)
+    if model.config.similarity == "cosine":
+        torch.testing.assert_close(state.norm(dim=-1), torch.full((2,), 1 / 0.05))
+        torch.testing.assert_close(table[1:].norm(dim=-1), torch.ones(40))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,7 +14,13 @@ from shared.params import TrainingParams
 from shared.sasrec import SASRec
 from tests.conftest import TINY_SPEC, TINY_TRAINING
 from worker.dataset import leave_one_out
-from worker.training import FullSoftmaxCrossEntropy, PrefixBan, model_config, train
+from worker.training import (
+    FullSoftmaxCrossEntropy,
+    PrefixBan,
+    model_config,
+    train,
+    training_windows,
+)
 
 
 def test_fused_cross_entropy_matches_autograd() -> None:
@@ -125,3 +132,14 @@ def test_byte_mask_dropout_keeps_the_rate_and_masks_the_gradient_alike() -> None
     assert torch.equal(layer(x), y)  # the seed repeats the mask
     layer.eval()
     assert torch.equal(layer(x), x)
+
+
+def test_training_windows_cover_older_events_once() -> None:
+    seq = [np.arange(1, 8), np.array([9, 8])]
+    inputs, targets = training_windows(seq, 3)
+    assert inputs.tolist() == [[4, 5, 6], [0, 0, 9]]
+    assert targets.tolist() == [[5, 6, 7], [0, 0, 8]]
+    inputs, targets = training_windows(seq, 3, windows=0)
+    assert inputs.tolist() == [[4, 5, 6], [1, 2, 3], [0, 0, 9]]
+    assert targets.tolist() == [[5, 6, 7], [2, 3, 4], [0, 0, 8]]
+    assert training_windows(seq, 3, windows=2)[1].tolist() == targets.tolist()
