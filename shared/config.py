@@ -124,8 +124,10 @@ class TrainingSettings(BaseModel):
     faster on CPU (the [B, H, L, L] dropout mask is the costliest op after the softmax)."""
     activation: Literal["gelu", "swiglu"] = "gelu"
     """FFN activation."""
-    positions: Literal["learned", "rotary"] = "learned"
-    """learned position embeddings, or rotary (RoPE) in every attention layer."""
+    positions: Literal["learned", "rotary"] = "rotary"
+    """rotary (RoPE) in every attention layer, or learned position embeddings. Rotary
+    is the default: on ML-1M it gained 0.012-0.014 validation NDCG@10 at equal epochs at
+    about the same cost (README, quality)."""
     similarity: Literal["dot", "cosine"] = "dot"
     """How user states score items: dot product, or cosine similarity over a temperature
     (unit-length states and item rows)."""
@@ -141,14 +143,16 @@ class TrainingSettings(BaseModel):
     """ce: full softmax over the catalogue. sampled: sampled softmax, for huge catalogues."""
     num_negatives: int = Field(256, ge=1)
     """Negatives per batch for the sampled loss."""
-    windows: int = Field(1, ge=0)
+    windows: int = Field(0, ge=0)
     """Training windows per user: 1 trains on each user's newest max_len events only; more
-    also trains on the max_len events before those, and so on (0: all of a user's events),
-    so heavy users' older events are targets too."""
-    exclude_seen: bool = False
+    also trains on the max_len events before those, and so on; 0 (the default): all of a
+    user's events, so heavy users' older events are targets too (on ML-1M 1.5x the
+    targets per epoch, and better at equal training time)."""
+    exclude_seen: bool = True
     """ce loss: leave the items already in the input prefix (other than the target) out of
     each position's softmax, as serving and the filtered evaluation leave them out of the
-    ranking. The model then spends no capacity pushing seen items down."""
+    ranking. The model then spends no capacity pushing seen items down. The default;
+    turn it off when callers rank with ``allow_seen`` and want seen items ranked too."""
 
 
 class Settings(BaseSettings):
