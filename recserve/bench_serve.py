@@ -475,7 +475,7 @@ def run_serve_bench(args: argparse.Namespace) -> int:
         active = crud.get_active_model(session)
         assert active is not None
         active_path = Path(active.artifact_path)
-    threads = settings.server.intra_op_threads or os.cpu_count() or 1
+    threads = settings.server.run_threads
     streams = inflight_batches(settings.server, "cpu")
     print(
         f"model ceiling (ONNX Runtime in-process, histories of 200, {streams} concurrent "

@@ -204,6 +204,4 @@ def inflight_batches(settings: ServerSettings, device: str) -> int:
         return settings.max_inflight_batches
     if device != "cpu":
         return 1
-    cores = os.cpu_count() or 1
-    threads = settings.intra_op_threads or cores
-    return max(1, cores // (threads * settings.workers))
+    return max(1, (os.cpu_count() or 1) // (settings.run_threads * settings.workers))

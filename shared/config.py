@@ -44,6 +44,12 @@ class ServerSettings(BaseModel):
     on the 2-core AMD machine (2,000-2,500 against 850-1,800 histories/s) and more
     mixed-traffic throughput, but less cold-traffic throughput beside gRPC: see the
     README's performance section."""
+
+    @property
+    def run_threads(self) -> int:
+        """Intra-op threads of one model run: intra_op_threads, or one per core when 0."""
+        return self.intra_op_threads or os.cpu_count() or 1
+
     max_k: int = Field(1000, ge=1)
     """Largest k a Recommend call may ask for."""
     max_history_items: int = Field(1000, ge=1)

@@ -67,7 +67,8 @@ def training_windows(
     Per user the newest window first: its last max_len events are the targets, each
     predicted from the events before it in the window. A user with more events gets up to
     ``windows`` windows (0: as many as it takes), each ending where the next newer one's
-    targets begin, so every event is a target at most once.
+    targets begin, so every event is a target at most once. Every window has at least
+    one target; a user with a single event has none.
     """
     rows: list[np.ndarray] = []
     for seq in train:
@@ -124,8 +125,6 @@ def train(
     config = model_config(params, split.num_items)
     model = SASRec(config).to(device)
     inputs, targets = training_windows(split.train, config.max_len, params.windows)
-    keep = (targets != 0).any(axis=1)
-    inputs, targets = inputs[keep], targets[keep]
     if len(inputs) == 0:
         raise ValueError("no training sequences: every user needs at least 2 events")
     lengths = (targets != 0).sum(axis=1)
