@@ -89,7 +89,9 @@ def prepare(data_dir: Path, bundle_path: Path | None) -> tuple[Settings, list[st
                     config={"model": loaded.config.model_dump()},
                 ),
             )
-            crud.activate_model(session, version=int(model_row.version or 0))
+            crud.activate_model(
+                session, version=int(model_row.version or 0), reason="recserve bench serve"
+            )
         have = crud.count_events(session)
     if have < N_USERS * 100:
         rng = np.random.default_rng(1)

@@ -23,8 +23,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.engine import Engine
 
+from server.admin import AdminService
 from server.backends import create_backend
+from server.catalogue import Catalogue
 from server.core import RecommendationCore
+from server.deployment import Deployment
 from server.feedback import FeedbackWriter
 from server.history import HistoryCache
 from server.registry import BackendFactory, ModelRegistry, ServingModel
@@ -53,15 +56,20 @@ class RunningServer:
     health: health.aio.HealthServicer
     engine: Engine
     executor: ThreadPoolExecutor
+    deployment: Deployment
+    admin: AdminService
+    draining: list[bool]
 
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     async def stop(self, grace: float | None = None) -> None:
+        self.draining[0] = True
         for service in ("", RECOMMENDER):
             await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(grace)
+        await self.deployment.stop()
         await self.core.registry.stop()
         await self.core.writer.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -99,17 +107,22 @@ async def start_server(
         await health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
     await health_servicer.set(MODEL_ADMIN, health_pb2.HealthCheckResponse.SERVING)
 
+    draining = [False]
+    health_updates: set[asyncio.Task[None]] = set()
+
     def on_change(model: ServingModel | None) -> None:
         status = (
             health_pb2.HealthCheckResponse.SERVING
-            if model
+            if model and not draining[0]
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
         for service in ("", RECOMMENDER):
-            asyncio.ensure_future(health_servicer.set(service, status))
+            task = asyncio.ensure_future(health_servicer.set(service, status))
+            health_updates.add(task)
+            task.add_done_callback(health_updates.discard)
 
     registry = ModelRegistry(
-        settings.server,
+        settings,
         engine,
         executor,
         backend_factory,
@@ -123,12 +136,9 @@ async def start_server(
         ttl_s=settings.server.history_ttl_s,
     )
     writer = FeedbackWriter(engine, max_events=settings.server.feedback_commit_batch)
-    core = RecommendationCore(settings.server, registry, history, writer, executor)
+    catalogue = Catalogue(engine, executor)
+    core = RecommendationCore(settings.server, registry, history, writer, executor, catalogue)
     server = grpc.aio.server(options=grpc_options(settings))
-    recommender_pb2_grpc.add_RecommenderServicer_to_server(RecommenderServicer(core, stats), server)
-    admin_pb2_grpc.add_ModelAdminServicer_to_server(
-        ModelAdminServicer(settings, engine, executor, core, stats), server
-    )
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (RECOMMENDER, MODEL_ADMIN, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -137,10 +147,19 @@ async def start_server(
     port = server.add_insecure_port(address)
     if port == 0:
         raise RuntimeError(f"cannot listen on {address}")
+    deployment = Deployment(
+        settings, engine, executor, registry, port=port, draining=lambda: draining[0]
+    )
+    admin = AdminService(settings, engine, executor, core, stats, deployment)
+    recommender_pb2_grpc.add_RecommenderServicer_to_server(RecommenderServicer(core, stats), server)
+    admin_pb2_grpc.add_ModelAdminServicer_to_server(ModelAdminServicer(settings, admin), server)
     await server.start()
     await registry.start()
+    await deployment.start()
     log.info("recserve listening on %s:%s", settings.server.host, port)
-    return RunningServer(server, port, core, stats, health_servicer, engine, executor)
+    return RunningServer(
+        server, port, core, stats, health_servicer, engine, executor, deployment, admin, draining
+    )
 
 
 async def serve_forever(settings: Settings) -> None:

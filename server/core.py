@@ -20,6 +20,7 @@ from itertools import repeat
 
 import numpy as np
 
+from server.catalogue import Catalogue
 from server.feedback import FeedbackWriter
 from server.history import HistoryCache
 from server.registry import ModelRegistry, ServingModel
@@ -43,6 +44,7 @@ class RecommendQuery:
     exclude_item_ids: Sequence[str] = ()
     candidate_item_ids: Sequence[str] = ()
     allow_seen: bool = False
+    include_titles: bool = False
 
 
 @dataclass
@@ -51,6 +53,8 @@ class Recommendation:
     model_version: int
     source: str  # "model" | "popularity"
     history_used: int = 0
+    titles: dict[str, str] = field(default_factory=dict)
+    """Catalogue titles of the items, when the query asked for them."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,7 @@ class FeedbackResult:
     stored_ids: set[str] = field(default_factory=set)
 
 
-def _check_id(field_name: str, value: str, max_len: int = MAX_ID_LEN) -> None:
+def check_id(field_name: str, value: str, max_len: int = MAX_ID_LEN) -> None:
     if not value:
         raise InvalidArgument(
             field_name, f"is required: a non-empty string of 1..{max_len} characters"
@@ -91,7 +95,7 @@ def _check_list(field_name: str, values: Sequence[str], limit: int) -> None:
     lengths = list(map(len, values))  # one C-level pass; name the culprit only on failure
     if min(lengths) == 0 or max(lengths) > MAX_ID_LEN:
         for i, value in enumerate(values):
-            _check_id(f"{field_name}[{i}]", value)
+            check_id(f"{field_name}[{i}]", value)
 
 
 class RecommendationCore:
@@ -102,12 +106,14 @@ class RecommendationCore:
         history: HistoryCache,
         writer: FeedbackWriter,
         executor: Executor,
+        catalogue: Catalogue,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.history = history
         self.writer = writer
         self.executor = executor
+        self.catalogue = catalogue
         self.states = StateCache(0 if settings.naive else settings.state_cache_users)
         self._inflight: dict[tuple[str, int, int], asyncio.Future[UserState]] = {}
 
@@ -118,9 +124,9 @@ class RecommendationCore:
         s = self.settings
         if query.history:
             if len(query.user_id) > MAX_ID_LEN:
-                _check_id("user_id", query.user_id)
+                check_id("user_id", query.user_id)
         else:
-            _check_id("user_id", query.user_id)
+            check_id("user_id", query.user_id)
         k = query.k or DEFAULT_K
         if not 1 <= k <= s.max_k:
             raise InvalidArgument(
@@ -132,7 +138,10 @@ class RecommendationCore:
         return k
 
     async def recommend(self, query: RecommendQuery) -> Recommendation:
-        return await self._serve(query, self.validate_query(query))
+        result = await self._serve(query, self.validate_query(query))
+        if query.include_titles:
+            result.titles = await self.catalogue.titles([item for item, _ in result.items])
+        return result
 
     async def recommend_many(self, queries: Sequence[RecommendQuery]) -> list[Recommendation]:
         """RecommendBatch: every query validated first (an error names
@@ -151,7 +160,13 @@ class RecommendationCore:
                 ks.append(self.validate_query(query))
             except InvalidArgument as exc:
                 raise InvalidArgument(f"requests[{i}].{exc.field}", exc.description) from None
-        return list(await asyncio.gather(*map(self._serve, queries, ks)))
+        results = list(await asyncio.gather(*map(self._serve, queries, ks)))
+        wanted = [r for q, r in zip(queries, results, strict=True) if q.include_titles]
+        if wanted:
+            titles = await self.catalogue.titles([i for r in wanted for i, _ in r.items])
+            for result in wanted:
+                result.titles = {item: titles[item] for item, _ in result.items}
+        return results
 
     async def _serve(self, query: RecommendQuery, k: int) -> Recommendation:
         """A validated query with its effective k."""
@@ -317,9 +332,9 @@ class RecommendationCore:
         out: list[FeedbackEventCreate] = []
         for i, event in enumerate(events):
             where = f"events[{i}]"
-            _check_id(f"{where}.event_id", event.event_id, MAX_EVENT_ID_LEN)
-            _check_id(f"{where}.user_id", event.user_id)
-            _check_id(f"{where}.item_id", event.item_id)
+            check_id(f"{where}.event_id", event.event_id, MAX_EVENT_ID_LEN)
+            check_id(f"{where}.user_id", event.user_id)
+            check_id(f"{where}.item_id", event.item_id)
             kind = event.kind or "click"
             if not KIND_PATTERN.match(kind):
                 raise InvalidArgument(

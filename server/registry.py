@@ -1,9 +1,18 @@
-"""The model the server is serving, and hot swaps to newly activated versions.
+"""The model the server is serving, activation, and hot swaps to newly activated versions.
 
-The registry polls the database for the active version. A new version's bundle is
-verified and loaded off the event loop; only when it is ready does it replace the
-current one, so requests never see a half-loaded model. A bundle that fails to load
-is logged and skipped (retried after a minute), and the old model keeps serving.
+The registry polls the database for the active version. A bundle is verified and loaded
+off the event loop (its checksums against the ones recorded at registration, the files
+themselves, the backend's output widths against the item map); only a model that passed
+replaces the current one, so requests never see a half-loaded model.
+
+- ActivateModel goes through ``activate``: the bundle is loaded and checked *before* the
+  database names it active, so the database's active version is always one that can be
+  served. A bundle that fails is refused with BundleError (FAILED_PRECONDITION) and the
+  previous model keeps serving.
+- A bundle that fails to load on a poll (a replica whose copy is broken, or a server
+  starting with a broken active bundle) is retried after a minute. Meanwhile the server
+  keeps its current model, or, with none, serves the newest version that does load, or
+  the popularity fallback; ``note`` says so (GetServerStats, the console).
 """
 
 from __future__ import annotations
@@ -25,8 +34,10 @@ from server.backends.base import Backend
 from server.batcher import DynamicBatcher
 from shared import bundle as bundle_format
 from shared import crud
-from shared.config import ServerSettings
+from shared.config import ServerSettings, Settings
 from shared.db import session_scope
+from shared.errors import BundleError
+from shared.models import ModelVersion
 
 log = logging.getLogger(__name__)
 RETRY_FAILED_S = 60.0
@@ -55,6 +66,22 @@ class Fallback:
     items: list[tuple[str, float]]
 
 
+@dataclass(frozen=True)
+class _Candidate:
+    version: int
+    path: Path
+    checksum: str
+
+
+@dataclass
+class _State:
+    """What a poll reads from the database."""
+
+    active: _Candidate | None
+    unavailable: set[str]
+    fallback: Fallback | None
+
+
 def trim_heap() -> bool:
     """Hands freed heap pages back to the OS (glibc's malloc_trim) after a model is
     retired, so that many hot swaps do not ratchet RSS up through allocator
@@ -70,7 +97,7 @@ def trim_heap() -> bool:
 class ModelRegistry:
     def __init__(
         self,
-        settings: ServerSettings,
+        settings: Settings,
         engine: Engine,
         executor: Executor,
         backend_factory: BackendFactory,
@@ -78,7 +105,8 @@ class ModelRegistry:
         on_batch: Callable[[int], None] | None = None,
         on_change: Callable[[ServingModel | None], None] | None = None,
     ) -> None:
-        self._settings = settings
+        self._root = settings
+        self._settings = settings.server
         self._engine = engine
         self._executor = executor
         self._factory = backend_factory
@@ -87,9 +115,14 @@ class ModelRegistry:
         self.current: ServingModel | None = None
         self.fallback: Fallback | None = None
         self.unavailable: set[str] = set()
-        self._failed: dict[int, float] = {}
+        self.configured_version = 0
+        """The version the database names active (0: none)."""
+        self.note = ""
+        """Why the served version differs from configured_version, if it does."""
+        self._failed: dict[int, tuple[float, str]] = {}
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._retiring: set[asyncio.Task[None]] = set()
 
     def record_batch(self, size: int) -> None:
         """Counts a model run made outside the batcher (the naive benchmark mode)."""
@@ -103,6 +136,9 @@ class ModelRegistry:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._retiring:
+            await asyncio.gather(*self._retiring, return_exceptions=True)
         if self.current is not None:
             await self.current.batcher.close()
             self.current.backend.close()
@@ -119,38 +155,125 @@ class ModelRegistry:
         """Loads the active version if it differs from the one being served."""
         async with self._lock:
             loop = asyncio.get_running_loop()
-            active, unavailable, fallback = await loop.run_in_executor(
-                self._executor, self._read_state, self.current is None
-            )
-            self.unavailable = unavailable
-            if fallback is not None:
-                self.fallback = fallback
-            if active is None:
-                return
-            version, path = active
+            state = await loop.run_in_executor(self._executor, self._read_state)
+            self.unavailable = state.unavailable
+            if state.fallback is not None:
+                self.fallback = state.fallback
+            active = state.active
+            self.configured_version = active.version if active else 0
             current = self.current
-            if current is not None and current.version == version:
-                current.unavailable_rows = self._unavailable_rows(current.rows)
+            if active is None:
+                self.note = "" if current is None else "no version is active in the database"
+                if current is not None:
+                    current.unavailable_rows = self._unavailable_rows(current.rows)
                 return
-            if time.monotonic() - self._failed.get(version, -RETRY_FAILED_S) < RETRY_FAILED_S:
+            if current is not None and current.version == active.version:
+                current.unavailable_rows = self._unavailable_rows(current.rows)
+                self.note = ""
                 return
             try:
-                loaded = await loop.run_in_executor(self._executor, self._load, version, path)
-            except Exception as exc:
-                self._failed[version] = time.monotonic()
-                log.error("cannot serve model version %s from %s: %s", version, path, exc)
+                loaded = await self._load_once(active)
+            except BundleError as exc:
+                self.note = f"active version {active.version} cannot be served here: {exc}"
+                if current is None:
+                    await self._serve_newest_good(active.version)
+                elif current is not None:
+                    current.unavailable_rows = self._unavailable_rows(current.rows)
+                    self.note += f"; still serving version {current.version}"
                 return
-            self.current = loaded
-            log.info(
-                "serving model version %s (%s on %s)",
-                version,
-                loaded.backend.name,
-                loaded.backend.device,
-            )
-            if self._on_change is not None:
-                self._on_change(loaded)
-            if current is not None:
-                asyncio.create_task(self._retire(current))
+            self.note = ""
+            self._swap(loaded)
+
+    async def activate(self, version: int, reason: str) -> ModelVersion:
+        """ActivateModel: verifies and loads ``version``, then records it as active in the
+        database and serves it. Raises NotFound, FailedPrecondition or BundleError (the
+        database and the served model are then unchanged)."""
+        async with self._lock:
+            loop = asyncio.get_running_loop()
+            row = await loop.run_in_executor(self._executor, self._model_row, version)
+            crud.check_activatable(row)
+            current = self.current
+            loaded: ServingModel | None = None
+            if current is None or current.version != version:
+                candidate = _Candidate(
+                    version, self._root.bundle_path(row.artifact_path), row.checksum
+                )
+                try:
+                    loaded = await loop.run_in_executor(self._executor, self._load, candidate)
+                except BundleError as exc:
+                    message = f"model version {version} cannot be activated: {exc}"
+                    raise BundleError(message) from exc
+            try:
+                row = await loop.run_in_executor(self._executor, self._commit, version, reason)
+            except BaseException:
+                if loaded is not None:
+                    await loaded.batcher.close()
+                    loaded.backend.close()
+                raise
+            self.configured_version, self.note = version, ""
+            self._failed.pop(version, None)
+            if loaded is not None:
+                self._swap(loaded)
+            return row
+
+    def _model_row(self, version: int) -> ModelVersion:
+        with session_scope(self._engine) as session:
+            return crud.get_model_version(session, version=version)
+
+    def _commit(self, version: int, reason: str) -> ModelVersion:
+        with session_scope(self._engine) as session:
+            return crud.activate_model(session, version=version, reason=reason)
+
+    async def _load_once(self, candidate: _Candidate) -> ServingModel:
+        """Loads a candidate; a version that failed within RETRY_FAILED_S fails again
+        without another attempt (the reason is kept)."""
+        failed = self._failed.get(candidate.version)
+        if failed is not None and time.monotonic() - failed[0] < RETRY_FAILED_S:
+            raise BundleError(failed[1])
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, self._load, candidate)
+        except BundleError as exc:
+            self._failed[candidate.version] = (time.monotonic(), str(exc))
+            log.error("cannot serve model version %s: %s", candidate.version, exc)
+            raise
+
+    async def _serve_newest_good(self, broken: int) -> None:
+        """With nothing served and the active version broken: the newest version that loads,
+        else the popularity fallback."""
+        loop = asyncio.get_running_loop()
+        candidates = await loop.run_in_executor(self._executor, self._servable)
+        for candidate in candidates:
+            if candidate.version == broken:
+                continue
+            try:
+                loaded = await self._load_once(candidate)
+            except BundleError:
+                continue
+            self.note += f"; serving version {candidate.version}, the newest that loads"
+            self._swap(loaded)
+            return
+        self.note += "; serving the popularity fallback"
+
+    def _swap(self, loaded: ServingModel) -> None:
+        current, self.current = self.current, loaded
+        log.info(
+            "serving model version %s (%s on %s)",
+            loaded.version,
+            loaded.backend.name,
+            loaded.backend.device,
+        )
+        if self._on_change is not None:
+            self._on_change(loaded)
+        if current is not None:
+            task = asyncio.create_task(self._retire(current), name="retire-model")
+            self._retiring.add(task)
+            task.add_done_callback(self._retired)
+
+    def _retired(self, task: asyncio.Task[None]) -> None:
+        self._retiring.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("retiring a model failed", exc_info=task.exception())
 
     async def _retire(self, old: ServingModel) -> None:
         await old.batcher.close()  # in-flight requests of the old model finish first
@@ -158,25 +281,43 @@ class ModelRegistry:
         del old
         await asyncio.get_running_loop().run_in_executor(self._executor, trim_heap)
 
-    def _read_state(
-        self, want_fallback: bool
-    ) -> tuple[tuple[int, Path] | None, set[str], Fallback | None]:
+    def _read_state(self) -> _State:
         with session_scope(self._engine) as session:
             active = crud.get_active_model(session)
             unavailable = crud.unavailable_items(session)
             fallback = None
-            if want_fallback:
+            if self.current is None:
                 counts = crud.item_popularity(session, limit=POPULARITY_ITEMS)
                 total = float(sum(n for _, n in counts)) or 1.0
                 fallback = Fallback([(item, n / total) for item, n in counts]) if counts else None
-        found = (int(active.version or 0), Path(active.artifact_path)) if active else None
-        return found, unavailable, fallback
+        return _State(self._candidate(active) if active else None, unavailable, fallback)
 
-    def _load(self, version: int, path: Path) -> ServingModel:
-        loaded = bundle_format.load(path)
-        backend = self._factory(self._settings, loaded)
-        # Warm up so the first request does not pay for graph initialisation.
-        backend.encode(np.ones((1, 1), dtype=np.int64))
+    def _servable(self) -> list[_Candidate]:
+        with session_scope(self._engine) as session:
+            return [self._candidate(m) for m in crud.servable_models(session)]
+
+    def _candidate(self, model: ModelVersion) -> _Candidate:
+        return _Candidate(
+            int(model.version or 0), self._root.bundle_path(model.artifact_path), model.checksum
+        )
+
+    def _load(self, candidate: _Candidate) -> ServingModel:
+        """Verifies, loads and checks a bundle (in the executor). Raises BundleError."""
+        loaded = bundle_format.load(candidate.path)
+        if candidate.checksum and loaded.checksum != candidate.checksum:
+            raise BundleError(
+                f"bundle {candidate.path}: its checksums.json is not the one recorded when "
+                "the version was registered (the bundle was replaced or altered)"
+            )
+        try:
+            backend = self._factory(self._settings, loaded)
+            # Warm up so the first request does not pay for graph initialisation.
+            state = backend.encode(np.ones((1, 1), dtype=np.int64))
+        except BundleError:
+            raise
+        except Exception as exc:
+            raise BundleError(f"bundle {candidate.path}: the model does not load: {exc}") from exc
+        check_output_widths(loaded, backend, state)
         batcher = DynamicBatcher(
             backend.encode,
             self._executor,
@@ -190,11 +331,34 @@ class ModelRegistry:
         popularity[0] = -np.inf
         rows = loaded.row_of()
         return ServingModel(
-            version, loaded, backend, batcher, rows, popularity, self._unavailable_rows(rows)
+            candidate.version,
+            loaded,
+            backend,
+            batcher,
+            rows,
+            popularity,
+            self._unavailable_rows(rows),
         )
 
     def _unavailable_rows(self, rows: dict[str, int]) -> np.ndarray:
         return np.array([rows[i] for i in self.unavailable if i in rows], dtype=np.int64)
+
+
+def check_output_widths(loaded: bundle_format.Bundle, backend: Backend, state: np.ndarray) -> None:
+    """The model's outputs must fit its item map: a user state as wide as the scoring
+    table's rows, and (where the backend can tell) one score per item row."""
+    rows, width = loaded.item_embeddings.shape
+    if state.ndim != 2 or state.shape[1] != width:
+        raise BundleError(
+            f"bundle {loaded.path}: the model returns states of shape {state.shape}, "
+            f"but item_embeddings.npy has width {width}"
+        )
+    scores = backend.scores_width()
+    if scores is not None and scores != rows:
+        raise BundleError(
+            f"bundle {loaded.path}: the model scores {scores} item rows, but its item map "
+            f"has {rows} (vocab.json: {len(loaded.vocab)} items + padding)"
+        )
 
 
 def inflight_batches(settings: ServerSettings, device: str) -> int:

@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
+import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import Executor
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import asdict
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import grpc
-from sqlalchemy.engine import Engine
 
+from server.admin import AdminService, StatsView
 from server.core import FeedbackEventIn, Recommendation, RecommendationCore, RecommendQuery
 from server.errors import grpc_errors
 from server.stats import ServerStats
-from shared import crud
 from shared.config import Settings
-from shared.db import session_scope
-from shared.errors import InvalidArgument, Unauthenticated
-from shared.jobs import submit_training
-from shared.models import Job, ModelVersion
+from shared.errors import Unauthenticated
+from shared.models import Job, ModelActivation, ModelVersion, as_utc
+from shared.params import TrainingOption
 from shared.proto.recserve.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -51,12 +49,17 @@ def _query(request: recommender_pb2.RecommendRequest) -> RecommendQuery:
         exclude_item_ids=request.exclude_item_ids,
         candidate_item_ids=request.candidate_item_ids,
         allow_seen=request.allow_seen,
+        include_titles=request.include_titles,
     )
 
 
 def _response(result: Recommendation) -> recommender_pb2.RecommendResponse:
+    titles = result.titles
     return recommender_pb2.RecommendResponse(
-        items=[recommender_pb2.ScoredItem(item_id=i, score=s) for i, s in result.items],
+        items=[
+            recommender_pb2.ScoredItem(item_id=i, score=s, title=titles.get(i, ""))
+            for i, s in result.items
+        ],
         model_version=result.model_version,
         source=SOURCES[result.source],
         history_used=result.history_used,
@@ -126,7 +129,7 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
 
 
 def _ms(when: datetime | None) -> int:
-    return int(when.timestamp() * 1000) if when else 0
+    return int(as_utc(when).timestamp() * 1000) if when else 0
 
 
 def model_to_proto(model: ModelVersion) -> admin_pb2.ModelVersion:
@@ -140,6 +143,17 @@ def model_to_proto(model: ModelVersion) -> admin_pb2.ModelVersion:
         checksum=model.checksum,
         created_at_ms=_ms(model.created_at),
         job_id=model.job_id or 0,
+        activated_at_ms=_ms(model.activated_at),
+        size_bytes=model.size_bytes,
+    )
+
+
+def _point(point: dict[str, float]) -> admin_pb2.EpochPoint:
+    return admin_pb2.EpochPoint(
+        epoch=int(point.get("epoch", 0)),
+        loss=float(point.get("loss", math.nan)),
+        val_ndcg_at_10=float(point.get("val_ndcg@10", math.nan)),
+        seconds=float(point.get("seconds", 0.0)),
     )
 
 
@@ -157,35 +171,63 @@ def job_to_proto(job: Job) -> admin_pb2.Job:
         finished_at_ms=_ms(job.finished_at),
         model_version=job.model_version or 0,
         log=list(job.log or []),
+        trigger=str(job.trigger),
+        worker=job.worker,
+        attempts=job.attempts,
+        heartbeat_at_ms=_ms(job.heartbeat_at),
+        cancel_requested=job.cancel_requested,
+        curve=[_point(p) for p in job.curve or []],
     )
 
 
-def _limit(field: str, value: int, default: int) -> int:
-    if value < 0 or value > 1000:
-        raise InvalidArgument(field, f"is {value}; accepted: 1..1000 (0 means {default})")
-    return value or default
+def _activation(record: ModelActivation) -> admin_pb2.Activation:
+    return admin_pb2.Activation(
+        version=record.version,
+        previous_version=record.previous_version or 0,
+        activated_at_ms=_ms(record.activated_at),
+        reason=record.reason,
+    )
 
 
-def _positive(field: str, value: int) -> int:
-    if value < 1:
-        raise InvalidArgument(field, f"is {value}; accepted: an id >= 1")
-    return value
+def _option(option: TrainingOption) -> admin_pb2.TrainingOption:
+    return admin_pb2.TrainingOption(
+        name=option.name,
+        type=option.type,
+        default_json=json.dumps(option.default),
+        minimum=option.minimum,
+        maximum=option.maximum,
+        exclusive_minimum=option.exclusive_minimum,
+        exclusive_maximum=option.exclusive_maximum,
+        choices=option.choices,
+        help=option.help,
+        nullable=option.nullable,
+    )
+
+
+def stats_to_proto(view: StatsView) -> admin_pb2.ServerStats:
+    return admin_pb2.ServerStats(
+        **view.figures,
+        backend=view.backend,
+        device=view.device,
+        active_version=view.serving_version,
+        configured_version=view.configured_version,
+        note=view.note,
+        requests_total=view.requests_total,
+        feedback_events_total=view.feedback_events_total,
+        cached_users=view.cached_users,
+        batches_total=view.batches_total,
+        batched_histories_total=view.batched_histories_total,
+        state_cache_hits=view.state_cache_hits,
+        replica_id=view.replica_id,
+        series=[admin_pb2.StatsSample(**asdict(sample)) for sample in view.series],
+        replicas=[admin_pb2.Replica(**asdict(replica)) for replica in view.replicas],
+    )
 
 
 class ModelAdminServicer(admin_pb2_grpc.ModelAdminServicer):
-    def __init__(
-        self,
-        settings: Settings,
-        engine: Engine,
-        executor: Executor,
-        core: RecommendationCore,
-        stats: ServerStats,
-    ) -> None:
+    def __init__(self, settings: Settings, admin: AdminService) -> None:
         self.settings = settings
-        self.engine = engine
-        self.executor = executor
-        self.core = core
-        self.stats = stats
+        self.admin = admin
 
     def _authorize(self, context: grpc.aio.ServicerContext) -> None:
         token = self.settings.server.admin_token
@@ -198,74 +240,140 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServicer):
                 "server's admin token"
             )
 
-    async def _db(self, call: Callable[[Any], T]) -> T:
-        def run() -> T:
-            with session_scope(self.engine) as session:
-                return call(session)
-
-        return await asyncio.get_running_loop().run_in_executor(self.executor, run)
-
     @grpc_errors
-    async def ListModels(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+    async def ListModels(  # noqa: N802  (gRPC method name)
+        self, request: admin_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListModelsResponse:
         self._authorize(context)
-        limit = _limit("limit", request.limit, 100)
-        models = await self._db(lambda s: crud.list_model_versions(s, limit=limit))
-        active = await self._db(crud.get_active_model)
+        models, active = await self.admin.list_models(request.limit)
         return admin_pb2.ListModelsResponse(
-            models=[model_to_proto(m) for m in models],
-            active_version=(active.version or 0) if active else 0,
+            models=[model_to_proto(m) for m in models], active_version=active
         )
 
     @grpc_errors
-    async def GetModel(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+    async def GetModel(  # noqa: N802
+        self, request: admin_pb2.GetModelRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ModelVersion:
         self._authorize(context)
-        version = _positive("version", request.version)
-        model = await self._db(lambda s: crud.get_model_version(s, version=version))
-        return model_to_proto(model)
+        return model_to_proto(await self.admin.get_model(request.version))
 
     @grpc_errors
-    async def ActivateModel(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+    async def GetModelDetails(  # noqa: N802
+        self, request: admin_pb2.GetModelRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ModelDetails:
         self._authorize(context)
-        version = _positive("version", request.version)
-        model = await self._db(lambda s: crud.activate_model(s, version=version))
-        await self.core.registry.refresh()  # this replica swaps now; others at their next poll
-        return model_to_proto(model)
-
-    @grpc_errors
-    async def StartTraining(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
-        self._authorize(context)
-        job = await asyncio.get_running_loop().run_in_executor(
-            self.executor, submit_training, self.settings, self.engine, request.params_json
+        details = await self.admin.model_details(request.version)
+        return admin_pb2.ModelDetails(
+            model=model_to_proto(details.model),
+            files=[admin_pb2.BundleFile(**asdict(f)) for f in details.files],
+            problem=details.problem,
+            activations=[_activation(a) for a in details.activations],
         )
-        return job_to_proto(job)
 
     @grpc_errors
-    async def ListJobs(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+    async def ActivateModel(  # noqa: N802
+        self, request: admin_pb2.ActivateModelRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ModelVersion:
         self._authorize(context)
-        limit = _limit("limit", request.limit, 50)
-        jobs = await self._db(lambda s: crud.list_jobs(s, limit=limit))
+        return model_to_proto(await self.admin.activate(request.version))
+
+    @grpc_errors
+    async def RollbackModel(  # noqa: N802
+        self, request: admin_pb2.RollbackModelRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ModelVersion:
+        self._authorize(context)
+        return model_to_proto(await self.admin.rollback())
+
+    @grpc_errors
+    async def ListActivations(  # noqa: N802
+        self, request: admin_pb2.ListActivationsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListActivationsResponse:
+        self._authorize(context)
+        records = await self.admin.list_activations(request.limit)
+        return admin_pb2.ListActivationsResponse(activations=[_activation(a) for a in records])
+
+    @grpc_errors
+    async def PruneModels(  # noqa: N802
+        self, request: admin_pb2.PruneModelsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.PruneModelsResponse:
+        self._authorize(context)
+        result = await self.admin.prune(request.keep, request.dry_run)
+        return admin_pb2.PruneModelsResponse(pruned=result.pruned, freed_bytes=result.freed_bytes)
+
+    @grpc_errors
+    async def StartTraining(  # noqa: N802
+        self, request: admin_pb2.StartTrainingRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.Job:
+        self._authorize(context)
+        return job_to_proto(await self.admin.start_training(request.params_json))
+
+    @grpc_errors
+    async def GetTrainingOptions(  # noqa: N802
+        self, request: admin_pb2.GetTrainingOptionsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.TrainingOptions:
+        self._authorize(context)
+        options = await self.admin.training_options()
+        return admin_pb2.TrainingOptions(options=[_option(o) for o in options])
+
+    @grpc_errors
+    async def ListJobs(  # noqa: N802
+        self, request: admin_pb2.ListJobsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListJobsResponse:
+        self._authorize(context)
+        jobs = await self.admin.list_jobs(request.limit)
         return admin_pb2.ListJobsResponse(jobs=[job_to_proto(j) for j in jobs])
 
     @grpc_errors
-    async def GetJob(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+    async def GetJob(  # noqa: N802
+        self, request: admin_pb2.GetJobRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.Job:
         self._authorize(context)
-        job_id = _positive("id", request.id)
-        return job_to_proto(await self._db(lambda s: crud.get_job(s, job_id=job_id)))
+        return job_to_proto(await self.admin.get_job(request.id))
 
     @grpc_errors
-    async def GetServerStats(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+    async def CancelJob(  # noqa: N802
+        self, request: admin_pb2.CancelJobRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.Job:
         self._authorize(context)
-        snap = self.stats.snapshot()
-        model = self.core.registry.current
-        return admin_pb2.ServerStats(
-            **snap,
-            backend=model.backend.name if model else "none",
-            device=model.backend.device if model else "",
-            active_version=model.version if model else 0,
-            requests_total=self.stats.requests_total,
-            feedback_events_total=self.stats.feedback_total,
-            cached_users=len(self.core.history),
-            batches_total=self.stats.batches_total,
-            batched_histories_total=self.stats.batched_histories_total,
-            state_cache_hits=self.core.states.hits,
+        return job_to_proto(await self.admin.cancel_job(request.id))
+
+    @grpc_errors
+    async def GetServerStats(  # noqa: N802
+        self, request: admin_pb2.GetServerStatsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ServerStats:
+        self._authorize(context)
+        return stats_to_proto(self.admin.server_stats())
+
+    @grpc_errors
+    async def GetUserHistory(  # noqa: N802
+        self, request: admin_pb2.GetUserHistoryRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.UserHistory:
+        self._authorize(context)
+        events = await self.admin.user_history(request.user_id, request.limit)
+        return admin_pb2.UserHistory(
+            user_id=request.user_id,
+            events=[
+                admin_pb2.HistoryEvent(
+                    item_id=e.item_id, title=e.title, kind=e.kind, timestamp_ms=_ms(e.event_time)
+                )
+                for e in events
+            ],
         )
+
+    @grpc_errors
+    async def ListItems(  # noqa: N802
+        self, request: admin_pb2.ListItemsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListItemsResponse:
+        self._authorize(context)
+        items = await self.admin.list_items(request.query, request.limit, request.unavailable_only)
+        return admin_pb2.ListItemsResponse(
+            items=[admin_pb2.CatalogueItem(**asdict(item)) for item in items]
+        )
+
+    @grpc_errors
+    async def SetItemAvailability(  # noqa: N802
+        self, request: admin_pb2.SetItemAvailabilityRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.SetItemAvailabilityResponse:
+        self._authorize(context)
+        updated = await self.admin.set_item_availability(list(request.item_ids), request.available)
+        return admin_pb2.SetItemAvailabilityResponse(updated=updated)

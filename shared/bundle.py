@@ -71,11 +71,13 @@ class ModelConfig(BaseModel):
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def size_bytes(directory: Path) -> int:
+    """Bytes of every file under ``directory`` (engines included)."""
+    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
 
 
 def write_checksums(directory: Path) -> str:
@@ -90,11 +92,14 @@ def write_checksums(directory: Path) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def verify(directory: Path) -> str:
-    """Checks every file against checksums.json; returns the bundle checksum.
+def read_checksums(directory: Path) -> dict[str, str]:
+    """checksums.json: file name -> sha256. Raises BundleError when it is missing or
+    malformed, or names a file outside the bundle directory."""
+    sums, _ = _read_checksums(directory)
+    return sums
 
-    Raises BundleError naming the first file that is missing or differs.
-    """
+
+def _read_checksums(directory: Path) -> tuple[dict[str, str], str]:
     if not directory.is_dir():
         raise BundleError(f"bundle {directory} does not exist or is not a directory")
     sums_path = directory / CHECKSUMS
@@ -102,9 +107,29 @@ def verify(directory: Path) -> str:
         raise BundleError(f"bundle {directory} has no {CHECKSUMS}; it was never completed")
     text = sums_path.read_text()
     try:
-        sums: dict[str, str] = json.loads(text)
+        sums = json.loads(text)
     except json.JSONDecodeError as exc:
         raise BundleError(f"bundle {directory}: {CHECKSUMS} is not valid JSON") from exc
+    if not isinstance(sums, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in sums.items()
+    ):
+        raise BundleError(f"bundle {directory}: {CHECKSUMS} must map file names to sha256 hex")
+    for name in sums:
+        # Plain file names only: a bundle must not make the server read outside itself.
+        if name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+            raise BundleError(
+                f"bundle {directory}: {CHECKSUMS} names {name!r}; accepted: plain file names "
+                "inside the bundle directory"
+            )
+    return sums, text
+
+
+def verify(directory: Path) -> str:
+    """Checks every file against checksums.json; returns the bundle checksum.
+
+    Raises BundleError naming the first file that is missing or differs.
+    """
+    sums, text = _read_checksums(directory)
     for name in REQUIRED:
         if name not in sums:
             raise BundleError(f"bundle {directory} lacks required file {name}")

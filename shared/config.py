@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -90,6 +90,16 @@ class ServerSettings(BaseModel):
     """On SIGTERM, how long in-flight calls may finish before the server stops."""
     max_message_mb: int = Field(16, ge=1, le=1024)
     """Largest gRPC message, in MiB, in either direction."""
+    keep_ready_models: int = Field(3, ge=0)
+    """Bundle retention: besides the active version and the one active before it, the
+    newest this many ready versions keep their bundles; `recserve models prune` (and
+    PruneModels) deletes the rest."""
+    replica_report_s: float = Field(5.0, gt=0.0)
+    """How often a server records its health and served version in the database, for
+    the deployment-wide view of GetServerStats and the console."""
+    replica_stale_s: float = Field(20.0, gt=0.0)
+    """A replica that has not reported for this long is shown as lost; after ten times
+    this its row is removed."""
 
 
 class WorkerSettings(BaseModel):
@@ -105,24 +115,54 @@ class WorkerSettings(BaseModel):
     """A job running longer than this is killed and marked failed."""
     torch_threads: int = Field(0, ge=0)
     """Threads torch uses for training; 0 means one per core."""
+    heartbeat_s: float = Field(10.0, gt=0.0)
+    """How often a running job records a sign of life (job.heartbeat_at)."""
+    job_lost_after_s: float = Field(120.0, gt=0.0)
+    """A running job without a heartbeat for this long is marked failed by the reaper
+    (its worker died). Must exceed heartbeat_s by a wide margin."""
+    reap_every_s: float = Field(30.0, gt=0.0)
+    """How often workers and servers look for jobs whose worker died."""
+    retrain_every_s: float = Field(0.0, ge=0.0)
+    """Retraining schedule: when the newest training job is older than this, beat starts
+    one. 0 turns the schedule off. Runs under `recserve beat` or `recserve worker --beat`."""
+    retrain_after_events: int = Field(0, ge=0)
+    """Volume trigger: start a training job once this many feedback events have arrived
+    since the newer of the active model's and the last training job's watermark. 0 turns
+    it off. Checked by beat every trigger_check_s."""
+    trigger_check_s: float = Field(60.0, gt=0.0)
+    """How often beat checks the schedule and the volume trigger (and reaps lost jobs)."""
+    publish_retries: int = Field(2, ge=0, le=20)
+    """Attempts to reach the broker when queueing a job before StartTraining answers
+    UNAVAILABLE (and marks the job failed)."""
 
 
 class TrainingSettings(BaseModel):
     """Defaults of a training job; StartTraining parameters override them."""
 
+    # The docstrings below become each field's description (GetTrainingOptions, the
+    # console's training form).
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     epochs: int = Field(200, ge=1, le=10000)
     """Upper bound on epochs; early stopping usually ends training sooner."""
     batch_size: int = Field(128, ge=1, le=4096)
+    """Training windows per optimiser step."""
     learning_rate: float = Field(1e-3, gt=0.0, le=1.0)
+    """AdamW's peak learning rate (after warm-up)."""
     weight_decay: float = Field(0.0, ge=0.0)
+    """AdamW's decoupled weight decay."""
     warmup_steps: int = Field(100, ge=0)
+    """Steps of linear learning-rate warm-up."""
     lr_schedule: Literal["constant", "cosine"] = "constant"
     """After warm-up: constant, or cosine decay to 2% over the epochs (or the time budget)."""
     max_len: int = Field(50, ge=2, le=1024)
     """Most recent events the model reads."""
     d_model: int = Field(64, ge=8, le=1024)
+    """Width of the embeddings and the Transformer (a multiple of n_heads)."""
     n_heads: int = Field(2, ge=1, le=64)
+    """Attention heads per block."""
     n_blocks: int = Field(2, ge=1, le=16)
+    """Transformer blocks."""
     dropout: float = Field(0.2, ge=0.0, lt=0.9)
     """Dropout on embeddings, residual branches and the FFN."""
     attention_dropout: float | None = Field(None, ge=0.0, lt=0.9)
@@ -142,9 +182,11 @@ class TrainingSettings(BaseModel):
     patience: int = Field(5, ge=1)
     """Epochs without a better validation NDCG@10 before training stops."""
     eval_every: int = Field(1, ge=1)
+    """Epochs between validation runs."""
     time_budget_s: float = Field(0.0, ge=0.0)
     """Stop training after this many seconds (keeping the best checkpoint); 0: no limit."""
     seed: int = 42
+    """Seed of the weight initialisation, batch order and dropout."""
     loss: Literal["ce", "sampled"] = "ce"
     """ce: full softmax over the catalogue. sampled: sampled softmax, for huge catalogues."""
     num_negatives: int = Field(256, ge=1)
@@ -208,6 +250,12 @@ class Settings(BaseSettings):
     @property
     def bundles_dir(self) -> Path:
         return self.models_dir or self.data_dir / "models"
+
+    def bundle_path(self, artifact_path: str) -> Path:
+        """Where a model version's bundle lives: artifact paths are stored relative to the
+        models directory (absolute ones, from older versions, are used as they are)."""
+        path = Path(artifact_path)
+        return path if path.is_absolute() else self.bundles_dir / path
 
     @property
     def embedded_broker(self) -> bool:

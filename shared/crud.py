@@ -4,25 +4,30 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import func, update
+from sqlalchemy import delete, func, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from shared.errors import FailedPrecondition, NotFound
 from shared.models import (
+    TRAINING_LOCK,
     FeedbackEvent,
     FeedbackEventCreate,
     Item,
     Job,
     JobCreate,
+    JobKind,
     JobStatus,
+    ModelActivation,
     ModelStatus,
     ModelVersion,
+    Replica,
     utcnow,
 )
 
@@ -197,6 +202,25 @@ def item_popularity(session: Session, *, limit: int) -> list[tuple[str, int]]:
     return [(item, int(n)) for item, n in rows]
 
 
+def count_events_after(session: Session, *, watermark: int) -> int:
+    """Events stored after feedback row ``watermark`` (new data since a model's watermark)."""
+    query = select(func.count()).select_from(FeedbackEvent).where(col(FeedbackEvent.id) > watermark)
+    return int(session.exec(query).one())
+
+
+def recent_events(
+    session: Session, *, user_id: str, limit: int
+) -> list[tuple[str, str, datetime]]:
+    """The user's newest ``limit`` events as (item_id, kind, event_time), oldest first."""
+    rows = session.exec(
+        select(FeedbackEvent.item_id, FeedbackEvent.kind, FeedbackEvent.event_time)
+        .where(FeedbackEvent.user_id == user_id)
+        .order_by(col(FeedbackEvent.event_time).desc(), col(FeedbackEvent.id).desc())
+        .limit(limit)
+    ).all()
+    return [(item, kind, when) for item, kind, when in reversed(rows)]
+
+
 # --- catalogue ---------------------------------------------------------------------------
 
 
@@ -213,20 +237,81 @@ def unavailable_items(session: Session) -> set[str]:
 
 
 def item_titles(session: Session, *, item_ids: Sequence[str]) -> dict[str, str]:
-    if not item_ids:
-        return {}
-    rows = session.exec(select(Item.item_id, Item.title).where(col(Item.item_id).in_(item_ids)))
-    return {item_id: title for item_id, title in rows.all()}
+    titles: dict[str, str] = {}
+    unique = list(dict.fromkeys(item_ids))
+    for start in range(0, len(unique), _IN_CHUNK):
+        chunk = unique[start : start + _IN_CHUNK]
+        rows = session.exec(select(Item.item_id, Item.title).where(col(Item.item_id).in_(chunk)))
+        titles.update({item_id: title for item_id, title in rows.all()})
+    return titles
+
+
+def search_items(
+    session: Session, *, query: str, limit: int, unavailable_only: bool = False
+) -> list[Item]:
+    """Catalogue items whose id or title contains ``query`` (case-insensitive), by id."""
+    statement = select(Item)
+    if query:
+        pattern = f"%{query.lower()}%"
+        statement = statement.where(
+            func.lower(Item.item_id).like(pattern) | func.lower(Item.title).like(pattern)
+        )
+    if unavailable_only:
+        statement = statement.where(col(Item.available).is_(False))
+    return list(session.exec(statement.order_by(col(Item.item_id)).limit(limit)).all())
+
+
+def set_item_availability(session: Session, *, item_ids: Sequence[str], available: bool) -> int:
+    """Marks the items (un)available, creating catalogue entries for unknown ids; returns
+    how many items now have that availability."""
+    unique = list(dict.fromkeys(item_ids))
+    existing: set[str] = set()
+    for start in range(0, len(unique), _IN_CHUNK):
+        chunk = unique[start : start + _IN_CHUNK]
+        session.execute(
+            update(Item).where(col(Item.item_id).in_(chunk)).values(available=available)
+        )
+        existing.update(session.exec(select(Item.item_id).where(col(Item.item_id).in_(chunk))))
+    for item_id in unique:
+        if item_id not in existing:
+            session.add(Item(item_id=item_id, available=available))
+    session.flush()
+    return len(unique)
 
 
 # --- jobs --------------------------------------------------------------------------------
 
 
 def create_job(session: Session, *, job: JobCreate) -> Job:
+    """Creates a queued job. A training job takes the training lock: while another
+    training job is queued or running this raises FailedPrecondition naming it."""
     row = Job.model_validate(job)
+    if row.kind == JobKind.TRAIN:
+        holder = training_lock_holder(session)
+        if holder is not None:
+            raise _busy(holder)
+        row.lock_key = TRAINING_LOCK
     session.add(row)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError as exc:  # another training job was queued meanwhile
+        raise FailedPrecondition(
+            "another training job was queued at the same moment; at most one training job "
+            "is queued or running at a time (ListJobs shows it)"
+        ) from exc
     return row
+
+
+def _busy(holder: Job) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"training job {holder.id} is {holder.status}; at most one training job is queued "
+        f"or running at a time: wait for it or cancel it (CancelJob {holder.id})"
+    )
+
+
+def training_lock_holder(session: Session) -> Job | None:
+    """The queued or running training job that holds the training lock, if any."""
+    return session.exec(select(Job).where(Job.lock_key == TRAINING_LOCK)).first()
 
 
 def get_job(session: Session, *, job_id: int) -> Job:
@@ -240,30 +325,135 @@ def list_jobs(session: Session, *, limit: int) -> list[Job]:
     return list(session.exec(select(Job).order_by(col(Job.id).desc()).limit(limit)).all())
 
 
+def latest_training_job(session: Session) -> Job | None:
+    return session.exec(
+        select(Job).where(Job.kind == JobKind.TRAIN).order_by(col(Job.id).desc())
+    ).first()
+
+
+def newest_job_watermark(session: Session) -> int:
+    """The highest data watermark any training job trained on, 0 when none did."""
+    return int(session.exec(select(func.max(Job.data_watermark))).one() or 0)
+
+
 def set_job_celery_id(session: Session, *, job_id: int, celery_id: str) -> None:
     session.execute(update(Job).where(col(Job.id) == job_id).values(celery_id=celery_id))
 
 
-def start_job(session: Session, *, job_id: int) -> Job:
+def claim_job(session: Session, *, job_id: int, worker: str) -> bool:
+    """Atomically moves the job from queued to running for ``worker``. False when it is
+    not queued (a redelivered message of a job that runs or ran, or a cancelled job):
+    the caller must not run it."""
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(
+            col(Job.id) == job_id,
+            col(Job.status) == JobStatus.QUEUED,
+            col(Job.cancel_requested).is_(False),
+        )
+        .values(
+            status=JobStatus.RUNNING,
+            worker=worker[:128],
+            attempts=Job.attempts + 1,  # type: ignore[operator]
+            started_at=now,
+            heartbeat_at=now,
+            finished_at=None,
+            error="",
+            progress=0.0,
+        )
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def heartbeat_job(session: Session, *, job_id: int) -> None:
+    session.execute(
+        update(Job)
+        .where(col(Job.id) == job_id, col(Job.status) == JobStatus.RUNNING)
+        .values(heartbeat_at=utcnow())
+    )
+
+
+def reap_lost_jobs(session: Session, *, lost_after_s: float) -> list[int]:
+    """Marks failed every running job whose worker has not sent a heartbeat for
+    ``lost_after_s`` (the worker died), releasing the training lock; returns their ids."""
+    horizon = utcnow() - timedelta(seconds=lost_after_s)
+    lost = session.exec(
+        select(Job).where(
+            col(Job.status) == JobStatus.RUNNING,
+            col(Job.heartbeat_at) < horizon,
+        )
+    ).all()
+    for job in lost:
+        seen = job.heartbeat_at
+        _finish(
+            job,
+            JobStatus.CANCELLED if job.cancel_requested else JobStatus.FAILED,
+            f"worker lost: {job.worker or 'the worker'} sent no heartbeat since "
+            f"{seen:%Y-%m-%d %H:%M:%S} UTC (more than {lost_after_s:.0f}s)"
+            if seen
+            else "worker lost",
+        )
+        session.add(job)
+    return [int(job.id or 0) for job in lost]
+
+
+def cancel_job(session: Session, *, job_id: int) -> Job:
+    """A queued job is cancelled at once (its message is skipped when a worker gets it);
+    a running one is flagged and stops at its next progress report."""
     job = get_job(session, job_id=job_id)
-    job.status = JobStatus.RUNNING
-    job.started_at = utcnow()
-    job.finished_at = None
-    job.error = ""
-    job.progress = 0.0
+    if job.status == JobStatus.QUEUED:
+        _finish(job, JobStatus.CANCELLED, "")
+        job.cancel_requested = True
+        job.log = [*job.log, f"{utcnow():%H:%M:%S} cancelled before it started"][-JOB_LOG_LINES:]
+    elif job.status == JobStatus.RUNNING:
+        job.cancel_requested = True
+        job.log = [*job.log, f"{utcnow():%H:%M:%S} cancel requested"][-JOB_LOG_LINES:]
+    else:
+        raise FailedPrecondition(
+            f"job {job_id} already finished ({job.status}); only queued or running jobs "
+            "can be cancelled"
+        )
     session.add(job)
     return job
 
 
 def report_job_progress(
-    session: Session, *, job_id: int, progress: float, message: str, log: bool = True
-) -> None:
+    session: Session,
+    *,
+    job_id: int,
+    progress: float,
+    message: str,
+    log: bool = True,
+    point: dict[str, float] | None = None,
+) -> Job:
+    """Records progress (and a learning-curve point); returns the job, whose
+    cancel_requested tells the worker to stop."""
     job = get_job(session, job_id=job_id)
     job.progress = max(0.0, min(1.0, progress))
     job.message = message[:1024]
+    job.heartbeat_at = utcnow()
     if log:
         job.log = [*job.log, f"{utcnow():%H:%M:%S} {message}"][-JOB_LOG_LINES:]
+    if point is not None:
+        job.curve = [*(job.curve or []), point]
     session.add(job)
+    return job
+
+
+def set_job_watermark(session: Session, *, job_id: int, watermark: int) -> None:
+    session.execute(update(Job).where(col(Job.id) == job_id).values(data_watermark=watermark))
+
+
+def _finish(job: Job, status: JobStatus, error: str) -> None:
+    job.status = status
+    job.finished_at = utcnow()
+    job.error = error
+    job.lock_key = None
+    if error:
+        job.log = [*job.log, f"{utcnow():%H:%M:%S} error: {error.splitlines()[0][:500]}"][
+            -JOB_LOG_LINES:
+        ]
 
 
 def finish_job(
@@ -274,18 +464,13 @@ def finish_job(
     error: str = "",
     model_version: int | None = None,
 ) -> Job:
+    """Ends the job and releases the training lock."""
     job = get_job(session, job_id=job_id)
-    job.status = status
-    job.finished_at = utcnow()
-    job.error = error
+    _finish(job, status, error)
     if status == JobStatus.SUCCEEDED:
         job.progress = 1.0
     if model_version is not None:
         job.model_version = model_version
-    if error:
-        job.log = [*job.log, f"{utcnow():%H:%M:%S} error: {error.splitlines()[0][:500]}"][
-            -JOB_LOG_LINES:
-        ]
     session.add(job)
     return job
 
@@ -322,22 +507,38 @@ def get_active_model(session: Session) -> ModelVersion | None:
     ).first()
 
 
-def update_model_version(session: Session, *, version: int, **fields: Any) -> ModelVersion:
-    model = get_model_version(session, version=version)
-    for name, value in fields.items():
-        setattr(model, name, value)
-    session.add(model)
-    return model
+def servable_models(session: Session) -> list[ModelVersion]:
+    """Versions with a bundle that may be served (active, ready, retired), newest first."""
+    return list(
+        session.exec(
+            select(ModelVersion)
+            .where(
+                col(ModelVersion.status).in_(
+                    [ModelStatus.ACTIVE, ModelStatus.READY, ModelStatus.RETIRED]
+                )
+            )
+            .order_by(col(ModelVersion.version).desc())
+        )
+    )
 
 
-def activate_model(session: Session, *, version: int) -> ModelVersion:
-    """Makes ``version`` the one active model; the previously active one becomes retired."""
-    model = get_model_version(session, version=version)
-    if model.status not in (ModelStatus.READY, ModelStatus.ACTIVE, ModelStatus.RETIRED):
+ACTIVATABLE = (ModelStatus.READY, ModelStatus.ACTIVE, ModelStatus.RETIRED)
+
+
+def check_activatable(model: ModelVersion) -> None:
+    if model.status not in ACTIVATABLE:
         raise FailedPrecondition(
-            f"model version {version} has status {model.status}; "
+            f"model version {model.version} has status {model.status}; "
             "only ready or retired versions can be activated"
         )
+
+
+def activate_model(session: Session, *, version: int, reason: str) -> ModelVersion:
+    """Makes ``version`` the one active model; the previously active one becomes retired.
+    The activation is recorded with the version it replaced and ``reason``."""
+    model = get_model_version(session, version=version)
+    check_activatable(model)
+    previous = get_active_model(session)
     session.execute(
         update(ModelVersion)
         .where(col(ModelVersion.status) == ModelStatus.ACTIVE, col(ModelVersion.version) != version)
@@ -346,5 +547,108 @@ def activate_model(session: Session, *, version: int) -> ModelVersion:
     model.status = ModelStatus.ACTIVE
     model.activated_at = utcnow()
     session.add(model)
+    if previous is None or previous.version != version:
+        session.add(
+            ModelActivation(
+                version=version,
+                previous_version=previous.version if previous else None,
+                activated_at=model.activated_at,
+                reason=reason[:256],
+            )
+        )
     session.flush()
     return model
+
+
+def list_activations(
+    session: Session, *, limit: int, version: int | None = None
+) -> list[ModelActivation]:
+    """Activations, newest first (only those of ``version`` when given)."""
+    statement = select(ModelActivation)
+    if version is not None:
+        statement = statement.where(ModelActivation.version == version)
+    return list(
+        session.exec(statement.order_by(col(ModelActivation.id).desc()).limit(limit)).all()
+    )
+
+
+def last_activation(session: Session, *, version: int) -> ModelActivation | None:
+    found = list_activations(session, limit=1, version=version)
+    return found[0] if found else None
+
+
+def rollback_target(session: Session) -> int:
+    """The version that was active before the active one. FailedPrecondition when there
+    is none, or it can no longer be activated."""
+    active = get_active_model(session)
+    if active is None:
+        raise FailedPrecondition("no model is active, so there is nothing to roll back")
+    last = last_activation(session, version=int(active.version or 0))
+    if last is None or not last.previous_version:
+        raise FailedPrecondition(
+            f"model version {active.version} replaced no other version; nothing to roll back to"
+        )
+    check_activatable(get_model_version(session, version=last.previous_version))
+    return last.previous_version
+
+
+def prune_candidates(session: Session, *, keep_ready: int) -> list[ModelVersion]:
+    """Versions whose bundles the retention rule lets go: all but the active version, the
+    one active before it and the newest ``keep_ready`` ready versions (failed ones too)."""
+    keep: set[int] = set()
+    active = get_active_model(session)
+    if active is not None:
+        keep.add(int(active.version or 0))
+        last = last_activation(session, version=int(active.version or 0))
+        if last is not None and last.previous_version:
+            keep.add(last.previous_version)
+    ready = session.exec(
+        select(ModelVersion.version)
+        .where(ModelVersion.status == ModelStatus.READY)
+        .order_by(col(ModelVersion.version).desc())
+        .limit(keep_ready)
+    ).all()
+    keep.update(int(v or 0) for v in ready)
+    candidates = session.exec(
+        select(ModelVersion).where(
+            col(ModelVersion.status).in_(
+                [ModelStatus.READY, ModelStatus.RETIRED, ModelStatus.FAILED]
+            )
+        )
+    ).all()
+    return sorted(
+        (m for m in candidates if int(m.version or 0) not in keep),
+        key=lambda m: int(m.version or 0),
+    )
+
+
+def mark_pruned(session: Session, *, version: int) -> None:
+    session.execute(
+        update(ModelVersion)
+        .where(col(ModelVersion.version) == version)
+        .values(status=ModelStatus.PRUNED, size_bytes=0)
+    )
+
+
+# --- replicas ----------------------------------------------------------------------------
+
+
+def report_replica(session: Session, *, replica: Replica) -> None:
+    """Inserts or refreshes a server's row (its last_seen becomes now)."""
+    replica.last_seen = utcnow()
+    session.merge(replica)
+
+
+def list_replicas(session: Session) -> list[Replica]:
+    return list(session.exec(select(Replica).order_by(col(Replica.replica_id))).all())
+
+
+def forget_replicas(session: Session, *, unseen_for_s: float) -> int:
+    """Removes rows of servers that have not reported for ``unseen_for_s``."""
+    horizon = utcnow() - timedelta(seconds=unseen_for_s)
+    result = session.execute(delete(Replica).where(col(Replica.last_seen) < horizon))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def remove_replica(session: Session, *, replica_id: str) -> None:
+    session.execute(delete(Replica).where(col(Replica.replica_id) == replica_id))

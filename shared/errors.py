@@ -7,7 +7,8 @@
     ├── Unauthenticated      missing or wrong admin token      -> UNAUTHENTICATED
     ├── Unavailable          no model and no fallback yet      -> UNAVAILABLE
     ├── BundleError          a model bundle is missing, corrupt or fails its checksums
-    └── StorageError         the database refused a write
+    ├── StorageError         the database refused a write
+    └── JobCancelled         an operator cancelled the running job (the worker stops it)
 
 The server maps these to gRPC status codes in exactly one place (server/errors.py).
 Every message names the field or thing at fault and says what would be accepted.
@@ -48,4 +49,8 @@ class BundleError(RecserveError):
 
 
 class StorageError(RecserveError):
+    pass
+
+
+class JobCancelled(RecserveError):
     pass

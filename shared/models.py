@@ -10,12 +10,18 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def as_utc(when: datetime) -> datetime:
+    """A stored time as an aware UTC datetime (SQLite hands timezone-aware columns back
+    without their zone; every time recserve stores is UTC)."""
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 class ModelStatus(StrEnum):
@@ -24,6 +30,8 @@ class ModelStatus(StrEnum):
     ACTIVE = "active"
     RETIRED = "retired"
     FAILED = "failed"
+    PRUNED = "pruned"
+    """The bundle was deleted by the retention rule; the row keeps the metrics."""
 
 
 class JobStatus(StrEnum):
@@ -36,9 +44,20 @@ class JobStatus(StrEnum):
 
 class JobKind(StrEnum):
     TRAIN = "train"
-    EVALUATE = "evaluate"
-    EXPORT = "export"
     BUILD_ENGINE = "build-engine"
+
+
+class JobTrigger(StrEnum):
+    MANUAL = "manual"
+    """StartTraining or `recserve train`."""
+    SCHEDULE = "schedule"
+    """The retraining schedule (worker.retrain_every_s)."""
+    VOLUME = "volume"
+    """Enough new feedback since the active model's watermark (worker.retrain_after_events)."""
+
+
+TRAINING_LOCK = "train"
+"""Job.lock_key of the one queued or running training job (unique in the database)."""
 
 
 # --- feedback events -------------------------------------------------------------------
@@ -87,6 +106,8 @@ class ItemBase(SQLModel):
 class Item(ItemBase, table=True):
     __tablename__ = "item"
 
+    created_at: datetime | None = Field(default_factory=utcnow)
+
 
 # --- model versions ----------------------------------------------------------------------
 
@@ -103,6 +124,8 @@ class ModelVersionBase(SQLModel):
     config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     checksum: str = Field(default="", max_length=128)
     job_id: int | None = None
+    size_bytes: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    """Bytes of the bundle on disk."""
 
 
 class ModelVersion(ModelVersionBase, table=True):
@@ -113,12 +136,46 @@ class ModelVersion(ModelVersionBase, table=True):
     activated_at: datetime | None = None
 
 
+class ModelActivation(SQLModel, table=True):
+    """One activation: which version became active, replacing which, and why."""
+
+    __tablename__ = "model_activation"
+
+    id: int | None = Field(default=None, primary_key=True)
+    version: int = Field(index=True)
+    previous_version: int | None = None
+    activated_at: datetime = Field(default_factory=utcnow)
+    reason: str = Field(default="", max_length=256)
+
+
+# --- replicas ----------------------------------------------------------------------------
+
+
+class Replica(SQLModel, table=True):
+    """A server process of the deployment, as it last reported itself (every few seconds)."""
+
+    __tablename__ = "replica"
+
+    replica_id: str = Field(primary_key=True, max_length=128)
+    address: str = Field(default="", max_length=256)
+    serving_version: int = 0
+    health: str = Field(default="NOT_SERVING", max_length=16)
+    backend: str = Field(default="", max_length=32)
+    device: str = Field(default="", max_length=128)
+    note: str = Field(default="", max_length=512)
+    started_at: datetime = Field(default_factory=utcnow)
+    last_seen: datetime = Field(default_factory=utcnow)
+
+
 # --- jobs --------------------------------------------------------------------------------
 
 
 class JobBase(SQLModel):
     kind: JobKind = Field(default=JobKind.TRAIN, sa_column=Column(String(16), nullable=False))
     params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    trigger: JobTrigger = Field(
+        default=JobTrigger.MANUAL, sa_column=Column(String(16), nullable=False, default="manual")
+    )
 
 
 class JobCreate(JobBase):
@@ -127,6 +184,7 @@ class JobCreate(JobBase):
 
 class Job(JobBase, table=True):
     __tablename__ = "job"
+    __table_args__ = (UniqueConstraint("lock_key", name="uq_job_lock_key"),)
 
     id: int | None = Field(default=None, primary_key=True)
     status: JobStatus = Field(
@@ -141,3 +199,19 @@ class Job(JobBase, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    lock_key: str | None = Field(
+        default=None, sa_column=Column(String(64), nullable=True)
+    )
+    """TRAINING_LOCK while a training job is queued or running, else NULL: the database
+    lets at most one job hold it."""
+    worker: str = Field(default="", max_length=128)
+    """host:pid of the worker that claimed the job."""
+    attempts: int = 0
+    """Claims by a worker; the claim is atomic (queued -> running), so at most 1."""
+    heartbeat_at: datetime | None = None
+    """Last sign of life of the worker running the job; the reaper fails stale ones."""
+    cancel_requested: bool = False
+    data_watermark: int | None = None
+    """Highest feedback row id the job trained on."""
+    curve: list[dict[str, float]] = Field(default_factory=list, sa_column=Column(JSON))
+    """Per epoch: epoch, loss, val_ndcg@10 (when evaluated), seconds."""

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import types
+import typing
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import annotated_types
 from pydantic import ConfigDict, ValidationError
 
 from shared.config import Settings, TrainingSettings
@@ -14,7 +18,7 @@ from shared.errors import InvalidArgument
 class TrainingParams(TrainingSettings):
     """Everything a train job needs; unknown keys are rejected."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     activate: Literal["auto", "always", "never"] = "auto"
     """auto: activate when the new model beats the active one and popularity on the same
@@ -48,3 +52,64 @@ def parse_training_params(
         raise InvalidArgument(
             f"params_json.{key}", f"{first['msg']}; accepted keys: {accepted}"
         ) from exc
+
+
+@dataclass(frozen=True)
+class TrainingOption:
+    """One training parameter, as GetTrainingOptions describes it."""
+
+    name: str
+    type: str  # "int" | "float" | "bool" | "choice"
+    default: Any
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: bool = False
+    exclusive_maximum: bool = False
+    choices: tuple[str, ...] = ()
+    help: str = ""
+    nullable: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def training_options(settings: Settings) -> list[TrainingOption]:
+    """Every accepted training parameter with its type, range and this deployment's
+    default (the settings' training section), in declaration order."""
+    defaults = parse_training_params(settings, {})
+    options = []
+    for name, info in TrainingParams.model_fields.items():
+        annotation = info.annotation
+        args = typing.get_args(annotation)
+        nullable = isinstance(annotation, types.UnionType) and type(None) in args
+        if nullable:
+            annotation = next(a for a in args if a is not type(None))
+        choices: tuple[str, ...] = ()
+        if typing.get_origin(annotation) is Literal:
+            kind, choices = "choice", tuple(str(c) for c in typing.get_args(annotation))
+        elif annotation is bool:
+            kind = "bool"
+        elif annotation is int:
+            kind = "int"
+        else:
+            kind = "float"
+        bounds: dict[str, Any] = {}
+        for rule in info.metadata:
+            if isinstance(rule, annotated_types.Ge):
+                bounds["minimum"] = float(rule.ge)  # type: ignore[arg-type]
+            elif isinstance(rule, annotated_types.Gt):
+                bounds.update(minimum=float(rule.gt), exclusive_minimum=True)  # type: ignore[arg-type]
+            elif isinstance(rule, annotated_types.Le):
+                bounds["maximum"] = float(rule.le)  # type: ignore[arg-type]
+            elif isinstance(rule, annotated_types.Lt):
+                bounds.update(maximum=float(rule.lt), exclusive_maximum=True)  # type: ignore[arg-type]
+        options.append(
+            TrainingOption(
+                name=name,
+                type=kind,
+                default=getattr(defaults, name),
+                choices=choices,
+                help=" ".join((info.description or "").split()),
+                nullable=nullable,
+                **bounds,
+            )
+        )
+    return options

@@ -94,10 +94,11 @@ def trained_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def data_dir(tmp_path: Path, trained_template: Path) -> Path:
-    """A private copy of the template's database (bundles stay shared and read-only)."""
+    """A private copy of the template's database and bundles (a tiny model: a few kB)."""
     target = tmp_path / "var"
     target.mkdir()
     shutil.copy(trained_template / "recserve.db", target / "recserve.db")
+    shutil.copytree(trained_template / "models", target / "models")
     return target
 
 

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import socket
+import threading
 import time
 import traceback
 from collections.abc import Sequence
@@ -27,7 +30,7 @@ from shared import bundle as bundle_format
 from shared import crud
 from shared.config import Settings
 from shared.db import make_engine, session_scope
-from shared.errors import RecserveError
+from shared.errors import JobCancelled, RecserveError
 from shared.models import JobStatus, ModelStatus, ModelVersion
 from shared.params import TrainingParams, parse_training_params
 from worker.dataset import Split, leave_one_out
@@ -37,46 +40,94 @@ log = logging.getLogger(__name__)
 MIN_USERS = 2
 
 
-class JobCancelled(RecserveError):
-    pass
-
-
 class JobReporter:
-    """Writes progress to the job row (and the log); raises JobCancelled when an operator
-    cancelled the job."""
+    """Writes progress (and learning-curve points) to the job row and its log; raises
+    JobCancelled when an operator asked to cancel the job."""
 
-    def __init__(self, engine: Engine, job_id: int, echo: bool = True) -> None:
-        self.engine, self.job_id, self.echo = engine, job_id, echo
+    def __init__(self, engine: Engine, job_id: int) -> None:
+        self.engine, self.job_id = engine, job_id
 
-    def __call__(self, fraction: float, message: str) -> None:
+    def __call__(
+        self,
+        fraction: float,
+        message: str,
+        point: dict[str, float] | None = None,
+        *,
+        cancellable: bool = True,
+    ) -> None:
         log.info("job %s: %s", self.job_id, message)
         with session_scope(self.engine) as session:
-            job = crud.get_job(session, job_id=self.job_id)
-            if job.status == JobStatus.CANCELLED:
-                raise JobCancelled(f"job {self.job_id} was cancelled")
-            crud.report_job_progress(
-                session, job_id=self.job_id, progress=fraction, message=message
+            job = crud.report_job_progress(
+                session, job_id=self.job_id, progress=fraction, message=message, point=point
             )
+            cancel = job.cancel_requested
+        if cancel and cancellable:
+            raise JobCancelled(f"job {self.job_id} was cancelled by an operator")
+
+
+class Heartbeat:
+    """A daemon thread that records a sign of life for a running job every ``every_s``,
+    so the reaper can tell a long epoch from a dead worker."""
+
+    def __init__(self, engine: Engine, job_id: int, every_s: float) -> None:
+        self._engine, self._job_id, self._every_s = engine, job_id, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"job-{job_id}-heartbeat")
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.daemon = True
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every_s):
+            try:
+                with session_scope(self._engine) as session:
+                    crud.heartbeat_job(session, job_id=self._job_id)
+            except Exception:  # the database is briefly unreachable: try again next beat
+                log.warning("job %s: heartbeat not recorded", self._job_id, exc_info=True)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def run_train_job(settings: Settings, job_id: int) -> int | None:
-    """Runs train job ``job_id``; returns the model version it registered."""
+    """Runs train job ``job_id``; returns the model version it registered.
+
+    The job runs only if this call moves it from queued to running (crud.claim_job): a
+    redelivered message of a job that runs elsewhere, ran already or was cancelled is
+    dropped with a log line. A cancelled or failed run leaves no bundle behind.
+    """
     engine = make_engine(settings.db_url)
     try:
         with session_scope(engine) as session:
             job = crud.get_job(session, job_id=job_id)
             if job.status == JobStatus.SUCCEEDED and job.model_version:
                 return job.model_version
-            if job.status == JobStatus.CANCELLED:
-                return None
-            crud.start_job(session, job_id=job_id)
-            params = parse_training_params(settings, job.params)
+            claimed = crud.claim_job(session, job_id=job_id, worker=worker_name())
+            status = job.status
+        if not claimed:
+            log.warning("job %s is %s, not queued: not running it again", job_id, status)
+            return None
+        with session_scope(engine) as session:
+            params = parse_training_params(settings, crud.get_job(session, job_id=job_id).params)
         report = JobReporter(engine, job_id)
+        directory = settings.bundles_dir.resolve() / bundle_dir_name(job_id)
         try:
-            version = _train_and_register(settings, engine, job_id, params, report)
-        except JobCancelled:
+            with Heartbeat(engine, job_id, settings.worker.heartbeat_s):
+                version = _train_and_register(settings, engine, job_id, params, report)
+        except JobCancelled as exc:
+            remove_bundle_files(directory)
+            with session_scope(engine) as session:
+                crud.finish_job(session, job_id=job_id, status=JobStatus.CANCELLED, error=str(exc))
             return None
         except Exception as exc:
+            remove_bundle_files(directory)
             with session_scope(engine) as session:
                 crud.finish_job(
                     session,
@@ -94,6 +145,18 @@ def run_train_job(settings: Settings, job_id: int) -> int | None:
         engine.dispose()
 
 
+def bundle_dir_name(job_id: int) -> str:
+    """A job's bundle folder, relative to the models directory (keyed by job id, so a
+    re-run overwrites its own output and nothing else)."""
+    return f"job-{job_id}"
+
+
+def remove_bundle_files(directory: Path) -> None:
+    """Deletes a job's bundle and its temporary folder (a cancelled or failed run)."""
+    for path in (directory, directory.with_name(directory.name + ".tmp")):
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _train_and_register(
     settings: Settings, engine: Engine, job_id: int, params: TrainingParams, report: JobReporter
 ) -> int:
@@ -106,6 +169,7 @@ def _train_and_register(
     started = time.perf_counter()
     with session_scope(engine) as session:
         watermark = crud.max_event_row(session)
+        crud.set_job_watermark(session, job_id=job_id, watermark=watermark)
         sequences = crud.user_sequences(session, watermark=watermark)
     split = leave_one_out(sequences)
     if len(split.test.targets) < MIN_USERS:
@@ -113,19 +177,22 @@ def _train_and_register(
             f"not enough data to train: {len(split.test.targets)} users have 3 or more events; "
             f"at least {MIN_USERS} are needed (send more Feedback or run `recserve import`)"
         )
+    events = sum(len(s) for s in sequences.values())
     report(
         0.02,
-        f"loaded {sum(len(s) for s in sequences.values())} events (watermark {watermark}): "
+        f"loaded {events} events (watermark {watermark}): "
         f"{len(sequences)} users, {split.num_items} items",
     )
-    result = train(split, params, progress=lambda f, m: report(0.05 + 0.8 * f, m))
+    result = train(
+        split, params, progress=lambda f, m, point=None: report(0.05 + 0.8 * f, m, point)
+    )
     report(0.86, f"trained {result.epochs_run} epochs in {result.seconds:.1f}s; evaluating")
     device = next(result.model.parameters()).device
     metrics = evaluate(torch_scorer(result.model, device), split.test, split.num_items)
     metrics.update(
         evaluate(popularity_scorer(split.popularity), split.test, split.num_items, prefix="pop_")
     )
-    active_metrics = _evaluate_active(engine, split)
+    active_metrics = _evaluate_active(settings, engine, split)
     metrics.update(active_metrics)
     metrics.update(
         {
@@ -134,6 +201,9 @@ def _train_and_register(
             "val_ndcg@10": result.best_val_ndcg,
             "train_seconds": result.seconds,
             "seconds_per_epoch": result.seconds_per_epoch,
+            "train_events": float(events),
+            "users": float(len(sequences)),
+            "items": float(split.num_items),
         }
     )
     report(
@@ -141,7 +211,8 @@ def _train_and_register(
         f"test ndcg@10 {metrics['ndcg@10']:.4f} hr@10 {metrics['hr@10']:.4f} | popularity "
         f"ndcg@10 {metrics['pop_ndcg@10']:.4f} hr@10 {metrics['pop_hr@10']:.4f}",
     )
-    directory = settings.bundles_dir.resolve() / f"job-{job_id}"
+    relative = bundle_dir_name(job_id)
+    directory = settings.bundles_dir.resolve() / relative
     checksum, parity = write_bundle(
         directory,
         model=result.model,
@@ -150,6 +221,7 @@ def _train_and_register(
         metrics=metrics,
     )
     metrics["onnx_parity_max_rel_diff"] = parity
+    # The last point where a cancel takes effect: nothing is registered yet.
     report(0.95, f"bundle written to {directory} (ONNX parity {parity:.1e})")
     with session_scope(engine) as session:
         model = crud.create_model_version(
@@ -157,7 +229,7 @@ def _train_and_register(
             model=ModelVersion(
                 status=ModelStatus.READY,
                 metrics={k: float(v) for k, v in metrics.items()},
-                artifact_path=str(directory),
+                artifact_path=relative,
                 data_watermark=watermark,
                 config={
                     "model": result.model.config.model_dump(),
@@ -165,16 +237,18 @@ def _train_and_register(
                 },
                 checksum=checksum,
                 job_id=job_id,
+                size_bytes=bundle_format.size_bytes(directory),
             ),
         )
         version = int(model.version or 0)
         promote, reason = should_activate(params, metrics, has_active="active_ndcg@10" in metrics)
         if promote:
-            crud.activate_model(session, version=version)
+            crud.activate_model(session, version=version, reason=f"promoted by job {job_id}")
     report(
         1.0,
         f"registered model version {version}; {reason} "
         f"(total {time.perf_counter() - started:.1f}s)",
+        cancellable=False,
     )
     return version
 
@@ -203,7 +277,7 @@ def should_activate(
     )
 
 
-def _evaluate_active(engine: Engine, split: Split) -> dict[str, float]:
+def _evaluate_active(settings: Settings, engine: Engine, split: Split) -> dict[str, float]:
     """The active model's metrics on this split (prefix active_), or {} when none is active
     or its bundle cannot be loaded."""
     with session_scope(engine) as session:
@@ -211,7 +285,7 @@ def _evaluate_active(engine: Engine, split: Split) -> dict[str, float]:
     if active is None:
         return {}
     try:
-        loaded = bundle_format.load(Path(active.artifact_path))
+        loaded = bundle_format.load(settings.bundle_path(active.artifact_path))
     except RecserveError as exc:
         log.warning("active model %s cannot be evaluated: %s", active.version, exc)
         return {}
@@ -274,7 +348,7 @@ def evaluate_model_version(
             sequences = crud.user_sequences(session, watermark=model.data_watermark)
     finally:
         engine.dispose()
-    loaded = bundle_format.load(Path(model.artifact_path))
+    loaded = bundle_format.load(settings.bundle_path(model.artifact_path))
     split = leave_one_out(sequences)
     scored = evaluate(bundle_scorer(loaded, split.vocab.items), split.test, split.num_items, ks=ks)
     popular = evaluate(popularity_scorer(split.popularity), split.test, split.num_items, ks=ks)

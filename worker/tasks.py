@@ -10,10 +10,11 @@ import logging
 from typing import Any
 
 from celery import Celery
+from celery.signals import worker_ready, worker_shutdown
 from sqlalchemy.exc import OperationalError
 
 from shared.config import Settings
-from shared.jobs import BUILD_ENGINE_TASK, TRAIN_TASK
+from shared.jobs import BUILD_ENGINE_TASK, TRAIN_TASK, TRIGGERS_TASK
 
 log = logging.getLogger(__name__)
 
@@ -38,3 +39,24 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         from worker.engines import build_engine_for_version
 
         return build_engine_for_version(settings, int(version), precision)
+
+    @app.task(name=TRIGGERS_TASK, acks_late=False)  # type: ignore[untyped-decorator]
+    def check_triggers() -> int | None:
+        from worker.lifecycle import check_triggers
+
+        return check_triggers(settings)
+
+    reaper: dict[str, Any] = {}
+
+    @worker_ready.connect(weak=False)
+    def start_reaper(**_: Any) -> None:
+        from worker.lifecycle import JobReaper
+
+        reaper["thread"] = JobReaper(settings)
+        reaper["thread"].start()
+
+    @worker_shutdown.connect(weak=False)
+    def stop_reaper(**_: Any) -> None:
+        thread = reaper.pop("thread", None)
+        if thread is not None:
+            thread.stop()

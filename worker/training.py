@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -26,7 +27,17 @@ from worker.dataset import Split
 from worker.evaluation import evaluate
 
 log = logging.getLogger(__name__)
-Progress = Callable[[float, str], None]
+class Progress(Protocol):
+    """Receives the fraction done, a message and, once per epoch, a learning-curve point
+    (epoch, loss, val_ndcg@10 when evaluated, seconds)."""
+
+    def __call__(
+        self, fraction: float, message: str, point: dict[str, float] | None = None
+    ) -> None: ...
+
+
+def _log_progress(_fraction: float, message: str, point: dict[str, float] | None = None) -> None:
+    log.info("%s", message)
 
 
 @dataclass
@@ -118,7 +129,7 @@ def train(
     progress: Progress | None = None,
     device: torch.device | None = None,
 ) -> TrainResult:
-    report = progress or (lambda _f, message: log.info("%s", message))
+    report = progress or _log_progress
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(params.seed)
     rng = np.random.default_rng(params.seed)
@@ -198,6 +209,7 @@ def train(
             f"epoch {epoch}/{params.epochs} loss {entry['loss']:.4f} "
             f"val ndcg@10 {entry.get('val_ndcg@10', float('nan')):.4f} "
             f"best {best_ndcg:.4f}@{best_epoch} eta<={eta:.0f}s",
+            dict(entry),
         )
         if stale >= params.patience:
             report(epoch / params.epochs, f"early stop at epoch {epoch}: best epoch {best_epoch}")

@@ -23,5 +23,10 @@ class Backend(ABC):
         Returns float32 [B, D], the user state after each history's newest event.
         Raises RuntimeError when the runtime fails."""
 
+    def scores_width(self) -> int | None:
+        """How many item rows the graph's own ``scores`` output has (N+1), or None when
+        this backend does not compute scores itself."""
+        return None
+
     def close(self) -> None:  # noqa: B027  (optional hook)
         """Releases runtime resources; the backend is not used afterwards."""

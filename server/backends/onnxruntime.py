@@ -37,3 +37,7 @@ class OnnxRuntimeBackend(Backend):
     def encode(self, history: np.ndarray) -> np.ndarray:
         (state,) = self._session.run(["state"], {"history": history.astype(np.int64, copy=False)})
         return np.asarray(state, dtype=np.float32)
+
+    def scores_width(self) -> int:
+        (scores,) = self._session.run(["scores"], {"history": np.ones((1, 1), dtype=np.int64)})
+        return int(np.asarray(scores).shape[1])

@@ -20,8 +20,10 @@ def _register_copy(server, status: ModelStatus = ModelStatus.READY, corrupt: boo
     """Registers a second version whose bundle is a copy of version 1's."""
     with session_scope(server.engine) as session:
         v1 = crud.get_model_version(session, version=1)
-    source = Path(v1.artifact_path)
-    target = server.core.registry._settings and Path(str(source) + f"-copy-{status}-{corrupt}")
+        count = len(crud.list_model_versions(session, limit=1000))
+    settings = server.admin.settings
+    source = settings.bundle_path(v1.artifact_path)
+    target = source.with_name(f"copy-{count + 1}")
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(source, target)
     if corrupt:
@@ -34,7 +36,7 @@ def _register_copy(server, status: ModelStatus = ModelStatus.READY, corrupt: boo
             model=ModelVersion(
                 status=status,
                 metrics=v1.metrics,
-                artifact_path=str(target),
+                artifact_path=target.name,
                 config=v1.config,
                 checksum=v1.checksum,
             ),
@@ -73,7 +75,7 @@ async def test_activate_hot_swaps_without_restart(client, server) -> None:
 async def test_activation_through_the_database_is_polled(client, server) -> None:
     version = _register_copy(server)
     with session_scope(server.engine) as session:
-        crud.activate_model(session, version=version)
+        crud.activate_model(session, version=version, reason="test")
     for _ in range(50):  # model_poll_s is 0.2 s in tests
         response = await client.recommender.Recommend(pb.RecommendRequest(user_id="u00002"))
         if response.model_version == version:
@@ -86,10 +88,16 @@ async def test_activation_through_the_database_is_polled(client, server) -> None
 
 async def test_corrupt_bundle_is_refused_and_old_model_keeps_serving(client, server) -> None:
     version = _register_copy(server, corrupt=True)
-    await client.admin.ActivateModel(admin_pb2.ActivateModelRequest(version=version))
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await client.admin.ActivateModel(admin_pb2.ActivateModelRequest(version=version))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "item_embeddings.npy fails its sha256 checksum" in err.value.details()
     response = await client.recommender.Recommend(pb.RecommendRequest(user_id="u00003"))
     assert response.model_version == 1
     assert server.core.registry.current.version == 1
+    listing = await client.admin.ListModels(admin_pb2.ListModelsRequest())
+    assert listing.active_version == 1, "the database still names the servable version"
+    assert {m.version: m.status for m in listing.models}[version] == "ready"
 
 
 async def test_failed_model_cannot_be_activated(client, server) -> None:

@@ -36,7 +36,15 @@ def ev(event_id: str, user: str, item: str, minutes: int) -> FeedbackEventCreate
 
 def test_migrations_create_the_schema(engine) -> None:
     tables = set(inspect(engine).get_table_names())
-    assert {"feedback_event", "item", "model_version", "job", "alembic_version"} <= tables
+    assert {
+        "feedback_event",
+        "item",
+        "model_version",
+        "job",
+        "model_activation",
+        "replica",
+        "alembic_version",
+    } <= tables
     indexes = {ix["name"] for ix in inspect(engine).get_indexes("feedback_event")}
     assert "ix_feedback_user_time" in indexes
 
@@ -110,29 +118,123 @@ def test_exactly_one_active_model(engine) -> None:
         b = crud.create_model_version(s, model=ModelVersion(status=ModelStatus.READY))
         f = crud.create_model_version(s, model=ModelVersion(status=ModelStatus.FAILED))
     with session_scope(engine) as s:
-        crud.activate_model(s, version=a.version)
+        crud.activate_model(s, version=a.version, reason="test")
     with session_scope(engine) as s:
-        crud.activate_model(s, version=b.version)
+        crud.activate_model(s, version=b.version, reason="test")
     with session_scope(engine) as s:
         active = crud.get_active_model(s)
         assert active is not None and active.version == b.version
         assert crud.get_model_version(s, version=a.version).status == ModelStatus.RETIRED
         with pytest.raises(FailedPrecondition):
-            crud.activate_model(s, version=f.version)
+            crud.activate_model(s, version=f.version, reason="test")
         with pytest.raises(NotFound):
-            crud.activate_model(s, version=999)
+            crud.activate_model(s, version=999, reason="test")
 
 
-def test_job_progress_and_log(engine) -> None:
+def test_job_claim_progress_curve_and_log(engine) -> None:
     with session_scope(engine) as s:
         job = crud.create_job(s, job=JobCreate(params={"epochs": 3}))
     with session_scope(engine) as s:
-        crud.start_job(s, job_id=job.id)
-        crud.report_job_progress(s, job_id=job.id, progress=0.5, message="half way")
+        assert crud.claim_job(s, job_id=job.id, worker="host:1")
+    with session_scope(engine) as s:
+        assert not crud.claim_job(s, job_id=job.id, worker="host:2"), "claimed only once"
+        crud.report_job_progress(
+            s, job_id=job.id, progress=0.5, message="half way", point={"epoch": 1, "loss": 2.5}
+        )
     with session_scope(engine) as s:
         crud.finish_job(s, job_id=job.id, status=JobStatus.FAILED, error="boom\ntrace")
     with session_scope(engine) as s:
         done = crud.get_job(s, job_id=job.id)
         assert done.status == JobStatus.FAILED and done.progress == 0.5
+        assert done.worker == "host:1" and done.attempts == 1
+        assert done.curve == [{"epoch": 1, "loss": 2.5}]
         assert done.log[0].endswith("half way") and done.log[-1].endswith("error: boom")
         assert done.params == {"epochs": 3}
+        assert done.lock_key is None, "a finished job releases the training lock"
+
+
+def test_one_training_job_at_a_time(engine) -> None:
+    with session_scope(engine) as s:
+        first = crud.create_job(s, job=JobCreate(params={}))
+    with pytest.raises(FailedPrecondition, match=f"training job {first.id} is queued"):
+        with session_scope(engine) as s:
+            crud.create_job(s, job=JobCreate(params={}))
+    with session_scope(engine) as s:
+        crud.claim_job(s, job_id=first.id, worker="w")
+    with pytest.raises(FailedPrecondition, match=f"CancelJob {first.id}"):
+        with session_scope(engine) as s:
+            crud.create_job(s, job=JobCreate(params={}))
+    with session_scope(engine) as s:
+        crud.finish_job(s, job_id=first.id, status=JobStatus.SUCCEEDED)
+    with session_scope(engine) as s:
+        second = crud.create_job(s, job=JobCreate(params={}))
+    assert second.id == first.id + 1
+
+
+def test_the_database_enforces_the_training_lock(engine) -> None:
+    """Two writers that both saw no holder: the unique lock key lets only one in."""
+    from sqlalchemy.exc import IntegrityError
+
+    from shared.models import TRAINING_LOCK, Job
+
+    with session_scope(engine) as s:
+        s.add(Job(params={}, lock_key=TRAINING_LOCK))
+    with pytest.raises(IntegrityError):
+        with session_scope(engine) as s:
+            s.add(Job(params={}, lock_key=TRAINING_LOCK))
+
+
+def test_cancel_queued_and_running_jobs(engine) -> None:
+    with session_scope(engine) as s:
+        queued = crud.create_job(s, job=JobCreate(params={}))
+    with session_scope(engine) as s:
+        cancelled = crud.cancel_job(s, job_id=queued.id)
+        assert cancelled.status == JobStatus.CANCELLED and cancelled.lock_key is None
+    with session_scope(engine) as s:
+        assert not crud.claim_job(s, job_id=queued.id, worker="w"), "a cancelled job never starts"
+        running = crud.create_job(s, job=JobCreate(params={}))
+    with session_scope(engine) as s:
+        assert crud.claim_job(s, job_id=running.id, worker="w")
+    with session_scope(engine) as s:
+        flagged = crud.cancel_job(s, job_id=running.id)
+        assert flagged.status == JobStatus.RUNNING and flagged.cancel_requested
+        job = crud.report_job_progress(s, job_id=running.id, progress=0.1, message="epoch 1")
+        assert job.cancel_requested, "the worker learns of it at its next report"
+    with session_scope(engine) as s:
+        crud.finish_job(s, job_id=running.id, status=JobStatus.CANCELLED)
+    with pytest.raises(FailedPrecondition, match="already finished"):
+        with session_scope(engine) as s:
+            crud.cancel_job(s, job_id=running.id)
+
+
+def test_reaper_fails_jobs_without_heartbeat(engine) -> None:
+    import time
+
+    with session_scope(engine) as s:
+        job = crud.create_job(s, job=JobCreate(params={}))
+    with session_scope(engine) as s:
+        crud.claim_job(s, job_id=job.id, worker="dead-host:9")
+    with session_scope(engine) as s:
+        assert crud.reap_lost_jobs(s, lost_after_s=60) == [], "a fresh heartbeat is alive"
+    time.sleep(0.3)
+    with session_scope(engine) as s:
+        crud.heartbeat_job(s, job_id=job.id)
+        assert crud.reap_lost_jobs(s, lost_after_s=0.2) == []
+    time.sleep(0.3)
+    with session_scope(engine) as s:
+        assert crud.reap_lost_jobs(s, lost_after_s=0.2) == [job.id]
+    with session_scope(engine) as s:
+        lost = crud.get_job(s, job_id=job.id)
+        assert lost.status == JobStatus.FAILED and lost.lock_key is None
+        assert "worker lost: dead-host:9" in lost.error
+
+
+def test_migrations_match_the_models(engine) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlmodel import SQLModel
+
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": False})
+        differences = compare_metadata(context, SQLModel.metadata)
+    assert differences == []

@@ -61,7 +61,7 @@ def _run_job_on_worker(settings: Settings, tmp_path: Path) -> None:
             model = crud.get_model_version(s, version=current.model_version)
             assert model.status == ModelStatus.ACTIVE
             assert model.job_id == job.id
-        assert Path(model.artifact_path, "model.onnx").exists()
+        assert settings.bundle_path(model.artifact_path).joinpath("model.onnx").exists()
     finally:
         worker.terminate()
         worker.wait(timeout=30)

@@ -29,13 +29,15 @@ def test_trained_model_beats_popularity(trained_template: Path) -> None:
     assert m["sampled_ndcg@10"] > m["ndcg@10"]
     assert m["unfiltered_ndcg@10"] > 0  # the synthetic users repeat items: no order here
     assert m["onnx_parity_max_rel_diff"] < 1e-4
-    loaded = bundle_format.load(Path(model.artifact_path))
+    assert model.artifact_path == "job-1", "relative to the models folder, keyed by job id"
+    directory = trained_template / "models" / model.artifact_path
+    loaded = bundle_format.load(directory)
     assert loaded.checksum == model.checksum
-    assert Path(model.artifact_path).name == "job-1", "output path keyed by job id"
-    assert (
-        json.loads((Path(model.artifact_path) / "metrics.json").read_text())["ndcg@10"]
-        == m["ndcg@10"]
-    )
+    assert model.size_bytes == bundle_format.size_bytes(directory) > 0
+    assert json.loads((directory / "metrics.json").read_text())["ndcg@10"] == m["ndcg@10"]
+    assert [p["epoch"] for p in job.curve] == list(range(1, len(job.curve) + 1))
+    assert all(p["loss"] > 0 and "val_ndcg@10" in p for p in job.curve)
+    assert job.lock_key is None and job.attempts == 1 and job.data_watermark == m["train_events"]
 
 
 def test_rerun_is_harmless_and_weaker_model_is_not_promoted(settings) -> None:

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ModelVersion(_message.Message):
-    __slots__ = ("version", "status", "metrics", "artifact_path", "data_watermark", "config_json", "checksum", "created_at_ms", "job_id")
+    __slots__ = ("version", "status", "metrics", "artifact_path", "data_watermark", "config_json", "checksum", "created_at_ms", "job_id", "activated_at_ms", "size_bytes")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -24,6 +24,8 @@ class ModelVersion(_message.Message):
     CHECKSUM_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     version: int
     status: str
     metrics: _containers.ScalarMap[str, float]
@@ -33,7 +35,9 @@ class ModelVersion(_message.Message):
     checksum: str
     created_at_ms: int
     job_id: int
-    def __init__(self, version: _Optional[int] = ..., status: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., artifact_path: _Optional[str] = ..., data_watermark: _Optional[int] = ..., config_json: _Optional[str] = ..., checksum: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., job_id: _Optional[int] = ...) -> None: ...
+    activated_at_ms: int
+    size_bytes: int
+    def __init__(self, version: _Optional[int] = ..., status: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., artifact_path: _Optional[str] = ..., data_watermark: _Optional[int] = ..., config_json: _Optional[str] = ..., checksum: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., job_id: _Optional[int] = ..., activated_at_ms: _Optional[int] = ..., size_bytes: _Optional[int] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ("limit",)
@@ -55,14 +59,94 @@ class GetModelRequest(_message.Message):
     version: int
     def __init__(self, version: _Optional[int] = ...) -> None: ...
 
+class BundleFile(_message.Message):
+    __slots__ = ("name", "size_bytes", "sha256", "ok")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    size_bytes: int
+    sha256: str
+    ok: bool
+    def __init__(self, name: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., ok: _Optional[bool] = ...) -> None: ...
+
+class Activation(_message.Message):
+    __slots__ = ("version", "previous_version", "activated_at_ms", "reason")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    previous_version: int
+    activated_at_ms: int
+    reason: str
+    def __init__(self, version: _Optional[int] = ..., previous_version: _Optional[int] = ..., activated_at_ms: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ModelDetails(_message.Message):
+    __slots__ = ("model", "files", "problem", "activations")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATIONS_FIELD_NUMBER: _ClassVar[int]
+    model: ModelVersion
+    files: _containers.RepeatedCompositeFieldContainer[BundleFile]
+    problem: str
+    activations: _containers.RepeatedCompositeFieldContainer[Activation]
+    def __init__(self, model: _Optional[_Union[ModelVersion, _Mapping]] = ..., files: _Optional[_Iterable[_Union[BundleFile, _Mapping]]] = ..., problem: _Optional[str] = ..., activations: _Optional[_Iterable[_Union[Activation, _Mapping]]] = ...) -> None: ...
+
 class ActivateModelRequest(_message.Message):
     __slots__ = ("version",)
     VERSION_FIELD_NUMBER: _ClassVar[int]
     version: int
     def __init__(self, version: _Optional[int] = ...) -> None: ...
 
+class RollbackModelRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListActivationsRequest(_message.Message):
+    __slots__ = ("limit",)
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    def __init__(self, limit: _Optional[int] = ...) -> None: ...
+
+class ListActivationsResponse(_message.Message):
+    __slots__ = ("activations",)
+    ACTIVATIONS_FIELD_NUMBER: _ClassVar[int]
+    activations: _containers.RepeatedCompositeFieldContainer[Activation]
+    def __init__(self, activations: _Optional[_Iterable[_Union[Activation, _Mapping]]] = ...) -> None: ...
+
+class PruneModelsRequest(_message.Message):
+    __slots__ = ("keep", "dry_run")
+    KEEP_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    keep: int
+    dry_run: bool
+    def __init__(self, keep: _Optional[int] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class PruneModelsResponse(_message.Message):
+    __slots__ = ("pruned", "freed_bytes")
+    PRUNED_FIELD_NUMBER: _ClassVar[int]
+    FREED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    pruned: _containers.RepeatedScalarFieldContainer[int]
+    freed_bytes: int
+    def __init__(self, pruned: _Optional[_Iterable[int]] = ..., freed_bytes: _Optional[int] = ...) -> None: ...
+
+class EpochPoint(_message.Message):
+    __slots__ = ("epoch", "loss", "val_ndcg_at_10", "seconds")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    VAL_NDCG_AT_10_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    loss: float
+    val_ndcg_at_10: float
+    seconds: float
+    def __init__(self, epoch: _Optional[int] = ..., loss: _Optional[float] = ..., val_ndcg_at_10: _Optional[float] = ..., seconds: _Optional[float] = ...) -> None: ...
+
 class Job(_message.Message):
-    __slots__ = ("id", "kind", "status", "progress", "message", "error", "params_json", "created_at_ms", "started_at_ms", "finished_at_ms", "model_version", "log")
+    __slots__ = ("id", "kind", "status", "progress", "message", "error", "params_json", "created_at_ms", "started_at_ms", "finished_at_ms", "model_version", "log", "trigger", "worker", "attempts", "heartbeat_at_ms", "cancel_requested", "curve")
     ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +159,12 @@ class Job(_message.Message):
     FINISHED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     LOG_FIELD_NUMBER: _ClassVar[int]
+    TRIGGER_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    CURVE_FIELD_NUMBER: _ClassVar[int]
     id: int
     kind: str
     status: str
@@ -87,13 +177,53 @@ class Job(_message.Message):
     finished_at_ms: int
     model_version: int
     log: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[int] = ..., kind: _Optional[str] = ..., status: _Optional[str] = ..., progress: _Optional[float] = ..., message: _Optional[str] = ..., error: _Optional[str] = ..., params_json: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., started_at_ms: _Optional[int] = ..., finished_at_ms: _Optional[int] = ..., model_version: _Optional[int] = ..., log: _Optional[_Iterable[str]] = ...) -> None: ...
+    trigger: str
+    worker: str
+    attempts: int
+    heartbeat_at_ms: int
+    cancel_requested: bool
+    curve: _containers.RepeatedCompositeFieldContainer[EpochPoint]
+    def __init__(self, id: _Optional[int] = ..., kind: _Optional[str] = ..., status: _Optional[str] = ..., progress: _Optional[float] = ..., message: _Optional[str] = ..., error: _Optional[str] = ..., params_json: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., started_at_ms: _Optional[int] = ..., finished_at_ms: _Optional[int] = ..., model_version: _Optional[int] = ..., log: _Optional[_Iterable[str]] = ..., trigger: _Optional[str] = ..., worker: _Optional[str] = ..., attempts: _Optional[int] = ..., heartbeat_at_ms: _Optional[int] = ..., cancel_requested: _Optional[bool] = ..., curve: _Optional[_Iterable[_Union[EpochPoint, _Mapping]]] = ...) -> None: ...
 
 class StartTrainingRequest(_message.Message):
     __slots__ = ("params_json",)
     PARAMS_JSON_FIELD_NUMBER: _ClassVar[int]
     params_json: str
     def __init__(self, params_json: _Optional[str] = ...) -> None: ...
+
+class GetTrainingOptionsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TrainingOption(_message.Message):
+    __slots__ = ("name", "type", "default_json", "minimum", "maximum", "exclusive_minimum", "exclusive_maximum", "choices", "help", "nullable")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_JSON_FIELD_NUMBER: _ClassVar[int]
+    MINIMUM_FIELD_NUMBER: _ClassVar[int]
+    MAXIMUM_FIELD_NUMBER: _ClassVar[int]
+    EXCLUSIVE_MINIMUM_FIELD_NUMBER: _ClassVar[int]
+    EXCLUSIVE_MAXIMUM_FIELD_NUMBER: _ClassVar[int]
+    CHOICES_FIELD_NUMBER: _ClassVar[int]
+    HELP_FIELD_NUMBER: _ClassVar[int]
+    NULLABLE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: str
+    default_json: str
+    minimum: float
+    maximum: float
+    exclusive_minimum: bool
+    exclusive_maximum: bool
+    choices: _containers.RepeatedScalarFieldContainer[str]
+    help: str
+    nullable: bool
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., default_json: _Optional[str] = ..., minimum: _Optional[float] = ..., maximum: _Optional[float] = ..., exclusive_minimum: _Optional[bool] = ..., exclusive_maximum: _Optional[bool] = ..., choices: _Optional[_Iterable[str]] = ..., help: _Optional[str] = ..., nullable: _Optional[bool] = ...) -> None: ...
+
+class TrainingOptions(_message.Message):
+    __slots__ = ("options",)
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    options: _containers.RepeatedCompositeFieldContainer[TrainingOption]
+    def __init__(self, options: _Optional[_Iterable[_Union[TrainingOption, _Mapping]]] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
     __slots__ = ("limit",)
@@ -113,12 +243,60 @@ class GetJobRequest(_message.Message):
     id: int
     def __init__(self, id: _Optional[int] = ...) -> None: ...
 
+class CancelJobRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    def __init__(self, id: _Optional[int] = ...) -> None: ...
+
 class GetServerStatsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class StatsSample(_message.Message):
+    __slots__ = ("at_ms", "recommend_qps", "latency_p50_ms", "latency_p99_ms", "error_rate", "feedback_events_per_s", "mean_batch_size")
+    AT_MS_FIELD_NUMBER: _ClassVar[int]
+    RECOMMEND_QPS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P50_MS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P99_MS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_EVENTS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    MEAN_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    at_ms: int
+    recommend_qps: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+    error_rate: float
+    feedback_events_per_s: float
+    mean_batch_size: float
+    def __init__(self, at_ms: _Optional[int] = ..., recommend_qps: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., error_rate: _Optional[float] = ..., feedback_events_per_s: _Optional[float] = ..., mean_batch_size: _Optional[float] = ...) -> None: ...
+
+class Replica(_message.Message):
+    __slots__ = ("replica_id", "address", "serving_version", "health", "backend", "device", "last_seen_ms", "uptime_s", "alive", "note")
+    REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    SERVING_VERSION_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_MS_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_S_FIELD_NUMBER: _ClassVar[int]
+    ALIVE_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    replica_id: str
+    address: str
+    serving_version: int
+    health: str
+    backend: str
+    device: str
+    last_seen_ms: int
+    uptime_s: float
+    alive: bool
+    note: str
+    def __init__(self, replica_id: _Optional[str] = ..., address: _Optional[str] = ..., serving_version: _Optional[int] = ..., health: _Optional[str] = ..., backend: _Optional[str] = ..., device: _Optional[str] = ..., last_seen_ms: _Optional[int] = ..., uptime_s: _Optional[float] = ..., alive: _Optional[bool] = ..., note: _Optional[str] = ...) -> None: ...
+
 class ServerStats(_message.Message):
-    __slots__ = ("recommend_qps", "latency_p50_ms", "latency_p99_ms", "error_rate", "mean_batch_size", "feedback_events_per_s", "backend", "device", "active_version", "requests_total", "feedback_events_total", "uptime_s", "cached_users", "batches_total", "batched_histories_total", "state_cache_hits")
+    __slots__ = ("recommend_qps", "latency_p50_ms", "latency_p99_ms", "error_rate", "mean_batch_size", "feedback_events_per_s", "backend", "device", "active_version", "requests_total", "feedback_events_total", "uptime_s", "cached_users", "batches_total", "batched_histories_total", "state_cache_hits", "configured_version", "note", "replica_id", "series", "replicas")
     RECOMMEND_QPS_FIELD_NUMBER: _ClassVar[int]
     LATENCY_P50_MS_FIELD_NUMBER: _ClassVar[int]
     LATENCY_P99_MS_FIELD_NUMBER: _ClassVar[int]
@@ -135,6 +313,11 @@ class ServerStats(_message.Message):
     BATCHES_TOTAL_FIELD_NUMBER: _ClassVar[int]
     BATCHED_HISTORIES_TOTAL_FIELD_NUMBER: _ClassVar[int]
     STATE_CACHE_HITS_FIELD_NUMBER: _ClassVar[int]
+    CONFIGURED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
+    SERIES_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
     recommend_qps: float
     latency_p50_ms: float
     latency_p99_ms: float
@@ -151,4 +334,81 @@ class ServerStats(_message.Message):
     batches_total: int
     batched_histories_total: int
     state_cache_hits: int
-    def __init__(self, recommend_qps: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., error_rate: _Optional[float] = ..., mean_batch_size: _Optional[float] = ..., feedback_events_per_s: _Optional[float] = ..., backend: _Optional[str] = ..., device: _Optional[str] = ..., active_version: _Optional[int] = ..., requests_total: _Optional[int] = ..., feedback_events_total: _Optional[int] = ..., uptime_s: _Optional[float] = ..., cached_users: _Optional[int] = ..., batches_total: _Optional[int] = ..., batched_histories_total: _Optional[int] = ..., state_cache_hits: _Optional[int] = ...) -> None: ...
+    configured_version: int
+    note: str
+    replica_id: str
+    series: _containers.RepeatedCompositeFieldContainer[StatsSample]
+    replicas: _containers.RepeatedCompositeFieldContainer[Replica]
+    def __init__(self, recommend_qps: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., error_rate: _Optional[float] = ..., mean_batch_size: _Optional[float] = ..., feedback_events_per_s: _Optional[float] = ..., backend: _Optional[str] = ..., device: _Optional[str] = ..., active_version: _Optional[int] = ..., requests_total: _Optional[int] = ..., feedback_events_total: _Optional[int] = ..., uptime_s: _Optional[float] = ..., cached_users: _Optional[int] = ..., batches_total: _Optional[int] = ..., batched_histories_total: _Optional[int] = ..., state_cache_hits: _Optional[int] = ..., configured_version: _Optional[int] = ..., note: _Optional[str] = ..., replica_id: _Optional[str] = ..., series: _Optional[_Iterable[_Union[StatsSample, _Mapping]]] = ..., replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ...) -> None: ...
+
+class GetUserHistoryRequest(_message.Message):
+    __slots__ = ("user_id", "limit")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    limit: int
+    def __init__(self, user_id: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class HistoryEvent(_message.Message):
+    __slots__ = ("item_id", "title", "kind", "timestamp_ms")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    title: str
+    kind: str
+    timestamp_ms: int
+    def __init__(self, item_id: _Optional[str] = ..., title: _Optional[str] = ..., kind: _Optional[str] = ..., timestamp_ms: _Optional[int] = ...) -> None: ...
+
+class UserHistory(_message.Message):
+    __slots__ = ("user_id", "events")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    events: _containers.RepeatedCompositeFieldContainer[HistoryEvent]
+    def __init__(self, user_id: _Optional[str] = ..., events: _Optional[_Iterable[_Union[HistoryEvent, _Mapping]]] = ...) -> None: ...
+
+class CatalogueItem(_message.Message):
+    __slots__ = ("item_id", "title", "labels", "available", "in_catalogue")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    IN_CATALOGUE_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    title: str
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    available: bool
+    in_catalogue: bool
+    def __init__(self, item_id: _Optional[str] = ..., title: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., available: _Optional[bool] = ..., in_catalogue: _Optional[bool] = ...) -> None: ...
+
+class ListItemsRequest(_message.Message):
+    __slots__ = ("query", "limit", "unavailable_only")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    UNAVAILABLE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    query: str
+    limit: int
+    unavailable_only: bool
+    def __init__(self, query: _Optional[str] = ..., limit: _Optional[int] = ..., unavailable_only: _Optional[bool] = ...) -> None: ...
+
+class ListItemsResponse(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[CatalogueItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[CatalogueItem, _Mapping]]] = ...) -> None: ...
+
+class SetItemAvailabilityRequest(_message.Message):
+    __slots__ = ("item_ids", "available")
+    ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    item_ids: _containers.RepeatedScalarFieldContainer[str]
+    available: bool
+    def __init__(self, item_ids: _Optional[_Iterable[str]] = ..., available: _Optional[bool] = ...) -> None: ...
+
+class SetItemAvailabilityResponse(_message.Message):
+    __slots__ = ("updated",)
+    UPDATED_FIELD_NUMBER: _ClassVar[int]
+    updated: int
+    def __init__(self, updated: _Optional[int] = ...) -> None: ...

@@ -44,15 +44,40 @@ class ModelAdminStub:
                 request_serializer=recserve_dot_v1_dot_admin__pb2.GetModelRequest.SerializeToString,
                 response_deserializer=recserve_dot_v1_dot_admin__pb2.ModelVersion.FromString,
                 _registered_method=True)
+        self.GetModelDetails = channel.unary_unary(
+                '/recserve.v1.ModelAdmin/GetModelDetails',
+                request_serializer=recserve_dot_v1_dot_admin__pb2.GetModelRequest.SerializeToString,
+                response_deserializer=recserve_dot_v1_dot_admin__pb2.ModelDetails.FromString,
+                _registered_method=True)
         self.ActivateModel = channel.unary_unary(
                 '/recserve.v1.ModelAdmin/ActivateModel',
                 request_serializer=recserve_dot_v1_dot_admin__pb2.ActivateModelRequest.SerializeToString,
                 response_deserializer=recserve_dot_v1_dot_admin__pb2.ModelVersion.FromString,
                 _registered_method=True)
+        self.RollbackModel = channel.unary_unary(
+                '/recserve.v1.ModelAdmin/RollbackModel',
+                request_serializer=recserve_dot_v1_dot_admin__pb2.RollbackModelRequest.SerializeToString,
+                response_deserializer=recserve_dot_v1_dot_admin__pb2.ModelVersion.FromString,
+                _registered_method=True)
+        self.ListActivations = channel.unary_unary(
+                '/recserve.v1.ModelAdmin/ListActivations',
+                request_serializer=recserve_dot_v1_dot_admin__pb2.ListActivationsRequest.SerializeToString,
+                response_deserializer=recserve_dot_v1_dot_admin__pb2.ListActivationsResponse.FromString,
+                _registered_method=True)
+        self.PruneModels = channel.unary_unary(
+                '/recserve.v1.ModelAdmin/PruneModels',
+                request_serializer=recserve_dot_v1_dot_admin__pb2.PruneModelsRequest.SerializeToString,
+                response_deserializer=recserve_dot_v1_dot_admin__pb2.PruneModelsResponse.FromString,
+                _registered_method=True)
         self.StartTraining = channel.unary_unary(
                 '/recserve.v1.ModelAdmin/StartTraining',
                 request_serializer=recserve_dot_v1_dot_admin__pb2.StartTrainingRequest.SerializeToString,
                 response_deserializer=recserve_dot_v1_dot_admin__pb2.Job.FromString,
+                _registered_method=True)
+        self.GetTrainingOptions = channel.unary_unary(
+                '/recserve.v1.ModelAdmin/GetTrainingOptions',
+                request_serializer=recserve_dot_v1_dot_admin__pb2.GetTrainingOptionsRequest.SerializeToString,
+                response_deserializer=recserve_dot_v1_dot_admin__pb2.TrainingOptions.FromString,
                 _registered_method=True)
         self.ListJobs = channel.unary_unary(
                 '/recserve.v1.ModelAdmin/ListJobs',
@@ -64,10 +89,30 @@ class ModelAdminStub:
                 request_serializer=recserve_dot_v1_dot_admin__pb2.GetJobRequest.SerializeToString,
                 response_deserializer=recserve_dot_v1_dot_admin__pb2.Job.FromString,
                 _registered_method=True)
+        self.CancelJob = channel.unary_unary(
+                '/recserve.v1.ModelAdmin/CancelJob',
+                request_serializer=recserve_dot_v1_dot_admin__pb2.CancelJobRequest.SerializeToString,
+                response_deserializer=recserve_dot_v1_dot_admin__pb2.Job.FromString,
+                _registered_method=True)
         self.GetServerStats = channel.unary_unary(
                 '/recserve.v1.ModelAdmin/GetServerStats',
                 request_serializer=recserve_dot_v1_dot_admin__pb2.GetServerStatsRequest.SerializeToString,
                 response_deserializer=recserve_dot_v1_dot_admin__pb2.ServerStats.FromString,
+                _registered_method=True)
+        self.GetUserHistory = channel.unary_unary(
+                '/recserve.v1.ModelAdmin/GetUserHistory',
+                request_serializer=recserve_dot_v1_dot_admin__pb2.GetUserHistoryRequest.SerializeToString,
+                response_deserializer=recserve_dot_v1_dot_admin__pb2.UserHistory.FromString,
+                _registered_method=True)
+        self.ListItems = channel.unary_unary(
+                '/recserve.v1.ModelAdmin/ListItems',
+                request_serializer=recserve_dot_v1_dot_admin__pb2.ListItemsRequest.SerializeToString,
+                response_deserializer=recserve_dot_v1_dot_admin__pb2.ListItemsResponse.FromString,
+                _registered_method=True)
+        self.SetItemAvailability = channel.unary_unary(
+                '/recserve.v1.ModelAdmin/SetItemAvailability',
+                request_serializer=recserve_dot_v1_dot_admin__pb2.SetItemAvailabilityRequest.SerializeToString,
+                response_deserializer=recserve_dot_v1_dot_admin__pb2.SetItemAvailabilityResponse.FromString,
                 _registered_method=True)
 
 
@@ -87,17 +132,64 @@ class ModelAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetModelDetails(self, request, context):
+        """The version with its bundle's files (each checked against its checksum)
+        and its activation history. NOT_FOUND for an unknown version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ActivateModel(self, request, context):
-        """Makes a ready (or previously active) version the one active model.
-        NOT_FOUND for an unknown version, FAILED_PRECONDITION when its status is
-        training or failed. The servers pick it up without a restart.
+        """Makes a ready (or previously active) version the one active model. The
+        bundle is verified first: its checksums must match the ones recorded when
+        it was registered, it must load, and its output width must match its item
+        map. Only then is the version committed as active and swapped in on this
+        replica (the others follow at their next poll). NOT_FOUND for an unknown
+        version; FAILED_PRECONDITION, naming the problem, when its status is
+        training, failed or pruned or when the bundle fails a check; the previously
+        active version then stays active and keeps serving.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RollbackModel(self, request, context):
+        """Re-activates the version that was active before the current one (with the
+        same checks as ActivateModel). FAILED_PRECONDITION when there is none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListActivations(self, request, context):
+        """Every activation, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PruneModels(self, request, context):
+        """Deletes the bundles of versions outside the retention rule: the active
+        version, the one active before it and the newest `keep` ready versions stay.
+        Pruned versions keep their row (metrics, history) with status "pruned".
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def StartTraining(self, request, context):
-        """Queues a training job on the workers.
+        """Queues a training job on the workers. At most one training job is queued or
+        running at a time (a lock in the database): a second request gets
+        FAILED_PRECONDITION naming the job that holds the lock. UNAVAILABLE when the
+        broker cannot be reached (the job row is then marked failed).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTrainingOptions(self, request, context):
+        """The training parameters a job accepts, with this deployment's defaults.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -116,8 +208,42 @@ class ModelAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelJob(self, request, context):
+        """A queued job never starts; a running job stops at its next progress report
+        and leaves no bundle behind. The status becomes "cancelled" (for a running
+        job once the worker has stopped it; until then cancel_requested is set).
+        FAILED_PRECONDITION for a job that already finished.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetServerStats(self, request, context):
-        """Live statistics of the server that answers.
+        """Live statistics of the server that answers, with every replica's health.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUserHistory(self, request, context):
+        """A user's stored history, newest last, with catalogue titles.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListItems(self, request, context):
+        """Searches the catalogue (and the served model's items that have no catalogue
+        entry) by id or title.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetItemAvailability(self, request, context):
+        """Marks items unavailable (never recommended) or available again. Items
+        without a catalogue entry get one. Every replica applies it within its
+        model poll interval (RECSERVE_SERVER__MODEL_POLL_S).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -136,15 +262,40 @@ def add_ModelAdminServicer_to_server(servicer, server):
                     request_deserializer=recserve_dot_v1_dot_admin__pb2.GetModelRequest.FromString,
                     response_serializer=recserve_dot_v1_dot_admin__pb2.ModelVersion.SerializeToString,
             ),
+            'GetModelDetails': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModelDetails,
+                    request_deserializer=recserve_dot_v1_dot_admin__pb2.GetModelRequest.FromString,
+                    response_serializer=recserve_dot_v1_dot_admin__pb2.ModelDetails.SerializeToString,
+            ),
             'ActivateModel': grpc.unary_unary_rpc_method_handler(
                     servicer.ActivateModel,
                     request_deserializer=recserve_dot_v1_dot_admin__pb2.ActivateModelRequest.FromString,
                     response_serializer=recserve_dot_v1_dot_admin__pb2.ModelVersion.SerializeToString,
             ),
+            'RollbackModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollbackModel,
+                    request_deserializer=recserve_dot_v1_dot_admin__pb2.RollbackModelRequest.FromString,
+                    response_serializer=recserve_dot_v1_dot_admin__pb2.ModelVersion.SerializeToString,
+            ),
+            'ListActivations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListActivations,
+                    request_deserializer=recserve_dot_v1_dot_admin__pb2.ListActivationsRequest.FromString,
+                    response_serializer=recserve_dot_v1_dot_admin__pb2.ListActivationsResponse.SerializeToString,
+            ),
+            'PruneModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.PruneModels,
+                    request_deserializer=recserve_dot_v1_dot_admin__pb2.PruneModelsRequest.FromString,
+                    response_serializer=recserve_dot_v1_dot_admin__pb2.PruneModelsResponse.SerializeToString,
+            ),
             'StartTraining': grpc.unary_unary_rpc_method_handler(
                     servicer.StartTraining,
                     request_deserializer=recserve_dot_v1_dot_admin__pb2.StartTrainingRequest.FromString,
                     response_serializer=recserve_dot_v1_dot_admin__pb2.Job.SerializeToString,
+            ),
+            'GetTrainingOptions': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTrainingOptions,
+                    request_deserializer=recserve_dot_v1_dot_admin__pb2.GetTrainingOptionsRequest.FromString,
+                    response_serializer=recserve_dot_v1_dot_admin__pb2.TrainingOptions.SerializeToString,
             ),
             'ListJobs': grpc.unary_unary_rpc_method_handler(
                     servicer.ListJobs,
@@ -156,10 +307,30 @@ def add_ModelAdminServicer_to_server(servicer, server):
                     request_deserializer=recserve_dot_v1_dot_admin__pb2.GetJobRequest.FromString,
                     response_serializer=recserve_dot_v1_dot_admin__pb2.Job.SerializeToString,
             ),
+            'CancelJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJob,
+                    request_deserializer=recserve_dot_v1_dot_admin__pb2.CancelJobRequest.FromString,
+                    response_serializer=recserve_dot_v1_dot_admin__pb2.Job.SerializeToString,
+            ),
             'GetServerStats': grpc.unary_unary_rpc_method_handler(
                     servicer.GetServerStats,
                     request_deserializer=recserve_dot_v1_dot_admin__pb2.GetServerStatsRequest.FromString,
                     response_serializer=recserve_dot_v1_dot_admin__pb2.ServerStats.SerializeToString,
+            ),
+            'GetUserHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUserHistory,
+                    request_deserializer=recserve_dot_v1_dot_admin__pb2.GetUserHistoryRequest.FromString,
+                    response_serializer=recserve_dot_v1_dot_admin__pb2.UserHistory.SerializeToString,
+            ),
+            'ListItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListItems,
+                    request_deserializer=recserve_dot_v1_dot_admin__pb2.ListItemsRequest.FromString,
+                    response_serializer=recserve_dot_v1_dot_admin__pb2.ListItemsResponse.SerializeToString,
+            ),
+            'SetItemAvailability': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetItemAvailability,
+                    request_deserializer=recserve_dot_v1_dot_admin__pb2.SetItemAvailabilityRequest.FromString,
+                    response_serializer=recserve_dot_v1_dot_admin__pb2.SetItemAvailabilityResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -227,6 +398,33 @@ class ModelAdmin:
             _registered_method=True)
 
     @staticmethod
+    def GetModelDetails(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recserve.v1.ModelAdmin/GetModelDetails',
+            recserve_dot_v1_dot_admin__pb2.GetModelRequest.SerializeToString,
+            recserve_dot_v1_dot_admin__pb2.ModelDetails.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def ActivateModel(request,
             target,
             options=(),
@@ -254,6 +452,87 @@ class ModelAdmin:
             _registered_method=True)
 
     @staticmethod
+    def RollbackModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recserve.v1.ModelAdmin/RollbackModel',
+            recserve_dot_v1_dot_admin__pb2.RollbackModelRequest.SerializeToString,
+            recserve_dot_v1_dot_admin__pb2.ModelVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListActivations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recserve.v1.ModelAdmin/ListActivations',
+            recserve_dot_v1_dot_admin__pb2.ListActivationsRequest.SerializeToString,
+            recserve_dot_v1_dot_admin__pb2.ListActivationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PruneModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recserve.v1.ModelAdmin/PruneModels',
+            recserve_dot_v1_dot_admin__pb2.PruneModelsRequest.SerializeToString,
+            recserve_dot_v1_dot_admin__pb2.PruneModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def StartTraining(request,
             target,
             options=(),
@@ -270,6 +549,33 @@ class ModelAdmin:
             '/recserve.v1.ModelAdmin/StartTraining',
             recserve_dot_v1_dot_admin__pb2.StartTrainingRequest.SerializeToString,
             recserve_dot_v1_dot_admin__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTrainingOptions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recserve.v1.ModelAdmin/GetTrainingOptions',
+            recserve_dot_v1_dot_admin__pb2.GetTrainingOptionsRequest.SerializeToString,
+            recserve_dot_v1_dot_admin__pb2.TrainingOptions.FromString,
             options,
             channel_credentials,
             insecure,
@@ -335,6 +641,33 @@ class ModelAdmin:
             _registered_method=True)
 
     @staticmethod
+    def CancelJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recserve.v1.ModelAdmin/CancelJob',
+            recserve_dot_v1_dot_admin__pb2.CancelJobRequest.SerializeToString,
+            recserve_dot_v1_dot_admin__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def GetServerStats(request,
             target,
             options=(),
@@ -351,6 +684,87 @@ class ModelAdmin:
             '/recserve.v1.ModelAdmin/GetServerStats',
             recserve_dot_v1_dot_admin__pb2.GetServerStatsRequest.SerializeToString,
             recserve_dot_v1_dot_admin__pb2.ServerStats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUserHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recserve.v1.ModelAdmin/GetUserHistory',
+            recserve_dot_v1_dot_admin__pb2.GetUserHistoryRequest.SerializeToString,
+            recserve_dot_v1_dot_admin__pb2.UserHistory.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recserve.v1.ModelAdmin/ListItems',
+            recserve_dot_v1_dot_admin__pb2.ListItemsRequest.SerializeToString,
+            recserve_dot_v1_dot_admin__pb2.ListItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetItemAvailability(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recserve.v1.ModelAdmin/SetItemAvailability',
+            recserve_dot_v1_dot_admin__pb2.SetItemAvailabilityRequest.SerializeToString,
+            recserve_dot_v1_dot_admin__pb2.SetItemAvailabilityResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,296 @@
+"""The operator API as plain domain calls (ModelAdmin's data plane; no gRPC here).
+
+ModelAdminServicer translates protobuf to these calls and back, as RecommenderServicer
+does with RecommendationCore. Database work runs in the executor; every input is
+validated here, with errors that name the field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from server.core import MAX_ID_LEN, RecommendationCore, check_id
+from server.deployment import Deployment, ReplicaView
+from server.stats import Sample, ServerStats
+from shared import bundle as bundle_format
+from shared import crud
+from shared.config import Settings
+from shared.db import session_scope
+from shared.errors import BundleError, InvalidArgument
+from shared.jobs import submit_training
+from shared.models import Job, ModelActivation, ModelVersion
+from shared.params import TrainingOption, training_options
+from shared.retention import PruneResult, prune
+
+T = TypeVar("T")
+MAX_LIMIT = 1000
+MAX_AVAILABILITY_ITEMS = 10_000
+
+
+def check_limit(field: str, value: int, default: int) -> int:
+    """A list limit: 0 means ``default``; 1..MAX_LIMIT."""
+    if value < 0 or value > MAX_LIMIT:
+        raise InvalidArgument(field, f"is {value}; accepted: 1..{MAX_LIMIT} (0 means {default})")
+    return value or default
+
+
+def check_positive(field: str, value: int) -> int:
+    if value < 1:
+        raise InvalidArgument(field, f"is {value}; accepted: an id >= 1")
+    return value
+
+
+@dataclass(frozen=True)
+class BundleFileView:
+    name: str
+    size_bytes: int
+    sha256: str
+    ok: bool
+
+
+@dataclass(frozen=True)
+class ModelDetails:
+    model: ModelVersion
+    files: list[BundleFileView]
+    problem: str
+    activations: list[ModelActivation]
+
+
+@dataclass(frozen=True)
+class HistoryEventView:
+    item_id: str
+    title: str
+    kind: str
+    event_time: datetime
+
+
+@dataclass(frozen=True)
+class ItemView:
+    item_id: str
+    title: str
+    labels: list[str]
+    available: bool
+    in_catalogue: bool
+
+
+@dataclass(frozen=True)
+class StatsView:
+    figures: dict[str, float]
+    backend: str
+    device: str
+    serving_version: int
+    configured_version: int
+    note: str
+    requests_total: int
+    feedback_events_total: int
+    cached_users: int
+    batches_total: int
+    batched_histories_total: int
+    state_cache_hits: int
+    replica_id: str
+    series: list[Sample]
+    replicas: list[ReplicaView]
+
+
+class AdminService:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        executor: Executor,
+        core: RecommendationCore,
+        stats: ServerStats,
+        deployment: Deployment,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.executor = executor
+        self.core = core
+        self.stats = stats
+        self.deployment = deployment
+
+    async def _db(self, call: Callable[[Session], T]) -> T:
+        def run() -> T:
+            with session_scope(self.engine) as session:
+                return call(session)
+
+        return await asyncio.get_running_loop().run_in_executor(self.executor, run)
+
+    async def _run(self, call: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, call, *args)
+
+    # --- models --------------------------------------------------------------------------
+
+    async def list_models(self, limit: int) -> tuple[list[ModelVersion], int]:
+        limit = check_limit("limit", limit, 100)
+
+        def read(session: Session) -> tuple[list[ModelVersion], int]:
+            active = crud.get_active_model(session)
+            models = crud.list_model_versions(session, limit=limit)
+            return models, int(active.version or 0) if active else 0
+
+        return await self._db(read)
+
+    async def get_model(self, version: int) -> ModelVersion:
+        version = check_positive("version", version)
+        return await self._db(lambda s: crud.get_model_version(s, version=version))
+
+    async def model_details(self, version: int) -> ModelDetails:
+        model = await self.get_model(version)
+        activations = await self._db(
+            lambda s: crud.list_activations(s, limit=MAX_LIMIT, version=version)
+        )
+        files, problem = await self._run(self._inspect_bundle, model)
+        return ModelDetails(model, files, problem, activations)
+
+    def _inspect_bundle(self, model: ModelVersion) -> tuple[list[BundleFileView], str]:
+        """Each file of the bundle against checksums.json, and the first problem found."""
+        if not model.artifact_path:
+            return [], "no bundle"
+        directory = self.settings.bundle_path(model.artifact_path)
+        try:
+            recorded = bundle_format.read_checksums(directory)
+        except BundleError as exc:
+            return [], str(exc)
+        files = []
+        for name, expected in sorted(recorded.items()):
+            path = directory / name
+            exists = path.is_file()
+            actual = bundle_format.sha256_file(path) if exists else ""
+            size = path.stat().st_size if exists else 0
+            files.append(BundleFileView(name, size, actual or expected, actual == expected))
+        try:
+            checksum = bundle_format.verify(directory)
+        except BundleError as exc:
+            return files, str(exc)
+        if model.checksum and checksum != model.checksum:
+            return files, "checksums.json differs from the one recorded at registration"
+        return files, ""
+
+    async def activate(self, version: int) -> ModelVersion:
+        version = check_positive("version", version)
+        return await self.core.registry.activate(version, reason="ActivateModel")
+
+    async def rollback(self) -> ModelVersion:
+        target = await self._db(crud.rollback_target)
+        return await self.core.registry.activate(target, reason="RollbackModel")
+
+    async def list_activations(self, limit: int) -> list[ModelActivation]:
+        limit = check_limit("limit", limit, 50)
+        return await self._db(lambda s: crud.list_activations(s, limit=limit))
+
+    async def prune(self, keep: int, dry_run: bool) -> PruneResult:
+        if keep < 0:
+            raise InvalidArgument("keep", f"is {keep}; accepted: 0 (the server setting) or more")
+        keep = keep or self.settings.server.keep_ready_models
+        return await self._run(
+            lambda: prune(self.settings, self.engine, keep_ready=keep, dry_run=dry_run)
+        )
+
+    # --- jobs ----------------------------------------------------------------------------
+
+    async def start_training(self, params_json: str) -> Job:
+        return await self._run(submit_training, self.settings, self.engine, params_json)
+
+    async def training_options(self) -> list[TrainingOption]:
+        return training_options(self.settings)
+
+    async def list_jobs(self, limit: int) -> list[Job]:
+        limit = check_limit("limit", limit, 50)
+        return await self._db(lambda s: crud.list_jobs(s, limit=limit))
+
+    async def get_job(self, job_id: int) -> Job:
+        job_id = check_positive("id", job_id)
+        return await self._db(lambda s: crud.get_job(s, job_id=job_id))
+
+    async def cancel_job(self, job_id: int) -> Job:
+        job_id = check_positive("id", job_id)
+        return await self._db(lambda s: crud.cancel_job(s, job_id=job_id))
+
+    # --- live state ----------------------------------------------------------------------
+
+    def server_stats(self) -> StatsView:
+        model = self.core.registry.current
+        return StatsView(
+            figures=self.stats.snapshot(),
+            backend=model.backend.name if model else "none",
+            device=model.backend.device if model else "",
+            serving_version=model.version if model else 0,
+            configured_version=self.core.registry.configured_version,
+            note=self.core.registry.note,
+            requests_total=self.stats.requests_total,
+            feedback_events_total=self.stats.feedback_total,
+            cached_users=len(self.core.history),
+            batches_total=self.stats.batches_total,
+            batched_histories_total=self.stats.batched_histories_total,
+            state_cache_hits=self.core.states.hits,
+            replica_id=self.deployment.replica_id,
+            series=self.stats.series(),
+            replicas=self.deployment.replicas,
+        )
+
+    # --- users and items -----------------------------------------------------------------
+
+    async def user_history(self, user_id: str, limit: int) -> list[HistoryEventView]:
+        check_id("user_id", user_id)
+        limit = check_limit("limit", limit, 50)
+        events = await self._db(lambda s: crud.recent_events(s, user_id=user_id, limit=limit))
+        titles = await self.core.catalogue.titles([item for item, _, _ in events])
+        return [HistoryEventView(item, titles[item], kind, when) for item, kind, when in events]
+
+    async def list_items(self, query: str, limit: int, unavailable_only: bool) -> list[ItemView]:
+        if len(query) > MAX_ID_LEN:
+            raise InvalidArgument(
+                "query", f"is {len(query)} characters long; at most {MAX_ID_LEN} are accepted"
+            )
+        limit = check_limit("limit", limit, 50)
+        rows = await self._db(
+            lambda s: crud.search_items(
+                s, query=query, limit=limit, unavailable_only=unavailable_only
+            )
+        )
+        found = [
+            ItemView(r.item_id, r.title, list(r.labels or []), r.available, True) for r in rows
+        ]
+        model = self.core.registry.current
+        if model is None or unavailable_only or len(found) >= limit:
+            return found
+        # Items the served model knows that have no catalogue entry (a catalogue is
+        # optional), searchable by id so that an operator can still hide them. A matching
+        # id that is in the catalogue was found above (the result was not cut short).
+        listed = {view.item_id for view in found}
+        needle = query.lower()
+        extra: list[ItemView] = []
+        for item_id in model.bundle.vocab:
+            if len(found) + len(extra) >= limit:
+                break
+            if item_id not in listed and (not needle or needle in item_id.lower()):
+                extra.append(ItemView(item_id, "", [], True, False))
+        return sorted(found + extra, key=lambda view: view.item_id)
+
+    async def set_item_availability(self, item_ids: Sequence[str], available: bool) -> int:
+        if not item_ids:
+            raise InvalidArgument(
+                "item_ids", f"is empty; accepted: 1..{MAX_AVAILABILITY_ITEMS} item ids"
+            )
+        if len(item_ids) > MAX_AVAILABILITY_ITEMS:
+            raise InvalidArgument(
+                "item_ids",
+                f"has {len(item_ids)} entries; at most {MAX_AVAILABILITY_ITEMS} are accepted",
+            )
+        for i, item_id in enumerate(item_ids):
+            check_id(f"item_ids[{i}]", item_id)
+        updated = await self._db(
+            lambda s: crud.set_item_availability(s, item_ids=list(item_ids), available=available)
+        )
+        await self.core.registry.refresh()  # this replica applies it now, the others at their poll
+        return updated
+

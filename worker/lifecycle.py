@@ -1,0 +1,112 @@
+"""Jobs that run themselves: the retraining triggers and the reaper of lost jobs.
+
+- **Schedule** (``worker.retrain_every_s``): when the newest training job is older than
+  the interval (or there is none), a training job starts. The schedule lives in the job
+  history, not in beat's own state file, so restarting beat neither skips nor repeats a
+  run.
+- **Volume** (``worker.retrain_after_events``): once that many events have arrived
+  since the newer of the active model's watermark and the newest training job's
+  watermark, a training job starts. Counting from the newest job too keeps a model that
+  was not promoted from being retrained on every check.
+- **One at a time**: both go through the training lock in the database
+  (crud.create_job); while a training job is queued or running, a trigger does nothing.
+- **Reaper**: a running job whose worker sent no heartbeat for ``job_lost_after_s`` is
+  marked failed, which releases the lock. Every worker runs it in a thread, beat runs
+  it with the triggers, and every server runs it in its poll loop.
+
+Celery beat is the clock: it sends ``recserve.check_triggers`` every
+``worker.trigger_check_s`` (``recserve beat`` or ``recserve worker --beat``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+
+from shared import crud
+from shared.config import Settings
+from shared.db import make_engine, session_scope
+from shared.errors import FailedPrecondition
+from shared.jobs import submit_training
+from shared.models import JobTrigger, as_utc, utcnow
+
+log = logging.getLogger(__name__)
+
+
+def due_trigger(settings: Settings, engine_url: str | None = None) -> JobTrigger | None:
+    """Which trigger (if any) wants a training job now."""
+    worker = settings.worker
+    engine = make_engine(engine_url or settings.db_url)
+    try:
+        with session_scope(engine) as session:
+            if crud.training_lock_holder(session) is not None:
+                return None
+            if worker.retrain_every_s:
+                latest = crud.latest_training_job(session)
+                horizon = utcnow() - timedelta(seconds=worker.retrain_every_s)
+                if latest is None or as_utc(latest.created_at) <= horizon:
+                    return JobTrigger.SCHEDULE
+            if worker.retrain_after_events:
+                active = crud.get_active_model(session)
+                base = max(
+                    active.data_watermark if active else 0, crud.newest_job_watermark(session)
+                )
+                if crud.count_events_after(session, watermark=base) >= worker.retrain_after_events:
+                    return JobTrigger.VOLUME
+        return None
+    finally:
+        engine.dispose()
+
+
+def check_triggers(settings: Settings) -> int | None:
+    """Reaps lost jobs, then starts a training job if a trigger is due; returns its id."""
+    reap(settings)
+    trigger = due_trigger(settings)
+    if trigger is None:
+        return None
+    engine = make_engine(settings.db_url)
+    try:
+        job = submit_training(settings, engine, None, trigger=trigger)
+    except FailedPrecondition as exc:  # another job took the lock meanwhile
+        log.info("retraining trigger %s skipped: %s", trigger, exc)
+        return None
+    finally:
+        engine.dispose()
+    log.info("retraining trigger %s started training job %s", trigger, job.id)
+    return int(job.id or 0)
+
+
+def reap(settings: Settings) -> list[int]:
+    """Marks failed the running jobs whose worker died; returns their ids."""
+    engine = make_engine(settings.db_url)
+    try:
+        with session_scope(engine) as session:
+            lost = crud.reap_lost_jobs(session, lost_after_s=settings.worker.job_lost_after_s)
+    finally:
+        engine.dispose()
+    for job_id in lost:
+        log.warning("job %s: its worker died (no heartbeat); marked failed", job_id)
+    return lost
+
+
+class JobReaper(threading.Thread):
+    """Runs reap() every ``worker.reap_every_s`` until stopped (in every worker)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(name="job-reaper", daemon=True)
+        self._settings = settings
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while True:
+            try:
+                reap(self._settings)
+            except Exception:
+                log.warning("job reaper: database unreachable", exc_info=True)
+            if self._stop_event.wait(self._settings.worker.reap_every_s):
+                return
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
