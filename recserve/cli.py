@@ -5,7 +5,10 @@ recserve serve      run the gRPC server
 recserve worker     run a Celery worker
 recserve train      queue a training job (--wait follows it)
 recserve import     load an interaction file into the database
+recserve beat      run Celery beat: the retraining schedule and volume trigger
 recserve recommend  call Recommend on a running server
+recserve models     list, inspect, activate, roll back, prune model versions
+recserve jobs       list, show, cancel jobs
 recserve tui        the operator console
 recserve migrate    bring the database schema up to date
 """
@@ -19,6 +22,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from recserve.admin_cli import add_parsers as add_admin_parsers
 from shared.config import Settings
 
 
@@ -96,11 +100,32 @@ def cmd_worker(args: argparse.Namespace) -> int:
     ]
     if args.pool:
         argv.append(f"--pool={args.pool}")
+    if args.beat:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        argv += ["--beat", f"--schedule={settings.data_dir / 'celerybeat-schedule'}"]
     try:
         app.worker_main(argv)
     finally:
         if lock is not None:
             lock.close()
+    return 0
+
+
+def cmd_beat(args: argparse.Namespace) -> int:
+    from shared.db import migrate
+    from worker.celery_app import create_app
+
+    settings = _settings(args)
+    migrate(settings.db_url)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = create_app(settings)
+    app.start(
+        [
+            "beat",
+            f"--loglevel={settings.log_level}",
+            f"--schedule={settings.data_dir / 'celerybeat-schedule'}",
+        ]
+    )
     return 0
 
 
@@ -297,6 +322,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queues", help="comma-separated queues (default: the CPU queue)")
     p.add_argument("--concurrency", type=int, help="jobs at once")
     p.add_argument("--pool", choices=["prefork", "solo", "threads"], help="Celery pool")
+    p.add_argument(
+        "--beat",
+        action="store_true",
+        help="also run beat in this process (the retraining triggers; one beat per deployment)",
+    )
+
+    add(
+        "beat",
+        cmd_beat,
+        "Run Celery beat: checks the retraining schedule (RECSERVE_WORKER__RETRAIN_EVERY_S) "
+        "and volume trigger (RECSERVE_WORKER__RETRAIN_AFTER_EVENTS) every "
+        "RECSERVE_WORKER__TRIGGER_CHECK_S and reaps jobs whose worker died. Run one per "
+        "deployment.",
+    )
 
     p = add("train", cmd_train, "Queue a training job.")
     p.add_argument(
@@ -369,6 +408,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clients", type=int, help="serve: load-generator processes")
     p.add_argument("--servers", help="serve: which of noop,naive,recserve to run (default all)")
 
+    def remote(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--target", default="127.0.0.1:50051", help="HOST:PORT of a server")
+        p.add_argument("--token", help="admin token (default RECSERVE_SERVER__ADMIN_TOKEN)")
+
+    add_admin_parsers(sub, remote)
     add("migrate", cmd_migrate, "Create or upgrade the database schema.")
     return parser
 

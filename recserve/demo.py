@@ -20,12 +20,12 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from recserve.embedded import start_worker, worker_running
-from recserve.follow import unseen_lines
 from server.app import RunningServer, start_server
 from shared import crud, synthetic
 from shared.client import AsyncClient
 from shared.config import Settings
 from shared.db import session_scope
+from shared.joblog import unseen_lines
 from shared.models import Item, JobStatus
 from shared.proto.recserve.v1 import admin_pb2, recommender_pb2
 

@@ -12,17 +12,10 @@ from recserve.embedded import start_worker, worker_running
 from shared import crud
 from shared.config import Settings
 from shared.db import session_scope
+from shared.joblog import unseen_lines
 from shared.models import JobStatus
 
 FINISHED = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}
-
-
-def unseen_lines(log: list[str], last: str | None) -> list[str]:
-    """The job-log lines after ``last`` (the last one printed). The job row keeps only
-    the newest lines, so a position would stop advancing once the log is full."""
-    if last is None or last not in log:
-        return list(log)
-    return log[len(log) - log[::-1].index(last) :]
 
 
 def follow_job(

@@ -246,15 +246,23 @@ class AdminService:
         titles = await self.core.catalogue.titles([item for item, _, _ in events])
         return [HistoryEventView(item, titles[item], kind, when) for item, kind, when in events]
 
-    async def list_items(self, query: str, limit: int, unavailable_only: bool) -> list[ItemView]:
+    async def list_items(
+        self, query: str, limit: int, unavailable_only: bool, item_ids: Sequence[str] = ()
+    ) -> list[ItemView]:
         if len(query) > MAX_ID_LEN:
             raise InvalidArgument(
                 "query", f"is {len(query)} characters long; at most {MAX_ID_LEN} are accepted"
             )
         limit = check_limit("limit", limit, 50)
+        if len(item_ids) > MAX_LIMIT:
+            raise InvalidArgument(
+                "item_ids", f"has {len(item_ids)} entries; at most {MAX_LIMIT} are accepted"
+            )
+        for i, item_id in enumerate(item_ids):
+            check_id(f"item_ids[{i}]", item_id)
         rows = await self._db(
             lambda s: crud.search_items(
-                s, query=query, limit=limit, unavailable_only=unavailable_only
+                s, query=query, limit=limit, unavailable_only=unavailable_only, item_ids=item_ids
             )
         )
         found = [
@@ -269,7 +277,10 @@ class AdminService:
         listed = {view.item_id for view in found}
         needle = query.lower()
         extra: list[ItemView] = []
-        for item_id in model.bundle.vocab:
+        wanted = set(item_ids)
+        for item_id in item_ids or model.bundle.vocab:
+            if wanted and item_id not in model.rows:
+                continue
             if len(found) + len(extra) >= limit:
                 break
             if item_id not in listed and (not needle or needle in item_id.lower()):
@@ -293,4 +304,3 @@ class AdminService:
         )
         await self.core.registry.refresh()  # this replica applies it now, the others at their poll
         return updated
-

@@ -365,7 +365,9 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServicer):
         self, request: admin_pb2.ListItemsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ListItemsResponse:
         self._authorize(context)
-        items = await self.admin.list_items(request.query, request.limit, request.unavailable_only)
+        items = await self.admin.list_items(
+            request.query, request.limit, request.unavailable_only, list(request.item_ids)
+        )
         return admin_pb2.ListItemsResponse(
             items=[admin_pb2.CatalogueItem(**asdict(item)) for item in items]
         )

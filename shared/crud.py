@@ -208,9 +208,7 @@ def count_events_after(session: Session, *, watermark: int) -> int:
     return int(session.exec(query).one())
 
 
-def recent_events(
-    session: Session, *, user_id: str, limit: int
-) -> list[tuple[str, str, datetime]]:
+def recent_events(session: Session, *, user_id: str, limit: int) -> list[tuple[str, str, datetime]]:
     """The user's newest ``limit`` events as (item_id, kind, event_time), oldest first."""
     rows = session.exec(
         select(FeedbackEvent.item_id, FeedbackEvent.kind, FeedbackEvent.event_time)
@@ -247,10 +245,18 @@ def item_titles(session: Session, *, item_ids: Sequence[str]) -> dict[str, str]:
 
 
 def search_items(
-    session: Session, *, query: str, limit: int, unavailable_only: bool = False
+    session: Session,
+    *,
+    query: str,
+    limit: int,
+    unavailable_only: bool = False,
+    item_ids: Sequence[str] = (),
 ) -> list[Item]:
-    """Catalogue items whose id or title contains ``query`` (case-insensitive), by id."""
+    """Catalogue items whose id or title contains ``query`` (case-insensitive), by id;
+    only those in ``item_ids`` when it is given."""
     statement = select(Item)
+    if item_ids:
+        statement = statement.where(col(Item.item_id).in_(list(item_ids)[:_IN_CHUNK]))
     if query:
         pattern = f"%{query.lower()}%"
         statement = statement.where(
@@ -567,9 +573,7 @@ def list_activations(
     statement = select(ModelActivation)
     if version is not None:
         statement = statement.where(ModelActivation.version == version)
-    return list(
-        session.exec(statement.order_by(col(ModelActivation.id).desc()).limit(limit)).all()
-    )
+    return list(session.exec(statement.order_by(col(ModelActivation.id).desc()).limit(limit)).all())
 
 
 def last_activation(session: Session, *, version: int) -> ModelActivation | None:

@@ -142,4 +142,3 @@ def submit_training(
     with session_scope(engine) as session:
         crud.set_job_celery_id(session, job_id=job_id, celery_id=str(result.id))
         return crud.get_job(session, job_id=job_id)
-

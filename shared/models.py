@@ -199,9 +199,7 @@ class Job(JobBase, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     finished_at: datetime | None = None
-    lock_key: str | None = Field(
-        default=None, sa_column=Column(String(64), nullable=True)
-    )
+    lock_key: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
     """TRAINING_LOCK while a training job is queued or running, else NULL: the database
     lets at most one job hold it."""
     worker: str = Field(default="", max_length=128)

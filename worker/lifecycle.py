@@ -109,4 +109,3 @@ class JobReaper(threading.Thread):
 
     def stop(self) -> None:
         self._stop_event.set()
-

@@ -27,6 +27,8 @@ from worker.dataset import Split
 from worker.evaluation import evaluate
 
 log = logging.getLogger(__name__)
+
+
 class Progress(Protocol):
     """Receives the fraction done, a message and, once per epoch, a learning-curve point
     (epoch, loss, val_ndcg@10 when evaluated, seconds)."""

@@ -7,14 +7,14 @@ import asyncio
 import grpc
 import pytest
 
-from recserve.bench_serve import ServerProcess
 from server.app import loop_factory
 from shared.proto.recserve.v1 import recommender_pb2 as pb
 from shared.proto.recserve.v1 import recommender_pb2_grpc
+from tests.support.processes import ServerProcess
 
 
 def test_two_worker_processes_serve_one_port_and_stop_cleanly(settings) -> None:
-    server = ServerProcess(settings, "workers", workers="2", event_loop="uvloop")
+    server = ServerProcess(settings, "workers", SERVER__WORKERS="2", SERVER__EVENT_LOOP="uvloop")
     try:
         answers = []
         for _ in range(8):  # a new connection each time: the kernel spreads them
@@ -26,9 +26,7 @@ def test_two_worker_processes_serve_one_port_and_stop_cleanly(settings) -> None:
         assert all(a.source == pb.SOURCE_MODEL and len(a.items) == 3 for a in answers)
         assert len({tuple(i.item_id for i in a.items) for a in answers}) == 1, "same model"
     finally:
-        server.proc.terminate()
-        assert server.proc.wait(timeout=60) == 0, "SIGTERM drains and exits 0"
-        server.log.close()
+        assert server.stop(timeout=60) == 0, "SIGTERM drains and exits 0"
 
 
 def test_event_loop_choice() -> None:

@@ -384,14 +384,16 @@ class CatalogueItem(_message.Message):
     def __init__(self, item_id: _Optional[str] = ..., title: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., available: _Optional[bool] = ..., in_catalogue: _Optional[bool] = ...) -> None: ...
 
 class ListItemsRequest(_message.Message):
-    __slots__ = ("query", "limit", "unavailable_only")
+    __slots__ = ("query", "limit", "unavailable_only", "item_ids")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     UNAVAILABLE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     query: str
     limit: int
     unavailable_only: bool
-    def __init__(self, query: _Optional[str] = ..., limit: _Optional[int] = ..., unavailable_only: _Optional[bool] = ...) -> None: ...
+    item_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, query: _Optional[str] = ..., limit: _Optional[int] = ..., unavailable_only: _Optional[bool] = ..., item_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListItemsResponse(_message.Message):
     __slots__ = ("items",)

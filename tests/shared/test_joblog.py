@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def test_job_log_following_survives_a_full_log() -> None:
-    from recserve.follow import unseen_lines
+    from shared.joblog import unseen_lines
 
     assert unseen_lines(["a", "b"], None) == ["a", "b"]
     assert unseen_lines(["b", "c", "d"], "b") == ["c", "d"], "window slid past the start"

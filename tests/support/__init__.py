@@ -1,0 +1,1 @@
+"""Test helpers: real processes (server, worker, console) and their plumbing."""

@@ -1,0 +1,142 @@
+"""recserve's own processes, started as an operator would start them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from shared.config import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def process_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment that gives a child process ``settings`` (plus RECSERVE_* extras)."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "RECSERVE_DATA_DIR": str(settings.data_dir),
+            "RECSERVE_DATABASE_URL": settings.database_url,
+            "RECSERVE_BROKER_URL": settings.broker_url,
+            "RECSERVE_LOG_LEVEL": "INFO",
+            "RECSERVE_WORKER__QUEUE": settings.worker.queue,
+            "RECSERVE_WORKER__TORCH_THREADS": "1",
+            "RECSERVE_SERVER__MODEL_POLL_S": str(settings.server.model_poll_s),
+            "RECSERVE_SERVER__INTRA_OP_THREADS": "1",
+        }
+    )
+    if settings.models_dir:
+        env["RECSERVE_MODELS_DIR"] = str(settings.models_dir)
+    env.update({f"RECSERVE_{k.upper()}": v for k, v in extra.items()})
+    return env
+
+
+class ServerProcess:
+    """`recserve serve` in a child process (its own session, so a test can kill it)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        name: str = "server",
+        *,
+        port: int | None = None,
+        wait: bool = True,
+        **extra: str,
+    ) -> None:
+        self.port = port or free_port()
+        self.name = name
+        self.target = f"127.0.0.1:{self.port}"
+        self.log_path = Path(settings.data_dir) / f"{name}.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log = self.log_path.open("ab")
+        env = process_env(settings, SERVER__PORT=str(self.port), **extra)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "recserve", "serve"],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        if wait:
+            self.wait_serving()
+
+    def wait_serving(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        with grpc.insecure_channel(self.target) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server {self.name} exited:\n{self.tail()}")
+                try:
+                    reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.2)
+        raise RuntimeError(f"server {self.name} did not become SERVING:\n{self.tail()}")
+
+    def tail(self, chars: int = 4000) -> str:
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+        return int(self.proc.returncode)
+
+
+class WorkerProcess:
+    """`recserve worker` (solo pool) in its own session; ``kill()`` SIGKILLs all of it."""
+
+    def __init__(self, settings: Settings, name: str = "worker", *args: str, **extra: str) -> None:
+        self.log_path = Path(settings.data_dir) / f"{name}.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "recserve", "worker", "--pool", "solo", *args],
+            env=process_env(settings, **extra),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def tail(self, chars: int = 4000) -> str:
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL to the worker and every process it started: a machine that died."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.log.close()
