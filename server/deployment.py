@@ -26,6 +26,7 @@ from sqlalchemy.engine import Engine
 
 from server.registry import ModelRegistry
 from shared import crud
+from shared.bundle import remove_job_output
 from shared.config import Settings
 from shared.db import session_scope
 from shared.models import Replica, as_utc, utcnow
@@ -122,12 +123,14 @@ class Deployment:
             crud.report_replica(session, replica=row)
             crud.forget_replicas(session, unseen_for_s=10 * stale_s)
             rows = crud.list_replicas(session)
+            lost: list[int] = []
             if reap:
                 lost = crud.reap_lost_jobs(
                     session, lost_after_s=self._settings.worker.job_lost_after_s
                 )
-                for job_id in lost:
-                    log.warning("job %s: its worker died (no heartbeat); marked failed", job_id)
+        for job_id in lost:
+            log.warning("job %s: its worker died (no heartbeat); marked failed", job_id)
+            remove_job_output(self._settings.bundles_dir, job_id)
         now = utcnow()
         return [
             ReplicaView(

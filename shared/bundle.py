@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -73,6 +74,20 @@ class ModelConfig(BaseModel):
 def sha256_file(path: Path) -> str:
     with path.open("rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def job_dir_name(job_id: int) -> str:
+    """A training job's bundle folder, relative to the models directory (keyed by job id,
+    so a re-run overwrites its own output and nothing else)."""
+    return f"job-{job_id}"
+
+
+def remove_job_output(models_dir: Path, job_id: int) -> None:
+    """Deletes what a training job that did not register a version left behind: its
+    bundle folder and the temporary folder it is written in."""
+    directory = models_dir / job_dir_name(job_id)
+    for path in (directory, directory.with_name(directory.name + ".tmp")):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def size_bytes(directory: Path) -> int:

@@ -406,8 +406,11 @@ def reap_lost_jobs(session: Session, *, lost_after_s: float) -> list[int]:
 
 def cancel_job(session: Session, *, job_id: int) -> Job:
     """A queued job is cancelled at once (its message is skipped when a worker gets it);
-    a running one is flagged and stops at its next progress report."""
+    a running one is flagged and stops at its next progress report. Cancelling a
+    cancelled job again changes nothing."""
     job = get_job(session, job_id=job_id)
+    if job.status == JobStatus.CANCELLED:
+        return job
     if job.status == JobStatus.QUEUED:
         _finish(job, JobStatus.CANCELLED, "")
         job.cancel_requested = True

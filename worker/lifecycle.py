@@ -25,6 +25,7 @@ import threading
 from datetime import timedelta
 
 from shared import crud
+from shared.bundle import remove_job_output
 from shared.config import Settings
 from shared.db import make_engine, session_scope
 from shared.errors import FailedPrecondition
@@ -87,6 +88,7 @@ def reap(settings: Settings) -> list[int]:
         engine.dispose()
     for job_id in lost:
         log.warning("job %s: its worker died (no heartbeat); marked failed", job_id)
+        remove_job_output(settings.bundles_dir, job_id)
     return lost
 
 

@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import socket
 import threading
 import time
 import traceback
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 from sqlalchemy.engine import Engine
@@ -117,17 +115,16 @@ def run_train_job(settings: Settings, job_id: int) -> int | None:
         with session_scope(engine) as session:
             params = parse_training_params(settings, crud.get_job(session, job_id=job_id).params)
         report = JobReporter(engine, job_id)
-        directory = settings.bundles_dir.resolve() / bundle_dir_name(job_id)
         try:
             with Heartbeat(engine, job_id, settings.worker.heartbeat_s):
                 version = _train_and_register(settings, engine, job_id, params, report)
         except JobCancelled as exc:
-            remove_bundle_files(directory)
+            bundle_format.remove_job_output(settings.bundles_dir, job_id)
             with session_scope(engine) as session:
                 crud.finish_job(session, job_id=job_id, status=JobStatus.CANCELLED, error=str(exc))
             return None
         except Exception as exc:
-            remove_bundle_files(directory)
+            bundle_format.remove_job_output(settings.bundles_dir, job_id)
             with session_scope(engine) as session:
                 crud.finish_job(
                     session,
@@ -143,18 +140,6 @@ def run_train_job(settings: Settings, job_id: int) -> int | None:
         return version
     finally:
         engine.dispose()
-
-
-def bundle_dir_name(job_id: int) -> str:
-    """A job's bundle folder, relative to the models directory (keyed by job id, so a
-    re-run overwrites its own output and nothing else)."""
-    return f"job-{job_id}"
-
-
-def remove_bundle_files(directory: Path) -> None:
-    """Deletes a job's bundle and its temporary folder (a cancelled or failed run)."""
-    for path in (directory, directory.with_name(directory.name + ".tmp")):
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _train_and_register(
@@ -211,7 +196,7 @@ def _train_and_register(
         f"test ndcg@10 {metrics['ndcg@10']:.4f} hr@10 {metrics['hr@10']:.4f} | popularity "
         f"ndcg@10 {metrics['pop_ndcg@10']:.4f} hr@10 {metrics['pop_hr@10']:.4f}",
     )
-    relative = bundle_dir_name(job_id)
+    relative = bundle_format.job_dir_name(job_id)
     directory = settings.bundles_dir.resolve() / relative
     checksum, parity = write_bundle(
         directory,

@@ -202,9 +202,13 @@ def test_cancel_queued_and_running_jobs(engine) -> None:
         assert job.cancel_requested, "the worker learns of it at its next report"
     with session_scope(engine) as s:
         crud.finish_job(s, job_id=running.id, status=JobStatus.CANCELLED)
+    with session_scope(engine) as s:
+        assert crud.cancel_job(s, job_id=running.id).status == JobStatus.CANCELLED, "idempotent"
+        done = crud.create_job(s, job=JobCreate(params={}))
+        crud.finish_job(s, job_id=done.id, status=JobStatus.SUCCEEDED)
     with pytest.raises(FailedPrecondition, match="already finished"):
         with session_scope(engine) as s:
-            crud.cancel_job(s, job_id=running.id)
+            crud.cancel_job(s, job_id=done.id)
 
 
 def test_reaper_fails_jobs_without_heartbeat(engine) -> None:

@@ -39,6 +39,9 @@ def process_env(settings: Settings, **extra: str) -> dict[str, str]:
     )
     if settings.models_dir:
         env["RECSERVE_MODELS_DIR"] = str(settings.models_dir)
+    for name, value in settings.training.model_dump().items():
+        if value is not None:  # the child trains with the same (tiny) defaults
+            env[f"RECSERVE_TRAINING__{name.upper()}"] = str(value)
     env.update({f"RECSERVE_{k.upper()}": v for k, v in extra.items()})
     return env
 

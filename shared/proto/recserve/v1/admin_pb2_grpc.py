@@ -212,7 +212,8 @@ class ModelAdminServicer:
         """A queued job never starts; a running job stops at its next progress report
         and leaves no bundle behind. The status becomes "cancelled" (for a running
         job once the worker has stopped it; until then cancel_requested is set).
-        FAILED_PRECONDITION for a job that already finished.
+        Cancelling a cancelled job answers it unchanged; FAILED_PRECONDITION for a
+        job that succeeded or failed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

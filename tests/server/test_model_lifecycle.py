@@ -1,0 +1,276 @@
+"""ModelAdmin's lifecycle calls over gRPC: rollback and the activation history, retention,
+a server starting with a broken active bundle, the training lock, cancelling, the
+deployment-wide stats, and the catalogue calls the console uses."""
+
+from __future__ import annotations
+
+import shutil
+
+import grpc
+import pytest
+
+from shared import crud, synthetic
+from shared.db import session_scope
+from shared.models import Item, ModelStatus, ModelVersion
+from shared.proto.recserve.v1 import admin_pb2
+from shared.proto.recserve.v1 import recommender_pb2 as pb
+from tests.conftest import TINY_SPEC
+
+
+def copy_version(server, *, status: ModelStatus = ModelStatus.READY) -> int:
+    """Registers a new version whose bundle is a copy of version 1's."""
+    settings = server.admin.settings
+    with session_scope(server.engine) as s:
+        v1 = crud.get_model_version(s, version=1)
+        count = len(crud.list_model_versions(s, limit=1000))
+    name = f"copy-{count + 1}"
+    shutil.copytree(settings.bundle_path(v1.artifact_path), settings.bundles_dir / name)
+    with session_scope(server.engine) as s:
+        model = crud.create_model_version(
+            s,
+            model=ModelVersion(
+                status=status,
+                metrics=v1.metrics,
+                artifact_path=name,
+                config=v1.config,
+                checksum=v1.checksum,
+                size_bytes=v1.size_bytes,
+            ),
+        )
+        return int(model.version or 0)
+
+
+async def rpc_error(call) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call
+    return err.value
+
+
+async def test_rollback_and_activation_history(client, server) -> None:
+    v2 = copy_version(server)
+    await client.admin.ActivateModel(admin_pb2.ActivateModelRequest(version=v2))
+    rolled = await client.admin.RollbackModel(admin_pb2.RollbackModelRequest())
+    assert rolled.version == 1 and rolled.status == "active"
+    assert server.core.registry.current.version == 1
+    history = await client.admin.ListActivations(admin_pb2.ListActivationsRequest())
+    assert [(a.version, a.previous_version, a.reason) for a in history.activations] == [
+        (1, v2, "RollbackModel"),
+        (v2, 1, "ActivateModel"),
+        (1, 0, "promoted by job 1"),
+    ]
+    details = await client.admin.GetModelDetails(admin_pb2.GetModelRequest(version=v2))
+    assert details.problem == "" and all(f.ok for f in details.files)
+    assert {f.name for f in details.files} >= {"model.onnx", "vocab.json", "config.json"}
+    assert [a.reason for a in details.activations] == ["ActivateModel"]
+
+
+async def test_rollback_with_nothing_before_is_refused(client) -> None:
+    error = await rpc_error(client.admin.RollbackModel(admin_pb2.RollbackModelRequest()))
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "replaced no other version" in error.details()
+
+
+async def test_activation_checks_the_recorded_checksum(client, server) -> None:
+    """A bundle whose files are consistent but not the ones registered is refused."""
+    v2 = copy_version(server)
+    with session_scope(server.engine) as s:
+        model = crud.get_model_version(s, version=v2)
+        model.checksum = "0" * 64
+        s.add(model)
+    error = await rpc_error(client.admin.ActivateModel(admin_pb2.ActivateModelRequest(version=v2)))
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "not the one recorded" in error.details()
+    details = await client.admin.GetModelDetails(admin_pb2.GetModelRequest(version=v2))
+    assert "recorded at registration" in details.problem
+
+
+async def test_bundle_names_outside_the_bundle_are_refused(client, server) -> None:
+    import json
+
+    v2 = copy_version(server)
+    directory = server.admin.settings.bundles_dir / f"copy-{v2}"
+    sums = json.loads((directory / "checksums.json").read_text())
+    sums["../../recserve.db"] = "0" * 64
+    (directory / "checksums.json").write_text(json.dumps(sums))
+    error = await rpc_error(client.admin.ActivateModel(admin_pb2.ActivateModelRequest(version=v2)))
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "plain file names inside the bundle directory" in error.details()
+
+
+async def test_prune_keeps_active_previous_and_newest_ready(client, server) -> None:
+    versions = [copy_version(server) for _ in range(4)]  # 2..5, all ready
+    await client.admin.ActivateModel(admin_pb2.ActivateModelRequest(version=versions[0]))
+    plan = await client.admin.PruneModels(admin_pb2.PruneModelsRequest(keep=1, dry_run=True))
+    # Active: 2; previous: 1; newest ready: 5. Versions 3 and 4 go.
+    assert list(plan.pruned) == [versions[1], versions[2]] and plan.freed_bytes > 0
+    assert (server.admin.settings.bundles_dir / f"copy-{versions[1]}").is_dir(), "dry run"
+    done = await client.admin.PruneModels(admin_pb2.PruneModelsRequest(keep=1))
+    assert list(done.pruned) == list(plan.pruned)
+    for version in done.pruned:
+        assert not (server.admin.settings.bundles_dir / f"copy-{version}").exists()
+    listing = await client.admin.ListModels(admin_pb2.ListModelsRequest())
+    statuses = {m.version: m.status for m in listing.models}
+    assert statuses == {
+        1: "retired",
+        versions[0]: "active",
+        versions[1]: "pruned",
+        versions[2]: "pruned",
+        versions[3]: "ready",
+    }
+    error = await rpc_error(
+        client.admin.ActivateModel(admin_pb2.ActivateModelRequest(version=versions[1]))
+    )
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_server_with_a_broken_active_bundle_serves_the_newest_good_one(settings) -> None:
+    from server.app import start_server
+    from shared.db import make_engine
+
+    engine = make_engine(settings.db_url)
+    with session_scope(engine) as s:
+        v1 = crud.get_model_version(s, version=1)
+        broken = crud.create_model_version(
+            s,
+            model=ModelVersion(
+                status=ModelStatus.READY,
+                metrics=v1.metrics,
+                artifact_path="missing-bundle",
+                config=v1.config,
+                checksum=v1.checksum,
+            ),
+        )
+        crud.activate_model(s, version=int(broken.version or 0), reason="test")
+    engine.dispose()
+    running = await start_server(settings)
+    try:
+        assert running.core.registry.current.version == 1
+        stats = running.admin.server_stats()
+        assert stats.serving_version == 1 and stats.configured_version == 2
+        assert "active version 2 cannot be served here" in stats.note
+        assert "serving version 1, the newest that loads" in stats.note
+    finally:
+        await running.stop(0)
+
+
+async def test_start_training_holds_the_lock_and_cancel_releases_it(client) -> None:
+    first = await client.admin.StartTraining(admin_pb2.StartTrainingRequest())
+    error = await rpc_error(client.admin.StartTraining(admin_pb2.StartTrainingRequest()))
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert f"training job {first.id} is queued" in error.details()
+    cancelled = await client.admin.CancelJob(admin_pb2.CancelJobRequest(id=first.id))
+    assert cancelled.status == "cancelled" and cancelled.cancel_requested
+    again = await client.admin.CancelJob(admin_pb2.CancelJobRequest(id=first.id))
+    assert again.status == "cancelled"
+    second = await client.admin.StartTraining(admin_pb2.StartTrainingRequest())
+    assert second.id == first.id + 1 and second.trigger == "manual"
+    missing = await rpc_error(client.admin.CancelJob(admin_pb2.CancelJobRequest(id=999)))
+    assert missing.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_finished_jobs_cannot_be_cancelled(client) -> None:
+    error = await rpc_error(client.admin.CancelJob(admin_pb2.CancelJobRequest(id=1)))
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "already finished" in error.details()
+
+
+async def test_stats_carry_series_and_every_replica(client, server, settings) -> None:
+    from server.app import start_server
+
+    other = await start_server(settings)  # a second replica on the same database
+    try:
+        await client.recommender.Recommend(pb.RecommendRequest(user_id="u00001"))
+        await server.deployment.report()
+        stats = await client.admin.GetServerStats(admin_pb2.GetServerStatsRequest())
+        assert len(stats.series) == 120
+        assert stats.series[-1].at_ms > stats.series[0].at_ms
+        ids = {r.replica_id for r in stats.replicas}
+        assert {stats.replica_id, other.deployment.replica_id} <= ids
+        for replica in stats.replicas:
+            assert replica.alive and replica.health == "SERVING" and replica.serving_version == 1
+    finally:
+        await other.stop(0)
+    await server.deployment.report()
+    stats = await client.admin.GetServerStats(admin_pb2.GetServerStatsRequest())
+    assert other.deployment.replica_id not in {r.replica_id for r in stats.replicas}, (
+        "a replica that stops removes itself"
+    )
+
+
+async def test_user_history_items_and_titles(client, server) -> None:
+    with session_scope(server.engine) as s:
+        crud.upsert_items(
+            s,
+            items=[
+                Item(item_id=i.item_id, title=i.title, labels=i.labels)
+                for i in synthetic.catalogue(TINY_SPEC)
+            ],
+        )
+    history = await client.admin.GetUserHistory(
+        admin_pb2.GetUserHistoryRequest(user_id="u00003", limit=5)
+    )
+    assert len(history.events) == 5
+    assert all(e.title.startswith("Topic ") and e.timestamp_ms > 0 for e in history.events)
+    times = [e.timestamp_ms for e in history.events]
+    assert times == sorted(times), "oldest first"
+    found = await client.admin.ListItems(admin_pb2.ListItemsRequest(query="PART 10"))
+    assert {i.title for i in found.items} == {f"Topic {t} part 10" for t in range(4)}
+    exact = await client.admin.ListItems(admin_pb2.ListItemsRequest(item_ids=["i001-002", "nope"]))
+    assert [i.item_id for i in exact.items] == ["i001-002"]
+    ranked = await client.recommender.Recommend(
+        pb.RecommendRequest(user_id="u00003", k=3, include_titles=True)
+    )
+    assert all(i.title.startswith("Topic ") for i in ranked.items)
+    plain = await client.recommender.Recommend(pb.RecommendRequest(user_id="u00003", k=3))
+    assert all(i.title == "" for i in plain.items), "titles only when asked for"
+
+
+async def test_hiding_an_item_takes_it_out_of_recommendations(client, server) -> None:
+    top = (
+        (await client.recommender.Recommend(pb.RecommendRequest(user_id="u00005", k=1)))
+        .items[0]
+        .item_id
+    )
+    answer = await client.admin.SetItemAvailability(
+        admin_pb2.SetItemAvailabilityRequest(item_ids=[top], available=False)
+    )
+    assert answer.updated == 1
+    hidden = await client.recommender.Recommend(pb.RecommendRequest(user_id="u00005", k=10))
+    assert top not in [i.item_id for i in hidden.items]
+    listed = await client.admin.ListItems(admin_pb2.ListItemsRequest(unavailable_only=True))
+    assert [(i.item_id, i.available) for i in listed.items] == [(top, False)]
+    await client.admin.SetItemAvailability(
+        admin_pb2.SetItemAvailabilityRequest(item_ids=[top], available=True)
+    )
+    back = await client.recommender.Recommend(pb.RecommendRequest(user_id="u00005", k=1))
+    assert back.items[0].item_id == top
+
+
+async def test_model_only_items_are_listed_for_the_operator(client) -> None:
+    found = await client.admin.ListItems(admin_pb2.ListItemsRequest(query="i000-00"))
+    assert len(found.items) == 10
+    assert all(not i.in_catalogue and i.available for i in found.items)
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (admin_pb2.SetItemAvailabilityRequest(), "item_ids"),
+        (admin_pb2.SetItemAvailabilityRequest(item_ids=[""]), "item_ids[0]"),
+        (admin_pb2.GetUserHistoryRequest(), "user_id"),
+        (admin_pb2.ListItemsRequest(limit=5000), "limit"),
+        (admin_pb2.PruneModelsRequest(keep=-1), "keep"),
+        (admin_pb2.CancelJobRequest(), "id"),
+    ],
+)
+async def test_bad_admin_input_names_the_field(client, request_, field) -> None:
+    method = {
+        admin_pb2.SetItemAvailabilityRequest: client.admin.SetItemAvailability,
+        admin_pb2.GetUserHistoryRequest: client.admin.GetUserHistory,
+        admin_pb2.ListItemsRequest: client.admin.ListItems,
+        admin_pb2.PruneModelsRequest: client.admin.PruneModels,
+        admin_pb2.CancelJobRequest: client.admin.CancelJob,
+    }[type(request_)]
+    error = await rpc_error(method(request_))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details().startswith(f"{field}:")
