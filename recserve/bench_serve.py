@@ -139,23 +139,10 @@ class ServerProcess:
         self._wait_serving()
 
     def _wait_serving(self) -> None:
-        import grpc
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
+        from shared.client import wait_serving
 
-        deadline = time.monotonic() + 120
-        with grpc.insecure_channel(self.target) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"server {self.name} exited; see its log")
-                try:
-                    reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.RpcError:
-                    pass
-                time.sleep(0.2)
-        raise RuntimeError(f"server {self.name} did not become SERVING")
+        if not wait_serving(self.target, timeout=120, alive=lambda: self.proc.poll() is None):
+            raise RuntimeError(f"server {self.name} did not become SERVING; see its log")
 
     def batch_counters(self) -> tuple[int, int]:
         from shared.client import Client

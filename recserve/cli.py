@@ -424,4 +424,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    return int(args.func(args))
+    from shared.errors import RecserveError
+
+    try:
+        return int(args.func(args))
+    except RecserveError as exc:  # a refusal with its reason, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -53,3 +55,22 @@ class AsyncClient:
 
     async def close(self) -> None:
         await self.channel.close()
+
+
+def wait_serving(target: str, *, timeout: float, alive: Callable[[], bool] = lambda: True) -> bool:
+    """Polls the standard health service until the server reports SERVING. False when
+    ``timeout`` passes or ``alive()`` (the server process) turns False first."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline and alive():
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return True
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+    return False

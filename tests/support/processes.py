@@ -7,12 +7,9 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
+from shared.client import wait_serving
 from shared.config import Settings
 
 
@@ -76,20 +73,8 @@ class ServerProcess:
             self.wait_serving()
 
     def wait_serving(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        with grpc.insecure_channel(self.target) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"server {self.name} exited:\n{self.tail()}")
-                try:
-                    reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.RpcError:
-                    pass
-                time.sleep(0.2)
-        raise RuntimeError(f"server {self.name} did not become SERVING:\n{self.tail()}")
+        if not wait_serving(self.target, timeout=timeout, alive=lambda: self.proc.poll() is None):
+            raise RuntimeError(f"server {self.name} did not become SERVING:\n{self.tail()}")
 
     def tail(self, chars: int = 4000) -> str:
         self.log.flush()

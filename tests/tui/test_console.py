@@ -185,8 +185,10 @@ async def test_preview_shows_history_and_titled_recommendations(server) -> None:
         summary = str(app.query_one("#preview-summary", Static).render())
         assert "from model, model version 1" in summary
         # An anonymous history instead.
+        assert app.focused is results, "out of the text field after Enter"
         app.query_one("#preview-user", Input).value = ""
         app.query_one("#preview-history", Input).value = "i000-000, i000-001"
+        app.query_one("#preview-history", Input).focus()
         await pilot.press("enter")
         await until(pilot, lambda: history.row_count == 2)
         assert history.get_row_at(0)[2] == "Topic 0 part 1"

@@ -69,6 +69,8 @@ class PreviewPane(Pane):
             return
         allow_seen = self.query_one("#preview-allow-seen", Checkbox).value
         self.preview(user, history, int(k_text), allow_seen)
+        # Out of the text field: the number keys switch screens again.
+        self.query_one("#preview-results", DataTable).focus()
 
     @work(exclusive=True, group="preview")
     async def preview(self, user: str, history: list[str], k: int, allow_seen: bool) -> None:

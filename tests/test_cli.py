@@ -1,0 +1,84 @@
+"""The operator commands as a person runs them: `recserve models ...`, `recserve jobs ...`
+and `recserve train` as processes, against a real server process."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+from shared import crud
+from shared.db import make_engine, session_scope
+from shared.models import ModelStatus, ModelVersion
+from tests.support.processes import ServerProcess, process_env
+
+
+def recserve(settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "recserve", *args],
+        env=process_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_models_and_jobs_commands(settings) -> None:
+    engine = make_engine(settings.db_url)
+    with session_scope(engine) as s:
+        v1 = crud.get_model_version(s, version=1)
+        for n in (2, 3, 4):
+            shutil.copytree(settings.bundle_path("job-1"), settings.bundles_dir / f"copy-{n}")
+            crud.create_model_version(
+                s,
+                model=ModelVersion(
+                    status=ModelStatus.READY,
+                    metrics=v1.metrics,
+                    artifact_path=f"copy-{n}",
+                    config=v1.config,
+                    checksum=v1.checksum,
+                ),
+            )
+    engine.dispose()
+    server = ServerProcess(settings)
+    target = ("--target", server.target)
+    try:
+        listed = recserve(settings, "models", "list", *target)
+        assert listed.returncode == 0, listed.stderr
+        lines = listed.stdout.splitlines()
+        assert lines[0].split()[:3] == ["version", "status", "ndcg@10"]
+        assert any(line.split()[:2] == ["1*", "active"] for line in lines)
+
+        activated = recserve(settings, "models", "activate", "4", *target)
+        assert activated.stdout.strip() == "model version 4 is now active", activated.stderr
+        rolled = recserve(settings, "models", "rollback", *target)
+        assert "model version 1 is now active" in rolled.stdout, rolled.stderr
+
+        # Kept: active 1, previous 4, newest ready 3.
+        plan = recserve(settings, "models", "prune", "--keep", "1", "--dry-run", *target)
+        assert plan.stdout.startswith("would prune 2 "), plan.stdout + plan.stderr
+        pruned = recserve(settings, "models", "prune", "--keep", "1", *target)
+        assert pruned.stdout.startswith("pruned 2 "), pruned.stderr
+        assert not (settings.bundles_dir / "copy-2").exists()
+
+        shown = recserve(settings, "models", "show", "1", *target)
+        assert "problem: none" in shown.stdout and "promoted by job 1" in shown.stdout
+
+        queued = recserve(settings, "train", "--param", "epochs=2")
+        assert queued.returncode == 0 and "queued train job 2" in queued.stdout, queued.stderr
+        busy = recserve(settings, "train")
+        assert busy.returncode == 2
+        assert "training job 2 is queued" in busy.stderr and "Traceback" not in busy.stderr
+
+        jobs = recserve(settings, "jobs", "list", *target)
+        assert any(
+            line.split()[:4] == ["2", "train", "manual", "queued"]
+            for line in jobs.stdout.splitlines()
+        )
+        cancelled = recserve(settings, "jobs", "cancel", "2", *target)
+        assert cancelled.stdout.strip() == "job 2: cancelled", cancelled.stderr
+        finished = recserve(settings, "jobs", "cancel", "1", *target)
+        assert finished.returncode == 2
+        assert "FAILED_PRECONDITION: job 1 already finished" in finished.stderr
+    finally:
+        server.stop()
