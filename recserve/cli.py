@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -78,11 +77,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from worker.metrics import cleanup_multiprocess, prepare_multiprocess
+
+    metrics_dir = prepare_multiprocess()  # before anything imports prometheus_client
+
     from recserve.embedded import hold_worker_lock
     from shared.db import migrate
     from worker.celery_app import create_app
+    from worker.metrics import serve_worker_metrics
 
     settings = _settings(args)
+    serve_worker_metrics(settings)
     migrate(settings.db_url)
     lock = hold_worker_lock(settings) if settings.embedded_broker else None
     queues = args.queues or settings.worker.queue
@@ -108,6 +113,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     finally:
         if lock is not None:
             lock.close()
+        cleanup_multiprocess(metrics_dir)
     return 0
 
 
@@ -419,12 +425,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=Settings().log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("alembic").setLevel(logging.WARNING)
     from shared.errors import RecserveError
+    from shared.telemetry import configure_logging
+
+    configure_logging(Settings())
 
     try:
         return int(args.func(args))

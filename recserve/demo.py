@@ -28,6 +28,7 @@ from shared.db import session_scope
 from shared.joblog import unseen_lines
 from shared.models import Item, JobStatus
 from shared.proto.recserve.v1 import admin_pb2, recommender_pb2
+from shared.telemetry import serve_metrics
 
 DEMO_PARAMS = {"epochs": 40, "learning_rate": 0.003, "patience": 3, "max_len": 50}
 BATCH = 2000
@@ -61,11 +62,14 @@ async def _requests(
 
 async def _demo(settings: Settings, *, retrain: bool, exit_after: bool) -> int:
     spec = synthetic.SyntheticSpec()
+    metrics_port = serve_metrics(settings)
     running = await start_server(settings)
     client = AsyncClient(running.target, settings.server.admin_token)
     worker: subprocess.Popen[bytes] | None = None
     try:
         print(f"recserve server listening on {settings.server.host}:{running.port}")
+        if metrics_port:
+            print(f"Prometheus metrics on http://127.0.0.1:{metrics_port}/metrics")
         with session_scope(running.engine) as session:
             have = crud.count_events(session, id_prefix="demo-")
             crud.upsert_items(

@@ -51,6 +51,9 @@ def start_worker(settings: Settings, log_file: Path | None = None) -> subprocess
     env["RECSERVE_BROKER_URL"] = settings.broker_url
     if settings.models_dir:
         env["RECSERVE_MODELS_DIR"] = str(settings.models_dir)
+    port = settings.telemetry.metrics_port
+    # The server beside it exports on the configured port; the worker takes the next one.
+    env["RECSERVE_TELEMETRY__METRICS_PORT"] = str(port + 1 if port else 0)
     with log_path.open("ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "recserve", "worker"], env=env, stdout=log, stderr=log

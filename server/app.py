@@ -14,6 +14,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.engine import Engine
 
+from server import errors, invalidation, metrics
 from server.admin import AdminService
 from server.backends import create_backend
 from server.catalogue import Catalogue
@@ -41,6 +43,7 @@ from shared.proto.recserve.v1 import (
     recommender_pb2,
     recommender_pb2_grpc,
 )
+from shared.telemetry import configure_logging, serve_metrics
 
 log = logging.getLogger(__name__)
 RECOMMENDER = recommender_pb2.DESCRIPTOR.services_by_name["Recommender"].full_name
@@ -59,6 +62,7 @@ class RunningServer:
     deployment: Deployment
     admin: AdminService
     draining: list[bool]
+    invalidations: invalidation.Invalidations
 
     @property
     def target(self) -> str:
@@ -69,6 +73,7 @@ class RunningServer:
         for service in ("", RECOMMENDER):
             await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(grace)
+        self.invalidations.stop()
         await self.deployment.stop()
         await self.core.registry.stop()
         await self.core.writer.close()
@@ -109,8 +114,11 @@ async def start_server(
 
     draining = [False]
     health_updates: set[asyncio.Task[None]] = set()
+    deployments: list[Deployment] = []  # set once the port is known
 
     def on_change(model: ServingModel | None) -> None:
+        for deployment in deployments:
+            deployment.poke()
         status = (
             health_pb2.HealthCheckResponse.SERVING
             if model and not draining[0]
@@ -135,7 +143,14 @@ async def start_server(
         max_users=0 if settings.server.naive else settings.server.history_cache_users,
         ttl_s=settings.server.history_ttl_s,
     )
-    writer = FeedbackWriter(engine, max_events=settings.server.feedback_commit_batch)
+    origin = uuid.uuid4().hex  # this process, in the invalidations it sends
+    writer = FeedbackWriter(
+        engine,
+        max_events=settings.server.feedback_commit_batch,
+        group_commit=not settings.server.naive,
+        notify_channel=invalidation.CHANNEL,
+        origin=origin,
+    )
     catalogue = Catalogue(engine, executor)
     core = RecommendationCore(settings.server, registry, history, writer, executor, catalogue)
     server = grpc.aio.server(options=grpc_options(settings))
@@ -150,15 +165,40 @@ async def start_server(
     deployment = Deployment(
         settings, engine, executor, registry, port=port, draining=lambda: draining[0]
     )
+    deployments.append(deployment)
     admin = AdminService(settings, engine, executor, core, stats, deployment)
     recommender_pb2_grpc.add_RecommenderServicer_to_server(RecommenderServicer(core, stats), server)
     admin_pb2_grpc.add_ModelAdminServicer_to_server(ModelAdminServicer(settings, admin), server)
+    metrics.watch_queue("feedback_writer", lambda: writer.queued_events)
+    metrics.watch_queue(
+        "batcher", lambda: registry.current.batcher.queued if registry.current else 0
+    )
+    errors.access_log_enabled = settings.telemetry.access_log
+    invalidations = invalidation.Invalidations(
+        engine,
+        origin=origin,
+        forget=core.forget_users,
+        forget_all=core.forget_everyone,
+        poll_s=settings.server.invalidation_poll_s,
+    )
+    if invalidations.mode == "notify" or settings.server.workers > 1:
+        invalidations.start()
     await server.start()
     await registry.start()
     await deployment.start()
     log.info("recserve listening on %s:%s", settings.server.host, port)
     return RunningServer(
-        server, port, core, stats, health_servicer, engine, executor, deployment, admin, draining
+        server,
+        port,
+        core,
+        stats,
+        health_servicer,
+        engine,
+        executor,
+        deployment,
+        admin,
+        draining,
+        invalidations,
     )
 
 
@@ -174,9 +214,10 @@ async def serve_forever(settings: Settings) -> None:
 
 
 def _serve_process(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(process)d %(name)s %(message)s"
-    )
+    configure_logging(settings)
+    serve_metrics(settings)
+    if settings.telemetry.tracing:
+        instrument_tracing()
     with asyncio.Runner(loop_factory=loop_factory(settings.server.event_loop)) as runner:
         runner.run(serve_forever(settings))
 
@@ -192,6 +233,33 @@ def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
             raise RuntimeError("server.event_loop is uvloop but uvloop is not installed") from None
         return None
     return uvloop.new_event_loop
+
+
+def _nth_process(settings: Settings, n: int) -> Settings:
+    """Process n of several on one port: its own metrics port (base + n)."""
+    base = settings.telemetry.metrics_port
+    if not base:
+        return settings
+    telemetry = settings.telemetry.model_copy(update={"metrics_port": base + n})
+    return settings.model_copy(update={"telemetry": telemetry})
+
+
+def instrument_tracing() -> None:
+    """OpenTelemetry spans for every RPC, exported over OTLP (recserve[tracing])."""
+    try:
+        from opentelemetry import trace
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorServer
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    except ImportError as exc:
+        raise RuntimeError(
+            "telemetry.tracing needs the tracing extra: pip install 'recserve[tracing]'"
+        ) from exc
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    GrpcAioInstrumentorServer().instrument()
 
 
 def serve(settings: Settings) -> None:
@@ -210,7 +278,10 @@ def serve(settings: Settings) -> None:
             update={"server": settings.server.model_copy(update={"intra_op_threads": threads})}
         )
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_serve_process, args=(settings,)) for _ in range(workers)]
+    procs = [
+        ctx.Process(target=_serve_process, args=(_nth_process(settings, n),))
+        for n in range(workers)
+    ]
     for proc in procs:
         proc.start()
 

@@ -52,6 +52,11 @@ class DynamicBatcher:
         self._slots = asyncio.Semaphore(max_inflight)
         self._running: set[asyncio.Task[None]] = set()
 
+    @property
+    def queued(self) -> int:
+        """Histories waiting for a model run."""
+        return len(self._pending)
+
     async def submit(self, history: np.ndarray) -> np.ndarray:
         """history: int64 [L] (L >= 1), oldest first. Returns this history's row of the
         batch output."""

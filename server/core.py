@@ -9,17 +9,20 @@ with no usable history gets the popularity fallback, and the result says so.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import repeat
+from typing import Any
 
 import numpy as np
 
+from server import metrics
 from server.catalogue import Catalogue
 from server.feedback import FeedbackWriter
 from server.history import HistoryCache
@@ -27,8 +30,9 @@ from server.registry import ModelRegistry, ServingModel
 from server.state_cache import StateCache, UserState
 from shared.config import ServerSettings
 from shared.errors import InvalidArgument, Unavailable
-from shared.models import FeedbackEventCreate
+from shared.ingest import EventRow, first_per_event_id
 
+log = logging.getLogger(__name__)
 MAX_ID_LEN = 256
 MAX_EVENT_ID_LEN = 128
 DEFAULT_K = 10
@@ -116,6 +120,7 @@ class RecommendationCore:
         self.catalogue = catalogue
         self.states = StateCache(0 if settings.naive else settings.state_cache_users)
         self._inflight: dict[tuple[str, int, int], asyncio.Future[UserState]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # --- Recommend ----------------------------------------------------------------------
 
@@ -320,16 +325,29 @@ class RecommendationCore:
         ][:k]
         return Recommendation(ranked, 0, "popularity", 0)
 
+    # --- other replicas' feedback --------------------------------------------------------
+
+    def forget_users(self, user_ids: list[str]) -> None:
+        """Another replica stored events for these users: their next Recommend here reads
+        the database again."""
+        metrics.INVALIDATIONS.inc()
+        self.history.invalidate(user_ids)
+        self.states.invalidate(user_ids)
+
+    def forget_everyone(self) -> None:
+        self.history.clear()
+        self.states.clear()
+
     # --- Feedback -----------------------------------------------------------------------
 
-    def validate_events(self, events: Sequence[FeedbackEventIn]) -> list[FeedbackEventCreate]:
+    def validate_events(self, events: Sequence[FeedbackEventIn]) -> list[EventRow]:
         if not events:
             raise InvalidArgument("events", "is empty; send 1 or more events")
         limit = self.settings.max_feedback_batch
         if len(events) > limit:
             raise InvalidArgument("events", f"has {len(events)} events; at most {limit} per call")
         now_ms = int(time.time() * 1000)
-        out: list[FeedbackEventCreate] = []
+        out: list[EventRow] = []
         for i, event in enumerate(events):
             where = f"events[{i}]"
             check_id(f"{where}.event_id", event.event_id, MAX_EVENT_ID_LEN)
@@ -351,13 +369,13 @@ class RecommendationCore:
                     "in the future (0 means now)",
                 )
             out.append(
-                FeedbackEventCreate(
-                    event_id=event.event_id,
-                    user_id=event.user_id,
-                    item_id=event.item_id,
-                    kind=kind,
-                    value=value,
-                    event_time=datetime.fromtimestamp(ts / 1000.0, UTC),
+                EventRow(
+                    event.event_id,
+                    event.user_id,
+                    event.item_id,
+                    kind,
+                    value,
+                    datetime.fromtimestamp(ts / 1000.0, UTC),
                 )
             )
         return out
@@ -366,13 +384,26 @@ class RecommendationCore:
         rows = self.validate_events(events)
         stored = await self.writer.write(rows)
         touched: set[str] = set()
-        for row in rows:
+        # The first of repeated ids is the one stored (as in the database), so a repeat
+        # naming another user never reaches that user's cached history.
+        for row in first_per_event_id(rows):
             if row.event_id in stored:
                 self.history.append(row.user_id, row.item_id, row.event_time.timestamp())
                 touched.add(row.user_id)
         if touched and self.states.max_users:
-            asyncio.get_running_loop().create_task(self._refresh_states(touched))
+            self._background(self._refresh_states(touched), "refresh-states")
         return FeedbackResult(len(stored), len(rows) - len(stored), stored)
+
+    def _background(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Runs ``work`` as a task that is kept until it ends and whose failure is logged."""
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task %s failed", task.get_name(), exc_info=task.exception())
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:

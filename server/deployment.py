@@ -73,6 +73,7 @@ class Deployment:
         self._started = utcnow()
         self._task: asyncio.Task[None] | None = None
         self._last_reap = 0.0
+        self._wake = asyncio.Event()
 
     async def start(self) -> None:
         await self.report()
@@ -87,9 +88,17 @@ class Deployment:
         except Exception:
             log.warning("could not remove replica row %s", self.replica_id, exc_info=True)
 
+    def poke(self) -> None:
+        """Report now (the served model changed), not at the next interval."""
+        self._wake.set()
+
     async def _loop(self) -> None:
         while True:
-            await asyncio.sleep(self._settings.server.replica_report_s)
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._settings.server.replica_report_s)
+            except TimeoutError:
+                pass
+            self._wake.clear()
             try:
                 await self.report()
             except Exception:

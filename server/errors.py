@@ -1,4 +1,5 @@
-"""The one place where recserve errors become gRPC status codes.
+"""The one place where recserve errors become gRPC status codes, and every RPC's
+request id, metrics and access log.
 
 InvalidArgument -> INVALID_ARGUMENT (with a google.rpc.BadRequest field violation),
 NotFound -> NOT_FOUND, FailedPrecondition -> FAILED_PRECONDITION, Unauthenticated ->
@@ -9,8 +10,10 @@ with the traceback logged.
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -19,6 +22,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from server import metrics
 from shared.errors import (
     BundleError,
     FailedPrecondition,
@@ -28,6 +32,7 @@ from shared.errors import (
     Unauthenticated,
     Unavailable,
 )
+from shared.telemetry import REQUEST_ID_HEADER, new_request_id, request_id
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -50,7 +55,18 @@ def status_for(exc: Exception) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see the server log"
 
 
-def _rich_status(code: grpc.StatusCode, message: str, exc: Exception) -> grpc.Status:
+class _Status(
+    collections.namedtuple("_Status", ("code", "details", "trailing_metadata")), grpc.Status
+):
+    pass
+
+
+ACCESS_LOG = logging.getLogger("recserve.access")
+access_log_enabled = False
+"""Set from telemetry.access_log by the server at start-up."""
+
+
+def _rich_status(code: grpc.StatusCode, message: str, exc: Exception, rid: str) -> grpc.Status:
     status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message)
     if isinstance(exc, InvalidArgument):
         detail = any_pb2.Any()
@@ -64,25 +80,41 @@ def _rich_status(code: grpc.StatusCode, message: str, exc: Exception) -> grpc.St
             )
         )
         status.details.append(detail)
-    return rpc_status.to_status(status)
+    rich = rpc_status.to_status(status)
+    return _Status(rich.code, rich.details, (*rich.trailing_metadata, (REQUEST_ID_HEADER, rid)))
 
 
-def grpc_errors(
-    method: Callable[..., Awaitable[T]],
-) -> Callable[..., Awaitable[T]]:
-    """Decorates an async servicer method: maps recserve errors to status codes."""
+def rpc(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Decorates an async servicer method: gives the call a request id (logged with
+    everything it does, returned in the trailing metadata), maps recserve errors to
+    status codes, and records the call's code and latency (Prometheus, access log)."""
+    name = method.__name__.lstrip("_")
 
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> T:
+        offered = dict(context.invocation_metadata() or ()).get(REQUEST_ID_HEADER)
+        rid = new_request_id(offered if isinstance(offered, str) else None)
+        token = request_id.set(rid)
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
         try:
+            context.set_trailing_metadata(((REQUEST_ID_HEADER, rid),))
             return await method(self, request, context)
         except (grpc.aio.AbortError, grpc.aio.UsageError):
+            code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[assignment]
             raise
         except Exception as exc:
             code, message = status_for(exc)
             if code == grpc.StatusCode.INTERNAL:
-                log.exception("unexpected error in %s", method.__name__)
-            await context.abort_with_status(_rich_status(code, message, exc))
+                log.exception("unexpected error in %s", name)
+            await context.abort_with_status(_rich_status(code, message, exc, rid))
             raise  # abort_with_status raises; this line is never reached
+        finally:
+            seconds = time.perf_counter() - started
+            metrics.REQUESTS.labels(method=name, code=code.name).inc()
+            metrics.LATENCY.labels(method=name).observe(seconds)
+            if access_log_enabled:
+                ACCESS_LOG.info("%s %s %.2fms", name, code.name, seconds * 1000)
+            request_id.reset(token)
 
     return wrapper

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
 
+from server import metrics
 from shared import crud
 from shared.db import session_scope
 
@@ -40,6 +41,8 @@ class _Cached:
 class _Loading:
     appended: list[Entry] = field(default_factory=list)
     task: asyncio.Future[tuple[list[str], int]] | None = None
+    stale: bool = False
+    """Another replica stored events for the user while the read was in flight."""
 
 
 class HistoryCache:
@@ -66,7 +69,9 @@ class HistoryCache:
         now = time.monotonic()
         if cached is not None and (not self._ttl_s or now - cached.loaded_at < self._ttl_s):
             self._cache.move_to_end(user_id)
+            metrics.HISTORY_HIT.inc()
             return [item for _, item in cached.events], cached.version
+        metrics.HISTORY_MISS.inc()
         loading = self._loading.get(user_id)
         if loading is None:
             # One database read per user at a time; concurrent callers share its result.
@@ -81,6 +86,11 @@ class HistoryCache:
         try:
             loop = asyncio.get_running_loop()
             events = await loop.run_in_executor(self._executor, self._read, user_id)
+            for _ in range(3):  # a read that began before another replica's commit
+                if not loading.stale:
+                    break
+                loading.stale = False
+                events = await loop.run_in_executor(self._executor, self._read, user_id)
         finally:
             self._loading.pop(user_id, None)
         for entry in loading.appended:  # committed while the read was in flight
@@ -95,9 +105,24 @@ class HistoryCache:
         it is not cached (or stale), so the caller must use get_versioned."""
         cached = self._cache.get(user_id)
         if cached is None or (self._ttl_s and time.monotonic() - cached.loaded_at >= self._ttl_s):
-            return 0
+            return 0  # the get_versioned that follows counts the miss
         self._cache.move_to_end(user_id)
+        metrics.HISTORY_HIT.inc()
         return cached.version
+
+    def invalidate(self, user_ids: list[str]) -> None:
+        """Drops the users' cached histories (events stored through another replica); a
+        read in flight for one of them reads again."""
+        for user_id in user_ids:
+            self._cache.pop(user_id, None)
+            loading = self._loading.get(user_id)
+            if loading is not None:
+                loading.stale = True
+
+    def clear(self) -> None:
+        self._cache.clear()
+        for loading in self._loading.values():
+            loading.stale = True
 
     def is_cached(self, user_id: str) -> bool:
         return user_id in self._cache

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy.engine import Engine
 
+from server import metrics
 from server.backends.base import Backend
 from server.batcher import DynamicBatcher
 from shared import bundle as bundle_format
@@ -257,6 +258,7 @@ class ModelRegistry:
 
     def _swap(self, loaded: ServingModel) -> None:
         current, self.current = self.current, loaded
+        metrics.served(loaded.version, loaded.backend.name, loaded.backend.device)
         log.info(
             "serving model version %s (%s on %s)",
             loaded.version,

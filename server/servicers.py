@@ -14,7 +14,7 @@ import grpc
 
 from server.admin import AdminService, StatsView
 from server.core import FeedbackEventIn, Recommendation, RecommendationCore, RecommendQuery
-from server.errors import grpc_errors
+from server.errors import rpc
 from server.stats import ServerStats
 from shared.config import Settings
 from shared.errors import Unauthenticated
@@ -82,38 +82,38 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
         finally:
             self.stats.record_request(time.perf_counter() - started, ok)
 
+    @rpc
     async def Recommend(  # noqa: N802  (gRPC method name)
         self, request: recommender_pb2.RecommendRequest, context: grpc.aio.ServicerContext
     ) -> recommender_pb2.RecommendResponse:
-        return await self._timed(self._recommend(request, context))
+        return await self._timed(self._recommend(request))
 
-    @grpc_errors
     async def _recommend(
-        self, request: recommender_pb2.RecommendRequest, context: grpc.aio.ServicerContext
+        self, request: recommender_pb2.RecommendRequest
     ) -> recommender_pb2.RecommendResponse:
         return _response(await self.core.recommend(_query(request)))
 
+    @rpc
     async def RecommendBatch(  # noqa: N802
         self, request: recommender_pb2.RecommendBatchRequest, context: grpc.aio.ServicerContext
     ) -> recommender_pb2.RecommendBatchResponse:
-        return await self._timed(self._recommend_batch(request, context))
+        return await self._timed(self._recommend_batch(request))
 
-    @grpc_errors
     async def _recommend_batch(
-        self, request: recommender_pb2.RecommendBatchRequest, context: grpc.aio.ServicerContext
+        self, request: recommender_pb2.RecommendBatchRequest
     ) -> recommender_pb2.RecommendBatchResponse:
         results = await self.core.recommend_many([_query(r) for r in request.requests])
         return recommender_pb2.RecommendBatchResponse(responses=[_response(r) for r in results])
 
-    @grpc_errors
+    @rpc
     async def Feedback(  # noqa: N802
         self, request: recommender_pb2.FeedbackRequest, context: grpc.aio.ServicerContext
     ) -> recommender_pb2.FeedbackResponse:
         result = await self.core.feedback(_events(request))
-        self.stats.record_feedback(result.stored)
+        self.stats.record_feedback(result.stored, result.duplicates)
         return recommender_pb2.FeedbackResponse(stored=result.stored, duplicates=result.duplicates)
 
-    @grpc_errors
+    @rpc
     async def FeedbackStream(  # noqa: N802
         self,
         request_iterator: AsyncIterator[recommender_pb2.FeedbackRequest],
@@ -122,7 +122,7 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
         stored = duplicates = 0
         async for request in request_iterator:
             result = await self.core.feedback(_events(request))
-            self.stats.record_feedback(result.stored)
+            self.stats.record_feedback(result.stored, result.duplicates)
             stored += result.stored
             duplicates += result.duplicates
         return recommender_pb2.FeedbackResponse(stored=stored, duplicates=duplicates)
@@ -240,7 +240,7 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServicer):
                 "server's admin token"
             )
 
-    @grpc_errors
+    @rpc
     async def ListModels(  # noqa: N802  (gRPC method name)
         self, request: admin_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ListModelsResponse:
@@ -250,14 +250,14 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServicer):
             models=[model_to_proto(m) for m in models], active_version=active
         )
 
-    @grpc_errors
+    @rpc
     async def GetModel(  # noqa: N802
         self, request: admin_pb2.GetModelRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ModelVersion:
         self._authorize(context)
         return model_to_proto(await self.admin.get_model(request.version))
 
-    @grpc_errors
+    @rpc
     async def GetModelDetails(  # noqa: N802
         self, request: admin_pb2.GetModelRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ModelDetails:
@@ -270,21 +270,21 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServicer):
             activations=[_activation(a) for a in details.activations],
         )
 
-    @grpc_errors
+    @rpc
     async def ActivateModel(  # noqa: N802
         self, request: admin_pb2.ActivateModelRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ModelVersion:
         self._authorize(context)
         return model_to_proto(await self.admin.activate(request.version))
 
-    @grpc_errors
+    @rpc
     async def RollbackModel(  # noqa: N802
         self, request: admin_pb2.RollbackModelRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ModelVersion:
         self._authorize(context)
         return model_to_proto(await self.admin.rollback())
 
-    @grpc_errors
+    @rpc
     async def ListActivations(  # noqa: N802
         self, request: admin_pb2.ListActivationsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ListActivationsResponse:
@@ -292,7 +292,7 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServicer):
         records = await self.admin.list_activations(request.limit)
         return admin_pb2.ListActivationsResponse(activations=[_activation(a) for a in records])
 
-    @grpc_errors
+    @rpc
     async def PruneModels(  # noqa: N802
         self, request: admin_pb2.PruneModelsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.PruneModelsResponse:
@@ -300,14 +300,14 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServicer):
         result = await self.admin.prune(request.keep, request.dry_run)
         return admin_pb2.PruneModelsResponse(pruned=result.pruned, freed_bytes=result.freed_bytes)
 
-    @grpc_errors
+    @rpc
     async def StartTraining(  # noqa: N802
         self, request: admin_pb2.StartTrainingRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.Job:
         self._authorize(context)
         return job_to_proto(await self.admin.start_training(request.params_json))
 
-    @grpc_errors
+    @rpc
     async def GetTrainingOptions(  # noqa: N802
         self, request: admin_pb2.GetTrainingOptionsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.TrainingOptions:
@@ -315,7 +315,7 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServicer):
         options = await self.admin.training_options()
         return admin_pb2.TrainingOptions(options=[_option(o) for o in options])
 
-    @grpc_errors
+    @rpc
     async def ListJobs(  # noqa: N802
         self, request: admin_pb2.ListJobsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ListJobsResponse:
@@ -323,28 +323,28 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServicer):
         jobs = await self.admin.list_jobs(request.limit)
         return admin_pb2.ListJobsResponse(jobs=[job_to_proto(j) for j in jobs])
 
-    @grpc_errors
+    @rpc
     async def GetJob(  # noqa: N802
         self, request: admin_pb2.GetJobRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.Job:
         self._authorize(context)
         return job_to_proto(await self.admin.get_job(request.id))
 
-    @grpc_errors
+    @rpc
     async def CancelJob(  # noqa: N802
         self, request: admin_pb2.CancelJobRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.Job:
         self._authorize(context)
         return job_to_proto(await self.admin.cancel_job(request.id))
 
-    @grpc_errors
+    @rpc
     async def GetServerStats(  # noqa: N802
         self, request: admin_pb2.GetServerStatsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ServerStats:
         self._authorize(context)
         return stats_to_proto(self.admin.server_stats())
 
-    @grpc_errors
+    @rpc
     async def GetUserHistory(  # noqa: N802
         self, request: admin_pb2.GetUserHistoryRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.UserHistory:
@@ -360,7 +360,7 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServicer):
             ],
         )
 
-    @grpc_errors
+    @rpc
     async def ListItems(  # noqa: N802
         self, request: admin_pb2.ListItemsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ListItemsResponse:
@@ -372,7 +372,7 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServicer):
             items=[admin_pb2.CatalogueItem(**asdict(item)) for item in items]
         )
 
-    @grpc_errors
+    @rpc
     async def SetItemAvailability(  # noqa: N802
         self, request: admin_pb2.SetItemAvailabilityRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.SetItemAvailabilityResponse:

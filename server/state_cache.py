@@ -15,6 +15,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from server import metrics
+
 
 class UserState(NamedTuple):
     state: np.ndarray
@@ -39,8 +41,10 @@ class StateCache:
         if entry is not None and entry[0] == model_version and entry[1] == history_version:
             self._states.move_to_end(user_id)
             self.hits += 1
+            metrics.STATE_HIT.inc()
             return entry[2]
         self.misses += 1
+        metrics.STATE_MISS.inc()
         return None
 
     def put(self, user_id: str, model_version: int, history_version: int, state: UserState) -> None:
@@ -53,3 +57,10 @@ class StateCache:
 
     def has(self, user_id: str) -> bool:
         return user_id in self._states
+
+    def invalidate(self, user_ids: list[str]) -> None:
+        for user_id in user_ids:
+            self._states.pop(user_id, None)
+
+    def clear(self) -> None:
+        self._states.clear()

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from server import metrics
+
 WINDOW_S = 60.0
 SERIES_STEP_S = 5
 SERIES_BUCKETS = 120
@@ -88,6 +90,7 @@ class ServerStats:
         bucket.latency_bins[bisect.bisect_left(_EDGES_MS, latency_s * 1000.0)] += 1
 
     def record_batch(self, size: int) -> None:
+        metrics.BATCH_SIZE.observe(size)
         self.batches_total += 1
         self.batched_histories_total += size
         self._batches.append((time.monotonic(), size))
@@ -96,7 +99,9 @@ class ServerStats:
         bucket.batches += 1
         bucket.batched += size
 
-    def record_feedback(self, events: int) -> None:
+    def record_feedback(self, events: int, duplicates: int = 0) -> None:
+        metrics.FEEDBACK_STORED.inc(events)
+        metrics.FEEDBACK_DUPLICATE.inc(duplicates)
         self.feedback_total += events
         self._feedback.append((time.monotonic(), events))
         self._trim(self._feedback)

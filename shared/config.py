@@ -72,8 +72,12 @@ class ServerSettings(BaseModel):
     history_cache_users: int = Field(100_000, ge=0)
     """Users whose recent history is kept in memory (least recently used are dropped)."""
     history_ttl_s: float = Field(300.0, ge=0.0)
-    """Cached histories older than this are re-read from the database, so events written
-    through other replicas become visible. 0 disables expiry."""
+    """Cached histories older than this are re-read from the database: a safety net
+    behind the cross-replica invalidations (server/invalidation.py). 0 disables expiry."""
+    invalidation_poll_s: float = Field(0.05, gt=0.0)
+    """Cross-replica cache invalidation on databases without LISTEN/NOTIFY (SQLite with
+    several server processes): how often each process looks for events stored by the
+    others. On PostgreSQL invalidations are pushed (LISTEN/NOTIFY) and this is unused."""
     state_cache_users: int = Field(100_000, ge=0)
     """Users whose encoded state (per model version and history version) is kept, so a
     returning user whose history has not changed costs only the scoring. 0 disables it."""
@@ -203,6 +207,24 @@ class TrainingSettings(BaseModel):
     turn it off when callers rank with ``allow_seen`` and want seen items ranked too."""
 
 
+class TelemetrySettings(BaseModel):
+    """Metrics, logs and traces of every recserve process."""
+
+    metrics_port: int = Field(9464, ge=0, le=65535)
+    """HTTP port of the Prometheus /metrics endpoint of a server or worker; 0 turns it
+    off. Processes on one host need different ports (`recserve up` assigns them); a port
+    that is taken is logged and metrics are then not exported, the process keeps running."""
+    metrics_host: str = "0.0.0.0"
+    """Interface the /metrics endpoint listens on."""
+    log_format: Literal["text", "json"] = "text"
+    """json: one JSON object per line (time, level, logger, message, request_id, ...)."""
+    access_log: bool = False
+    """Log one line per RPC (method, status, milliseconds, request id) at INFO."""
+    tracing: bool = False
+    """OpenTelemetry traces of every RPC through opentelemetry-instrumentation-grpc
+    (install recserve[tracing]); exported over OTLP to OTEL_EXPORTER_OTLP_ENDPOINT."""
+
+
 class Settings(BaseSettings):
     """All recserve settings. See the README's configuration table."""
 
@@ -223,6 +245,7 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     worker: WorkerSettings = WorkerSettings()
     training: TrainingSettings = TrainingSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
 
     @classmethod
     def settings_customise_sources(

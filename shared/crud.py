@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Any
+from typing import Protocol
 
 from sqlalchemy import delete, func, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -18,7 +18,6 @@ from shared.errors import FailedPrecondition, NotFound
 from shared.models import (
     TRAINING_LOCK,
     FeedbackEvent,
-    FeedbackEventCreate,
     Item,
     Job,
     JobCreate,
@@ -39,65 +38,57 @@ _IN_CHUNK = 500  # bound on bind parameters per IN (...) query
 
 
 _EVENT_COLUMNS = ("event_id", "user_id", "item_id", "kind", "value", "event_time")
-_SQLITE_INSERT_EVENT = (
+SQLITE_INSERT_EVENT = (
     f"INSERT INTO feedback_event ({', '.join(_EVENT_COLUMNS)}, received_time) "
     f"VALUES ({', '.join('?' * (len(_EVENT_COLUMNS) + 1))}) "
     "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
 )
 
 
-def _first_per_event_id(
-    events: Sequence[FeedbackEventCreate],
-) -> dict[str, FeedbackEventCreate]:
+class EventLike(Protocol):
+    """An event to store: FeedbackEventCreate, or shared.ingest.EventRow (the fast path)."""
+
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def item_id(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def value(self) -> float: ...
+    @property
+    def event_time(self) -> datetime: ...
+
+
+def _first_per_event_id(events: Sequence[EventLike]) -> dict[str, EventLike]:
     """The events by id, the first of each repeated id kept, in order."""
-    fresh: dict[str, FeedbackEventCreate] = {}
+    fresh: dict[str, EventLike] = {}
     for event in events:
         fresh.setdefault(event.event_id, event)
     return fresh
 
 
 @cache
-def _sqlite_time_processor() -> Callable[[datetime], str]:
-    """SQLAlchemy's own datetime -> text conversion for the event_time column on SQLite."""
+def sqlite_time_processor() -> Callable[[datetime], str]:
+    """SQLAlchemy's own datetime -> text conversion for the event_time column on SQLite,
+    so that rows written on a raw connection are stored exactly as the ORM stores them."""
     from sqlalchemy.dialects.sqlite import pysqlite
 
     table = FeedbackEvent.__table__  # type: ignore[attr-defined]
     dialect = pysqlite.dialect()
     processor = table.c.event_time.type.dialect_impl(dialect).bind_processor(dialect)
-    assert processor is not None
+    if processor is None:
+        raise RuntimeError("SQLAlchemy has no datetime bind processor for SQLite")
     return processor  # type: ignore[no-any-return]
 
 
-def insert_events_sqlite(
-    dbapi_connection: Any, *, events: Sequence[FeedbackEventCreate]
-) -> set[str]:
-    """insert_events on a raw sqlite3 connection (the Feedback writer's hot path): the
-    same rows, the same idempotency, about a third of the CPU of a Core transaction per
-    commit. Times go through the column types' own bind processors, so they are stored
-    exactly as SQLAlchemy stores them. The caller commits."""
-    to_db = _sqlite_time_processor()
-    now = to_db(utcnow())
-    fresh = _first_per_event_id(events)
-    stored: set[str] = set()
-    cursor = dbapi_connection.cursor()
-    try:
-        for e in fresh.values():
-            row = (e.event_id, e.user_id, e.item_id, e.kind, e.value, to_db(e.event_time), now)
-            cursor.execute(_SQLITE_INSERT_EVENT, row)
-            stored.update(r[0] for r in cursor.fetchall())
-    finally:
-        cursor.close()
-    return stored
-
-
-def insert_events(
-    session: Session | Connection, *, events: Sequence[FeedbackEventCreate]
-) -> set[str]:
+def insert_events(session: Session | Connection, *, events: Sequence[EventLike]) -> set[str]:
     """Stores the events whose event_id is new; returns those event ids.
 
     Duplicates (already stored, or repeated within ``events``) are skipped, so the
-    call is idempotent. The caller commits. ``session`` may be a plain Core connection
-    (the Feedback writer's hot path: about half the CPU of an ORM session per commit).
+    call is idempotent. The caller commits. ``session`` may be a plain Core connection.
     """
     fresh = _first_per_event_id(events)
     if not fresh:
@@ -106,10 +97,13 @@ def insert_events(
     table = FeedbackEvent.__table__  # type: ignore[attr-defined]
     bind = session if isinstance(session, Connection) else session.get_bind()
     dialect = bind.dialect.name
+    rows = [
+        {**{c: getattr(event, c) for c in _EVENT_COLUMNS}, "received_time": now}
+        for event in fresh.values()
+    ]
     if dialect in ("sqlite", "postgresql"):
         # One statement: ON CONFLICT DO NOTHING skips stored ids (also ones a concurrent
         # writer stored meanwhile) and RETURNING names exactly the rows inserted.
-        rows = [{**event.model_dump(), "received_time": now} for event in fresh.values()]
         insert = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(table)
         stmt = insert.on_conflict_do_nothing(index_elements=["event_id"]).returning(
             table.c.event_id
@@ -131,8 +125,8 @@ def insert_events(
         )
         for event_id in existing:
             fresh.pop(event_id, None)
-    if fresh:
-        rows = [{**event.model_dump(), "received_time": now} for event in fresh.values()]
+    rows = [row for row in rows if row["event_id"] in fresh]
+    if rows:
         session.execute(table.insert(), rows)
     return set(fresh)
 
@@ -329,6 +323,15 @@ def get_job(session: Session, *, job_id: int) -> Job:
 
 def list_jobs(session: Session, *, limit: int) -> list[Job]:
     return list(session.exec(select(Job).order_by(col(Job.id).desc()).limit(limit)).all())
+
+
+def count_jobs_by_status(session: Session, *, statuses: Sequence[str]) -> dict[str, int]:
+    counts = dict.fromkeys(statuses, 0)
+    rows = session.exec(
+        select(Job.status, func.count()).where(col(Job.status).in_(statuses)).group_by(Job.status)
+    ).all()
+    counts.update({str(status): int(n) for status, n in rows})
+    return counts
 
 
 def latest_training_job(session: Session) -> Job | None:

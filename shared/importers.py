@@ -31,7 +31,7 @@ from sqlalchemy.engine import Engine
 from shared import crud
 from shared.db import session_scope
 from shared.errors import InvalidArgument
-from shared.models import FeedbackEventCreate
+from shared.ingest import EventRow, EventStore
 
 FORMATS = ("seq", "movielens", "inter", "csv")
 SEQ_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -89,11 +89,13 @@ def _parse_time(raw: str) -> datetime:
     return datetime.fromtimestamp(value, UTC)
 
 
-Parsed = tuple[int, FeedbackEventCreate | str]  # (line number, event or error message)
+Parsed = tuple[int, EventRow | str]  # (line number, event or error message)
 
 
 def _read_seq(path: Path) -> Iterator[Parsed]:
-    current, ordinal = None, 0
+    # A user's ordinal counts their lines wherever they are in the file, so lines of one
+    # user that are not contiguous still get distinct ids and increasing times.
+    ordinals: dict[str, int] = {}
     with path.open(encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, start=1):
             parts = line.split()
@@ -103,17 +105,16 @@ def _read_seq(path: Path) -> Iterator[Parsed]:
                 yield line_no, f"expected 'user item', got {len(parts)} fields"
                 continue
             user, item = parts
-            ordinal = ordinal + 1 if user == current else 0
-            current = user
+            ordinal = ordinals[user] = ordinals.get(user, -1) + 1
             yield (
                 line_no,
-                FeedbackEventCreate(
-                    event_id=_event_id("seq", user, ordinal, item),
-                    user_id=user,
-                    item_id=item,
-                    kind="interaction",
-                    value=1.0,
-                    event_time=SEQ_EPOCH + timedelta(seconds=ordinal),
+                EventRow(
+                    _event_id("seq", user, ordinal, item),
+                    user,
+                    item,
+                    "interaction",
+                    1.0,
+                    SEQ_EPOCH + timedelta(seconds=ordinal),
                 ),
             )
 
@@ -135,13 +136,13 @@ def _read_movielens(path: Path) -> Iterator[Parsed]:
             user, item = parts[0].strip(), parts[1].strip()
             yield (
                 line_no,
-                FeedbackEventCreate(
-                    event_id=_event_id(user, item, when.timestamp(), "rating"),
-                    user_id=user,
-                    item_id=item,
-                    kind="rating",
-                    value=rating,
-                    event_time=when,
+                EventRow(
+                    _event_id(user, item, when.timestamp(), "rating"),
+                    user,
+                    item,
+                    "rating",
+                    rating,
+                    when,
                 ),
             )
 
@@ -182,13 +183,13 @@ def _read_table(
                 continue
             yield (
                 line_no,
-                FeedbackEventCreate(
-                    event_id=_event_id(user, item, when.timestamp(), kind),
-                    user_id=user,
-                    item_id=item,
-                    kind=kind or "click",
-                    value=value,
-                    event_time=when,
+                EventRow(
+                    _event_id(user, item, when.timestamp(), kind),
+                    user,
+                    item,
+                    kind or "click",
+                    value,
+                    when,
                 ),
             )
 
@@ -241,12 +242,12 @@ def import_file(
         raise InvalidArgument("file", f"{path} does not exist or is not a file")
     fmt = fmt or guess_format(path)
     summary = ImportSummary()
-    chunk: list[FeedbackEventCreate] = []
+    chunk: list[EventRow] = []
     users: set[str] = set()
+    store = EventStore(engine)  # the Feedback writer's path: COPY on PostgreSQL
 
     def flush() -> None:
-        with session_scope(engine) as session:
-            stored = crud.insert_events(session, events=chunk)
+        stored = store.store(chunk)
         summary.stored += len(stored)
         summary.duplicates += len(chunk) - len(stored)
         chunk.clear()
@@ -270,6 +271,7 @@ def import_file(
                 on_progress(line_no, summary.stored)
     if chunk:
         flush()
+    store.close()
     summary.users = len(users)
     summary.seconds = time.perf_counter() - started
     return summary

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from shared.metrics import DEFAULT_KS, summarize, target_ranks
+from shared.ranking import DEFAULT_KS, summarize, target_ranks
 from worker.dataset import EvalSet, sampled_candidates, seen_mask
 
 Scorer = Callable[[Sequence[np.ndarray]], np.ndarray]

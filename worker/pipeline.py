@@ -33,6 +33,7 @@ from shared.models import JobStatus, ModelStatus, ModelVersion
 from shared.params import TrainingParams, parse_training_params
 from worker.dataset import Split, leave_one_out
 from worker.evaluation import Scorer, evaluate, popularity_scorer
+from worker.metrics import job_finished
 
 log = logging.getLogger(__name__)
 MIN_USERS = 2
@@ -115,6 +116,7 @@ def run_train_job(settings: Settings, job_id: int) -> int | None:
         with session_scope(engine) as session:
             params = parse_training_params(settings, crud.get_job(session, job_id=job_id).params)
         report = JobReporter(engine, job_id)
+        started = time.perf_counter()
         try:
             with Heartbeat(engine, job_id, settings.worker.heartbeat_s):
                 version = _train_and_register(settings, engine, job_id, params, report)
@@ -122,6 +124,7 @@ def run_train_job(settings: Settings, job_id: int) -> int | None:
             bundle_format.remove_job_output(settings.bundles_dir, job_id)
             with session_scope(engine) as session:
                 crud.finish_job(session, job_id=job_id, status=JobStatus.CANCELLED, error=str(exc))
+            job_finished("train", "cancelled", time.perf_counter() - started)
             return None
         except Exception as exc:
             bundle_format.remove_job_output(settings.bundles_dir, job_id)
@@ -132,11 +135,13 @@ def run_train_job(settings: Settings, job_id: int) -> int | None:
                     status=JobStatus.FAILED,
                     error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}",
                 )
+            job_finished("train", "failed", time.perf_counter() - started)
             raise
         with session_scope(engine) as session:
             crud.finish_job(
                 session, job_id=job_id, status=JobStatus.SUCCEEDED, model_version=version
             )
+        job_finished("train", "succeeded", time.perf_counter() - started)
         return version
     finally:
         engine.dispose()

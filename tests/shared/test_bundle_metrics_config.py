@@ -12,8 +12,8 @@ from shared import bundle as bundle_format
 from shared import synthetic
 from shared.config import Settings
 from shared.errors import BundleError, InvalidArgument
-from shared.metrics import summarize, target_ranks
 from shared.params import parse_training_params
+from shared.ranking import summarize, target_ranks
 
 
 def test_bundle_checksums_catch_tampering(trained_template: Path) -> None:

@@ -60,33 +60,76 @@ def test_event_ids_are_idempotency_keys(engine) -> None:
         assert crud.count_events(s) == 3
 
 
-def test_sqlite_dbapi_insert_stores_what_the_orm_stores(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    migrate(url)
-    engine = make_engine(url)
+def test_event_store_stores_what_the_orm_stores(engine) -> None:
+    """The writer's fast path (COPY on PostgreSQL, a held connection on SQLite) stores
+    the same rows as the ORM path, idempotently, first of repeated ids winning, and says
+    which (event, user) it stored."""
+    from shared.ingest import EventRow, EventStore
+
+    def row(event_id: str, user: str, item: str, minutes: int) -> EventRow:
+        return EventRow(event_id, user, item, "click", 1.0, T0 + timedelta(minutes=minutes))
+
     with session_scope(engine) as s:
         assert crud.insert_events(s, events=[ev("orm", "u", "x", 1)]) == {"orm"}
-    raw = engine.raw_connection()
+    store = EventStore(engine)
     try:
-        events = [ev("raw", "u", "y", 2), ev("raw", "u", "y", 2), ev("orm", "u", "x", 1)]
-        assert crud.insert_events_sqlite(raw, events=events) == {"raw"}
-        raw.commit()
-        assert crud.insert_events_sqlite(raw, events=[ev("raw", "u", "y", 2)]) == set()
-        raw.commit()
+        batch = [row("fast", "u", "y", 2), row("fast", "other", "z", 3), row("orm", "u", "x", 1)]
+        assert store.store(batch) == [("fast", "u")]
+        assert store.store([row("fast", "u", "y", 2)]) == []
+        assert store.store([row(f"n{i}", f"v{i % 7}", "w", i) for i in range(500)]) == [
+            (f"n{i}", f"v{i % 7}") for i in range(500)
+        ], "arrival order"
     finally:
-        raw.close()
+        store.close()
     with session_scope(engine) as s:
-        assert crud.count_events(s) == 2
+        assert crud.count_events(s) == 502
         assert crud.recent_history(s, user_id="u", limit=10) == [
             ("x", T0 + timedelta(minutes=1)),
             ("y", T0 + timedelta(minutes=2)),
         ]
-    with engine.connect() as c:
-        stored = c.exec_driver_sql("SELECT event_time, typeof(received_time) FROM feedback_event")
-        first, second = stored.all()
-    assert first[1] == second[1] == "text"
-    assert second[0] == first[0].replace("00:01:00", "00:02:00")  # the ORM's exact format
-    engine.dispose()
+        assert crud.recent_history(s, user_id="other", limit=10) == []
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as c:
+            stored = c.exec_driver_sql(
+                "SELECT event_time, typeof(received_time) FROM feedback_event ORDER BY id LIMIT 2"
+            )
+            first, second = stored.all()
+        assert first[1] == second[1] == "text"
+        assert second[0] == first[0].replace("00:01:00", "00:02:00")  # the ORM's exact format
+
+
+def test_postgres_store_notifies_other_replicas(postgres_url: str) -> None:
+    import psycopg
+
+    from shared.ingest import EventRow, EventStore
+
+    migrate(postgres_url)
+    engine = make_engine(postgres_url)
+    listener = psycopg.connect(postgres_url.replace("+psycopg", ""), autocommit=True)
+    listener.execute("LISTEN recserve_test")
+    store = EventStore(engine, notify_channel="recserve_test", origin="replica-a")
+    try:
+        rows = [EventRow(f"e{i}", f"user-{i % 3}", "x", "click", 1.0, T0) for i in range(9)]
+        store.store(rows)
+        (note,) = list(listener.notifies(timeout=5, stop_after=1))
+        assert note.payload.split("\n") == ["replica-a", "user-0", "user-1", "user-2"]
+        assert store.store(rows) == []
+        assert list(listener.notifies(timeout=0.5)) == [], "nothing stored, nothing sent"
+    finally:
+        store.close()
+        listener.close()
+        engine.dispose()
+
+
+def test_notify_payloads_fit_postgres_limit() -> None:
+    from shared.ingest import NOTIFY_PAYLOAD_BYTES, notify_payloads
+
+    users = [f"user-{i:06d}-" + "x" * 100 for i in range(500)]
+    payloads = notify_payloads("origin", users)
+    assert len(payloads) > 1
+    assert all(len(p.encode()) <= NOTIFY_PAYLOAD_BYTES for p in payloads)
+    assert all(p.split("\n")[0] == "origin" for p in payloads)
+    assert sorted(u for p in payloads for u in p.split("\n")[1:]) == sorted(users)
 
 
 def test_history_is_ordered_by_event_time(engine) -> None:

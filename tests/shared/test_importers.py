@@ -30,6 +30,18 @@ def test_seq_format_keeps_file_order_and_is_idempotent(engine, tmp_path: Path) -
         assert [i for i, _ in crud.recent_history(s, user_id="1", limit=5)] == ["10", "11", "10"]
 
 
+def test_seq_users_whose_lines_are_not_contiguous(engine, tmp_path: Path) -> None:
+    """A user's ordinal continues where their earlier lines stopped: no colliding ids
+    (which would drop events as duplicates) and times still in file order."""
+    path = tmp_path / "seq.txt"
+    path.write_text("1 10\n2 20\n1 11\n2 21\n1 10\n")
+    summary = import_file(engine, path)
+    assert (summary.stored, summary.duplicates) == (5, 0)
+    with session_scope(engine) as s:
+        assert [i for i, _ in crud.recent_history(s, user_id="1", limit=5)] == ["10", "11", "10"]
+        assert [i for i, _ in crud.recent_history(s, user_id="2", limit=5)] == ["20", "21"]
+
+
 def test_movielens_inter_and_csv(engine, tmp_path: Path) -> None:
     ml = tmp_path / "ratings.dat"
     ml.write_text("1::5::4::978300760\n1::6::3::978300761\n")

@@ -1,0 +1,130 @@
+"""Keeping replicas' per-user caches consistent: a Feedback accepted by any replica is
+seen by the next Recommend on every replica.
+
+Each server caches users' recent histories and encoded states. When another replica
+stores events, this replica drops those users' entries, so their next Recommend reads the
+database again.
+
+- **PostgreSQL (push)**: the writer's transaction ends with ``pg_notify`` on CHANNEL
+  naming the users whose events it stored (shared.ingest), so the notification goes out
+  exactly when the events become visible. Every replica LISTENs on its own connection,
+  in a thread, and hands the user ids to the event loop. A replica ignores its own
+  notifications (its caches were updated by the Feedback itself). After the listening
+  connection is lost and re-established, notifications may have been missed, so every
+  cached history is dropped.
+- **Other databases (poll)**: with several server processes on SQLite (``--workers``),
+  each polls the event table for rows newer than the last one it saw, every
+  ``server.invalidation_poll_s``.
+- The history TTL (``server.history_ttl_s``) stays as a safety net only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+
+from sqlalchemy import text
+from sqlalchemy.engine import Engine, make_url
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "recserve_feedback"
+Forget = Callable[[list[str]], None]
+"""Called on the event loop with the user ids to drop; [] with ``everyone`` set."""
+
+
+class Invalidations:
+    """The listening side; ``start()`` spawns the thread, ``stop()`` ends it."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        origin: str,
+        forget: Forget,
+        forget_all: Callable[[], None],
+        poll_s: float,
+    ) -> None:
+        self._engine = engine
+        self._origin = origin
+        self._forget = forget
+        self._forget_all = forget_all
+        self._poll_s = poll_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.received = 0
+        """Notifications from other replicas applied so far."""
+
+    @property
+    def mode(self) -> str:
+        return "notify" if self._engine.dialect.name == "postgresql" else "poll"
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        target = self._listen if self.mode == "notify" else self._poll
+        self._thread = threading.Thread(target=target, name="invalidations", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _deliver(self, users: list[str]) -> None:
+        if users and self._loop is not None and not self._loop.is_closed():
+            self.received += 1
+            self._loop.call_soon_threadsafe(self._forget, users)
+
+    def _listen(self) -> None:
+        import psycopg
+
+        url = make_url(self._engine.url).set(drivername="postgresql")
+        dsn = url.render_as_string(hide_password=False)
+        first = True
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    if not first and self._loop is not None:
+                        # Notifications sent while we were away are lost: start afresh.
+                        self._loop.call_soon_threadsafe(self._forget_all)
+                    first = False
+                    while not self._stop.is_set():
+                        for note in conn.notifies(timeout=0.5):
+                            origin, _, body = note.payload.partition("\n")
+                            if origin != self._origin:
+                                self._deliver(body.split("\n"))
+            except Exception:
+                if self._stop.is_set():
+                    return
+                log.warning(
+                    "invalidation listener lost its connection; reconnecting", exc_info=True
+                )
+                self._stop.wait(1.0)
+
+    def _poll(self) -> None:
+        last = None
+        while not self._stop.wait(self._poll_s):
+            try:
+                with self._engine.connect() as conn:
+                    if last is None:
+                        last = (
+                            conn.execute(text("SELECT max(id) FROM feedback_event")).scalar() or 0
+                        )
+                        continue
+                    rows = conn.execute(
+                        text(
+                            "SELECT id, user_id FROM feedback_event WHERE id > :last "
+                            "ORDER BY id LIMIT 10000"
+                        ),
+                        {"last": last},
+                    ).all()
+            except Exception:
+                log.warning("invalidation poll failed", exc_info=True)
+                continue
+            if rows:
+                last = rows[-1][0]
+                self._deliver(sorted({user for _, user in rows}))

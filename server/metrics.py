@@ -1,0 +1,57 @@
+"""The server's Prometheus metrics (exported on telemetry.metrics_port, /metrics).
+
+recserve_requests_total{method, code}          RPCs by method and status code
+recserve_request_seconds{method}               RPC latency histogram
+recserve_batch_size                            histories per model run
+recserve_cache_lookups_total{cache, result}    history / state cache hits and misses
+recserve_model_info{version, backend, device}  the served model (value 1)
+recserve_model_version                         the served version (0: none)
+recserve_feedback_events_total{result}         stored / duplicate events
+recserve_queue_depth{queue}                    batcher and feedback-writer queues
+recserve_invalidations_total                   other replicas' notifications applied
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import Counter, Gauge, Histogram, Info
+
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05,
+    0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+REQUESTS = Counter("recserve_requests", "RPCs by method and status code", ["method", "code"])
+LATENCY = Histogram("recserve_request_seconds", "RPC latency", ["method"], buckets=LATENCY_BUCKETS)
+BATCH_SIZE = Histogram(
+    "recserve_batch_size",
+    "Histories per model run of the dynamic batcher",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+)
+CACHE = Counter(
+    "recserve_cache_lookups", "Per-user cache lookups by cache and result", ["cache", "result"]
+)
+HISTORY_HIT = CACHE.labels(cache="history", result="hit")
+HISTORY_MISS = CACHE.labels(cache="history", result="miss")
+STATE_HIT = CACHE.labels(cache="state", result="hit")
+STATE_MISS = CACHE.labels(cache="state", result="miss")
+MODEL = Info("recserve_model", "The model this server serves")
+MODEL_VERSION = Gauge("recserve_model_version", "The model version this server serves (0: none)")
+FEEDBACK = Counter("recserve_feedback_events", "Feedback events by result", ["result"])
+FEEDBACK_STORED = FEEDBACK.labels(result="stored")
+FEEDBACK_DUPLICATE = FEEDBACK.labels(result="duplicate")
+QUEUE_DEPTH = Gauge("recserve_queue_depth", "Work waiting in a queue", ["queue"])
+INVALIDATIONS = Counter(
+    "recserve_invalidations", "Cache invalidations received from other replicas"
+)
+
+
+def watch_queue(name: str, depth: Callable[[], float]) -> None:
+    """Reports ``depth()`` as recserve_queue_depth{queue=name} at every scrape."""
+    QUEUE_DEPTH.labels(queue=name).set_function(depth)
+
+
+def served(version: int, backend: str, device: str) -> None:
+    MODEL.info({"version": str(version), "backend": backend, "device": device})
+    MODEL_VERSION.set(version)
