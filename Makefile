@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install protos run test lint bench-quality bench-serve clean
+.PHONY: install protos run run-distributed test lint bench-quality bench-serve bench-ingest clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,14 +26,19 @@ protos: $(STAMP)
 run: protos
 	$(BIN)/recserve demo $(ARGS)
 
+## The distributed configuration on this machine's PostgreSQL and Redis: 2 replicas,
+## 2 workers, beat, and the demo data (ARGS="--broker rabbitmq" for RabbitMQ).
+run-distributed: protos
+	$(BIN)/recserve up --replicas 2 --workers 2 --demo $(ARGS)
+
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy shared server worker tui recserve
+	$(BIN)/mypy shared server worker tui recserve bench
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy shared server worker tui recserve
+	$(BIN)/mypy shared server worker tui recserve bench
 
 ## Quality on ML-1M with the README's recipe: import, train (55 min), evaluate; table + JSON.
 ## Another data set: make bench-quality DATA=path QUALITY_PARAMS='{...}'.
@@ -44,6 +49,10 @@ bench-quality: $(STAMP)
 ## Serving throughput and latency vs the gRPC and model ceilings and the naive baseline.
 bench-serve: $(STAMP)
 	$(BIN)/recserve bench serve $(ARGS)
+
+## Feedback ingestion into PostgreSQL: recserve vs a naive insert-per-event server.
+bench-ingest: $(STAMP)
+	$(BIN)/recserve bench ingest $(ARGS)
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -5,6 +5,7 @@ recserve serve      run the gRPC server
 recserve worker     run a Celery worker
 recserve train      queue a training job (--wait follows it)
 recserve import     load an interaction file into the database
+recserve up        a local production stack (replicas, workers, beat) under honcho
 recserve beat      run Celery beat: the retraining schedule and volume trigger
 recserve recommend  call Recommend on a running server
 recserve models     list, inspect, activate, roll back, prune model versions
@@ -115,6 +116,21 @@ def cmd_worker(args: argparse.Namespace) -> int:
             lock.close()
         cleanup_multiprocess(metrics_dir)
     return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from recserve.up import run_up
+
+    return run_up(
+        _settings(args),
+        replicas=args.replicas,
+        workers=args.workers,
+        broker=args.broker,
+        database_url=args.database_url,
+        port=args.port,
+        metrics_port=args.metrics_port,
+        demo=args.demo,
+    )
 
 
 def cmd_beat(args: argparse.Namespace) -> int:
@@ -234,7 +250,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from recserve.bench_quality import print_quality_table
+    from bench.quality import print_quality_table
     from worker.pipeline import evaluate_model_version
 
     settings = _settings(args)
@@ -259,7 +275,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.kind == "quality":
-        from recserve.bench_quality import run_quality_bench
+        from bench.quality import run_quality_bench
 
         if not args.data:
             raise SystemExit("bench quality needs --data PATH")
@@ -275,7 +291,27 @@ def cmd_bench(args: argparse.Namespace) -> int:
             output=Path(args.output) if args.output else None,
         )
         return 0
-    from recserve.bench_serve import run_serve_bench
+    if args.kind == "ingest":
+        from bench.ingest import IngestSpec, run_ingest_bench
+
+        settings = _settings(args)
+        if not args.data_dir:
+            settings = settings.model_copy(update={"data_dir": Path("var/bench/ingest")})
+        spec = IngestSpec(
+            **{
+                k: v
+                for k, v in {
+                    "duration": args.duration,
+                    "streams": args.streams,
+                    "callers": args.callers,
+                }.items()
+                if v is not None
+            }
+        )
+        output = Path(args.output or "bench-results/ingest.json")
+        run_ingest_bench(settings, database_url=args.database_url, spec=spec, output=output)
+        return 0
+    from bench.serve import run_serve_bench
 
     return run_serve_bench(args)
 
@@ -287,6 +323,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from recserve.up import DEFAULT_DATABASE
+
     parser = argparse.ArgumentParser(
         prog="recserve",
         description="gRPC recommendation service (SASRec).",
@@ -332,6 +370,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--beat",
         action="store_true",
         help="also run beat in this process (the retraining triggers; one beat per deployment)",
+    )
+
+    p = add(
+        "up",
+        cmd_up,
+        "A local production stack: N server replicas, M workers and beat on PostgreSQL "
+        "and Redis or RabbitMQ, run by honcho; prints every endpoint, Ctrl-C stops all.",
+    )
+    p.add_argument("--replicas", type=int, default=2, help="server replicas (default 2)")
+    p.add_argument("--workers", type=int, default=2, help="Celery workers (default 2)")
+    p.add_argument(
+        "--broker",
+        default="redis",
+        help="redis (127.0.0.1:6379), rabbitmq (127.0.0.1:5672) or a broker URL",
+    )
+    p.add_argument("--database-url", help=f"default {DEFAULT_DATABASE}")
+    p.add_argument("--port", type=int, default=50051, help="first replica's port")
+    p.add_argument("--metrics-port", type=int, default=9464, help="first /metrics port")
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        help="send the synthetic demo log through the first replica and train if no model",
     )
 
     add(
@@ -392,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="write the results as JSON here")
 
     p = add("bench", cmd_bench, "Benchmarks: quality (train + evaluate) or serve (load test).")
-    p.add_argument("kind", choices=["quality", "serve"])
+    p.add_argument("kind", choices=["quality", "serve", "ingest"])
     p.add_argument("--data", help="quality: the interaction file to train on")
     p.add_argument("--format", choices=["seq", "movielens", "inter", "csv"])
     p.add_argument(
@@ -413,6 +473,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, help="serve: seconds measured per level")
     p.add_argument("--clients", type=int, help="serve: load-generator processes")
     p.add_argument("--servers", help="serve: which of noop,naive,recserve to run (default all)")
+    p.add_argument(
+        "--database-url",
+        help="ingest: the database server to create bench databases on "
+        "(default: PostgreSQL at 127.0.0.1:5432; a sqlite:/// URL for SQLite)",
+    )
+    p.add_argument("--streams", type=int, help="ingest: concurrent FeedbackStream calls")
+    p.add_argument("--callers", type=int, help="ingest: concurrent unary Feedback callers")
 
     def remote(p: argparse.ArgumentParser) -> None:
         p.add_argument("--target", default="127.0.0.1:50051", help="HOST:PORT of a server")

@@ -16,7 +16,7 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 
 from recserve.embedded import start_worker, worker_running
@@ -38,9 +38,8 @@ def run_demo(settings: Settings, *, retrain: bool, exit_after: bool) -> int:
     return asyncio.run(_demo(settings, retrain=retrain, exit_after=exit_after))
 
 
-async def _requests(
-    spec: synthetic.SyntheticSpec,
-) -> AsyncIterator[recommender_pb2.FeedbackRequest]:
+def requests_for(spec: synthetic.SyntheticSpec) -> Iterator[recommender_pb2.FeedbackRequest]:
+    """The synthetic log as FeedbackStream requests of BATCH events."""
     batch: list[recommender_pb2.Event] = []
     for e in synthetic.events(spec):
         batch.append(
@@ -58,6 +57,11 @@ async def _requests(
             batch = []
     if batch:
         yield recommender_pb2.FeedbackRequest(events=batch)
+
+
+async def _stream(spec: synthetic.SyntheticSpec) -> AsyncIterator[recommender_pb2.FeedbackRequest]:
+    for request in requests_for(spec):
+        yield request
 
 
 async def _demo(settings: Settings, *, retrain: bool, exit_after: bool) -> int:
@@ -83,7 +87,7 @@ async def _demo(settings: Settings, *, retrain: bool, exit_after: bool) -> int:
             print("sending the synthetic demo log through FeedbackStream ...")
             started = datetime.now(UTC)
             answer = await client.recommender.FeedbackStream(
-                _requests(spec), metadata=client.metadata
+                _stream(spec), metadata=client.metadata
             )
             took = (datetime.now(UTC) - started).total_seconds()
             print(

@@ -148,7 +148,7 @@ async def start_server(
         engine,
         max_events=settings.server.feedback_commit_batch,
         group_commit=not settings.server.naive,
-        notify_channel=invalidation.CHANNEL,
+        notify_channel=invalidation.CHANNEL if settings.server.invalidation else None,
         origin=origin,
     )
     catalogue = Catalogue(engine, executor)
@@ -181,7 +181,9 @@ async def start_server(
         forget_all=core.forget_everyone,
         poll_s=settings.server.invalidation_poll_s,
     )
-    if invalidations.mode == "notify" or settings.server.workers > 1:
+    if settings.server.invalidation and (
+        invalidations.mode == "notify" or settings.server.workers > 1
+    ):
         invalidations.start()
     await server.start()
     await registry.start()

@@ -57,9 +57,16 @@ class AsyncClient:
         await self.channel.close()
 
 
-def wait_serving(target: str, *, timeout: float, alive: Callable[[], bool] = lambda: True) -> bool:
-    """Polls the standard health service until the server reports SERVING. False when
-    ``timeout`` passes or ``alive()`` (the server process) turns False first."""
+def wait_serving(
+    target: str,
+    *,
+    timeout: float,
+    alive: Callable[[], bool] = lambda: True,
+    require_model: bool = True,
+) -> bool:
+    """Polls the standard health service until the server reports SERVING (or, with
+    ``require_model=False``, answers at all: NOT_SERVING means up without a model).
+    False when ``timeout`` passes or ``alive()`` (the server process) turns False first."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     deadline = time.monotonic() + timeout
@@ -68,7 +75,7 @@ def wait_serving(target: str, *, timeout: float, alive: Callable[[], bool] = lam
         while time.monotonic() < deadline and alive():
             try:
                 reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                if not require_model or reply.status == health_pb2.HealthCheckResponse.SERVING:
                     return True
             except grpc.RpcError:
                 pass

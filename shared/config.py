@@ -74,6 +74,10 @@ class ServerSettings(BaseModel):
     history_ttl_s: float = Field(300.0, ge=0.0)
     """Cached histories older than this are re-read from the database: a safety net
     behind the cross-replica invalidations (server/invalidation.py). 0 disables expiry."""
+    invalidation: bool = True
+    """Send and receive cross-replica cache invalidations (server/invalidation.py). Turn
+    it off only for a single server process on PostgreSQL (it then saves a pg_notify per
+    commit) or to measure what it costs."""
     invalidation_poll_s: float = Field(0.05, gt=0.0)
     """Cross-replica cache invalidation on databases without LISTEN/NOTIFY (SQLite with
     several server processes): how often each process looks for events stored by the

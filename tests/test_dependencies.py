@@ -12,10 +12,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 FORBIDDEN = {
-    "shared": {"server", "worker", "tui", "recserve"},
-    "server": {"worker", "tui", "recserve"},
-    "worker": {"server", "tui", "recserve"},
-    "tui": {"server", "worker", "recserve"},
+    "shared": {"server", "worker", "tui", "recserve", "bench"},
+    "server": {"worker", "tui", "recserve", "bench"},
+    "worker": {"server", "tui", "recserve", "bench"},
+    "tui": {"server", "worker", "recserve", "bench"},
+    "bench": {"tests"},
 }
 
 

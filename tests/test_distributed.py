@@ -119,3 +119,74 @@ def test_two_replicas_two_workers_train_serve_and_agree(deployment) -> None:
         assert item not in [i.item_id for i in after.items], "the new event counts as seen"
     assert max(lag_ms) < 100, lag_ms
     print(json.dumps({"cross_replica_recommend_ms": sorted(lag_ms)}))
+
+
+def test_recserve_up_starts_the_stack_and_ctrl_c_stops_it(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """`recserve up`: replicas, a worker and beat under honcho on PostgreSQL and Redis;
+    every endpoint printed; SIGINT (Ctrl-C) stops every process."""
+    import signal
+    import subprocess
+    import sys
+
+    from shared.client import wait_serving
+    from tests.support.processes import free_port
+
+    require_service("Redis", "127.0.0.1", 6379)
+    port, metrics = free_port(), free_port()
+    env = {
+        **os.environ,
+        "RECSERVE_DATA_DIR": str(tmp_path / "stack"),
+        "RECSERVE_WORKER__QUEUE": f"recserve-up-{os.getpid()}-{time.monotonic_ns()}",
+        "RECSERVE_WORKER__TORCH_THREADS": "1",
+    }
+    log = (tmp_path / "up.log").open("w+")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "recserve",
+            "up",
+            "--replicas",
+            "2",
+            "--workers",
+            "1",
+            "--port",
+            str(port),
+            "--metrics-port",
+            str(metrics),
+            "--database-url",
+            postgres_url,
+            "--broker",
+            "redis://127.0.0.1:6379/13",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        for replica in (port, port + 1):
+            assert wait_serving(f"127.0.0.1:{replica}", timeout=90, require_model=False)
+        log.seek(0)
+        printed = log.read()
+        for line in (
+            "server.1  grpc",
+            f":{port + 1}   metrics http://127.0.0.1:{metrics + 1}/metrics",
+            f"worker.1  metrics http://127.0.0.1:{metrics + 100}/metrics",
+            "beat      ",
+            f"console   recserve tui --target 127.0.0.1:{port}",
+        ):
+            assert line in printed, printed
+        wait(lambda: "beat started" in (tmp_path / "up.log").read_text(), "beat up", 30)
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=60)
+        children = subprocess.run(
+            ["pgrep", "-f", f"--port {port}"], capture_output=True, text=True
+        ).stdout.split()
+        assert children == [], "every process of the stack stopped"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()

@@ -72,10 +72,18 @@ class ServerProcess:
         )
         if wait:
             self.wait_serving()
+        else:
+            self.wait_serving(require_model=False)
 
-    def wait_serving(self, timeout: float = 120.0) -> None:
-        if not wait_serving(self.target, timeout=timeout, alive=lambda: self.proc.poll() is None):
-            raise RuntimeError(f"server {self.name} did not become SERVING:\n{self.tail()}")
+    def wait_serving(self, timeout: float = 120.0, *, require_model: bool = True) -> None:
+        """Until health says SERVING (or, without require_model, the server answers)."""
+        if not wait_serving(
+            self.target,
+            timeout=timeout,
+            alive=lambda: self.proc.poll() is None,
+            require_model=require_model,
+        ):
+            raise RuntimeError(f"server {self.name} did not come up:\n{self.tail()}")
 
     def tail(self, chars: int = 4000) -> str:
         self.log.flush()

@@ -1,4 +1,4 @@
-"""GPU checks in one short script: `python -m recserve.gpu_check [OUTPUT.json]`.
+"""GPU checks in one short script: `python -m bench.gpu_check [OUTPUT.json]`.
 
 For a machine with an NVIDIA GPU. On an ML-1M-sized model (random weights; 3,416 items,
 history 200, d=64, 2 blocks) it checks the torch-CUDA backend (with and without CUDA
@@ -31,7 +31,7 @@ def _throughput(encode: Any, history: np.ndarray, seconds: float = 1.0) -> float
 def main(argv: list[str]) -> int:
     import torch
 
-    from recserve.bench_serve import BENCH_CONFIG
+    from bench.serve import BENCH_CONFIG
     from server.backends.onnxruntime import OnnxRuntimeBackend
     from server.backends.torch_cuda import TorchBackend
     from shared import bundle as bundle_format

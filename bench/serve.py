@@ -9,7 +9,7 @@ In one run, on the same machine, with an ML-1M-sized model (3,416 items, history
 - recserve as configured (dynamic batching, state cache).
 
 Each server runs as its own `recserve serve` process; the load comes from separate
-client processes (recserve/loadgen.py). Closed-loop sweeps over concurrency find each
+client processes (bench/loadgen.py). Closed-loop sweeps over concurrency find each
 server's best throughput with p99 <= 50 ms, for cold traffic (inline histories the
 server has never seen) and mixed traffic (returning users, ~20% of requests preceded by
 a Feedback for that user). An open-loop run at a fixed arrival rate, the idle latency,
@@ -25,9 +25,6 @@ import argparse
 import json
 import os
 import platform
-import socket
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from recserve.loadgen import LoadSpec, run_load, summarize
+from bench.loadgen import LoadSpec, run_load, summarize
+from bench.processes import ServerProcess
 from server.registry import inflight_batches
 from shared import bundle as bundle_format
 from shared import crud
@@ -47,12 +45,6 @@ from shared.models import FeedbackEventCreate, ModelStatus, ModelVersion
 P99_LIMIT_MS = 50.0
 BENCH_CONFIG = ModelConfig(num_items=3416, max_len=200, d_model=64, n_heads=1, n_blocks=2)
 N_USERS = 2000
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def prepare(data_dir: Path, bundle_path: Path | None) -> tuple[Settings, list[str], list[str]]:
@@ -111,57 +103,6 @@ def prepare(data_dir: Path, bundle_path: Path | None) -> tuple[Settings, list[st
                 crud.insert_events(session, events=events)
     engine.dispose()
     return settings, items, users
-
-
-class ServerProcess:
-    """`recserve serve` in a child process, with extra RECSERVE_SERVER__* settings."""
-
-    def __init__(self, settings: Settings, name: str, **server: str) -> None:
-        self.port = _free_port()
-        self.name = name
-        env = dict(os.environ)
-        env.update(
-            {
-                "RECSERVE_DATA_DIR": str(settings.data_dir),
-                "RECSERVE_SERVER__PORT": str(self.port),
-                "RECSERVE_LOG_LEVEL": "WARNING",
-            }
-        )
-        env.update({f"RECSERVE_SERVER__{k.upper()}": v for k, v in server.items()})
-        self.log = (settings.data_dir / f"server-{name}.log").open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "recserve", "serve"],
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        self.target = f"127.0.0.1:{self.port}"
-        self._wait_serving()
-
-    def _wait_serving(self) -> None:
-        from shared.client import wait_serving
-
-        if not wait_serving(self.target, timeout=120, alive=lambda: self.proc.poll() is None):
-            raise RuntimeError(f"server {self.name} did not become SERVING; see its log")
-
-    def batch_counters(self) -> tuple[int, int]:
-        from shared.client import Client
-        from shared.proto.recserve.v1 import admin_pb2
-
-        client = Client(self.target)
-        try:
-            stats = client.admin.GetServerStats(admin_pb2.GetServerStatsRequest(), timeout=5)
-            return stats.batches_total, stats.batched_histories_total
-        finally:
-            client.close()
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
 
 
 def measure(
@@ -485,7 +426,7 @@ def run_serve_bench(args: argparse.Namespace) -> int:
     running: list[ServerProcess] = []
     try:
         for name, extra in [(n, e) for n, e in servers if n in selected]:
-            running.append(ServerProcess(settings, name, **extra))
+            running.append(ServerProcess(settings, name, extra))
         for server in running:
             idle_row = measure(
                 server, "cold", items, users, concurrency=1, clients=1, duration=duration

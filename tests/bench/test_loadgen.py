@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from recserve.loadgen import LoadSpec, _run, summarize
+from bench.loadgen import LoadSpec, _run, summarize
 from tests.conftest import TINY_SPEC
 
 ITEMS = tuple(

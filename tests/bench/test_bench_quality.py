@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from recserve.bench_quality import run_quality_bench
+from bench.quality import run_quality_bench
 from recserve.cli import main
 from shared import synthetic
 from tests.conftest import TINY_SPEC, make_settings

@@ -1,0 +1,77 @@
+"""Servers under test, each a `recserve serve` child process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+from shared.client import Client, wait_serving
+from shared.config import Settings
+from shared.proto.recserve.v1 import admin_pb2
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    """`recserve serve` on a free port with ``settings``' data folder, database and
+    broker, plus extra RECSERVE_SERVER__* settings."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        name: str,
+        server: dict[str, str] | None = None,
+        *,
+        require_model: bool = True,
+    ) -> None:
+        self.port = free_port()
+        self.name = name
+        env = dict(os.environ)
+        env.update(
+            {
+                "RECSERVE_DATA_DIR": str(settings.data_dir),
+                "RECSERVE_DATABASE_URL": settings.database_url,
+                "RECSERVE_BROKER_URL": settings.broker_url,
+                "RECSERVE_SERVER__PORT": str(self.port),
+                "RECSERVE_LOG_LEVEL": "WARNING",
+                "RECSERVE_TELEMETRY__METRICS_PORT": "0",
+            }
+        )
+        env.update({f"RECSERVE_SERVER__{k.upper()}": v for k, v in (server or {}).items()})
+        self.log = (settings.data_dir / f"server-{name}.log").open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "recserve", "serve"],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        self.target = f"127.0.0.1:{self.port}"
+        if not wait_serving(
+            self.target,
+            timeout=120,
+            alive=lambda: self.proc.poll() is None,
+            require_model=require_model,
+        ):
+            raise RuntimeError(f"server {self.name} did not come up; see {self.log.name}")
+
+    def batch_counters(self) -> tuple[int, int]:
+        client = Client(self.target)
+        try:
+            stats = client.admin.GetServerStats(admin_pb2.GetServerStatsRequest(), timeout=5)
+            return stats.batches_total, stats.batched_histories_total
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
