@@ -15,7 +15,7 @@ from typing import Any
 
 from shared import crud
 from shared.config import Settings
-from shared.db import make_engine, migrate, session_scope
+from shared.db import engine_for, migrate, session_scope
 from shared.importers import import_file
 from shared.models import JobCreate
 
@@ -33,7 +33,7 @@ def run_quality_bench(
     from worker.pipeline import evaluate_model_version, run_train_job
 
     migrate(settings.db_url)
-    engine = make_engine(settings.db_url)
+    engine = engine_for(settings)
     started = time.perf_counter()
     summary = import_file(engine, data, fmt=fmt)
     import_s = time.perf_counter() - started

@@ -39,7 +39,7 @@ from shared import bundle as bundle_format
 from shared import crud
 from shared.bundle import ModelConfig
 from shared.config import Settings
-from shared.db import make_engine, migrate, session_scope
+from shared.db import engine_for, migrate, session_scope
 from shared.models import FeedbackEventCreate, ModelStatus, ModelVersion
 
 P99_LIMIT_MS = 50.0
@@ -51,7 +51,7 @@ def prepare(data_dir: Path, bundle_path: Path | None) -> tuple[Settings, list[st
     """A bench database with one active ML-1M-sized model and N_USERS stored histories."""
     settings = Settings(data_dir=data_dir)
     migrate(settings.db_url)
-    engine = make_engine(settings.db_url)
+    engine = engine_for(settings)
     if bundle_path is None:
         bundle_path = data_dir / "models" / "bench-random"
         if not (bundle_path / bundle_format.CHECKSUMS).exists():
@@ -221,7 +221,7 @@ def swap_phase(
     from shared.client import Client
     from shared.proto.recserve.v1 import admin_pb2
 
-    engine = make_engine(settings.db_url)
+    engine = engine_for(settings)
     with session_scope(engine) as session:
         active = crud.get_active_model(session)
         assert active is not None
@@ -401,7 +401,7 @@ def run_serve_bench(args: argparse.Namespace) -> int:
     duration = float(getattr(args, "duration", None) or 5.0)
     clients = int(getattr(args, "clients", None) or 2)
     settings, items, users = prepare(data_dir, bundle_path)
-    with session_scope(make_engine(settings.db_url)) as session:
+    with session_scope(engine_for(settings)) as session:
         active = crud.get_active_model(session)
         assert active is not None
         active_path = Path(active.artifact_path)

@@ -15,20 +15,23 @@ from typing import Any
 
 import grpc
 
-from shared.client import Client
+from shared.client import Client, client_token
 from shared.config import Settings
 from shared.proto.recserve.v1 import admin_pb2
 
 
 def _client(args: argparse.Namespace) -> Client:
-    return Client(args.target, args.token or Settings().server.admin_token)
+    settings = Settings()
+    return Client(args.target, client_token(settings, args.token), settings.client)
 
 
 def _when(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S") if ms else "-"
 
 
-def _call(args: argparse.Namespace, method: Callable[[Client], Any]) -> Any:
+def call(args: argparse.Namespace, method: Callable[[Client], Any]) -> Any:
+    """Runs ``method`` on a client for --target/--token (and RECSERVE_CLIENT__* TLS); a
+    failed call prints its status and message and exits with 2."""
     client = _client(args)
     try:
         return method(client)
@@ -58,7 +61,7 @@ def print_models(models: list[admin_pb2.ModelVersion], active: int) -> None:
 def cmd_models(args: argparse.Namespace) -> int:
     action = args.action
     if action == "list":
-        answer = _call(
+        answer = call(
             args, lambda c: c.admin.ListModels(admin_pb2.ListModelsRequest(), metadata=c.metadata)
         )
         print_models(list(answer.models), answer.active_version)
@@ -66,7 +69,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         if args.version is None:
             raise SystemExit(f"recserve models {action} needs a VERSION")
         if action == "activate":
-            model = _call(
+            model = call(
                 args,
                 lambda c: c.admin.ActivateModel(
                     admin_pb2.ActivateModelRequest(version=args.version),
@@ -76,7 +79,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             )
             print(f"model version {model.version} is now {model.status}")
         else:
-            details = _call(
+            details = call(
                 args,
                 lambda c: c.admin.GetModelDetails(
                     admin_pb2.GetModelRequest(version=args.version), metadata=c.metadata
@@ -92,7 +95,7 @@ def cmd_models(args: argparse.Namespace) -> int:
                     f" ({a.reason})"
                 )
     elif action == "rollback":
-        model = _call(
+        model = call(
             args,
             lambda c: c.admin.RollbackModel(
                 admin_pb2.RollbackModelRequest(), metadata=c.metadata, timeout=120
@@ -100,7 +103,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         )
         print(f"rolled back: model version {model.version} is now {model.status}")
     elif action == "prune":
-        result = _call(
+        result = call(
             args,
             lambda c: c.admin.PruneModels(
                 admin_pb2.PruneModelsRequest(keep=args.keep or 0, dry_run=args.dry_run),
@@ -116,7 +119,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_jobs(args: argparse.Namespace) -> int:
     action = args.action
     if action == "list":
-        answer = _call(
+        answer = call(
             args, lambda c: c.admin.ListJobs(admin_pb2.ListJobsRequest(), metadata=c.metadata)
         )
         header = f"{'id':>5}  {'kind':6}  {'trigger':8}  {'status':9}  {'progress':>8}"
@@ -131,7 +134,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     if args.id is None:
         raise SystemExit(f"recserve jobs {action} needs a job ID")
     if action == "cancel":
-        job = _call(
+        job = call(
             args,
             lambda c: c.admin.CancelJob(
                 admin_pb2.CancelJobRequest(id=args.id), metadata=c.metadata
@@ -140,7 +143,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         state = "cancel requested" if job.status == "running" else job.status
         print(f"job {job.id}: {state}")
         return 0
-    job = _call(
+    job = call(
         args, lambda c: c.admin.GetJob(admin_pb2.GetJobRequest(id=args.id), metadata=c.metadata)
     )
     print(

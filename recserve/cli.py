@@ -40,6 +40,7 @@ def _settings(args: argparse.Namespace) -> Settings:
                 "workers": getattr(args, "workers", None),
                 "backend": getattr(args, "backend", None),
                 "naive": getattr(args, "naive", None),
+                "insecure": getattr(args, "insecure", None),
             }.items()
             if v is not None
         }
@@ -66,7 +67,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     migrate(settings.db_url)
-    print(f"database at {settings.db_url} is up to date")
+    print(f"database at {settings.safe_db_url} is up to date")
     return 0
 
 
@@ -153,12 +154,12 @@ def cmd_beat(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from recserve.follow import follow_job
-    from shared.db import make_engine, migrate
+    from shared.db import engine_for, migrate
     from shared.jobs import submit_training
 
     settings = _settings(args)
     migrate(settings.db_url)
-    engine = make_engine(settings.db_url)
+    engine = engine_for(settings)
     job = submit_training(settings, engine, _parse_params(args.param, args.params))
     print(f"queued train job {job.id} (celery id {job.celery_id})")
     if not args.wait:
@@ -167,13 +168,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from shared.db import make_engine, migrate
+    from shared.db import engine_for, migrate
     from shared.errors import InvalidArgument
     from shared.importers import import_file, import_items
 
     settings = _settings(args)
     migrate(settings.db_url)
-    engine = make_engine(settings.db_url)
+    engine = engine_for(settings)
     path = Path(args.file)
     total = path.stat().st_size if path.exists() else 0
 
@@ -224,13 +225,18 @@ def _count_lines(path: Path) -> int:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    from shared.client import Client
+    from recserve.admin_cli import call
     from shared.proto.recserve.v1 import recommender_pb2
 
-    client = Client(args.target, Settings().server.admin_token)
-    response = client.recommender.Recommend(
-        recommender_pb2.RecommendRequest(user_id=args.user, k=args.k, history=args.history or []),
-        timeout=10,
+    response = call(
+        args,
+        lambda c: c.recommender.Recommend(
+            recommender_pb2.RecommendRequest(
+                user_id=args.user, k=args.k, history=args.history or [], include_titles=True
+            ),
+            metadata=c.metadata,
+            timeout=10,
+        ),
     )
     source = recommender_pb2.Source.Name(response.source)
     print(
@@ -238,14 +244,18 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         f"history used {response.history_used}"
     )
     for rank, item in enumerate(response.items, start=1):
-        print(f"{rank:3d}. {item.item_id}  {item.score:.4f}")
+        print(f"{rank:3d}. {item.item_id}  {item.score:.4f}  {item.title}".rstrip())
     return 0
 
 
 def cmd_tui(args: argparse.Namespace) -> int:
+    from shared.client import client_token
     from tui.app import RecserveConsole
 
-    RecserveConsole(args.target, token=args.token or Settings().server.admin_token).run()
+    settings = Settings()
+    RecserveConsole(
+        args.target, token=client_token(settings, args.token), tls=settings.client
+    ).run()
     return 0
 
 
@@ -259,7 +269,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print_quality_table(
         {
             **result,
-            "data": settings.db_url,
+            "data": settings.safe_db_url,
             "epochs": 0,
             "best_epoch": 0,
             "train_seconds": 0.0,
@@ -361,6 +371,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="benchmark baseline: no batching, no caches",
     )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="allow a non-loopback --host with neither TLS nor tokens (trusted networks)",
+    )
 
     p = add("worker", cmd_worker, "Run a Celery worker for training and engine jobs.")
     p.add_argument("--queues", help="comma-separated queues (default: the CPU queue)")
@@ -436,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", required=True)
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--history", nargs="*", help="inline session history (item ids)")
+    p.add_argument("--token", help="bearer token (default RECSERVE_CLIENT__TOKEN)")
 
     p = add("tui", cmd_tui, "Open the operator console.")
     p.add_argument("--target", default="127.0.0.1:50051", help="HOST:PORT of a recserve server")

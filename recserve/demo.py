@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from recserve.embedded import start_worker, worker_running
 from server.app import RunningServer, start_server
 from shared import crud, synthetic
-from shared.client import AsyncClient
+from shared.client import AsyncClient, client_token
 from shared.config import Settings
 from shared.db import session_scope
 from shared.joblog import unseen_lines
@@ -68,7 +68,7 @@ async def _demo(settings: Settings, *, retrain: bool, exit_after: bool) -> int:
     spec = synthetic.SyntheticSpec()
     metrics_port = serve_metrics(settings)
     running = await start_server(settings)
-    client = AsyncClient(running.target, settings.server.admin_token)
+    client = AsyncClient(running.target, client_token(settings))
     worker: subprocess.Popen[bytes] | None = None
     try:
         print(f"recserve server listening on {settings.server.host}:{running.port}")

@@ -6,8 +6,9 @@ Ctrl-C stops all of them, and if one of them dies the others are stopped too (so
 broken stack never looks healthy). Every endpoint is printed first.
 
 The stack is the distributed configuration on one host: every process gets the same
-settings (database, broker, shared models directory), replicas listen on consecutive
-ports from ``--port``, and every process exports Prometheus metrics on its own port.
+settings (database, broker, shared models directory), replicas listen on 127.0.0.1 on
+consecutive ports from ``--port``, and every process exports Prometheus metrics on its
+own port.
 With ``--demo`` the synthetic demo log is sent through the first replica and a training
 job is queued when no model is active, so the stack serves a model within a minute or two.
 """
@@ -52,7 +53,7 @@ class Stack:
             procs.append(
                 (
                     f"server.{n + 1}",
-                    [*python, "serve", "--host", "0.0.0.0", "--port", str(self.port + n)],
+                    [*python, "serve", "--host", "127.0.0.1", "--port", str(self.port + n)],
                     {"RECSERVE_TELEMETRY__METRICS_PORT": str(self.metrics_port + n)},
                 )
             )
@@ -82,7 +83,6 @@ class Stack:
         return env
 
     def endpoints(self) -> str:
-        host = socket.gethostname()
         lines = [
             f"database  {make_url(self.database_url).render_as_string(hide_password=True)}",
             f"broker    {make_url(self.broker_url).render_as_string(hide_password=True)}",
@@ -90,7 +90,7 @@ class Stack:
         ]
         for n in range(self.replicas):
             lines.append(
-                f"server.{n + 1}  grpc {host}:{self.port + n}   "
+                f"server.{n + 1}  grpc 127.0.0.1:{self.port + n}   "
                 f"metrics http://127.0.0.1:{self.metrics_port + n}/metrics"
             )
         for n in range(self.workers):
@@ -137,12 +137,12 @@ def seed_demo(stack: Stack, settings: Settings) -> None:
 
     from recserve.demo import DEMO_PARAMS, requests_for
     from shared import synthetic
-    from shared.client import Client, wait_serving
+    from shared.client import Client, client_token, wait_serving
     from shared.proto.recserve.v1 import admin_pb2
 
     target = f"127.0.0.1:{stack.port}"
     wait_serving(target, timeout=120, require_model=False)
-    client = Client(target, settings.server.admin_token)
+    client = Client(target, client_token(settings), settings.client)
     try:
         answer = client.recommender.FeedbackStream(
             requests_for(synthetic.SyntheticSpec()), metadata=client.metadata, timeout=600

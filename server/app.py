@@ -26,28 +26,30 @@ from sqlalchemy.engine import Engine
 
 from server import errors, invalidation, metrics
 from server.admin import AdminService
+from server.auth import TokenInterceptor, check_listen_safety, server_credentials
 from server.backends import create_backend
 from server.catalogue import Catalogue
 from server.core import RecommendationCore
 from server.deployment import Deployment
 from server.feedback import FeedbackWriter
 from server.history import HistoryCache
-from server.registry import BackendFactory, ModelRegistry, ServingModel
+from server.registry import BackendFactory, ModelRegistry, ServingModel, inflight_batches
 from server.servicers import ModelAdminServicer, RecommenderServicer
 from server.stats import ServerStats
+from server.wire import add_servicer
 from shared.config import Settings
-from shared.db import make_engine, migrate
+from shared.db import engine_for, migrate
 from shared.proto.recserve.v1 import (
     admin_pb2,
-    admin_pb2_grpc,
     recommender_pb2,
-    recommender_pb2_grpc,
 )
 from shared.telemetry import configure_logging, serve_metrics
 
 log = logging.getLogger(__name__)
-RECOMMENDER = recommender_pb2.DESCRIPTOR.services_by_name["Recommender"].full_name
-MODEL_ADMIN = admin_pb2.DESCRIPTOR.services_by_name["ModelAdmin"].full_name
+RECOMMENDER_SERVICE = recommender_pb2.DESCRIPTOR.services_by_name["Recommender"]
+ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["ModelAdmin"]
+RECOMMENDER = RECOMMENDER_SERVICE.full_name
+MODEL_ADMIN = ADMIN_SERVICE.full_name
 
 
 @dataclass
@@ -59,6 +61,7 @@ class RunningServer:
     health: health.aio.HealthServicer
     engine: Engine
     executor: ThreadPoolExecutor
+    model_executor: ThreadPoolExecutor
     deployment: Deployment
     admin: AdminService
     draining: list[bool]
@@ -68,16 +71,27 @@ class RunningServer:
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    async def stop(self, grace: float | None = None) -> None:
+    async def drain(self, seconds: float) -> None:
+        """Health says NOT_SERVING (load balancers stop sending) while calls are still
+        served, for ``seconds``."""
         self.draining[0] = True
         for service in ("", RECOMMENDER):
             await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.deployment.poke()
+        if seconds:
+            await asyncio.sleep(seconds)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain (without waiting), stop listening, let calls finish within ``grace``, then
+        commit what the feedback writer holds and release everything."""
+        await self.drain(0)
         await self.server.stop(grace)
         self.invalidations.stop()
         await self.deployment.stop()
         await self.core.registry.stop()
         await self.core.writer.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.model_executor.shutdown(wait=False, cancel_futures=True)
         self.engine.dispose()
 
 
@@ -104,8 +118,13 @@ async def start_server(
     loop = asyncio.get_running_loop()
     if run_migrations:
         await loop.run_in_executor(None, migrate, settings.db_url)
-    engine = make_engine(settings.db_url)
-    executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="recserve")
+    engine = engine_for(settings)
+    # Database work and model runs on separate threads: a stalled database must not
+    # stall the users answered from the caches.
+    executor = ThreadPoolExecutor(settings.server.db_threads, thread_name_prefix="recserve-db")
+    model_executor = ThreadPoolExecutor(
+        max(2, inflight_batches(settings.server, "cpu")), thread_name_prefix="recserve-model"
+    )
     stats = ServerStats()
     health_servicer = health.aio.HealthServicer()
     for service in ("", RECOMMENDER):
@@ -133,6 +152,7 @@ async def start_server(
         settings,
         engine,
         executor,
+        model_executor,
         backend_factory,
         on_batch=stats.record_batch,
         on_change=on_change,
@@ -148,18 +168,31 @@ async def start_server(
         engine,
         max_events=settings.server.feedback_commit_batch,
         group_commit=not settings.server.naive,
+        max_queued=settings.server.max_queued_events,
         notify_channel=invalidation.CHANNEL if settings.server.invalidation else None,
         origin=origin,
     )
     catalogue = Catalogue(engine, executor)
-    core = RecommendationCore(settings.server, registry, history, writer, executor, catalogue)
-    server = grpc.aio.server(options=grpc_options(settings))
+    core = RecommendationCore(
+        settings.server, registry, history, writer, model_executor, catalogue
+    )
+    check_listen_safety(settings.server)
+    credentials = server_credentials(settings.server)
+    server = grpc.aio.server(
+        options=grpc_options(settings),
+        interceptors=[TokenInterceptor(settings.server)],
+        maximum_concurrent_rpcs=settings.server.max_concurrent_rpcs,
+    )
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (RECOMMENDER, MODEL_ADMIN, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     address = f"{settings.server.host}:{settings.server.port}"
-    port = server.add_insecure_port(address)
+    port = (
+        server.add_secure_port(address, credentials)
+        if credentials is not None
+        else server.add_insecure_port(address)
+    )
     if port == 0:
         raise RuntimeError(f"cannot listen on {address}")
     deployment = Deployment(
@@ -167,13 +200,14 @@ async def start_server(
     )
     deployments.append(deployment)
     admin = AdminService(settings, engine, executor, core, stats, deployment)
-    recommender_pb2_grpc.add_RecommenderServicer_to_server(RecommenderServicer(core, stats), server)
-    admin_pb2_grpc.add_ModelAdminServicer_to_server(ModelAdminServicer(settings, admin), server)
+    add_servicer(server, RecommenderServicer(core, stats), RECOMMENDER_SERVICE)
+    add_servicer(server, ModelAdminServicer(admin), ADMIN_SERVICE)
     metrics.watch_queue("feedback_writer", lambda: writer.queued_events)
     metrics.watch_queue(
         "batcher", lambda: registry.current.batcher.queued if registry.current else 0
     )
     errors.access_log_enabled = settings.telemetry.access_log
+    errors.default_deadline_s = settings.server.default_deadline_s
     invalidations = invalidation.Invalidations(
         engine,
         origin=origin,
@@ -197,6 +231,7 @@ async def start_server(
         health_servicer,
         engine,
         executor,
+        model_executor,
         deployment,
         admin,
         draining,
@@ -211,7 +246,12 @@ async def serve_forever(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("draining: %ss for in-flight calls", settings.server.grace_s)
+    log.info(
+        "draining: NOT_SERVING for %ss, then %ss for in-flight calls",
+        settings.server.drain_s,
+        settings.server.grace_s,
+    )
+    await running.drain(settings.server.drain_s)
     await running.stop(settings.server.grace_s)
 
 

@@ -8,6 +8,11 @@ the next batch, so batches grow with load and an idle server adds no waiting.
 requests, but only while the server is busy. Histories are left-padded to the longest
 one in the batch, not to the model's maximum. Requests whose caller went away
 (cancelled, deadline passed) are dropped before the run.
+
+An idle batcher (nothing queued, a run slot free) runs a request at once, on the
+caller's own coroutine: no hand-over to the batching task, so a lone request costs what
+a direct model call costs. At most ``max_queued`` histories wait; beyond that submit
+raises Overloaded at once, so the wait of an accepted request stays bounded.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 
 import numpy as np
+
+from shared.errors import Overloaded
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +42,7 @@ class DynamicBatcher:
         max_batch: int,
         max_wait_s: float = 0.0,
         max_inflight: int = 1,
+        max_queued: int = 1024,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         """run: int64 [B, L] -> float32 [B, ...], called in ``executor``; at most
@@ -43,6 +51,7 @@ class DynamicBatcher:
         self._executor = executor
         self._max_batch = max_batch
         self._max_wait_s = max_wait_s
+        self._max_queued = max_queued
         self._on_batch = on_batch
         self._pending: deque[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = deque()
         self._wakeup = asyncio.Event()
@@ -59,7 +68,18 @@ class DynamicBatcher:
 
     async def submit(self, history: np.ndarray) -> np.ndarray:
         """history: int64 [L] (L >= 1), oldest first. Returns this history's row of the
-        batch output."""
+        batch output. Raises Overloaded when max_queued histories are already waiting."""
+        if not self._pending and not self._slots.locked() and not self._closed:
+            await self._slots.acquire()  # free: does not wait
+            try:
+                return await self._run_alone(history)
+            finally:
+                self._slots.release()
+        if len(self._pending) >= self._max_queued:
+            raise Overloaded(
+                f"{len(self._pending)} histories are waiting for the model; the server is "
+                "at its limit (server.max_queued_histories): retry with backoff"
+            )
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
         self._pending.append((history, future))
         self._wakeup.set()
@@ -68,6 +88,16 @@ class DynamicBatcher:
             # is still served by it, never failed.
             self._task = asyncio.create_task(self._loop(), name="dynamic-batcher")
         return await future
+
+    async def _run_alone(self, history: np.ndarray) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        try:
+            output = await loop.run_in_executor(self._executor, self._run, history[None])
+        finally:
+            self._busy_until = time.monotonic() + 0.05
+        if self._on_batch is not None:
+            self._on_batch(1)
+        return output[0]
 
     async def close(self) -> None:
         """Finishes what is queued, then stops (until another submit arrives)."""

@@ -79,6 +79,9 @@ class FeedbackResult:
 
 
 def check_id(field_name: str, value: str, max_len: int = MAX_ID_LEN) -> None:
+    """An id: 1..max_len printable characters. Control characters (NUL included), format
+    characters (bidirectional overrides, zero-width joiners) and separators other than
+    the plain space are refused: they break storage, logs and what an operator reads."""
     if not value:
         raise InvalidArgument(
             field_name, f"is required: a non-empty string of 1..{max_len} characters"
@@ -86,6 +89,13 @@ def check_id(field_name: str, value: str, max_len: int = MAX_ID_LEN) -> None:
     if len(value) > max_len:
         raise InvalidArgument(
             field_name, f"is {len(value)} characters long; at most {max_len} are accepted"
+        )
+    if not value.isprintable():
+        bad = next(c for c in value if not c.isprintable())
+        raise InvalidArgument(
+            field_name,
+            f"contains the character U+{ord(bad):04X} at position {value.index(bad)}; "
+            "accepted: printable characters only (no control, format or bidi characters)",
         )
 
 
@@ -96,8 +106,8 @@ def _check_list(field_name: str, values: Sequence[str], limit: int) -> None:
         )
     if not values:
         return
-    lengths = list(map(len, values))  # one C-level pass; name the culprit only on failure
-    if min(lengths) == 0 or max(lengths) > MAX_ID_LEN:
+    lengths = list(map(len, values))  # C-level passes; name the culprit only on failure
+    if min(lengths) == 0 or max(lengths) > MAX_ID_LEN or not all(map(str.isprintable, values)):
         for i, value in enumerate(values):
             check_id(f"{field_name}[{i}]", value)
 

@@ -13,6 +13,7 @@ so lost jobs are failed even where no worker or beat is running.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -82,7 +83,8 @@ class Deployment:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
         try:
             await self._run(self._remove)
         except Exception:
@@ -94,10 +96,11 @@ class Deployment:
 
     async def _loop(self) -> None:
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self._settings.server.replica_report_s)
-            except TimeoutError:
-                pass
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the
+            # cancellation that stop() sends when the event fires at the same moment.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._settings.server.replica_report_s):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.report()

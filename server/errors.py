@@ -2,19 +2,21 @@
 request id, metrics and access log.
 
 InvalidArgument -> INVALID_ARGUMENT (with a google.rpc.BadRequest field violation),
-NotFound -> NOT_FOUND, FailedPrecondition -> FAILED_PRECONDITION, Unauthenticated ->
-UNAUTHENTICATED, Unavailable and StorageError -> UNAVAILABLE (safe to retry: event ids
-are idempotency keys), BundleError -> FAILED_PRECONDITION, anything else -> INTERNAL
-with the traceback logged.
+NotFound -> NOT_FOUND, FailedPrecondition -> FAILED_PRECONDITION, Unavailable and
+StorageError -> UNAVAILABLE (safe to retry: event ids are idempotency keys), Overloaded
+-> RESOURCE_EXHAUSTED, BundleError -> FAILED_PRECONDITION, a server-side deadline ->
+DEADLINE_EXCEEDED, anything else -> INTERNAL with the traceback logged. (Tokens are
+checked before a call reaches a servicer: server/auth.py.)
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -23,13 +25,14 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from server import metrics
+from server.wire import Malformed
 from shared.errors import (
     BundleError,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    Overloaded,
     StorageError,
-    Unauthenticated,
     Unavailable,
 )
 from shared.telemetry import REQUEST_ID_HEADER, new_request_id, request_id
@@ -42,15 +45,18 @@ _CODES: list[tuple[type[Exception], grpc.StatusCode]] = [
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (BundleError, grpc.StatusCode.FAILED_PRECONDITION),
-    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
     (StorageError, grpc.StatusCode.UNAVAILABLE),
+    (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (TimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
 ]
 
 
 def status_for(exc: Exception) -> tuple[grpc.StatusCode, str]:
     for kind, code in _CODES:
         if isinstance(exc, kind):
+            if kind is TimeoutError:
+                return code, f"the call took over {default_deadline_s:g}s (it set no deadline)"
             return code, str(exc)
     return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see the server log"
 
@@ -64,6 +70,8 @@ class _Status(
 ACCESS_LOG = logging.getLogger("recserve.access")
 access_log_enabled = False
 """Set from telemetry.access_log by the server at start-up."""
+default_deadline_s = 10.0
+"""Set from server.default_deadline_s: the deadline of a unary call that sets none."""
 
 
 def _rich_status(code: grpc.StatusCode, message: str, exc: Exception, rid: str) -> grpc.Status:
@@ -84,6 +92,19 @@ def _rich_status(code: grpc.StatusCode, message: str, exc: Exception, rid: str) 
     return _Status(rich.code, rich.details, (*rich.trailing_metadata, (REQUEST_ID_HEADER, rid)))
 
 
+def _malformed(request: Malformed) -> InvalidArgument:
+    return InvalidArgument(
+        "request", f"is not a valid {request.message} message ({request.error[:200]})"
+    )
+
+
+async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        if isinstance(request, Malformed):
+            raise _malformed(request)
+        yield request
+
+
 def rpc(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     """Decorates an async servicer method: gives the call a request id (logged with
     everything it does, returned in the trailing metadata), maps recserve errors to
@@ -99,6 +120,13 @@ def rpc(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
         code = grpc.StatusCode.OK
         try:
             context.set_trailing_metadata(((REQUEST_ID_HEADER, rid),))
+            if isinstance(request, Malformed):
+                raise _malformed(request)
+            if hasattr(request, "__aiter__"):  # a client stream: check each message
+                return await method(self, _checked(request), context)
+            if context.time_remaining() is None:  # the caller set no deadline: ours
+                async with asyncio.timeout(default_deadline_s):
+                    return await method(self, request, context)
             return await method(self, request, context)
         except (grpc.aio.AbortError, grpc.aio.UsageError):
             code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[assignment]

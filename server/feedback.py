@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from sqlalchemy.engine import Engine
 
 from shared import crud
-from shared.errors import StorageError
+from shared.errors import Overloaded, StorageError
 from shared.ingest import EventRow, EventStore
 
 log = logging.getLogger(__name__)
@@ -34,12 +34,15 @@ class FeedbackWriter:
         *,
         max_events: int,
         group_commit: bool = True,
+        max_queued: int = 100_000,
         notify_channel: str | None = None,
         origin: str = "",
     ) -> None:
         self._engine = engine
         self._max_events = max_events
         self._group_commit = group_commit
+        self._max_queued = max_queued
+        self._queued = 0
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="feedback-writer")
         self._pending: deque[tuple[list[EventRow], asyncio.Future[set[str]]]] = deque()
         self._wakeup = asyncio.Event()
@@ -50,12 +53,19 @@ class FeedbackWriter:
     @property
     def queued_events(self) -> int:
         """Events waiting for a commit (a gauge of the writer's queue)."""
-        return sum(len(events) for events, _ in self._pending)
+        return self._queued
 
     async def write(self, events: list[EventRow]) -> set[str]:
         """Stores ``events``; returns the event ids that were new (the rest were
-        duplicates). Raises StorageError when the database refuses the batch."""
+        duplicates). Raises StorageError when the database does not store them, and
+        Overloaded (at once) when max_queued events already wait for a commit."""
+        if self._queued and self._queued + len(events) > self._max_queued:
+            raise Overloaded(
+                f"{self._queued} feedback events are waiting for a commit; the server is at "
+                "its limit (server.max_queued_events): retry with backoff"
+            )
         future: asyncio.Future[set[str]] = asyncio.get_running_loop().create_future()
+        self._queued += len(events)
         self._pending.append((events, future))
         self._wakeup.set()
         if self._task is None or self._task.done():
@@ -90,19 +100,43 @@ class FeedbackWriter:
                 events = [event for request, _ in batch for event in request]
                 try:
                     stored = await loop.run_in_executor(self._executor, self._commit, events)
-                except Exception as exc:
+                except Exception:
                     log.exception("feedback commit of %d events failed", len(events))
-                    error = StorageError(f"events were not stored, retry the call: {exc}")
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(error)
+                    # One call's bad data must not fail the others: each call again, alone.
+                    for request, future in batch if len(batch) > 1 else []:
+                        try:
+                            mine = await loop.run_in_executor(
+                                self._executor, self._commit, request
+                            )
+                        except Exception:
+                            log.exception("feedback commit of one call failed")
+                            self._fail(future)
+                        else:
+                            if not future.done():
+                                future.set_result(mine)
+                    if len(batch) == 1:
+                        self._fail(batch[0][1])
                     continue
+                finally:
+                    self._queued -= len(events)
                 claimed: set[str] = set()
                 for request, future in batch:
                     mine = {e.event_id for e in request if e.event_id in stored} - claimed
                     claimed |= mine
                     if not future.done():
                         future.set_result(mine)
+
+    @staticmethod
+    def _fail(future: asyncio.Future[set[str]]) -> None:
+        """The caller learns that nothing of its call was stored; never why in detail
+        (the database's message can hold SQL and other callers' values: it is logged)."""
+        if not future.done():
+            future.set_exception(
+                StorageError(
+                    "the events were not stored: the database is unavailable or refused "
+                    "them; retry the call (event ids make retries safe)"
+                )
+            )
 
     def _commit(self, events: list[EventRow]) -> set[str]:
         """Runs on the writer thread."""

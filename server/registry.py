@@ -101,6 +101,7 @@ class ModelRegistry:
         settings: Settings,
         engine: Engine,
         executor: Executor,
+        model_executor: Executor,
         backend_factory: BackendFactory,
         *,
         on_batch: Callable[[int], None] | None = None,
@@ -110,6 +111,7 @@ class ModelRegistry:
         self._settings = settings.server
         self._engine = engine
         self._executor = executor
+        self._model_executor = model_executor
         self._factory = backend_factory
         self._on_batch = on_batch
         self._on_change = on_change
@@ -322,10 +324,12 @@ class ModelRegistry:
         check_output_widths(loaded, backend, state)
         batcher = DynamicBatcher(
             backend.encode,
-            self._executor,
+            self._model_executor,
             max_batch=self._settings.max_batch_size,
             max_wait_s=self._settings.max_batch_wait_ms / 1000.0,
             max_inflight=inflight_batches(self._settings, backend.device),
+            max_queued=self._settings.max_queued_histories
+            or 4 * self._settings.max_batch_size * inflight_batches(self._settings, backend.device),
             on_batch=self._on_batch,
         )
         total = float(loaded.popularity.sum()) or 1.0

@@ -16,8 +16,6 @@ from server.admin import AdminService, StatsView
 from server.core import FeedbackEventIn, Recommendation, RecommendationCore, RecommendQuery
 from server.errors import rpc
 from server.stats import ServerStats
-from shared.config import Settings
-from shared.errors import Unauthenticated
 from shared.models import Job, ModelActivation, ModelVersion, as_utc
 from shared.params import TrainingOption
 from shared.proto.recserve.v1 import (
@@ -225,26 +223,16 @@ def stats_to_proto(view: StatsView) -> admin_pb2.ServerStats:
 
 
 class ModelAdminServicer(admin_pb2_grpc.ModelAdminServicer):
-    def __init__(self, settings: Settings, admin: AdminService) -> None:
-        self.settings = settings
-        self.admin = admin
+    """ModelAdmin: protobuf to AdminService calls and back. Who may call it is decided
+    by the token interceptor (server/auth.py)."""
 
-    def _authorize(self, context: grpc.aio.ServicerContext) -> None:
-        token = self.settings.server.admin_token
-        if not token:
-            return
-        metadata = dict(context.invocation_metadata() or ())
-        if metadata.get("authorization") != f"Bearer {token}":
-            raise Unauthenticated(
-                "ModelAdmin needs the metadata 'authorization: Bearer <token>' with the "
-                "server's admin token"
-            )
+    def __init__(self, admin: AdminService) -> None:
+        self.admin = admin
 
     @rpc
     async def ListModels(  # noqa: N802  (gRPC method name)
         self, request: admin_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ListModelsResponse:
-        self._authorize(context)
         models, active = await self.admin.list_models(request.limit)
         return admin_pb2.ListModelsResponse(
             models=[model_to_proto(m) for m in models], active_version=active
@@ -254,14 +242,12 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServicer):
     async def GetModel(  # noqa: N802
         self, request: admin_pb2.GetModelRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ModelVersion:
-        self._authorize(context)
         return model_to_proto(await self.admin.get_model(request.version))
 
     @rpc
     async def GetModelDetails(  # noqa: N802
         self, request: admin_pb2.GetModelRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ModelDetails:
-        self._authorize(context)
         details = await self.admin.model_details(request.version)
         return admin_pb2.ModelDetails(
             model=model_to_proto(details.model),
@@ -274,21 +260,18 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServicer):
     async def ActivateModel(  # noqa: N802
         self, request: admin_pb2.ActivateModelRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ModelVersion:
-        self._authorize(context)
         return model_to_proto(await self.admin.activate(request.version))
 
     @rpc
     async def RollbackModel(  # noqa: N802
         self, request: admin_pb2.RollbackModelRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ModelVersion:
-        self._authorize(context)
         return model_to_proto(await self.admin.rollback())
 
     @rpc
     async def ListActivations(  # noqa: N802
         self, request: admin_pb2.ListActivationsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ListActivationsResponse:
-        self._authorize(context)
         records = await self.admin.list_activations(request.limit)
         return admin_pb2.ListActivationsResponse(activations=[_activation(a) for a in records])
 
@@ -296,7 +279,6 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServicer):
     async def PruneModels(  # noqa: N802
         self, request: admin_pb2.PruneModelsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.PruneModelsResponse:
-        self._authorize(context)
         result = await self.admin.prune(request.keep, request.dry_run)
         return admin_pb2.PruneModelsResponse(pruned=result.pruned, freed_bytes=result.freed_bytes)
 
@@ -304,14 +286,12 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServicer):
     async def StartTraining(  # noqa: N802
         self, request: admin_pb2.StartTrainingRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.Job:
-        self._authorize(context)
         return job_to_proto(await self.admin.start_training(request.params_json))
 
     @rpc
     async def GetTrainingOptions(  # noqa: N802
         self, request: admin_pb2.GetTrainingOptionsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.TrainingOptions:
-        self._authorize(context)
         options = await self.admin.training_options()
         return admin_pb2.TrainingOptions(options=[_option(o) for o in options])
 
@@ -319,7 +299,6 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServicer):
     async def ListJobs(  # noqa: N802
         self, request: admin_pb2.ListJobsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ListJobsResponse:
-        self._authorize(context)
         jobs = await self.admin.list_jobs(request.limit)
         return admin_pb2.ListJobsResponse(jobs=[job_to_proto(j) for j in jobs])
 
@@ -327,28 +306,24 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServicer):
     async def GetJob(  # noqa: N802
         self, request: admin_pb2.GetJobRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.Job:
-        self._authorize(context)
         return job_to_proto(await self.admin.get_job(request.id))
 
     @rpc
     async def CancelJob(  # noqa: N802
         self, request: admin_pb2.CancelJobRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.Job:
-        self._authorize(context)
         return job_to_proto(await self.admin.cancel_job(request.id))
 
     @rpc
     async def GetServerStats(  # noqa: N802
         self, request: admin_pb2.GetServerStatsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ServerStats:
-        self._authorize(context)
         return stats_to_proto(self.admin.server_stats())
 
     @rpc
     async def GetUserHistory(  # noqa: N802
         self, request: admin_pb2.GetUserHistoryRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.UserHistory:
-        self._authorize(context)
         events = await self.admin.user_history(request.user_id, request.limit)
         return admin_pb2.UserHistory(
             user_id=request.user_id,
@@ -364,7 +339,6 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServicer):
     async def ListItems(  # noqa: N802
         self, request: admin_pb2.ListItemsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ListItemsResponse:
-        self._authorize(context)
         items = await self.admin.list_items(
             request.query, request.limit, request.unavailable_only, list(request.item_ids)
         )
@@ -376,6 +350,5 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServicer):
     async def SetItemAvailability(  # noqa: N802
         self, request: admin_pb2.SetItemAvailabilityRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.SetItemAvailabilityResponse:
-        self._authorize(context)
         updated = await self.admin.set_item_availability(list(request.item_ids), request.available)
         return admin_pb2.SetItemAvailabilityResponse(updated=updated)

@@ -5,30 +5,63 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 
+from shared.config import ClientSettings, Settings
 from shared.proto.recserve.v1 import admin_pb2_grpc, recommender_pb2_grpc
+
+
+def channel_credentials(tls: ClientSettings | None) -> grpc.ChannelCredentials | None:
+    """TLS credentials (with a client certificate for mTLS) when ``tls`` names a CA or a
+    certificate; None for a plaintext channel."""
+    if tls is None or not (tls.tls_ca or tls.tls_cert):
+        return None
+    read = lambda path: Path(path).read_bytes() if path else None  # noqa: E731
+    return grpc.ssl_channel_credentials(
+        root_certificates=read(tls.tls_ca),
+        private_key=read(tls.tls_key),
+        certificate_chain=read(tls.tls_cert),
+    )
+
+
+def channel_options(tls: ClientSettings | None) -> list[tuple[str, object]]:
+    if tls is not None and tls.tls_server_name:
+        return [("grpc.ssl_target_name_override", tls.tls_server_name)]
+    return []
+
+
+def bearer(token: str | None) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),) if token else ()
 
 
 @dataclass
 class Client:
-    """Synchronous stubs over one channel; ``metadata`` carries the admin token."""
+    """Synchronous stubs over one channel; ``metadata`` carries the bearer token, and
+    ``tls`` (ClientSettings) makes the channel TLS or mTLS."""
 
     target: str
     token: str | None = None
+    tls: ClientSettings | None = None
     channel: grpc.Channel = field(init=False)
     recommender: recommender_pb2_grpc.RecommenderStub = field(init=False)
     admin: admin_pb2_grpc.ModelAdminStub = field(init=False)
 
     def __post_init__(self) -> None:
-        self.channel = grpc.insecure_channel(self.target)
+        credentials = channel_credentials(self.tls)
+        options = channel_options(self.tls)
+        self.channel = (
+            grpc.secure_channel(self.target, credentials, options=options)
+            if credentials
+            else grpc.insecure_channel(self.target, options=options)
+        )
         self.recommender = recommender_pb2_grpc.RecommenderStub(self.channel)
         self.admin = admin_pb2_grpc.ModelAdminStub(self.channel)
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
-        return (("authorization", f"Bearer {self.token}"),) if self.token else ()
+        return bearer(self.token)
 
     def close(self) -> None:
         self.channel.close()
@@ -36,25 +69,44 @@ class Client:
 
 @dataclass
 class AsyncClient:
-    """grpc.aio stubs over one channel."""
+    """grpc.aio stubs over one channel (create it inside the running event loop)."""
 
     target: str
     token: str | None = None
+    tls: ClientSettings | None = None
+    options: list[tuple[str, object]] = field(default_factory=list)
     channel: grpc.aio.Channel = field(init=False)
     recommender: recommender_pb2_grpc.RecommenderStub = field(init=False)
     admin: admin_pb2_grpc.ModelAdminStub = field(init=False)
 
     def __post_init__(self) -> None:
-        self.channel = grpc.aio.insecure_channel(self.target)
+        credentials = channel_credentials(self.tls)
+        options = [*channel_options(self.tls), *self.options]
+        self.channel = (
+            grpc.aio.secure_channel(self.target, credentials, options=options)
+            if credentials
+            else grpc.aio.insecure_channel(self.target, options=options)
+        )
         self.recommender = recommender_pb2_grpc.RecommenderStub(self.channel)
         self.admin = admin_pb2_grpc.ModelAdminStub(self.channel)
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
-        return (("authorization", f"Bearer {self.token}"),) if self.token else ()
+        return bearer(self.token)
 
     async def close(self) -> None:
         await self.channel.close()
+
+
+def client_token(settings: Settings, explicit: str | None = None) -> str | None:
+    """The token a recserve client sends: --token, else RECSERVE_CLIENT__TOKEN, else the
+    server's own admin token (the embedded default, where both run on one machine)."""
+    if explicit:
+        return explicit
+    for secret in (settings.client.token, settings.server.admin_token):
+        if secret is not None:
+            return secret.get_secret_value()
+    return None
 
 
 def wait_serving(
@@ -63,6 +115,7 @@ def wait_serving(
     timeout: float,
     alive: Callable[[], bool] = lambda: True,
     require_model: bool = True,
+    tls: ClientSettings | None = None,
 ) -> bool:
     """Polls the standard health service until the server reports SERVING (or, with
     ``require_model=False``, answers at all: NOT_SERVING means up without a model).
@@ -70,7 +123,7 @@ def wait_serving(
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(target) as channel:
+    with Client(target, tls=tls).channel as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline and alive():
             try:

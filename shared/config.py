@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -90,8 +90,42 @@ class ServerSettings(BaseModel):
     alone in the thread pool."""
     model_poll_s: float = Field(2.0, gt=0.0)
     """How often the server checks the database for a newly activated model."""
-    admin_token: str | None = None
-    """Bearer token required by ModelAdmin calls. None: no token is required."""
+    admin_token: SecretStr | None = None
+    """A bearer token of the admin role (one more entry of admin_tokens)."""
+    read_tokens: list[SecretStr] = []
+    """Bearer tokens of the read role: Recommend and RecommendBatch. Empty: those calls
+    need no token. JSON list in the environment: RECSERVE_SERVER__READ_TOKENS='["t1"]'."""
+    write_tokens: list[SecretStr] = []
+    """Bearer tokens of the write role: Feedback and FeedbackStream (and read). Empty:
+    those calls need no token."""
+    admin_tokens: list[SecretStr] = []
+    """Bearer tokens of the admin role: ModelAdmin (and read and write). Empty (and no
+    admin_token): ModelAdmin needs no token."""
+    insecure: bool = False
+    """Allow listening on a non-loopback address with neither TLS nor tokens. Without
+    it such a server refuses to start (`recserve serve --insecure` sets it)."""
+    tls_cert: Path | None = None
+    """PEM certificate chain of the server; with tls_key, the server speaks TLS only."""
+    tls_key: Path | None = None
+    """PEM private key of tls_cert."""
+    tls_client_ca: Path | None = None
+    """PEM CA bundle; when set, clients must present a certificate it signed (mTLS)."""
+    max_concurrent_rpcs: int = Field(1000, ge=1)
+    """RPCs in progress at once; beyond it a call gets RESOURCE_EXHAUSTED at once."""
+    max_queued_histories: int = Field(0, ge=0)
+    """Histories waiting for a model run; beyond it Recommend gets RESOURCE_EXHAUSTED at
+    once instead of queueing. 0 (auto): 4 full batches per model run that may be in
+    flight, a few milliseconds of work."""
+    max_queued_events: int = Field(100_000, ge=1)
+    """Feedback events waiting for a commit; beyond it Feedback gets RESOURCE_EXHAUSTED."""
+    default_deadline_s: float = Field(10.0, gt=0.0)
+    """Deadline of a call that sets none; its work is dropped once it passes."""
+    db_threads: int = Field(8, ge=1, le=256)
+    """Threads for database reads (histories, admin calls), apart from the model runs'
+    threads, so that a slow database does not stall users served from the caches."""
+    drain_s: float = Field(3.0, ge=0.0)
+    """On SIGTERM: how long health says NOT_SERVING while calls are still served, so
+    load balancers stop sending before the server stops listening."""
     feedback_commit_batch: int = Field(5000, ge=1)
     """Most events the group-commit writer puts in one transaction."""
     grace_s: float = Field(5.0, ge=0.0)
@@ -229,6 +263,21 @@ class TelemetrySettings(BaseModel):
     (install recserve[tracing]); exported over OTLP to OTEL_EXPORTER_OTLP_ENDPOINT."""
 
 
+class ClientSettings(BaseModel):
+    """How recserve's own clients (the CLI, the console, benchmarks) reach a server."""
+
+    token: SecretStr | None = None
+    """Bearer token sent with every call (default for --token)."""
+    tls_ca: Path | None = None
+    """PEM CA bundle to verify the server with; set it (or tls_cert) to use TLS."""
+    tls_cert: Path | None = None
+    """PEM client certificate, for servers that require mTLS."""
+    tls_key: Path | None = None
+    """PEM key of tls_cert."""
+    tls_server_name: str | None = None
+    """Expected name in the server's certificate when it differs from the target host."""
+
+
 class Settings(BaseSettings):
     """All recserve settings. See the README's configuration table."""
 
@@ -250,6 +299,11 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     training: TrainingSettings = TrainingSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
+    client: ClientSettings = ClientSettings()
+    db_connect_timeout_s: float = Field(5.0, gt=0.0)
+    """Seconds to wait for a database connection before the call fails (UNAVAILABLE)."""
+    db_statement_timeout_s: float = Field(30.0, gt=0.0)
+    """PostgreSQL statement_timeout of every connection."""
 
     @classmethod
     def settings_customise_sources(
@@ -268,7 +322,15 @@ class Settings(BaseSettings):
 
     @property
     def db_url(self) -> str:
+        """The database URL, password included: never print it (use safe_db_url)."""
         return self.database_url or f"sqlite:///{self.data_dir / 'recserve.db'}"
+
+    @property
+    def safe_db_url(self) -> str:
+        """The database URL with its password masked, for logs and reports."""
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.db_url).render_as_string(hide_password=True)
 
     @property
     def broker(self) -> str:

@@ -17,10 +17,29 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, create_engine
 
+from shared.config import Settings
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+def engine_for(settings: Settings) -> Engine:
+    """The engine a recserve process uses: settings' URL, with its connect timeout (and on
+    PostgreSQL its statement timeout), so a stalled database fails calls instead of
+    hanging them."""
+    return make_engine(
+        settings.db_url,
+        connect_timeout_s=settings.db_connect_timeout_s,
+        statement_timeout_s=settings.db_statement_timeout_s,
+    )
+
+
+def make_engine(
+    url: str,
+    *,
+    connect_timeout_s: float = 10.0,
+    statement_timeout_s: float | None = None,
+    **kwargs: Any,
+) -> Engine:
     """An engine for ``url``; creates the parent folder of a SQLite file."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -31,6 +50,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
+    if parsed.get_backend_name() == "postgresql":
+        connect_args: dict[str, Any] = {"connect_timeout": max(1, round(connect_timeout_s))}
+        if statement_timeout_s:
+            connect_args["options"] = f"-c statement_timeout={round(statement_timeout_s * 1000)}"
+        kwargs.setdefault("connect_args", connect_args)
+        kwargs.setdefault("pool_timeout", connect_timeout_s)
     return create_engine(url, **kwargs)
 
 

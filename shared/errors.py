@@ -4,10 +4,10 @@
     ├── InvalidArgument      a request field is out of range   -> INVALID_ARGUMENT
     ├── NotFound             an unknown model version or job   -> NOT_FOUND
     ├── FailedPrecondition   the thing exists but can't do that -> FAILED_PRECONDITION
-    ├── Unauthenticated      missing or wrong admin token      -> UNAUTHENTICATED
     ├── Unavailable          no model and no fallback yet      -> UNAVAILABLE
     ├── BundleError          a model bundle is missing, corrupt or fails its checksums
     ├── StorageError         the database refused a write
+    ├── Overloaded           a queue is full: shed at once       -> RESOURCE_EXHAUSTED
     └── JobCancelled         an operator cancelled the running job (the worker stops it)
 
 The server maps these to gRPC status codes in exactly one place (server/errors.py).
@@ -36,10 +36,6 @@ class FailedPrecondition(RecserveError):
     pass
 
 
-class Unauthenticated(RecserveError):
-    pass
-
-
 class Unavailable(RecserveError):
     pass
 
@@ -50,6 +46,11 @@ class BundleError(RecserveError):
 
 class StorageError(RecserveError):
     pass
+
+
+class Overloaded(RecserveError):
+    """The server is at a bounded queue's limit; the call is refused at once (safe to
+    retry with backoff) rather than queued without bound."""
 
 
 class JobCancelled(RecserveError):

@@ -15,6 +15,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Input, TabbedContent, TabPane
 
+from shared.config import ClientSettings
 from tui.connection import Connection
 from tui.screens import Pane
 from tui.screens.dashboard import DashboardPane
@@ -49,11 +50,12 @@ class RecserveConsole(App[None]):
         target: str,
         *,
         token: str | None = None,
+        tls: ClientSettings | None = None,
         refresh_s: float = 1.0,
         connection: Connection | None = None,
     ) -> None:
         super().__init__()
-        self.connection = connection or Connection(target, token, self._notify_operator)
+        self.connection = connection or Connection(target, token, self._notify_operator, tls)
         self.connection.on_state = self._connection_state
         self.refresh_s = refresh_s
         self.sub_title = target

@@ -16,12 +16,13 @@ from typing import Any
 
 import grpc
 
-from shared.proto.recserve.v1 import admin_pb2_grpc, recommender_pb2_grpc
+from shared.client import AsyncClient, bearer
+from shared.config import ClientSettings
 
 Notify = Callable[[str, str, str], None]
 """(message, title, severity)"""
 UNREACHABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
-CHANNEL_OPTIONS = [
+CHANNEL_OPTIONS: list[tuple[str, object]] = [
     # Reconnect within about two seconds once the server is back (gRPC's default backoff
     # grows to two minutes).
     ("grpc.initial_reconnect_backoff_ms", 500),
@@ -31,41 +32,41 @@ CHANNEL_OPTIONS = [
 
 
 class Connection:
-    def __init__(self, target: str, token: str | None, notify: Notify) -> None:
+    def __init__(
+        self,
+        target: str,
+        token: str | None,
+        notify: Notify,
+        tls: ClientSettings | None = None,
+    ) -> None:
         self.target = target
         self.token = token
+        self.tls = tls
         self._notify = notify
-        self._channel: grpc.aio.Channel | None = None
-        self._admin: admin_pb2_grpc.ModelAdminStub | None = None
-        self._recommender: recommender_pb2_grpc.RecommenderStub | None = None
+        self._client: AsyncClient | None = None
         self.online: bool | None = None
         """None until the first call answers or fails."""
         self._failing: dict[str, str] = {}
         self.on_state: Callable[[bool], None] | None = None
 
-    def _stubs(self) -> tuple[admin_pb2_grpc.ModelAdminStub, recommender_pb2_grpc.RecommenderStub]:
-        if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
-            self._admin = admin_pb2_grpc.ModelAdminStub(self._channel)
-            self._recommender = recommender_pb2_grpc.RecommenderStub(self._channel)
-        assert self._admin is not None and self._recommender is not None
-        return self._admin, self._recommender
-
-    @property
-    def metadata(self) -> tuple[tuple[str, str], ...]:
-        return (("authorization", f"Bearer {self.token}"),) if self.token else ()
+    def _open(self) -> AsyncClient:
+        if self._client is None:  # inside the running loop: see the module docstring
+            self._client = AsyncClient(self.target, self.token, self.tls, CHANNEL_OPTIONS)
+        return self._client
 
     async def admin(self, method: str, request: Any, *, timeout: float = 5.0) -> Any | None:
         """ModelAdmin.<method>; None (after telling the operator) when it fails."""
-        return await self._call(self._stubs()[0], method, request, timeout)
+        return await self._call(self._open().admin, method, request, timeout)
 
     async def recommender(self, method: str, request: Any, *, timeout: float = 5.0) -> Any | None:
         """Recommender.<method>; None (after telling the operator) when it fails."""
-        return await self._call(self._stubs()[1], method, request, timeout)
+        return await self._call(self._open().recommender, method, request, timeout)
 
     async def _call(self, stub: Any, method: str, request: Any, timeout: float) -> Any | None:
         try:
-            answer = await getattr(stub, method)(request, metadata=self.metadata, timeout=timeout)
+            answer = await getattr(stub, method)(
+                request, metadata=bearer(self.token), timeout=timeout
+            )
         except grpc.aio.AioRpcError as exc:
             self._failed(method, exc)
             return None
@@ -97,6 +98,6 @@ class Connection:
             self.on_state(online)
 
     async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close()
-            self._channel = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None

@@ -8,7 +8,7 @@ from typing import Any, cast
 from shared import bundle as bundle_format
 from shared import crud
 from shared.config import Settings
-from shared.db import make_engine, session_scope
+from shared.db import engine_for, session_scope
 from shared.tensorrt_engine import Precision, cached_engine, current_key, tensorrt_available
 
 
@@ -16,7 +16,7 @@ def build_engine_for_version(settings: Settings, version: int, precision: str) -
     """Builds (or finds cached) the engine for ``version`` on this GPU; returns its path."""
     if not tensorrt_available():
         raise RuntimeError("build-engine needs `tensorrt` and a CUDA device on this worker")
-    engine = make_engine(settings.db_url)
+    engine = engine_for(settings)
     try:
         with session_scope(engine) as session:
             model = crud.get_model_version(session, version=version)

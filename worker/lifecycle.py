@@ -27,7 +27,7 @@ from datetime import timedelta
 from shared import crud
 from shared.bundle import remove_job_output
 from shared.config import Settings
-from shared.db import make_engine, session_scope
+from shared.db import engine_for, session_scope
 from shared.errors import FailedPrecondition
 from shared.jobs import submit_training
 from shared.models import JobTrigger, as_utc, utcnow
@@ -35,10 +35,10 @@ from shared.models import JobTrigger, as_utc, utcnow
 log = logging.getLogger(__name__)
 
 
-def due_trigger(settings: Settings, engine_url: str | None = None) -> JobTrigger | None:
+def due_trigger(settings: Settings) -> JobTrigger | None:
     """Which trigger (if any) wants a training job now."""
     worker = settings.worker
-    engine = make_engine(engine_url or settings.db_url)
+    engine = engine_for(settings)
     try:
         with session_scope(engine) as session:
             if crud.training_lock_holder(session) is not None:
@@ -66,7 +66,7 @@ def check_triggers(settings: Settings) -> int | None:
     trigger = due_trigger(settings)
     if trigger is None:
         return None
-    engine = make_engine(settings.db_url)
+    engine = engine_for(settings)
     try:
         job = submit_training(settings, engine, None, trigger=trigger)
     except FailedPrecondition as exc:  # another job took the lock meanwhile
@@ -80,7 +80,7 @@ def check_triggers(settings: Settings) -> int | None:
 
 def reap(settings: Settings) -> list[int]:
     """Marks failed the running jobs whose worker died; returns their ids."""
-    engine = make_engine(settings.db_url)
+    engine = engine_for(settings)
     try:
         with session_scope(engine) as session:
             lost = crud.reap_lost_jobs(session, lost_after_s=settings.worker.job_lost_after_s)

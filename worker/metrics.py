@@ -82,9 +82,9 @@ class QueueCollector:
 
     def _job_counts(self) -> dict[str, int]:
         from shared import crud
-        from shared.db import make_engine, session_scope
+        from shared.db import engine_for, session_scope
 
-        engine = make_engine(self._settings.db_url)
+        engine = engine_for(self._settings)
         try:
             with session_scope(engine) as session:
                 return crud.count_jobs_by_status(session, statuses=("queued", "running"))

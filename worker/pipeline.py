@@ -27,7 +27,7 @@ from sqlalchemy.engine import Engine
 from shared import bundle as bundle_format
 from shared import crud
 from shared.config import Settings
-from shared.db import make_engine, session_scope
+from shared.db import engine_for, session_scope
 from shared.errors import JobCancelled, RecserveError
 from shared.models import JobStatus, ModelStatus, ModelVersion
 from shared.params import TrainingParams, parse_training_params
@@ -102,7 +102,7 @@ def run_train_job(settings: Settings, job_id: int) -> int | None:
     redelivered message of a job that runs elsewhere, ran already or was cancelled is
     dropped with a log line. A cancelled or failed run leaves no bundle behind.
     """
-    engine = make_engine(settings.db_url)
+    engine = engine_for(settings)
     try:
         with session_scope(engine) as session:
             job = crud.get_job(session, job_id=job_id)
@@ -325,7 +325,7 @@ def evaluate_model_version(
     with HR@K, NDCG@K and MRR under full ranking (seen items filtered) and 100 sampled
     negatives (fixed seed).
     """
-    engine = make_engine(settings.db_url)
+    engine = engine_for(settings)
     try:
         with session_scope(engine) as session:
             model = (

@@ -7,6 +7,7 @@ import shutil
 
 import grpc
 import pytest
+from pydantic import SecretStr
 
 from shared import crud
 from shared.db import session_scope
@@ -140,7 +141,7 @@ async def test_admin_token_is_required_when_configured(settings) -> None:
     from shared.client import AsyncClient
 
     secured = settings.model_copy(
-        update={"server": settings.server.model_copy(update={"admin_token": "s3cret"})}
+        update={"server": settings.server.model_copy(update={"admin_token": SecretStr("s3cret")})}
     )
     running = await start_server(secured)
     try:

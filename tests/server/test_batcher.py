@@ -30,8 +30,23 @@ async def test_concurrent_submits_share_batches_and_pad_to_longest(backend) -> N
     sizes = [shape[0] for shape in backend.batches]
     assert sum(sizes) == len(histories)
     assert max(sizes) <= 8 and max(sizes) > 1
-    # Each batch is padded only to its own longest history (5, then 2), not to max_len.
-    assert backend.batches == [(8, 5), (2, 2)]
+    # The first finds the batcher idle and runs at once; the others queue behind it and
+    # run together, each batch padded only to its own longest history, not to max_len.
+    assert backend.batches == [(1, 3), (8, 5), (1, 2)]
+
+
+async def test_a_full_queue_sheds_at_once(backend) -> None:
+    from shared.errors import Overloaded
+
+    with ThreadPoolExecutor(1) as pool:
+        batcher = DynamicBatcher(backend.encode, pool, max_batch=2, max_queued=3)
+        calls = [asyncio.ensure_future(batcher.submit(np.array([i + 1]))) for i in range(6)]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        await batcher.close()
+    shed = [r for r in results if isinstance(r, Overloaded)]
+    assert len(shed) == 2, "1 running + 3 queued accepted, the rest refused"
+    assert "server.max_queued_histories" in str(shed[0])
+    assert sum(shape[0] for shape in backend.batches) == 4
 
 
 async def test_idle_server_runs_a_lone_request_at_once(backend) -> None:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from shared.client import wait_serving
-from shared.config import Settings
+from shared.config import ClientSettings, Settings
 
 
 def free_port() -> int:
@@ -54,8 +54,10 @@ class ServerProcess:
         *,
         port: int | None = None,
         wait: bool = True,
+        tls: ClientSettings | None = None,
         **extra: str,
     ) -> None:
+        self.tls = tls
         self.port = port or free_port()
         self.name = name
         self.target = f"127.0.0.1:{self.port}"
@@ -82,6 +84,7 @@ class ServerProcess:
             timeout=timeout,
             alive=lambda: self.proc.poll() is None,
             require_model=require_model,
+            tls=self.tls,
         ):
             raise RuntimeError(f"server {self.name} did not come up:\n{self.tail()}")
 
