@@ -29,25 +29,24 @@ class ServerProcess:
         server: dict[str, str] | None = None,
         *,
         require_model: bool = True,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.port = free_port()
         self.name = name
-        env = dict(os.environ)
-        env.update(
-            {
-                "RECSERVE_DATA_DIR": str(settings.data_dir),
-                "RECSERVE_DATABASE_URL": settings.database_url,
-                "RECSERVE_BROKER_URL": settings.broker_url,
-                "RECSERVE_SERVER__PORT": str(self.port),
-                "RECSERVE_LOG_LEVEL": "WARNING",
-                "RECSERVE_TELEMETRY__METRICS_PORT": "0",
-            }
-        )
-        env.update({f"RECSERVE_SERVER__{k.upper()}": v for k, v in (server or {}).items()})
+        base = {
+            "RECSERVE_DATA_DIR": str(settings.data_dir),
+            "RECSERVE_DATABASE_URL": settings.database_url,
+            "RECSERVE_BROKER_URL": settings.broker_url,
+            "RECSERVE_SERVER__PORT": str(self.port),
+            "RECSERVE_LOG_LEVEL": "WARNING",
+            "RECSERVE_TELEMETRY__METRICS_PORT": "0",
+        }
+        environment = {**os.environ, **base, **(env or {})}
+        environment.update({f"RECSERVE_SERVER__{k.upper()}": v for k, v in (server or {}).items()})
         self.log = (settings.data_dir / f"server-{name}.log").open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "recserve", "serve"],
-            env=env,
+            env=environment,
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
@@ -74,4 +73,45 @@ class ServerProcess:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+        self.log.close()
+
+
+class WorkerProcess:
+    """`recserve worker --pool solo` with ``settings``' database and broker."""
+
+    def __init__(self, settings: Settings, name: str, env: dict[str, str] | None = None) -> None:
+        environment = {
+            **os.environ,
+            "RECSERVE_DATA_DIR": str(settings.data_dir),
+            "RECSERVE_DATABASE_URL": settings.database_url,
+            "RECSERVE_BROKER_URL": settings.broker_url,
+            "RECSERVE_WORKER__QUEUE": settings.worker.queue,
+            "RECSERVE_WORKER__TORCH_THREADS": "1",
+            "RECSERVE_TELEMETRY__METRICS_PORT": "0",
+            **(env or {}),
+        }
+        self.log = (settings.data_dir / f"worker-{name}.log").open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "recserve", "worker", "--pool", "solo"],
+            env=environment,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def kill(self) -> None:
+        """SIGKILL to the worker and everything it started."""
+        import signal
+
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
         self.log.close()

@@ -7,6 +7,7 @@ recserve train      queue a training job (--wait follows it)
 recserve import     load an interaction file into the database
 recserve up        a local production stack (replicas, workers, beat) under honcho
 recserve beat      run Celery beat: the retraining schedule and volume trigger
+recserve drill     fault drills on real processes under traffic
 recserve recommend  call Recommend on a running server
 recserve models     list, inspect, activate, roll back, prune model versions
 recserve jobs       list, show, cancel jobs
@@ -326,6 +327,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_serve_bench(args)
 
 
+def cmd_drill(args: argparse.Namespace) -> int:
+    from bench.drill import main_args
+
+    return main_args(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from recserve.demo import run_demo
 
@@ -497,6 +504,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--streams", type=int, help="ingest: concurrent FeedbackStream calls")
     p.add_argument("--callers", type=int, help="ingest: concurrent unary Feedback callers")
+
+    p = add(
+        "drill",
+        cmd_drill,
+        "Fault drills on real processes under traffic (database, broker, worker, bundle, "
+        "sigterm, hot-swap, disk-full): acknowledged events lost, INTERNAL errors, checks.",
+    )
+    p.add_argument("--drills", help="comma-separated drills (default: all)")
+    p.add_argument("--seconds", type=float, default=2.0, help="length of each phase")
+    p.add_argument("--output", help="JSON output (default bench-results/drills.json)")
 
     def remote(p: argparse.ArgumentParser) -> None:
         p.add_argument("--target", default="127.0.0.1:50051", help="HOST:PORT of a server")

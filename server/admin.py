@@ -23,7 +23,7 @@ from server.stats import Sample, ServerStats
 from shared import bundle as bundle_format
 from shared import crud
 from shared.config import Settings
-from shared.db import session_scope
+from shared.db import session_scope, unavailable_on_db_error
 from shared.errors import BundleError, InvalidArgument
 from shared.jobs import submit_training
 from shared.models import Job, ModelActivation, ModelVersion
@@ -119,13 +119,17 @@ class AdminService:
 
     async def _db(self, call: Callable[[Session], T]) -> T:
         def run() -> T:
-            with session_scope(self.engine) as session:
+            with unavailable_on_db_error(), session_scope(self.engine) as session:
                 return call(session)
 
         return await asyncio.get_running_loop().run_in_executor(self.executor, run)
 
     async def _run(self, call: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self.executor, call, *args)
+        def run() -> T:
+            with unavailable_on_db_error():
+                return call(*args)
+
+        return await asyncio.get_running_loop().run_in_executor(self.executor, run)
 
     # --- models --------------------------------------------------------------------------
 

@@ -173,9 +173,7 @@ async def start_server(
         origin=origin,
     )
     catalogue = Catalogue(engine, executor)
-    core = RecommendationCore(
-        settings.server, registry, history, writer, model_executor, catalogue
-    )
+    core = RecommendationCore(settings.server, registry, history, writer, model_executor, catalogue)
     check_listen_safety(settings.server)
     credentials = server_credentials(settings.server)
     server = grpc.aio.server(

@@ -11,7 +11,7 @@ from cachetools import TTLCache
 from sqlalchemy.engine import Engine
 
 from shared import crud
-from shared.db import session_scope
+from shared.db import session_scope, unavailable_on_db_error
 
 TITLE_CACHE_ITEMS = 100_000
 TITLE_TTL_S = 60.0
@@ -35,7 +35,7 @@ class Catalogue:
         return {i: self._titles.get(i, "") for i in item_ids}
 
     def _read(self, item_ids: list[str]) -> dict[str, str]:
-        with session_scope(self._engine) as session:
+        with unavailable_on_db_error(), session_scope(self._engine) as session:
             return crud.item_titles(session, item_ids=item_ids)
 
     def forget(self) -> None:

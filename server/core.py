@@ -29,7 +29,7 @@ from server.history import HistoryCache
 from server.registry import ModelRegistry, ServingModel
 from server.state_cache import StateCache, UserState
 from shared.config import ServerSettings
-from shared.errors import InvalidArgument, Unavailable
+from shared.errors import DatabaseUnavailable, InvalidArgument, Unavailable
 from shared.ingest import EventRow, first_per_event_id
 
 log = logging.getLogger(__name__)
@@ -201,7 +201,13 @@ class RecommendationCore:
                         hit = await asyncio.shield(pending)
                 if hit is not None:
                     return self._score(model, hit.state, query, hit.seen, k)
-            items, history_version = await self.history.get_versioned(query.user_id)
+            try:
+                items, history_version = await self.history.get_versioned(query.user_id)
+            except DatabaseUnavailable:
+                # The user's history cannot be read: popularity, flagged as the fallback,
+                # rather than an error (the response says which it is).
+                log.warning("history of a user unavailable: serving the popularity fallback")
+                items, history_version = [], 0
             model = self.registry.current
         if model is None:
             return self._fallback_without_model(query, items, k)

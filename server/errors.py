@@ -23,6 +23,7 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from sqlalchemy import exc as sa_exc
 
 from server import metrics
 from server.wire import Malformed
@@ -53,6 +54,11 @@ _CODES: list[tuple[type[Exception], grpc.StatusCode]] = [
 
 
 def status_for(exc: Exception) -> tuple[grpc.StatusCode, str]:
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError):
+        # A database error that no layer translated: still not the caller's fault, and
+        # its text (SQL, values) is not for the caller.
+        log.warning("database unavailable: %s", type(exc).__name__)
+        return grpc.StatusCode.UNAVAILABLE, "the database is unavailable right now; retry the call"
     for kind, code in _CODES:
         if isinstance(exc, kind):
             if kind is TimeoutError:

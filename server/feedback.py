@@ -105,9 +105,7 @@ class FeedbackWriter:
                     # One call's bad data must not fail the others: each call again, alone.
                     for request, future in batch if len(batch) > 1 else []:
                         try:
-                            mine = await loop.run_in_executor(
-                                self._executor, self._commit, request
-                            )
+                            mine = await loop.run_in_executor(self._executor, self._commit, request)
                         except Exception:
                             log.exception("feedback commit of one call failed")
                             self._fail(future)

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 
 from server import metrics
 from shared import crud
-from shared.db import session_scope
+from shared.db import session_scope, unavailable_on_db_error
 
 HISTORY_KEEP = 512
 """Events kept per user; at least any model's max_len."""
@@ -155,6 +155,7 @@ class HistoryCache:
         return entry.version
 
     def _read(self, user_id: str) -> list[Entry]:
-        with session_scope(self._engine) as session:
+        """Raises DatabaseUnavailable when the database cannot be reached."""
+        with unavailable_on_db_error(), session_scope(self._engine) as session:
             rows = crud.recent_history(session, user_id=user_id, limit=HISTORY_KEEP)
         return sorted((when.timestamp(), item) for item, when in rows)

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, create_engine
 
 from shared.config import Settings
+from shared.errors import DatabaseUnavailable
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -78,6 +79,22 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+@contextmanager
+def unavailable_on_db_error() -> Iterator[None]:
+    """Turns "the database cannot be reached" (connection refused or lost, a timeout,
+    a full disk) into DatabaseUnavailable, with a message that carries no SQL."""
+    from sqlalchemy import exc as sa_exc
+
+    try:
+        yield
+    except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as exc:
+        raise DatabaseUnavailable("the database is unavailable right now; retry the call") from exc
+    except sa_exc.DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise DatabaseUnavailable("the database connection was lost; retry the call") from exc
+        raise
 
 
 def migrate(url: str) -> None:

@@ -5,6 +5,7 @@
     ├── NotFound             an unknown model version or job   -> NOT_FOUND
     ├── FailedPrecondition   the thing exists but can't do that -> FAILED_PRECONDITION
     ├── Unavailable          no model and no fallback yet      -> UNAVAILABLE
+    │   └── DatabaseUnavailable  the database cannot be reached right now
     ├── BundleError          a model bundle is missing, corrupt or fails its checksums
     ├── StorageError         the database refused a write
     ├── Overloaded           a queue is full: shed at once       -> RESOURCE_EXHAUSTED
@@ -38,6 +39,10 @@ class FailedPrecondition(RecserveError):
 
 class Unavailable(RecserveError):
     pass
+
+
+class DatabaseUnavailable(Unavailable):
+    """The database refused a connection or a statement (down, timed out, full)."""
 
 
 class BundleError(RecserveError):
