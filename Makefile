@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install protos run run-distributed test lint bench-quality bench-serve bench-ingest clean
+.PHONY: install protos run run-distributed test lint bench-quality bench-serve bench-ingest fuzz drill soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,14 @@ bench-serve: $(STAMP)
 ## Feedback ingestion into PostgreSQL: recserve vs a naive insert-per-event server.
 bench-ingest: $(STAMP)
 	$(BIN)/recserve bench ingest $(ARGS)
+
+## Property-based fuzzing of every RPC against a real server: about 10,000 calls.
+fuzz: $(STAMP)
+	RECSERVE_FUZZ=long $(BIN)/python -m pytest -q -p no:cacheprovider -s tests/fuzz
+
+## Fault drills on real processes under traffic (PostgreSQL and Redis for two of them).
+drill: $(STAMP)
+	$(BIN)/recserve drill $(ARGS)
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

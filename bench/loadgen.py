@@ -50,6 +50,8 @@ class LoadSpec:
 @dataclass
 class LoadResult:
     latencies_ms: list[float] = field(default_factory=list)
+    ok_latencies_ms: list[float] = field(default_factory=list)
+    """Latencies of the calls that succeeded (the accepted ones, under load shedding)."""
     codes: Counter[str] = field(default_factory=Counter)
     feedback_calls: int = 0
     elapsed_s: float = 0.0
@@ -117,7 +119,10 @@ async def _measured(
     except grpc.aio.AioRpcError as exc:
         code = exc.code().name
     if record:
-        result.latencies_ms.append((time.perf_counter() - started) * 1000.0)
+        latency = (time.perf_counter() - started) * 1000.0
+        result.latencies_ms.append(latency)
+        if code == "OK":
+            result.ok_latencies_ms.append(latency)
         result.codes[code] += 1
 
 
@@ -180,6 +185,7 @@ def run_load(specs: list[LoadSpec]) -> LoadResult:
     )
     for r in results:
         merged.latencies_ms.extend(r.latencies_ms)
+        merged.ok_latencies_ms.extend(r.ok_latencies_ms)
         merged.codes.update(r.codes)
         merged.feedback_calls += r.feedback_calls
     return merged
@@ -187,12 +193,17 @@ def run_load(specs: list[LoadSpec]) -> LoadResult:
 
 def summarize(result: LoadResult) -> dict[str, Any]:
     lat = np.asarray(result.latencies_ms) if result.latencies_ms else np.zeros(1)
+    accepted = np.asarray(result.ok_latencies_ms) if result.ok_latencies_ms else np.zeros(1)
     ok = result.codes.get("OK", 0)
+    requests = int(sum(v for k, v in result.codes.items() if not k.startswith("feedback")))
     return {
         # Recommendations per second: calls x users per call.
         "throughput": ok * result.users_per_call / result.elapsed_s if result.elapsed_s else 0.0,
         "calls_per_s": ok / result.elapsed_s if result.elapsed_s else 0.0,
-        "requests": int(sum(v for k, v in result.codes.items() if not k.startswith("feedback"))),
+        "requests": requests,
+        "shed": result.codes.get("RESOURCE_EXHAUSTED", 0) / requests if requests else 0.0,
+        "p50_ok_ms": float(np.percentile(accepted, 50)),
+        "p99_ok_ms": float(np.percentile(accepted, 99)),
         "feedback_calls": result.feedback_calls,
         "p50_ms": float(np.percentile(lat, 50)),
         "p95_ms": float(np.percentile(lat, 95)),

@@ -11,8 +11,13 @@ one in the batch, not to the model's maximum. Requests whose caller went away
 
 An idle batcher (nothing queued, a run slot free) runs a request at once, on the
 caller's own coroutine: no hand-over to the batching task, so a lone request costs what
-a direct model call costs. At most ``max_queued`` histories wait; beyond that submit
-raises Overloaded at once, so the wait of an accepted request stays bounded.
+a direct model call costs.
+
+Admission is bounded in time, not only in count: the batcher keeps a moving average of
+what one history costs in a batch, and refuses a request (Overloaded, at once) when the
+work already queued would keep it waiting longer than ``max_queue_wait_s``, or when
+``max_queued`` histories wait. Under overload the excess is shed and the accepted
+requests keep their latency, instead of every request waiting in a growing queue.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ class DynamicBatcher:
         max_wait_s: float = 0.0,
         max_inflight: int = 1,
         max_queued: int = 1024,
+        max_queue_wait_s: float = 0.0,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         """run: int64 [B, L] -> float32 [B, ...], called in ``executor``; at most
@@ -52,6 +58,10 @@ class DynamicBatcher:
         self._max_batch = max_batch
         self._max_wait_s = max_wait_s
         self._max_queued = max_queued
+        self._max_queue_wait_s = max_queue_wait_s
+        self._max_inflight = max_inflight
+        self._history_cost_s = 0.0
+        """Moving average of one history's share of a batch's run time."""
         self._on_batch = on_batch
         self._pending: deque[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = deque()
         self._wakeup = asyncio.Event()
@@ -80,6 +90,13 @@ class DynamicBatcher:
                 f"{len(self._pending)} histories are waiting for the model; the server is "
                 "at its limit (server.max_queued_histories): retry with backoff"
             )
+        wait_s = len(self._pending) * self._history_cost_s / self._max_inflight
+        if self._max_queue_wait_s and wait_s > self._max_queue_wait_s:
+            raise Overloaded(
+                f"the model's queue holds about {wait_s * 1000:.0f} ms of work, more than "
+                f"server.max_queue_wait_ms ({self._max_queue_wait_s * 1000:.0f}): retry "
+                "with backoff"
+            )
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
         self._pending.append((history, future))
         self._wakeup.set()
@@ -91,13 +108,21 @@ class DynamicBatcher:
 
     async def _run_alone(self, history: np.ndarray) -> np.ndarray:
         loop = asyncio.get_running_loop()
+        started = time.perf_counter()
         try:
             output = await loop.run_in_executor(self._executor, self._run, history[None])
         finally:
             self._busy_until = time.monotonic() + 0.05
+        self._learn(time.perf_counter() - started, 1)
         if self._on_batch is not None:
             self._on_batch(1)
         return output[0]
+
+    def _learn(self, seconds: float, histories: int) -> None:
+        cost = seconds / histories
+        self._history_cost_s = (
+            cost if not self._history_cost_s else 0.9 * self._history_cost_s + 0.1 * cost
+        )
 
     async def close(self) -> None:
         """Finishes what is queued, then stops (until another submit arrives)."""
@@ -148,6 +173,7 @@ class DynamicBatcher:
         for i, (history, _) in enumerate(batch):
             padded[i, length - len(history) :] = history
         loop = asyncio.get_running_loop()
+        started = time.perf_counter()
         try:
             output = await loop.run_in_executor(self._executor, self._run, padded)
         except Exception as exc:
@@ -158,6 +184,7 @@ class DynamicBatcher:
             return
         finally:
             self._busy_until = time.monotonic() + 0.05
+        self._learn(time.perf_counter() - started, len(batch))
         if self._on_batch is not None:
             self._on_batch(len(batch))
         for i, (_, future) in enumerate(batch):

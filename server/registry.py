@@ -328,6 +328,7 @@ class ModelRegistry:
             max_batch=self._settings.max_batch_size,
             max_wait_s=self._settings.max_batch_wait_ms / 1000.0,
             max_inflight=inflight_batches(self._settings, backend.device),
+            max_queue_wait_s=self._settings.max_queue_wait_ms / 1000.0,
             max_queued=self._settings.max_queued_histories
             or 4 * self._settings.max_batch_size * inflight_batches(self._settings, backend.device),
             on_batch=self._on_batch,

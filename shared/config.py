@@ -116,6 +116,10 @@ class ServerSettings(BaseModel):
     """Histories waiting for a model run; beyond it Recommend gets RESOURCE_EXHAUSTED at
     once instead of queueing. 0 (auto): 4 full batches per model run that may be in
     flight, a few milliseconds of work."""
+    max_queue_wait_ms: float = Field(20.0, ge=0.0)
+    """Admission control: a Recommend is refused (RESOURCE_EXHAUSTED, at once) when the
+    work already waiting for the model would delay it longer than this, as estimated
+    from recent model runs. 0 turns the check off (only max_queued_histories bounds it)."""
     max_queued_events: int = Field(100_000, ge=1)
     """Feedback events waiting for a commit; beyond it Feedback gets RESOURCE_EXHAUSTED."""
     default_deadline_s: float = Field(10.0, gt=0.0)

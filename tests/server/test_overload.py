@@ -54,7 +54,8 @@ async def test_concurrent_rpc_cap_sheds_at_once(settings) -> None:
 
 async def test_bounded_model_queue_sheds_the_excess(settings) -> None:
     running = await start_server(
-        with_server(settings, max_queued_histories=2, max_batch_size=2), backend_factory=slow(0.3)
+        with_server(settings, max_queued_histories=2, max_batch_size=2, max_queue_wait_ms=0),
+        backend_factory=slow(0.3),
     )
     client = AsyncClient(running.target)
     try:
@@ -64,6 +65,36 @@ async def test_bounded_model_queue_sheds_the_excess(settings) -> None:
         assert shed and all(r.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for r in shed)
         assert "server.max_queued_histories" in shed[0].details()
         assert len(shed) <= 7, "the running batch and the queue were served"
+    finally:
+        await client.close()
+        await running.stop(0)
+
+
+async def test_admission_bounds_the_wait_of_accepted_requests(settings) -> None:
+    """With 100 ms per model run, a 150 ms wait budget admits about two runs' worth of
+    queued work; the rest is refused at once, so no accepted call waits for long."""
+    running = await start_server(
+        with_server(settings, max_batch_size=1, max_queue_wait_ms=150), backend_factory=slow(0.1)
+    )
+    client = AsyncClient(running.target)
+    try:
+        await client.recommender.Recommend(inline(0), timeout=10)  # learns the run time
+
+        async def timed(n: int) -> tuple[str, float]:
+            started = time.perf_counter()
+            try:
+                await client.recommender.Recommend(inline(n), timeout=10)
+                return "OK", time.perf_counter() - started
+            except grpc.aio.AioRpcError as exc:
+                assert "server.max_queue_wait_ms" in exc.details()
+                return exc.code().name, time.perf_counter() - started
+
+        results = await asyncio.gather(*[timed(n) for n in range(1, 21)])
+        accepted = [t for code, t in results if code == "OK"]
+        shed = [t for code, t in results if code == "RESOURCE_EXHAUSTED"]
+        assert shed and accepted and len(shed) + len(accepted) == 20
+        assert max(shed) < 0.1, "refused at once"
+        assert max(accepted) < 0.6, "an accepted call waits about its budget, not 2 s"
     finally:
         await client.close()
         await running.stop(0)
