@@ -58,6 +58,10 @@ bench-ingest: $(STAMP)
 fuzz: $(STAMP)
 	RECSERVE_FUZZ=long $(BIN)/python -m pytest -q -p no:cacheprovider -s tests/fuzz
 
+## Ten minutes of mixed traffic at 70% of the sustainable rate, a hot swap each minute.
+soak: $(STAMP)
+	$(BIN)/recserve bench soak $(ARGS)
+
 ## Fault drills on real processes under traffic (PostgreSQL and Redis for two of them).
 drill: $(STAMP)
 	$(BIN)/recserve drill $(ARGS)

@@ -59,7 +59,7 @@ class IngestSpec:
     duration: float = 10.0
     streams: int = 2
     batch: int = 1000
-    callers: int = 32
+    callers: int = 16
     unary_batch: int = 1
 
 

@@ -156,13 +156,19 @@ def warm_histories(server: ServerProcess, users: list[str]) -> None:
 
     with grpc.insecure_channel(server.target) as channel:
         stub = recommender_pb2_grpc.RecommenderStub(channel)
-        for start in range(0, len(users), 32):
+        for start in range(0, len(users), 8):
             futures = [
-                stub.Recommend.future(pb.RecommendRequest(user_id=u, k=1), timeout=60)
-                for u in users[start : start + 32]
+                (u, stub.Recommend.future(pb.RecommendRequest(user_id=u, k=1), timeout=60))
+                for u in users[start : start + 8]
             ]
-            for future in futures:
-                future.result()
+            for user, future in futures:
+                try:
+                    future.result()
+                except grpc.RpcError as exc:  # shed: back off and ask again, as clients should
+                    if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:  # type: ignore[attr-defined]
+                        raise
+                    time.sleep(0.05)
+                    stub.Recommend(pb.RecommendRequest(user_id=user, k=1), timeout=60)
 
 
 def sweep(

@@ -73,6 +73,11 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    # numpy's BLAS scores a batch in the model's thread beside ONNX Runtime's threads and
+    # the event loop: one thread of it, or it oversubscribes the cores (before numpy loads).
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from server.app import serve
 
     serve(_settings(args))
@@ -302,6 +307,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
             output=Path(args.output) if args.output else None,
         )
         return 0
+    if args.kind == "soak":
+        from bench.soak import run_soak
+
+        report = run_soak(
+            Path(args.data_dir or "var/bench/serve"),
+            minutes=args.minutes,
+            rate=args.rate,
+            clients=args.clients or 2,
+            output=Path(args.output or "bench-results/soak.json"),
+        )
+        return 0 if report["passed"] else 1
     if args.kind == "ingest":
         from bench.ingest import IngestSpec, run_ingest_bench
 
@@ -476,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="write the results as JSON here")
 
     p = add("bench", cmd_bench, "Benchmarks: quality (train + evaluate) or serve (load test).")
-    p.add_argument("kind", choices=["quality", "serve", "ingest"])
+    p.add_argument("kind", choices=["quality", "serve", "ingest", "soak"])
     p.add_argument("--data", help="quality: the interaction file to train on")
     p.add_argument("--format", choices=["seq", "movielens", "inter", "csv"])
     p.add_argument(
@@ -503,6 +519,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: PostgreSQL at 127.0.0.1:5432; a sqlite:/// URL for SQLite)",
     )
     p.add_argument("--streams", type=int, help="ingest: concurrent FeedbackStream calls")
+    p.add_argument("--minutes", type=int, default=10, help="soak: length in minutes")
+    p.add_argument("--rate", type=float, help="soak: requests/s (default: 70%% of sustainable)")
     p.add_argument("--callers", type=int, help="ingest: concurrent unary Feedback callers")
 
     p = add(

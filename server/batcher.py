@@ -23,11 +23,13 @@ requests keep their latency, instead of every request waiting in a growing queue
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -35,13 +37,23 @@ from shared.errors import Overloaded
 
 log = logging.getLogger(__name__)
 
-RunBatch = Callable[[np.ndarray], np.ndarray]
+ADMITTED: contextvars.ContextVar[bool] = contextvars.ContextVar("admitted", default=False)
+"""Set by a caller that was admitted as a whole (batcher.admit): its submits skip the
+check."""
+T_co = TypeVar("T_co", covariant=True)
+T = TypeVar("T")
 
 
-class DynamicBatcher:
+class Rows(Protocol[T_co]):
+    """A batch's output: row i belongs to the i-th history."""
+
+    def __getitem__(self, index: int, /) -> T_co: ...
+
+
+class DynamicBatcher(Generic[T]):
     def __init__(
         self,
-        run: RunBatch,
+        run: Callable[[np.ndarray], Rows[T]],
         executor: Executor,
         *,
         max_batch: int,
@@ -63,7 +75,7 @@ class DynamicBatcher:
         self._history_cost_s = 0.0
         """Moving average of one history's share of a batch's run time."""
         self._on_batch = on_batch
-        self._pending: deque[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = deque()
+        self._pending: deque[tuple[np.ndarray, asyncio.Future[T]]] = deque()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._busy_until = 0.0
@@ -76,7 +88,7 @@ class DynamicBatcher:
         """Histories waiting for a model run."""
         return len(self._pending)
 
-    async def submit(self, history: np.ndarray) -> np.ndarray:
+    async def submit(self, history: np.ndarray) -> T:
         """history: int64 [L] (L >= 1), oldest first. Returns this history's row of the
         batch output. Raises Overloaded when max_queued histories are already waiting."""
         if not self._pending and not self._slots.locked() and not self._closed:
@@ -85,19 +97,9 @@ class DynamicBatcher:
                 return await self._run_alone(history)
             finally:
                 self._slots.release()
-        if len(self._pending) >= self._max_queued:
-            raise Overloaded(
-                f"{len(self._pending)} histories are waiting for the model; the server is "
-                "at its limit (server.max_queued_histories): retry with backoff"
-            )
-        wait_s = len(self._pending) * self._history_cost_s / self._max_inflight
-        if self._max_queue_wait_s and wait_s > self._max_queue_wait_s:
-            raise Overloaded(
-                f"the model's queue holds about {wait_s * 1000:.0f} ms of work, more than "
-                f"server.max_queue_wait_ms ({self._max_queue_wait_s * 1000:.0f}): retry "
-                "with backoff"
-            )
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        if not ADMITTED.get():
+            self.admit(1)
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._pending.append((history, future))
         self._wakeup.set()
         if self._task is None or self._task.done():
@@ -106,17 +108,41 @@ class DynamicBatcher:
             self._task = asyncio.create_task(self._loop(), name="dynamic-batcher")
         return await future
 
-    async def _run_alone(self, history: np.ndarray) -> np.ndarray:
+    def admit(self, histories: int) -> None:
+        """Raises Overloaded unless ``histories`` more may queue now. A call that brings
+        several (RecommendBatch) is admitted or refused as a whole, then submits them
+        with ADMITTED set."""
+        queued = len(self._pending)
+        if queued and queued + histories > self._max_queued:
+            raise Overloaded(
+                f"{queued} histories are waiting for the model; the server is at its limit "
+                "(server.max_queued_histories): retry with backoff"
+            )
+        wait_s = queued * self._history_cost_s / self._max_inflight
+        if self._max_queue_wait_s and wait_s > self._max_queue_wait_s:
+            raise Overloaded(
+                f"the model's queue holds about {wait_s * 1000:.0f} ms of work, more than "
+                f"server.max_queue_wait_ms ({self._max_queue_wait_s * 1000:.0f}): retry "
+                "with backoff"
+            )
+
+    async def _run_alone(self, history: np.ndarray) -> T:
         loop = asyncio.get_running_loop()
-        started = time.perf_counter()
         try:
-            output = await loop.run_in_executor(self._executor, self._run, history[None])
+            output, seconds = await loop.run_in_executor(self._executor, self._timed, history[None])
         finally:
             self._busy_until = time.monotonic() + 0.05
-        self._learn(time.perf_counter() - started, 1)
+        self._learn(seconds, 1)
         if self._on_batch is not None:
             self._on_batch(1)
         return output[0]
+
+    def _timed(self, histories: np.ndarray) -> tuple[Rows[T], float]:
+        """Runs the model in the executor; also returns how long the run itself took
+        (not the wait for a thread), which is what admission control learns from."""
+        started = time.perf_counter()
+        output = self._run(histories)
+        return output, time.perf_counter() - started
 
     def _learn(self, seconds: float, histories: int) -> None:
         cost = seconds / histories
@@ -159,23 +185,22 @@ class DynamicBatcher:
         self._running.discard(task)
         self._slots.release()
 
-    def _take(self) -> list[tuple[np.ndarray, asyncio.Future[np.ndarray]]]:
-        batch: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = []
+    def _take(self) -> list[tuple[np.ndarray, asyncio.Future[T]]]:
+        batch: list[tuple[np.ndarray, asyncio.Future[T]]] = []
         while self._pending and len(batch) < self._max_batch:
             history, future = self._pending.popleft()
             if not future.done():
                 batch.append((history, future))
         return batch
 
-    async def _execute(self, batch: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]]) -> None:
+    async def _execute(self, batch: list[tuple[np.ndarray, asyncio.Future[T]]]) -> None:
         length = max(len(h) for h, _ in batch)
         padded = np.zeros((len(batch), length), dtype=np.int64)
         for i, (history, _) in enumerate(batch):
             padded[i, length - len(history) :] = history
         loop = asyncio.get_running_loop()
-        started = time.perf_counter()
         try:
-            output = await loop.run_in_executor(self._executor, self._run, padded)
+            output, seconds = await loop.run_in_executor(self._executor, self._timed, padded)
         except Exception as exc:
             log.exception("batch of %d failed", len(batch))
             for _, future in batch:
@@ -184,7 +209,7 @@ class DynamicBatcher:
             return
         finally:
             self._busy_until = time.monotonic() + 0.05
-        self._learn(time.perf_counter() - started, len(batch))
+        self._learn(seconds, len(batch))
         if self._on_batch is not None:
             self._on_batch(len(batch))
         for i, (_, future) in enumerate(batch):

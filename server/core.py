@@ -18,11 +18,12 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import repeat
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from server import metrics
+from server.batcher import ADMITTED
 from server.catalogue import Catalogue
 from server.feedback import FeedbackWriter
 from server.history import HistoryCache
@@ -49,6 +50,15 @@ class RecommendQuery:
     candidate_item_ids: Sequence[str] = ()
     allow_seen: bool = False
     include_titles: bool = False
+
+
+class Computed(NamedTuple):
+    """An in-flight encoding of one user's history: state, scores (when the run computed
+    them) and the history's model rows."""
+
+    state: np.ndarray
+    scores: np.ndarray | None
+    rows: np.ndarray
 
 
 @dataclass
@@ -129,7 +139,7 @@ class RecommendationCore:
         self.executor = executor
         self.catalogue = catalogue
         self.states = StateCache(0 if settings.naive else settings.state_cache_users)
-        self._inflight: dict[tuple[str, int, int], asyncio.Future[UserState]] = {}
+        self._inflight: dict[tuple[str, int, int], asyncio.Future[Computed]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     # --- Recommend ----------------------------------------------------------------------
@@ -174,8 +184,15 @@ class RecommendationCore:
             try:
                 ks.append(self.validate_query(query))
             except InvalidArgument as exc:
-                raise InvalidArgument(f"requests[{i}].{exc.field}", exc.description) from None
-        results = list(await asyncio.gather(*map(self._serve, queries, ks)))
+                raise InvalidArgument(f"requests[{i}].{exc.field}", exc.description) from exc
+        model = self.registry.current
+        if model is not None and not self.settings.naive:
+            model.batcher.admit(len(queries))  # the whole call, or none of it
+        admitted = ADMITTED.set(True)
+        try:
+            results = list(await asyncio.gather(*map(self._serve, queries, ks)))
+        finally:
+            ADMITTED.reset(admitted)
         wanted = [r for q, r in zip(queries, results, strict=True) if q.include_titles]
         if wanted:
             titles = await self.catalogue.titles([i for r in wanted for i, _ in r.items])
@@ -195,12 +212,13 @@ class RecommendationCore:
                 # Right after a Feedback, the re-encoding it started is awaited instead.
                 version = self.history.cached_version(query.user_id)  # 0: not cached
                 hit = self.states.get(query.user_id, model.version, version)
-                if hit is None and version:
-                    pending = self._inflight.get((query.user_id, model.version, version))
-                    if pending is not None:
-                        hit = await asyncio.shield(pending)
                 if hit is not None:
-                    return self._score(model, hit.state, query, hit.seen, k)
+                    return self._score(model, hit.state, None, query, hit.seen, k)
+                pending = self._inflight.get((query.user_id, model.version, version))
+                if version and pending is not None:
+                    state, scores, seen = await asyncio.shield(pending)
+                    shared = None if scores is None else scores.copy()  # others use it too
+                    return self._score(model, state, shared, query, seen, k)
             try:
                 items, history_version = await self.history.get_versioned(query.user_id)
             except DatabaseUnavailable:
@@ -214,18 +232,22 @@ class RecommendationCore:
         seen = self._known_rows(model, items)
         if not seen.size:
             return self._rank(model, model.popularity.copy(), query, seen, k, "popularity", 0)
-        state = await self._state(model, query.user_id, history_version, seen)
-        return self._score(model, state, query, seen, k)
+        state, scores = await self._state(model, query.user_id, history_version, seen)
+        return self._score(model, state, scores, query, seen, k)
 
     def _score(
         self,
         model: ServingModel,
         state: np.ndarray,
+        scores: np.ndarray | None,
         query: RecommendQuery,
         seen: np.ndarray,
         k: int,
     ) -> Recommendation:
-        scores = model.bundle.item_embeddings @ state  # [N+1, D] @ [D] -> [N+1], a new array
+        """Ranks for ``state``; ``scores`` (float32 [N+1], this request's own copy) when the
+        model run computed them, else they are computed here."""
+        if scores is None:
+            scores = model.bundle.item_embeddings @ state  # [N+1, D] @ [D] -> [N+1]
         used = min(int(seen.size), model.bundle.config.max_len)
         return self._rank(model, scores, query, seen, k, "model", used)
 
@@ -238,8 +260,9 @@ class RecommendationCore:
 
     async def _state(
         self, model: ServingModel, user_id: str, history_version: int, seen: np.ndarray
-    ) -> np.ndarray:
-        """The user state [D] after a state-cache miss: an in-flight computation of the
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The user state [D] and, when the run computed them, the scores [N+1] (this
+        request's own array), after a state-cache miss: an in-flight computation of the
         same (user, model, history), or a batched model run. ``seen``: the history's known
         rows, oldest first; the model reads the newest max_len of them."""
         used = seen[-model.bundle.config.max_len :]
@@ -247,15 +270,18 @@ class RecommendationCore:
             loop = asyncio.get_running_loop()
             states = await loop.run_in_executor(self.executor, model.backend.encode, used[None])
             self.registry.record_batch(1)
-            return states[0]
+            return states[0], None
         if not history_version:
-            return await model.batcher.submit(used)
-        entry = await asyncio.shield(self._compute(model, user_id, history_version, seen))
-        return entry.state
+            encoded = await model.batcher.submit(used)
+            return encoded.state, encoded.scores
+        computed = self._compute(model, user_id, history_version, seen)
+        state, scores, _ = await asyncio.shield(computed)
+        # The computation may serve several requests: each ranks its own copy.
+        return state, None if scores is None else scores.copy()
 
     def _compute(
         self, model: ServingModel, user_id: str, history_version: int, seen: np.ndarray
-    ) -> asyncio.Future[UserState]:
+    ) -> asyncio.Future[Computed]:
         key = (user_id, model.version, history_version)
         pending = self._inflight.get(key)
         if pending is not None:
@@ -263,19 +289,20 @@ class RecommendationCore:
         future = asyncio.ensure_future(self._encode(model, seen))
         self._inflight[key] = future
 
-        def store(done: asyncio.Future[UserState]) -> None:
+        def store(done: asyncio.Future[Computed]) -> None:
             self._inflight.pop(key, None)
             if not done.cancelled() and done.exception() is None:
-                self.states.put(user_id, model.version, history_version, done.result())
+                state, _, rows = done.result()
+                self.states.put(user_id, model.version, history_version, UserState(state, rows))
 
         future.add_done_callback(store)
         return future
 
     @staticmethod
-    async def _encode(model: ServingModel, seen: np.ndarray) -> UserState:
+    async def _encode(model: ServingModel, seen: np.ndarray) -> Computed:
         """One batched model run over the newest max_len of ``seen``."""
-        state = await model.batcher.submit(seen[-model.bundle.config.max_len :])
-        return UserState(state, seen)
+        encoded = await model.batcher.submit(seen[-model.bundle.config.max_len :])
+        return Computed(encoded.state, encoded.scores, seen)
 
     async def _refresh_states(self, user_ids: set[str]) -> None:
         """After Feedback: re-encode returning users in the background, so their next
@@ -423,9 +450,8 @@ class RecommendationCore:
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k highest finite scores, best first, without a full sort."""
-    finite = int(np.isfinite(scores).sum())
-    k = min(k, finite)
+    """Indices of the k highest finite scores, best first, without a full sort. Masked
+    entries (-inf) are never returned, so there may be fewer than k."""
     if k <= 0:
         return np.zeros(0, dtype=np.int64)
     if k < scores.shape[0]:
@@ -433,4 +459,8 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     else:
         part = np.arange(scores.shape[0])
     order = np.argsort(-scores[part], kind="stable")
-    return part[order]
+    best = part[order]
+    picked = scores[best]
+    if picked[-1] == -np.inf:  # fewer than k unmasked items: drop the masked ones
+        best = best[picked > -np.inf]
+    return best

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from sqlalchemy.engine import Engine
@@ -47,9 +48,48 @@ POPULARITY_ITEMS = 1000
 BackendFactory = Callable[[ServerSettings, bundle_format.Bundle], Backend]
 
 
+class Encoded(NamedTuple):
+    """One history's share of a model run."""
+
+    state: np.ndarray
+    """float32 [D], the user state."""
+    scores: np.ndarray | None
+    """float32 [N+1], state @ item_embeddings.T, computed with the batch; None for
+    catalogues above BATCH_SCORING_MAX_ITEMS (then scored per request)."""
+
+
+BATCH_SCORING_MAX_ITEMS = 200_000
+"""Above this many items a batch's score matrix ([B, N+1] floats) gets too large."""
+
+
+@dataclass(frozen=True)
+class BatchOutput:
+    states: np.ndarray  # float32 [B, D]
+    scores: np.ndarray | None  # float32 [B, N+1]
+
+    def __getitem__(self, i: int) -> Encoded:
+        return Encoded(self.states[i], None if self.scores is None else self.scores[i])
+
+
+def encode_and_score(
+    backend: Backend, item_embeddings: np.ndarray
+) -> Callable[[np.ndarray], BatchOutput]:
+    """The batcher's run: the backend's states, then every item's score for the whole
+    batch in one matrix product, in the model's thread (BLAS releases the GIL), so the
+    event loop only masks and picks the top k."""
+    table = np.ascontiguousarray(item_embeddings.T)  # [D, N+1]
+    score = table.shape[1] <= BATCH_SCORING_MAX_ITEMS
+
+    def run(histories: np.ndarray) -> BatchOutput:
+        states = backend.encode(histories)
+        return BatchOutput(states, states @ table if score else None)
+
+    return run
+
+
 @dataclass
 class ServingModel:
-    """A loaded bundle with its backend and a batcher that returns user states [D]."""
+    """A loaded bundle with its backend and a batcher whose runs give Encoded rows."""
 
     version: int
     bundle: bundle_format.Bundle
@@ -323,7 +363,7 @@ class ModelRegistry:
             raise BundleError(f"bundle {candidate.path}: the model does not load: {exc}") from exc
         check_output_widths(loaded, backend, state)
         batcher = DynamicBatcher(
-            backend.encode,
+            encode_and_score(backend, loaded.item_embeddings),
             self._model_executor,
             max_batch=self._settings.max_batch_size,
             max_wait_s=self._settings.max_batch_wait_ms / 1000.0,

@@ -62,10 +62,10 @@ class ServerSettings(BaseModel):
     """Most requests one RecommendBatch call may carry."""
     max_batch_size: int = Field(64, ge=1, le=4096)
     """Most histories the dynamic batcher runs through the model at once."""
-    max_batch_wait_ms: float = Field(0.0, ge=0.0, le=1000.0)
-    """How long a partly filled batch waits for more requests while another batch is running.
-    0 (the default) never waits: requests that arrive during a model run form the next batch,
-    so an idle server adds no latency."""
+    max_batch_wait_ms: float = Field(2.0, ge=0.0, le=1000.0)
+    """How long a partly filled batch waits for more requests, only while the server is
+    busy (a run ended within the last 50 ms): larger batches under load, and no wait for
+    a lone request on an idle server, which goes straight to the model. 0: never wait."""
     max_inflight_batches: int = Field(0, ge=0, le=64)
     """Batches the model runs at once. 0 (auto): on the CPU, enough runs of
     intra_op_threads threads to fill this process's share of the cores; on a GPU, 1."""
@@ -110,13 +110,18 @@ class ServerSettings(BaseModel):
     """PEM private key of tls_cert."""
     tls_client_ca: Path | None = None
     """PEM CA bundle; when set, clients must present a certificate it signed (mTLS)."""
-    max_concurrent_rpcs: int = Field(1000, ge=1)
-    """RPCs in progress at once; beyond it a call gets RESOURCE_EXHAUSTED at once."""
+    max_concurrent_rpcs: int = Field(24, ge=1)
+    """RPCs in progress at once in one server process; beyond it a call gets
+    RESOURCE_EXHAUSTED at once. This is what keeps an overloaded server fast for the
+    calls it accepts: every call's Python work runs on one event loop, and calls beyond
+    what it can take would otherwise wait in gRPC's queue, where no other check sees them.
+    24 holds about 30 ms of work on the 2-core machines this was measured on; raise it
+    with the cores (model runs) per process."""
     max_queued_histories: int = Field(0, ge=0)
     """Histories waiting for a model run; beyond it Recommend gets RESOURCE_EXHAUSTED at
     once instead of queueing. 0 (auto): 4 full batches per model run that may be in
     flight, a few milliseconds of work."""
-    max_queue_wait_ms: float = Field(20.0, ge=0.0)
+    max_queue_wait_ms: float = Field(30.0, ge=0.0)
     """Admission control: a Recommend is refused (RESOURCE_EXHAUSTED, at once) when the
     work already waiting for the model would delay it longer than this, as estimated
     from recent model runs. 0 turns the check off (only max_queued_histories bounds it)."""

@@ -9,6 +9,7 @@ trailing metadata.
 from __future__ import annotations
 
 import contextvars
+import itertools
 import json
 import logging
 import re
@@ -24,11 +25,16 @@ _SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 log = logging.getLogger(__name__)
 
 
+_PROCESS = uuid.uuid4().hex[:12]
+_SEQUENCE = itertools.count(1)
+
+
 def new_request_id(offered: str | None) -> str:
-    """The caller's id when it is 1..128 of [A-Za-z0-9._:-], else a fresh one."""
+    """The caller's id when it is 1..128 of [A-Za-z0-9._:-], else a fresh one: this
+    process's random prefix and a counter (unique, and cheaper than a UUID per call)."""
     if offered and _SANE_ID.match(offered):
         return offered
-    return uuid.uuid4().hex
+    return f"{_PROCESS}-{next(_SEQUENCE):x}"
 
 
 class _RequestIdFilter(logging.Filter):

@@ -53,7 +53,15 @@ def event_rows(spec: synthetic.SyntheticSpec) -> list[FeedbackEventCreate]:
 def make_settings(data_dir: Path, **server: object) -> Settings:
     return Settings(
         data_dir=data_dir,
-        server=ServerSettings(port=0, model_poll_s=0.2, intra_op_threads=1, **server),  # type: ignore[arg-type]
+        # Tests fire bursts of concurrent calls on purpose; the overload tests set their caps.
+        server=ServerSettings(
+            port=0,
+            model_poll_s=0.2,
+            intra_op_threads=1,
+            max_concurrent_rpcs=1000,
+            drain_s=0,
+            **server,  # type: ignore[arg-type]
+        ),
         training=TINY_TRAINING,
     )
 

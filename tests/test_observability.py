@@ -59,7 +59,7 @@ def test_server_metrics_request_ids_and_json_logs(settings) -> None:
             with pytest.raises(grpc.RpcError) as err:
                 stub.Recommend(pb.RecommendRequest(user_id="u00001", k=-1), timeout=10)
             trailing = dict(err.value.trailing_metadata())
-            assert len(trailing["x-request-id"]) == 32, "a fresh id for a call that sent none"
+            assert trailing["x-request-id"] not in ("", "trace-me-42"), "a fresh id for this call"
             stub.Feedback(
                 pb.FeedbackRequest(
                     events=[pb.Event(event_id="obs-1", user_id="u00001", item_id="i000-001")]

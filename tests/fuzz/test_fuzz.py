@@ -31,7 +31,7 @@ from tests.support.processes import ServerProcess
 
 pytestmark = [pytest.mark.fuzz, pytest.mark.timeout(3600)]
 LONG = os.environ.get("RECSERVE_FUZZ") == "long"
-EXAMPLES = 1600 if LONG else 40  # 7 properties: ~10,000 calls long, ~280 short
+EXAMPLES = 1620 if LONG else 40  # 7 properties: ~10,000 calls long, ~280 short
 settings.register_profile(
     "recserve",
     max_examples=EXAMPLES,

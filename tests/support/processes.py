@@ -32,6 +32,8 @@ def process_env(settings: Settings, **extra: str) -> dict[str, str]:
             "RECSERVE_WORKER__TORCH_THREADS": "1",
             "RECSERVE_SERVER__MODEL_POLL_S": str(settings.server.model_poll_s),
             "RECSERVE_SERVER__INTRA_OP_THREADS": "1",
+            "RECSERVE_SERVER__MAX_CONCURRENT_RPCS": "1000",
+            "RECSERVE_SERVER__DRAIN_S": "0",
             "RECSERVE_TELEMETRY__METRICS_PORT": "0",
         }
     )

@@ -1,0 +1,168 @@
+"""`recserve bench soak` (`make soak`): a long run of steady mixed traffic with hot swaps.
+
+One `recserve serve` process with the ML-1M-sized model (bench/serve.py's data), open-loop
+mixed traffic (returning users, a Feedback before about a fifth of the Recommends) at 70%
+of the sustainable rate, for ``--minutes`` (10), activating the other of two versions in
+the middle of every minute. Reported per minute: calls, errors, p50/p99, the server's
+RSS. Passes with no error at all and no memory growth after the first two minutes (the
+largest RSS of the later minutes at most 5% above minute 2's).
+
+The sustainable rate is measured first, as in the serving benchmark: 80% of the best
+closed-loop mixed throughput with p99 <= 50 ms, unless ``--rate`` gives the soak rate.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.ingest import cpu_model
+from bench.loadgen import LoadSpec, run_load, summarize
+from bench.processes import ServerProcess
+from bench.serve import P99_LIMIT_MS, measure, prepare, warm_histories
+from shared import crud
+from shared.client import Client
+from shared.db import engine_for, session_scope
+from shared.models import ModelStatus, ModelVersion
+from shared.proto.recserve.v1 import admin_pb2
+
+RSS_GROWTH_LIMIT = 0.05
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def second_version(settings: Any) -> int:
+    """A copy of the active version, registered as ready: what the swaps alternate with."""
+    engine = engine_for(settings)
+    try:
+        with session_scope(engine) as session:
+            active = crud.get_active_model(session)
+            assert active is not None
+            source = settings.bundle_path(active.artifact_path)
+            target = source.with_name(source.name + "-soak-copy")
+            if not target.exists():
+                shutil.copytree(source, target)
+            for model in crud.list_model_versions(session, limit=100):
+                if model.artifact_path == str(target) and model.status != ModelStatus.PRUNED:
+                    return int(model.version or 0)
+            copy = crud.create_model_version(
+                session,
+                model=ModelVersion(
+                    status=ModelStatus.READY,
+                    artifact_path=str(target),
+                    checksum=active.checksum,
+                    config=active.config,
+                    metrics=active.metrics,
+                ),
+            )
+            return int(copy.version or 0)
+    finally:
+        engine.dispose()
+
+
+def run_soak(
+    data_dir: Path, *, minutes: int, rate: float | None, clients: int, output: Path
+) -> dict[str, Any]:
+    settings, items, users = prepare(data_dir, None)
+    other = second_version(settings)
+    server = ServerProcess(settings, "soak")
+    client = Client(server.target)
+    try:
+        with session_scope(engine_for(settings)) as session:
+            active = crud.get_active_model(session)
+            first = int(active.version or 0) if active else 0
+        warm_histories(server, users)
+        if rate is None:
+            best = 0.0
+            for level in (8, 16, 24, 32):
+                row = measure(
+                    server, "mixed", items, users, concurrency=level, clients=clients, duration=5
+                )
+                print(
+                    f"closed loop c={level}: {row['throughput']:.0f}/s p99 {row['p99_ms']:.1f} ms"
+                )
+                if row["p99_ms"] <= P99_LIMIT_MS and not row["errors"]:
+                    best = max(best, row["throughput"])
+            sustainable = 0.8 * best
+            rate = 0.7 * sustainable
+        else:
+            sustainable = rate / 0.7
+        print(f"soak: {rate:.0f} requests/s ({minutes} minutes, a hot swap each minute)")
+        rows = []
+        versions = [other, first]
+        for minute in range(1, minutes + 1):
+            version = versions[minute % 2]
+
+            def swap(v: int = version) -> None:
+                time.sleep(30)
+                client.admin.ActivateModel(admin_pb2.ActivateModelRequest(version=v), timeout=60)
+
+            swapper = threading.Thread(target=swap, daemon=True)
+            swapper.start()
+            specs = [
+                LoadSpec(
+                    target=server.target,
+                    traffic="mixed",
+                    loop="open",
+                    rate=rate / clients,
+                    duration_s=60,
+                    warmup_s=0,
+                    items=tuple(items),
+                    users=tuple(users),
+                    seed=minute * 100 + i,
+                )
+                for i in range(clients)
+            ]
+            summary = summarize(run_load(specs))
+            swapper.join(60)
+            row = {
+                "minute": minute,
+                "calls": summary["requests"] + summary["feedback_calls"],
+                "errors": summary["errors"],
+                "p50_ms": summary["p50_ms"],
+                "p99_ms": summary["p99_ms"],
+                "rss_mb": rss_mb(server.proc.pid),
+                "swapped_to": version,
+            }
+            rows.append(row)
+            errors = sum(row["errors"].values())
+            print(
+                f"minute {minute:>2}: {row['calls']:>7} calls  errors {errors}  p50 "
+                f"{row['p50_ms']:6.2f} ms  p99 {row['p99_ms']:6.2f} ms  RSS {row['rss_mb']:6.1f} MB"
+                f"  (swapped to v{version})",
+                flush=True,
+            )
+    finally:
+        client.close()
+        server.stop()
+    errors = sum(sum(r["errors"].values()) for r in rows)
+    later = [r["rss_mb"] for r in rows[2:]]
+    baseline = rows[1]["rss_mb"] if len(rows) > 1 else 0.0
+    growth = (max(later) - baseline) / baseline if later and baseline else 0.0
+    report = {
+        "passed": errors == 0 and growth <= RSS_GROWTH_LIMIT,
+        "errors": errors,
+        "rss_growth_after_minute_2": growth,
+        "rate": rate,
+        "sustainable_rate": sustainable,
+        "minutes": rows,
+        "cpu": cpu_model(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2))
+    print(
+        f"{'PASS' if report['passed'] else 'FAIL'}: {errors} errors; RSS after minute 2 grew "
+        f"{growth:+.1%} (limit {RSS_GROWTH_LIMIT:.0%}); wrote {output}"
+    )
+    return report
