@@ -26,6 +26,20 @@ from pathlib import Path
 from recserve.admin_cli import add_parsers as add_admin_parsers
 from shared.config import Settings
 
+EXTRAS = {
+    "celery": "worker",
+    "torch": "worker",
+    "onnx": "worker",
+    "onnxscript": "worker",
+    "honcho": "worker",
+    "onnxruntime": "server",
+    "textual": "tui",
+    "textual_plotext": "tui",
+    "tensorrt": "tensorrt",
+    "opentelemetry": "tracing",
+}
+"""Optional dependencies by top-level module: a command that needs one names its extra."""
+
 
 def _settings(args: argparse.Namespace) -> Settings:
     settings = Settings()
@@ -185,33 +199,36 @@ def cmd_import(args: argparse.Namespace) -> int:
     total = path.stat().st_size if path.exists() else 0
 
     lines = _count_lines(path) if path.is_file() else 0
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    bar = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        transient=True,
+    )
+    task = bar.add_task("importing lines", total=lines or None)
 
     def progress(line_no: int, stored: int) -> None:
-        fraction = min(1.0, line_no / lines) if lines else 0.0
-        bar = "#" * int(fraction * 30) + "." * (30 - int(fraction * 30))
-        print(
-            f"\r  [{bar}] {fraction * 100:5.1f}%  line {line_no:,}/{lines:,}  stored {stored:,}",
-            end="",
-            file=sys.stderr,
-            flush=True,
-        )
+        bar.update(task, completed=line_no, description=f"importing ({stored:,} stored)")
 
     def skipped(line_no: int, message: str) -> None:
-        print(f"\n  skipped line {line_no}: {message}", file=sys.stderr)
+        bar.console.print(f"skipped line {line_no}: {message}")
 
     try:
-        summary = import_file(
-            engine,
-            path,
-            fmt=args.format,
-            skip_bad=args.skip_bad,
-            on_progress=progress,
-            on_skip=skipped,
-        )
+        with bar:
+            summary = import_file(
+                engine,
+                path,
+                fmt=args.format,
+                skip_bad=args.skip_bad,
+                on_progress=progress,
+                on_skip=skipped,
+            )
     except InvalidArgument as exc:
-        print(f"\nimport failed: {exc}", file=sys.stderr)
+        print(f"import failed: {exc}", file=sys.stderr)
         return 2
-    print(file=sys.stderr)
     print(
         f"imported {path} ({total / 1e6:.1f} MB): {summary.lines:,} lines, "
         f"{summary.stored:,} stored, {summary.duplicates:,} duplicates, "
@@ -553,4 +570,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except RecserveError as exc:  # a refusal with its reason, not a traceback
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        extra = EXTRAS.get((exc.name or "").partition(".")[0])
+        if extra is None:
+            raise
+        print(
+            f"error: `recserve {args.command}` needs {exc.name}, part of the {extra} extra: "
+            f"pip install 'recserve[{extra}]'",
+            file=sys.stderr,
+        )
         return 2

@@ -39,6 +39,7 @@ from server.stats import ServerStats
 from server.wire import add_servicer
 from shared.config import Settings
 from shared.db import engine_for, migrate
+from shared.errors import InvalidArgument
 from shared.proto.recserve.v1 import (
     admin_pb2,
     recommender_pb2,
@@ -268,9 +269,11 @@ def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
         return None
     try:
         import uvloop
-    except ImportError:
+    except ImportError as exc:
         if choice == "uvloop":
-            raise RuntimeError("server.event_loop is uvloop but uvloop is not installed") from None
+            raise InvalidArgument(
+                "server.event_loop", "is uvloop, which is not installed; accepted: auto, asyncio"
+            ) from exc
         return None
     return uvloop.new_event_loop
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 import asyncio
 import bisect
 import itertools
-import time
-from collections import OrderedDict
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
+from cachetools import Cache, LRUCache, TTLCache
 from sqlalchemy.engine import Engine
 
 from server import metrics
@@ -32,7 +31,6 @@ _versions = itertools.count(1)
 @dataclass
 class _Cached:
     events: list[Entry]
-    loaded_at: float
     version: int = field(default_factory=lambda: next(_versions))
     """Unique across loads and appends, so (user, version) names one exact history."""
 
@@ -50,11 +48,16 @@ class HistoryCache:
         self._engine = engine
         self._executor = executor
         self._max_users = max_users
-        self._ttl_s = ttl_s
-        self._cache: OrderedDict[str, _Cached] = OrderedDict()
+        # Least recently used out first; entries older than ttl_s (the safety net behind
+        # the cross-replica invalidations) read again. Appends keep an entry's age.
+        self._cache: Cache[str, _Cached] = (
+            TTLCache(max(1, max_users), ttl_s) if ttl_s else LRUCache(max(1, max_users))
+        )
         self._loading: dict[str, _Loading] = {}
 
     def __len__(self) -> int:
+        if isinstance(self._cache, TTLCache):
+            self._cache.expire()
         return len(self._cache)
 
     async def get(self, user_id: str) -> list[str]:
@@ -66,9 +69,7 @@ class HistoryCache:
         """The user's item ids and a version that changes whenever they change (0 when the
         history is not cached, so it must not be used as a cache key)."""
         cached = self._cache.get(user_id)
-        now = time.monotonic()
-        if cached is not None and (not self._ttl_s or now - cached.loaded_at < self._ttl_s):
-            self._cache.move_to_end(user_id)
+        if cached is not None:
             metrics.HISTORY_HIT.inc()
             return [item for _, item in cached.events], cached.version
         metrics.HISTORY_MISS.inc()
@@ -104,9 +105,8 @@ class HistoryCache:
         """The version of the user's cached, fresh history without copying it; 0 when
         it is not cached (or stale), so the caller must use get_versioned."""
         cached = self._cache.get(user_id)
-        if cached is None or (self._ttl_s and time.monotonic() - cached.loaded_at >= self._ttl_s):
+        if cached is None:
             return 0  # the get_versioned that follows counts the miss
-        self._cache.move_to_end(user_id)
         metrics.HISTORY_HIT.inc()
         return cached.version
 
@@ -147,11 +147,8 @@ class HistoryCache:
     def _store(self, user_id: str, events: list[Entry]) -> int:
         if self._max_users == 0:
             return 0
-        entry = _Cached(events, time.monotonic())
+        entry = _Cached(events)
         self._cache[user_id] = entry
-        self._cache.move_to_end(user_id)
-        while len(self._cache) > self._max_users:
-            self._cache.popitem(last=False)
         return entry.version
 
     def _read(self, user_id: str) -> list[Entry]:

@@ -21,12 +21,13 @@ import asyncio
 import ctypes
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 from sqlalchemy.engine import Engine
@@ -42,6 +43,7 @@ from shared.errors import BundleError
 from shared.models import ModelVersion
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 RETRY_FAILED_S = 60.0
 POPULARITY_ITEMS = 1000
 
@@ -242,7 +244,7 @@ class ModelRegistry:
                     version, self._root.bundle_path(row.artifact_path), row.checksum
                 )
                 try:
-                    loaded = await loop.run_in_executor(self._executor, self._load, candidate)
+                    loaded = await in_background(self._load, candidate)
                 except BundleError as exc:
                     message = f"model version {version} cannot be activated: {exc}"
                     raise BundleError(message) from exc
@@ -273,9 +275,8 @@ class ModelRegistry:
         failed = self._failed.get(candidate.version)
         if failed is not None and time.monotonic() - failed[0] < RETRY_FAILED_S:
             raise BundleError(failed[1])
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, self._load, candidate)
+            return await in_background(self._load, candidate)
         except BundleError as exc:
             self._failed[candidate.version] = (time.monotonic(), str(exc))
             log.error("cannot serve model version %s: %s", candidate.version, exc)
@@ -323,7 +324,7 @@ class ModelRegistry:
         await old.batcher.close()  # in-flight requests of the old model finish first
         old.backend.close()
         del old
-        await asyncio.get_running_loop().run_in_executor(self._executor, trim_heap)
+        await in_background(trim_heap)
 
     def _read_state(self) -> _State:
         with session_scope(self._engine) as session:
@@ -389,6 +390,42 @@ class ModelRegistry:
 
     def _unavailable_rows(self, rows: dict[str, int]) -> np.ndarray:
         return np.array([rows[i] for i in self.unavailable if i in rows], dtype=np.int64)
+
+
+BACKGROUND_NICENESS = 10
+
+
+async def in_background(work: Callable[..., T], *args: Any) -> T:
+    """Runs ``work`` on a thread of its own at a lower CPU priority (niceness +10, Linux),
+    for a hot swap's loading and clean-up: on a busy machine they then take the cores the
+    event loop and the model runs leave idle, instead of slowing every request down. The
+    thread ends with the work, so its priority never leaks into a pooled thread."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def run() -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICENESS)
+        except (AttributeError, OSError):  # not Linux, or not allowed: normal priority
+            pass
+        try:
+            result = work(*args)
+        except BaseException as exc:  # handed to the awaiting coroutine
+            loop.call_soon_threadsafe(_settle, future, None, exc)
+        else:
+            loop.call_soon_threadsafe(_settle, future, result, None)
+
+    threading.Thread(target=run, name="recserve-background", daemon=True).start()
+    return await future
+
+
+def _settle(future: asyncio.Future[T], result: T | None, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)  # type: ignore[arg-type]
 
 
 def check_output_widths(loaded: bundle_format.Bundle, backend: Backend, state: np.ndarray) -> None:

@@ -10,10 +10,10 @@ up to 512 int64 rows each), least recently used dropped.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import NamedTuple
 
 import numpy as np
+from cachetools import LRUCache
 
 from server import metrics
 
@@ -28,7 +28,7 @@ class UserState(NamedTuple):
 class StateCache:
     def __init__(self, max_users: int) -> None:
         self.max_users = max_users
-        self._states: OrderedDict[str, tuple[int, int, UserState]] = OrderedDict()
+        self._states: LRUCache[str, tuple[int, int, UserState]] = LRUCache(max(1, max_users))
         self.hits = 0
         self.misses = 0
 
@@ -39,7 +39,6 @@ class StateCache:
         """The entry for exactly these versions, or None (always for history version 0)."""
         entry = self._states.get(user_id)
         if entry is not None and entry[0] == model_version and entry[1] == history_version:
-            self._states.move_to_end(user_id)
             self.hits += 1
             metrics.STATE_HIT.inc()
             return entry[2]
@@ -51,9 +50,6 @@ class StateCache:
         if self.max_users == 0 or history_version == 0:
             return
         self._states[user_id] = (model_version, history_version, state)
-        self._states.move_to_end(user_id)
-        while len(self._states) > self.max_users:
-            self._states.popitem(last=False)
 
     def has(self, user_id: str) -> bool:
         return user_id in self._states

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from shared.config import ModelArchitecture
 from shared.errors import BundleError
 
 CONFIG = "config.json"
@@ -40,35 +41,13 @@ ENGINES = "engines"
 REQUIRED = (CONFIG, VOCAB, ONNX, EMBEDDINGS, POPULARITY)
 
 
-class ModelConfig(BaseModel):
-    """Architecture of a SASRec-family model; saved with the weights as config.json."""
+class ModelConfig(ModelArchitecture):
+    """A trained model's architecture and catalogue size; saved with the weights as
+    config.json."""
 
     architecture: Literal["sasrec"] = "sasrec"
     num_items: int = Field(ge=1)
     """Catalogue size N. Rows 1..N are items, row 0 is padding."""
-    max_len: int = Field(50, ge=2, le=4096)
-    """Most recent events the model reads."""
-    d_model: int = Field(64, ge=8)
-    n_heads: int = Field(2, ge=1)
-    n_blocks: int = Field(2, ge=1)
-    dropout: float = Field(0.2, ge=0.0, lt=1.0)
-    attention_dropout: float | None = Field(None, ge=0.0, lt=1.0)
-    """Dropout on the attention weights; None means the same as ``dropout``."""
-    ffn_mult: int = Field(4, ge=1)
-    """FFN width as a multiple of d_model."""
-    positions: Literal["learned", "rotary"] = "learned"
-    """learned: position embeddings added to the item embeddings; rotary: rotary position
-    embeddings (RoPE) applied to queries and keys in every attention layer. Either way
-    positions are counted from the newest event (position 0), so a history padded to any
-    length gets the same positions."""
-    activation: Literal["gelu", "swiglu"] = "gelu"
-    similarity: Literal["dot", "cosine"] = "dot"
-    """How a user state scores an item. dot: the state and the item's embedding row as
-    they are. cosine: both scaled to unit length and the state divided by
-    ``temperature`` (the user state, scoring table and ONNX scores all carry that
-    scaling, so ``scores = state @ item_embeddings.T`` holds either way)."""
-    temperature: float = Field(0.05, gt=0.0, le=10.0)
-    """cosine only: the softmax temperature of training's logits."""
 
 
 def sha256_file(path: Path) -> str:

@@ -187,7 +187,43 @@ class WorkerSettings(BaseModel):
     UNAVAILABLE (and marks the job failed)."""
 
 
-class TrainingSettings(BaseModel):
+class ModelArchitecture(BaseModel):
+    """The architecture of a SASRec-family model: one definition for training's defaults
+    (TrainingSettings) and a bundle's saved config (shared.bundle.ModelConfig)."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    max_len: int = Field(50, ge=2, le=4096)
+    """Most recent events the model reads."""
+    d_model: int = Field(64, ge=8, le=1024)
+    """Width of the embeddings and the Transformer (a multiple of n_heads)."""
+    n_heads: int = Field(2, ge=1, le=64)
+    """Attention heads per block."""
+    n_blocks: int = Field(2, ge=1, le=16)
+    """Transformer blocks."""
+    dropout: float = Field(0.2, ge=0.0, lt=0.9)
+    """Dropout on embeddings, residual branches and the FFN."""
+    attention_dropout: float | None = Field(None, ge=0.0, lt=0.9)
+    """Dropout on the attention weights; None: the same as ``dropout``. 0 trains ~15%
+    faster on CPU (the [B, H, L, L] dropout mask is the costliest op after the softmax)."""
+    ffn_mult: int = Field(4, ge=1, le=16)
+    """FFN width as a multiple of d_model."""
+    activation: Literal["gelu", "swiglu"] = "gelu"
+    """FFN activation."""
+    positions: Literal["learned", "rotary"] = "rotary"
+    """rotary (RoPE) in every attention layer, or learned position embeddings added to the
+    items. Either way positions count from the newest event, so padding a history to any
+    length changes nothing. Rotary gained 0.012-0.014 validation NDCG@10 on ML-1M at equal
+    epochs and about the same cost (docs/experiments.md)."""
+    similarity: Literal["dot", "cosine"] = "dot"
+    """How a user state scores an item: dot product, or cosine similarity over a
+    temperature (unit-length states and item rows; the state, scoring table and ONNX
+    scores carry that scaling, so scores = state @ item_embeddings.T either way)."""
+    temperature: float = Field(0.05, gt=0.0, le=10.0)
+    """cosine only: the temperature dividing the logits."""
+
+
+class TrainingSettings(ModelArchitecture):
     """Defaults of a training job; StartTraining parameters override them."""
 
     # The docstrings below become each field's description (GetTrainingOptions, the
@@ -206,36 +242,14 @@ class TrainingSettings(BaseModel):
     """Steps of linear learning-rate warm-up."""
     lr_schedule: Literal["constant", "cosine"] = "constant"
     """After warm-up: constant, or cosine decay to 2% over the epochs (or the time budget)."""
-    max_len: int = Field(50, ge=2, le=1024)
-    """Most recent events the model reads."""
-    d_model: int = Field(64, ge=8, le=1024)
-    """Width of the embeddings and the Transformer (a multiple of n_heads)."""
-    n_heads: int = Field(2, ge=1, le=64)
-    """Attention heads per block."""
-    n_blocks: int = Field(2, ge=1, le=16)
-    """Transformer blocks."""
-    dropout: float = Field(0.2, ge=0.0, lt=0.9)
-    """Dropout on embeddings, residual branches and the FFN."""
-    attention_dropout: float | None = Field(None, ge=0.0, lt=0.9)
-    """Dropout on the attention weights; None: the same as ``dropout``. 0 trains ~15%
-    faster on CPU (the [B, H, L, L] dropout mask is the costliest op after the softmax)."""
-    activation: Literal["gelu", "swiglu"] = "gelu"
-    """FFN activation."""
-    positions: Literal["learned", "rotary"] = "rotary"
-    """rotary (RoPE) in every attention layer, or learned position embeddings. Rotary
-    is the default: on ML-1M it gained 0.012-0.014 validation NDCG@10 at equal epochs at
-    about the same cost (README, quality)."""
-    similarity: Literal["dot", "cosine"] = "dot"
-    """How user states score items: dot product, or cosine similarity over a temperature
-    (unit-length states and item rows)."""
-    temperature: float = Field(0.05, gt=0.0, le=10.0)
-    """cosine only: the temperature dividing the logits."""
     patience: int = Field(5, ge=1)
     """Epochs without a better validation NDCG@10 before training stops."""
     eval_every: int = Field(1, ge=1)
     """Epochs between validation runs."""
     time_budget_s: float = Field(0.0, ge=0.0)
-    """Stop training after this many seconds (keeping the best checkpoint); 0: no limit."""
+    """Train for about this many seconds: the number of epochs (and a cosine schedule's
+    length) is planned from a timed probe before training, so the run stays deterministic
+    for that number of epochs; 0: no budget, `epochs` decides."""
     seed: int = 42
     """Seed of the weight initialisation, batch order and dropout."""
     loss: Literal["ce", "sampled"] = "ce"

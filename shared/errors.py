@@ -2,11 +2,13 @@
 
     RecserveError
     ├── InvalidArgument      a request field is out of range   -> INVALID_ARGUMENT
+    │   └── ImportLineError  a malformed line of an imported file (shared/importers.py)
     ├── NotFound             an unknown model version or job   -> NOT_FOUND
     ├── FailedPrecondition   the thing exists but can't do that -> FAILED_PRECONDITION
     ├── Unavailable          no model and no fallback yet      -> UNAVAILABLE
     │   └── DatabaseUnavailable  the database cannot be reached right now
     ├── BundleError          a model bundle is missing, corrupt or fails its checksums
+    │   └── ParityError      the exported ONNX graph disagrees with the torch model
     ├── StorageError         the database refused a write
     ├── Overloaded           a queue is full: shed at once       -> RESOURCE_EXHAUSTED
     └── JobCancelled         an operator cancelled the running job (the worker stops it)
@@ -46,6 +48,10 @@ class DatabaseUnavailable(Unavailable):
 
 
 class BundleError(RecserveError):
+    pass
+
+
+class ParityError(BundleError):
     pass
 
 

@@ -1,7 +1,9 @@
-"""Queueing jobs on the Celery workers without importing worker code.
+"""Queueing jobs on the Celery workers, without Celery.
 
-The server, the CLI and beat create a job row, then send the task by name. Workers
-(worker/celery_app.py) register tasks with these names.
+The server, the CLI and beat create a job row, then publish the task message with kombu
+(Celery's own messaging library) in Celery's task message format (protocol 2): the
+workers (worker/celery_app.py) consume it like any Celery task. So a server-only
+install needs neither Celery nor the worker's dependencies.
 
 Delivery is at-least-once (``acks_late``), so a worker may receive a job's message more
 than once: after a broker redelivery, or a restart. The database decides: a worker runs
@@ -12,10 +14,11 @@ so a second copy of the message finds it running (or finished) and is dropped.
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import uuid
 from typing import Any
 
-from celery import Celery
-from kombu import Queue
 from sqlalchemy.engine import Engine
 
 from shared import crud
@@ -34,66 +37,91 @@ REDELIVERY_MARGIN_S = 3600
 """Broker redelivery timeouts exceed the job time limit by this much."""
 
 
-def celery_config(settings: Settings) -> dict[str, Any]:
-    """Celery settings shared by the producer side, the workers and beat.
+def redelivery_s(settings: Settings) -> int:
+    return settings.worker.task_time_limit_s + REDELIVERY_MARGIN_S
 
-    A message is acknowledged when its job ends (``acks_late``), so the broker must not
-    hand it to another worker while the job still runs: Redis's visibility timeout and
-    RabbitMQ's consumer timeout (the ``x-consumer-timeout`` queue argument, honoured by
-    RabbitMQ 3.12 and newer) are set past the job time limit. Should a broker redeliver
-    anyway, the claim in the database drops the copy.
-    """
-    limit = settings.worker.task_time_limit_s
-    redelivery_s = limit + REDELIVERY_MARGIN_S
-    # kombu's SQLAlchemy transport hands every transport option to create_engine, so the
-    # embedded broker keeps kombu's default 1 s polling interval and gets no options.
-    transport = (
-        {}
-        if settings.embedded_broker
-        else {"polling_interval": 0.5, "visibility_timeout": redelivery_s}
-    )
-    config: dict[str, Any] = {
-        "broker_url": settings.broker,
-        "broker_connection_retry_on_startup": True,
-        "broker_transport_options": transport,
-        "task_default_queue": settings.worker.queue,
-        "task_routes": {BUILD_ENGINE_TASK: {"queue": settings.worker.gpu_queue}},
-        "task_ignore_result": True,
-        "task_acks_late": True,
-        "task_reject_on_worker_lost": True,
-        "worker_prefetch_multiplier": 1,
-        "task_time_limit": limit,
-        "task_soft_time_limit": max(1, limit - 30),
-        "worker_hijack_root_logger": False,
-        "beat_schedule": {
-            "recserve-triggers": {
-                "task": TRIGGERS_TASK,
-                "schedule": settings.worker.trigger_check_s,
-                # A check that waited longer than its interval is stale: drop it.
-                "options": {"expires": settings.worker.trigger_check_s},
-            }
-        },
-    }
+
+def transport_options(settings: Settings) -> dict[str, Any]:
+    """Broker transport options, the same for publishers and workers. A message is
+    acknowledged when its job ends (``acks_late``), so Redis must not hand it to another
+    worker while the job still runs: its visibility timeout is past the job time limit.
+    kombu's SQLAlchemy transport hands every option to create_engine, so the embedded
+    broker gets none."""
+    if settings.embedded_broker:
+        return {}
+    return {"polling_interval": 0.5, "visibility_timeout": redelivery_s(settings)}
+
+
+def queue_arguments(settings: Settings) -> dict[str, Any]:
+    """RabbitMQ's consumer timeout past the job time limit (``x-consumer-timeout``,
+    honoured by RabbitMQ 3.12 and newer; older ones ignore it, and the claim in the
+    database drops a redelivered copy)."""
     if settings.broker.startswith(("amqp", "pyamqp")):
-        arguments = {"x-consumer-timeout": redelivery_s * 1000}
-        config["task_queues"] = [
-            Queue(name, routing_key=name, queue_arguments=arguments)
-            for name in (settings.worker.queue, settings.worker.gpu_queue)
-        ]
-    return config
+        return {"x-consumer-timeout": redelivery_s(settings) * 1000}
+    return {}
 
 
-def producer(settings: Settings) -> Celery:
-    app = Celery("recserve-producer")
-    app.conf.update(celery_config(settings))
-    return app
+def publish(settings: Settings, task: str, args: list[Any], *, queue: str) -> str:
+    """Publishes one Celery task message (protocol 2) on ``queue``; returns its id.
+    Raises whatever kombu raises when the broker cannot be reached (after retries)."""
+    from kombu import Connection, Exchange, Queue
+
+    task_id = str(uuid.uuid4())
+    exchange = Exchange(queue, type="direct")
+    declared = Queue(
+        queue, exchange, routing_key=queue, queue_arguments=queue_arguments(settings) or None
+    )
+    headers = {
+        "lang": "py",
+        "task": task,
+        "id": task_id,
+        "shadow": None,
+        "eta": None,
+        "expires": None,
+        "group": None,
+        "group_index": None,
+        "retries": 0,
+        "timelimit": [None, None],
+        "root_id": task_id,
+        "parent_id": None,
+        "argsrepr": repr(args),
+        "kwargsrepr": "{}",
+        "origin": f"{os.getpid()}@{socket.gethostname()}",
+        "ignore_result": True,
+    }
+    body: tuple[Any, ...] = (
+        args,
+        {},
+        {"callbacks": None, "errbacks": None, "chain": None, "chord": None},
+    )
+    retries = settings.worker.publish_retries
+    with Connection(
+        settings.broker, transport_options=transport_options(settings), connect_timeout=4
+    ) as connection:
+        producer = connection.Producer(serializer="json")
+        producer.publish(
+            body,
+            exchange=exchange,
+            routing_key=queue,
+            declare=[declared],
+            headers=headers,
+            correlation_id=task_id,
+            delivery_mode=2,
+            retry=retries > 0,
+            retry_policy={
+                "max_retries": retries,
+                "interval_start": 0.2,
+                "interval_step": 0.5,
+                "interval_max": 1.0,
+            },
+        )
+    return task_id
 
 
 def submit_training(
     settings: Settings,
     engine: Engine,
     params: str | dict[str, Any] | None,
-    app: Celery | None = None,
     *,
     trigger: JobTrigger = JobTrigger.MANUAL,
 ) -> Job:
@@ -111,21 +139,8 @@ def submit_training(
             session, job=JobCreate(kind=JobKind.TRAIN, params=overrides, trigger=trigger)
         )
         job_id = int(job.id or 0)
-    client = app or producer(settings)
-    retries = settings.worker.publish_retries
     try:
-        result = client.send_task(
-            TRAIN_TASK,
-            args=[job_id],
-            queue=settings.worker.queue,
-            retry=retries > 0,
-            retry_policy={
-                "max_retries": retries,
-                "interval_start": 0.2,
-                "interval_step": 0.5,
-                "interval_max": 1.0,
-            },
-        )
+        task_id = publish(settings, TRAIN_TASK, [job_id], queue=settings.worker.queue)
     except Exception as exc:
         log.error("cannot queue training job %s: %s", job_id, exc)
         with session_scope(engine) as session:
@@ -140,5 +155,5 @@ def submit_training(
             f"{job_id} was marked failed; retry when the broker is back"
         ) from exc
     with session_scope(engine) as session:
-        crud.set_job_celery_id(session, job_id=job_id, celery_id=str(result.id))
+        crud.set_job_celery_id(session, job_id=job_id, celery_id=task_id)
         return crud.get_job(session, job_id=job_id)

@@ -1,12 +1,57 @@
-"""The Celery application of the workers, built from Settings by the entry point."""
+"""The Celery application of the workers, built from Settings by the entry point.
+
+Publishers (shared/jobs.py) send messages without Celery; the queue, exchange and
+transport settings here match theirs, name for name.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
+from kombu import Exchange, Queue
 
 from shared.config import Settings
-from shared.jobs import celery_config
+from shared.jobs import BUILD_ENGINE_TASK, TRIGGERS_TASK, queue_arguments, transport_options
 from worker.tasks import register_tasks
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings of the workers and beat.
+
+    A message is acknowledged when its job ends (``acks_late``); the broker's redelivery
+    timeouts (shared.jobs.transport_options and queue_arguments) lie past the job time
+    limit, and should a broker redeliver anyway, the claim in the database drops the copy.
+    """
+    limit = settings.worker.task_time_limit_s
+    arguments = queue_arguments(settings) or None
+    queues = [
+        Queue(name, Exchange(name, type="direct"), routing_key=name, queue_arguments=arguments)
+        for name in dict.fromkeys((settings.worker.queue, settings.worker.gpu_queue))
+    ]
+    return {
+        "broker_url": settings.broker,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": transport_options(settings),
+        "task_queues": queues,
+        "task_default_queue": settings.worker.queue,
+        "task_routes": {BUILD_ENGINE_TASK: {"queue": settings.worker.gpu_queue}},
+        "task_ignore_result": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_time_limit": limit,
+        "task_soft_time_limit": max(1, limit - 30),
+        "worker_hijack_root_logger": False,
+        "beat_schedule": {
+            "recserve-triggers": {
+                "task": TRIGGERS_TASK,
+                "schedule": settings.worker.trigger_check_s,
+                # A check that waited longer than its interval is stale: drop it.
+                "options": {"expires": settings.worker.trigger_check_s},
+            }
+        },
+    }
 
 
 def create_app(settings: Settings) -> Celery:

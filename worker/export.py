@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from shared import bundle as bundle_format
+from shared.errors import ParityError
 from shared.sasrec import InferenceGraph, SASRec
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ def export_onnx(model: SASRec, path: Path) -> None:
 
 def check_parity(model: SASRec, onnx_path: Path, *, trials: int = 4, seed: int = 0) -> float:
     """Runs fresh random histories through torch and ONNX Runtime; returns the max abs
-    difference of the scores. Raises AssertionError when it exceeds PARITY_ATOL
+    difference of the scores. Raises ParityError when it exceeds PARITY_ATOL
     relative to the score scale."""
     import onnxruntime as ort
 
@@ -67,7 +68,10 @@ def check_parity(model: SASRec, onnx_path: Path, *, trials: int = 4, seed: int =
         diff = float(np.abs(scores - expected).max())
         worst = max(worst, diff / scale)
     if worst > PARITY_ATOL:
-        raise AssertionError(f"ONNX Runtime and torch disagree: max relative diff {worst:.2e}")
+        raise ParityError(
+            f"the exported model.onnx and torch disagree: max relative difference "
+            f"{worst:.2e}, more than {PARITY_ATOL:.0e}; the bundle was not written"
+        )
     return worst
 
 

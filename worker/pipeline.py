@@ -28,7 +28,7 @@ from shared import bundle as bundle_format
 from shared import crud
 from shared.config import Settings
 from shared.db import engine_for, session_scope
-from shared.errors import JobCancelled, RecserveError
+from shared.errors import FailedPrecondition, JobCancelled, RecserveError
 from shared.models import JobStatus, ModelStatus, ModelVersion
 from shared.params import TrainingParams, parse_training_params
 from worker.dataset import Split, leave_one_out
@@ -187,6 +187,7 @@ def _train_and_register(
     metrics.update(
         {
             "epochs": float(result.epochs_run),
+            "planned_epochs": float(result.planned_epochs),
             "best_epoch": float(result.best_epoch),
             "val_ndcg@10": result.best_val_ndcg,
             "train_seconds": result.seconds,
@@ -334,7 +335,10 @@ def evaluate_model_version(
                 else crud.get_active_model(session)
             )
             if model is None:
-                raise RecserveError("no model is active; pass --version")
+                raise FailedPrecondition(
+                    "no model version is active, so there is nothing to evaluate by default; "
+                    "pass --version (recserve models list shows them)"
+                )
             sequences = crud.user_sequences(session, watermark=model.data_watermark)
     finally:
         engine.dispose()

@@ -2,15 +2,18 @@
 
 Cross-entropy over the whole catalogue at every position (the SASRec+ recipe), or a
 sampled softmax for catalogues too large for it; AdamW with linear warm-up; early
-stopping on validation NDCG@10 that keeps the best weights. The same seed gives the
-same model.
+stopping on validation NDCG@10 that keeps the best weights.
+
+The same seed gives the same model. With ``time_budget_s`` the number of epochs is
+planned before training from a timed probe of one epoch (logged); the run is then
+deterministic for that number, and ``epochs`` set to it without a budget trains the same
+model.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,9 +24,10 @@ import torch
 import torch.nn.functional as F
 
 from shared.bundle import ModelConfig
+from shared.config import ModelArchitecture
 from shared.params import TrainingParams
 from shared.sasrec import SASRec
-from worker.dataset import Split
+from worker.dataset import EvalSet, Split
 from worker.evaluation import evaluate
 
 log = logging.getLogger(__name__)
@@ -50,6 +54,7 @@ class TrainResult:
     best_val_ndcg: float
     seconds: float
     epoch_log: list[dict[str, float]] = field(default_factory=list)
+    planned_epochs: int = 0
 
     @property
     def seconds_per_epoch(self) -> float:
@@ -57,19 +62,8 @@ class TrainResult:
 
 
 def model_config(params: TrainingParams, num_items: int) -> ModelConfig:
-    return ModelConfig(
-        num_items=num_items,
-        max_len=params.max_len,
-        d_model=params.d_model,
-        n_heads=params.n_heads,
-        n_blocks=params.n_blocks,
-        dropout=params.dropout,
-        attention_dropout=params.attention_dropout,
-        activation=params.activation,
-        positions=params.positions,
-        similarity=params.similarity,
-        temperature=params.temperature,
-    )
+    architecture = {name: getattr(params, name) for name in ModelArchitecture.model_fields}
+    return ModelConfig(num_items=num_items, **architecture)
 
 
 def training_windows(
@@ -147,27 +141,23 @@ def train(
         weight_decay=params.weight_decay,
         betas=(0.9, 0.98),
     )
-    warmup = max(1, params.warmup_steps)
     steps_per_epoch = -(-len(inputs) // params.batch_size)
+    planned = params.epochs
+    if params.time_budget_s:
+        epoch_s = _probe_epoch_seconds(model, params, split, inputs, targets, lengths, device)
+        planned = max(1, min(params.epochs, int(params.time_budget_s / epoch_s)))
+        report(
+            0.0,
+            f"time budget {params.time_budget_s:.0f}s: {planned} epochs planned (an epoch "
+            f"~{epoch_s:.1f}s measured before training; epochs={planned} without a budget "
+            "trains the same model)",
+        )
+    scheduler = lr_schedule(optimizer, params, planned * steps_per_epoch)
     started = time.perf_counter()
-
-    def lr_factor(step: int) -> float:
-        """Linear warm-up, then constant or a cosine decay over the run's length (the
-        epoch limit, or the time budget when that comes first)."""
-        if step < warmup:
-            return (step + 1) / warmup
-        if params.lr_schedule == "constant":
-            return 1.0
-        done = step / (params.epochs * steps_per_epoch)
-        if params.time_budget_s:
-            done = max(done, (time.perf_counter() - started) / params.time_budget_s)
-        return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, done)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     best_state = copy.deepcopy(model.state_dict())
     best_ndcg, best_epoch, epochs_run, stale = -1.0, 0, 0, 0
     epoch_log: list[dict[str, float]] = []
-    for epoch in range(1, params.epochs + 1):
+    for epoch in range(1, planned + 1):
         model.train()
         total, batches = 0.0, 0
         for idx in length_buckets(lengths, params.batch_size, rng):
@@ -186,7 +176,7 @@ def train(
             batches += 1
         epochs_run = epoch
         entry: dict[str, float] = {"epoch": epoch, "loss": total / max(1, batches)}
-        if epoch % params.eval_every == 0 or epoch == params.epochs:
+        if epoch % params.eval_every == 0 or epoch == planned:
             model.eval()
             val = evaluate(
                 torch_scorer(model, device),
@@ -205,24 +195,16 @@ def train(
         elapsed = time.perf_counter() - started
         entry["seconds"] = elapsed
         epoch_log.append(entry)
-        eta = elapsed / epoch * (params.epochs - epoch)
+        eta = elapsed / epoch * (planned - epoch)
         report(
-            epoch / params.epochs,
-            f"epoch {epoch}/{params.epochs} loss {entry['loss']:.4f} "
+            epoch / planned,
+            f"epoch {epoch}/{planned} loss {entry['loss']:.4f} "
             f"val ndcg@10 {entry.get('val_ndcg@10', float('nan')):.4f} "
             f"best {best_ndcg:.4f}@{best_epoch} eta<={eta:.0f}s",
             dict(entry),
         )
         if stale >= params.patience:
-            report(epoch / params.epochs, f"early stop at epoch {epoch}: best epoch {best_epoch}")
-            break
-        per_epoch = elapsed / epoch
-        if params.time_budget_s and elapsed + per_epoch > params.time_budget_s:
-            report(
-                epoch / params.epochs,
-                f"time budget {params.time_budget_s:.0f}s reached after epoch {epoch}: "
-                f"best epoch {best_epoch}",
-            )
+            report(epoch / planned, f"early stop at epoch {epoch}: best epoch {best_epoch}")
             break
     model.load_state_dict(best_state)
     model.eval()
@@ -233,7 +215,68 @@ def train(
         best_val_ndcg=best_ndcg,
         seconds=time.perf_counter() - started,
         epoch_log=epoch_log,
+        planned_epochs=planned,
     )
+
+
+def lr_schedule(
+    optimizer: torch.optim.Optimizer, params: TrainingParams, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """Linear warm-up over warmup_steps, then constant, or a cosine decay to 2% of the
+    peak at ``total_steps``."""
+    warmup = max(1, params.warmup_steps)
+    ramp = torch.optim.lr_scheduler.LinearLR(
+        optimizer, start_factor=1.0 / warmup, end_factor=1.0, total_iters=warmup
+    )
+    after: torch.optim.lr_scheduler.LRScheduler
+    if params.lr_schedule == "cosine":
+        after = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=max(1, total_steps - warmup), eta_min=0.02 * params.learning_rate
+        )
+    else:
+        after = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [ramp, after], milestones=[warmup])
+
+
+def _probe_epoch_seconds(
+    model: SASRec,
+    params: TrainingParams,
+    split: Split,
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    lengths: np.ndarray,
+    device: torch.device,
+) -> float:
+    """An epoch's duration (training steps and the validation run), timed on a copy of
+    the model before training starts, with the random state restored afterwards: the time
+    budget then fixes the number of epochs up front, and the run itself stays
+    deterministic for its seed."""
+    probe = copy.deepcopy(model)
+    optimizer = torch.optim.AdamW(probe.parameters(), lr=params.learning_rate)
+    batches = length_buckets(lengths, params.batch_size, np.random.default_rng(params.seed + 1))
+    steps = min(4, len(batches))
+    with torch.random.fork_rng(devices=[]):
+        probe.train()
+        timed = 0.0
+        for n, idx in enumerate(batches[:steps]):
+            started = time.perf_counter()
+            x_t = torch.from_numpy(inputs[idx]).to(device)
+            y_t = torch.from_numpy(targets[idx]).to(device)
+            loss = _loss(probe, probe(x_t), y_t, params, split.num_items, x_t)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if n or steps == 1:  # the first step pays one-off costs
+                timed += time.perf_counter() - started
+        per_step = timed / max(1, steps - 1)
+        probe.eval()
+        users = min(len(split.valid.targets), 512)
+        sample = EvalSet(split.valid.histories[:users], split.valid.targets[:users])
+        started = time.perf_counter()
+        evaluate(torch_scorer(probe, device), sample, split.num_items, ks=(10,), sampled=False)
+        per_user = (time.perf_counter() - started) / max(1, users)
+    evals_per_epoch = 1.0 / params.eval_every
+    return per_step * len(batches) + per_user * len(split.valid.targets) * evals_per_epoch
 
 
 class FullSoftmaxCrossEntropy(torch.autograd.Function):

@@ -56,7 +56,7 @@ def _torch_cuda_available() -> bool:
     importing it, so the CPU path never pays for (or depends on) torch."""
     import importlib.util
 
-    if importlib.util.find_spec("torch") is None or not _nvidia_device_present():
+    if not _nvidia_device_present() or importlib.util.find_spec("torch") is None:
         return False
     import torch
 

@@ -16,11 +16,25 @@ from shared.params import parse_training_params
 from shared.ranking import summarize, target_ranks
 
 
-def test_bundle_checksums_catch_tampering(trained_template: Path) -> None:
+def test_a_sound_bundle_loads_with_consistent_shapes(trained_template: Path) -> None:
     source = next((trained_template / "models").iterdir())
     loaded = bundle_format.load(source)
     assert loaded.config.num_items == len(loaded.vocab)
     assert loaded.item_embeddings.shape == (len(loaded.vocab) + 1, loaded.config.d_model)
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "item_embeddings.npy", "config.json"])
+def test_bundle_checksums_catch_tampering(tmp_path: Path, trained_template: Path, name) -> None:
+    """One changed byte in any file, and the bundle is refused, naming that file."""
+    import shutil
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(next((trained_template / "models").iterdir()), copy)
+    data = bytearray((copy / name).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (copy / name).write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=f"{name} fails its sha256 checksum"):
+        bundle_format.load(copy)
 
 
 def test_bundle_refuses_corruption(tmp_path: Path, trained_template: Path) -> None:
