@@ -114,15 +114,17 @@ class JobsPane(Pane):
 
     def _plot(self, job: admin_pb2.Job) -> None:
         epochs = [p.epoch for p in job.curve]
-        for plot_id, values in (
-            ("#loss-plot", [p.loss for p in job.curve]),
-            ("#val-plot", [p.val_ndcg_at_10 for p in job.curve]),
+        for plot_id, values, color in (
+            ("#loss-plot", [p.loss for p in job.curve], "orange"),
+            ("#val-plot", [p.val_ndcg_at_10 for p in job.curve], "cyan"),
         ):
             plot = self.query_one(plot_id, PlotextPlot)
             plot.plt.clear_data()
             points = [(e, v) for e, v in zip(epochs, values, strict=True) if math.isfinite(v)]
             if points:
-                plot.plt.plot([e for e, _ in points], [v for _, v in points], marker="braille")
+                plot.plt.plot(
+                    [e for e, _ in points], [v for _, v in points], marker="braille", color=color
+                )
             plot.refresh()
 
     def action_new(self) -> None:
