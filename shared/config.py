@@ -230,6 +230,10 @@ class TrainingSettings(ModelArchitecture):
     # console's training form).
     model_config = ConfigDict(use_attribute_docstrings=True)
 
+    auto: bool = True
+    """Fill every parameter that neither the job nor the settings set from the data's
+    size and density (worker/recipe.py; each choice is logged in the job). False: the
+    defaults below as they are."""
     epochs: int = Field(200, ge=1, le=10000)
     """Upper bound on epochs; early stopping usually ends training sooner."""
     batch_size: int = Field(128, ge=1, le=4096)

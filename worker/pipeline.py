@@ -34,6 +34,7 @@ from shared.params import TrainingParams, parse_training_params
 from worker.dataset import Split, leave_one_out
 from worker.evaluation import Scorer, evaluate, popularity_scorer
 from worker.metrics import job_finished
+from worker.recipe import apply_recipe
 
 log = logging.getLogger(__name__)
 MIN_USERS = 2
@@ -91,6 +92,13 @@ class Heartbeat:
                 log.warning("job %s: heartbeat not recorded", self._job_id, exc_info=True)
 
 
+def peak_rss_mb() -> float:
+    """The peak resident memory of this process so far, in MiB (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -114,12 +122,14 @@ def run_train_job(settings: Settings, job_id: int) -> int | None:
             log.warning("job %s is %s, not queued: not running it again", job_id, status)
             return None
         with session_scope(engine) as session:
-            params = parse_training_params(settings, crud.get_job(session, job_id=job_id).params)
+            given = crud.get_job(session, job_id=job_id).params
+        params = parse_training_params(settings, given)
+        explicit = set(given or {}) | settings.training.model_fields_set
         report = JobReporter(engine, job_id)
         started = time.perf_counter()
         try:
             with Heartbeat(engine, job_id, settings.worker.heartbeat_s):
-                version = _train_and_register(settings, engine, job_id, params, report)
+                version = _train_and_register(settings, engine, job_id, params, explicit, report)
         except JobCancelled as exc:
             bundle_format.remove_job_output(settings.bundles_dir, job_id)
             with session_scope(engine) as session:
@@ -148,7 +158,12 @@ def run_train_job(settings: Settings, job_id: int) -> int | None:
 
 
 def _train_and_register(
-    settings: Settings, engine: Engine, job_id: int, params: TrainingParams, report: JobReporter
+    settings: Settings,
+    engine: Engine,
+    job_id: int,
+    params: TrainingParams,
+    explicit: set[str],
+    report: JobReporter,
 ) -> int:
     import torch
 
@@ -173,6 +188,11 @@ def _train_and_register(
         f"loaded {events} events (watermark {watermark}): "
         f"{len(sequences)} users, {split.num_items} items",
     )
+    params, decisions = apply_recipe(
+        params, explicit, [len(s) for s in sequences.values()], split.num_items
+    )
+    for line in decisions:
+        report(0.03, line)
     result = train(
         split, params, progress=lambda f, m, point=None: report(0.05 + 0.8 * f, m, point)
     )
@@ -195,6 +215,8 @@ def _train_and_register(
             "train_events": float(events),
             "users": float(len(sequences)),
             "items": float(split.num_items),
+            "peak_rss_mb": peak_rss_mb(),
+            "wall_seconds": time.perf_counter() - started,
         }
     )
     report(

@@ -1,8 +1,8 @@
 """Training loop for the SASRec model (torch).
 
 Cross-entropy over the whole catalogue at every position (the SASRec+ recipe), or a
-sampled softmax for catalogues too large for it; AdamW with linear warm-up; early
-stopping on validation NDCG@10 that keeps the best weights.
+sampled softmax with logQ correction for catalogues too large for it; AdamW with linear
+warm-up; early stopping on validation NDCG@10 that keeps the best weights.
 
 The same seed gives the same model. With ``time_budget_s`` the number of epochs is
 planned before training from a timed probe of one epoch (logged); the run is then
@@ -135,6 +135,7 @@ def train(
     if len(inputs) == 0:
         raise ValueError("no training sequences: every user needs at least 2 events")
     lengths = (targets != 0).sum(axis=1)
+    q = torch.from_numpy(sampling_distribution(split.popularity)).float().to(device)
     optimizer = torch.optim.AdamW(
         model.parameters(),
         lr=params.learning_rate,
@@ -144,7 +145,7 @@ def train(
     steps_per_epoch = -(-len(inputs) // params.batch_size)
     planned = params.epochs
     if params.time_budget_s:
-        epoch_s = _probe_epoch_seconds(model, params, split, inputs, targets, lengths, device)
+        epoch_s = _probe_epoch_seconds(model, params, split, inputs, targets, lengths, device, q)
         planned = max(1, min(params.epochs, int(params.time_budget_s / epoch_s)))
         report(
             0.0,
@@ -166,7 +167,7 @@ def train(
             x_t = torch.from_numpy(x[:, used:]).to(device)
             y_t = torch.from_numpy(y[:, used:]).to(device)
             hidden = model(x_t)  # [B, L, D]
-            loss = _loss(model, hidden, y_t, params, split.num_items, x_t)
+            loss = _loss(model, hidden, y_t, params, x_t, q)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -246,6 +247,7 @@ def _probe_epoch_seconds(
     targets: np.ndarray,
     lengths: np.ndarray,
     device: torch.device,
+    q: torch.Tensor,
 ) -> float:
     """An epoch's duration (training steps and the validation run), timed on a copy of
     the model before training starts, with the random state restored afterwards: the time
@@ -262,7 +264,7 @@ def _probe_epoch_seconds(
             started = time.perf_counter()
             x_t = torch.from_numpy(inputs[idx]).to(device)
             y_t = torch.from_numpy(targets[idx]).to(device)
-            loss = _loss(probe, probe(x_t), y_t, params, split.num_items, x_t)
+            loss = _loss(probe, probe(x_t), y_t, params, x_t, q)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -376,10 +378,11 @@ def _loss(
     hidden: torch.Tensor,
     targets: torch.Tensor,
     params: TrainingParams,
-    n: int,
     inputs: torch.Tensor,
+    q: torch.Tensor | None,
 ) -> torch.Tensor:
-    """hidden [B, L, D], targets and inputs [B, L] (0 = no target) -> scalar loss."""
+    """hidden [B, L, D], targets and inputs [B, L] (0 = no target) -> scalar loss.
+    ``q``: the sampled loss's sampling distribution over rows 0..N."""
     mask = targets != 0
     h = model.query(hidden[mask])  # [T, D]
     y = targets[mask]  # [T]
@@ -391,10 +394,52 @@ def _loss(
             return FullSoftmaxCrossEntropy.apply(h, table, y, ban.rows)
         # Rows 1..N only: the padding row is never a target nor a candidate.
         return FullSoftmaxCrossEntropy.apply(h, table[1:], y - 1)
-    # Sampled softmax with uniform negatives shared across the batch.
-    negatives = torch.randint(1, n + 1, (params.num_negatives,), device=h.device)  # [K]
-    positive = (h * table[y]).sum(-1, keepdim=True)  # [T, 1]
-    negative = h @ table[negatives].T  # [T, K]
-    negative = negative.masked_fill(negatives[None, :] == y[:, None], float("-inf"))
+    assert q is not None, "the sampled loss needs its sampling distribution"
+    return sampled_softmax(h, table, y, params.num_negatives, q, inputs, targets)
+
+
+SEEN_MASK_CELLS = 64_000_000
+
+
+def sampling_distribution(popularity: np.ndarray) -> np.ndarray:
+    """q over rows 0..N (q[0] = 0): half uniform, half proportional to popularity, from
+    which the sampled softmax draws its negatives. The uniform half keeps the tail in the
+    negatives; the popular half supplies the hard ones."""
+    counts = np.asarray(popularity, dtype=np.float64).copy()
+    counts[0] = 0.0
+    n = len(counts) - 1
+    uniform = np.full(len(counts), 1.0 / max(1, n))
+    uniform[0] = 0.0
+    popular = counts / counts.sum() if counts.sum() > 0 else uniform
+    return 0.5 * uniform + 0.5 * popular
+
+
+def sampled_softmax(
+    h: torch.Tensor,
+    table: torch.Tensor,
+    y: torch.Tensor,
+    count: int,
+    q: torch.Tensor,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+) -> torch.Tensor:
+    """Sampled softmax with logQ correction: ``count`` negatives drawn from ``q`` (shared
+    by the batch), every logit (the target's too) minus log q of its item. A draw of the
+    row's own target stays in (removing such "accidental hits" biases the gradient
+    toward popular targets); with that, as ``count`` grows the gradient becomes the full
+    softmax's. Negatives the row's window holds (other than its target) are masked, as
+    ``exclude_seen`` bans them from the full softmax, while a [B, N] mask fits in
+    SEEN_MASK_CELLS.
+    """
+    negatives = torch.multinomial(q, count, replacement=True)  # [K]
+    log_q = q.log()
+    positive = (h * table[y]).sum(-1, keepdim=True) - log_q[y][:, None]  # [T, 1]
+    negative = h @ table[negatives].T - log_q[negatives][None, :]  # [T, K]
+    if inputs.shape[0] * table.shape[0] <= SEEN_MASK_CELLS:
+        batch, _ = (targets != 0).nonzero(as_tuple=True)
+        seen = torch.zeros(inputs.shape[0], table.shape[0], dtype=torch.bool, device=h.device)
+        seen.scatter_(1, inputs, True)  # [B, N + 1]: the items of each row's window
+        hit = seen[batch][:, negatives] & (negatives[None, :] != y[:, None])  # [T, K]
+        negative = negative.masked_fill(hit, float("-inf"))
     logits = torch.cat([positive, negative], dim=1)
     return F.cross_entropy(logits, torch.zeros(len(y), dtype=torch.long, device=h.device))

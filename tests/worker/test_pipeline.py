@@ -24,6 +24,13 @@ def test_trained_model_beats_popularity(trained_template: Path) -> None:
     assert model.status == ModelStatus.ACTIVE
     assert job.status == JobStatus.SUCCEEDED and job.progress == 1.0
     assert any("epoch 1/" in line for line in job.log)
+    # The recipe fills what the settings left unset and keeps what they set.
+    assert "recipe: epochs=12 (given explicitly)" in job.log
+    assert any(line.startswith("recipe: lr_schedule='cosine'") for line in job.log)
+    assert model.config["training"]["lr_schedule"] == "cosine"
+    assert model.config["training"]["epochs"] == 12
+    assert 50 < model.metrics["peak_rss_mb"] < 8192
+    assert model.metrics["wall_seconds"] >= model.metrics["train_seconds"] > 0
     m = model.metrics
     assert m["ndcg@10"] >= 1.5 * m["pop_ndcg@10"]
     assert m["sampled_ndcg@10"] > m["ndcg@10"]

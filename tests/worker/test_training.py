@@ -18,6 +18,8 @@ from worker.training import (
     FullSoftmaxCrossEntropy,
     PrefixBan,
     model_config,
+    sampled_softmax,
+    sampling_distribution,
     train,
     training_windows,
 )
@@ -143,3 +145,46 @@ def test_training_windows_cover_older_events_once() -> None:
     assert inputs.tolist() == [[4, 5, 6], [1, 2, 3], [0, 0, 9]]
     assert targets.tolist() == [[5, 6, 7], [2, 3, 4], [0, 0, 8]]
     assert training_windows(seq, 3, windows=2)[1].tolist() == targets.tolist()
+
+
+def test_sampled_softmax_gradient_approaches_the_full_softmax_with_logq() -> None:
+    """With many draws from a skewed q, the logQ-corrected sampled softmax has the full
+    softmax's gradient; without the correction it would favour the popular items."""
+    torch.manual_seed(0)
+    n, dim, rows = 40, 8, 6
+    table = torch.randn(n + 1, dim)
+    h = torch.randn(rows, dim, requires_grad=True)
+    y = torch.randint(1, n + 1, (rows,))
+    counts = np.arange(n + 1, dtype=np.float64) ** 2  # very skewed popularity
+    q = torch.from_numpy(sampling_distribution(counts)).float()
+    assert q[0] == 0 and abs(float(q.sum()) - 1) < 1e-5
+    inputs = torch.zeros(rows, 1, dtype=torch.long)  # padding only: nothing seen
+    targets = y[:, None]
+    sampled_softmax(h, table, y, 400_000, q, inputs, targets).backward()
+    sampled_grad = h.grad.clone()
+    h.grad = None
+    F.cross_entropy(h @ table[1:].T, y - 1).backward()
+    full_grad = h.grad
+    assert torch.allclose(sampled_grad, full_grad, atol=0.01), (
+        (sampled_grad - full_grad).abs().max()
+    )
+
+
+def test_sampled_softmax_masks_the_window_but_not_the_target() -> None:
+    torch.manual_seed(1)
+    table = torch.randn(6, 4)
+    h = torch.randn(1, 4)
+    q = torch.tensor([0.0, 0.2, 0.2, 0.2, 0.2, 0.2])
+    inputs = torch.tensor([[0, 2, 3]])
+    targets = torch.tensor([[0, 0, 1]])
+    y = torch.tensor([1])
+    torch.manual_seed(5)
+    drawn = torch.multinomial(q, 64, replacement=True)
+    logits = table @ h[0] - q.clamp_min(1e-30).log()
+    kept = [k for k in drawn.tolist() if k not in (2, 3)]  # items 2 and 3: in the window
+    assert 0 < len(kept) < 64 and 1 in kept, "the draw holds window items and the target"
+    expected = -logits[1] + torch.logsumexp(logits[[1, *kept]], dim=0)
+    torch.manual_seed(5)
+    loss = sampled_softmax(h, table, y, 64, q, inputs, targets)
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+    assert float(sampled_softmax(h, table, y, 64, q, inputs, targets)) > 0.0

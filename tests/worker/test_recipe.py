@@ -1,0 +1,55 @@
+"""The adaptive training recipe: what it picks from the data's size and density."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shared.params import TrainingParams
+from worker.recipe import FULL_SOFTMAX_BUDGET, DataStats, apply_recipe, recipe_for
+
+
+def chosen(stats: DataStats) -> dict[str, object]:
+    return {name: value for name, value, _ in recipe_for(stats)}
+
+
+def test_dense_data_gets_the_dense_recipe_and_long_histories() -> None:
+    lengths = np.full(6000, 165)
+    lengths[:1000] = 600
+    picked = chosen(DataStats.of(lengths, items=3400))
+    assert picked["max_len"] == 200, "p90 of 600 events is capped at 200"
+    assert picked["dropout"] == 0.2 and picked["learning_rate"] == 4e-3
+    assert picked["loss"] == "ce"
+
+
+def test_sparse_data_gets_stronger_dropout_and_short_histories() -> None:
+    lengths = np.r_[np.full(9000, 6), np.full(1000, 40)]
+    picked = chosen(DataStats.of(lengths, items=50_000))
+    assert picked["max_len"] == 20, "p90 of 6 rounds up to the 20-event floor"
+    assert picked["dropout"] == 0.5
+    assert picked["loss"] == "ce", "3e5 targets x 5e4 items is affordable"
+
+
+def test_huge_catalogue_switches_to_sampled_softmax_with_more_negatives() -> None:
+    lengths = np.full(200_000, 12)
+    stats = DataStats.of(lengths, items=1_000_000)
+    assert stats.targets * stats.items > FULL_SOFTMAX_BUDGET
+    picked = chosen(stats)
+    assert picked["loss"] == "sampled" and picked["num_negatives"] == 8192
+
+
+def test_explicit_parameters_win_and_every_choice_is_explained() -> None:
+    params = TrainingParams(dropout=0.3, learning_rate=2e-3)
+    lengths = np.full(500, 8)
+    adapted, lines = apply_recipe(params, {"dropout"}, lengths, items=1000)
+    assert adapted.dropout == 0.3, "given explicitly"
+    assert adapted.learning_rate == 1e-3, "not given: the rule's sparse value"
+    assert "recipe: dropout=0.3 (given explicitly)" in lines
+    assert lines[0].startswith("data: 500 users, 1,000 items, 4,000 events")
+    assert any(line.startswith("recipe: loss='ce' (full softmax affordable") for line in lines)
+
+
+def test_auto_off_keeps_the_settings_defaults() -> None:
+    params = TrainingParams(auto=False)
+    adapted, lines = apply_recipe(params, set(), np.full(100, 300), items=100)
+    assert adapted == params
+    assert lines[-1].startswith("recipe: auto is off")
