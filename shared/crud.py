@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Protocol
 
-from sqlalchemy import delete, func, update
+from sqlalchemy import delete, func, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
@@ -155,33 +155,45 @@ def max_event_row(session: Session) -> int:
     return int(session.exec(select(func.max(FeedbackEvent.id))).one() or 0)
 
 
+def user_event_pages(
+    session: Session, *, watermark: int, batch_rows: int = 100_000
+) -> Iterator[list[tuple[str, str]]]:
+    """(user_id, item_id) of every event with id <= watermark, ordered by user, then
+    event time, then row id, in pages of ``batch_rows``.
+
+    Keyset pagination on (user_id, event_time, id) walks ix_feedback_user_time, so each
+    page is an index range scan and memory holds one page, however many events there are.
+    """
+    key = tuple_(col(FeedbackEvent.user_id), col(FeedbackEvent.event_time), col(FeedbackEvent.id))
+    after: tuple[str, datetime, int] | None = None
+    while True:
+        query = select(
+            FeedbackEvent.user_id, FeedbackEvent.item_id, FeedbackEvent.event_time, FeedbackEvent.id
+        ).where(col(FeedbackEvent.id) <= watermark)
+        if after is not None:
+            query = query.where(key > tuple_(*after))
+        rows = session.exec(
+            query.order_by(
+                col(FeedbackEvent.user_id), col(FeedbackEvent.event_time), col(FeedbackEvent.id)
+            ).limit(batch_rows)
+        ).all()
+        if not rows:
+            return
+        yield [(user, item) for user, item, _, _ in rows]
+        last = rows[-1]
+        after = (last[0], last[2], int(last[3] or 0))
+
+
 def user_sequences(
     session: Session, *, watermark: int, batch_rows: int = 100_000
 ) -> dict[str, list[str]]:
-    """Every user's item ids ordered by event time, for events with id <= watermark.
-
-    Reads in keyset-paginated chunks so that memory holds the sequences, not the rows.
-    """
-    events: dict[str, list[tuple[datetime, int, str]]] = defaultdict(list)
-    last_id = 0
-    while True:
-        rows = session.exec(
-            select(
-                FeedbackEvent.id,
-                FeedbackEvent.user_id,
-                FeedbackEvent.item_id,
-                FeedbackEvent.event_time,
-            )
-            .where(col(FeedbackEvent.id) > last_id, col(FeedbackEvent.id) <= watermark)
-            .order_by(col(FeedbackEvent.id))
-            .limit(batch_rows)
-        ).all()
-        if not rows:
-            break
-        for row_id, user_id, item_id, event_time in rows:
-            events[user_id].append((event_time, row_id or 0, item_id))
-        last_id = rows[-1][0] or last_id
-    return {user: [item for _, _, item in sorted(seq)] for user, seq in events.items()}
+    """Every user's item ids ordered by event time, for events with id <= watermark, as
+    Python lists: for small data and tests; training streams user_event_pages instead."""
+    sequences: dict[str, list[str]] = defaultdict(list)
+    for page in user_event_pages(session, watermark=watermark, batch_rows=batch_rows):
+        for user, item in page:
+            sequences[user].append(item)
+    return dict(sequences)
 
 
 def item_popularity(session: Session, *, limit: int) -> list[tuple[str, int]]:

@@ -9,8 +9,11 @@ Users with fewer than 3 events contribute only to training.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from array import array
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import overload
 
 import numpy as np
 
@@ -36,16 +39,123 @@ class Vocabulary:
         return {item: row for row, item in enumerate(self.items, start=1)}
 
 
+class Ragged(Sequence[np.ndarray]):
+    """Rows of one flat array: row i is ``flat[starts[i]:ends[i]]``, a view (nothing is
+    copied, so rows over a memory-mapped snapshot stay on disk until read)."""
+
+    def __init__(self, flat: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> None:
+        self.flat, self.starts, self.ends = flat, starts, ends
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    @overload
+    def __getitem__(self, index: int) -> np.ndarray: ...
+    @overload
+    def __getitem__(self, index: slice) -> Ragged: ...
+    def __getitem__(self, index: int | slice) -> np.ndarray | Ragged:
+        if isinstance(index, slice):
+            return Ragged(self.flat, self.starts[index], self.ends[index])
+        return np.asarray(self.flat[self.starts[index] : self.ends[index]], dtype=np.int64)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return self.ends - self.starts
+
+
+@dataclass
+class UserSequences:
+    """Every user's events as model rows, oldest first, users in id order: user i's
+    events are ``flat[offsets[i]:offsets[i + 1]]``. 4 bytes an event (int32), in memory or
+    in a memory-mapped file (``snapshot``)."""
+
+    flat: np.ndarray
+    offsets: np.ndarray  # int64 [U + 1]
+    vocab: Vocabulary
+
+    @classmethod
+    def from_mapping(cls, sequences: Mapping[str, Sequence[str]]) -> UserSequences:
+        vocab = Vocabulary.from_sequences(sequences)
+        row = vocab.rows()
+        users = sorted(sequences)
+        flat = np.fromiter(
+            (row[item] for user in users for item in sequences[user]), dtype=np.int32
+        )
+        lengths = np.fromiter((len(sequences[u]) for u in users), dtype=np.int64, count=len(users))
+        return cls(flat, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64), vocab)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+
+def snapshot(pages: Iterable[list[tuple[str, str]]], directory: Path) -> UserSequences:
+    """Writes (user, item) pages, ordered by user and then time, to ``directory``/events.i32
+    and returns the sequences over a memory map of it.
+
+    Memory holds one page, the item vocabulary and one int64 per user; the events go to
+    the file as they arrive. Items get provisional rows as first seen and are renumbered
+    in sorted order at the end (in chunks over the map), so the rows match
+    Vocabulary.from_sequences on the same data.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "events.i32"
+    first_seen: dict[str, int] = {}
+    offsets = array("q", [0])
+    total, previous = 0, None
+    with path.open("wb") as out:
+        for page in pages:
+            rows = np.fromiter(
+                (first_seen.setdefault(item, len(first_seen) + 1) for _, item in page),
+                dtype=np.int32,
+                count=len(page),
+            )
+            for position, (user, _) in enumerate(page):
+                if user != previous:
+                    if previous is not None:
+                        offsets.append(total + position)
+                    previous = user
+            total += len(page)
+            out.write(rows.tobytes())
+    if previous is not None:
+        offsets.append(total)
+    vocab = Vocabulary(sorted(first_seen))
+    renumber = np.zeros(len(first_seen) + 1, dtype=np.int32)
+    for row, item in enumerate(vocab.items, start=1):
+        renumber[first_seen[item]] = row
+    del first_seen
+    if total == 0:
+        return UserSequences(np.zeros(0, dtype=np.int32), np.zeros(1, dtype=np.int64), vocab)
+    flat = np.memmap(path, dtype=np.int32, mode="r+", shape=(total,))
+    for start in range(0, total, SNAPSHOT_CHUNK):
+        flat[start : start + SNAPSHOT_CHUNK] = renumber[flat[start : start + SNAPSHOT_CHUNK]]
+    flat.flush()
+    return UserSequences(
+        np.memmap(path, dtype=np.int32, mode="r", shape=(total,)),
+        np.frombuffer(offsets, dtype=np.int64).copy(),
+        vocab,
+    )
+
+
+SNAPSHOT_CHUNK = 1 << 22
+
+
 @dataclass
 class EvalSet:
-    histories: list[np.ndarray]  # int64 rows, oldest first
+    histories: Sequence[np.ndarray]  # int64 rows, oldest first
     targets: np.ndarray  # int64 [U]
+
+    def head(self, count: int) -> EvalSet:
+        return EvalSet(self.histories[:count], self.targets[:count])
 
 
 @dataclass
 class Split:
     vocab: Vocabulary
-    train: list[np.ndarray]  # training sequences (rows)
+    train: Ragged  # training sequences (rows)
     valid: EvalSet
     test: EvalSet
     popularity: np.ndarray  # float64 [N+1], counts in the training sequences
@@ -55,33 +165,30 @@ class Split:
         return len(self.vocab)
 
 
-def leave_one_out(sequences: Mapping[str, Sequence[str]], vocab: Vocabulary | None = None) -> Split:
-    vocab = vocab or Vocabulary.from_sequences(sequences)
-    row = vocab.rows()
-    train: list[np.ndarray] = []
-    valid_h: list[np.ndarray] = []
-    valid_t: list[int] = []
-    test_h: list[np.ndarray] = []
-    test_t: list[int] = []
-    for user in sorted(sequences):
-        seq = np.fromiter((row[i] for i in sequences[user] if i in row), dtype=np.int64)
-        if len(seq) < 3:
-            if len(seq) >= 2:
-                train.append(seq)
-            continue
-        train.append(seq[:-2])
-        valid_h.append(seq[:-2])
-        valid_t.append(int(seq[-2]))
-        test_h.append(seq[:-1])
-        test_t.append(int(seq[-1]))
-    popularity = np.zeros(len(vocab) + 1, dtype=np.float64)
-    for seq in train:
-        np.add.at(popularity, seq, 1.0)
+def leave_one_out(sequences: Mapping[str, Sequence[str]] | UserSequences) -> Split:
+    """The split of every user's events (see the module docstring), as views of one flat
+    array: nothing is copied per user."""
+    if not isinstance(sequences, UserSequences):
+        sequences = UserSequences.from_mapping(sequences)
+    starts, ends = sequences.offsets[:-1], sequences.offsets[1:]
+    lengths = ends - starts
+    evaluated = lengths >= 3
+    trained = lengths >= 2
+    train_ends = np.where(evaluated, ends - 2, ends)
+    flat = sequences.flat
+    popularity = np.bincount(np.asarray(flat), minlength=len(sequences.vocab) + 1).astype(
+        np.float64
+    )
+    held_out = np.r_[ends[evaluated] - 2, ends[evaluated] - 1]
+    popularity -= np.bincount(np.asarray(flat[held_out]), minlength=len(popularity))
+    single = starts[lengths == 1]  # users with one event: not in the training sequences
+    popularity -= np.bincount(np.asarray(flat[single]), minlength=len(popularity))
+    s, e = starts[evaluated], ends[evaluated]
     return Split(
-        vocab=vocab,
-        train=train,
-        valid=EvalSet(valid_h, np.asarray(valid_t, dtype=np.int64)),
-        test=EvalSet(test_h, np.asarray(test_t, dtype=np.int64)),
+        vocab=sequences.vocab,
+        train=Ragged(flat, starts[trained], train_ends[trained]),
+        valid=EvalSet(Ragged(flat, s, e - 2), np.asarray(flat[e - 2], dtype=np.int64)),
+        test=EvalSet(Ragged(flat, s, e - 1), np.asarray(flat[e - 1], dtype=np.int64)),
         popularity=popularity,
     )
 

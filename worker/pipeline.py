@@ -16,10 +16,12 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import tempfile
 import threading
 import time
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from sqlalchemy.engine import Engine
@@ -31,7 +33,7 @@ from shared.db import engine_for, session_scope
 from shared.errors import FailedPrecondition, JobCancelled, RecserveError
 from shared.models import JobStatus, ModelStatus, ModelVersion
 from shared.params import TrainingParams, parse_training_params
-from worker.dataset import Split, leave_one_out
+from worker.dataset import Split, UserSequences, leave_one_out, snapshot
 from worker.evaluation import Scorer, evaluate, popularity_scorer
 from worker.metrics import job_finished
 from worker.recipe import apply_recipe
@@ -167,30 +169,48 @@ def _train_and_register(
 ) -> int:
     import torch
 
-    from worker.export import write_bundle
-    from worker.training import torch_scorer, train
-
     torch.set_num_threads(settings.worker.torch_threads or os.cpu_count() or 1)
     started = time.perf_counter()
     with session_scope(engine) as session:
         watermark = crud.max_event_row(session)
         crud.set_job_watermark(session, job_id=job_id, watermark=watermark)
-        sequences = crud.user_sequences(session, watermark=watermark)
+    # The events stream into a memory-mapped snapshot (4 bytes an event), read by the
+    # split and the training batches in place; it is deleted with the job's scratch folder.
+    with tempfile.TemporaryDirectory(prefix=f"recserve-job-{job_id}-") as scratch:
+        with session_scope(engine) as session:
+            sequences = snapshot(crud.user_event_pages(session, watermark=watermark), Path(scratch))
+        return _train_snapshot(
+            settings, engine, job_id, params, explicit, report, sequences, watermark, started
+        )
+
+
+def _train_snapshot(
+    settings: Settings,
+    engine: Engine,
+    job_id: int,
+    params: TrainingParams,
+    explicit: set[str],
+    report: JobReporter,
+    sequences: UserSequences,
+    watermark: int,
+    started: float,
+) -> int:
+    from worker.export import write_bundle
+    from worker.training import torch_scorer, train
+
     split = leave_one_out(sequences)
     if len(split.test.targets) < MIN_USERS:
         raise ValueError(
             f"not enough data to train: {len(split.test.targets)} users have 3 or more events; "
             f"at least {MIN_USERS} are needed (send more Feedback or run `recserve import`)"
         )
-    events = sum(len(s) for s in sequences.values())
+    events = len(sequences.flat)
     report(
         0.02,
         f"loaded {events} events (watermark {watermark}): "
         f"{len(sequences)} users, {split.num_items} items",
     )
-    params, decisions = apply_recipe(
-        params, explicit, [len(s) for s in sequences.values()], split.num_items
-    )
+    params, decisions = apply_recipe(params, explicit, sequences.lengths, split.num_items)
     for line in decisions:
         report(0.03, line)
     result = train(
@@ -361,13 +381,19 @@ def evaluate_model_version(
                     "no model version is active, so there is nothing to evaluate by default; "
                     "pass --version (recserve models list shows them)"
                 )
-            sequences = crud.user_sequences(session, watermark=model.data_watermark)
+            loaded = bundle_format.load(settings.bundle_path(model.artifact_path))
+            with tempfile.TemporaryDirectory(prefix="recserve-evaluate-") as scratch:
+                sequences = snapshot(
+                    crud.user_event_pages(session, watermark=model.data_watermark), Path(scratch)
+                )
+                split = leave_one_out(sequences)
+                scorer = bundle_scorer(loaded, split.vocab.items)
+                scored = evaluate(scorer, split.test, split.num_items, ks=ks)
+                popular = evaluate(
+                    popularity_scorer(split.popularity), split.test, split.num_items, ks=ks
+                )
     finally:
         engine.dispose()
-    loaded = bundle_format.load(settings.bundle_path(model.artifact_path))
-    split = leave_one_out(sequences)
-    scored = evaluate(bundle_scorer(loaded, split.vocab.items), split.test, split.num_items, ks=ks)
-    popular = evaluate(popularity_scorer(split.popularity), split.test, split.num_items, ks=ks)
     return {
         "version": model.version,
         "watermark": model.data_watermark,

@@ -27,7 +27,7 @@ from shared.bundle import ModelConfig
 from shared.config import ModelArchitecture
 from shared.params import TrainingParams
 from shared.sasrec import SASRec
-from worker.dataset import EvalSet, Split
+from worker.dataset import Ragged, Split
 from worker.evaluation import evaluate
 
 log = logging.getLogger(__name__)
@@ -66,10 +66,10 @@ def model_config(params: TrainingParams, num_items: int) -> ModelConfig:
     return ModelConfig(num_items=num_items, **architecture)
 
 
-def training_windows(
-    train: Sequence[np.ndarray], max_len: int, windows: int = 1
-) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs and next-item targets, int64 [W, max_len], left-padded.
+class Windows:
+    """The training windows of a split's training sequences, as (start, end) positions in
+    their flat array; a batch's int64 inputs and targets are built when it is asked for,
+    so memory holds two integers a window, not max_len.
 
     Per user the newest window first: its last max_len events are the targets, each
     predicted from the events before it in the window. A user with more events gets up to
@@ -77,19 +77,39 @@ def training_windows(
     targets begin, so every event is a target at most once. Every window has at least
     one target; a user with a single event has none.
     """
-    rows: list[np.ndarray] = []
-    for seq in train:
-        end, taken = len(seq), 0
-        while end > 1 and (windows == 0 or taken < windows):
-            rows.append(seq[max(0, end - max_len - 1) : end])
-            end, taken = end - max_len, taken + 1
-    inputs = np.zeros((len(rows), max_len), dtype=np.int64)
-    targets = np.zeros((len(rows), max_len), dtype=np.int64)
-    for i, window in enumerate(rows):
-        n = len(window) - 1
-        inputs[i, max_len - n :] = window[:-1]
-        targets[i, max_len - n :] = window[1:]
-    return inputs, targets
+
+    def __init__(self, train: Ragged, max_len: int, windows: int = 1) -> None:
+        self.flat, self.max_len = train.flat, max_len
+        starts, ends = train.starts, train.ends
+        count = np.maximum(0, -(-(ends - starts - 1) // max_len))
+        if windows:
+            count = np.minimum(count, windows)
+        owner = np.repeat(np.arange(len(starts)), count)
+        first = np.cumsum(count) - count
+        k = np.arange(len(owner)) - np.repeat(first, count)
+        self.ends = ends[owner] - k * max_len
+        self.starts = np.maximum(starts[owner], self.ends - max_len - 1)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Targets in each window."""
+        return self.ends - self.starts - 1
+
+    def batch(self, rows: np.ndarray | Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Inputs and next-item targets, int64 [B, L], left-padded to the batch's longest."""
+        starts, ends = self.starts[rows], self.ends[rows]
+        width = int((ends - starts).max()) - 1
+        inputs = np.zeros((len(starts), width), dtype=np.int64)
+        targets = np.zeros((len(starts), width), dtype=np.int64)
+        for i, (start, end) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
+            window = self.flat[start:end]
+            n = end - start - 1
+            inputs[i, width - n :] = window[:-1]
+            targets[i, width - n :] = window[1:]
+        return inputs, targets
 
 
 def length_buckets(
@@ -131,10 +151,10 @@ def train(
     rng = np.random.default_rng(params.seed)
     config = model_config(params, split.num_items)
     model = SASRec(config).to(device)
-    inputs, targets = training_windows(split.train, config.max_len, params.windows)
-    if len(inputs) == 0:
+    windows = Windows(split.train, config.max_len, params.windows)
+    if len(windows) == 0:
         raise ValueError("no training sequences: every user needs at least 2 events")
-    lengths = (targets != 0).sum(axis=1)
+    lengths = windows.lengths
     q = torch.from_numpy(sampling_distribution(split.popularity)).float().to(device)
     optimizer = torch.optim.AdamW(
         model.parameters(),
@@ -142,10 +162,10 @@ def train(
         weight_decay=params.weight_decay,
         betas=(0.9, 0.98),
     )
-    steps_per_epoch = -(-len(inputs) // params.batch_size)
+    steps_per_epoch = -(-len(windows) // params.batch_size)
     planned = params.epochs
     if params.time_budget_s:
-        epoch_s = _probe_epoch_seconds(model, params, split, inputs, targets, lengths, device, q)
+        epoch_s = _probe_epoch_seconds(model, params, split, windows, device, q)
         planned = max(1, min(params.epochs, int(params.time_budget_s / epoch_s)))
         report(
             0.0,
@@ -162,10 +182,9 @@ def train(
         model.train()
         total, batches = 0.0, 0
         for idx in length_buckets(lengths, params.batch_size, rng):
-            x, y = inputs[idx], targets[idx]
-            used = int((y != 0).any(axis=0).argmax())  # trim all-padding columns
-            x_t = torch.from_numpy(x[:, used:]).to(device)
-            y_t = torch.from_numpy(y[:, used:]).to(device)
+            x, y = windows.batch(idx)
+            x_t = torch.from_numpy(x).to(device)
+            y_t = torch.from_numpy(y).to(device)
             hidden = model(x_t)  # [B, L, D]
             loss = _loss(model, hidden, y_t, params, x_t, q)
             optimizer.zero_grad(set_to_none=True)
@@ -243,9 +262,7 @@ def _probe_epoch_seconds(
     model: SASRec,
     params: TrainingParams,
     split: Split,
-    inputs: np.ndarray,
-    targets: np.ndarray,
-    lengths: np.ndarray,
+    windows: Windows,
     device: torch.device,
     q: torch.Tensor,
 ) -> float:
@@ -255,15 +272,17 @@ def _probe_epoch_seconds(
     deterministic for its seed."""
     probe = copy.deepcopy(model)
     optimizer = torch.optim.AdamW(probe.parameters(), lr=params.learning_rate)
-    batches = length_buckets(lengths, params.batch_size, np.random.default_rng(params.seed + 1))
+    batches = length_buckets(
+        windows.lengths, params.batch_size, np.random.default_rng(params.seed + 1)
+    )
     steps = min(4, len(batches))
     with torch.random.fork_rng(devices=[]):
         probe.train()
         timed = 0.0
         for n, idx in enumerate(batches[:steps]):
             started = time.perf_counter()
-            x_t = torch.from_numpy(inputs[idx]).to(device)
-            y_t = torch.from_numpy(targets[idx]).to(device)
+            x, y = windows.batch(idx)
+            x_t, y_t = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
             loss = _loss(probe, probe(x_t), y_t, params, x_t, q)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -273,7 +292,7 @@ def _probe_epoch_seconds(
         per_step = timed / max(1, steps - 1)
         probe.eval()
         users = min(len(split.valid.targets), 512)
-        sample = EvalSet(split.valid.histories[:users], split.valid.targets[:users])
+        sample = split.valid.head(users)
         started = time.perf_counter()
         evaluate(torch_scorer(probe, device), sample, split.num_items, ks=(10,), sampled=False)
         per_user = (time.perf_counter() - started) / max(1, users)

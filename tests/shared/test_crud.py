@@ -285,3 +285,21 @@ def test_migrations_match_the_models(engine) -> None:
         context = MigrationContext.configure(connection, opts={"compare_type": False})
         differences = compare_metadata(context, SQLModel.metadata)
     assert differences == []
+
+
+def test_event_pages_stream_every_user_in_time_order(engine, tmp_path: Path) -> None:
+    """Pages cut users anywhere; order is user, event time, then arrival (row id)."""
+    events = [ev(str(n), f"u{n % 3}", f"i{n}", 100 - n // 2) for n in range(30)]
+    with session_scope(engine) as s:
+        crud.insert_events(s, events=events)
+    with session_scope(engine) as s:
+        watermark = crud.max_event_row(s)
+        pages = list(crud.user_event_pages(s, watermark=watermark, batch_rows=4))
+        assert [len(page) for page in pages] == [4] * 7 + [2]
+        rows = [row for page in pages for row in page]
+        assert [user for user, _ in rows] == sorted(user for user, _ in rows)
+        for user in ("u0", "u1", "u2"):
+            numbers = [n for n in range(30) if f"u{n % 3}" == user]
+            by_time = sorted(numbers, key=lambda n: (100 - n // 2, n))
+            assert [item for u, item in rows if u == user] == [f"i{n}" for n in by_time]
+        assert sum(map(len, crud.user_event_pages(s, watermark=watermark - 5, batch_rows=4))) == 25

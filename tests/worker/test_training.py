@@ -13,15 +13,15 @@ from shared import synthetic
 from shared.params import TrainingParams
 from shared.sasrec import SASRec
 from tests.conftest import TINY_SPEC, TINY_TRAINING
-from worker.dataset import leave_one_out
+from worker.dataset import Ragged, leave_one_out
 from worker.training import (
     FullSoftmaxCrossEntropy,
     PrefixBan,
+    Windows,
     model_config,
     sampled_softmax,
     sampling_distribution,
     train,
-    training_windows,
 )
 
 
@@ -137,14 +137,20 @@ def test_byte_mask_dropout_keeps_the_rate_and_masks_the_gradient_alike() -> None
 
 
 def test_training_windows_cover_older_events_once() -> None:
-    seq = [np.arange(1, 8), np.array([9, 8])]
-    inputs, targets = training_windows(seq, 3)
+    flat = np.r_[np.arange(1, 8), [9, 8], [5]]
+    train = Ragged(flat, np.array([0, 7, 9]), np.array([7, 9, 10]))  # the last: 1 event
+    windows = Windows(train, 3)
+    assert windows.lengths.tolist() == [3, 1]
+    inputs, targets = windows.batch([0, 1])
     assert inputs.tolist() == [[4, 5, 6], [0, 0, 9]]
     assert targets.tolist() == [[5, 6, 7], [0, 0, 8]]
-    inputs, targets = training_windows(seq, 3, windows=0)
+    windows = Windows(train, 3, windows=0)
+    inputs, targets = windows.batch(np.arange(len(windows)))
     assert inputs.tolist() == [[4, 5, 6], [1, 2, 3], [0, 0, 9]]
     assert targets.tolist() == [[5, 6, 7], [2, 3, 4], [0, 0, 8]]
-    assert training_windows(seq, 3, windows=2)[1].tolist() == targets.tolist()
+    assert Windows(train, 3, windows=2).batch([0, 1, 2])[1].tolist() == targets.tolist()
+    short = Windows(train, 3, windows=0).batch([2])  # a batch is as wide as its longest
+    assert short[0].tolist() == [[9]] and short[1].tolist() == [[8]]
 
 
 def test_sampled_softmax_gradient_approaches_the_full_softmax_with_logq() -> None:

@@ -1,0 +1,59 @@
+"""The streamed, memory-mapped event snapshot and the leave-one-out split over it."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from worker.dataset import UserSequences, Vocabulary, leave_one_out, snapshot
+
+
+def mapping(seed: int = 3, users: int = 60) -> dict[str, list[str]]:
+    rng = random.Random(seed)
+    return {
+        f"u{u:03d}": [f"i{rng.randrange(40):02d}" for _ in range(rng.randrange(1, 12))]
+        for u in range(users)
+    }
+
+
+def pages(sequences: dict[str, list[str]], size: int):
+    rows = [(user, item) for user in sorted(sequences) for item in sequences[user]]
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+@pytest.mark.parametrize("page", [1, 7, 10_000])
+def test_snapshot_matches_the_in_memory_sequences(tmp_path: Path, page: int) -> None:
+    """Pages that cut a user's events anywhere give the same rows, users and vocabulary."""
+    sequences = mapping()
+    streamed = snapshot(pages(sequences, page), tmp_path)
+    expected = UserSequences.from_mapping(sequences)
+    assert isinstance(streamed.flat, np.memmap)
+    assert streamed.vocab == expected.vocab == Vocabulary.from_sequences(sequences)
+    assert np.array_equal(streamed.flat, expected.flat)
+    assert np.array_equal(streamed.offsets, expected.offsets)
+
+
+def test_split_is_the_documented_leave_one_out() -> None:
+    sequences = {"a": ["x", "y", "z", "w"], "b": ["y", "x"], "c": ["z"], "d": ["x", "x", "y"]}
+    split = leave_one_out(sequences)
+    row = split.vocab.rows()
+    assert [h.tolist() for h in split.train] == [
+        [row["x"], row["y"]],  # a: all but the last two
+        [row["y"], row["x"]],  # b: two events, training only
+        [row["x"]],  # d
+    ]
+    assert [h.tolist() for h in split.valid.histories] == [[row["x"], row["y"]], [row["x"]]]
+    assert split.valid.targets.tolist() == [row["z"], row["x"]]
+    assert [h.tolist() for h in split.test.histories] == [
+        [row["x"], row["y"], row["z"]],
+        [row["x"], row["x"]],
+    ]
+    assert split.test.targets.tolist() == [row["w"], row["y"]]
+    expected = np.zeros(len(split.vocab) + 1)
+    for seq in split.train:
+        np.add.at(expected, seq, 1.0)
+    assert np.array_equal(split.popularity, expected), "counts of the training sequences"
