@@ -335,6 +335,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
             output=Path(args.output or "bench-results/soak.json"),
         )
         return 0 if report["passed"] else 1
+    if args.kind == "scale":
+        from bench.scale import DEFAULT_SIZES, Size, run_scale_bench
+
+        sizes = DEFAULT_SIZES
+        if args.sizes:
+            sizes = tuple(
+                Size(*(int(float(n)) for n in triple.split(":")))
+                for triple in args.sizes.split(",")
+            )
+        run_scale_bench(
+            Path(args.data_dir or "var/bench/scale"),
+            sizes=sizes,
+            steps=args.steps,
+            duration=args.duration or 10.0,
+            output=Path(args.output or "bench-results/scale.json"),
+        )
+        return 0
     if args.kind == "ingest":
         from bench.ingest import IngestSpec, run_ingest_bench
 
@@ -509,7 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="write the results as JSON here")
 
     p = add("bench", cmd_bench, "Benchmarks: quality (train + evaluate) or serve (load test).")
-    p.add_argument("kind", choices=["quality", "serve", "ingest", "soak"])
+    p.add_argument("kind", choices=["quality", "serve", "ingest", "soak", "scale"])
     p.add_argument("--data", help="quality: the interaction file to train on")
     p.add_argument("--format", choices=["seq", "movielens", "inter", "csv"])
     p.add_argument(
@@ -537,6 +554,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--streams", type=int, help="ingest: concurrent FeedbackStream calls")
     p.add_argument("--minutes", type=int, default=10, help="soak: length in minutes")
+    p.add_argument(
+        "--sizes",
+        help="scale: ITEMS:USERS:EVENTS,... (default 1e4:5e4:1e6,1e5:1e5:2e6,1e6:2e5:4e6)",
+    )
+    p.add_argument("--steps", type=int, default=200, help="scale: timed training steps")
     p.add_argument("--rate", type=float, help="soak: requests/s (default: 70%% of sustainable)")
     p.add_argument("--callers", type=int, help="ingest: concurrent unary Feedback callers")
 

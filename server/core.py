@@ -246,10 +246,39 @@ class RecommendationCore:
     ) -> Recommendation:
         """Ranks for ``state``; ``scores`` (float32 [N+1], this request's own copy) when the
         model run computed them, else they are computed here."""
+        used = min(int(seen.size), model.bundle.config.max_len)
+        if scores is None and model.index is not None and not query.candidate_item_ids:
+            ranked = self._rank_with_index(model, state, query, seen, k)
+            if ranked is not None:
+                return Recommendation(ranked, model.version, "model", used)
         if scores is None:
             scores = model.bundle.item_embeddings @ state  # [N+1, D] @ [D] -> [N+1]
-        used = min(int(seen.size), model.bundle.config.max_len)
         return self._rank(model, scores, query, seen, k, "model", used)
+
+    @staticmethod
+    def _rank_with_index(
+        model: ServingModel, state: np.ndarray, query: RecommendQuery, seen: np.ndarray, k: int
+    ) -> list[tuple[str, float]] | None:
+        """The top k from the model's item index: it is asked for k plus as many rows as
+        the masks could remove, and the masked rows are dropped. None (score every item
+        instead) when the masks are too many to over-fetch or too few rows survive."""
+        assert model.index is not None
+        rows = model.rows
+        banned = [model.unavailable_rows]
+        if not query.allow_seen:
+            banned.append(seen)
+        if query.exclude_item_ids:
+            banned.append(np.asarray([rows[i] for i in query.exclude_item_ids if i in rows]))
+        masked = np.unique(np.concatenate(banned).astype(np.int64))
+        if len(masked) > INDEX_MAX_MASKED:
+            return None
+        found, scores = model.index.search(state[None], k + len(masked))
+        keep = (found[0] > 0) & ~np.isin(found[0], masked)
+        picked, picked_scores = found[0][keep][:k], scores[0][keep][:k]
+        if len(picked) < min(k, model.index.meta.items - len(masked)):
+            return None  # the probed lists held too few: score every item
+        vocab = model.bundle.vocab
+        return [(vocab[r - 1], float(s)) for r, s in zip(picked, picked_scores, strict=True)]
 
     @staticmethod
     def _known_rows(model: ServingModel, items: Sequence[str]) -> np.ndarray:
@@ -447,6 +476,11 @@ class RecommendationCore:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+
+INDEX_MAX_MASKED = 2048
+"""Above this many masked rows (seen, excluded, unavailable) a request scores every item
+rather than over-fetch from the item index."""
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:

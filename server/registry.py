@@ -37,6 +37,7 @@ from server.backends.base import Backend
 from server.batcher import DynamicBatcher
 from shared import bundle as bundle_format
 from shared import crud
+from shared.ann import ItemIndex
 from shared.config import ServerSettings, Settings
 from shared.db import session_scope
 from shared.errors import BundleError
@@ -74,13 +75,14 @@ class BatchOutput:
 
 
 def encode_and_score(
-    backend: Backend, item_embeddings: np.ndarray
+    backend: Backend, item_embeddings: np.ndarray, *, score: bool = True
 ) -> Callable[[np.ndarray], BatchOutput]:
     """The batcher's run: the backend's states, then every item's score for the whole
     batch in one matrix product, in the model's thread (BLAS releases the GIL), so the
-    event loop only masks and picks the top k."""
+    event loop only masks and picks the top k. ``score`` False (a model ranked through
+    its item index): states only."""
     table = np.ascontiguousarray(item_embeddings.T)  # [D, N+1]
-    score = table.shape[1] <= BATCH_SCORING_MAX_ITEMS
+    score = score and table.shape[1] <= BATCH_SCORING_MAX_ITEMS
 
     def run(histories: np.ndarray) -> BatchOutput:
         states = backend.encode(histories)
@@ -100,6 +102,8 @@ class ServingModel:
     rows: dict[str, int]
     popularity: np.ndarray  # float32 [N+1], share of training events; row 0 = -inf
     unavailable_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    index: ItemIndex | None = None
+    """The bundle's approximate top-k index, when it has one and the server uses it."""
 
 
 @dataclass
@@ -363,8 +367,9 @@ class ModelRegistry:
         except Exception as exc:
             raise BundleError(f"bundle {candidate.path}: the model does not load: {exc}") from exc
         check_output_widths(loaded, backend, state)
+        index = load_item_index(loaded.path) if self._settings.use_item_index else None
         batcher = DynamicBatcher(
-            encode_and_score(backend, loaded.item_embeddings),
+            encode_and_score(backend, loaded.item_embeddings, score=index is None),
             self._model_executor,
             max_batch=self._settings.max_batch_size,
             max_wait_s=self._settings.max_batch_wait_ms / 1000.0,
@@ -386,10 +391,25 @@ class ModelRegistry:
             rows,
             popularity,
             self._unavailable_rows(rows),
+            index,
         )
 
     def _unavailable_rows(self, rows: dict[str, int]) -> np.ndarray:
         return np.array([rows[i] for i in self.unavailable if i in rows], dtype=np.int64)
+
+
+def load_item_index(directory: Path) -> ItemIndex | None:
+    """The bundle's item index, or None when it has none or faiss is not installed (then
+    every item is scored, as for a small catalogue)."""
+    try:
+        return ItemIndex.load(directory)
+    except ImportError:
+        log.warning(
+            "bundle %s carries an item index but faiss is not installed "
+            "(pip install 'recserve[server]'): scoring every item instead",
+            directory,
+        )
+        return None
 
 
 BACKGROUND_NICENESS = 10

@@ -62,6 +62,9 @@ class ServerSettings(BaseModel):
     """Most requests one RecommendBatch call may carry."""
     max_batch_size: int = Field(64, ge=1, le=4096)
     """Most histories the dynamic batcher runs through the model at once."""
+    use_item_index: bool = True
+    """Rank with a bundle's approximate top-k index when it carries one (large
+    catalogues, see training.index_min_items); False: always score every item."""
     max_batch_wait_ms: float = Field(2.0, ge=0.0, le=1000.0)
     """How long a partly filled batch waits for more requests, only while the server is
     busy (a run ended within the last 50 ms): larger batches under load, and no wait for
@@ -265,6 +268,11 @@ class TrainingSettings(ModelArchitecture):
     also trains on the max_len events before those, and so on; 0 (the default): all of a
     user's events, so heavy users' older events are targets too (on ML-1M 1.5x the
     targets per epoch, and better at equal training time)."""
+    index_min_items: int = Field(100_000, ge=0)
+    """Bundles of catalogues with at least this many items carry an approximate top-k
+    index (faiss IVF, recall@10 >= 0.95 against exact), which the server then uses
+    instead of scoring every item; 0: never. The default is where the index became the
+    faster of the two in `recserve bench scale` (docs/benchmarks.md)."""
     exclude_seen: bool = True
     """ce loss: leave the items already in the input prefix (other than the target) out of
     each position's softmax, as serving and the filtered evaluation leave them out of the

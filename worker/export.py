@@ -82,9 +82,15 @@ def write_bundle(
     vocab: list[str],
     popularity: np.ndarray,
     metrics: dict[str, Any],
-) -> tuple[str, float]:
+    index_states: np.ndarray | None = None,
+) -> tuple[str, dict[str, Any]]:
     """Writes a complete bundle into ``directory`` (replaced if present); returns its
-    checksum and the ONNX/torch parity (max relative difference).
+    checksum and the metrics as written: ``metrics`` with the ONNX/torch parity (max
+    relative difference, onnx_parity_max_rel_diff) and the index's figures (ann_*).
+
+    With ``index_states`` (float32 [S, D], user states of the training data) the bundle
+    also carries an approximate top-k index of the items (shared/ann.py), calibrated on
+    those states; its recall and size join the metrics.
 
     The files go to a temporary sibling first and are renamed into place, so a reader
     never sees half a bundle.
@@ -101,9 +107,23 @@ def write_bundle(
     export_onnx(model, tmp / bundle_format.ONNX)
     parity = check_parity(model, tmp / bundle_format.ONNX)
     metrics = {**metrics, "onnx_parity_max_rel_diff": parity}
+    if index_states is not None:
+        from shared.ann import ItemIndex
+
+        index = ItemIndex.build(model.output_table().detach().numpy(), index_states)
+        index.save(tmp)
+        metrics.update(
+            {
+                "ann_recall@10": index.meta.recall_at_10,
+                "ann_nprobe": index.meta.nprobe,
+                "ann_nlist": index.meta.nlist,
+                "ann_build_seconds": index.meta.build_seconds,
+            }
+        )
+        log.info("item index: %s", index.meta)
     (tmp / bundle_format.METRICS).write_text(json.dumps(metrics, indent=2, sort_keys=True))
     checksum = bundle_format.write_checksums(tmp)
     shutil.rmtree(directory, ignore_errors=True)
     tmp.rename(directory)
     log.info("bundle written to %s (parity %.2e)", directory, parity)
-    return checksum, parity
+    return checksum, metrics

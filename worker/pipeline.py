@@ -22,6 +22,7 @@ import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sqlalchemy.engine import Engine
@@ -33,13 +34,14 @@ from shared.db import engine_for, session_scope
 from shared.errors import FailedPrecondition, JobCancelled, RecserveError
 from shared.models import JobStatus, ModelStatus, ModelVersion
 from shared.params import TrainingParams, parse_training_params
-from worker.dataset import Split, UserSequences, leave_one_out, snapshot
+from worker.dataset import EvalSet, Split, UserSequences, leave_one_out, snapshot
 from worker.evaluation import Scorer, evaluate, popularity_scorer
 from worker.metrics import job_finished
 from worker.recipe import apply_recipe
 
 log = logging.getLogger(__name__)
 MIN_USERS = 2
+INDEX_CALIBRATION_USERS = 2000
 
 
 class JobReporter:
@@ -246,14 +248,19 @@ def _train_snapshot(
     )
     relative = bundle_format.job_dir_name(job_id)
     directory = settings.bundles_dir.resolve() / relative
-    checksum, parity = write_bundle(
+    index_states = None
+    if params.index_min_items and split.num_items >= params.index_min_items:
+        report(0.92, f"{split.num_items:,} items: building the approximate top-k index")
+        index_states = encode_states(result.model, split.valid.head(INDEX_CALIBRATION_USERS))
+    checksum, metrics = write_bundle(
         directory,
         model=result.model,
         vocab=split.vocab.items,
         popularity=split.popularity,
         metrics=metrics,
+        index_states=index_states,
     )
-    metrics["onnx_parity_max_rel_diff"] = parity
+    parity = metrics["onnx_parity_max_rel_diff"]
     # The last point where a cancel takes effect: nothing is registered yet.
     report(0.95, f"bundle written to {directory} (ONNX parity {parity:.1e})")
     with session_scope(engine) as session:
@@ -284,6 +291,22 @@ def _train_snapshot(
         cancellable=False,
     )
     return version
+
+
+def encode_states(model: Any, eval_set: EvalSet, batch_size: int = 256) -> np.ndarray:
+    """The served user states (float32 [U, D]) of ``eval_set``'s histories."""
+    import torch
+
+    from worker.dataset import left_pad
+
+    model = model.eval().cpu()
+    states = []
+    with torch.no_grad():
+        for start in range(0, len(eval_set.targets), batch_size):
+            chunk = eval_set.histories[start : start + batch_size]
+            batch = torch.from_numpy(left_pad(chunk, model.config.max_len))
+            states.append(model.encode_last(batch).float().numpy())
+    return np.concatenate(states) if states else np.zeros((0, model.config.d_model), np.float32)
 
 
 def should_activate(

@@ -1,0 +1,109 @@
+"""The training half of `recserve bench scale`, in a process of its own so that its peak
+RSS is the training's: stream the snapshot, split, pick the recipe, time a fixed number
+of optimiser steps, then export the bundle with its item index.
+
+python -m bench.scale_train --data-dir DIR --steps N --output train.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from shared import crud
+from shared.config import Settings
+from shared.db import engine_for, session_scope
+from shared.params import parse_training_params
+from shared.sasrec import SASRec
+from worker.dataset import leave_one_out, snapshot
+from worker.export import write_bundle
+from worker.pipeline import INDEX_CALIBRATION_USERS, encode_states, peak_rss_mb
+from worker.recipe import apply_recipe
+from worker.training import Windows, _loss, length_buckets, model_config, sampling_distribution
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--output", type=Path, required=True)
+    args = parser.parse_args()
+    settings = Settings(data_dir=args.data_dir)
+    torch.set_num_threads(settings.worker.torch_threads or 2)
+    torch.manual_seed(0)
+    engine = engine_for(settings)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="recserve-scale-") as scratch:
+        with session_scope(engine) as session:
+            watermark = crud.max_event_row(session)
+            sequences = snapshot(crud.user_event_pages(session, watermark=watermark), Path(scratch))
+        snapshot_s = time.perf_counter() - started
+        split = leave_one_out(sequences)
+        params, decisions = apply_recipe(
+            parse_training_params(settings, {}), set(), sequences.lengths, split.num_items
+        )
+        print("\n".join(decisions), flush=True)
+        model = SASRec(model_config(params, split.num_items))
+        windows = Windows(split.train, params.max_len, params.windows)
+        q = torch.from_numpy(sampling_distribution(split.popularity)).float()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=params.learning_rate)
+        batches = length_buckets(windows.lengths, params.batch_size, np.random.default_rng(0))
+        model.train()
+        targets, timed = 0, 0.0
+        for step, rows in enumerate(batches[: args.steps + 1]):
+            began = time.perf_counter()
+            x, y = windows.batch(rows)
+            x_t, y_t = torch.from_numpy(x), torch.from_numpy(y)
+            loss = _loss(model, model(x_t), y_t, params, x_t, q)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if step:  # the first step pays one-off costs
+                timed += time.perf_counter() - began
+                targets += int((y != 0).sum())
+        training_rss = peak_rss_mb()
+        model.eval()
+        calibration = encode_states(model, split.valid.head(INDEX_CALIBRATION_USERS))
+        held_out = split.valid.histories[INDEX_CALIBRATION_USERS : INDEX_CALIBRATION_USERS + 1000]
+        held_targets = split.valid.targets[INDEX_CALIBRATION_USERS : INDEX_CALIBRATION_USERS + 1000]
+        from worker.dataset import EvalSet
+
+        np.save(
+            args.data_dir / "heldout_states.npy",
+            encode_states(model, EvalSet(held_out, held_targets)),
+        )
+        bundle = args.data_dir / "models" / "scale"
+        started_export = time.perf_counter()
+        _, metrics = write_bundle(
+            bundle,
+            model=model,
+            vocab=split.vocab.items,
+            popularity=split.popularity,
+            metrics={},
+            index_states=calibration,
+        )
+        export_s = time.perf_counter() - started_export
+    engine.dispose()
+    result = {
+        "loss": params.loss,
+        "num_negatives": params.num_negatives,
+        "max_len": params.max_len,
+        "snapshot_s": snapshot_s,
+        "train_steps": args.steps,
+        "train_events_per_s": targets / timed if timed else 0.0,
+        "peak_rss_mb": training_rss,
+        "export_s": export_s,
+        "index_build_s": metrics.get("ann_build_seconds", 0.0),
+        "bundle": str(bundle),
+    }
+    args.output.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
