@@ -40,11 +40,15 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy shared server worker tui recserve bench
 
-## Quality on ML-1M with the README's recipe: import, train (55 min), evaluate; table + JSON.
-## Another data set: make bench-quality DATA=path QUALITY_PARAMS='{...}'.
-QUALITY_PARAMS ?= {"max_len": 200, "d_model": 64, "n_heads": 1, "n_blocks": 2, "batch_size": 128, "loss": "ce", "learning_rate": 0.004, "dropout": 0.2, "attention_dropout": 0, "positions": "rotary", "windows": 0, "exclude_seen": true, "lr_schedule": "cosine", "time_budget_s": 3300, "patience": 100, "warmup_steps": 100, "epochs": 300}
+## Quality with the adaptive defaults (no parameters): import, train (<= 55 min), evaluate;
+## table + JSON. Another data set: make bench-quality DATA=path [QUALITY_PARAMS='{...}'].
+QUALITY_PARAMS ?= {}
 bench-quality: $(STAMP)
 	$(BIN)/recserve bench quality --data $(or $(DATA),../shared/data/ml-1m/ml-1m.txt) --params '$(QUALITY_PARAMS)' $(ARGS)
+
+## Import, streamed training, exact vs index top-k and serving at 10^4, 10^5, 10^6 items.
+bench-scale: $(STAMP)
+	$(BIN)/recserve bench scale $(ARGS)
 
 ## Serving throughput and latency vs the gRPC and model ceilings and the naive baseline.
 bench-serve: $(STAMP)

@@ -34,9 +34,12 @@ def evaluate(
     unfiltered: bool = True,
     batch_size: int = 256,
     prefix: str = "",
+    popularity: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Metrics named like "ndcg@10" (full ranking, seen items filtered),
-    "unfiltered_ndcg@10" and "sampled_ndcg@10"."""
+    "unfiltered_ndcg@10" and "sampled_ndcg@10"; with ``popularity`` (training counts
+    [N+1]) also the beyond-accuracy figures of the filtered top 10 (beyond_accuracy)."""
+    top_lists: list[np.ndarray] = []
     full_ranks: list[np.ndarray] = []
     unfiltered_ranks: list[np.ndarray] = []
     sampled_ranks: list[np.ndarray] = []
@@ -60,13 +63,61 @@ def evaluate(
             unfiltered_ranks.append(target_ranks(masked, targets))
         masked[seen_mask(histories, scores.shape[1])] = -np.inf
         full_ranks.append(target_ranks(masked, targets))
+        if popularity is not None:
+            top_lists.append(top_rows(masked, BEYOND_K))
     metrics = summarize(np.concatenate(full_ranks) if full_ranks else np.array([]), ks, prefix)
     if unfiltered_ranks:
         metrics.update(summarize(np.concatenate(unfiltered_ranks), ks, f"{prefix}unfiltered_"))
     if sampled_ranks:
         metrics.update(summarize(np.concatenate(sampled_ranks), ks, f"{prefix}sampled_"))
     metrics[f"{prefix}users"] = float(len(eval_set.targets))
+    if popularity is not None and top_lists:
+        metrics.update(beyond_accuracy(np.concatenate(top_lists), popularity, prefix))
     return metrics
+
+
+BEYOND_K = 10
+
+
+def top_rows(scores: np.ndarray, k: int) -> np.ndarray:
+    """int64 [B, k]: each row's k best columns, best first (ties by column)."""
+    k = min(k, scores.shape[1])
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1)
+
+
+def beyond_accuracy(top: np.ndarray, popularity: np.ndarray, prefix: str = "") -> dict[str, float]:
+    """What the top-k lists ([U, k] model rows) look like beyond hitting the target:
+
+    - coverage@k: share of the catalogue that appears in at least one list;
+    - gini@k: Gini index of how often each item appears across lists (0: every item
+      equally often, 1: one item everywhere), over the whole catalogue;
+    - arp@k: average recommendation popularity, the mean training count of the listed
+      items, over the catalogue's mean count (1: as popular as the average item; the
+      popularity baseline is far above 1);
+    - novelty@k: mean self-information -log2(p) of the listed items, p being an item's
+      share of training events (higher: less obvious items).
+    """
+    k = top.shape[1]
+    n = len(popularity) - 1
+    counts = np.bincount(top.ravel(), minlength=n + 1)[1:].astype(np.float64)
+    exposure = np.sort(counts)
+    total = exposure.sum()
+    if total > 0:
+        cumulative = np.cumsum(exposure)
+        gini = float((n + 1 - 2 * (cumulative / total).sum()) / n)
+    else:
+        gini = 0.0
+    pop = np.asarray(popularity, dtype=np.float64)
+    mean_count = pop[1:].mean() or 1.0
+    share = np.maximum(pop / max(pop[1:].sum(), 1.0), 1e-12)
+    return {
+        f"{prefix}coverage@{k}": float((counts > 0).sum() / n),
+        f"{prefix}gini@{k}": gini,
+        f"{prefix}arp@{k}": float(pop[top].mean() / mean_count),
+        f"{prefix}novelty@{k}": float((-np.log2(share[top])).mean()),
+    }
 
 
 def popularity_scorer(popularity: np.ndarray) -> Scorer:

@@ -220,9 +220,20 @@ def _train_snapshot(
     )
     report(0.86, f"trained {result.epochs_run} epochs in {result.seconds:.1f}s; evaluating")
     device = next(result.model.parameters()).device
-    metrics = evaluate(torch_scorer(result.model, device), split.test, split.num_items)
+    metrics = evaluate(
+        torch_scorer(result.model, device),
+        split.test,
+        split.num_items,
+        popularity=split.popularity,
+    )
     metrics.update(
-        evaluate(popularity_scorer(split.popularity), split.test, split.num_items, prefix="pop_")
+        evaluate(
+            popularity_scorer(split.popularity),
+            split.test,
+            split.num_items,
+            prefix="pop_",
+            popularity=split.popularity,
+        )
     )
     active_metrics = _evaluate_active(settings, engine, split)
     metrics.update(active_metrics)

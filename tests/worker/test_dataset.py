@@ -57,3 +57,20 @@ def test_split_is_the_documented_leave_one_out() -> None:
     for seq in split.train:
         np.add.at(expected, seq, 1.0)
     assert np.array_equal(split.popularity, expected), "counts of the training sequences"
+
+
+def test_beyond_accuracy_figures_on_hand_made_lists() -> None:
+    from worker.evaluation import beyond_accuracy, top_rows
+
+    popularity = np.array([0, 8, 4, 2, 1, 1], dtype=np.float64)  # rows 1..5
+    everyone_gets_the_top = np.array([[1, 2], [1, 2], [1, 2]])
+    spread = np.array([[1, 2], [3, 4], [5, 1]])
+    narrow = beyond_accuracy(everyone_gets_the_top, popularity)
+    wide = beyond_accuracy(spread, popularity)
+    assert narrow["coverage@2"] == pytest.approx(2 / 5) and wide["coverage@2"] == 1.0
+    assert narrow["gini@2"] == pytest.approx(0.6)  # 2 of 5 items share every slot
+    assert wide["gini@2"] == pytest.approx(2 / 15)  # item 1 twice, the rest once
+    assert narrow["arp@2"] == pytest.approx(6 / 3.2), "mean count 6 over the mean 3.2"
+    assert wide["novelty@2"] > narrow["novelty@2"], "rarer items carry more information"
+    scores = np.array([[0.1, 0.9, 0.5, 0.9], [3.0, 2.0, 1.0, 0.0]])
+    assert top_rows(scores, 2).tolist() == [[1, 3], [0, 1]], "best first, ties by column"

@@ -37,6 +37,9 @@ def test_trained_model_beats_popularity(trained_template: Path) -> None:
     assert m["sampled_ndcg@10"] > m["ndcg@10"]
     assert m["unfiltered_ndcg@10"] > 0  # the synthetic users repeat items: no order here
     assert m["onnx_parity_max_rel_diff"] < 1e-4
+    # Beyond accuracy: the model spreads its lists wider and less popular than popularity.
+    assert 0 < m["coverage@10"] <= 1 and m["gini@10"] < m["pop_gini@10"]
+    assert m["pop_arp@10"] > m["arp@10"] and m["novelty@10"] > m["pop_novelty@10"]
     assert model.artifact_path == "job-1", "relative to the models folder, keyed by job id"
     directory = trained_template / "models" / model.artifact_path
     loaded = bundle_format.load(directory)
