@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.ingest import cpu_model
 from shared import crud
 from shared.config import Settings
 from shared.db import engine_for, migrate, session_scope
@@ -247,16 +248,6 @@ def run_scale_bench(
         output.write_text(json.dumps(result, indent=2))
         print(f"wrote {output}")
     return result
-
-
-def cpu_model() -> str:
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:

@@ -26,7 +26,7 @@ def test_sparse_data_gets_stronger_dropout_and_short_histories() -> None:
     picked = chosen(DataStats.of(lengths, items=50_000))
     assert picked["max_len"] == 20, "p90 of 6 rounds up to the 20-event floor"
     assert picked["dropout"] == 0.5
-    assert picked["loss"] == "ce", "3e5 targets x 5e4 items is affordable"
+    assert picked["loss"] == "ce", "6.4e4 targets x 5e4 items is affordable"
 
 
 def test_huge_catalogue_switches_to_sampled_softmax_with_more_negatives() -> None:
@@ -42,7 +42,7 @@ def test_explicit_parameters_win_and_every_choice_is_explained() -> None:
     lengths = np.full(500, 8)
     adapted, lines = apply_recipe(params, {"dropout"}, lengths, items=1000)
     assert adapted.dropout == 0.3, "given explicitly"
-    assert adapted.learning_rate == 1e-3, "not given: the rule's sparse value"
+    assert adapted.learning_rate == 3e-3, "not given: the rule's sparse value"
     assert "recipe: dropout=0.3 (given explicitly)" in lines
     assert lines[0].startswith("data: 500 users, 1,000 items, 4,000 events")
     assert any(line.startswith("recipe: loss='ce' (full softmax affordable") for line in lines)
@@ -53,3 +53,11 @@ def test_auto_off_keeps_the_settings_defaults() -> None:
     adapted, lines = apply_recipe(params, set(), np.full(100, 300), items=100)
     assert adapted == params
     assert lines[-1].startswith("recipe: auto is off")
+
+
+def test_a_beauty_shaped_log_trains_a_sampled_softmax_over_4096_negatives() -> None:
+    rng = np.random.default_rng(0)
+    lengths = 5 + rng.geometric(1 / 4.0, size=40_000)  # mean ~9 events, like Amazon Beauty
+    picked = chosen(DataStats.of(lengths, items=54_542))
+    assert picked["loss"] == "sampled" and picked["num_negatives"] == 4096
+    assert picked["max_len"] == 20 and picked["learning_rate"] == 3e-3
