@@ -40,6 +40,7 @@ def evaluate(
     "unfiltered_ndcg@10" and "sampled_ndcg@10"; with ``popularity`` (training counts
     [N+1]) also the beyond-accuracy figures of the filtered top 10 (beyond_accuracy)."""
     top_lists: list[np.ndarray] = []
+    lifts: list[np.ndarray] = []
     full_ranks: list[np.ndarray] = []
     unfiltered_ranks: list[np.ndarray] = []
     sampled_ranks: list[np.ndarray] = []
@@ -64,7 +65,9 @@ def evaluate(
         masked[seen_mask(histories, scores.shape[1])] = -np.inf
         full_ranks.append(target_ranks(masked, targets))
         if popularity is not None:
-            top_lists.append(top_rows(masked, BEYOND_K))
+            top = top_rows(masked, BEYOND_K)
+            top_lists.append(top)
+            lifts.append(popularity_lift(top, histories, popularity))
     metrics = summarize(np.concatenate(full_ranks) if full_ranks else np.array([]), ks, prefix)
     if unfiltered_ranks:
         metrics.update(summarize(np.concatenate(unfiltered_ranks), ks, f"{prefix}unfiltered_"))
@@ -73,6 +76,7 @@ def evaluate(
     metrics[f"{prefix}users"] = float(len(eval_set.targets))
     if popularity is not None and top_lists:
         metrics.update(beyond_accuracy(np.concatenate(top_lists), popularity, prefix))
+        metrics[f"{prefix}popularity_lift@{BEYOND_K}"] = float(np.mean(np.concatenate(lifts)))
     return metrics
 
 
@@ -85,6 +89,18 @@ def top_rows(scores: np.ndarray, k: int) -> np.ndarray:
     part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
     return np.take_along_axis(part, order, axis=1)
+
+
+def popularity_lift(
+    top: np.ndarray, histories: Sequence[np.ndarray], popularity: np.ndarray
+) -> np.ndarray:
+    """Per user: the mean training count of the listed items over the mean count of the
+    items in the user's own history (popularity bias against the user's taste, a
+    calibration measure: 1 means lists as popular as what the user picks; above 1, lists
+    more mainstream than the user)."""
+    listed = popularity[top].mean(axis=1)
+    own = np.array([popularity[h].mean() if len(h) else np.nan for h in histories])
+    return listed / np.maximum(own, 1.0)
 
 
 def beyond_accuracy(top: np.ndarray, popularity: np.ndarray, prefix: str = "") -> dict[str, float]:

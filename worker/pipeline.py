@@ -422,9 +422,15 @@ def evaluate_model_version(
                 )
                 split = leave_one_out(sequences)
                 scorer = bundle_scorer(loaded, split.vocab.items)
-                scored = evaluate(scorer, split.test, split.num_items, ks=ks)
+                scored = evaluate(
+                    scorer, split.test, split.num_items, ks=ks, popularity=split.popularity
+                )
                 popular = evaluate(
-                    popularity_scorer(split.popularity), split.test, split.num_items, ks=ks
+                    popularity_scorer(split.popularity),
+                    split.test,
+                    split.num_items,
+                    ks=ks,
+                    popularity=split.popularity,
                 )
     finally:
         engine.dispose()
