@@ -54,7 +54,7 @@ class Size:
     events: int
 
 
-DEFAULT_SIZES = (
+DEFAULT_SIZES: tuple[Size, ...] = (
     Size(10_000, 50_000, 1_000_000),
     Size(100_000, 100_000, 2_000_000),
     Size(1_000_000, 200_000, 4_000_000),

@@ -21,7 +21,9 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from recserve.admin_cli import add_parsers as add_admin_parsers
 from shared.config import Settings
@@ -234,12 +236,43 @@ def cmd_import(args: argparse.Namespace) -> int:
         f"{summary.stored:,} stored, {summary.duplicates:,} duplicates, "
         f"{summary.skipped:,} skipped, {summary.users:,} users in {summary.seconds:.1f}s"
     )
+    report_path = Path(args.report) if args.report else default_report_path(settings, path)
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(json.dumps(summary.quality, indent=2))
+    print_quality(summary.quality)
+    print(f"data-quality report: {report_path}")
     if args.items:
         n = import_items(
             engine, Path(args.items), id_map=Path(args.item_map) if args.item_map else None
         )
         print(f"imported {n:,} item titles from {args.items}")
     return 0
+
+
+def default_report_path(settings: Settings, path: Path) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return settings.data_dir / "import-reports" / f"{path.stem}-{stamp}.json"
+
+
+def print_quality(quality: dict[str, Any]) -> None:
+    """The data-quality report as aligned lines."""
+    labels = {
+        "rows_read": "rows read",
+        "malformed": "malformed",
+        "duplicates_dropped": "duplicates dropped",
+        "users": "users",
+        "items": "items",
+        "users_below_min_history": f"users below {quality['min_history']} events",
+        "items_seen_once": "items seen once",
+        "first_event": "first event",
+        "last_event": "last event",
+        "events_out_of_order": "events out of order",
+        "suspected_bots": f"suspected bots (> {quality['bot_events_per_minute']} events/min)",
+    }
+    for key, label in labels.items():
+        value = quality[key]
+        shown = "not judged (no timestamps)" if value is None else value
+        print(f"  {label:<36} {shown:,}" if isinstance(shown, int) else f"  {label:<36} {shown}")
 
 
 def _count_lines(path: Path) -> int:
@@ -502,6 +535,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip-bad", action="store_true", help="skip malformed lines instead of aborting"
     )
     p.add_argument("--items", help="item metadata file (MovieLens movies.dat)")
+    p.add_argument(
+        "--report",
+        help="where to save the data-quality report as JSON "
+        "(default: DATA_DIR/import-reports/FILE-TIME.json)",
+    )
     p.add_argument("--item-map", help="'our_id original_id' per line, for --items")
 
     p = add("recommend", cmd_recommend, "Call Recommend on a running server.")

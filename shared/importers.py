@@ -22,9 +22,10 @@ from __future__ import annotations
 import csv
 import hashlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
@@ -52,6 +53,75 @@ class ImportSummary:
     skipped: int = 0
     users: int = 0
     seconds: float = 0.0
+    quality: dict[str, Any] = field(default_factory=dict)
+    """The data-quality report (DataQuality.report)."""
+
+
+MIN_HISTORY = 3
+"""Events a user needs to be evaluated (the leave-one-out split holds out two)."""
+BOT_EVENTS_PER_MINUTE = 30
+"""More events than this in one minute of one user's time flags the user as a suspected
+bot (a person does not click 30 items a minute)."""
+
+
+class DataQuality:
+    """Counts what an import read, in one pass and O(users + items) memory: the report
+    `recserve import` prints and saves.
+
+    Event times are the file's; the ``seq`` format has none (its times are each user's
+    ordinals), so out-of-order events and bots are not judged there.
+    """
+
+    def __init__(self, *, timestamps: bool) -> None:
+        self.timestamps = timestamps
+        self.per_user: dict[str, int] = {}
+        self.per_item: dict[str, int] = {}
+        self.last_time: dict[str, datetime] = {}
+        self.minute: dict[str, tuple[int, int]] = {}  # user -> (minute, events in it)
+        self.bots: dict[str, int] = {}  # user -> most events in one minute
+        self.out_of_order = 0
+        self.first: datetime | None = None
+        self.last: datetime | None = None
+
+    def add(self, event: EventRow) -> None:
+        user, when = event.user_id, event.event_time
+        self.per_user[user] = self.per_user.get(user, 0) + 1
+        self.per_item[event.item_id] = self.per_item.get(event.item_id, 0) + 1
+        self.first = when if self.first is None or when < self.first else self.first
+        self.last = when if self.last is None or when > self.last else self.last
+        if not self.timestamps:
+            return
+        previous = self.last_time.get(user)
+        if previous is not None and when < previous:
+            self.out_of_order += 1
+        self.last_time[user] = when if previous is None else max(previous, when)
+        minute = int(when.timestamp() // 60)
+        current, count = self.minute.get(user, (minute, 0))
+        count = count + 1 if current == minute else 1
+        self.minute[user] = (minute, count)
+        if count > BOT_EVENTS_PER_MINUTE:
+            self.bots[user] = max(count, self.bots.get(user, 0))
+
+    def report(self, summary: ImportSummary) -> dict[str, Any]:
+        judged = self.timestamps
+        return {
+            "rows_read": summary.lines,
+            "malformed": summary.skipped,
+            "duplicates_dropped": summary.duplicates,
+            "stored": summary.stored,
+            "users": len(self.per_user),
+            "items": len(self.per_item),
+            "min_history": MIN_HISTORY,
+            "users_below_min_history": sum(1 for n in self.per_user.values() if n < MIN_HISTORY),
+            "items_seen_once": sum(1 for n in self.per_item.values() if n == 1),
+            "first_event": self.first.isoformat() if self.first and judged else None,
+            "last_event": self.last.isoformat() if self.last and judged else None,
+            "events_out_of_order": self.out_of_order if judged else None,
+            "bot_events_per_minute": BOT_EVENTS_PER_MINUTE,
+            "suspected_bots": len(self.bots) if judged else None,
+            "suspected_bot_users": sorted(self.bots, key=lambda u: -self.bots[u])[:100],
+            "timestamps": "from the file" if judged else "none (seq format): not judged",
+        }
 
 
 def guess_format(path: Path) -> str:
@@ -243,7 +313,6 @@ def import_file(
     fmt = fmt or guess_format(path)
     summary = ImportSummary()
     chunk: list[EventRow] = []
-    users: set[str] = set()
     store = EventStore(engine)  # the Feedback writer's path: COPY on PostgreSQL
 
     def flush() -> None:
@@ -252,6 +321,7 @@ def import_file(
         summary.duplicates += len(chunk) - len(stored)
         chunk.clear()
 
+    quality = DataQuality(timestamps=fmt != "seq")
     for line_no, parsed in read_events(path, fmt):
         summary.lines = line_no
         if isinstance(parsed, str):
@@ -263,7 +333,7 @@ def import_file(
             if on_skip:
                 on_skip(line_no, parsed)
             continue
-        users.add(parsed.user_id)
+        quality.add(parsed)
         chunk.append(parsed)
         if len(chunk) >= CHUNK:
             flush()
@@ -272,8 +342,9 @@ def import_file(
     if chunk:
         flush()
     store.close()
-    summary.users = len(users)
+    summary.users = len(quality.per_user)
     summary.seconds = time.perf_counter() - started
+    summary.quality = quality.report(summary)
     return summary
 
 

@@ -81,3 +81,30 @@ def test_item_titles(engine, tmp_path: Path) -> None:
     assert import_items(engine, movies, id_map=mapping) == 2
     with session_scope(engine) as s:
         assert crud.item_titles(s, item_ids=["10"]) == {"10": "Toy Story (1995)"}
+
+
+def test_import_reports_the_quality_of_what_it_read(engine, tmp_path: Path) -> None:
+    rows = ["user,item,rating,timestamp"]
+    rows += ["u1,a,5,1700000000", "u1,b,5,1700000600", "u1,c,5,1699999000"]  # c: earlier
+    rows += ["u2,a,5,1700000000", "not a row", "u1,a,5,1700000000"]  # a repeat of line 2
+    rows += [f"bot,i{i},1,{1700000000 + i}" for i in range(31)]  # 31 events in 31 seconds
+    path = tmp_path / "events.csv"
+    path.write_text("\n".join(rows) + "\n")
+    summary = import_file(engine, path, skip_bad=True)
+    quality = summary.quality
+    assert quality["rows_read"] == 38 and quality["malformed"] == 1
+    assert quality["duplicates_dropped"] == 1 and quality["stored"] == 35
+    assert quality["users"] == 3 and quality["items"] == 34
+    assert quality["users_below_min_history"] == 1, "u2 has one event"
+    assert quality["items_seen_once"] == 33, "every item but a"
+    assert quality["events_out_of_order"] == 2, "c, and the repeat of a after b"
+    assert quality["suspected_bots"] == 1 and quality["suspected_bot_users"] == ["bot"]
+    assert quality["first_event"].startswith("2023-11-14T21:56:40")
+
+
+def test_seq_files_have_no_times_to_judge(engine, tmp_path: Path) -> None:
+    path = tmp_path / "events.txt"
+    path.write_text("".join(f"1 {i}\n" for i in range(50)))
+    quality = import_file(engine, path).quality
+    assert quality["users"] == 1 and quality["items"] == 50
+    assert quality["suspected_bots"] is None and quality["events_out_of_order"] is None
