@@ -268,6 +268,9 @@ class TrainingSettings(ModelArchitecture):
     also trains on the max_len events before those, and so on; 0 (the default): all of a
     user's events, so heavy users' older events are targets too (on ML-1M 1.5x the
     targets per epoch, and better at equal training time)."""
+    exclude_flagged: bool = True
+    """Leave out the events of flagged users (suspected bots found by `recserve import`;
+    the flagged_user table). The job logs how many users and events it left out."""
     index_min_items: int = Field(100_000, ge=0)
     """Bundles of catalogues with at least this many items carry an approximate top-k
     index (faiss IVF, recall@10 >= 0.95 against exact), which the server then uses

@@ -18,6 +18,7 @@ from shared.errors import FailedPrecondition, NotFound
 from shared.models import (
     TRAINING_LOCK,
     FeedbackEvent,
+    FlaggedUser,
     Item,
     Job,
     JobCreate,
@@ -156,13 +157,18 @@ def max_event_row(session: Session) -> int:
 
 
 def user_event_pages(
-    session: Session, *, watermark: int, batch_rows: int = 100_000
+    session: Session,
+    *,
+    watermark: int,
+    batch_rows: int = 100_000,
+    exclude_users: frozenset[str] | set[str] = frozenset(),
 ) -> Iterator[list[tuple[str, str]]]:
     """(user_id, item_id) of every event with id <= watermark, ordered by user, then
     event time, then row id, in pages of ``batch_rows``.
 
     Keyset pagination on (user_id, event_time, id) walks ix_feedback_user_time, so each
     page is an index range scan and memory holds one page, however many events there are.
+    Events of ``exclude_users`` are dropped from the pages.
     """
     key = tuple_(col(FeedbackEvent.user_id), col(FeedbackEvent.event_time), col(FeedbackEvent.id))
     after: tuple[str, datetime, int] | None = None
@@ -179,7 +185,7 @@ def user_event_pages(
         ).all()
         if not rows:
             return
-        yield [(user, item) for user, item, _, _ in rows]
+        yield [(user, item) for user, item, _, _ in rows if user not in exclude_users]
         last = rows[-1]
         after = (last[0], last[2], int(last[3] or 0))
 
@@ -234,6 +240,31 @@ def upsert_items(session: Session, *, items: Iterable[Item]) -> int:
         session.merge(item)
         n += 1
     return n
+
+
+def flag_users(session: Session, *, flags: dict[str, tuple[str, str]]) -> int:
+    """Flags users ({user: (reason, detail)}); a user flagged before keeps its first
+    flag. Returns how many were new."""
+    known = (
+        set(
+            session.exec(
+                select(FlaggedUser.user_id).where(col(FlaggedUser.user_id).in_(list(flags)))
+            ).all()
+        )
+        if flags
+        else set()
+    )
+    fresh = [
+        FlaggedUser(user_id=user, reason=reason, detail=detail)
+        for user, (reason, detail) in flags.items()
+        if user not in known
+    ]
+    session.add_all(fresh)
+    return len(fresh)
+
+
+def flagged_user_ids(session: Session) -> set[str]:
+    return set(session.exec(select(FlaggedUser.user_id)).all())
 
 
 def unavailable_items(session: Session) -> set[str]:

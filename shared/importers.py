@@ -69,7 +69,9 @@ class DataQuality:
     `recserve import` prints and saves.
 
     Event times are the file's; the ``seq`` format has none (its times are each user's
-    ordinals), so out-of-order events and bots are not judged there.
+    ordinals), so out-of-order events and bots are not judged there. Suspected bots are
+    flagged in the database (flagged_user), and training leaves them out
+    (training.exclude_flagged).
     """
 
     def __init__(self, *, timestamps: bool) -> None:
@@ -343,8 +345,14 @@ def import_file(
         flush()
     store.close()
     summary.users = len(quality.per_user)
+    flags = {
+        user: ("bot", f"{count} events in one minute (more than {BOT_EVENTS_PER_MINUTE})")
+        for user, count in quality.bots.items()
+    }
+    with session_scope(engine) as session:
+        flagged = crud.flag_users(session, flags=flags)
     summary.seconds = time.perf_counter() - started
-    summary.quality = quality.report(summary)
+    summary.quality = {**quality.report(summary), "newly_flagged_users": flagged}
     return summary
 
 

@@ -109,6 +109,18 @@ class Item(ItemBase, table=True):
     created_at: datetime | None = Field(default_factory=utcnow)
 
 
+class FlaggedUser(SQLModel, table=True):
+    """A user whose events training leaves out (training.exclude_flagged): suspected bots
+    found by `recserve import`'s data-quality pass."""
+
+    __tablename__ = "flagged_user"
+
+    user_id: str = Field(primary_key=True, max_length=256)
+    reason: str = Field(max_length=64)
+    detail: str = Field(default="", max_length=256)
+    flagged_at: datetime = Field(default_factory=utcnow)
+
+
 # --- model versions ----------------------------------------------------------------------
 
 

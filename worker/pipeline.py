@@ -180,7 +180,11 @@ def _train_and_register(
     # split and the training batches in place; it is deleted with the job's scratch folder.
     with tempfile.TemporaryDirectory(prefix=f"recserve-job-{job_id}-") as scratch:
         with session_scope(engine) as session:
-            sequences = snapshot(crud.user_event_pages(session, watermark=watermark), Path(scratch))
+            flagged = crud.flagged_user_ids(session) if params.exclude_flagged else set()
+            pages = crud.user_event_pages(session, watermark=watermark, exclude_users=flagged)
+            sequences = snapshot(pages, Path(scratch))
+        if flagged:
+            report(0.01, f"left out flagged users: {len(flagged):,} (training.exclude_flagged)")
         return _train_snapshot(
             settings, engine, job_id, params, explicit, report, sequences, watermark, started
         )

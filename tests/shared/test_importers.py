@@ -99,6 +99,10 @@ def test_import_reports_the_quality_of_what_it_read(engine, tmp_path: Path) -> N
     assert quality["items_seen_once"] == 33, "every item but a"
     assert quality["events_out_of_order"] == 2, "c, and the repeat of a after b"
     assert quality["suspected_bots"] == 1 and quality["suspected_bot_users"] == ["bot"]
+    assert quality["newly_flagged_users"] == 1
+    with session_scope(engine) as s:
+        assert crud.flagged_user_ids(s) == {"bot"}, "flagged for training to leave out"
+    assert import_file(engine, path, skip_bad=True).quality["newly_flagged_users"] == 0
     assert quality["first_event"].startswith("2023-11-14T21:56:40")
 
 

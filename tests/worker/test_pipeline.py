@@ -93,3 +93,23 @@ def test_training_without_data_fails_the_job_with_a_reason(empty_settings) -> No
 def test_promotion_rule(activate, metrics, has_active, expected) -> None:
     params = TrainingParams(activate=activate)
     assert should_activate(params, metrics, has_active=has_active)[0] is expected
+
+
+def test_training_leaves_out_flagged_users(settings, tmp_path: Path) -> None:
+    from shared.importers import import_file
+
+    rows = [f"bot,bot-item-{i},1,{1700000000 + i}" for i in range(40)]
+    path = tmp_path / "bot.csv"
+    path.write_text("user,item,rating,timestamp\n" + "\n".join(rows) + "\n")
+    engine = make_engine(settings.db_url)
+    assert import_file(engine, path).quality["suspected_bot_users"] == ["bot"]
+    with session_scope(engine) as s:
+        job = crud.create_job(s, job=JobCreate(params={"epochs": 1, "activate": "never"}))
+    version = run_train_job(settings, int(job.id or 0))
+    with session_scope(engine) as s:
+        model = crud.get_model_version(s, version=version)
+        log_lines = crud.get_job(s, job_id=job.id).log
+    engine.dispose()
+    vocab = bundle_format.load(settings.bundles_dir / model.artifact_path).vocab
+    assert not any(item.startswith("bot-item") for item in vocab)
+    assert any("left out flagged users: 1 " in line for line in log_lines)
