@@ -594,7 +594,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=int, default=10, help="soak: length in minutes")
     p.add_argument(
         "--sizes",
-        help="scale: ITEMS:USERS:EVENTS,... (default 1e4:5e4:1e6,1e5:1e5:2e6,1e6:2e5:4e6)",
+        help="scale: ITEMS:USERS:EVENTS,... "
+        "(default 1e4:5e4:1e6,1e4:2e5:4e6,1e5:1e5:2e6,1e6:2e5:4e6)",
     )
     p.add_argument("--steps", type=int, default=200, help="scale: timed training steps")
     p.add_argument("--rate", type=float, help="soak: requests/s (default: 70%% of sustainable)")
