@@ -21,7 +21,7 @@ from shared.config import Settings
 from shared.db import engine_for, session_scope
 from shared.params import parse_training_params
 from shared.sasrec import SASRec
-from worker.dataset import leave_one_out, snapshot
+from worker.dataset import EvalSet, leave_one_out, snapshot
 from worker.export import write_bundle
 from worker.pipeline import INDEX_CALIBRATION_USERS, encode_states, peak_rss_mb
 from worker.recipe import apply_recipe
@@ -69,15 +69,12 @@ def main() -> None:
                 targets += int((y != 0).sum())
         training_rss = peak_rss_mb()
         model.eval()
-        calibration = encode_states(model, split.valid.head(INDEX_CALIBRATION_USERS))
-        held_out = split.valid.histories[INDEX_CALIBRATION_USERS : INDEX_CALIBRATION_USERS + 1000]
-        held_targets = split.valid.targets[INDEX_CALIBRATION_USERS : INDEX_CALIBRATION_USERS + 1000]
-        from worker.dataset import EvalSet
-
-        np.save(
-            args.data_dir / "heldout_states.npy",
-            encode_states(model, EvalSet(held_out, held_targets)),
-        )
+        users = len(split.valid.targets)
+        calibrated = min(INDEX_CALIBRATION_USERS, users // 2)
+        calibration = encode_states(model, split.valid.head(calibrated))
+        later = slice(calibrated, calibrated + 1000)  # users the index was not calibrated on
+        held_out = EvalSet(split.valid.histories[later], split.valid.targets[later])
+        np.save(args.data_dir / "heldout_states.npy", encode_states(model, held_out))
         bundle = args.data_dir / "models" / "scale"
         started_export = time.perf_counter()
         _, metrics = write_bundle(
