@@ -220,7 +220,7 @@ def run_scale_bench(
 ) -> dict[str, Any]:
     rows = []
     for size in sizes:
-        settings = Settings(data_dir=root / f"scale-{size.items}")
+        settings = Settings(data_dir=root / f"scale-{size.items}-{size.users}-{size.events}")
         print(f"== {size.items:,} items, {size.users:,} users, {size.events:,} events")
         row: dict[str, Any] = {"items": size.items, "users": size.users}
         row.update(import_events(settings, size))
