@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import bisect
 import itertools
+import zlib
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
-from cachetools import Cache, LRUCache, TTLCache
+from cachetools import Cache, LRUCache, TLRUCache
 from sqlalchemy.engine import Engine
 
 from server import metrics
@@ -43,20 +45,33 @@ class _Loading:
     """Another replica stored events for the user while the read was in flight."""
 
 
+def expiry(ttl_s: float) -> Callable[[str, object, float], float]:
+    """A TLRUCache time-to-use: ``ttl_s`` x a factor in [0.5, 1) fixed by the key's hash."""
+
+    def ttu(key: str, _value: object, now: float) -> float:
+        spread = zlib.crc32(key.encode()) / 2**32
+        return now + ttl_s * (0.5 + 0.5 * spread)
+
+    return ttu
+
+
 class HistoryCache:
     def __init__(self, engine: Engine, executor: Executor, *, max_users: int, ttl_s: float) -> None:
         self._engine = engine
         self._executor = executor
         self._max_users = max_users
-        # Least recently used out first; entries older than ttl_s (the safety net behind
-        # the cross-replica invalidations) read again. Appends keep an entry's age.
+        # Least recently used out first; entries older than their time to live (the safety
+        # net behind the cross-replica invalidations) read again. Appends keep an entry's
+        # age. Each user's time to live lies between ttl_s / 2 and ttl_s, fixed by a hash
+        # of the id: users warmed together then do not all expire in the same instant,
+        # which under load was a two-second stall of database reads and re-encodings.
         self._cache: Cache[str, _Cached] = (
-            TTLCache(max(1, max_users), ttl_s) if ttl_s else LRUCache(max(1, max_users))
+            TLRUCache(max(1, max_users), expiry(ttl_s)) if ttl_s else LRUCache(max(1, max_users))
         )
         self._loading: dict[str, _Loading] = {}
 
     def __len__(self) -> int:
-        if isinstance(self._cache, TTLCache):
+        if isinstance(self._cache, TLRUCache):
             self._cache.expire()
         return len(self._cache)
 

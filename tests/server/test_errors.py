@@ -58,3 +58,14 @@ async def test_the_history_ttl_reads_events_another_writer_stored(settings) -> N
     finally:
         await client.close()
         await running.stop(0)
+
+
+def test_history_expiry_is_spread_over_half_the_ttl() -> None:
+    """Users cached together must not all expire together (a herd of re-reads)."""
+    from server.history import expiry
+
+    ttu = expiry(300.0)
+    deadlines = [ttu(f"user-{n}", None, 1000.0) - 1000.0 for n in range(2000)]
+    assert 150.0 <= min(deadlines) and max(deadlines) < 300.0
+    assert max(deadlines) - min(deadlines) > 140.0, "spread over the whole half"
+    assert ttu("user-7", None, 0.0) == ttu("user-7", None, 0.0), "fixed per user"
