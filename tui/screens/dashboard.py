@@ -47,6 +47,8 @@ class DashboardPane(Pane):
     @work(exclusive=True, group="dashboard")
     async def reload(self) -> None:
         stats = await self.connection.admin("GetServerStats", admin_pb2.GetServerStatsRequest())
+        if not self.is_attached:  # the console closed while the call was out
+            return
         if stats is None:
             if self.connection.online is False:
                 self.query_one("#server-line", Static).update(

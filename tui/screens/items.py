@@ -48,7 +48,7 @@ class ItemsPane(Pane):
                 limit=200,
             ),
         )
-        if answer is None:
+        if answer is None or not self.is_attached:
             return
         self.items = {i.item_id: i for i in answer.items}
         rows = [

@@ -70,7 +70,7 @@ class JobsPane(Pane):
     @work(exclusive=True, group="jobs")
     async def reload(self) -> None:
         answer = await self.connection.admin("ListJobs", admin_pb2.ListJobsRequest())
-        if answer is None:
+        if answer is None or not self.is_attached:
             return
         self.jobs = {j.id: j for j in answer.jobs}
         table = self.query_one("#jobs-table", DataTable)

@@ -77,7 +77,7 @@ class ModelsPane(Pane):
     @work(exclusive=True, group="models")
     async def reload(self) -> None:
         answer = await self.connection.admin("ListModels", admin_pb2.ListModelsRequest())
-        if answer is None:
+        if answer is None or not self.is_attached:
             return
         self.models = {m.version: m for m in answer.models}
         self.active_version = answer.active_version
