@@ -72,7 +72,7 @@ class RecserveConsole(App[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.action_refresh()
+        self.call_after_refresh(self.action_refresh)
         self.set_interval(self.refresh_s, self.action_refresh)
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
@@ -83,8 +83,11 @@ class RecserveConsole(App[None]):
         self.action_refresh()
 
     def action_refresh(self) -> None:
-        """Reloads the visible tab (the others refresh when shown)."""
-        self.panes[self.tabs.active].reload()
+        """Reloads the visible tab (the others refresh when shown); a pane whose widgets
+        are not mounted yet (the console is still starting) waits for the next tick."""
+        pane = self.panes[self.tabs.active]
+        if pane.is_mounted:
+            pane.reload()
 
     def action_show_tab(self, tab: str) -> None:
         self.tabs.active = tab

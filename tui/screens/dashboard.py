@@ -47,7 +47,7 @@ class DashboardPane(Pane):
     @work(exclusive=True, group="dashboard")
     async def reload(self) -> None:
         stats = await self.connection.admin("GetServerStats", admin_pb2.GetServerStatsRequest())
-        if not self.is_attached:  # the console closed while the call was out
+        if not (self.is_attached and self.is_mounted):  # closed while the call was out
             return
         if stats is None:
             if self.connection.online is False:
