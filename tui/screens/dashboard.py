@@ -7,6 +7,7 @@ import time
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Grid
+from textual.css.query import NoMatches
 from textual.widgets import DataTable, Static
 
 from shared.proto.recserve.v1 import admin_pb2
@@ -49,13 +50,15 @@ class DashboardPane(Pane):
         stats = await self.connection.admin("GetServerStats", admin_pb2.GetServerStatsRequest())
         if not (self.is_attached and self.is_mounted):  # closed while the call was out
             return
-        if stats is None:
-            if self.connection.online is False:
+        try:
+            if stats is not None:
+                self.show(stats)
+            elif self.connection.online is False:
                 self.query_one("#server-line", Static).update(
                     f"[b red]disconnected[/] from {self.connection.target}: retrying"
                 )
+        except NoMatches:  # widgets not (or no longer) mounted: starting or closing
             return
-        self.show(stats)
 
     def show(self, stats: admin_pb2.ServerStats) -> None:
         serving = stats.active_version
