@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from shared.ranking import top_rows
+
 INDEX_FILE = "items.ivf"
 INDEX_META = "index.json"
 TARGET_RECALL = 0.97
@@ -44,10 +46,7 @@ class IndexMeta:
 
 def exact_top_k(table: np.ndarray, states: np.ndarray, k: int) -> np.ndarray:
     """Rows (1..N) of the k highest scores per state, best first: int64 [B, k]."""
-    scores = states @ table[1:].T  # [B, N]
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1) + 1
+    return top_rows(states @ table[1:].T, k) + 1  # [B, N] scores; rows count from 1
 
 
 def recall_at(found: np.ndarray, truth: np.ndarray) -> float:

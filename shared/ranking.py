@@ -38,3 +38,11 @@ def summarize(
         out[f"{prefix}ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0).mean())
     out[f"{prefix}mrr"] = float((1.0 / (ranks + 1.0)).mean())
     return out
+
+
+def top_rows(scores: np.ndarray, k: int) -> np.ndarray:
+    """int64 [B, k]: each row's k best columns, best first (ties by column)."""
+    k = min(k, scores.shape[1])
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1)

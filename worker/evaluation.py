@@ -2,7 +2,7 @@
 
 A scorer maps a list of histories (int64 rows, oldest first) to float scores
 [B, N+1] over every model row. Full ranking masks row 0 and the items already in
-the history ("ndcg@10", issue 3's protocol); "unfiltered_ndcg@10" masks only row 0 (the
+the history ("ndcg@10", the SASRec+ protocol); "unfiltered_ndcg@10" masks only row 0 (the
 protocol of the HSTU and SASRec+ tables, see ../shared/data/README.md; lower or equal
 when a target never repeats an item of its history, as in every data set there, and
 higher on repeat-heavy logs like the synthetic demo, where filtering hides repeats).
@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from shared.ranking import DEFAULT_KS, summarize, target_ranks
+from shared.ranking import DEFAULT_KS, summarize, target_ranks, top_rows
 from worker.dataset import EvalSet, sampled_candidates, seen_mask
 
 Scorer = Callable[[Sequence[np.ndarray]], np.ndarray]
@@ -81,14 +81,6 @@ def evaluate(
 
 
 BEYOND_K = 10
-
-
-def top_rows(scores: np.ndarray, k: int) -> np.ndarray:
-    """int64 [B, k]: each row's k best columns, best first (ties by column)."""
-    k = min(k, scores.shape[1])
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1)
 
 
 def popularity_lift(

@@ -91,22 +91,15 @@ def recipe_for(stats: DataStats) -> list[tuple[str, Any, str]]:
     choices.append(("max_len", max_len, f"90% of histories hold <= {stats.p90_length} events"))
     dense = stats.mean_length >= DENSE_EVENTS_PER_USER
     density = f"{stats.mean_length:.1f} events per user"
-    if dense:
-        why = f"dense data ({density} >= {DENSE_EVENTS_PER_USER:g})"
-        choices += [
-            ("dropout", 0.2, why),
-            ("attention_dropout", 0.0, why),
-            ("learning_rate", 4e-3, why),
-            ("n_heads", 1, why),
-        ]
-    else:
-        why = f"sparse data ({density} < {DENSE_EVENTS_PER_USER:g})"
-        choices += [
-            ("dropout", 0.5, why),
-            ("attention_dropout", 0.0, why),
-            ("learning_rate", 3e-3, why),
-            ("n_heads", 1, why),
-        ]
+    dropout, learning_rate = (0.2, 4e-3) if dense else (0.5, 3e-3)
+    kind = ">=" if dense else "<"
+    why = f"{'dense' if dense else 'sparse'} data ({density} {kind} {DENSE_EVENTS_PER_USER:g})"
+    choices += [
+        ("dropout", dropout, why),
+        ("attention_dropout", 0.0, why),
+        ("learning_rate", learning_rate, why),
+        ("n_heads", 1, why),
+    ]
     softmax_cost = float(stats.targets) * stats.items
     if softmax_cost <= FULL_SOFTMAX_BUDGET:
         choices.append(
