@@ -5,15 +5,17 @@ sampled softmax with logQ correction for catalogues too large for it; AdamW with
 warm-up; early stopping on validation NDCG@10 that keeps the best weights.
 
 The same seed gives the same model. With ``time_budget_s`` the number of epochs is
-planned before training from a timed probe of one epoch (logged); the run is then
-deterministic for that number, and ``epochs`` set to it without a budget trains the same
-model.
+planned after two epochs from the faster one's measured duration (logged); the run is
+then deterministic for that number, and ``epochs`` set to it without a budget trains the
+same model (the learning rate does not depend on the plan before then). A run that falls
+behind its plan (a busy machine) stops at 108% of the budget with its best epoch.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -164,21 +166,15 @@ def train(
     )
     steps_per_epoch = -(-len(windows) // params.batch_size)
     planned = params.epochs
-    if params.time_budget_s:
-        epoch_s = _probe_epoch_seconds(model, params, split, windows, device, q)
-        planned = max(1, min(params.epochs, int(params.time_budget_s / epoch_s)))
-        report(
-            0.0,
-            f"time budget {params.time_budget_s:.0f}s: {planned} epochs planned (an epoch "
-            f"~{epoch_s:.1f}s measured before training; epochs={planned} without a budget "
-            "trains the same model)",
-        )
-    scheduler = lr_schedule(optimizer, params, planned * steps_per_epoch)
+    schedule = Schedule(params, steps_per_epoch, planned * steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     started = time.perf_counter()
     best_state = copy.deepcopy(model.state_dict())
     best_ndcg, best_epoch, epochs_run, stale = -1.0, 0, 0, 0
     epoch_log: list[dict[str, float]] = []
-    for epoch in range(1, planned + 1):
+    epoch = 0
+    while epoch < planned:
+        epoch += 1
         model.train()
         total, batches = 0.0, 0
         for idx in length_buckets(lengths, params.batch_size, rng):
@@ -215,6 +211,17 @@ def train(
         elapsed = time.perf_counter() - started
         entry["seconds"] = elapsed
         epoch_log.append(entry)
+        if params.time_budget_s and epoch == min(PLAN_AFTER, planned):
+            durations = np.diff([0.0, *(e["seconds"] for e in epoch_log)])
+            epoch_s = float(durations.min())
+            left = params.time_budget_s - elapsed
+            planned = max(epoch, min(params.epochs, epoch + int(left / epoch_s)))
+            schedule.total_steps = planned * steps_per_epoch
+            report(
+                epoch / planned,
+                f"time budget {params.time_budget_s:.0f}s: {planned} epochs planned (an epoch "
+                f"took {epoch_s:.1f}s; epochs={planned} without a budget trains the same model)",
+            )
         eta = elapsed / epoch * (planned - epoch)
         report(
             epoch / planned,
@@ -225,6 +232,9 @@ def train(
         )
         if stale >= params.patience:
             report(epoch / planned, f"early stop at epoch {epoch}: best epoch {best_epoch}")
+            break
+        if params.time_budget_s and elapsed >= OVERRUN * params.time_budget_s:
+            report(epoch / planned, f"stopped at epoch {epoch}: past the time budget")
             break
     model.load_state_dict(best_state)
     model.eval()
@@ -239,65 +249,36 @@ def train(
     )
 
 
-def lr_schedule(
-    optimizer: torch.optim.Optimizer, params: TrainingParams, total_steps: int
-) -> torch.optim.lr_scheduler.LRScheduler:
-    """Linear warm-up over warmup_steps, then constant, or a cosine decay to 2% of the
-    peak at ``total_steps``."""
-    warmup = max(1, params.warmup_steps)
-    ramp = torch.optim.lr_scheduler.LinearLR(
-        optimizer, start_factor=1.0 / warmup, end_factor=1.0, total_iters=warmup
-    )
-    after: torch.optim.lr_scheduler.LRScheduler
-    if params.lr_schedule == "cosine":
-        after = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=max(1, total_steps - warmup), eta_min=0.02 * params.learning_rate
-        )
-    else:
-        after = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-    return torch.optim.lr_scheduler.SequentialLR(optimizer, [ramp, after], milestones=[warmup])
+PLAN_AFTER = 2
+"""A time budget becomes a number of epochs after this many, from the fastest of them
+(the first pays one-off costs; either may have shared the machine)."""
+OVERRUN = 1.08
+"""A budgeted run stops once it has taken this much of its time budget."""
 
 
-def _probe_epoch_seconds(
-    model: SASRec,
-    params: TrainingParams,
-    split: Split,
-    windows: Windows,
-    device: torch.device,
-    q: torch.Tensor,
-) -> float:
-    """An epoch's duration (training steps and the validation run), timed on a copy of
-    the model before training starts, with the random state restored afterwards: the time
-    budget then fixes the number of epochs up front, and the run itself stays
-    deterministic for its seed."""
-    probe = copy.deepcopy(model)
-    optimizer = torch.optim.AdamW(probe.parameters(), lr=params.learning_rate)
-    batches = length_buckets(
-        windows.lengths, params.batch_size, np.random.default_rng(params.seed + 1)
-    )
-    steps = min(4, len(batches))
-    with torch.random.fork_rng(devices=[]):
-        probe.train()
-        timed = 0.0
-        for n, idx in enumerate(batches[:steps]):
-            started = time.perf_counter()
-            x, y = windows.batch(idx)
-            x_t, y_t = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
-            loss = _loss(probe, probe(x_t), y_t, params, x_t, q)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if n or steps == 1:  # the first step pays one-off costs
-                timed += time.perf_counter() - started
-        per_step = timed / max(1, steps - 1)
-        probe.eval()
-        users = min(len(split.valid.targets), 512)
-        sample = split.valid.head(users)
-        started = time.perf_counter()
-        evaluate(torch_scorer(probe, device), sample, split.num_items, ks=(10,), sampled=False)
-        per_user = (time.perf_counter() - started) / max(1, users)
-    evals_per_epoch = 1.0 / params.eval_every
-    return per_step * len(batches) + per_user * len(split.valid.targets) * evals_per_epoch
+class Schedule:
+    """The learning-rate factor per step: a linear warm-up over warmup_steps, then constant
+    (``lr_schedule="constant"``), or held at the peak to the end of epoch PLAN_AFTER and
+    then a cosine decay to 2% of the peak at ``total_steps``.
+
+    ``total_steps`` may be set once epoch PLAN_AFTER is over (the time budget is turned
+    into epochs with the measured epoch durations): the factor up to then does not depend
+    on it, so a budgeted run equals a run with that many epochs and no budget.
+    """
+
+    def __init__(self, params: TrainingParams, steps_per_epoch: int, total_steps: int) -> None:
+        self.warmup = max(1, params.warmup_steps)
+        self.cosine = params.lr_schedule == "cosine"
+        self.hold = max(self.warmup, PLAN_AFTER * steps_per_epoch)
+        self.total_steps = total_steps
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        if not self.cosine or step < self.hold:
+            return 1.0
+        done = min(1.0, (step - self.hold) / max(1, self.total_steps - self.hold))
+        return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * done))
 
 
 class FullSoftmaxCrossEntropy(torch.autograd.Function):

@@ -17,6 +17,7 @@ from worker.dataset import Ragged, leave_one_out
 from worker.training import (
     FullSoftmaxCrossEntropy,
     PrefixBan,
+    Schedule,
     Windows,
     model_config,
     sampled_softmax,
@@ -59,6 +60,32 @@ def test_same_seed_gives_the_same_model(loss: str) -> None:
     assert not torch.equal(
         first["item_embedding.weight"], other.model.state_dict()["item_embedding.weight"]
     )
+
+
+def test_time_budget_plans_epochs_from_the_first_and_matches_a_run_without_one() -> None:
+    base = {**TINY_TRAINING.model_dump(), "lr_schedule": "cosine", "patience": 100}
+    split = _split()
+    cpu = torch.device("cpu")
+    # A tiny epoch takes well under a second: the plan is capped by epochs, not the budget.
+    budgeted = train(split, TrainingParams(**{**base, "epochs": 3, "time_budget_s": 3600.0}))
+    plain = train(split, TrainingParams(**{**base, "epochs": 3, "time_budget_s": 0.0}), device=cpu)
+    assert budgeted.planned_epochs == plain.planned_epochs == 3 == budgeted.epochs_run
+    first, second = budgeted.model.state_dict(), plain.model.state_dict()
+    assert all(torch.equal(first[name], second[name]) for name in first)
+    # A budget the first epoch already spends stops the run there, with its best epoch.
+    spent = train(split, TrainingParams(**{**base, "epochs": 3, "time_budget_s": 1e-6}), device=cpu)
+    assert spent.epochs_run == 1 and spent.best_epoch == 1
+
+
+def test_schedule_does_not_depend_on_the_plan_before_it_is_made() -> None:
+    params = TrainingParams(**{**TINY_TRAINING.model_dump(), "lr_schedule": "cosine"})
+    early, late = Schedule(params, 50, 300), Schedule(params, 50, 5_000)
+    held = 2 * 50  # the plan is made after two epochs
+    assert [early(s) for s in range(held)] == [late(s) for s in range(held)]
+    assert early(0) == pytest.approx(1 / params.warmup_steps) and early(held - 1) == 1.0
+    assert early(150) < late(150) < 1.0 and early(10_000) == pytest.approx(0.02)
+    constant = Schedule(params.model_copy(update={"lr_schedule": "constant"}), 50, 100)
+    assert constant(10_000) == 1.0
 
 
 def test_attention_dropout_defaults_to_dropout() -> None:
