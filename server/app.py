@@ -175,6 +175,7 @@ async def start_server(
     )
     catalogue = Catalogue(engine, executor)
     core = RecommendationCore(settings.server, registry, history, writer, model_executor, catalogue)
+    registry.before_swap = core.warm_states
     check_listen_safety(settings.server)
     credentials = server_credentials(settings.server)
     server = grpc.aio.server(

@@ -194,10 +194,7 @@ class DynamicBatcher(Generic[T]):
         return batch
 
     async def _execute(self, batch: list[tuple[np.ndarray, asyncio.Future[T]]]) -> None:
-        length = max(len(h) for h, _ in batch)
-        padded = np.zeros((len(batch), length), dtype=np.int64)
-        for i, (history, _) in enumerate(batch):
-            padded[i, length - len(history) :] = history
+        padded = left_pad([history for history, _ in batch])
         loop = asyncio.get_running_loop()
         try:
             output, seconds = await loop.run_in_executor(self._executor, self._timed, padded)
@@ -215,3 +212,12 @@ class DynamicBatcher(Generic[T]):
         for i, (_, future) in enumerate(batch):
             if not future.done():
                 future.set_result(output[i])
+
+
+def left_pad(histories: list[np.ndarray]) -> np.ndarray:
+    """int64 [B, longest]: each history right-aligned, row 0 (padding) before it."""
+    length = max(len(h) for h in histories)
+    padded = np.zeros((len(histories), length), dtype=np.int64)
+    for i, history in enumerate(histories):
+        padded[i, length - len(history) :] = history
+    return padded

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from server import metrics
-from server.batcher import ADMITTED
+from server.batcher import ADMITTED, left_pad
 from server.catalogue import Catalogue
 from server.feedback import FeedbackWriter
 from server.history import HistoryCache
@@ -35,6 +35,8 @@ from shared.ingest import EventRow, first_per_event_id
 
 log = logging.getLogger(__name__)
 MAX_ID_LEN = 256
+WARM_CHUNK = 256
+"""Histories per model run when states are encoded ahead of a hot swap."""
 MAX_EVENT_ID_LEN = 128
 DEFAULT_K = 10
 KIND_PATTERN = re.compile(r"^[a-z0-9_]{1,32}$")
@@ -332,6 +334,40 @@ class RecommendationCore:
         """One batched model run over the newest max_len of ``seen``."""
         encoded = await model.batcher.submit(seen[-model.bundle.config.max_len :])
         return Computed(encoded.state, encoded.scores, seen)
+
+    async def warm_states(self, model: ServingModel) -> int:
+        """Before ``model`` starts serving (a hot swap): encodes with it the most recently
+        served users whose histories are in memory (at most swap_warm_users), in runs of
+        WARM_CHUNK in the model executor, and stores their states for it. Without this,
+        every returning user misses the state cache at the same moment and the model
+        queue overflows. Entries go into the cache only at the end, when the caller swaps
+        without yielding, so the outgoing model keeps its own entries until then; a user
+        whose history changes meanwhile simply misses (the history version differs).
+        Returns the number of users encoded."""
+        limit = self.settings.swap_warm_users
+        if self.settings.naive or not self.states.max_users or not limit:
+            return 0
+        users: list[tuple[str, int, np.ndarray]] = []
+        for user_id in self.states.recent(limit):
+            cached = self.history.peek(user_id)
+            if cached is not None and cached[1]:
+                seen = self._known_rows(model, cached[0])
+                if seen.size:
+                    users.append((user_id, cached[1], seen))
+        loop = asyncio.get_running_loop()
+        max_len = model.bundle.config.max_len
+        staged: list[tuple[str, int, UserState]] = []
+        for start in range(0, len(users), WARM_CHUNK):
+            chunk = users[start : start + WARM_CHUNK]
+            padded = left_pad([seen[-max_len:] for _, _, seen in chunk])
+            states = await loop.run_in_executor(self.executor, model.backend.encode, padded)
+            staged.extend(
+                (user_id, version, UserState(state, seen))
+                for (user_id, version, seen), state in zip(chunk, states, strict=True)
+            )
+        for user_id, version, entry in reversed(staged):  # the most recent ends up last
+            self.states.put(user_id, model.version, version, entry)
+        return len(staged)
 
     async def _refresh_states(self, user_ids: set[str]) -> None:
         """After Feedback: re-encode returning users in the background, so their next

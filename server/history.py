@@ -125,6 +125,14 @@ class HistoryCache:
         metrics.HISTORY_HIT.inc()
         return cached.version
 
+    def peek(self, user_id: str) -> tuple[list[str], int] | None:
+        """The cached, fresh history and its version, or None; never reads the database
+        and counts neither a hit nor a miss (for background work, not requests)."""
+        cached = self._cache.get(user_id)
+        if cached is None:
+            return None
+        return [item for _, item in cached.events], cached.version
+
     def invalidate(self, user_ids: list[str]) -> None:
         """Drops the users' cached histories (events stored through another replica); a
         read in flight for one of them reads again."""

@@ -23,7 +23,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,6 +162,10 @@ class ModelRegistry:
         self._on_batch = on_batch
         self._on_change = on_change
         self.current: ServingModel | None = None
+        self.before_swap: Callable[[ServingModel], Awaitable[int]] | None = None
+        """Called with an incoming model just before it replaces a served one (the
+        server pre-encodes recent users' states with it); the swap follows without
+        yielding to the event loop. A failure is logged and the swap goes ahead."""
         self.fallback: Fallback | None = None
         self.unavailable: set[str] = set()
         self.configured_version = 0
@@ -231,6 +235,7 @@ class ModelRegistry:
                     self.note += f"; still serving version {current.version}"
                 return
             self.note = ""
+            await self._warm(loaded)
             self._swap(loaded)
 
     async def activate(self, version: int, reason: str) -> ModelVersion:
@@ -262,6 +267,7 @@ class ModelRegistry:
             self.configured_version, self.note = version, ""
             self._failed.pop(version, None)
             if loaded is not None:
+                await self._warm(loaded)
                 self._swap(loaded)
             return row
 
@@ -302,6 +308,22 @@ class ModelRegistry:
             self._swap(loaded)
             return
         self.note += "; serving the popularity fallback"
+
+    async def _warm(self, loaded: ServingModel) -> None:
+        if self.before_swap is None or self.current is None:
+            return
+        started = time.perf_counter()
+        try:
+            users = await self.before_swap(loaded)
+        except Exception:
+            log.exception("pre-encoding states for model version %s failed", loaded.version)
+            return
+        log.info(
+            "model version %s: %d users' states encoded before the swap (%.2fs)",
+            loaded.version,
+            users,
+            time.perf_counter() - started,
+        )
 
     def _swap(self, loaded: ServingModel) -> None:
         current, self.current = self.current, loaded

@@ -10,10 +10,11 @@ up to 512 int64 rows each), least recently used dropped.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from itertools import islice
 from typing import NamedTuple
 
 import numpy as np
-from cachetools import LRUCache
 
 from server import metrics
 
@@ -28,7 +29,8 @@ class UserState(NamedTuple):
 class StateCache:
     def __init__(self, max_users: int) -> None:
         self.max_users = max_users
-        self._states: LRUCache[str, tuple[int, int, UserState]] = LRUCache(max(1, max_users))
+        # Least recently used first: a hit or a put moves the entry to the end.
+        self._states: OrderedDict[str, tuple[int, int, UserState]] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
@@ -39,6 +41,7 @@ class StateCache:
         """The entry for exactly these versions, or None (always for history version 0)."""
         entry = self._states.get(user_id)
         if entry is not None and entry[0] == model_version and entry[1] == history_version:
+            self._states.move_to_end(user_id)
             self.hits += 1
             metrics.STATE_HIT.inc()
             return entry[2]
@@ -50,6 +53,13 @@ class StateCache:
         if self.max_users == 0 or history_version == 0:
             return
         self._states[user_id] = (model_version, history_version, state)
+        self._states.move_to_end(user_id)
+        if len(self._states) > self.max_users:
+            self._states.popitem(last=False)
+
+    def recent(self, limit: int) -> list[str]:
+        """Up to ``limit`` cached users, the most recently used first."""
+        return list(islice(reversed(self._states), limit))
 
     def has(self, user_id: str) -> bool:
         return user_id in self._states

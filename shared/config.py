@@ -88,6 +88,10 @@ class ServerSettings(BaseModel):
     state_cache_users: int = Field(100_000, ge=0)
     """Users whose encoded state (per model version and history version) is kept, so a
     returning user whose history has not changed costs only the scoring. 0 disables it."""
+    swap_warm_users: int = Field(20_000, ge=0)
+    """Before a hot swap, the incoming model encodes this many of the most recently served
+    users (those whose histories are in memory), so that returning users do not all miss
+    the state cache at once when it starts serving. 0 turns it off."""
     naive: bool = False
     """Benchmark baseline: no dynamic batching and no caches; every request runs the model
     alone in the thread pool."""

@@ -64,6 +64,26 @@ async def test_rollback_and_activation_history(client, server) -> None:
     assert [a.reason for a in details.activations] == ["ActivateModel"]
 
 
+async def test_hot_swap_pre_encodes_recent_users_for_the_incoming_model(client, server) -> None:
+    core = server.core
+    users = [f"u{n:05d}" for n in range(1, 9)]
+    before = {}
+    for user in users:
+        before[user] = await client.recommender.Recommend(pb.RecommendRequest(user_id=user, k=5))
+    v2 = copy_version(server)
+    await client.admin.ActivateModel(admin_pb2.ActivateModelRequest(version=v2))
+    misses = core.states.misses
+    for user in users:
+        got = await client.recommender.Recommend(pb.RecommendRequest(user_id=user, k=5))
+        assert got.model_version == v2
+        # The same weights: the pre-encoded state ranks exactly as the cold run did.
+        assert [i.item_id for i in got.items] == [i.item_id for i in before[user].items]
+        assert [i.score for i in got.items] == pytest.approx(
+            [i.score for i in before[user].items], rel=1e-4
+        )
+    assert core.states.misses == misses, "every returning user was served from a warm state"
+
+
 async def test_rollback_with_nothing_before_is_refused(client) -> None:
     error = await rpc_error(client.admin.RollbackModel(admin_pb2.RollbackModelRequest()))
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
