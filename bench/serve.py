@@ -34,6 +34,7 @@ import numpy as np
 
 from bench.loadgen import LoadSpec, run_load, summarize
 from bench.processes import ServerProcess
+from server.history import HISTORY_KEEP
 from server.registry import inflight_batches
 from shared import bundle as bundle_format
 from shared import crud
@@ -47,8 +48,13 @@ BENCH_CONFIG = ModelConfig(num_items=3416, max_len=200, d_model=64, n_heads=1, n
 N_USERS = 2000
 
 
-def prepare(data_dir: Path, bundle_path: Path | None) -> tuple[Settings, list[str], list[str]]:
-    """A bench database with one active ML-1M-sized model and N_USERS stored histories."""
+def prepare(
+    data_dir: Path, bundle_path: Path | None, *, full_histories: bool = False
+) -> tuple[Settings, list[str], list[str]]:
+    """A bench database with one active ML-1M-sized model and N_USERS stored histories of
+    100..200 events, or of HISTORY_KEEP events each with ``full_histories`` (the server
+    then keeps every user's history at its bounded size from the start: what a long-running
+    server with returning users looks like)."""
     settings = Settings(data_dir=data_dir)
     migrate(settings.db_url)
     engine = engine_for(settings)
@@ -85,7 +91,8 @@ def prepare(data_dir: Path, bundle_path: Path | None) -> tuple[Settings, list[st
                 session, version=int(model_row.version or 0), reason="recserve bench serve"
             )
         have = crud.count_events(session)
-    if have < N_USERS * 100:
+    least = HISTORY_KEEP if full_histories else 100
+    if have < N_USERS * least:
         rng = np.random.default_rng(1)
         start = datetime(2026, 1, 1, tzinfo=UTC)
         for chunk in range(0, N_USERS, 200):
@@ -97,7 +104,7 @@ def prepare(data_dir: Path, bundle_path: Path | None) -> tuple[Settings, list[st
                     event_time=start + timedelta(minutes=i),
                 )
                 for u in range(chunk, min(N_USERS, chunk + 200))
-                for i in range(int(rng.integers(100, 201)))
+                for i in range(HISTORY_KEEP if full_histories else int(rng.integers(100, 201)))
             ]
             with session_scope(engine) as session:
                 crud.insert_events(session, events=events)
