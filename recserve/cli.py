@@ -321,7 +321,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     ks = tuple(int(k) for k in args.ks.split(","))
-    result = evaluate_model_version(settings, args.version, ks=ks)
+    result = evaluate_model_version(settings, args.version, ks=ks, explanations=args.explanations)
     print_quality_table(
         {
             **result,
@@ -332,6 +332,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "seconds_per_epoch": 0.0,
         }
     )
+    faithfulness = result.get("explanations")
+    if isinstance(faithfulness, dict):
+        print(
+            f"\nexplanations, deletion test on {faithfulness['users']:.0f} users: removing the "
+            f"top-weighted event lowers the top item's score more than removing a random "
+            f"event for {faithfulness['score_share']:.1%} of users (mean drop "
+            f"{faithfulness['drop_top']:.3f} vs {faithfulness['drop_random']:.3f}), its rank "
+            f"for {faithfulness['rank_share']:.1%} (mean rank {faithfulness['rank_top']:.1f} "
+            f"vs {faithfulness['rank_random']:.1f})"
+        )
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(result, indent=2, sort_keys=True))
@@ -561,6 +571,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", type=int, help="model version (default: the active one)")
     p.add_argument("--ks", default="1,5,10,20", help="cut-offs, comma-separated")
+    p.add_argument(
+        "--explanations",
+        type=int,
+        nargs="?",
+        const=1000,
+        default=0,
+        metavar="USERS",
+        help="also run the deletion test of explanation faithfulness on USERS random test "
+        "users (default 1000)",
+    )
     p.add_argument("--output", help="write the results as JSON here")
 
     p = add("bench", cmd_bench, "Benchmarks: quality (train + evaluate) or serve (load test).")

@@ -34,6 +34,7 @@ from typing import Generic, Protocol, TypeVar
 import numpy as np
 
 from shared.errors import Overloaded
+from shared.histories import left_pad
 
 log = logging.getLogger(__name__)
 
@@ -212,12 +213,3 @@ class DynamicBatcher(Generic[T]):
         for i, (_, future) in enumerate(batch):
             if not future.done():
                 future.set_result(output[i])
-
-
-def left_pad(histories: list[np.ndarray]) -> np.ndarray:
-    """int64 [B, longest]: each history right-aligned, row 0 (padding) before it."""
-    length = max(len(h) for h in histories)
-    padded = np.zeros((len(histories), length), dtype=np.int64)
-    for i, history in enumerate(histories):
-        padded[i, length - len(history) :] = history
-    return padded

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from server import metrics
-from server.batcher import ADMITTED, left_pad
+from server.batcher import ADMITTED
 from server.catalogue import Catalogue
 from server.feedback import FeedbackWriter
 from server.history import HistoryCache
@@ -31,6 +31,8 @@ from server.registry import ModelRegistry, ServingModel
 from server.state_cache import StateCache, UserState
 from shared.config import ServerSettings
 from shared.errors import DatabaseUnavailable, InvalidArgument, Unavailable
+from shared.explain import leave_one_out_states, support_weights, top_support
+from shared.histories import left_pad
 from shared.ingest import EventRow, first_per_event_id
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,7 @@ class RecommendQuery:
     candidate_item_ids: Sequence[str] = ()
     allow_seen: bool = False
     include_titles: bool = False
+    explain: bool = False
 
 
 class Computed(NamedTuple):
@@ -71,6 +74,20 @@ class Recommendation:
     history_used: int = 0
     titles: dict[str, str] = field(default_factory=dict)
     """Catalogue titles of the items, when the query asked for them."""
+    explanations: dict[str, list[Support]] = field(default_factory=dict)
+    """Per item, the history events that support it, when the query asked for them."""
+    basis: tuple[ServingModel, np.ndarray] | None = field(default=None, repr=False)
+    """The model and the history's model rows that ranked the items (kept only when the
+    query asked for explanations)."""
+
+
+class Support(NamedTuple):
+    """A history event supporting a recommended item (see shared/explain.py)."""
+
+    item_id: str
+    title: str
+    weight: float
+    events_ago: int
 
 
 @dataclass(frozen=True)
@@ -168,6 +185,8 @@ class RecommendationCore:
         result = await self._serve(query, self.validate_query(query))
         if query.include_titles:
             result.titles = await self.catalogue.titles([item for item, _ in result.items])
+        if query.explain:
+            await self._explain(result)
         return result
 
     async def recommend_many(self, queries: Sequence[RecommendQuery]) -> list[Recommendation]:
@@ -200,7 +219,33 @@ class RecommendationCore:
             titles = await self.catalogue.titles([i for r in wanted for i, _ in r.items])
             for result in wanted:
                 result.titles = {item: titles[item] for item, _ in result.items}
+        explained = [r for q, r in zip(queries, results, strict=True) if q.explain]
+        if explained:
+            await asyncio.gather(*map(self._explain, explained))
         return results
+
+    async def _explain(self, result: Recommendation) -> None:
+        """Fills result.explanations by leave-one-out through the model that ranked it
+        (shared/explain.py): one model run over the history with each event left out."""
+        if result.basis is None or not result.items:
+            return
+        model, seen = result.basis
+        history = seen[-model.bundle.config.max_len :]
+        loop = asyncio.get_running_loop()
+        states = await loop.run_in_executor(
+            self.executor, leave_one_out_states, model.backend.encode, history
+        )
+        rows = np.fromiter((model.rows[item] for item, _ in result.items), np.int64)
+        weights = support_weights(states, model.bundle.item_embeddings[rows])
+        vocab = model.bundle.vocab
+        picked = top_support(weights, self.settings.explain_top)
+        events = {vocab[history[j] - 1] for support in picked for j, _ in support}
+        titles = await self.catalogue.titles(sorted(events))
+        for (item, _), support in zip(result.items, picked, strict=True):
+            result.explanations[item] = [
+                Support(vocab[history[j] - 1], titles[vocab[history[j] - 1]], w, len(history) - j)
+                for j, w in support
+            ]
 
     async def _serve(self, query: RecommendQuery, k: int) -> Recommendation:
         """A validated query with its effective k."""
@@ -249,13 +294,18 @@ class RecommendationCore:
         """Ranks for ``state``; ``scores`` (float32 [N+1], this request's own copy) when the
         model run computed them, else they are computed here."""
         used = min(int(seen.size), model.bundle.config.max_len)
+        result: Recommendation | None = None
         if scores is None and model.index is not None and not query.candidate_item_ids:
             ranked = self._rank_with_index(model, state, query, seen, k)
             if ranked is not None:
-                return Recommendation(ranked, model.version, "model", used)
-        if scores is None:
-            scores = model.bundle.item_embeddings @ state  # [N+1, D] @ [D] -> [N+1]
-        return self._rank(model, scores, query, seen, k, "model", used)
+                result = Recommendation(ranked, model.version, "model", used)
+        if result is None:
+            if scores is None:
+                scores = model.bundle.item_embeddings @ state  # [N+1, D] @ [D] -> [N+1]
+            result = self._rank(model, scores, query, seen, k, "model", used)
+        if query.explain:
+            result.basis = (model, seen)
+        return result
 
     @staticmethod
     def _rank_with_index(

@@ -48,6 +48,7 @@ def _query(request: recommender_pb2.RecommendRequest) -> RecommendQuery:
         candidate_item_ids=request.candidate_item_ids,
         allow_seen=request.allow_seen,
         include_titles=request.include_titles,
+        explain=request.explain,
     )
 
 
@@ -55,7 +56,17 @@ def _response(result: Recommendation) -> recommender_pb2.RecommendResponse:
     titles = result.titles
     return recommender_pb2.RecommendResponse(
         items=[
-            recommender_pb2.ScoredItem(item_id=i, score=s, title=titles.get(i, ""))
+            recommender_pb2.ScoredItem(
+                item_id=i,
+                score=s,
+                title=titles.get(i, ""),
+                explanations=[
+                    recommender_pb2.Explanation(
+                        item_id=e.item_id, title=e.title, weight=e.weight, events_ago=e.events_ago
+                    )
+                    for e in result.explanations.get(i, ())
+                ],
+            )
             for i, s in result.items
         ],
         model_version=result.model_version,

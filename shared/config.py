@@ -88,6 +88,8 @@ class ServerSettings(BaseModel):
     state_cache_users: int = Field(100_000, ge=0)
     """Users whose encoded state (per model version and history version) is kept, so a
     returning user whose history has not changed costs only the scoring. 0 disables it."""
+    explain_top: int = Field(3, ge=1, le=50)
+    """History events listed per item when a Recommend asks for explanations."""
     swap_warm_users: int = Field(20_000, ge=0)
     """Before a hot swap, the incoming model encodes this many of the most recently served
     users (those whose histories are in memory), so that returning users do not all miss

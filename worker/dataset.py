@@ -193,20 +193,6 @@ def leave_one_out(sequences: Mapping[str, Sequence[str]] | UserSequences) -> Spl
     )
 
 
-def left_pad(histories: Sequence[np.ndarray], max_len: int) -> np.ndarray:
-    """The newest ``max_len`` rows of each history, left-padded with 0 to the longest one.
-
-    Returns int64 [B, L] with L = min(max_len, longest history), at least 1.
-    """
-    length = max(1, min(max_len, max((len(h) for h in histories), default=1)))
-    out = np.zeros((len(histories), length), dtype=np.int64)
-    for i, history in enumerate(histories):
-        tail = history[-length:]
-        if len(tail):
-            out[i, length - len(tail) :] = tail
-    return out
-
-
 def seen_mask(histories: Sequence[np.ndarray], num_rows: int) -> np.ndarray:
     """bool [B, num_rows]: True for items in each history and for padding row 0."""
     mask = np.zeros((len(histories), num_rows), dtype=bool)

@@ -312,7 +312,7 @@ def encode_states(model: Any, eval_set: EvalSet, batch_size: int = 256) -> np.nd
     """The served user states (float32 [U, D]) of ``eval_set``'s histories."""
     import torch
 
-    from worker.dataset import left_pad
+    from shared.histories import left_pad
 
     model = model.eval().cpu()
     states = []
@@ -378,11 +378,10 @@ def bundle_scorer(loaded: bundle_format.Bundle, items: Sequence[str]) -> Scorer:
     """
     import onnxruntime as ort
 
-    from worker.dataset import left_pad
+    from shared.histories import left_pad
 
     session = ort.InferenceSession(str(loaded.onnx_path), providers=["CPUExecutionProvider"])
-    bundle_rows = loaded.row_of()
-    to_bundle = np.array([0] + [bundle_rows.get(item, -1) for item in items], dtype=np.int64)
+    to_bundle = bundle_rows(loaded, items)
     known = to_bundle >= 0
 
     def score(histories: Sequence[np.ndarray]) -> np.ndarray:
@@ -396,15 +395,53 @@ def bundle_scorer(loaded: bundle_format.Bundle, items: Sequence[str]) -> Scorer:
     return score
 
 
+def bundle_rows(loaded: bundle_format.Bundle, items: Sequence[str]) -> np.ndarray:
+    """int64 [len(items)+1]: the bundle's row of each split row (row 0 -> 0; items the
+    bundle has never seen -> -1)."""
+    rows = loaded.row_of()
+    return np.array([0] + [rows.get(item, -1) for item in items], dtype=np.int64)
+
+
+def explanation_faithfulness(
+    loaded: bundle_format.Bundle, split: Split, users: int, seed: int = 0
+) -> dict[str, float]:
+    """shared.explain.deletion_test on ``users`` test users drawn at random (fixed seed),
+    with the bundle's ONNX graph: the explanations a server computes for this version."""
+    import onnxruntime as ort
+
+    from shared.explain import deletion_test
+
+    session = ort.InferenceSession(str(loaded.onnx_path), providers=["CPUExecutionProvider"])
+
+    def encode(batch: np.ndarray) -> np.ndarray:
+        (states,) = session.run(["state"], {"history": batch})
+        return np.asarray(states)
+
+    to_bundle = bundle_rows(loaded, split.vocab.items)
+    rng = np.random.default_rng(seed)
+    count = len(split.test.targets)
+    picks = rng.choice(count, size=min(users, count), replace=False)
+    histories = []
+    for user in picks:
+        mapped = to_bundle[split.test.histories[user]]
+        histories.append(mapped[mapped > 0])
+    return deletion_test(encode, loaded.item_embeddings, histories, loaded.config.max_len, rng)
+
+
 def evaluate_model_version(
-    settings: Settings, version: int | None = None, *, ks: Sequence[int] = (1, 5, 10, 20)
+    settings: Settings,
+    version: int | None = None,
+    *,
+    ks: Sequence[int] = (1, 5, 10, 20),
+    explanations: int = 0,
 ) -> dict[str, object]:
     """Re-evaluates a registered model (default: the active one) on the leave-one-out
     split of the events up to its data watermark, beside popularity on the same split.
 
     Returns {"version", "watermark", "users", "items", "model": {...}, "popularity": {...}}
     with HR@K, NDCG@K and MRR under full ranking (seen items filtered) and 100 sampled
-    negatives (fixed seed).
+    negatives (fixed seed), and with ``explanations`` > 0 "explanations": the deletion
+    test of explanation faithfulness on that many users (explanation_faithfulness).
     """
     engine = engine_for(settings)
     try:
@@ -436,9 +473,12 @@ def evaluate_model_version(
                     ks=ks,
                     popularity=split.popularity,
                 )
+                faithfulness = (
+                    explanation_faithfulness(loaded, split, explanations) if explanations else None
+                )
     finally:
         engine.dispose()
-    return {
+    result: dict[str, object] = {
         "version": model.version,
         "watermark": model.data_watermark,
         "users": len(split.test.targets),
@@ -446,3 +486,6 @@ def evaluate_model_version(
         "model": scored,
         "popularity": popular,
     }
+    if faithfulness is not None:
+        result["explanations"] = faithfulness
+    return result

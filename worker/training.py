@@ -130,7 +130,7 @@ def length_buckets(
 def torch_scorer(
     model: SASRec, device: torch.device
 ) -> Callable[[Sequence[np.ndarray]], np.ndarray]:
-    from worker.dataset import left_pad
+    from shared.histories import left_pad
 
     def score(histories: Sequence[np.ndarray]) -> np.ndarray:
         batch = torch.from_numpy(left_pad(histories, model.config.max_len)).to(device)

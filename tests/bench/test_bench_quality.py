@@ -41,3 +41,14 @@ def test_bench_quality_then_evaluate(tmp_path: Path, monkeypatch, capsys) -> Non
     assert main(["evaluate", "--output", str(evaluation), "--ks", "10"]) == 0
     again = json.loads(evaluation.read_text())
     assert again["model"]["ndcg@10"] == saved["model"]["ndcg@10"], "same split, same numbers"
+    assert "explanations" not in again
+
+    explained = tmp_path / "explained.json"
+    assert main(["evaluate", "--explanations", "40", "--output", str(explained)]) == 0
+    test = json.loads(explained.read_text())["explanations"]
+    assert test["users"] == 40
+    # The top event is the one whose removal costs the item most, checked by separate
+    # model runs; the tiny model's ranking follows it for most users.
+    assert test["score_share"] >= 0.9 and test["drop_top"] > test["drop_random"]
+    assert test["rank_top"] >= test["rank_random"]
+    assert "deletion test on 40 users" in capsys.readouterr().out

@@ -305,3 +305,55 @@ async def test_concurrent_reads_of_one_uncached_history_share_one_load(settings)
     assert len({tuple(items) for items, _ in results}) == 1
     assert all(version == 0 for _, version in results), "uncached histories carry version 0"
     assert len(results[0][0]) > 10
+
+
+async def test_explanations_are_the_models_own_leave_one_out(client) -> None:
+    history = ["i002-000", "i001-003", "i002-001", "i000-004", "i002-002", "i001-001"]
+    plain = await client.recommender.Recommend(pb.RecommendRequest(history=history, k=3))
+    assert all(not item.explanations for item in plain.items), "off by default"
+    explained = await client.recommender.Recommend(
+        pb.RecommendRequest(history=history, k=3, explain=True)
+    )
+    assert [i.item_id for i in explained.items] == [i.item_id for i in plain.items]
+    for item in explained.items:
+        support = list(item.explanations)
+        assert 1 <= len(support) <= 3
+        assert [e.weight for e in support] == sorted((e.weight for e in support), reverse=True)
+        assert all(e.weight > 0 and e.item_id == history[-e.events_ago] for e in support)
+
+        async def score_without(position: int, item_id: str = item.item_id) -> float:
+            rest = history[:position] + history[position + 1 :]
+            answer = await client.recommender.Recommend(
+                pb.RecommendRequest(history=rest, candidate_item_ids=[item_id], allow_seen=True)
+            )
+            return answer.items[0].score
+
+        # The weight is the score the item loses when the model reads the history
+        # without that event, and the top event costs it more than any other.
+        drops = [item.score - await score_without(j) for j in range(len(history))]
+        top = support[0]
+        assert drops[len(history) - top.events_ago] == pytest.approx(top.weight, abs=1e-3)
+        assert max(drops) == pytest.approx(top.weight, abs=1e-3)
+
+
+async def test_explanations_for_a_stored_user_and_in_batches(client) -> None:
+    single = await client.recommender.Recommend(
+        pb.RecommendRequest(user_id=USER, k=4, explain=True)
+    )
+    assert single.source == pb.SOURCE_MODEL and any(i.explanations for i in single.items)
+    batch = await client.recommender.RecommendBatch(
+        pb.RecommendBatchRequest(
+            requests=[
+                pb.RecommendRequest(user_id=USER, k=4, explain=True),
+                pb.RecommendRequest(user_id=USER, k=4),
+                pb.RecommendRequest(user_id="nobody-at-all", k=4, explain=True),
+            ]
+        )
+    )
+    first, unexplained, fallback = batch.responses
+    assert [list(i.explanations) for i in first.items] == [
+        list(i.explanations) for i in single.items
+    ]
+    assert not any(i.explanations for i in unexplained.items)
+    assert fallback.source == pb.SOURCE_POPULARITY_FALLBACK
+    assert not any(i.explanations for i in fallback.items)
