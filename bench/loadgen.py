@@ -45,6 +45,7 @@ class LoadSpec:
     k: int = 10
     seed: int = 0
     bulk: int = 0  # > 0: RecommendBatch calls of this many cold requests
+    explain: bool = False  # Recommend with explanations
 
 
 @dataclass
@@ -61,7 +62,7 @@ class LoadResult:
 def _cold(spec: LoadSpec, rng: np.random.Generator) -> pb.RecommendRequest:
     picks = rng.integers(0, len(spec.items), size=spec.history_len)
     history = [spec.items[i] for i in picks]
-    return pb.RecommendRequest(user_id="anonymous", history=history, k=spec.k)
+    return pb.RecommendRequest(user_id="anonymous", history=history, k=spec.k, explain=spec.explain)
 
 
 POOL = 512
@@ -81,7 +82,10 @@ def _payloads(spec: LoadSpec, rng: np.random.Generator) -> Payloads:
         return Payloads([_cold(spec, rng).SerializeToString() for _ in range(POOL)], {})
     return Payloads(
         [],
-        {u: pb.RecommendRequest(user_id=u, k=spec.k).SerializeToString() for u in spec.users},
+        {
+            u: pb.RecommendRequest(user_id=u, k=spec.k, explain=spec.explain).SerializeToString()
+            for u in spec.users
+        },
     )
 
 

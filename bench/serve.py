@@ -124,6 +124,7 @@ def measure(
     clients: int,
     duration: float,
     bulk: int = 0,
+    explain: bool = False,
 ) -> dict[str, Any]:
     clients = max(1, min(clients, concurrency if loop == "closed" else clients))
     per = [concurrency // clients + (1 if i < concurrency % clients else 0) for i in range(clients)]
@@ -139,6 +140,7 @@ def measure(
             users=tuple(users),
             seed=1000 * i + concurrency,
             bulk=bulk,
+            explain=explain,
         )
         for i in range(clients)
     ]
@@ -422,6 +424,40 @@ def overload_summary(open_loop: dict[float, dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def explain_phase(
+    server: ServerProcess, items: list[str], users: list[str], clients: int, duration: float
+) -> dict[str, Any]:
+    """Returning users' Recommend with and without explanations, closed loop at 1 and 8
+    callers, measured back to back: the cost of an explained request as ratios."""
+    out: dict[str, Any] = {}
+    for concurrency in (1, 8):
+        for explain in (False, True):
+            row = measure(
+                server,
+                "mixed",
+                items,
+                users,
+                concurrency=concurrency,
+                clients=clients,
+                duration=duration,
+                explain=explain,
+            )
+            out[f"c{concurrency}_{'explained' if explain else 'plain'}"] = row
+        plain, explained = out[f"c{concurrency}_plain"], out[f"c{concurrency}_explained"]
+        out[f"c{concurrency}_p50_ratio"] = explained["p50_ms"] / max(1e-9, plain["p50_ms"])
+        out[f"c{concurrency}_throughput_ratio"] = explained["throughput"] / max(
+            1e-9, plain["throughput"]
+        )
+        print(
+            f"explain, {concurrency} caller(s): p50 {plain['p50_ms']:.2f} -> "
+            f"{explained['p50_ms']:.2f} ms, p99 {plain['p99_ms']:.2f} -> "
+            f"{explained['p99_ms']:.2f} ms, {plain['throughput']:.0f} -> "
+            f"{explained['throughput']:.0f} req/s",
+            flush=True,
+        )
+    return out
+
+
 def run_serve_bench(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir or "var/bench/serve")
     bundle_path = Path(args.bundle) if getattr(args, "bundle", None) else None
@@ -451,6 +487,7 @@ def run_serve_bench(args: argparse.Namespace) -> int:
     idle: dict[str, float] = {}
     result_swap: dict[str, Any] = {}
     result_bulk: dict[str, Any] = {}
+    result_explain: dict[str, Any] = {}
     open_loop: dict[float, dict[str, Any]] = {}
     selected = (getattr(args, "servers", None) or "noop,naive,recserve").split(",")
     servers = [("noop", {"backend": "noop"}), ("naive", {"naive": "true"}), ("recserve", {})]
@@ -490,6 +527,7 @@ def run_serve_bench(args: argparse.Namespace) -> int:
                 flush=True,
             )
             result_bulk = bulk_phase(ours, items, users, clients, duration)
+            result_explain = explain_phase(ours, items, users, clients, duration)
             # Open loop: the sustainable rate is 80% of the best closed-loop cold rate;
             # then twice that, where the excess must be shed and the accepted keep their p99.
             for share in (0.5, 0.8, 1.6):
@@ -543,6 +581,7 @@ def run_serve_bench(args: argparse.Namespace) -> int:
         "model_ceiling": ceiling,
         "hot_swap": result_swap,
         "bulk": result_bulk,
+        "explain": result_explain,
         "bulk_vs_single": result_bulk.get("best_users_per_s", 0.0) / best["recserve_cold"]
         if best["recserve_cold"]
         else 0.0,

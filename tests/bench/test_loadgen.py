@@ -53,3 +53,20 @@ async def test_bulk_calls_count_every_user(server) -> None:
     assert summary["errors"] == {}, summary["errors"]
     assert summary["requests"] > 2
     assert summary["throughput"] == summary["calls_per_s"] * 8 > 0
+
+
+async def test_explained_calls(server) -> None:
+    spec = LoadSpec(
+        target=server.target,
+        traffic="mixed",
+        loop="closed",
+        concurrency=2,
+        duration_s=0.5,
+        warmup_s=0.1,
+        items=ITEMS,
+        users=USERS,
+        explain=True,
+    )
+    summary = summarize(await _run(spec))
+    assert summary["errors"] == {}, summary["errors"]
+    assert summary["requests"] > 2

@@ -255,7 +255,19 @@ class FakeConnection(Connection):
     async def recommender(self, method: str, request: Any, *, timeout: float = 5.0) -> Any | None:
         return pb.RecommendResponse(
             items=[
-                pb.ScoredItem(item_id=i.item_id, title=i.title, score=9.5 - n)
+                pb.ScoredItem(
+                    item_id=i.item_id,
+                    title=i.title,
+                    score=9.5 - n,
+                    explanations=[
+                        pb.Explanation(
+                            item_id=e.item_id, title=e.title, weight=0.8 - 0.3 * m, events_ago=m + n
+                        )
+                        for m, e in enumerate(ITEMS[n : n + 2])
+                    ]
+                    if request.explain
+                    else [],
+                )
                 for n, i in enumerate(ITEMS[12:17])
             ],
             model_version=2,

@@ -182,6 +182,10 @@ async def test_preview_shows_history_and_titled_recommendations(server) -> None:
         assert history.row_count > 0
         first = results.get_row_at(0)
         assert first[2].startswith("Topic "), "titles from the catalogue"
+        # Explained by events of the history shown beside it, by title.
+        titles = {history.get_row_at(r)[2] for r in range(history.row_count)}
+        because = [part.rsplit(" (+", 1)[0] for part in first[4].split(", ")]
+        assert because and set(because) <= titles
         summary = str(app.query_one("#preview-summary", Static).render())
         assert "from model, model version 1" in summary
         # An anonymous history instead.

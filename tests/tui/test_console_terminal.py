@@ -56,6 +56,7 @@ def test_console_in_a_real_terminal_visits_every_screen_and_survives_the_server(
         terminal.press("enter")
         screen = terminal.wait_for("model version 1, ")
         assert "items from model" in screen
+        assert "because of" in screen and "(+" in screen, "explained by history events"
         terminal.press("escape")
         # 5 Items: the catalogue.
         terminal.press("5")

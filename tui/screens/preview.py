@@ -1,4 +1,5 @@
-"""What a user (or an anonymous session) would be recommended, and from what history."""
+"""What a user (or an anonymous session) would be recommended, from what history, and
+because of which of its events (the model's own leave-one-out explanations)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,11 @@ def parse_history(text: str) -> list[str]:
     return [item for item in re.split(r"[\s,]+", text.strip()) if item]
 
 
+def because(item: recommender_pb2.ScoredItem) -> str:
+    """The history events that support an item, strongest first: "title (+weight)"."""
+    return ", ".join(f"{e.title or e.item_id} (+{e.weight:.2f})" for e in item.explanations)
+
+
 class PreviewPane(Pane):
     def __init__(self, connection: Connection) -> None:
         super().__init__(connection, id="preview-pane")
@@ -49,7 +55,7 @@ class PreviewPane(Pane):
             with Vertical():
                 yield Static("Recommendations", classes="section")
                 ranked: DataTable[str] = DataTable(id="preview-results", cursor_type="row")
-                ranked.add_columns("rank", "item", "title", "score")
+                ranked.add_columns("rank", "item", "title", "score", "because of")
                 yield ranked
 
     def reload(self) -> None:
@@ -82,6 +88,7 @@ class PreviewPane(Pane):
                 k=k,
                 allow_seen=allow_seen,
                 include_titles=True,
+                explain=True,
             ),
         )
         if answer is None:
@@ -108,7 +115,9 @@ class PreviewPane(Pane):
         ranked = self.query_one("#preview-results", DataTable)
         ranked.clear()
         for rank, item in enumerate(answer.items, start=1):
-            ranked.add_row(str(rank), item.item_id, item.title, f"{item.score:.4f}")
+            ranked.add_row(
+                str(rank), item.item_id, item.title, f"{item.score:.4f}", because(item)
+            )
         who = f"user {user}" if user and not history else f"{len(history)} inline items"
         self.query_one("#preview-summary", Static).update(
             f"{who}: {len(answer.items)} items from {SOURCES.get(answer.source, 'unknown')}, "
