@@ -315,13 +315,32 @@ def cmd_tui(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_rerank_table(result: dict[str, Any], reranked: dict[str, dict[str, float]]) -> None:
+    """Accuracy against coverage and popularity, per popularity-debiasing weight."""
+    names = ("ndcg@10", "hr@10", "coverage@10", "gini@10", "arp@10", "novelty@10", "ild@10")
+    print(f"\n{'re-ranking':<22}" + "".join(f"{n:>13}" for n in names))
+    rows = [("popularity baseline", _prefixed(result["popularity"]))]
+    rows.append(("model (weight 0)", result["model"]))
+    rows += [(f"debiased, weight {w}", m) for w, m in reranked.items()]
+    for label, metrics in rows:
+        cells = "".join(f"{metrics[n]:>13.4f}" if n in metrics else f"{'-':>13}" for n in names)
+        print(f"{label:<22}{cells}")
+
+
+def _prefixed(metrics: dict[str, float]) -> dict[str, float]:
+    return {k.removeprefix("pop_"): v for k, v in metrics.items()}
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from bench.quality import print_quality_table
     from worker.pipeline import evaluate_model_version
 
     settings = _settings(args)
     ks = tuple(int(k) for k in args.ks.split(","))
-    result = evaluate_model_version(settings, args.version, ks=ks, explanations=args.explanations)
+    weights = [float(w) for w in args.rerank.split(",")] if args.rerank else []
+    result = evaluate_model_version(
+        settings, args.version, ks=ks, explanations=args.explanations, rerank=weights
+    )
     print_quality_table(
         {
             **result,
@@ -332,6 +351,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "seconds_per_epoch": 0.0,
         }
     )
+    reranked = result.get("rerank")
+    if isinstance(reranked, dict):
+        print_rerank_table(result, reranked)
     faithfulness = result.get("explanations")
     if isinstance(faithfulness, dict):
         print(
@@ -580,6 +602,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="USERS",
         help="also run the deletion test of explanation faithfulness on USERS random test "
         "users (default 1000)",
+    )
+    p.add_argument(
+        "--rerank",
+        metavar="WEIGHTS",
+        help="also evaluate popularity-debiased re-ranking at these weights, e.g. "
+        "0.25,0.5,1 (server.popularity_debias applies one when serving)",
     )
     p.add_argument("--output", help="write the results as JSON here")
 

@@ -34,6 +34,7 @@ from shared.errors import DatabaseUnavailable, InvalidArgument, Unavailable
 from shared.explain import leave_one_out_states, support_weights, top_support
 from shared.histories import left_pad
 from shared.ingest import EventRow, first_per_event_id
+from shared.rerank import debias
 
 log = logging.getLogger(__name__)
 MAX_ID_LEN = 256
@@ -295,13 +296,21 @@ class RecommendationCore:
         model run computed them, else they are computed here."""
         used = min(int(seen.size), model.bundle.config.max_len)
         result: Recommendation | None = None
-        if scores is None and model.index is not None and not query.candidate_item_ids:
+        debiasing = self.settings.popularity_debias
+        if (
+            scores is None
+            and model.index is not None
+            and not query.candidate_item_ids
+            and not debiasing
+        ):
             ranked = self._rank_with_index(model, state, query, seen, k)
             if ranked is not None:
                 result = Recommendation(ranked, model.version, "model", used)
         if result is None:
             if scores is None:
                 scores = model.bundle.item_embeddings @ state  # [N+1, D] @ [D] -> [N+1]
+            if debiasing:
+                scores = debias(scores, model.log_share, debiasing)
             result = self._rank(model, scores, query, seen, k, "model", used)
         if query.explain:
             result.basis = (model, seen)

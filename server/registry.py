@@ -42,6 +42,7 @@ from shared.config import ServerSettings, Settings
 from shared.db import session_scope
 from shared.errors import BundleError
 from shared.models import ModelVersion
+from shared.rerank import log_share
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -104,6 +105,8 @@ class ServingModel:
     unavailable_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     index: ItemIndex | None = None
     """The bundle's approximate top-k index, when it has one and the server uses it."""
+    log_share: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    """float32 [N+1], log of each item's share of training events (popularity debiasing)."""
 
 
 @dataclass
@@ -414,6 +417,7 @@ class ModelRegistry:
             popularity,
             self._unavailable_rows(rows),
             index,
+            log_share(loaded.popularity),
         )
 
     def _unavailable_rows(self, rows: dict[str, int]) -> np.ndarray:

@@ -88,6 +88,11 @@ class ServerSettings(BaseModel):
     state_cache_users: int = Field(100_000, ge=0)
     """Users whose encoded state (per model version and history version) is kept, so a
     returning user whose history has not changed costs only the scoring. 0 disables it."""
+    popularity_debias: float = Field(0.0, ge=0.0, le=4.0)
+    """Re-ranking weight w: items are ranked by score - w * log(share of training
+    events), which lifts less popular items (shared/rerank.py; `recserve evaluate
+    --rerank` measures the accuracy/coverage trade-off). 0 (default): the model's own
+    ranking. Above 0 every item is scored (the approximate index is not used)."""
     explain_top: int = Field(3, ge=1, le=50)
     """History events listed per item when a Recommend asks for explanations."""
     swap_warm_users: int = Field(20_000, ge=0)

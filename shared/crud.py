@@ -281,6 +281,12 @@ def item_titles(session: Session, *, item_ids: Sequence[str]) -> dict[str, str]:
     return titles
 
 
+def labelled_items(session: Session) -> dict[str, frozenset[str]]:
+    """Every catalogue item that has labels, with them."""
+    rows = session.exec(select(Item.item_id, Item.labels))
+    return {item_id: frozenset(labels) for item_id, labels in rows.all() if labels}
+
+
 def search_items(
     session: Session,
     *,

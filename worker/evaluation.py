@@ -35,10 +35,12 @@ def evaluate(
     batch_size: int = 256,
     prefix: str = "",
     popularity: np.ndarray | None = None,
+    labels: Sequence[frozenset[str]] | None = None,
 ) -> dict[str, float]:
     """Metrics named like "ndcg@10" (full ranking, seen items filtered),
     "unfiltered_ndcg@10" and "sampled_ndcg@10"; with ``popularity`` (training counts
-    [N+1]) also the beyond-accuracy figures of the filtered top 10 (beyond_accuracy)."""
+    [N+1]) also the beyond-accuracy figures of the filtered top 10 (beyond_accuracy),
+    and with ``labels`` (each row's catalogue labels) their intra-list diversity."""
     top_lists: list[np.ndarray] = []
     lifts: list[np.ndarray] = []
     full_ranks: list[np.ndarray] = []
@@ -77,7 +79,26 @@ def evaluate(
     if popularity is not None and top_lists:
         metrics.update(beyond_accuracy(np.concatenate(top_lists), popularity, prefix))
         metrics[f"{prefix}popularity_lift@{BEYOND_K}"] = float(np.mean(np.concatenate(lifts)))
+        if labels is not None:
+            ild = intra_list_diversity(np.concatenate(top_lists), labels)
+            if ild is not None:
+                metrics[f"{prefix}ild@{BEYOND_K}"] = ild
     return metrics
+
+
+def intra_list_diversity(top: np.ndarray, labels: Sequence[frozenset[str]]) -> float | None:
+    """Intra-list diversity by labels: over lists ([U, k] rows), the mean distance
+    1 - Jaccard(labels) between two listed items, over the pairs where both items have
+    labels. None when no pair has (a catalogue without labels)."""
+    total, pairs = 0.0, 0
+    for row in top:
+        sets = [labels[r] for r in row if labels[r]]
+        for i in range(len(sets)):
+            for j in range(i + 1, len(sets)):
+                union = len(sets[i] | sets[j])
+                total += 1.0 - len(sets[i] & sets[j]) / union
+                pairs += 1
+    return total / pairs if pairs else None
 
 
 BEYOND_K = 10

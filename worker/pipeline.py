@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
 from shared import bundle as bundle_format
 from shared import crud
@@ -224,11 +225,14 @@ def _train_snapshot(
     )
     report(0.86, f"trained {result.epochs_run} epochs in {result.seconds:.1f}s; evaluating")
     device = next(result.model.parameters()).device
+    with session_scope(engine) as session:
+        labels = row_labels(session, split.vocab.items)
     metrics = evaluate(
         torch_scorer(result.model, device),
         split.test,
         split.num_items,
         popularity=split.popularity,
+        labels=labels,
     )
     metrics.update(
         evaluate(
@@ -237,6 +241,7 @@ def _train_snapshot(
             split.num_items,
             prefix="pop_",
             popularity=split.popularity,
+            labels=labels,
         )
     )
     active_metrics = _evaluate_active(settings, engine, split)
@@ -395,6 +400,16 @@ def bundle_scorer(loaded: bundle_format.Bundle, items: Sequence[str]) -> Scorer:
     return score
 
 
+def row_labels(session: Session, items: Sequence[str]) -> list[frozenset[str]] | None:
+    """Each split row's catalogue labels (row 0 and unlabelled items: empty), or None
+    when no item has labels."""
+    labelled = crud.labelled_items(session)
+    if not labelled:
+        return None
+    empty: frozenset[str] = frozenset()
+    return [empty] + [labelled.get(item, empty) for item in items]
+
+
 def bundle_rows(loaded: bundle_format.Bundle, items: Sequence[str]) -> np.ndarray:
     """int64 [len(items)+1]: the bundle's row of each split row (row 0 -> 0; items the
     bundle has never seen -> -1)."""
@@ -434,6 +449,7 @@ def evaluate_model_version(
     *,
     ks: Sequence[int] = (1, 5, 10, 20),
     explanations: int = 0,
+    rerank: Sequence[float] = (),
 ) -> dict[str, object]:
     """Re-evaluates a registered model (default: the active one) on the leave-one-out
     split of the events up to its data watermark, beside popularity on the same split.
@@ -441,7 +457,9 @@ def evaluate_model_version(
     Returns {"version", "watermark", "users", "items", "model": {...}, "popularity": {...}}
     with HR@K, NDCG@K and MRR under full ranking (seen items filtered) and 100 sampled
     negatives (fixed seed), and with ``explanations`` > 0 "explanations": the deletion
-    test of explanation faithfulness on that many users (explanation_faithfulness).
+    test of explanation faithfulness on that many users (explanation_faithfulness), and
+    with ``rerank`` weights "rerank": {weight: metrics} of the popularity-debiased
+    ranking (shared/rerank.py) at each weight, full ranking only.
     """
     engine = engine_for(settings)
     try:
@@ -463,8 +481,14 @@ def evaluate_model_version(
                 )
                 split = leave_one_out(sequences)
                 scorer = bundle_scorer(loaded, split.vocab.items)
+                labels = row_labels(session, split.vocab.items)
                 scored = evaluate(
-                    scorer, split.test, split.num_items, ks=ks, popularity=split.popularity
+                    scorer,
+                    split.test,
+                    split.num_items,
+                    ks=ks,
+                    popularity=split.popularity,
+                    labels=labels,
                 )
                 popular = evaluate(
                     popularity_scorer(split.popularity),
@@ -472,7 +496,21 @@ def evaluate_model_version(
                     split.num_items,
                     ks=ks,
                     popularity=split.popularity,
+                    labels=labels,
                 )
+                reranked = {
+                    f"{weight:g}": evaluate(
+                        debiased_scorer(scorer, split.popularity, weight),
+                        split.test,
+                        split.num_items,
+                        ks=ks,
+                        sampled=False,
+                        unfiltered=False,
+                        popularity=split.popularity,
+                        labels=labels,
+                    )
+                    for weight in rerank
+                }
                 faithfulness = (
                     explanation_faithfulness(loaded, split, explanations) if explanations else None
                 )
@@ -488,4 +526,18 @@ def evaluate_model_version(
     }
     if faithfulness is not None:
         result["explanations"] = faithfulness
+    if reranked:
+        result["rerank"] = reranked
     return result
+
+
+def debiased_scorer(scorer: Scorer, popularity: np.ndarray, weight: float) -> Scorer:
+    """``scorer`` re-ranked by popularity debiasing at ``weight`` (shared/rerank.py)."""
+    from shared.rerank import debias, log_share
+
+    shares = log_share(popularity)
+
+    def score(histories: Sequence[np.ndarray]) -> np.ndarray:
+        return debias(np.asarray(scorer(histories)), shares, weight)
+
+    return score

@@ -52,3 +52,13 @@ def test_bench_quality_then_evaluate(tmp_path: Path, monkeypatch, capsys) -> Non
     assert test["score_share"] >= 0.9 and test["drop_top"] > test["drop_random"]
     assert test["rank_top"] >= test["rank_random"]
     assert "deletion test on 40 users" in capsys.readouterr().out
+
+    reranked = tmp_path / "reranked.json"
+    assert main(["evaluate", "--rerank", "0.5,2", "--output", str(reranked)]) == 0
+    saved = json.loads(reranked.read_text())
+    plain, strong = saved["model"], saved["rerank"]["2"]
+    # Debiasing lists less popular, less obvious items (the tiny catalogue is covered
+    # whole either way).
+    assert strong["arp@10"] < plain["arp@10"]
+    assert strong["novelty@10"] > plain["novelty@10"]
+    assert "debiased, weight 2" in capsys.readouterr().out

@@ -74,3 +74,16 @@ def test_beyond_accuracy_figures_on_hand_made_lists() -> None:
     assert wide["novelty@2"] > narrow["novelty@2"], "rarer items carry more information"
     scores = np.array([[0.1, 0.9, 0.5, 0.9], [3.0, 2.0, 1.0, 0.0]])
     assert top_rows(scores, 2).tolist() == [[1, 3], [0, 1]], "best first, ties by column"
+
+
+def test_intra_list_diversity_by_labels() -> None:
+    from worker.evaluation import intra_list_diversity
+
+    labels = [frozenset(), frozenset({"a"}), frozenset({"a"}), frozenset({"b"}), frozenset()]
+    same = np.array([[1, 2]])
+    apart = np.array([[1, 3]])
+    assert intra_list_diversity(same, labels) == 0.0
+    assert intra_list_diversity(apart, labels) == 1.0
+    # Unlabelled items are left out of the pairs; a list with none labelled has no pair.
+    assert intra_list_diversity(np.array([[1, 3, 4]]), labels) == 1.0
+    assert intra_list_diversity(np.array([[4, 0]]), labels) is None
