@@ -28,6 +28,8 @@ COMPARED = (
     "pop_popularity_lift@10",
     "novelty@10",
     "pop_novelty@10",
+    "ild@10",
+    "pop_ild@10",
     "val_ndcg@10",
     "epochs",
     "best_epoch",
