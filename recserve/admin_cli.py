@@ -1,4 +1,5 @@
-"""`recserve models ...` and `recserve jobs ...`: the operator API from a shell.
+"""`recserve models ...`, `recserve jobs ...` and `recserve experiment ...`: the operator
+API from a shell.
 
 They call a running server's ModelAdmin service (like the console), so activation is
 verified and hot-swapped by the server, and they work against a remote deployment.
@@ -158,8 +159,90 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_arm(text: str) -> tuple[int, float]:
+    """VERSION:WEIGHT (e.g. 3:50)."""
+    version, _, weight = text.partition(":")
+    try:
+        return int(version), float(weight or 1)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"--arm {text!r}: expected VERSION:WEIGHT, e.g. 3:50"
+        ) from exc
+
+
+def print_experiment(experiment: admin_pb2.Experiment) -> None:
+    total = sum(a.weight for a in experiment.arms) or 1.0
+    if experiment.arms:
+        arms = ", ".join(f"v{a.version} {a.weight / total:.0%}" for a in experiment.arms)
+        print(f"traffic split: {arms}")
+    else:
+        print("traffic split: none (the active version serves everyone)")
+    if experiment.shadow_version:
+        print(
+            f"shadow: v{experiment.shadow_version} ranks {experiment.shadow_share:.0%} of "
+            "requests (never served)"
+        )
+    if not experiment.metrics:
+        print("online metrics: none yet (recserve experiment measure, or the workers' beat)")
+        return
+    print(
+        f"\n{'version':>7}  {'arm':7}  {'impressions':>11}  {'CTR':>6}  {'hit rate':>8}  "
+        f"{'attributed':>10}  {'shadow req':>10}  {'overlap':>7}  {'p50 ms':>6}  computed"
+    )
+    for m in experiment.metrics:
+        print(
+            f"{m.model_version:>7}  {m.arm or '-':7}  {m.impressions:>11}  {m.ctr:6.1%}  "
+            f"{m.hit_rate:8.1%}  {m.attributed_share:10.1%}  {m.shadow_requests:>10}  "
+            f"{m.shadow_overlap:7.1%}  {m.shadow_p50_ms:6.1f}  {_when(m.computed_at_ms)}"
+        )
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    action = args.action
+    if action == "measure":
+        from worker.online import compute_online_metrics
+
+        rows = compute_online_metrics(Settings(), window_hours=args.window_hours)
+        print(f"computed online metrics for {len(rows)} version/arm pairs")
+        action = "show"
+    if action == "show":
+        experiment = call(
+            args,
+            lambda c: c.admin.GetExperiment(admin_pb2.GetExperimentRequest(), metadata=c.metadata),
+        )
+    elif action == "split":
+        request = admin_pb2.SetTrafficSplitRequest(
+            arms=[admin_pb2.TrafficArm(version=v, weight=w) for v, w in args.arm or []],
+            shadow_version=args.shadow or 0,
+            shadow_share=args.shadow_share or 0.0,
+        )
+        experiment = call(
+            args,
+            lambda c: c.admin.SetTrafficSplit(request, metadata=c.metadata, timeout=120),
+        )
+    elif action == "stop":
+        experiment = call(
+            args,
+            lambda c: c.admin.SetTrafficSplit(
+                admin_pb2.SetTrafficSplitRequest(), metadata=c.metadata
+            ),
+        )
+    else:  # promote
+        if args.version is None:
+            raise SystemExit("recserve experiment promote needs the winning VERSION")
+        experiment = call(
+            args,
+            lambda c: c.admin.PromoteArm(
+                admin_pb2.PromoteArmRequest(version=args.version), metadata=c.metadata, timeout=120
+            ),
+        )
+        print(f"promoted: model version {args.version} is active; the split has ended")
+    print_experiment(experiment)
+    return 0
+
+
 def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
-    """Adds `models` and `jobs` to the CLI's subparsers."""
+    """Adds `models`, `jobs` and `experiment` to the CLI's subparsers."""
     p = sub.add_parser(
         "models",
         help="List, inspect, activate, roll back and prune model versions (via the server).",
@@ -180,4 +263,24 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
     p.set_defaults(func=cmd_jobs)
     p.add_argument("action", choices=["list", "show", "cancel"])
     p.add_argument("id", type=int, nargs="?", help="show / cancel: the job id")
+    common(p)
+
+    p = sub.add_parser(
+        "experiment",
+        help="A/B traffic splits and shadow candidates, with their online metrics.",
+        description=(
+            "show: the split, the shadow and the newest online metrics; split --arm V:W "
+            "--arm V:W [--shadow V --shadow-share S]: serve versions side by side (users "
+            "assigned by a hash of their id); stop: end the split; promote V: activate the "
+            "winner and end the split; measure: compute the online metrics now (reads the "
+            "database named by the settings)."
+        ),
+    )
+    p.set_defaults(func=cmd_experiment)
+    p.add_argument("action", choices=["show", "split", "stop", "promote", "measure"])
+    p.add_argument("version", type=int, nargs="?", help="promote: the winning version")
+    p.add_argument("--arm", type=parse_arm, action="append", help="split: VERSION:WEIGHT")
+    p.add_argument("--shadow", type=int, help="split: a version that ranks without serving")
+    p.add_argument("--shadow-share", type=float, help="split: share of requests (default 0.1)")
+    p.add_argument("--window-hours", type=float, default=24.0, help="measure: hours of impressions")
     common(p)

@@ -33,6 +33,7 @@ from server.core import RecommendationCore
 from server.deployment import Deployment
 from server.feedback import FeedbackWriter
 from server.history import HistoryCache
+from server.impressions import ImpressionLog
 from server.registry import BackendFactory, ModelRegistry, ServingModel, inflight_batches
 from server.servicers import ModelAdminServicer, RecommenderServicer
 from server.stats import ServerStats
@@ -91,6 +92,8 @@ class RunningServer:
         await self.deployment.stop()
         await self.core.registry.stop()
         await self.core.writer.close()
+        if self.core.impressions is not None:
+            await self.core.impressions.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.model_executor.shutdown(wait=False, cancel_futures=True)
         self.engine.dispose()
@@ -176,6 +179,11 @@ async def start_server(
     catalogue = Catalogue(engine, executor)
     core = RecommendationCore(settings.server, registry, history, writer, model_executor, catalogue)
     registry.before_swap = core.warm_states
+    if settings.server.log_impressions and not settings.server.naive:
+        core.impressions = ImpressionLog(
+            engine, executor, max_queued=settings.server.max_queued_impressions
+        )
+        core.impressions.start()
     check_listen_safety(settings.server)
     credentials = server_credentials(settings.server)
     server = grpc.aio.server(

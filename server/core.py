@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import random
 import re
 import time
 from collections.abc import Coroutine, Sequence
@@ -27,13 +28,15 @@ from server.batcher import ADMITTED
 from server.catalogue import Catalogue
 from server.feedback import FeedbackWriter
 from server.history import HistoryCache
-from server.registry import ModelRegistry, ServingModel
+from server.impressions import ImpressionLog
+from server.registry import Arm, ModelRegistry, ServingModel
 from server.state_cache import StateCache, UserState
 from shared.config import ServerSettings
 from shared.errors import DatabaseUnavailable, InvalidArgument, Unavailable
 from shared.explain import leave_one_out_states, support_weights, top_support
 from shared.histories import left_pad
 from shared.ingest import EventRow, first_per_event_id
+from shared.models import utcnow
 from shared.rerank import debias
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,7 @@ MAX_ID_LEN = 256
 WARM_CHUNK = 256
 """Histories per model run when states are encoded ahead of a hot swap."""
 MAX_EVENT_ID_LEN = 128
+MAX_RECOMMENDATION_ID_LEN = 64
 DEFAULT_K = 10
 KIND_PATTERN = re.compile(r"^[a-z0-9_]{1,32}$")
 FUTURE_SLACK_MS = 86_400_000
@@ -75,6 +79,10 @@ class Recommendation:
     history_used: int = 0
     titles: dict[str, str] = field(default_factory=dict)
     """Catalogue titles of the items, when the query asked for them."""
+    recommendation_id: str = ""
+    """Names the served list in the impression log (empty: not logged)."""
+    arm: str = ""
+    """The experiment arm that served it ("" without a traffic split)."""
     explanations: dict[str, list[Support]] = field(default_factory=dict)
     """Per item, the history events that support it, when the query asked for them."""
     basis: tuple[ServingModel, np.ndarray] | None = field(default=None, repr=False)
@@ -99,6 +107,7 @@ class FeedbackEventIn:
     kind: str = ""
     value: float = 0.0
     timestamp_ms: int = 0
+    recommendation_id: str = ""
 
 
 @dataclass
@@ -161,6 +170,8 @@ class RecommendationCore:
         self.states = StateCache(0 if settings.naive else settings.state_cache_users)
         self._inflight: dict[tuple[str, int, int], asyncio.Future[Computed]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.impressions: ImpressionLog | None = None
+        """Where served lists are logged (None: impression logging is off)."""
 
     # --- Recommend ----------------------------------------------------------------------
 
@@ -183,12 +194,78 @@ class RecommendationCore:
         return k
 
     async def recommend(self, query: RecommendQuery) -> Recommendation:
-        result = await self._serve(query, self.validate_query(query))
+        k = self.validate_query(query)
+        result = await self._serve(query, k)
+        self._measure(query, k, result)
         if query.include_titles:
             result.titles = await self.catalogue.titles([item for item, _ in result.items])
         if query.explain:
             await self._explain(result)
         return result
+
+    def _measure(self, query: RecommendQuery, k: int, result: Recommendation) -> None:
+        """Names the answer and logs its impression (off the request path); when a shadow
+        candidate samples this request, the impression is logged once the shadow has
+        ranked it too. The answer itself is final here: the shadow never changes it."""
+        impressions = self.impressions
+        if impressions is None or not result.items:
+            return
+        _, result.arm = self.registry.model_for(query.user_id)
+        result.recommendation_id = impressions.new_id()
+        shadow = self.registry.shadow
+        if shadow is not None and random.random() < shadow.weight:
+            self._background(self._shadow(shadow, query, k, result), "shadow")
+            return
+        impressions.record(
+            result.recommendation_id,
+            query.user_id,
+            [item for item, _ in result.items],
+            result.model_version,
+            result.arm,
+        )
+
+    async def _shadow(
+        self, shadow: Arm, query: RecommendQuery, k: int, served: Recommendation
+    ) -> None:
+        """Ranks a served request with the shadow candidate (its own batcher, the same
+        history and masks) and logs the impression with the overlap and the time."""
+        assert self.impressions is not None
+        served_at = utcnow()
+        listed = [item for item, _ in served.items]
+        started = time.perf_counter()
+        try:
+            model = shadow.model
+            if query.history:
+                items = list(query.history)
+            else:
+                items = await self.history.get(query.user_id)
+            seen = self._known_rows(model, items)
+            if seen.size:
+                encoded = await model.batcher.submit(seen[-model.bundle.config.max_len :])
+                scores = encoded.scores
+                if scores is None:
+                    scores = model.bundle.item_embeddings @ encoded.state
+                else:
+                    scores = scores.copy()
+                ranked = self._rank(model, scores, query, seen, k, "model", 0)
+            else:
+                ranked = self._rank(model, model.popularity.copy(), query, seen, k, "", 0)
+            elapsed_ms = (time.perf_counter() - started) * 1000.0
+            theirs = {item for item, _ in ranked.items[: len(listed)]}
+            overlap = len(theirs.intersection(listed)) / len(listed)
+            shadowed: tuple[int, float, float] | None = (shadow.version, overlap, elapsed_ms)
+        except Exception as exc:  # the shadow is measurement: it never fails a request
+            log.warning("shadow version %s could not rank a request: %s", shadow.version, exc)
+            shadowed = None
+        self.impressions.record(
+            served.recommendation_id,
+            query.user_id,
+            listed,
+            served.model_version,
+            served.arm,
+            served_at=served_at,
+            shadow=shadowed,
+        )
 
     async def recommend_many(self, queries: Sequence[RecommendQuery]) -> list[Recommendation]:
         """RecommendBatch: every query validated first (an error names
@@ -220,6 +297,8 @@ class RecommendationCore:
             titles = await self.catalogue.titles([i for r in wanted for i, _ in r.items])
             for result in wanted:
                 result.titles = {item: titles[item] for item, _ in result.items}
+        for query, k, result in zip(queries, ks, results, strict=True):
+            self._measure(query, k, result)
         explained = [r for q, r in zip(queries, results, strict=True) if q.explain]
         if explained:
             await asyncio.gather(*map(self._explain, explained))
@@ -249,8 +328,8 @@ class RecommendationCore:
             ]
 
     async def _serve(self, query: RecommendQuery, k: int) -> Recommendation:
-        """A validated query with its effective k."""
-        model = self.registry.current
+        """A validated query with its effective k, by the model of the user's arm."""
+        model, _ = self.registry.model_for(query.user_id)
         if query.history:
             items, history_version = list(query.history), 0
         else:
@@ -274,7 +353,7 @@ class RecommendationCore:
                 # rather than an error (the response says which it is).
                 log.warning("history of a user unavailable: serving the popularity fallback")
                 items, history_version = [], 0
-            model = self.registry.current
+            model, _ = self.registry.model_for(query.user_id)
         if model is None:
             return self._fallback_without_model(query, items, k)
         seen = self._known_rows(model, items)
@@ -520,6 +599,10 @@ class RecommendationCore:
             check_id(f"{where}.event_id", event.event_id, MAX_EVENT_ID_LEN)
             check_id(f"{where}.user_id", event.user_id)
             check_id(f"{where}.item_id", event.item_id)
+            if event.recommendation_id:
+                check_id(
+                    f"{where}.recommendation_id", event.recommendation_id, MAX_RECOMMENDATION_ID_LEN
+                )
             kind = event.kind or "click"
             if not KIND_PATTERN.match(kind):
                 raise InvalidArgument(
@@ -543,6 +626,7 @@ class RecommendationCore:
                     kind,
                     value,
                     datetime.fromtimestamp(ts / 1000.0, UTC),
+                    event.recommendation_id or None,
                 )
             )
         return out

@@ -9,6 +9,7 @@ recserve_model_version                         the served version (0: none)
 recserve_feedback_events_total{result}         stored / duplicate events
 recserve_queue_depth{queue}                    batcher and feedback-writer queues
 recserve_invalidations_total                   other replicas' notifications applied
+recserve_impressions_dropped_total             impressions not logged (queue full, db error)
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ FEEDBACK_DUPLICATE = FEEDBACK.labels(result="duplicate")
 QUEUE_DEPTH = Gauge("recserve_queue_depth", "Work waiting in a queue", ["queue"])
 INVALIDATIONS = Counter(
     "recserve_invalidations", "Cache invalidations received from other replicas"
+)
+
+IMPRESSIONS_DROPPED = Counter(
+    "recserve_impressions_dropped", "Impressions not logged: queue full or database error"
 )
 
 

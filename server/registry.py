@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import hashlib
 import logging
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,6 +131,40 @@ class _State:
     active: _Candidate | None
     unavailable: set[str]
     fallback: Fallback | None
+    arms: list[tuple[_Candidate, float, bool]] = field(default_factory=list)
+    """The traffic split: (version, weight, is the shadow)."""
+
+
+@dataclass(frozen=True)
+class Arm:
+    """A version serving a share of users (or, as the shadow, also ranking a share of
+    requests)."""
+
+    version: int
+    weight: float
+    model: ServingModel
+
+    @property
+    def name(self) -> str:
+        return f"v{self.version}"
+
+
+def user_bucket(user_id: str) -> float:
+    """A user's fixed place in [0, 1): a hash of the id, the same on every replica."""
+    digest = hashlib.blake2b(user_id.encode(), digest_size=8, person=b"recserve-ab").digest()
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
+def pick_arm(arms: Sequence[Arm], user_id: str) -> Arm:
+    """The arm a user belongs to: arms own consecutive slices of [0, 1) sized by their
+    normalised weights, in the order given."""
+    total = sum(arm.weight for arm in arms)
+    point = user_bucket(user_id) * total
+    for arm in arms:
+        point -= arm.weight
+        if point < 0:
+            return arm
+    return arms[-1]
 
 
 def trim_heap() -> bool:
@@ -165,6 +200,12 @@ class ModelRegistry:
         self._on_batch = on_batch
         self._on_change = on_change
         self.current: ServingModel | None = None
+        self.arms: list[Arm] = []
+        """The traffic split being applied (empty: ``current`` serves everyone)."""
+        self.shadow: Arm | None = None
+        """The shadow candidate; its weight is the share of requests it also ranks."""
+        self._extra: dict[int, ServingModel] = {}
+        """Loaded arm and shadow versions other than ``current``."""
         self.before_swap: Callable[[ServingModel], Awaitable[int]] | None = None
         """Called with an incoming model just before it replaces a served one (the
         server pre-encodes recent users' states with it); the swap follows without
@@ -195,9 +236,70 @@ class ModelRegistry:
             await asyncio.gather(self._task, return_exceptions=True)
         if self._retiring:
             await asyncio.gather(*self._retiring, return_exceptions=True)
-        if self.current is not None:
-            await self.current.batcher.close()
-            self.current.backend.close()
+        self.arms, self.shadow = [], None
+        for model in [self.current, *self._extra.values()]:
+            if model is not None:
+                await model.batcher.close()
+                model.backend.close()
+        self._extra.clear()
+
+    def model_for(self, user_id: str) -> tuple[ServingModel | None, str]:
+        """The model that serves ``user_id`` and its arm's name ("" without a split)."""
+        arms = self.arms
+        if not arms:
+            return self.current, ""
+        arm = pick_arm(arms, user_id)
+        return arm.model, arm.name
+
+    def loaded(self, version: int) -> ServingModel | None:
+        current = self.current
+        if current is not None and current.version == version:
+            return current
+        return self._extra.get(version)
+
+    async def load_version(self, version: int) -> ServingModel:
+        """Loads ``version`` for a split or shadow (kept until the split drops it).
+        Raises NotFound, FailedPrecondition or BundleError."""
+        async with self._lock:
+            return await self._load_version(version)
+
+    async def _load_version(self, version: int) -> ServingModel:
+        model = self.loaded(version)
+        if model is not None:
+            return model
+        loop = asyncio.get_running_loop()
+        row = await loop.run_in_executor(self._executor, self._model_row, version)
+        if row.status != "active":
+            crud.check_activatable(row)
+        model = await self._load_once(self._candidate(row))
+        self._extra[version] = model
+        return model
+
+    async def _apply_split(self, arms: list[tuple[_Candidate, float, bool]]) -> None:
+        """Loads the split's versions (a version that does not load is left out, and its
+        users go to the active version) and retires loaded versions it no longer names."""
+        serving: list[Arm] = []
+        shadow: Arm | None = None
+        for candidate, weight, is_shadow in arms:
+            model = self.loaded(candidate.version)
+            if model is None:
+                try:
+                    model = await self._load_once(candidate)
+                except BundleError:
+                    continue
+                self._extra[candidate.version] = model
+            arm = Arm(candidate.version, weight, model)
+            if is_shadow:
+                shadow = arm
+            else:
+                serving.append(arm)
+        self.arms, self.shadow = serving, shadow
+        named = {candidate.version for candidate, _, _ in arms}
+        current = self.current.version if self.current else 0
+        for version in [v for v in self._extra if v not in named or v == current]:
+            model = self._extra.pop(version)
+            if model is not self.current:
+                self._start_retiring(model)
 
     async def _poll(self) -> None:
         while True:
@@ -212,34 +314,41 @@ class ModelRegistry:
         async with self._lock:
             loop = asyncio.get_running_loop()
             state = await loop.run_in_executor(self._executor, self._read_state)
-            self.unavailable = state.unavailable
-            if state.fallback is not None:
-                self.fallback = state.fallback
-            active = state.active
-            self.configured_version = active.version if active else 0
-            current = self.current
-            if active is None:
-                self.note = "" if current is None else "no version is active in the database"
-                if current is not None:
-                    current.unavailable_rows = self._unavailable_rows(current.rows)
-                return
-            if current is not None and current.version == active.version:
+            await self._refresh_active(state)
+            await self._apply_split(state.arms)
+            for model in self._extra.values():
+                model.unavailable_rows = self._unavailable_rows(model.rows)
+
+    async def _refresh_active(self, state: _State) -> None:
+        """Serves the version the database names active, if it is not served yet."""
+        self.unavailable = state.unavailable
+        if state.fallback is not None:
+            self.fallback = state.fallback
+        active = state.active
+        self.configured_version = active.version if active else 0
+        current = self.current
+        if active is None:
+            self.note = "" if current is None else "no version is active in the database"
+            if current is not None:
                 current.unavailable_rows = self._unavailable_rows(current.rows)
-                self.note = ""
-                return
-            try:
-                loaded = await self._load_once(active)
-            except BundleError as exc:
-                self.note = f"active version {active.version} cannot be served here: {exc}"
-                if current is None:
-                    await self._serve_newest_good(active.version)
-                elif current is not None:
-                    current.unavailable_rows = self._unavailable_rows(current.rows)
-                    self.note += f"; still serving version {current.version}"
-                return
+            return
+        if current is not None and current.version == active.version:
+            current.unavailable_rows = self._unavailable_rows(current.rows)
             self.note = ""
-            await self._warm(loaded)
-            self._swap(loaded)
+            return
+        try:
+            loaded = self._extra.pop(active.version, None) or await self._load_once(active)
+        except BundleError as exc:
+            self.note = f"active version {active.version} cannot be served here: {exc}"
+            if current is None:
+                await self._serve_newest_good(active.version)
+            elif current is not None:
+                current.unavailable_rows = self._unavailable_rows(current.rows)
+                self.note += f"; still serving version {current.version}"
+            return
+        self.note = ""
+        await self._warm(loaded)
+        self._swap(loaded)
 
     async def activate(self, version: int, reason: str) -> ModelVersion:
         """ActivateModel: verifies and loads ``version``, then records it as active in the
@@ -251,22 +360,24 @@ class ModelRegistry:
             crud.check_activatable(row)
             current = self.current
             loaded: ServingModel | None = None
+            in_split = version in self._extra  # an arm or the shadow: already loaded
             if current is None or current.version != version:
                 candidate = _Candidate(
                     version, self._root.bundle_path(row.artifact_path), row.checksum
                 )
                 try:
-                    loaded = await in_background(self._load, candidate)
+                    loaded = self._extra.get(version) or await in_background(self._load, candidate)
                 except BundleError as exc:
                     message = f"model version {version} cannot be activated: {exc}"
                     raise BundleError(message) from exc
             try:
                 row = await loop.run_in_executor(self._executor, self._commit, version, reason)
             except BaseException:
-                if loaded is not None:
+                if loaded is not None and not in_split:
                     await loaded.batcher.close()
                     loaded.backend.close()
                 raise
+            self._extra.pop(version, None)
             self.configured_version, self.note = version, ""
             self._failed.pop(version, None)
             if loaded is not None:
@@ -339,10 +450,16 @@ class ModelRegistry:
         )
         if self._on_change is not None:
             self._on_change(loaded)
-        if current is not None:
-            task = asyncio.create_task(self._retire(current), name="retire-model")
-            self._retiring.add(task)
-            task.add_done_callback(self._retired)
+        if current is not None and current.version not in self._extra:
+            if any(arm.model is current for arm in [*self.arms, *filter(None, [self.shadow])]):
+                self._extra[current.version] = current  # still an arm: kept
+            else:
+                self._start_retiring(current)
+
+    def _start_retiring(self, model: ServingModel) -> None:
+        task = asyncio.create_task(self._retire(model), name="retire-model")
+        self._retiring.add(task)
+        task.add_done_callback(self._retired)
 
     def _retired(self, task: asyncio.Task[None]) -> None:
         self._retiring.discard(task)
@@ -364,7 +481,11 @@ class ModelRegistry:
                 counts = crud.item_popularity(session, limit=POPULARITY_ITEMS)
                 total = float(sum(n for _, n in counts)) or 1.0
                 fallback = Fallback([(item, n / total) for item, n in counts]) if counts else None
-        return _State(self._candidate(active) if active else None, unavailable, fallback)
+            arms = []
+            for arm in crud.traffic_arms(session):
+                model = crud.get_model_version(session, version=arm.version)
+                arms.append((self._candidate(model), arm.weight, arm.shadow))
+        return _State(self._candidate(active) if active else None, unavailable, fallback, arms)
 
     def _servable(self) -> list[_Candidate]:
         with session_scope(self._engine) as session:

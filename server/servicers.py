@@ -12,7 +12,7 @@ from typing import TypeVar
 
 import grpc
 
-from server.admin import AdminService, StatsView
+from server.admin import AdminService, ExperimentView, StatsView
 from server.core import FeedbackEventIn, Recommendation, RecommendationCore, RecommendQuery
 from server.errors import rpc
 from server.stats import ServerStats
@@ -34,7 +34,9 @@ SOURCES = {
 
 def _events(request: recommender_pb2.FeedbackRequest) -> list[FeedbackEventIn]:
     return [
-        FeedbackEventIn(e.event_id, e.user_id, e.item_id, e.kind, e.value, e.timestamp_ms)
+        FeedbackEventIn(
+            e.event_id, e.user_id, e.item_id, e.kind, e.value, e.timestamp_ms, e.recommendation_id
+        )
         for e in request.events
     ]
 
@@ -72,6 +74,7 @@ def _response(result: Recommendation) -> recommender_pb2.RecommendResponse:
         model_version=result.model_version,
         source=SOURCES[result.source],
         history_used=result.history_used,
+        recommendation_id=result.recommendation_id,
     )
 
 
@@ -363,3 +366,49 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServicer):
     ) -> admin_pb2.SetItemAvailabilityResponse:
         updated = await self.admin.set_item_availability(list(request.item_ids), request.available)
         return admin_pb2.SetItemAvailabilityResponse(updated=updated)
+
+    @rpc
+    async def SetTrafficSplit(  # noqa: N802
+        self, request: admin_pb2.SetTrafficSplitRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.Experiment:
+        arms = [(a.version, a.weight) for a in request.arms]
+        view = await self.admin.set_traffic_split(
+            arms, request.shadow_version, request.shadow_share
+        )
+        return experiment_to_proto(view)
+
+    @rpc
+    async def GetExperiment(  # noqa: N802
+        self, request: admin_pb2.GetExperimentRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.Experiment:
+        return experiment_to_proto(await self.admin.experiment())
+
+    @rpc
+    async def PromoteArm(  # noqa: N802
+        self, request: admin_pb2.PromoteArmRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.Experiment:
+        return experiment_to_proto(await self.admin.promote_arm(request.version))
+
+
+def experiment_to_proto(view: ExperimentView) -> admin_pb2.Experiment:
+    return admin_pb2.Experiment(
+        arms=[admin_pb2.TrafficArm(version=v, weight=w) for v, w in view.arms],
+        shadow_version=view.shadow_version,
+        shadow_share=view.shadow_share,
+        metrics=[
+            admin_pb2.OnlineMetric(
+                model_version=m.model_version,
+                arm=m.arm,
+                computed_at_ms=_ms(m.computed_at),
+                window_hours=m.window_hours,
+                impressions=m.impressions,
+                ctr=m.ctr,
+                hit_rate=m.hit_rate,
+                attributed_share=m.attributed_share,
+                shadow_requests=m.shadow_requests,
+                shadow_overlap=m.shadow_overlap,
+                shadow_p50_ms=m.shadow_p50_ms,
+            )
+            for m in view.metrics
+        ],
+    )

@@ -93,6 +93,12 @@ class ServerSettings(BaseModel):
     events), which lifts less popular items (shared/rerank.py; `recserve evaluate
     --rerank` measures the accuracy/coverage trade-off). 0 (default): the model's own
     ranking. Above 0 every item is scored (the approximate index is not used)."""
+    log_impressions: bool = True
+    """Log every served list (user, items, model version, arm) in the impression table,
+    in batches off the request path, and name it with a recommendation_id that Feedback
+    can send back: the online metrics and A/B arms are computed from it."""
+    max_queued_impressions: int = Field(100_000, ge=1)
+    """Impressions waiting for their batch write; beyond it they are dropped (counted)."""
     explain_top: int = Field(3, ge=1, le=50)
     """History events listed per item when a Recommend asks for explanations."""
     swap_warm_users: int = Field(20_000, ge=0)
@@ -194,6 +200,11 @@ class WorkerSettings(BaseModel):
     """Volume trigger: start a training job once this many feedback events have arrived
     since the newer of the active model's and the last training job's watermark. 0 turns
     it off. Checked by beat every trigger_check_s."""
+    online_metrics_every_s: float = Field(900.0, ge=0.0)
+    """How often beat has a worker compute the online metrics (CTR, hit rate, shadow
+    overlap per version and arm) from the impression log; 0 turns it off."""
+    online_metrics_window_h: float = Field(24.0, gt=0.0)
+    """The window of impressions and feedback the online metrics cover."""
     trigger_check_s: float = Field(60.0, gt=0.0)
     """How often beat checks the schedule and the volume trigger (and reaps lost jobs)."""
     publish_retries: int = Field(2, ge=0, le=20)

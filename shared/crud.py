@@ -27,7 +27,9 @@ from shared.models import (
     ModelActivation,
     ModelStatus,
     ModelVersion,
+    OnlineMetric,
     Replica,
+    TrafficArm,
     utcnow,
 )
 
@@ -38,7 +40,15 @@ _IN_CHUNK = 500  # bound on bind parameters per IN (...) query
 # --- feedback events ---------------------------------------------------------------------
 
 
-_EVENT_COLUMNS = ("event_id", "user_id", "item_id", "kind", "value", "event_time")
+_EVENT_COLUMNS = (
+    "event_id",
+    "user_id",
+    "item_id",
+    "kind",
+    "value",
+    "event_time",
+    "recommendation_id",
+)
 SQLITE_INSERT_EVENT = (
     f"INSERT INTO feedback_event ({', '.join(_EVENT_COLUMNS)}, received_time) "
     f"VALUES ({', '.join('?' * (len(_EVENT_COLUMNS) + 1))}) "
@@ -711,3 +721,28 @@ def forget_replicas(session: Session, *, unseen_for_s: float) -> int:
 
 def remove_replica(session: Session, *, replica_id: str) -> None:
     session.execute(delete(Replica).where(col(Replica.replica_id) == replica_id))
+
+
+# --- experiments ---------------------------------------------------------------------
+
+
+def traffic_arms(session: Session) -> list[TrafficArm]:
+    """The split's arms (by version), then the shadow if there is one."""
+    rows = session.exec(select(TrafficArm).order_by(col(TrafficArm.version))).all()
+    return [r for r in rows if not r.shadow] + [r for r in rows if r.shadow]
+
+
+def set_traffic_arms(session: Session, *, arms: Sequence[TrafficArm]) -> None:
+    """Replaces the split (and the shadow) in one transaction."""
+    session.execute(delete(TrafficArm))
+    for arm in arms:
+        session.add(TrafficArm(version=arm.version, weight=arm.weight, shadow=arm.shadow))
+
+
+def latest_online_metrics(session: Session) -> list[OnlineMetric]:
+    """The newest row per (model version, arm)."""
+    rows = session.exec(select(OnlineMetric).order_by(col(OnlineMetric.id).desc()).limit(500))
+    newest: dict[tuple[int, str], OnlineMetric] = {}
+    for row in rows.all():
+        newest.setdefault((row.model_version, row.arm), row)
+    return sorted(newest.values(), key=lambda r: (r.arm == "", r.model_version, r.arm))

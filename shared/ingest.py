@@ -43,6 +43,7 @@ class EventRow(NamedTuple):
     kind: str
     value: float
     event_time: datetime
+    recommendation_id: str | None = None
 
 
 def first_per_event_id(events: Iterable[EventRow]) -> list[EventRow]:
@@ -114,7 +115,10 @@ class EventStore:
         cursor = self._raw.cursor()
         try:
             for e in first_per_event_id(events):
-                row = (e.event_id, e.user_id, e.item_id, e.kind, e.value, to_db(e.event_time), now)
+                row = (
+                    *(e.event_id, e.user_id, e.item_id, e.kind, e.value),
+                    *(to_db(e.event_time), e.recommendation_id, now),
+                )
                 cursor.execute(crud.SQLITE_INSERT_EVENT, row)
                 if cursor.fetchall():
                     stored.append((e.event_id, e.user_id))
@@ -129,22 +133,24 @@ class EventStore:
                 cursor.execute(
                     "CREATE TEMPORARY TABLE IF NOT EXISTS recserve_incoming ("
                     " ord integer, event_id text, user_id text, item_id text, kind text,"
-                    " value double precision, event_time timestamptz"
+                    " value double precision, event_time timestamptz, recommendation_id text"
                     ") ON COMMIT DELETE ROWS"
                 )
                 self._temp_ready = True
             with cursor.copy(
                 "COPY recserve_incoming (ord, event_id, user_id, item_id, kind, value,"
-                " event_time) FROM STDIN"
+                " event_time, recommendation_id) FROM STDIN"
             ) as copy:
                 for i, e in enumerate(events):
                     copy.write_row(
-                        (i, e.event_id, e.user_id, e.item_id, e.kind, e.value, e.event_time)
+                        (i, *e[:6], e.recommendation_id)  # EventRow's fields, in order
                     )
             cursor.execute(
                 "INSERT INTO feedback_event"
-                " (event_id, user_id, item_id, kind, value, event_time, received_time)"
-                " SELECT event_id, user_id, item_id, kind, value, event_time, %s FROM ("
+                " (event_id, user_id, item_id, kind, value, event_time, recommendation_id,"
+                "  received_time)"
+                " SELECT event_id, user_id, item_id, kind, value, event_time, recommendation_id,"
+                "  %s FROM ("
                 "  SELECT DISTINCT ON (event_id) * FROM recserve_incoming"
                 "  ORDER BY event_id, ord) AS fresh"
                 " ORDER BY ord"

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 TRAIN_TASK = "recserve.train"
 BUILD_ENGINE_TASK = "recserve.build_engine"
 TRIGGERS_TASK = "recserve.check_triggers"
+ONLINE_METRICS_TASK = "recserve.online_metrics"
 REDELIVERY_MARGIN_S = 3600
 """Broker redelivery timeouts exceed the job time limit by this much."""
 

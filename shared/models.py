@@ -45,6 +45,7 @@ class JobStatus(StrEnum):
 class JobKind(StrEnum):
     TRAIN = "train"
     BUILD_ENGINE = "build-engine"
+    ONLINE_METRICS = "online-metrics"
 
 
 class JobTrigger(StrEnum):
@@ -72,6 +73,8 @@ class FeedbackEventBase(SQLModel):
     value: float = 1.0
     event_time: datetime
     """When it happened (timezone-aware; stored in UTC)."""
+    recommendation_id: str | None = Field(default=None, max_length=64)
+    """The served list this event responds to (RecommendResponse.recommendation_id)."""
 
 
 class FeedbackEventCreate(FeedbackEventBase):
@@ -90,6 +93,73 @@ class FeedbackEvent(FeedbackEventBase, table=True):
         ),
     )
     received_time: datetime = Field(default_factory=utcnow)
+
+
+# --- online measurement ------------------------------------------------------------------
+
+
+class Impression(SQLModel, table=True):
+    """A served list: what a user was shown, by which model version and experiment arm.
+    Written in batches off the request path; a Feedback event that names its
+    recommendation_id is attributed to it."""
+
+    __tablename__ = "impression"
+
+    id: int | None = Field(
+        default=None,
+        sa_column=Column(
+            BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+        ),
+    )
+    recommendation_id: str = Field(max_length=64, unique=True)
+    user_id: str = Field(max_length=256)
+    items: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    model_version: int
+    arm: str = Field(default="", max_length=32)
+    """"" when no traffic split is set; else the arm's name ("v3")."""
+    served_at: datetime = Field(default_factory=utcnow, index=True)
+    shadow_version: int | None = None
+    """The shadow candidate that also ranked this request, if one did."""
+    shadow_overlap: float | None = None
+    """Share of the served list that the shadow's list of the same length also holds."""
+    shadow_ms: float | None = None
+    """The shadow's own time to rank, in milliseconds."""
+
+
+class TrafficArm(SQLModel, table=True):
+    """The traffic split every server replica applies: each row an arm (a model version
+    and its share of users) or the shadow candidate (``shadow`` true, ``weight`` the
+    share of requests it also scores). No rows: the active version serves everyone."""
+
+    __tablename__ = "traffic_arm"
+
+    version: int = Field(primary_key=True)
+    weight: float
+    shadow: bool = False
+
+
+class OnlineMetric(SQLModel, table=True):
+    """Online figures of one model version (and arm) over a window of impressions, from
+    the worker's online-metrics job."""
+
+    __tablename__ = "online_metric"
+
+    id: int | None = Field(default=None, primary_key=True)
+    computed_at: datetime = Field(default_factory=utcnow, index=True)
+    model_version: int
+    arm: str = Field(default="", max_length=32)
+    window_hours: float
+    impressions: int
+    clicked: int
+    """Impressions with at least one attributed event."""
+    ctr: float
+    hit_rate: float
+    """Share of impressions where the user later acted on a listed item, attributed or not."""
+    attributed_share: float
+    """Share of the window's events that named a known recommendation_id."""
+    shadow_requests: int = 0
+    shadow_overlap: float = 0.0
+    shadow_p50_ms: float = 0.0
 
 
 # --- catalogue ---------------------------------------------------------------------------

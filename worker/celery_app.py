@@ -12,7 +12,13 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from shared.config import Settings
-from shared.jobs import BUILD_ENGINE_TASK, TRIGGERS_TASK, queue_arguments, transport_options
+from shared.jobs import (
+    BUILD_ENGINE_TASK,
+    ONLINE_METRICS_TASK,
+    TRIGGERS_TASK,
+    queue_arguments,
+    transport_options,
+)
 from worker.tasks import register_tasks
 
 
@@ -24,6 +30,20 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     limit, and should a broker redeliver anyway, the claim in the database drops the copy.
     """
     limit = settings.worker.task_time_limit_s
+    schedule: dict[str, Any] = {
+        "recserve-triggers": {
+            "task": TRIGGERS_TASK,
+            "schedule": settings.worker.trigger_check_s,
+            # A check that waited longer than its interval is stale: drop it.
+            "options": {"expires": settings.worker.trigger_check_s},
+        }
+    }
+    if settings.worker.online_metrics_every_s:
+        schedule["recserve-online-metrics"] = {
+            "task": ONLINE_METRICS_TASK,
+            "schedule": settings.worker.online_metrics_every_s,
+            "options": {"expires": settings.worker.online_metrics_every_s},
+        }
     arguments = queue_arguments(settings) or None
     queues = [
         Queue(name, Exchange(name, type="direct"), routing_key=name, queue_arguments=arguments)
@@ -43,14 +63,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_time_limit": limit,
         "task_soft_time_limit": max(1, limit - 30),
         "worker_hijack_root_logger": False,
-        "beat_schedule": {
-            "recserve-triggers": {
-                "task": TRIGGERS_TASK,
-                "schedule": settings.worker.trigger_check_s,
-                # A check that waited longer than its interval is stale: drop it.
-                "options": {"expires": settings.worker.trigger_check_s},
-            }
-        },
+        "beat_schedule": schedule,
     }
 
 

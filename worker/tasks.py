@@ -14,7 +14,7 @@ from celery.signals import worker_ready, worker_shutdown
 from sqlalchemy.exc import OperationalError
 
 from shared.config import Settings
-from shared.jobs import BUILD_ENGINE_TASK, TRAIN_TASK, TRIGGERS_TASK
+from shared.jobs import BUILD_ENGINE_TASK, ONLINE_METRICS_TASK, TRAIN_TASK, TRIGGERS_TASK
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,13 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         from worker.lifecycle import check_triggers
 
         return check_triggers(settings)
+
+    @app.task(name=ONLINE_METRICS_TASK, acks_late=False)  # type: ignore[untyped-decorator]
+    def online_metrics() -> int:
+        from worker.online import compute_online_metrics
+
+        window = settings.worker.online_metrics_window_h
+        return len(compute_online_metrics(settings, window_hours=window))
 
     reaper: dict[str, Any] = {}
 

@@ -6,6 +6,72 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class TrafficArm(_message.Message):
+    __slots__ = ("version", "weight")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    weight: float
+    def __init__(self, version: _Optional[int] = ..., weight: _Optional[float] = ...) -> None: ...
+
+class SetTrafficSplitRequest(_message.Message):
+    __slots__ = ("arms", "shadow_version", "shadow_share")
+    ARMS_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_SHARE_FIELD_NUMBER: _ClassVar[int]
+    arms: _containers.RepeatedCompositeFieldContainer[TrafficArm]
+    shadow_version: int
+    shadow_share: float
+    def __init__(self, arms: _Optional[_Iterable[_Union[TrafficArm, _Mapping]]] = ..., shadow_version: _Optional[int] = ..., shadow_share: _Optional[float] = ...) -> None: ...
+
+class GetExperimentRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PromoteArmRequest(_message.Message):
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    def __init__(self, version: _Optional[int] = ...) -> None: ...
+
+class OnlineMetric(_message.Message):
+    __slots__ = ("model_version", "arm", "computed_at_ms", "window_hours", "impressions", "ctr", "hit_rate", "attributed_share", "shadow_requests", "shadow_overlap", "shadow_p50_ms")
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ARM_FIELD_NUMBER: _ClassVar[int]
+    COMPUTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_HOURS_FIELD_NUMBER: _ClassVar[int]
+    IMPRESSIONS_FIELD_NUMBER: _ClassVar[int]
+    CTR_FIELD_NUMBER: _ClassVar[int]
+    HIT_RATE_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTED_SHARE_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_OVERLAP_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_P50_MS_FIELD_NUMBER: _ClassVar[int]
+    model_version: int
+    arm: str
+    computed_at_ms: int
+    window_hours: float
+    impressions: int
+    ctr: float
+    hit_rate: float
+    attributed_share: float
+    shadow_requests: int
+    shadow_overlap: float
+    shadow_p50_ms: float
+    def __init__(self, model_version: _Optional[int] = ..., arm: _Optional[str] = ..., computed_at_ms: _Optional[int] = ..., window_hours: _Optional[float] = ..., impressions: _Optional[int] = ..., ctr: _Optional[float] = ..., hit_rate: _Optional[float] = ..., attributed_share: _Optional[float] = ..., shadow_requests: _Optional[int] = ..., shadow_overlap: _Optional[float] = ..., shadow_p50_ms: _Optional[float] = ...) -> None: ...
+
+class Experiment(_message.Message):
+    __slots__ = ("arms", "shadow_version", "shadow_share", "metrics")
+    ARMS_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_SHARE_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    arms: _containers.RepeatedCompositeFieldContainer[TrafficArm]
+    shadow_version: int
+    shadow_share: float
+    metrics: _containers.RepeatedCompositeFieldContainer[OnlineMetric]
+    def __init__(self, arms: _Optional[_Iterable[_Union[TrafficArm, _Mapping]]] = ..., shadow_version: _Optional[int] = ..., shadow_share: _Optional[float] = ..., metrics: _Optional[_Iterable[_Union[OnlineMetric, _Mapping]]] = ...) -> None: ...
+
 class ModelVersion(_message.Message):
     __slots__ = ("version", "status", "metrics", "artifact_path", "data_watermark", "config_json", "checksum", "created_at_ms", "job_id", "activated_at_ms", "size_bytes")
     class MetricsEntry(_message.Message):

@@ -114,6 +114,21 @@ class ModelAdminStub:
                 request_serializer=recserve_dot_v1_dot_admin__pb2.SetItemAvailabilityRequest.SerializeToString,
                 response_deserializer=recserve_dot_v1_dot_admin__pb2.SetItemAvailabilityResponse.FromString,
                 _registered_method=True)
+        self.SetTrafficSplit = channel.unary_unary(
+                '/recserve.v1.ModelAdmin/SetTrafficSplit',
+                request_serializer=recserve_dot_v1_dot_admin__pb2.SetTrafficSplitRequest.SerializeToString,
+                response_deserializer=recserve_dot_v1_dot_admin__pb2.Experiment.FromString,
+                _registered_method=True)
+        self.GetExperiment = channel.unary_unary(
+                '/recserve.v1.ModelAdmin/GetExperiment',
+                request_serializer=recserve_dot_v1_dot_admin__pb2.GetExperimentRequest.SerializeToString,
+                response_deserializer=recserve_dot_v1_dot_admin__pb2.Experiment.FromString,
+                _registered_method=True)
+        self.PromoteArm = channel.unary_unary(
+                '/recserve.v1.ModelAdmin/PromoteArm',
+                request_serializer=recserve_dot_v1_dot_admin__pb2.PromoteArmRequest.SerializeToString,
+                response_deserializer=recserve_dot_v1_dot_admin__pb2.Experiment.FromString,
+                _registered_method=True)
 
 
 class ModelAdminServicer:
@@ -250,6 +265,36 @@ class ModelAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetTrafficSplit(self, request, context):
+        """Live experiments. A traffic split serves several versions side by side, each
+        to a share of users chosen by a hash of the user id (a user stays in one arm);
+        a shadow candidate also ranks a share of requests without being served, and
+        the overlap of its lists with the served ones and its latency are recorded.
+        Replaces the split (no arms and no shadow: the active version serves
+        everyone). Every version must be ready or active and its bundle must load
+        here; INVALID_ARGUMENT names the field otherwise. Every replica applies it
+        within its model poll interval.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetExperiment(self, request, context):
+        """The split, with the newest online metrics per version and arm (computed by
+        the workers' online-metrics task, or `recserve experiment measure`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PromoteArm(self, request, context):
+        """Makes the winning arm's version the active model (as ActivateModel) and
+        ends the split and the shadow.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -332,6 +377,21 @@ def add_ModelAdminServicer_to_server(servicer, server):
                     servicer.SetItemAvailability,
                     request_deserializer=recserve_dot_v1_dot_admin__pb2.SetItemAvailabilityRequest.FromString,
                     response_serializer=recserve_dot_v1_dot_admin__pb2.SetItemAvailabilityResponse.SerializeToString,
+            ),
+            'SetTrafficSplit': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetTrafficSplit,
+                    request_deserializer=recserve_dot_v1_dot_admin__pb2.SetTrafficSplitRequest.FromString,
+                    response_serializer=recserve_dot_v1_dot_admin__pb2.Experiment.SerializeToString,
+            ),
+            'GetExperiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetExperiment,
+                    request_deserializer=recserve_dot_v1_dot_admin__pb2.GetExperimentRequest.FromString,
+                    response_serializer=recserve_dot_v1_dot_admin__pb2.Experiment.SerializeToString,
+            ),
+            'PromoteArm': grpc.unary_unary_rpc_method_handler(
+                    servicer.PromoteArm,
+                    request_deserializer=recserve_dot_v1_dot_admin__pb2.PromoteArmRequest.FromString,
+                    response_serializer=recserve_dot_v1_dot_admin__pb2.Experiment.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -766,6 +826,87 @@ class ModelAdmin:
             '/recserve.v1.ModelAdmin/SetItemAvailability',
             recserve_dot_v1_dot_admin__pb2.SetItemAvailabilityRequest.SerializeToString,
             recserve_dot_v1_dot_admin__pb2.SetItemAvailabilityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetTrafficSplit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recserve.v1.ModelAdmin/SetTrafficSplit',
+            recserve_dot_v1_dot_admin__pb2.SetTrafficSplitRequest.SerializeToString,
+            recserve_dot_v1_dot_admin__pb2.Experiment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetExperiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recserve.v1.ModelAdmin/GetExperiment',
+            recserve_dot_v1_dot_admin__pb2.GetExperimentRequest.SerializeToString,
+            recserve_dot_v1_dot_admin__pb2.Experiment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PromoteArm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recserve.v1.ModelAdmin/PromoteArm',
+            recserve_dot_v1_dot_admin__pb2.PromoteArmRequest.SerializeToString,
+            recserve_dot_v1_dot_admin__pb2.Experiment.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,125 @@
+"""Impression log: every served list, written in batches off the request path.
+
+Recommend names each non-empty answer with a recommendation_id and hands the
+impression (user, items in order, model version, experiment arm, and the shadow's
+result when a shadow candidate also ranked the request) to ``record``, which only
+appends to an in-memory queue. A background task writes the queue every ``flush_s``
+in one multi-row INSERT on the database executor. Impressions are measurement, not
+acknowledged data: past ``max_queued`` waiting rows, or when the database refuses a
+batch, they are dropped and counted (recserve_impressions_dropped_total), and serving
+never waits for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import secrets
+from concurrent.futures import Executor
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from server import metrics
+from shared.db import session_scope
+from shared.models import Impression, utcnow
+
+log = logging.getLogger(__name__)
+
+FLUSH_S = 0.5
+
+
+class ImpressionLog:
+    def __init__(
+        self,
+        engine: Engine,
+        executor: Executor,
+        *,
+        max_queued: int,
+        flush_s: float = FLUSH_S,
+    ) -> None:
+        self._engine = engine
+        self._executor = executor
+        self._max_queued = max_queued
+        self._flush_s = flush_s
+        self._queue: list[dict[str, Any]] = []
+        self._task: asyncio.Task[None] | None = None
+        # Unique without coordination: a random per-process prefix and a counter.
+        self._prefix = secrets.token_hex(6)
+        self._counter = itertools.count(1)
+        self.written = 0
+        self.dropped = 0
+
+    def new_id(self) -> str:
+        return f"{self._prefix}{next(self._counter):x}"
+
+    def record(
+        self,
+        recommendation_id: str,
+        user_id: str,
+        items: list[str],
+        model_version: int,
+        arm: str,
+        *,
+        served_at: datetime | None = None,
+        shadow: tuple[int, float, float] | None = None,
+    ) -> None:
+        """Queues one impression; ``shadow``: (version, overlap, milliseconds)."""
+        if len(self._queue) >= self._max_queued:
+            self.dropped += 1
+            metrics.IMPRESSIONS_DROPPED.inc()
+            return
+        row: dict[str, Any] = {
+            "recommendation_id": recommendation_id,
+            "user_id": user_id,
+            "items": items,
+            "model_version": model_version,
+            "arm": arm,
+            "served_at": served_at or utcnow(),
+            "shadow_version": None,
+            "shadow_overlap": None,
+            "shadow_ms": None,
+        }
+        if shadow is not None:
+            row["shadow_version"], row["shadow_overlap"], row["shadow_ms"] = shadow
+        self._queue.append(row)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="impression-log")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._flush_s)
+            await self.flush()
+
+    async def flush(self) -> None:
+        if not self._queue:
+            return
+        batch, self._queue = self._queue, []
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._insert, batch)
+            self.written += len(batch)
+        except Exception as exc:  # measurement only: serving goes on
+            self.dropped += len(batch)
+            metrics.IMPRESSIONS_DROPPED.inc(len(batch))
+            log.warning("dropped %d impressions: the database refused them (%s)", len(batch), exc)
+
+    def _insert(self, rows: list[dict[str, Any]]) -> None:
+        table = Impression.__table__  # type: ignore[attr-defined]
+        with session_scope(self._engine) as session:
+            session.execute(table.insert(), rows)
+
+    async def close(self) -> None:
+        """Stops the background task and writes what is queued."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await self.flush()

@@ -1,0 +1,128 @@
+"""Online metrics: how the served lists did, per model version and experiment arm.
+
+From the impression log and the feedback of the last ``window_hours``:
+
+- impressions: lists served (with at least one item);
+- CTR: share of impressions that at least one event named (Event.recommendation_id);
+- hit rate: share of impressions whose user acted on one of the listed items after it
+  was served, whether or not the event named the list (so clients that do not send
+  recommendation_id are measured too);
+- attributed share: share of the window's events that named a logged impression;
+- for a shadow candidate (arm "shadow"): the requests it ranked, the mean overlap of its
+  lists with the served ones, and its median time to rank.
+
+Run by the workers every ``worker.online_metrics_every_s`` (beat), or at once by
+`recserve experiment measure`; each run appends one OnlineMetric row per (version, arm),
+which ModelAdmin.GetExperiment and the console show.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+import numpy as np
+from sqlmodel import col, select
+
+from shared.config import Settings
+from shared.db import engine_for, session_scope
+from shared.models import FeedbackEvent, Impression, OnlineMetric, as_utc, utcnow
+
+SHADOW_ARM = "shadow"
+CLOCK_SLACK_S = 2.0
+"""An event counts as after an impression from this long before it: the client's clock
+(and timestamp_ms's millisecond resolution) against the server's."""
+
+
+def compute_online_metrics(settings: Settings, *, window_hours: float = 24.0) -> list[OnlineMetric]:
+    now = utcnow()
+    since = now - timedelta(hours=window_hours)
+    engine = engine_for(settings)
+    try:
+        with session_scope(engine) as session:
+            impressions = session.exec(
+                select(Impression).where(col(Impression.served_at) >= since)
+            ).all()
+            events = session.exec(
+                select(
+                    FeedbackEvent.user_id,
+                    FeedbackEvent.item_id,
+                    FeedbackEvent.event_time,
+                    FeedbackEvent.recommendation_id,
+                ).where(col(FeedbackEvent.received_time) >= since)
+            ).all()
+            rows = summarize(impressions, list(events), window_hours)
+            for row in rows:
+                row.computed_at = now
+                session.add(row)
+            session.flush()
+            for row in rows:
+                session.refresh(row)
+                session.expunge(row)
+        return rows
+    finally:
+        engine.dispose()
+
+
+def summarize(
+    impressions: Sequence[Impression],
+    events: Sequence[tuple[str, str, datetime, str | None]],
+    hours: float,
+) -> list[OnlineMetric]:
+    """The figures of one window (see the module docstring)."""
+    known = {imp.recommendation_id for imp in impressions}
+    named = [rec for _, _, _, rec in events if rec]
+    attributed = [rec for rec in named if rec in known]
+    attributed_share = len(attributed) / len(events) if events else 0.0
+    clicked_ids = set(attributed)
+    acted: dict[str, list[tuple[float, str]]] = defaultdict(list)
+    for user, item, when, _ in events:
+        acted[user].append((as_utc(when).timestamp(), item))
+    for history in acted.values():
+        history.sort()
+    groups: dict[tuple[int, str], list[tuple[bool, bool]]] = defaultdict(list)
+    shadows: dict[int, list[tuple[float, float]]] = defaultdict(list)
+    for imp in impressions:
+        served = as_utc(imp.served_at).timestamp()
+        later = acted.get(imp.user_id, [])
+        listed = set(imp.items)
+        start = bisect.bisect_left(later, (served - CLOCK_SLACK_S, ""))
+        hit = any(item in listed for _, item in later[start:])
+        groups[(imp.model_version, imp.arm)].append((imp.recommendation_id in clicked_ids, hit))
+        if imp.shadow_version is not None and imp.shadow_overlap is not None:
+            shadows[imp.shadow_version].append((imp.shadow_overlap, imp.shadow_ms or 0.0))
+    rows = []
+    for (version, arm), outcomes in sorted(groups.items()):
+        clicked = sum(c for c, _ in outcomes)
+        rows.append(
+            OnlineMetric(
+                model_version=version,
+                arm=arm,
+                window_hours=hours,
+                impressions=len(outcomes),
+                clicked=clicked,
+                ctr=clicked / len(outcomes),
+                hit_rate=sum(h for _, h in outcomes) / len(outcomes),
+                attributed_share=attributed_share,
+            )
+        )
+    for version, results in sorted(shadows.items()):
+        overlaps, times = zip(*results, strict=True)
+        rows.append(
+            OnlineMetric(
+                model_version=version,
+                arm=SHADOW_ARM,
+                window_hours=hours,
+                impressions=0,
+                clicked=0,
+                ctr=0.0,
+                hit_rate=0.0,
+                attributed_share=attributed_share,
+                shadow_requests=len(results),
+                shadow_overlap=float(np.mean(overlaps)),
+                shadow_p50_ms=float(np.median(times)),
+            )
+        )
+    return rows
