@@ -6,10 +6,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import time
 
 from shared import crud
+from shared.client import Client
 from shared.db import make_engine, session_scope
 from shared.models import ModelStatus, ModelVersion
+from shared.proto.recserve.v1 import recommender_pb2 as pb
 from tests.support.processes import ServerProcess, process_env
 
 
@@ -80,5 +83,49 @@ def test_models_and_jobs_commands(settings) -> None:
         finished = recserve(settings, "jobs", "cancel", "1", *target)
         assert finished.returncode == 2
         assert "FAILED_PRECONDITION: job 1 already finished" in finished.stderr
+    finally:
+        server.stop()
+
+
+def test_experiment_commands(settings) -> None:
+    engine = make_engine(settings.db_url)
+    with session_scope(engine) as s:
+        v1 = crud.get_model_version(s, version=1)
+        crud.create_model_version(
+            s,
+            model=ModelVersion(
+                status=ModelStatus.READY,
+                metrics=v1.metrics,
+                artifact_path=v1.artifact_path,
+                config=v1.config,
+                checksum=v1.checksum,
+            ),
+        )
+    engine.dispose()
+    server = ServerProcess(settings)
+    target = ("--target", server.target)
+    try:
+        shown = recserve(settings, "experiment", "show", *target)
+        assert "traffic split: none" in shown.stdout, shown.stderr
+        split = recserve(settings, "experiment", "split", "--arm", "1:1", "--arm", "2:3", *target)
+        assert "traffic split: v1 25%, v2 75%" in split.stdout, split.stderr
+        bad = recserve(settings, "experiment", "split", "--arm", "1:1", *target)
+        assert bad.returncode == 2 and "INVALID_ARGUMENT: arms: has 1 arm" in bad.stderr
+        client = Client(server.target)
+        try:
+            for n in range(30):
+                request = pb.RecommendRequest(user_id=f"u{n:05d}", k=3)
+                client.recommender.Recommend(request, timeout=10)
+        finally:
+            client.close()
+        time.sleep(1.5)  # impressions are written in batches every half second
+        measured = recserve(settings, "experiment", "measure", *target)
+        assert measured.returncode == 0, measured.stderr
+        rows = [line.split() for line in measured.stdout.splitlines() if line[:7].strip()]
+        arms = {row[1] for row in rows if row[0] in ("1", "2")}
+        assert arms == {"v1", "v2"}, measured.stdout
+        promoted = recserve(settings, "experiment", "promote", "2", *target)
+        assert "model version 2 is active" in promoted.stdout, promoted.stderr
+        assert "traffic split: none" in promoted.stdout
     finally:
         server.stop()

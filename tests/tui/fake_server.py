@@ -178,6 +178,40 @@ class FakeConnection(Connection):
             return admin_pb2.ListModelsResponse(models=_models(), active_version=2)
         if method == "ListJobs":
             return admin_pb2.ListJobsResponse(jobs=_jobs())
+        if method == "GetExperiment":
+            return admin_pb2.Experiment(
+                arms=[
+                    admin_pb2.TrafficArm(version=2, weight=1),
+                    admin_pb2.TrafficArm(version=3, weight=1),
+                ],
+                shadow_version=4,
+                shadow_share=0.1,
+                metrics=[
+                    admin_pb2.OnlineMetric(
+                        model_version=v,
+                        arm=f"v{v}",
+                        computed_at_ms=T0_MS,
+                        window_hours=24,
+                        impressions=n,
+                        ctr=ctr,
+                        hit_rate=hit,
+                        attributed_share=0.41,
+                    )
+                    for v, n, ctr, hit in ((2, 51_230, 0.062, 0.113), (3, 50_871, 0.067, 0.121))
+                ]
+                + [
+                    admin_pb2.OnlineMetric(
+                        model_version=4,
+                        arm="shadow",
+                        computed_at_ms=T0_MS,
+                        window_hours=24,
+                        attributed_share=0.41,
+                        shadow_requests=10_204,
+                        shadow_overlap=0.58,
+                        shadow_p50_ms=3.4,
+                    )
+                ],
+            )
         if method == "GetServerStats":
             return _stats()
         if method == "ListItems":

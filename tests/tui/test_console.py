@@ -106,6 +106,42 @@ async def test_models_activate_and_roll_back_with_confirmation(server) -> None:
         assert any("active again" in m for m in messages(app))
 
 
+async def test_experiment_split_shadow_and_promote_from_the_console(server, client) -> None:
+    version = register_copy(server)
+    shadow = register_copy(server)
+    app = RecserveConsole(server.target, refresh_s=0.2)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        table = app.query_one("#models-table", DataTable)
+        summary = app.query_one("#experiment-summary", Static)
+        await until(pilot, lambda: table.row_count == 3)
+        await until(pilot, lambda: "no traffic split" in str(summary.render()))
+        await pilot.press("down")  # the older copy
+        assert selected_key(table) == str(version)
+        await pilot.press("s")
+        await until(pilot, lambda: "half of the users" in question(app))
+        await pilot.press("y")
+        await until(pilot, lambda: f"split v1 50%, v{version} 50%" in str(summary.render()))
+        assert [a.version for a in server.core.registry.arms] == [1, version]
+        await pilot.press("up", "h", "y")  # the newest copy as the shadow
+        await until(pilot, lambda: f"shadow v{shadow} on 10%" in str(summary.render()))
+        # Traffic, then the online metrics the console reads.
+        for n in range(20):
+            await client.recommender.Recommend(pb.RecommendRequest(user_id=f"u{n:05d}", k=3))
+        await server.core.impressions.flush()
+        from worker.online import compute_online_metrics
+
+        compute_online_metrics(server.admin.settings, window_hours=1)
+        online = app.query_one("#experiment-table", DataTable)
+        await until(pilot, lambda: online.row_count >= 2)
+        arms = {online.get_row_at(i)[1] for i in range(online.row_count)}
+        assert {"v1", f"v{version}"} <= arms
+        await pilot.press("down", "w", "y")
+        await until(pilot, lambda: server.core.registry.current.version == version)
+        await until(pilot, lambda: "no traffic split" in str(summary.render()))
+        assert not server.core.registry.arms and server.core.registry.shadow is None
+
+
 async def test_models_details_dialog_and_refused_activation(server) -> None:
     version = register_copy(server)
     directory = server.admin.settings.bundle_path("job-1")

@@ -1,5 +1,7 @@
 """Model versions with their offline metrics side by side; activate, roll back, prune,
-and the details of one version."""
+and the details of one version. Below them the live experiment: the traffic split, the
+shadow candidate and their online metrics; start a 50/50 split or a shadow with the
+selected version, promote the winner, stop."""
 
 from __future__ import annotations
 
@@ -52,18 +54,67 @@ def model_row(m: admin_pb2.ModelVersion, active: int) -> tuple[str, ...]:
     )
 
 
+EXPERIMENT_COLUMNS = (
+    "version",
+    "arm",
+    "impressions",
+    "CTR",
+    "hit rate",
+    "attributed",
+    "shadow req",
+    "overlap",
+    "shadow p50",
+    "computed",
+)
+
+
+def experiment_summary(experiment: admin_pb2.Experiment) -> str:
+    total = sum(a.weight for a in experiment.arms) or 1.0
+    split = (
+        "split " + ", ".join(f"v{a.version} {a.weight / total:.0%}" for a in experiment.arms)
+        if experiment.arms
+        else "no traffic split (the active version serves everyone)"
+    )
+    if experiment.shadow_version:
+        split += (
+            f"; shadow v{experiment.shadow_version} on {experiment.shadow_share:.0%} of requests"
+        )
+    return split
+
+
+def online_row(m: admin_pb2.OnlineMetric) -> tuple[str, ...]:
+    shadow = m.arm == "shadow"
+    return (
+        str(m.model_version),
+        m.arm or "-",
+        "-" if shadow else f"{m.impressions:,}",
+        "-" if shadow else f"{m.ctr:.1%}",
+        "-" if shadow else f"{m.hit_rate:.1%}",
+        f"{m.attributed_share:.1%}",
+        f"{m.shadow_requests:,}" if shadow else "-",
+        f"{m.shadow_overlap:.1%}" if shadow else "-",
+        f"{m.shadow_p50_ms:.1f} ms" if shadow else "-",
+        when(m.computed_at_ms),
+    )
+
+
 class ModelsPane(Pane):
     BINDINGS = [
         ("a", "activate", "Activate"),
         ("b", "rollback", "Roll back"),
         ("d", "details", "Details"),
         ("p", "prune", "Prune"),
+        ("s", "split", "A/B split"),
+        ("h", "shadow", "Shadow"),
+        ("w", "promote", "Promote"),
+        ("x", "stop_experiment", "Stop split"),
     ]
 
     def __init__(self, connection: Connection) -> None:
         super().__init__(connection, id="models-pane")
         self.models: dict[int, admin_pb2.ModelVersion] = {}
         self.active_version = 0
+        self.experiment: admin_pb2.Experiment | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(
@@ -73,6 +124,15 @@ class ModelsPane(Pane):
         table: DataTable[str] = DataTable(id="models-table", cursor_type="row")
         table.add_columns(*COLUMNS)
         yield table
+        yield Static(
+            "Experiment   s A/B split 50/50 with the selected version · h shadow it · "
+            "w promote it · x stop",
+            classes="section",
+        )
+        yield Static("no traffic split", id="experiment-summary")
+        online: DataTable[str] = DataTable(id="experiment-table", cursor_type="none")
+        online.add_columns(*EXPERIMENT_COLUMNS)
+        yield online
 
     @work(exclusive=True, group="models")
     async def reload(self) -> None:
@@ -86,6 +146,87 @@ class ModelsPane(Pane):
             [(str(m.version), model_row(m, answer.active_version)) for m in answer.models],
             order=lambda version: -int(str(version).rstrip(" *")),
         )
+        experiment = await self.connection.admin("GetExperiment", admin_pb2.GetExperimentRequest())
+        if experiment is None or not self.is_attached:
+            return
+        self.experiment = experiment
+        self.query_one("#experiment-summary", Static).update(experiment_summary(experiment))
+        sync_table(
+            self.query_one("#experiment-table", DataTable),
+            [(f"{m.model_version}/{m.arm}", online_row(m)) for m in experiment.metrics],
+        )
+
+    def action_split(self) -> None:
+        version = self.selected()
+        if version is None or version == self.active_version:
+            self.notify(
+                "Select a version other than the active one", title="A/B split", severity="warning"
+            )
+            return
+        arms = [(self.active_version, 1.0), (version, 1.0)]
+        confirm(
+            self.app,
+            f"Serve v{self.active_version} and v{version} to half of the users each (by a "
+            "hash of the user id)?",
+            title="A/B split",
+            then=lambda: self._set_split(arms, 0),
+        )
+
+    def action_shadow(self) -> None:
+        version = self.selected()
+        if version is None or version == self.active_version:
+            self.notify(
+                "Select a version other than the active one", title="Shadow", severity="warning"
+            )
+            return
+        arms = [(a.version, a.weight) for a in self.experiment.arms] if self.experiment else []
+        confirm(
+            self.app,
+            f"Let v{version} also rank 10% of the requests, without serving them?",
+            title="Shadow",
+            then=lambda: self._set_split(arms, version),
+        )
+
+    def action_stop_experiment(self) -> None:
+        confirm(
+            self.app,
+            "End the traffic split and the shadow? The active version serves everyone.",
+            title="Stop split",
+            then=lambda: self._set_split([], 0),
+        )
+
+    @work(group="models-change")
+    async def _set_split(self, arms: list[tuple[int, float]], shadow: int) -> None:
+        request = admin_pb2.SetTrafficSplitRequest(
+            arms=[admin_pb2.TrafficArm(version=v, weight=w) for v, w in arms],
+            shadow_version=shadow,
+            shadow_share=0.1 if shadow else 0.0,
+        )
+        experiment = await self.connection.admin("SetTrafficSplit", request, timeout=120)
+        if experiment is not None:
+            self.notify(experiment_summary(experiment), title="Experiment")
+            self.reload()
+
+    def action_promote(self) -> None:
+        version = self.selected()
+        if version is None:
+            self.notify("No model version selected", title="Promote", severity="warning")
+            return
+        confirm(
+            self.app,
+            f"Make v{version} the active version for everyone and end the split?",
+            title="Promote",
+            then=lambda: self._promote(version),
+        )
+
+    @work(group="models-change")
+    async def _promote(self, version: int) -> None:
+        experiment = await self.connection.admin(
+            "PromoteArm", admin_pb2.PromoteArmRequest(version=version), timeout=120
+        )
+        if experiment is not None:
+            self.notify(f"model version {version} is active; the split has ended", title="Promoted")
+            self.reload()
 
     def selected(self) -> int | None:
         key = selected_key(self.query_one("#models-table", DataTable))

@@ -115,9 +115,7 @@ class PreviewPane(Pane):
         ranked = self.query_one("#preview-results", DataTable)
         ranked.clear()
         for rank, item in enumerate(answer.items, start=1):
-            ranked.add_row(
-                str(rank), item.item_id, item.title, f"{item.score:.4f}", because(item)
-            )
+            ranked.add_row(str(rank), item.item_id, item.title, f"{item.score:.4f}", because(item))
         who = f"user {user}" if user and not history else f"{len(history)} inline items"
         self.query_one("#preview-summary", Static).update(
             f"{who}: {len(answer.items)} items from {SOURCES.get(answer.source, 'unknown')}, "
