@@ -12,13 +12,13 @@ import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from server.core import MAX_ID_LEN, RecommendationCore, check_id
+from server.core import MAX_ID_LEN, MAX_LABEL_LEN, RecommendationCore, check_id
 from server.deployment import Deployment, ReplicaView
 from server.stats import Sample, ServerStats
 from shared import bundle as bundle_format
@@ -27,7 +27,15 @@ from shared.config import Settings
 from shared.db import session_scope, unavailable_on_db_error
 from shared.errors import BundleError, FailedPrecondition, InvalidArgument, NotFound
 from shared.jobs import submit_training
-from shared.models import Job, ModelActivation, ModelVersion, OnlineMetric, TrafficArm
+from shared.models import (
+    Item,
+    Job,
+    ModelActivation,
+    ModelVersion,
+    OnlineMetric,
+    TrafficArm,
+    as_utc,
+)
 from shared.params import TrainingOption, training_options
 from shared.retention import PruneResult, prune
 
@@ -80,6 +88,8 @@ class ItemView:
     labels: list[str]
     available: bool
     in_catalogue: bool
+    created_at_ms: int = 0
+    in_model: bool = True
 
 
 @dataclass(frozen=True)
@@ -102,6 +112,8 @@ class StatsView:
 
 
 DEFAULT_SHADOW_SHARE = 0.1
+MAX_TITLE_LEN = 1024
+MAX_ITEM_LABELS = 32
 
 
 @dataclass
@@ -281,10 +293,20 @@ class AdminService:
                 s, query=query, limit=limit, unavailable_only=unavailable_only, item_ids=item_ids
             )
         )
-        found = [
-            ItemView(r.item_id, r.title, list(r.labels or []), r.available, True) for r in rows
-        ]
         model = self.core.registry.current
+        known = model.rows if model is not None else {}
+        found = [
+            ItemView(
+                r.item_id,
+                r.title,
+                list(r.labels or []),
+                r.available,
+                True,
+                int(as_utc(r.created_at).timestamp() * 1000) if r.created_at else 0,
+                r.item_id in known,
+            )
+            for r in rows
+        ]
         if model is None or unavailable_only or len(found) >= limit:
             return found
         # Items the served model knows that have no catalogue entry (a catalogue is
@@ -302,6 +324,54 @@ class AdminService:
             if item_id not in listed and (not needle or needle in item_id.lower()):
                 extra.append(ItemView(item_id, "", [], True, False))
         return sorted(found + extra, key=lambda view: view.item_id)
+
+    async def upsert_items(self, items: Sequence[ItemView]) -> tuple[int, int]:
+        """Creates or replaces catalogue entries, each field checked and named."""
+        if not items:
+            raise InvalidArgument("items", f"is empty; accepted: 1..{MAX_AVAILABILITY_ITEMS} items")
+        if len(items) > MAX_AVAILABILITY_ITEMS:
+            raise InvalidArgument(
+                "items", f"has {len(items)} entries; at most {MAX_AVAILABILITY_ITEMS} are accepted"
+            )
+        rows = []
+        for i, item in enumerate(items):
+            check_id(f"items[{i}].item_id", item.item_id)
+            if len(item.title) > MAX_TITLE_LEN or not item.title.isprintable():
+                raise InvalidArgument(
+                    f"items[{i}].title",
+                    f"accepted: up to {MAX_TITLE_LEN} printable characters (is "
+                    f"{len(item.title)} long)",
+                )
+            if len(item.labels) > MAX_ITEM_LABELS:
+                raise InvalidArgument(
+                    f"items[{i}].labels",
+                    f"has {len(item.labels)} labels; at most {MAX_ITEM_LABELS} are accepted",
+                )
+            for j, label in enumerate(item.labels):
+                check_id(f"items[{i}].labels[{j}]", label, MAX_LABEL_LEN)
+            if item.created_at_ms < 0:
+                raise InvalidArgument(
+                    f"items[{i}].created_at_ms",
+                    f"is {item.created_at_ms}; accepted: Unix epoch milliseconds (0: keep or now)",
+                )
+            created = (
+                datetime.fromtimestamp(item.created_at_ms / 1000, UTC)
+                if item.created_at_ms
+                else None
+            )
+            rows.append(
+                Item(
+                    item_id=item.item_id,
+                    title=item.title,
+                    labels=list(item.labels),
+                    available=item.available,
+                    created_at=created,
+                )
+            )
+        counts = await self._db(lambda s: crud.upsert_items(s, items=rows))
+        await self.core.catalogue.refresh()  # this replica now, the others at their poll
+        await self.core.registry.refresh()
+        return counts
 
     async def set_item_availability(self, item_ids: Sequence[str], available: bool) -> int:
         if not item_ids:

@@ -94,6 +94,7 @@ class RunningServer:
         await self.core.writer.close()
         if self.core.impressions is not None:
             await self.core.impressions.close()
+        await self.core.catalogue.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.model_executor.shutdown(wait=False, cancel_futures=True)
         self.engine.dispose()
@@ -176,7 +177,12 @@ async def start_server(
         notify_channel=invalidation.CHANNEL if settings.server.invalidation else None,
         origin=origin,
     )
-    catalogue = Catalogue(engine, executor)
+    catalogue = Catalogue(
+        engine,
+        executor,
+        poll_s=settings.server.model_poll_s,
+        exploration_window_h=settings.server.exploration_window_h,
+    )
     core = RecommendationCore(settings.server, registry, history, writer, model_executor, catalogue)
     registry.before_swap = core.warm_states
     if settings.server.log_impressions and not settings.server.naive:
@@ -228,6 +234,7 @@ async def start_server(
     ):
         invalidations.start()
     await server.start()
+    catalogue.start()
     await registry.start()
     await deployment.start()
     log.info("recserve listening on %s:%s", settings.server.host, port)

@@ -1,28 +1,162 @@
-"""Item titles for responses that ask for them (Recommend's include_titles, the console's
-preview), read from the catalogue table through a bounded TTL cache."""
+"""The catalogue as the server uses it.
+
+- Titles for responses that ask for them (Recommend's include_titles, explanations, the
+  console's preview), read through a bounded TTL cache.
+- Labels, for Recommend's include_labels / exclude_labels, and the items new to the
+  served model, for the exploration slot: a snapshot of the catalogue table, reloaded
+  when it changes (its entry count or newest updated_at moves; checked every poll).
+  New items are ranked by their events in the last exploration_window_h (recent
+  popularity, refreshed every EXPLORATION_REFRESH_S), the newest first among equals.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
+import numpy as np
 from cachetools import TTLCache
 from sqlalchemy.engine import Engine
 
 from shared import crud
 from shared.db import session_scope, unavailable_on_db_error
+from shared.models import as_utc, utcnow
+
+log = logging.getLogger(__name__)
 
 TITLE_CACHE_ITEMS = 100_000
 TITLE_TTL_S = 60.0
 """A renamed item shows its new title within this time."""
+EXPLORATION_REFRESH_S = 30.0
+"""How often the recent popularity of new items is read again."""
+
+
+@dataclass
+class Snapshot:
+    """The catalogue's labels and entries at one moment."""
+
+    stamp: tuple[int, datetime | None] = (0, None)
+    labels: dict[str, frozenset[str]] = field(default_factory=dict)
+    entries: list[tuple[str, bool, float]] = field(default_factory=list)
+    """(item_id, available, created at as epoch seconds)."""
 
 
 class Catalogue:
-    def __init__(self, engine: Engine, executor: Executor) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        executor: Executor,
+        *,
+        poll_s: float = 2.0,
+        exploration_window_h: float = 24.0,
+    ) -> None:
         self._engine = engine
         self._executor = executor
         self._titles: TTLCache[str, str] = TTLCache(TITLE_CACHE_ITEMS, TITLE_TTL_S)
+        self._poll_s = poll_s
+        self._window = timedelta(hours=exploration_window_h)
+        self.snapshot = Snapshot()
+        self._rows: dict[tuple[int, str], np.ndarray] = {}
+        """Per (model version, label): the model rows carrying the label."""
+        self._new: dict[int, tuple[float, list[str]]] = {}
+        """Per model version: (when ranked, new items best first)."""
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._poll(), name="catalogue")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _poll(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except Exception as exc:  # the last snapshot keeps serving
+                log.warning("catalogue refresh failed: %s", exc)
+            await asyncio.sleep(self._poll_s)
+
+    async def refresh(self) -> None:
+        """Reloads the snapshot if the catalogue changed."""
+        loop = asyncio.get_running_loop()
+        stamp = await loop.run_in_executor(self._executor, self._stamp)
+        if stamp == self.snapshot.stamp:
+            return
+        self.snapshot = await loop.run_in_executor(self._executor, self._load, stamp)
+        self._rows.clear()
+        self._new.clear()
+        self._titles.clear()
+
+    def _stamp(self) -> tuple[int, datetime | None]:
+        with session_scope(self._engine) as session:
+            return crud.catalogue_stamp(session)
+
+    def _load(self, stamp: tuple[int, datetime | None]) -> Snapshot:
+        with session_scope(self._engine) as session:
+            entries = crud.catalogue_entries(session)
+        return Snapshot(
+            stamp,
+            {item: frozenset(labels) for item, labels, _, _ in entries if labels},
+            [
+                (item, available, as_utc(c).timestamp() if c else 0.0)
+                for item, _, available, c in entries
+            ],
+        )
+
+    def label_rows(self, version: int, rows: dict[str, int], label: str) -> np.ndarray:
+        """int64 model rows of the items that carry ``label`` (cached per version)."""
+        key = (version, label)
+        found = self._rows.get(key)
+        if found is None:
+            found = np.array(
+                sorted(
+                    rows[item]
+                    for item, labels in self.snapshot.labels.items()
+                    if label in labels and item in rows
+                ),
+                dtype=np.int64,
+            )
+            self._rows[key] = found
+        return found
+
+    def has_labels(self, item_id: str, include: frozenset[str], exclude: frozenset[str]) -> bool:
+        """Whether an item passes the label filters."""
+        labels = self.snapshot.labels.get(item_id, frozenset())
+        return (not include or bool(labels & include)) and not labels & exclude
+
+    async def new_items(self, version: int, rows: dict[str, int]) -> list[str]:
+        """Available catalogue items the model ``version`` does not know, the most
+        recently popular first (refreshed every EXPLORATION_REFRESH_S)."""
+        ranked = self._new.get(version)
+        if ranked is not None and time.monotonic() - ranked[0] < EXPLORATION_REFRESH_S:
+            return ranked[1]
+        new = [
+            (item, created)
+            for item, available, created in self.snapshot.entries
+            if available and item not in rows
+        ]
+        counts: dict[str, int] = {}
+        if new:
+            loop = asyncio.get_running_loop()
+            since = utcnow() - self._window
+            counts = await loop.run_in_executor(
+                self._executor, self._counts, [item for item, _ in new], since
+            )
+        order = sorted(new, key=lambda entry: (-counts.get(entry[0], 0), -entry[1], entry[0]))
+        items = [item for item, _ in order]
+        self._new[version] = (time.monotonic(), items)
+        return items
+
+    def _counts(self, item_ids: list[str], since: datetime) -> dict[str, int]:
+        with session_scope(self._engine) as session:
+            return crud.recent_item_counts(session, item_ids=item_ids, since=since)
 
     async def titles(self, item_ids: Sequence[str]) -> dict[str, str]:
         """Titles of the items ("" for items without a catalogue entry)."""

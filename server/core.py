@@ -45,6 +45,8 @@ WARM_CHUNK = 256
 """Histories per model run when states are encoded ahead of a hot swap."""
 MAX_EVENT_ID_LEN = 128
 MAX_RECOMMENDATION_ID_LEN = 64
+MAX_LABEL_FILTERS = 100
+MAX_LABEL_LEN = 64
 DEFAULT_K = 10
 KIND_PATTERN = re.compile(r"^[a-z0-9_]{1,32}$")
 FUTURE_SLACK_MS = 86_400_000
@@ -60,6 +62,8 @@ class RecommendQuery:
     allow_seen: bool = False
     include_titles: bool = False
     explain: bool = False
+    include_labels: Sequence[str] = ()
+    exclude_labels: Sequence[str] = ()
 
 
 class Computed(NamedTuple):
@@ -83,6 +87,8 @@ class Recommendation:
     """Names the served list in the impression log (empty: not logged)."""
     arm: str = ""
     """The experiment arm that served it ("" without a traffic split)."""
+    explored: set[str] = field(default_factory=set)
+    """Items placed by the exploration slot."""
     explanations: dict[str, list[Support]] = field(default_factory=dict)
     """Per item, the history events that support it, when the query asked for them."""
     basis: tuple[ServingModel, np.ndarray] | None = field(default=None, repr=False)
@@ -191,17 +197,67 @@ class RecommendationCore:
         _check_list("history", query.history, s.max_history_items)
         _check_list("exclude_item_ids", query.exclude_item_ids, s.max_list_items)
         _check_list("candidate_item_ids", query.candidate_item_ids, s.max_list_items)
+        for name in ("include_labels", "exclude_labels"):
+            labels: Sequence[str] = getattr(query, name)
+            if len(labels) > MAX_LABEL_FILTERS:
+                raise InvalidArgument(
+                    name, f"has {len(labels)} labels; at most {MAX_LABEL_FILTERS} are accepted"
+                )
+            for i, label in enumerate(labels):
+                check_id(f"{name}[{i}]", label, MAX_LABEL_LEN)
         return k
 
     async def recommend(self, query: RecommendQuery) -> Recommendation:
         k = self.validate_query(query)
         result = await self._serve(query, k)
+        await self._explore(query, k, result)
         self._measure(query, k, result)
         if query.include_titles:
             result.titles = await self.catalogue.titles([item for item, _ in result.items])
         if query.explain:
             await self._explain(result)
         return result
+
+    async def _explore(self, query: RecommendQuery, k: int, result: Recommendation) -> None:
+        """The exploration slot: the last ``exploration_slots`` places of the list go to
+        items new since the model was trained (the most recently popular the user has not
+        seen, passing the request's exclusions, candidates and label filters). Each takes
+        the score of the item whose place it took, so the list stays sorted."""
+        slots = self.settings.exploration_slots
+        if not slots or result.source not in ("model", "popularity"):
+            return
+        model = self.registry.loaded(result.model_version)
+        if model is None:
+            return
+        new = await self.catalogue.new_items(model.version, model.rows)
+        if not new:
+            return
+        blocked = set(query.exclude_item_ids)
+        if not query.allow_seen:
+            cached = None if query.history else self.history.peek(query.user_id)
+            blocked.update(query.history or (cached[0] if cached else ()))
+        candidates = set(query.candidate_item_ids)
+        include, exclude = frozenset(query.include_labels), frozenset(query.exclude_labels)
+        picks: list[str] = []
+        for item in new:
+            if len(picks) == min(slots, k):
+                break
+            if item in blocked or (candidates and item not in candidates):
+                continue
+            if (include or exclude) and not self.catalogue.has_labels(item, include, exclude):
+                continue
+            picks.append(item)
+        if not picks:
+            return
+        keep = min(len(result.items), k - len(picks))
+        scores = [score for _, score in result.items]
+        floor = scores[keep - 1] if keep else (scores[0] if scores else 0.0)
+        placed = [
+            (item, scores[keep + n] if keep + n < len(scores) else floor)
+            for n, item in enumerate(picks)
+        ]
+        result.items = result.items[:keep] + placed
+        result.explored = set(picks)
 
     def _measure(self, query: RecommendQuery, k: int, result: Recommendation) -> None:
         """Names the answer and logs its impression (off the request path); when a shadow
@@ -298,6 +354,7 @@ class RecommendationCore:
             for result in wanted:
                 result.titles = {item: titles[item] for item, _ in result.items}
         for query, k, result in zip(queries, ks, results, strict=True):
+            await self._explore(query, k, result)
             self._measure(query, k, result)
         explained = [r for q, r in zip(queries, results, strict=True) if q.explain]
         if explained:
@@ -380,6 +437,8 @@ class RecommendationCore:
             scores is None
             and model.index is not None
             and not query.candidate_item_ids
+            and not query.include_labels
+            and not query.exclude_labels
             and not debiasing
         ):
             ranked = self._rank_with_index(model, state, query, seen, k)
@@ -539,6 +598,16 @@ class RecommendationCore:
         if query.exclude_item_ids:
             excluded = [rows[i] for i in query.exclude_item_ids if i in rows]
             scores[np.asarray(excluded, dtype=np.int64)] = -np.inf
+        for label in query.exclude_labels:
+            scores[self.catalogue.label_rows(model.version, rows, label)] = -np.inf
+        if query.include_labels:
+            carrying = [
+                self.catalogue.label_rows(model.version, rows, x) for x in query.include_labels
+            ]
+            allowed = np.unique(np.concatenate(carrying))
+            restricted = np.full_like(scores, -np.inf)
+            restricted[allowed] = scores[allowed]
+            scores = restricted
         if model.unavailable_rows.size:
             scores[model.unavailable_rows] = -np.inf
         if query.candidate_item_ids:

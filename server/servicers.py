@@ -12,7 +12,7 @@ from typing import TypeVar
 
 import grpc
 
-from server.admin import AdminService, ExperimentView, StatsView
+from server.admin import AdminService, ExperimentView, ItemView, StatsView
 from server.core import FeedbackEventIn, Recommendation, RecommendationCore, RecommendQuery
 from server.errors import rpc
 from server.stats import ServerStats
@@ -51,6 +51,8 @@ def _query(request: recommender_pb2.RecommendRequest) -> RecommendQuery:
         allow_seen=request.allow_seen,
         include_titles=request.include_titles,
         explain=request.explain,
+        include_labels=request.include_labels,
+        exclude_labels=request.exclude_labels,
     )
 
 
@@ -62,6 +64,7 @@ def _response(result: Recommendation) -> recommender_pb2.RecommendResponse:
                 item_id=i,
                 score=s,
                 title=titles.get(i, ""),
+                explored=i in result.explored,
                 explanations=[
                     recommender_pb2.Explanation(
                         item_id=e.item_id, title=e.title, weight=e.weight, events_ago=e.events_ago
@@ -359,6 +362,20 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServicer):
         return admin_pb2.ListItemsResponse(
             items=[admin_pb2.CatalogueItem(**asdict(item)) for item in items]
         )
+
+    @rpc
+    async def UpsertItems(  # noqa: N802
+        self, request: admin_pb2.UpsertItemsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.UpsertItemsResponse:
+        created, updated = await self.admin.upsert_items(
+            [
+                ItemView(
+                    i.item_id, i.title, list(i.labels), i.available, True, i.created_at_ms, False
+                )
+                for i in request.items
+            ]
+        )
+        return admin_pb2.UpsertItemsResponse(created=created, updated=updated)
 
     @rpc
     async def SetItemAvailability(  # noqa: N802

@@ -99,6 +99,12 @@ class ServerSettings(BaseModel):
     can send back: the online metrics and A/B arms are computed from it."""
     max_queued_impressions: int = Field(100_000, ge=1)
     """Impressions waiting for their batch write; beyond it they are dropped (counted)."""
+    exploration_slots: int = Field(0, ge=0, le=100)
+    """Places at the end of every list given to items new since the served model was
+    trained (catalogue entries it does not know, most recently popular first), until
+    the next retraining learns them. 0 (default): off."""
+    exploration_window_h: float = Field(24.0, gt=0.0)
+    """The window of events that ranks new items for the exploration slot."""
     explain_top: int = Field(3, ge=1, le=50)
     """History events listed per item when a Recommend asks for explanations."""
     swap_warm_users: int = Field(20_000, ge=0)

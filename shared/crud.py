@@ -244,14 +244,6 @@ def recent_events(session: Session, *, user_id: str, limit: int) -> list[tuple[s
 # --- catalogue ---------------------------------------------------------------------------
 
 
-def upsert_items(session: Session, *, items: Iterable[Item]) -> int:
-    n = 0
-    for item in items:
-        session.merge(item)
-        n += 1
-    return n
-
-
 def flag_users(session: Session, *, flags: dict[str, tuple[str, str]]) -> int:
     """Flags users ({user: (reason, detail)}); a user flagged before keeps its first
     flag. Returns how many were new."""
@@ -328,7 +320,9 @@ def set_item_availability(session: Session, *, item_ids: Sequence[str], availabl
     for start in range(0, len(unique), _IN_CHUNK):
         chunk = unique[start : start + _IN_CHUNK]
         session.execute(
-            update(Item).where(col(Item.item_id).in_(chunk)).values(available=available)
+            update(Item)
+            .where(col(Item.item_id).in_(chunk))
+            .values(available=available, updated_at=utcnow())
         )
         existing.update(session.exec(select(Item.item_id).where(col(Item.item_id).in_(chunk))))
     for item_id in unique:
@@ -336,6 +330,72 @@ def set_item_availability(session: Session, *, item_ids: Sequence[str], availabl
             session.add(Item(item_id=item_id, available=available))
     session.flush()
     return len(unique)
+
+
+def upsert_items(session: Session, *, items: Iterable[Item]) -> tuple[int, int]:
+    """Creates or replaces catalogue entries; an item with no created_at keeps its own
+    (or gets now). Returns (created, updated)."""
+    by_id = {item.item_id: item for item in items}  # the last of repeated ids wins
+    existing: dict[str, Item] = {}
+    ids = list(by_id)
+    for start in range(0, len(ids), _IN_CHUNK):
+        chunk = ids[start : start + _IN_CHUNK]
+        existing.update(
+            (row.item_id, row)
+            for row in session.exec(select(Item).where(col(Item.item_id).in_(chunk)))
+        )
+    now = utcnow()
+    for item_id, item in by_id.items():
+        row = existing.get(item_id)
+        if row is None:
+            session.add(
+                Item(
+                    item_id=item_id,
+                    title=item.title,
+                    labels=list(item.labels),
+                    available=item.available,
+                    created_at=item.created_at or now,
+                    updated_at=now,
+                )
+            )
+        else:
+            row.title, row.labels, row.available = item.title, list(item.labels), item.available
+            row.created_at = item.created_at or row.created_at
+            row.updated_at = now
+            session.add(row)
+    session.flush()
+    return len(by_id) - len(existing), len(existing)
+
+
+def catalogue_stamp(session: Session) -> tuple[int, datetime | None]:
+    """Changes whenever the catalogue does: (entries, newest change)."""
+    count, newest = session.execute(
+        select(func.count(), func.max(Item.updated_at)).select_from(Item)
+    ).one()
+    return int(count), newest
+
+
+def catalogue_entries(session: Session) -> list[tuple[str, list[str], bool, datetime | None]]:
+    """Every entry: (item_id, labels, available, created_at)."""
+    rows = session.exec(select(Item.item_id, Item.labels, Item.available, Item.created_at))
+    return [(i, list(labels or []), bool(a), c) for i, labels, a, c in rows.all()]
+
+
+def recent_item_counts(
+    session: Session, *, item_ids: Sequence[str], since: datetime
+) -> dict[str, int]:
+    """Events per item since ``since`` (items without any are left out)."""
+    counts: dict[str, int] = {}
+    for start in range(0, len(item_ids), _IN_CHUNK):
+        chunk = list(item_ids[start : start + _IN_CHUNK])
+        rows = session.execute(
+            select(FeedbackEvent.item_id, func.count())
+            .where(col(FeedbackEvent.item_id).in_(chunk))
+            .where(col(FeedbackEvent.event_time) >= since)
+            .group_by(FeedbackEvent.item_id)
+        )
+        counts.update({item: int(n) for item, n in rows.all()})
+    return counts
 
 
 # --- jobs --------------------------------------------------------------------------------

@@ -381,4 +381,4 @@ def import_items(engine: Engine, path: Path, *, id_map: Path | None = None) -> i
         labels = parts[2].split("|") if len(parts) > 2 else []
         items.append(Item(item_id=item_id, title=parts[1], labels=labels, available=True))
     with session_scope(engine) as session:
-        return crud.upsert_items(session, items=items)
+        return sum(crud.upsert_items(session, items=items))

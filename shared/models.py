@@ -177,6 +177,8 @@ class Item(ItemBase, table=True):
     __tablename__ = "item"
 
     created_at: datetime | None = Field(default_factory=utcnow)
+    updated_at: datetime | None = Field(default_factory=utcnow, index=True)
+    """Last change of any field: servers reload labels and new items when it moves."""
 
 
 class FlaggedUser(SQLModel, table=True):

@@ -1,4 +1,5 @@
-"""online measurement: impressions, attributed events, traffic splits, online metrics
+"""online measurement: impressions, attributed events, traffic splits, online metrics;
+catalogue change times
 
 Revision ID: 0004
 Revises: 0003
@@ -16,6 +17,9 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("item", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("updated_at", sa.DateTime(timezone=True), nullable=True))
+        batch_op.create_index(batch_op.f("ix_item_updated_at"), ["updated_at"], unique=False)
     with op.batch_alter_table("feedback_event", schema=None) as batch_op:
         batch_op.add_column(sa.Column("recommendation_id", sa.String(length=64), nullable=True))
     op.create_table(
@@ -80,3 +84,6 @@ def downgrade() -> None:
     op.drop_table("impression")
     with op.batch_alter_table("feedback_event", schema=None) as batch_op:
         batch_op.drop_column("recommendation_id")
+    with op.batch_alter_table("item", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_item_updated_at"))
+        batch_op.drop_column("updated_at")

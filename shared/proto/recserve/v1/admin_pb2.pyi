@@ -436,18 +436,36 @@ class UserHistory(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., events: _Optional[_Iterable[_Union[HistoryEvent, _Mapping]]] = ...) -> None: ...
 
 class CatalogueItem(_message.Message):
-    __slots__ = ("item_id", "title", "labels", "available", "in_catalogue")
+    __slots__ = ("item_id", "title", "labels", "available", "in_catalogue", "created_at_ms", "in_model")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     IN_CATALOGUE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    IN_MODEL_FIELD_NUMBER: _ClassVar[int]
     item_id: str
     title: str
     labels: _containers.RepeatedScalarFieldContainer[str]
     available: bool
     in_catalogue: bool
-    def __init__(self, item_id: _Optional[str] = ..., title: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., available: _Optional[bool] = ..., in_catalogue: _Optional[bool] = ...) -> None: ...
+    created_at_ms: int
+    in_model: bool
+    def __init__(self, item_id: _Optional[str] = ..., title: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., available: _Optional[bool] = ..., in_catalogue: _Optional[bool] = ..., created_at_ms: _Optional[int] = ..., in_model: _Optional[bool] = ...) -> None: ...
+
+class UpsertItemsRequest(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[CatalogueItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[CatalogueItem, _Mapping]]] = ...) -> None: ...
+
+class UpsertItemsResponse(_message.Message):
+    __slots__ = ("created", "updated")
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_FIELD_NUMBER: _ClassVar[int]
+    created: int
+    updated: int
+    def __init__(self, created: _Optional[int] = ..., updated: _Optional[int] = ...) -> None: ...
 
 class ListItemsRequest(_message.Message):
     __slots__ = ("query", "limit", "unavailable_only", "item_ids")

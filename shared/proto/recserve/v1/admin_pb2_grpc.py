@@ -114,6 +114,11 @@ class ModelAdminStub:
                 request_serializer=recserve_dot_v1_dot_admin__pb2.SetItemAvailabilityRequest.SerializeToString,
                 response_deserializer=recserve_dot_v1_dot_admin__pb2.SetItemAvailabilityResponse.FromString,
                 _registered_method=True)
+        self.UpsertItems = channel.unary_unary(
+                '/recserve.v1.ModelAdmin/UpsertItems',
+                request_serializer=recserve_dot_v1_dot_admin__pb2.UpsertItemsRequest.SerializeToString,
+                response_deserializer=recserve_dot_v1_dot_admin__pb2.UpsertItemsResponse.FromString,
+                _registered_method=True)
         self.SetTrafficSplit = channel.unary_unary(
                 '/recserve.v1.ModelAdmin/SetTrafficSplit',
                 request_serializer=recserve_dot_v1_dot_admin__pb2.SetTrafficSplitRequest.SerializeToString,
@@ -265,6 +270,16 @@ class ModelAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpsertItems(self, request, context):
+        """Creates or replaces catalogue entries (title, labels, availability, creation
+        time). Items the served model has never seen can be recommended through the
+        exploration slot (RECSERVE_SERVER__EXPLORATION_SLOTS) until the next
+        retraining. Every replica applies it within its model poll interval.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SetTrafficSplit(self, request, context):
         """Live experiments. A traffic split serves several versions side by side, each
         to a share of users chosen by a hash of the user id (a user stays in one arm);
@@ -377,6 +392,11 @@ def add_ModelAdminServicer_to_server(servicer, server):
                     servicer.SetItemAvailability,
                     request_deserializer=recserve_dot_v1_dot_admin__pb2.SetItemAvailabilityRequest.FromString,
                     response_serializer=recserve_dot_v1_dot_admin__pb2.SetItemAvailabilityResponse.SerializeToString,
+            ),
+            'UpsertItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpsertItems,
+                    request_deserializer=recserve_dot_v1_dot_admin__pb2.UpsertItemsRequest.FromString,
+                    response_serializer=recserve_dot_v1_dot_admin__pb2.UpsertItemsResponse.SerializeToString,
             ),
             'SetTrafficSplit': grpc.unary_unary_rpc_method_handler(
                     servicer.SetTrafficSplit,
@@ -826,6 +846,33 @@ class ModelAdmin:
             '/recserve.v1.ModelAdmin/SetItemAvailability',
             recserve_dot_v1_dot_admin__pb2.SetItemAvailabilityRequest.SerializeToString,
             recserve_dot_v1_dot_admin__pb2.SetItemAvailabilityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpsertItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recserve.v1.ModelAdmin/UpsertItems',
+            recserve_dot_v1_dot_admin__pb2.UpsertItemsRequest.SerializeToString,
+            recserve_dot_v1_dot_admin__pb2.UpsertItemsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -17,7 +17,7 @@ SOURCE_MODEL: Source
 SOURCE_POPULARITY_FALLBACK: Source
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("user_id", "k", "history", "exclude_item_ids", "candidate_item_ids", "allow_seen", "include_titles", "explain")
+    __slots__ = ("user_id", "k", "history", "exclude_item_ids", "candidate_item_ids", "allow_seen", "include_titles", "explain", "include_labels", "exclude_labels")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     HISTORY_FIELD_NUMBER: _ClassVar[int]
@@ -26,6 +26,8 @@ class RecommendRequest(_message.Message):
     ALLOW_SEEN_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_TITLES_FIELD_NUMBER: _ClassVar[int]
     EXPLAIN_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_LABELS_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_LABELS_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     k: int
     history: _containers.RepeatedScalarFieldContainer[str]
@@ -34,7 +36,9 @@ class RecommendRequest(_message.Message):
     allow_seen: bool
     include_titles: bool
     explain: bool
-    def __init__(self, user_id: _Optional[str] = ..., k: _Optional[int] = ..., history: _Optional[_Iterable[str]] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., candidate_item_ids: _Optional[_Iterable[str]] = ..., allow_seen: _Optional[bool] = ..., include_titles: _Optional[bool] = ..., explain: _Optional[bool] = ...) -> None: ...
+    include_labels: _containers.RepeatedScalarFieldContainer[str]
+    exclude_labels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, user_id: _Optional[str] = ..., k: _Optional[int] = ..., history: _Optional[_Iterable[str]] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., candidate_item_ids: _Optional[_Iterable[str]] = ..., allow_seen: _Optional[bool] = ..., include_titles: _Optional[bool] = ..., explain: _Optional[bool] = ..., include_labels: _Optional[_Iterable[str]] = ..., exclude_labels: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RecommendBatchRequest(_message.Message):
     __slots__ = ("requests",)
@@ -43,16 +47,18 @@ class RecommendBatchRequest(_message.Message):
     def __init__(self, requests: _Optional[_Iterable[_Union[RecommendRequest, _Mapping]]] = ...) -> None: ...
 
 class ScoredItem(_message.Message):
-    __slots__ = ("item_id", "score", "title", "explanations")
+    __slots__ = ("item_id", "score", "title", "explanations", "explored")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
     EXPLANATIONS_FIELD_NUMBER: _ClassVar[int]
+    EXPLORED_FIELD_NUMBER: _ClassVar[int]
     item_id: str
     score: float
     title: str
     explanations: _containers.RepeatedCompositeFieldContainer[Explanation]
-    def __init__(self, item_id: _Optional[str] = ..., score: _Optional[float] = ..., title: _Optional[str] = ..., explanations: _Optional[_Iterable[_Union[Explanation, _Mapping]]] = ...) -> None: ...
+    explored: bool
+    def __init__(self, item_id: _Optional[str] = ..., score: _Optional[float] = ..., title: _Optional[str] = ..., explanations: _Optional[_Iterable[_Union[Explanation, _Mapping]]] = ..., explored: _Optional[bool] = ...) -> None: ...
 
 class Explanation(_message.Message):
     __slots__ = ("item_id", "title", "weight", "events_ago")
