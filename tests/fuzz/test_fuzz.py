@@ -44,6 +44,7 @@ settings.load_profile("recserve")
 FORBIDDEN = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
 ITEMS = [f"i{t:03d}-{p:03d}" for t in range(TINY_SPEC.n_topics) for p in range(10)]
 USERS = [f"u{n:05d}" for n in range(TINY_SPEC.n_users)]
+LABELS = ["topic-0", "topic-1", "sale"]
 
 
 class Probe:
@@ -108,6 +109,9 @@ recommend_requests = st.builds(
     candidate_item_ids=st.one_of(st.just([]), id_lists),
     allow_seen=st.booleans(),
     include_titles=st.booleans(),
+    explain=st.booleans(),
+    include_labels=st.lists(st.one_of(st.sampled_from(LABELS), hostile_text), max_size=3),
+    exclude_labels=st.lists(st.one_of(st.sampled_from(LABELS), hostile_text), max_size=3),
 )
 
 
@@ -124,6 +128,10 @@ def check_answer(request: pb.RecommendRequest, answer: pb.RecommendResponse) -> 
         assert set(items) <= set(request.candidate_item_ids), "candidates respected"
     if request.history and not request.allow_seen:
         assert not set(items) & set(request.history), "seen items not recommended"
+    for item in answer.items:
+        assert len(item.explanations) <= 3 and all(e.weight > 0 for e in item.explanations)
+        if not request.explain:
+            assert not item.explanations, "explanations only when asked"
     assert answer.source in (pb.SOURCE_MODEL, pb.SOURCE_POPULARITY_FALLBACK)
 
 
@@ -153,6 +161,7 @@ valid_events = st.builds(
     kind=st.sampled_from(["", "click", "view", "purchase"]),
     value=st.floats(-1e6, 1e6),
     timestamp_ms=st.one_of(st.just(0), st.integers(1, 1_700_000_000_000)),
+    recommendation_id=st.one_of(st.just(""), st.uuids().map(lambda u: u.hex)),
 )
 hostile_events = st.builds(
     pb.Event,
@@ -162,6 +171,7 @@ hostile_events = st.builds(
     kind=st.one_of(st.sampled_from(["", "click", "view", "purchase"]), st.text(max_size=40)),
     value=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.just(0.0)),
     timestamp_ms=st.one_of(st.just(0), st.integers(-(2**62), 2**62)),
+    recommendation_id=st.one_of(st.just(""), hostile_text),
 )
 
 
@@ -247,6 +257,38 @@ admin_calls = st.one_of(
         id_lists,
         st.just(True),
     ),
+    st.builds(
+        lambda arms, shadow, share: (
+            "SetTrafficSplit",
+            admin_pb2.SetTrafficSplitRequest(
+                arms=[admin_pb2.TrafficArm(version=v, weight=w) for v, w in arms],
+                shadow_version=shadow,
+                shadow_share=share,
+            ),
+        ),
+        st.lists(
+            st.tuples(st.integers(-2, 4), st.floats(allow_nan=True, allow_infinity=True)),
+            max_size=3,
+        ),
+        st.integers(-1, 4),
+        st.floats(-1, 2),
+    ),
+    st.just(("GetExperiment", admin_pb2.GetExperimentRequest())),
+    st.builds(lambda n: ("PromoteArm", admin_pb2.PromoteArmRequest(version=n)), st.integers(-3, 5)),
+    st.builds(
+        lambda items: ("UpsertItems", admin_pb2.UpsertItemsRequest(items=items)),
+        st.lists(
+            st.builds(
+                admin_pb2.CatalogueItem,
+                item_id=ids,
+                title=hostile_text,
+                labels=st.lists(st.one_of(st.sampled_from(LABELS), hostile_text), max_size=4),
+                available=st.just(True),
+                created_at_ms=st.integers(-(2**40), 2**42),
+            ),
+            max_size=5,
+        ),
+    ),
 )
 
 
@@ -263,6 +305,8 @@ WIRE_METHODS = [
     ("/recserve.v1.Recommender/FeedbackStream", True),
     ("/recserve.v1.ModelAdmin/ListItems", False),
     ("/recserve.v1.ModelAdmin/StartTraining", False),
+    ("/recserve.v1.ModelAdmin/SetTrafficSplit", False),
+    ("/recserve.v1.ModelAdmin/UpsertItems", False),
 ]
 
 
