@@ -489,8 +489,14 @@ def run_serve_bench(args: argparse.Namespace) -> int:
     result_bulk: dict[str, Any] = {}
     result_explain: dict[str, Any] = {}
     open_loop: dict[float, dict[str, Any]] = {}
-    selected = (getattr(args, "servers", None) or "noop,naive,recserve").split(",")
-    servers = [("noop", {"backend": "noop"}), ("naive", {"naive": "true"}), ("recserve", {})]
+    selected = (getattr(args, "servers", None) or "noop,naive,recserve,recserve-nolog").split(",")
+    servers = [
+        ("noop", {"backend": "noop"}),
+        ("naive", {"naive": "true"}),
+        ("recserve", {}),
+        # The same server without the impression log: what logging costs, same minutes.
+        ("recserve-nolog", {"log_impressions": "false"}),
+    ]
     running: list[ServerProcess] = []
     try:
         for name, extra in [(n, e) for n, e in servers if n in selected]:
@@ -555,6 +561,7 @@ def run_serve_bench(args: argparse.Namespace) -> int:
         "naive_mixed",
         "recserve_cold",
         "recserve_mixed",
+        "recserve-nolog_mixed",
     ):
         best.setdefault(key, 0.0)
     for key in ("noop", "naive", "recserve"):
@@ -586,6 +593,9 @@ def run_serve_bench(args: argparse.Namespace) -> int:
         if best["recserve_cold"]
         else 0.0,
         "idle_vs_naive": idle["recserve"] / idle["naive"] if idle["naive"] else 0.0,
+        "impression_logging_cost": 1.0 - best["recserve_mixed"] / best["recserve-nolog_mixed"]
+        if best["recserve-nolog_mixed"]
+        else 0.0,
         "overload": overload_summary(open_loop),
         "rows": rows,
         "model": bundle_format.load(active_path).config.model_dump(),
@@ -611,6 +621,12 @@ def run_serve_bench(args: argparse.Namespace) -> int:
         f"(model batch-1 {ceiling['batch1_latency_ms']:.2f} + no-op p50 {idle['noop']:.2f})); "
         f"naive {idle['naive']:.2f} ms: recserve / naive {result['idle_vs_naive']:.2f}"
     )
+    if best["recserve-nolog_mixed"]:
+        print(
+            f"impression logging: mixed {best['recserve_mixed']:.0f} req/s with it, "
+            f"{best['recserve-nolog_mixed']:.0f} without: costs "
+            f"{result['impression_logging_cost']:.1%} of mixed throughput"
+        )
     overload = result["overload"]
     if overload:
         print(
