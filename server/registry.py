@@ -41,7 +41,7 @@ from shared import crud
 from shared.ann import ItemIndex
 from shared.config import ServerSettings, Settings
 from shared.db import session_scope
-from shared.errors import BundleError
+from shared.errors import BundleError, NotFound
 from shared.models import ModelVersion
 from shared.rerank import log_share
 
@@ -483,7 +483,10 @@ class ModelRegistry:
                 fallback = Fallback([(item, n / total) for item, n in counts]) if counts else None
             arms = []
             for arm in crud.traffic_arms(session):
-                model = crud.get_model_version(session, version=arm.version)
+                try:
+                    model = crud.get_model_version(session, version=arm.version)
+                except NotFound:
+                    continue  # deleted since the split was set: its users go to the active
                 arms.append((self._candidate(model), arm.weight, arm.shadow))
         return _State(self._candidate(active) if active else None, unavailable, fallback, arms)
 

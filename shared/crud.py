@@ -723,8 +723,9 @@ def rollback_target(session: Session) -> int:
 
 def prune_candidates(session: Session, *, keep_ready: int) -> list[ModelVersion]:
     """Versions whose bundles the retention rule lets go: all but the active version, the
-    one active before it and the newest ``keep_ready`` ready versions (failed ones too)."""
-    keep: set[int] = set()
+    one active before it, the versions of the traffic split and its shadow, and the newest
+    ``keep_ready`` ready versions (failed ones too)."""
+    keep: set[int] = {arm.version for arm in traffic_arms(session)}
     active = get_active_model(session)
     if active is not None:
         keep.add(int(active.version or 0))
