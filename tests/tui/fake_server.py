@@ -162,6 +162,7 @@ ITEMS = [
         labels=[f"topic-{t}"],
         available=(t, p) != (0, 2),
         in_catalogue=True,
+        in_model=p < 10,
     )
     for t in range(2)
     for p in range(12)

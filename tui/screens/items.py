@@ -12,7 +12,7 @@ from tui.connection import Connection
 from tui.screens import Pane
 from tui.widgets.tables import selected_key, sync_table
 
-COLUMNS = ("item", "title", "labels", "available", "catalogue")
+COLUMNS = ("item", "title", "labels", "available", "catalogue", "model")
 
 
 class ItemsPane(Pane):
@@ -60,6 +60,7 @@ class ItemsPane(Pane):
                     ", ".join(i.labels),
                     "yes" if i.available else "HIDDEN",
                     "yes" if i.in_catalogue else "model only",
+                    "knows it" if i.in_model else "new: exploration only",
                 ),
             )
             for i in answer.items
