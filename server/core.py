@@ -41,8 +41,6 @@ from shared.rerank import debias
 
 log = logging.getLogger(__name__)
 MAX_ID_LEN = 256
-WARM_CHUNK = 256
-"""Histories per model run when states are encoded ahead of a hot swap."""
 MAX_EVENT_ID_LEN = 128
 MAX_RECOMMENDATION_ID_LEN = 64
 MAX_LABEL_FILTERS = 100
@@ -534,13 +532,17 @@ class RecommendationCore:
 
     async def warm_states(self, model: ServingModel) -> int:
         """Before ``model`` starts serving (a hot swap): encodes with it the most recently
-        served users whose histories are in memory (at most swap_warm_users), in runs of
-        WARM_CHUNK in the model executor, and stores their states for it. Without this,
-        every returning user misses the state cache at the same moment and the model
-        queue overflows. Entries go into the cache only at the end, when the caller swaps
-        without yielding, so the outgoing model keeps its own entries until then; a user
-        whose history changes meanwhile simply misses (the history version differs).
-        Returns the number of users encoded."""
+        served users whose histories are in memory (at most swap_warm_users), and stores
+        their states for it. Without this, every returning user misses the state cache at
+        the same moment and the model queue overflows.
+
+        The runs are at most max_batch_size histories (a larger batch would grow ONNX
+        Runtime's memory arena past what serving ever needs, for good), one at a time,
+        each followed by a pause as long as the run (at most half of one model thread):
+        the outgoing model keeps serving at full speed meanwhile. Entries go into the
+        cache only at the end, when the caller swaps without yielding, so the outgoing
+        model keeps its own entries until then; a user whose history changes meanwhile
+        simply misses (the history version differs). Returns the number of users encoded."""
         limit = self.settings.swap_warm_users
         if self.settings.naive or not self.states.max_users or not limit:
             return 0
@@ -554,10 +556,13 @@ class RecommendationCore:
         loop = asyncio.get_running_loop()
         max_len = model.bundle.config.max_len
         staged: list[tuple[str, int, UserState]] = []
-        for start in range(0, len(users), WARM_CHUNK):
-            chunk = users[start : start + WARM_CHUNK]
+        chunk_size = self.settings.max_batch_size
+        for start in range(0, len(users), chunk_size):
+            chunk = users[start : start + chunk_size]
             padded = left_pad([seen[-max_len:] for _, _, seen in chunk])
+            started = time.perf_counter()
             states = await loop.run_in_executor(self.executor, model.backend.encode, padded)
+            await asyncio.sleep(time.perf_counter() - started)
             staged.extend(
                 (user_id, version, UserState(state, seen))
                 for (user_id, version, seen), state in zip(chunk, states, strict=True)

@@ -3,9 +3,12 @@ refreshes in place when the app asks it to (``reload``)."""
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from textual.containers import Vertical
+from textual.css.query import NoMatches
 
 from tui.connection import Connection
 
@@ -20,3 +23,23 @@ class Pane(Vertical):
     def reload(self) -> Any:
         """Fetches and shows fresh data (in a worker); the default does nothing."""
         return None
+
+
+P = TypeVar("P", bound=Pane)
+
+
+def while_mounted(
+    reload: Callable[[P], Awaitable[None]],
+) -> Callable[[P], Awaitable[None]]:
+    """A pane's refresh that skips its paint when the pane's widgets are not (or no
+    longer) mounted: an answer can arrive while the console starts, switches or closes.
+    The next refresh paints."""
+
+    @functools.wraps(reload)
+    async def guarded(pane: P) -> None:
+        try:
+            await reload(pane)
+        except NoMatches:
+            return
+
+    return guarded

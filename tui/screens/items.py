@@ -9,7 +9,7 @@ from textual.widgets import Checkbox, DataTable, Input, Static
 
 from shared.proto.recserve.v1 import admin_pb2
 from tui.connection import Connection
-from tui.screens import Pane
+from tui.screens import Pane, while_mounted
 from tui.widgets.tables import selected_key, sync_table
 
 COLUMNS = ("item", "title", "labels", "available", "catalogue", "model")
@@ -39,6 +39,7 @@ class ItemsPane(Pane):
         self.reload()
 
     @work(exclusive=True, group="items")
+    @while_mounted
     async def reload(self) -> None:
         answer = await self.connection.admin(
             "ListItems",

@@ -16,7 +16,7 @@ from tui.connection import Connection
 from tui.dialogs.confirm import confirm
 from tui.dialogs.training_form import TrainingForm
 from tui.format import progress_bar, when
-from tui.screens import Pane
+from tui.screens import Pane, while_mounted
 from tui.widgets.tables import selected_key, sync_table
 
 COLUMNS = ("id", "kind", "trigger", "status", "progress", "model", "worker", "started", "message")
@@ -68,6 +68,7 @@ class JobsPane(Pane):
             plot.plt.title(title)
 
     @work(exclusive=True, group="jobs")
+    @while_mounted
     async def reload(self) -> None:
         answer = await self.connection.admin("ListJobs", admin_pb2.ListJobsRequest())
         if answer is None or not self.is_attached:

@@ -14,7 +14,7 @@ from tui.connection import Connection
 from tui.dialogs.confirm import confirm
 from tui.dialogs.model_details import ModelDetailsDialog
 from tui.format import when
-from tui.screens import Pane
+from tui.screens import Pane, while_mounted
 from tui.widgets.tables import selected_key, sync_table
 
 COLUMNS = (
@@ -135,6 +135,7 @@ class ModelsPane(Pane):
         yield online
 
     @work(exclusive=True, group="models")
+    @while_mounted
     async def reload(self) -> None:
         answer = await self.connection.admin("ListModels", admin_pb2.ListModelsRequest())
         if answer is None or not self.is_attached:
