@@ -395,14 +395,14 @@ def _row_text(row: dict[str, Any]) -> str:
     errors = ",".join(f"{k}:{v}" for k, v in row["errors"].items()) or "-"
     load = f"c={row['concurrency']}" if row["loop"] == "closed" else f"rate={row['rate']:.0f}"
     return (
-        f"{row.get('server', ''):<14}{row['traffic']:<7}{row['loop']:<7}{load:<11}"
+        f"{row.get('server', ''):<16}{row['traffic']:<7}{row['loop']:<7}{load:<11}"
         f"{row['throughput']:>9.1f}{row['p50_ms']:>9.2f}{row['p95_ms']:>9.2f}"
         f"{row['p99_ms']:>9.2f}{row['max_ms']:>9.1f}{row['mean_batch_size']:>8.2f}  {errors}"
     )
 
 
 HEADER = (
-    f"{'server':<14}{'traffic':<7}{'loop':<7}{'load':<11}{'req/s':>9}{'p50':>9}{'p95':>9}"
+    f"{'server':<16}{'traffic':<7}{'loop':<7}{'load':<11}{'req/s':>9}{'p50':>9}{'p95':>9}"
     f"{'p99':>9}{'max':>9}{'batch':>8}  errors"
 )
 
