@@ -33,7 +33,12 @@ from server.registry import Arm, ModelRegistry, ServingModel
 from server.state_cache import StateCache, UserState
 from shared.config import ServerSettings
 from shared.errors import DatabaseUnavailable, InvalidArgument, Unavailable
-from shared.explain import leave_one_out_states, support_weights, top_support
+from shared.explain import (
+    candidate_offset,
+    leave_one_out_states,
+    support_weights,
+    top_support,
+)
 from shared.histories import left_pad
 from shared.ingest import EventRow, first_per_event_id
 from shared.models import utcnow
@@ -366,14 +371,19 @@ class RecommendationCore:
             return
         model, seen = result.basis
         history = seen[-model.bundle.config.max_len :]
+        newest = self.settings.explain_events
         loop = asyncio.get_running_loop()
         states = await loop.run_in_executor(
-            self.executor, leave_one_out_states, model.backend.encode, history
+            self.executor, leave_one_out_states, model.backend.encode, history, newest
         )
         rows = np.fromiter((model.rows[item] for item, _ in result.items), np.int64)
         weights = support_weights(states, model.bundle.item_embeddings[rows])
         vocab = model.bundle.vocab
-        picked = top_support(weights, self.settings.explain_top)
+        offset = candidate_offset(history, newest)
+        picked = [
+            [(offset + j, w) for j, w in support]
+            for support in top_support(weights, self.settings.explain_top)
+        ]
         events = {vocab[history[j] - 1] for support in picked for j, _ in support}
         titles = await self.catalogue.titles(sorted(events))
         for (item, _), support in zip(result.items, picked, strict=True):

@@ -88,7 +88,11 @@ def encode_and_score(
 
     def run(histories: np.ndarray) -> BatchOutput:
         states = backend.encode(histories)
-        return BatchOutput(states, states @ table if score else None)
+        if not score:
+            return BatchOutput(states, None)
+        if len(states) == 1:  # a lone request: a matrix-vector product, one BLAS thread
+            return BatchOutput(states, (item_embeddings @ states[0])[None])
+        return BatchOutput(states, states @ table)
 
     return run
 

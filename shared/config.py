@@ -105,6 +105,10 @@ class ServerSettings(BaseModel):
     the next retraining learns them. 0 (default): off."""
     exploration_window_h: float = Field(24.0, gt=0.0)
     """The window of events that ranks new items for the exploration slot."""
+    explain_events: int = Field(50, ge=1, le=10_000)
+    """The newest history events that may explain an item (older ones stay in every
+    leave-one-out variant): an explained request costs one model run over this many + 1
+    histories."""
     explain_top: int = Field(3, ge=1, le=50)
     """History events listed per item when a Recommend asks for explanations."""
     swap_warm_users: int = Field(20_000, ge=0)

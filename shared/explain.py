@@ -9,8 +9,9 @@ top-weighted event is by construction the one whose removal lowers the item's sc
 ``recserve evaluate --explanations`` measures the stricter property that it also lowers
 the item's rank more than removing a random event does.
 
-Cost: one model run over L+1 histories and a [L+1, D] x [D, K] product per request, paid
-only when the request asks for explanations.
+Only the newest ``server.explain_events`` events (50) can explain; older ones stay in
+every variant. Cost: one model run over 51 histories and a [51, D] x [D, K] product per
+request, paid only when the request asks for explanations.
 """
 
 from __future__ import annotations
@@ -28,10 +29,24 @@ DEFAULT_TOP = 3
 """Events returned per recommended item."""
 
 
-def leave_one_out_states(encode: Encode, history: np.ndarray) -> np.ndarray:
-    """float32 [L+1, D]: the state of the full ``history`` (model rows, oldest first),
-    then of the history without event j, for each j."""
-    variants = [history] + [np.delete(history, j) for j in range(len(history))]
+DEFAULT_NEWEST = 50
+"""Events that can explain an item: the newest of the history (older ones stay in every
+variant). Bounds an explained request's cost at one run of DEFAULT_NEWEST + 1 histories."""
+
+
+def candidate_offset(history: np.ndarray, newest: int | None) -> int:
+    """Position of the first event that may explain (the newest ``newest`` may)."""
+    return 0 if newest is None else max(0, len(history) - newest)
+
+
+def leave_one_out_states(
+    encode: Encode, history: np.ndarray, newest: int | None = None
+) -> np.ndarray:
+    """float32 [1+C, D]: the state of the full ``history`` (model rows, oldest first),
+    then of the history without event j, for each of the C candidate events j (the newest
+    ``newest``, or all), oldest first."""
+    start = candidate_offset(history, newest)
+    variants = [history] + [np.delete(history, j) for j in range(start, len(history))]
     return encode(left_pad(variants))
 
 
@@ -59,13 +74,15 @@ def deletion_test(
     histories: Sequence[np.ndarray],
     max_len: int,
     rng: np.random.Generator,
+    newest: int | None = DEFAULT_NEWEST,
 ) -> dict[str, float]:
     """The deletion test of explanation faithfulness, over users' histories (model rows,
     oldest first; users with fewer than 2 events are skipped).
 
     For each user: the top recommendation (seen items excluded) and its explanation's top
-    event, as a request with ``explain`` computes them; then two separate model runs read
-    the history without that event, and without a random other event. Returns the share
+    event, as a request with ``explain`` computes them (among the ``newest`` events); then
+    two separate model runs read the history without that event, and without a random
+    other event of the whole history. Returns the share
     of users where removing the top event lowers the item's score more
     (``score_share``), where it pushes the item further down the ranking of unseen items
     (``rank_share``, strictly; a tie, such as the item staying first both times, does not
@@ -77,13 +94,13 @@ def deletion_test(
         history = full[-max_len:]
         if len(history) < 2:
             continue
-        states = leave_one_out_states(encode, history)
+        states = leave_one_out_states(encode, history, newest)
         served = states[0] @ item_embeddings.T
         served[0] = -np.inf
         served[history] = -np.inf  # seen items are never recommended
         item = int(np.argmax(served))
         weights = support_weights(states, item_embeddings[[item]])[:, 0]
-        top = int(np.argmax(weights))
+        top = candidate_offset(history, newest) + int(np.argmax(weights))
         other = int(rng.choice([j for j in range(len(history)) if j != top]))
         removed = [np.delete(history, top), np.delete(history, other)]
         after = np.stack([encode(left_pad([h]))[0] for h in removed]) @ item_embeddings.T

@@ -418,7 +418,7 @@ def bundle_rows(loaded: bundle_format.Bundle, items: Sequence[str]) -> np.ndarra
 
 
 def explanation_faithfulness(
-    loaded: bundle_format.Bundle, split: Split, users: int, seed: int = 0
+    loaded: bundle_format.Bundle, split: Split, users: int, newest: int, seed: int = 0
 ) -> dict[str, float]:
     """shared.explain.deletion_test on ``users`` test users drawn at random (fixed seed),
     with the bundle's ONNX graph: the explanations a server computes for this version."""
@@ -440,7 +440,9 @@ def explanation_faithfulness(
     for user in picks:
         mapped = to_bundle[split.test.histories[user]]
         histories.append(mapped[mapped > 0])
-    return deletion_test(encode, loaded.item_embeddings, histories, loaded.config.max_len, rng)
+    return deletion_test(
+        encode, loaded.item_embeddings, histories, loaded.config.max_len, rng, newest
+    )
 
 
 def evaluate_model_version(
@@ -512,7 +514,11 @@ def evaluate_model_version(
                     for weight in rerank
                 }
                 faithfulness = (
-                    explanation_faithfulness(loaded, split, explanations) if explanations else None
+                    explanation_faithfulness(
+                        loaded, split, explanations, settings.server.explain_events
+                    )
+                    if explanations
+                    else None
                 )
     finally:
         engine.dispose()

@@ -357,3 +357,22 @@ async def test_explanations_for_a_stored_user_and_in_batches(client) -> None:
     assert not any(i.explanations for i in unexplained.items)
     assert fallback.source == pb.SOURCE_POPULARITY_FALLBACK
     assert not any(i.explanations for i in fallback.items)
+
+
+async def test_only_the_newest_events_explain(data_dir) -> None:
+    from server.app import start_server
+    from shared.client import AsyncClient
+    from tests.conftest import make_settings
+
+    running = await start_server(make_settings(data_dir, explain_events=2))
+    client = AsyncClient(running.target)
+    try:
+        history = ["i002-000", "i001-003", "i002-001", "i000-004", "i002-002", "i001-001"]
+        answer = await client.recommender.Recommend(
+            pb.RecommendRequest(history=history, k=5, explain=True)
+        )
+        ages = {e.events_ago for item in answer.items for e in item.explanations}
+        assert ages and ages <= {1, 2}
+    finally:
+        await client.close()
+        await running.stop(0)
