@@ -51,6 +51,14 @@ def check_limit(field: str, value: int, default: int) -> int:
     return value or default
 
 
+def check_size(field: str, size: int, limit: int, noun: str) -> None:
+    """A list field of 1..limit entries."""
+    if not size:
+        raise InvalidArgument(field, f"is empty; accepted: 1..{limit} {noun}")
+    if size > limit:
+        raise InvalidArgument(field, f"has {size} entries; at most {limit} are accepted")
+
+
 def check_positive(field: str, value: int) -> int:
     if value < 1:
         raise InvalidArgument(field, f"is {value}; accepted: an id >= 1")
@@ -327,12 +335,7 @@ class AdminService:
 
     async def upsert_items(self, items: Sequence[ItemView]) -> tuple[int, int]:
         """Creates or replaces catalogue entries, each field checked and named."""
-        if not items:
-            raise InvalidArgument("items", f"is empty; accepted: 1..{MAX_AVAILABILITY_ITEMS} items")
-        if len(items) > MAX_AVAILABILITY_ITEMS:
-            raise InvalidArgument(
-                "items", f"has {len(items)} entries; at most {MAX_AVAILABILITY_ITEMS} are accepted"
-            )
+        check_size("items", len(items), MAX_AVAILABILITY_ITEMS, "items")
         rows = []
         for i, item in enumerate(items):
             check_id(f"items[{i}].item_id", item.item_id)
@@ -374,15 +377,7 @@ class AdminService:
         return counts
 
     async def set_item_availability(self, item_ids: Sequence[str], available: bool) -> int:
-        if not item_ids:
-            raise InvalidArgument(
-                "item_ids", f"is empty; accepted: 1..{MAX_AVAILABILITY_ITEMS} item ids"
-            )
-        if len(item_ids) > MAX_AVAILABILITY_ITEMS:
-            raise InvalidArgument(
-                "item_ids",
-                f"has {len(item_ids)} entries; at most {MAX_AVAILABILITY_ITEMS} are accepted",
-            )
+        check_size("item_ids", len(item_ids), MAX_AVAILABILITY_ITEMS, "item ids")
         for i, item_id in enumerate(item_ids):
             check_id(f"item_ids[{i}]", item_id)
         updated = await self._db(

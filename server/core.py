@@ -29,7 +29,7 @@ from server.catalogue import Catalogue
 from server.feedback import FeedbackWriter
 from server.history import HistoryCache
 from server.impressions import ImpressionLog
-from server.registry import Arm, ModelRegistry, ServingModel
+from server.registry import Arm, ModelRegistry, ServingModel, arm_name
 from server.state_cache import StateCache, UserState
 from shared.config import ServerSettings
 from shared.errors import DatabaseUnavailable, InvalidArgument, Unavailable
@@ -213,7 +213,8 @@ class RecommendationCore:
     async def recommend(self, query: RecommendQuery) -> Recommendation:
         k = self.validate_query(query)
         result = await self._serve(query, k)
-        await self._explore(query, k, result)
+        if self.settings.exploration_slots:
+            await self._explore(query, k, result)
         self._measure(query, k, result)
         if query.include_titles:
             result.titles = await self.catalogue.titles([item for item, _ in result.items])
@@ -227,7 +228,7 @@ class RecommendationCore:
         seen, passing the request's exclusions, candidates and label filters). Each takes
         the score of the item whose place it took, so the list stays sorted."""
         slots = self.settings.exploration_slots
-        if not slots or result.source not in ("model", "popularity"):
+        if result.source not in ("model", "popularity"):
             return
         model = self.registry.loaded(result.model_version)
         if model is None:
@@ -269,7 +270,8 @@ class RecommendationCore:
         impressions = self.impressions
         if impressions is None or not result.items:
             return
-        _, result.arm = self.registry.model_for(query.user_id)
+        # The arm is the version that served (Arm.name), not a second hash of the user.
+        result.arm = arm_name(result.model_version) if self.registry.arms else ""
         result.recommendation_id = impressions.new_id()
         shadow = self.registry.shadow
         if shadow is not None and random.random() < shadow.weight:
@@ -357,7 +359,8 @@ class RecommendationCore:
             for result in wanted:
                 result.titles = {item: titles[item] for item, _ in result.items}
         for query, k, result in zip(queries, ks, results, strict=True):
-            await self._explore(query, k, result)
+            if self.settings.exploration_slots:
+                await self._explore(query, k, result)
             self._measure(query, k, result)
         explained = [r for q, r in zip(queries, results, strict=True) if q.explain]
         if explained:

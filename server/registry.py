@@ -150,7 +150,12 @@ class Arm:
 
     @property
     def name(self) -> str:
-        return f"v{self.version}"
+        return arm_name(self.version)
+
+
+def arm_name(version: int) -> str:
+    """How impressions and online metrics name the arm that serves ``version``."""
+    return f"v{version}"
 
 
 def user_bucket(user_id: str) -> float:

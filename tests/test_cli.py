@@ -13,6 +13,7 @@ from shared.client import Client
 from shared.db import make_engine, session_scope
 from shared.models import ModelStatus, ModelVersion
 from shared.proto.recserve.v1 import recommender_pb2 as pb
+from tests.support.models import register_copy
 from tests.support.processes import ServerProcess, process_env
 
 
@@ -89,18 +90,7 @@ def test_models_and_jobs_commands(settings) -> None:
 
 def test_experiment_commands(settings) -> None:
     engine = make_engine(settings.db_url)
-    with session_scope(engine) as s:
-        v1 = crud.get_model_version(s, version=1)
-        crud.create_model_version(
-            s,
-            model=ModelVersion(
-                status=ModelStatus.READY,
-                metrics=v1.metrics,
-                artifact_path=v1.artifact_path,
-                config=v1.config,
-                checksum=v1.checksum,
-            ),
-        )
+    assert register_copy(engine) == 2
     engine.dispose()
     server = ServerProcess(settings)
     target = ("--target", server.target)

@@ -11,10 +11,11 @@ from textual.widgets import DataTable, Input, Log, Static
 
 from shared import crud, synthetic
 from shared.db import session_scope
-from shared.models import Item, ModelStatus, ModelVersion
+from shared.models import Item
 from shared.proto.recserve.v1 import admin_pb2
 from shared.proto.recserve.v1 import recommender_pb2 as pb
 from tests.conftest import TINY_SPEC
+from tests.support.models import register_copy
 from tui.app import RecserveConsole
 from tui.widgets.metric import MetricCard
 from tui.widgets.tables import selected_key
@@ -51,22 +52,6 @@ def with_catalogue(server) -> None:
         )
 
 
-def register_copy(server) -> int:
-    with session_scope(server.engine) as s:
-        v1 = crud.get_model_version(s, version=1)
-        model = crud.create_model_version(
-            s,
-            model=ModelVersion(
-                status=ModelStatus.READY,
-                metrics=v1.metrics,
-                artifact_path=v1.artifact_path,
-                config=v1.config,
-                checksum=v1.checksum,
-            ),
-        )
-        return int(model.version or 0)
-
-
 async def test_dashboard_shows_live_figures_series_and_replicas(server, client) -> None:
     await client.recommender.Recommend(pb.RecommendRequest(user_id="u00001"))
     app = RecserveConsole(server.target, refresh_s=0.2)
@@ -84,7 +69,7 @@ async def test_dashboard_shows_live_figures_series_and_replicas(server, client) 
 
 
 async def test_models_activate_and_roll_back_with_confirmation(server) -> None:
-    version = register_copy(server)
+    version = register_copy(server.engine)
     app = RecserveConsole(server.target, refresh_s=0.2)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("2")
@@ -107,8 +92,8 @@ async def test_models_activate_and_roll_back_with_confirmation(server) -> None:
 
 
 async def test_experiment_split_shadow_and_promote_from_the_console(server, client) -> None:
-    version = register_copy(server)
-    shadow = register_copy(server)
+    version = register_copy(server.engine)
+    shadow = register_copy(server.engine)
     app = RecserveConsole(server.target, refresh_s=0.2)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("2")
@@ -143,7 +128,7 @@ async def test_experiment_split_shadow_and_promote_from_the_console(server, clie
 
 
 async def test_models_details_dialog_and_refused_activation(server) -> None:
-    version = register_copy(server)
+    version = register_copy(server.engine)
     directory = server.admin.settings.bundle_path("job-1")
     app = RecserveConsole(server.target, refresh_s=0.2)
     async with app.run_test(size=SIZE) as pilot:

@@ -7,13 +7,12 @@ import time
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Grid
-from textual.css.query import NoMatches
 from textual.widgets import DataTable, Static
 
 from shared.proto.recserve.v1 import admin_pb2
 from tui.connection import Connection
 from tui.format import ago
-from tui.screens import Pane
+from tui.screens import Pane, while_mounted
 from tui.widgets.metric import MetricCard
 from tui.widgets.tables import sync_table
 
@@ -46,19 +45,17 @@ class DashboardPane(Pane):
         yield table
 
     @work(exclusive=True, group="dashboard")
+    @while_mounted
     async def reload(self) -> None:
         stats = await self.connection.admin("GetServerStats", admin_pb2.GetServerStatsRequest())
         if not (self.is_attached and self.is_mounted):  # closed while the call was out
             return
-        try:
-            if stats is not None:
-                self.show(stats)
-            elif self.connection.online is False:
-                self.query_one("#server-line", Static).update(
-                    f"[b red]disconnected[/] from {self.connection.target}: retrying"
-                )
-        except NoMatches:  # widgets not (or no longer) mounted: starting or closing
-            return
+        if stats is not None:
+            self.show(stats)
+        elif self.connection.online is False:
+            self.query_one("#server-line", Static).update(
+                f"[b red]disconnected[/] from {self.connection.target}: retrying"
+            )
 
     def show(self, stats: admin_pb2.ServerStats) -> None:
         serving = stats.active_version
