@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import re
 import time
 from collections import Counter
 from collections.abc import Awaitable
@@ -57,6 +58,18 @@ class LoadResult:
     feedback_calls: int = 0
     elapsed_s: float = 0.0
     users_per_call: int = 1
+    details: Counter[str] = field(default_factory=Counter)
+    """Failed calls by code and the start of the server's message: which limit shed them."""
+
+    def add(self, other: LoadResult) -> None:
+        """Adds ``other``'s calls: what ran at the same time (elapsed: the longer), or
+        one after the other (the caller adds the elapsed times)."""
+        self.latencies_ms.extend(other.latencies_ms)
+        self.ok_latencies_ms.extend(other.ok_latencies_ms)
+        self.codes.update(other.codes)
+        self.details.update(other.details)
+        self.feedback_calls += other.feedback_calls
+        self.elapsed_s = max(self.elapsed_s, other.elapsed_s)
 
 
 def _cold(spec: LoadSpec, rng: np.random.Generator) -> pb.RecommendRequest:
@@ -147,6 +160,9 @@ async def _measured(
         await call
     except grpc.aio.AioRpcError as exc:
         code = exc.code().name
+        if record:
+            # Numbers masked: one line per kind of refusal, not per queue length.
+            result.details[f"{code}: {re.sub(r'[0-9]+', '#', exc.details() or '')[:64]}"] += 1
     if record:
         latency = (time.perf_counter() - started) * 1000.0
         result.latencies_ms.append(latency)
@@ -228,14 +244,9 @@ def run_load(specs: list[LoadSpec]) -> LoadResult:
     ]
     for proc in procs:
         proc.join(timeout=30)
-    merged = LoadResult(
-        elapsed_s=max(r.elapsed_s for r in results), users_per_call=results[0].users_per_call
-    )
+    merged = LoadResult(users_per_call=results[0].users_per_call)
     for r in results:
-        merged.latencies_ms.extend(r.latencies_ms)
-        merged.ok_latencies_ms.extend(r.ok_latencies_ms)
-        merged.codes.update(r.codes)
-        merged.feedback_calls += r.feedback_calls
+        merged.add(r)
     return merged
 
 

@@ -3,7 +3,8 @@
 One `recserve serve` process with the ML-1M-sized model (bench/serve.py's data), open-loop
 mixed traffic (returning users, a Feedback before about a fifth of the Recommends) at 70%
 of the sustainable rate, for ``--minutes`` (10), activating the other of two versions in
-the middle of every minute. Every user starts with a full history (HISTORY_KEEP events,
+the middle of every minute (p99 is reported for the whole minute, its first half, and the
+half that starts with the swap). Every user starts with a full history (HISTORY_KEEP events,
 the most the server keeps per user), so the caches start at the size they keep: RSS that
 grows after that is a leak, not histories filling up. Reported per minute: calls,
 errors, p50/p99, the server's RSS. Passes with no error at all and no memory growth after
@@ -18,13 +19,12 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bench.ingest import cpu_model
-from bench.loadgen import LoadSpec, run_load, summarize
+from bench.loadgen import LoadResult, LoadSpec, run_load, summarize
 from bench.processes import ServerProcess
 from bench.serve import P99_LIMIT_MS, measure, prepare, warm_histories
 from shared import crud
@@ -77,7 +77,8 @@ def run_soak(
 ) -> dict[str, Any]:
     settings, items, users = prepare(data_dir, None, full_histories=True)
     other = second_version(settings)
-    server = ServerProcess(settings, "soak")
+    # INFO: the log then holds each swap's loading and pre-encoding times.
+    server = ServerProcess(settings, "soak", env={"RECSERVE_LOG_LEVEL": "INFO"})
     client = Client(server.target)
     try:
         with session_scope(engine_for(settings)) as session:
@@ -105,45 +106,74 @@ def run_soak(
         for minute in range(1, minutes + 1):
             version = versions[minute % 2]
 
+            def load(half: int, minute: int = minute) -> LoadResult:
+                specs = [
+                    LoadSpec(
+                        target=server.target,
+                        traffic="mixed",
+                        loop="open",
+                        rate=rate / clients,
+                        duration_s=30,
+                        warmup_s=0,
+                        items=tuple(items),
+                        users=tuple(users),
+                        seed=minute * 100 + half * 10 + i,
+                    )
+                    for i in range(clients)
+                ]
+                return run_load(specs)
+
             def swap(v: int = version) -> None:
-                time.sleep(30)
                 client.admin.ActivateModel(admin_pb2.ActivateModelRequest(version=v), timeout=60)
 
+            steady = load(0)
             swapper = threading.Thread(target=swap, daemon=True)
             swapper.start()
-            specs = [
-                LoadSpec(
-                    target=server.target,
-                    traffic="mixed",
-                    loop="open",
-                    rate=rate / clients,
-                    duration_s=60,
-                    warmup_s=0,
-                    items=tuple(items),
-                    users=tuple(users),
-                    seed=minute * 100 + i,
-                )
-                for i in range(clients)
-            ]
-            summary = summarize(run_load(specs))
+            swapping = load(1)
             swapper.join(60)
+            both = LoadResult(users_per_call=steady.users_per_call)
+            both.add(steady)
+            both.add(swapping)
+            summary = summarize(both)
             row = {
                 "minute": minute,
                 "calls": summary["requests"] + summary["feedback_calls"],
                 "errors": summary["errors"],
+                "error_details": dict(both.details),
                 "p50_ms": summary["p50_ms"],
                 "p99_ms": summary["p99_ms"],
+                "p99_steady_ms": summarize(steady)["p99_ms"],
+                "p99_swap_ms": summarize(swapping)["p99_ms"],
                 "rss_mb": rss_mb(server.proc.pid),
                 "swapped_to": version,
             }
+            stats = client.admin.GetServerStats(admin_pb2.GetServerStatsRequest(), timeout=10)
+            # The server's own view of the minute, per 5 s: where in it the time went.
+            row["server_series"] = [
+                {
+                    "at_ms": sample.at_ms,
+                    "p99_ms": sample.latency_p99_ms,
+                    "error_rate": sample.error_rate,
+                    "mean_batch_size": sample.mean_batch_size,
+                }
+                for sample in stats.series[-12:]
+            ]
             rows.append(row)
             errors = sum(row["errors"].values())
             print(
                 f"minute {minute:>2}: {row['calls']:>7} calls  errors {errors}  p50 "
-                f"{row['p50_ms']:6.2f} ms  p99 {row['p99_ms']:6.2f} ms  RSS {row['rss_mb']:6.1f} MB"
-                f"  (swapped to v{version})",
+                f"{row['p50_ms']:6.2f} ms  p99 {row['p99_ms']:6.2f} ms (first half "
+                f"{row['p99_steady_ms']:.1f}, from the swap {row['p99_swap_ms']:.1f})  RSS "
+                f"{row['rss_mb']:6.1f} MB  (swapped to v{version})",
                 flush=True,
             )
+            print(
+                "           server p99 per 5 s: "
+                + " ".join(f"{sample['p99_ms']:.0f}" for sample in row["server_series"]),
+                flush=True,
+            )
+            for detail, count in both.details.items():
+                print(f"           {count} x {detail}", flush=True)
     finally:
         client.close()
         server.stop()

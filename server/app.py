@@ -34,6 +34,7 @@ from server.deployment import Deployment
 from server.feedback import FeedbackWriter
 from server.history import HistoryCache
 from server.impressions import ImpressionLog
+from server.memory import tune_allocator
 from server.registry import BackendFactory, ModelRegistry, ServingModel, inflight_batches
 from server.servicers import ModelAdminServicer, RecommenderServicer
 from server.stats import ServerStats
@@ -272,6 +273,7 @@ async def serve_forever(settings: Settings) -> None:
 
 def _serve_process(settings: Settings) -> None:
     configure_logging(settings)
+    tune_allocator()
     serve_metrics(settings)
     if settings.telemetry.tracing:
         instrument_tracing()

@@ -1,6 +1,8 @@
 """Dynamic batching of model runs.
 
-Concurrent requests are grouped into one backend call of up to ``max_batch`` histories.
+Concurrent requests are grouped into one backend call of up to ``max_batch`` histories,
+and of no more than recent runs say take ``max_run_s`` (where a history costs the same in
+a batch of 8 as of 64, a larger batch only makes the requests behind it wait).
 At most ``max_inflight`` batches run at once (1 by default: one run uses every core; with
 single-threaded runs, one per core); requests that arrive while every slot is busy form
 the next batch, so batches grow with load and an idle server adds no waiting.
@@ -43,6 +45,7 @@ ADMITTED: contextvars.ContextVar[bool] = contextvars.ContextVar("admitted", defa
 check."""
 T_co = TypeVar("T_co", covariant=True)
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 class Rows(Protocol[T_co]):
@@ -58,6 +61,7 @@ class DynamicBatcher(Generic[T]):
         executor: Executor,
         *,
         max_batch: int,
+        max_run_s: float = 0.0,
         max_wait_s: float = 0.0,
         max_inflight: int = 1,
         max_queued: int = 1024,
@@ -69,6 +73,7 @@ class DynamicBatcher(Generic[T]):
         self._run = run
         self._executor = executor
         self._max_batch = max_batch
+        self._max_run_s = max_run_s
         self._max_wait_s = max_wait_s
         self._max_queued = max_queued
         self._max_queue_wait_s = max_queue_wait_s
@@ -108,6 +113,27 @@ class DynamicBatcher(Generic[T]):
             # is still served by it, never failed.
             self._task = asyncio.create_task(self._loop(), name="dynamic-batcher")
         return await future
+
+    @property
+    def history_cost_s(self) -> float:
+        """What one history costs in a batch, from recent runs (0 before the first)."""
+        return self._history_cost_s
+
+    async def run_when_idle(self, work: Callable[[], R], *, poll_s: float = 0.001) -> R:
+        """Runs ``work`` in the executor in one of this batcher's run slots, when no
+        request waits for the model and a slot is free: background model work (encoding
+        states for an incoming model before a hot swap) that yields to serving. A request
+        that arrives meanwhile waits at most for that one run, so the caller keeps each
+        ``work`` short. Idleness is polled every ``poll_s``: it has no single event to
+        wait for (a queue that empties and a slot that frees), and the polling lasts only
+        while background work is pending."""
+        while self._pending or self._slots.locked():  # noqa: ASYNC110
+            await asyncio.sleep(poll_s)
+        await self._slots.acquire()  # free: does not wait
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, work)
+        finally:
+            self._slots.release()
 
     def admit(self, histories: int) -> None:
         """Raises Overloaded unless ``histories`` more may queue now. A call that brings
@@ -167,7 +193,7 @@ class DynamicBatcher(Generic[T]):
             while self._pending:
                 if (
                     self._max_wait_s > 0
-                    and len(self._pending) < self._max_batch
+                    and len(self._pending) < self.batch_limit
                     and time.monotonic() < self._busy_until
                 ):
                     await asyncio.sleep(self._max_wait_s)
@@ -186,9 +212,18 @@ class DynamicBatcher(Generic[T]):
         self._running.discard(task)
         self._slots.release()
 
+    @property
+    def batch_limit(self) -> int:
+        """Histories the next batch may hold: max_batch, and no more than recent runs
+        say fit in max_run_s."""
+        if not (self._max_run_s and self._history_cost_s):
+            return self._max_batch
+        return max(1, min(self._max_batch, int(self._max_run_s / self._history_cost_s)))
+
     def _take(self) -> list[tuple[np.ndarray, asyncio.Future[T]]]:
         batch: list[tuple[np.ndarray, asyncio.Future[T]]] = []
-        while self._pending and len(batch) < self._max_batch:
+        limit = self.batch_limit
+        while self._pending and len(batch) < limit:
             history, future = self._pending.popleft()
             if not future.done():
                 batch.append((history, future))

@@ -18,6 +18,7 @@ from collections.abc import Coroutine, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from itertools import repeat
 from typing import Any, NamedTuple
 
@@ -53,6 +54,8 @@ MAX_LABEL_LEN = 64
 DEFAULT_K = 10
 KIND_PATTERN = re.compile(r"^[a-z0-9_]{1,32}$")
 FUTURE_SLACK_MS = 86_400_000
+WARM_RUN_S = 0.005
+"""How long one pre-encoding run before a hot swap may hold the model (warm_states)."""
 
 
 @dataclass(frozen=True)
@@ -427,6 +430,13 @@ class RecommendationCore:
         seen = self._known_rows(model, items)
         if not seen.size:
             return self._rank(model, model.popularity.copy(), query, seen, k, "popularity", 0)
+        if history_version:
+            # A history read again unchanged (an expired cache entry) keeps its state.
+            kept = self.states.adopt(
+                query.user_id, model.version, history_version, seen, model.bundle.config.max_len
+            )
+            if kept is not None:
+                return self._score(model, kept.state, None, query, kept.seen, k)
         state, scores = await self._state(model, query.user_id, history_version, seen)
         return self._score(model, state, scores, query, seen, k)
 
@@ -549,15 +559,18 @@ class RecommendationCore:
         their states for it. Without this, every returning user misses the state cache at
         the same moment and the model queue overflows.
 
-        The runs are at most max_batch_size histories (a larger batch would grow ONNX
-        Runtime's memory arena past what serving ever needs, for good), one at a time,
-        each followed by a pause as long as the run (at most half of one model thread):
-        the outgoing model keeps serving at full speed meanwhile. Entries go into the
-        cache only at the end, when the caller swaps without yielding, so the outgoing
-        model keeps its own entries until then; a user whose history changes meanwhile
-        simply misses (the history version differs). Returns the number of users encoded."""
+        The encoding yields to serving: each run takes a run slot of the outgoing model's
+        batcher only while no request waits for the model (DynamicBatcher.run_when_idle),
+        and holds as many histories as take about WARM_RUN_S, so a request that arrives
+        meanwhile waits at most that long. An idle server encodes at full speed, a busy
+        one in its gaps; after swap_warm_s the swap goes ahead with the users encoded so
+        far. Entries go into the cache only at the end, when the caller swaps without
+        yielding, so the outgoing model keeps its own entries until then; a user whose
+        history changes meanwhile simply misses (the history version differs). Returns
+        the number of users encoded."""
         limit = self.settings.swap_warm_users
-        if self.settings.naive or not self.states.max_users or not limit:
+        outgoing = self.registry.current
+        if self.settings.naive or not self.states.max_users or not limit or outgoing is None:
             return 0
         users: list[tuple[str, int, np.ndarray]] = []
         for user_id in self.states.recent(limit):
@@ -566,16 +579,26 @@ class RecommendationCore:
                 seen = self._known_rows(model, cached[0])
                 if seen.size:
                     users.append((user_id, cached[1], seen))
-        loop = asyncio.get_running_loop()
         max_len = model.bundle.config.max_len
+        cost = outgoing.batcher.history_cost_s
+        run_size = self.settings.max_batch_size
+        if cost > 0:
+            run_size = max(1, min(run_size, int(WARM_RUN_S / cost)))
+        deadline = time.monotonic() + self.settings.swap_warm_s
         staged: list[tuple[str, int, UserState]] = []
-        chunk_size = self.settings.max_batch_size
-        for start in range(0, len(users), chunk_size):
-            chunk = users[start : start + chunk_size]
+        for start in range(0, len(users), run_size):
+            if time.monotonic() > deadline:
+                log.warning(
+                    "model version %s: %d of %d users encoded in swap_warm_s (%gs); swapping",
+                    model.version,
+                    len(staged),
+                    len(users),
+                    self.settings.swap_warm_s,
+                )
+                break
+            chunk = users[start : start + run_size]
             padded = left_pad([seen[-max_len:] for _, _, seen in chunk])
-            started = time.perf_counter()
-            states = await loop.run_in_executor(self.executor, model.backend.encode, padded)
-            await asyncio.sleep(time.perf_counter() - started)
+            states = await outgoing.batcher.run_when_idle(partial(model.backend.encode, padded))
             staged.extend(
                 (user_id, version, UserState(state, seen))
                 for (user_id, version, seen), state in zip(chunk, states, strict=True)

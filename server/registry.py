@@ -18,7 +18,6 @@ replaces the current one, so requests never see a half-loaded model.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import hashlib
 import logging
 import os
@@ -36,6 +35,7 @@ from sqlalchemy.engine import Engine
 from server import metrics
 from server.backends.base import Backend
 from server.batcher import DynamicBatcher
+from server.memory import trim_heap
 from shared import bundle as bundle_format
 from shared import crud
 from shared.ann import ItemIndex
@@ -174,18 +174,6 @@ def pick_arm(arms: Sequence[Arm], user_id: str) -> Arm:
         if point < 0:
             return arm
     return arms[-1]
-
-
-def trim_heap() -> bool:
-    """Hands freed heap pages back to the OS (glibc's malloc_trim) after a model is
-    retired, so that many hot swaps do not ratchet RSS up through allocator
-    fragmentation. Returns False where there is no glibc."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    libc.malloc_trim(0)
-    return True
 
 
 class ModelRegistry:
@@ -479,7 +467,9 @@ class ModelRegistry:
         await old.batcher.close()  # in-flight requests of the old model finish first
         old.backend.close()
         del old
-        await in_background(trim_heap)
+        # At normal priority: the trim holds the heap's lock, and a niced thread holding
+        # it would stall every allocating thread for as long as it waits for a core.
+        await asyncio.to_thread(trim_heap)
 
     def _read_state(self) -> _State:
         with session_scope(self._engine) as session:
@@ -530,6 +520,7 @@ class ModelRegistry:
             encode_and_score(backend, loaded.item_embeddings, score=index is None),
             self._model_executor,
             max_batch=self._settings.max_batch_size,
+            max_run_s=self._settings.max_batch_run_ms / 1000.0,
             max_wait_s=self._settings.max_batch_wait_ms / 1000.0,
             max_inflight=inflight_batches(self._settings, backend.device),
             max_queue_wait_s=self._settings.max_queue_wait_ms / 1000.0,

@@ -49,6 +49,27 @@ class StateCache:
         metrics.STATE_MISS.inc()
         return None
 
+    def adopt(
+        self, user_id: str, model_version: int, history_version: int, seen: np.ndarray, max_len: int
+    ) -> UserState | None:
+        """After the user's history was read again (its cache entry expired, or another
+        replica's events invalidated it) under a new history version: the entry for the
+        old version still holds when the model would read the same newest ``max_len``
+        rows. It is then re-keyed to ``history_version`` with the new ``seen`` and
+        returned (a hit); otherwise None (a miss is counted by the get before)."""
+        entry = self._states.get(user_id)
+        if entry is None or entry[0] != model_version or history_version == 0:
+            return None
+        old = entry[2]
+        if not np.array_equal(old.seen[-max_len:], seen[-max_len:]):
+            return None
+        state = UserState(old.state, seen)
+        self._states[user_id] = (model_version, history_version, state)
+        self._states.move_to_end(user_id)
+        self.hits += 1
+        metrics.STATE_HIT.inc()
+        return state
+
     def put(self, user_id: str, model_version: int, history_version: int, state: UserState) -> None:
         if self.max_users == 0 or history_version == 0:
             return

@@ -14,9 +14,11 @@ from server.backends.base import Backend
 class OnnxRuntimeBackend(Backend):
     """Runs model.onnx's ``state`` output on the CPU execution provider.
 
-    Tuned for serving beside a gRPC event loop: all graph optimisations, the memory arena
-    on, and intra-op threads that do not spin when idle (spinning threads steal the cores
-    the gRPC loop needs). A session is thread-safe for concurrent ``run`` calls.
+    Tuned for serving beside a gRPC event loop: all graph optimisations, intra-op threads
+    that do not spin when idle (spinning threads steal the cores the gRPC loop needs), and
+    no per-session memory arena: the process heap pools run memory for every loaded
+    session, so a hot swap does not grow a second arena (server/memory.py). A session is
+    thread-safe for concurrent ``run`` calls.
     """
 
     name = "onnxruntime"
@@ -26,7 +28,7 @@ class OnnxRuntimeBackend(Backend):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = intra_op_threads or os.cpu_count() or 1
         options.inter_op_num_threads = 1
-        options.enable_cpu_mem_arena = True
+        options.enable_cpu_mem_arena = False
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         self._session = ort.InferenceSession(

@@ -75,6 +75,27 @@ async def test_cancelled_requests_are_dropped_before_the_run(backend) -> None:
     assert backend.batches == [(1, 1), (1, 1)]
 
 
+async def test_background_work_waits_for_an_idle_gap(backend) -> None:
+    """Pre-encoding before a hot swap yields: it runs only once no request is running or
+    queued, and a request queued before it goes first."""
+    with ThreadPoolExecutor(1) as pool:
+        batcher = DynamicBatcher(backend.encode, pool, max_batch=8)
+        running = asyncio.ensure_future(batcher.submit(np.array([1])))
+        await asyncio.sleep(0.005)  # running holds the only run slot
+        queued = asyncio.ensure_future(batcher.submit(np.array([2, 3])))
+        background = asyncio.ensure_future(
+            batcher.run_when_idle(lambda: backend.encode(np.array([[4, 5, 6]])))
+        )
+        await asyncio.sleep(0)
+        late = asyncio.ensure_future(batcher.submit(np.array([7, 8, 9, 10])))
+        states = await background
+        await asyncio.gather(running, queued, late)
+        await batcher.close()
+    np.testing.assert_array_equal(states[0], backend.item_embeddings[6])
+    # The two requests that queued meanwhile ran together, and the background run last.
+    assert backend.batches == [(1, 1), (2, 4), (1, 3)]
+
+
 async def test_backend_failure_reaches_every_caller() -> None:
     def broken(_: np.ndarray) -> np.ndarray:
         raise RuntimeError("device lost")
@@ -110,6 +131,23 @@ def test_state_cache_matches_exact_versions() -> None:
     assert len(cache) == 2 and not cache.has("a"), "least recently used dropped"
     cache.put("d", 1, 0, state)
     assert not cache.has("d"), "uncached histories (version 0) are not stored"
+
+
+def test_a_history_read_again_unchanged_keeps_its_state() -> None:
+    from server.state_cache import StateCache, UserState
+
+    cache = StateCache(max_users=4)
+    state = UserState(np.ones(4, dtype=np.float32), np.array([9, 1, 2, 3]))
+    cache.put("a", 1, 10, state)
+    # Read again under version 11, one old event fewer: the model (max_len 3) reads the
+    # same rows, so the state stands, re-keyed, with the new rows for the seen mask.
+    kept = cache.adopt("a", 1, 11, np.array([1, 2, 3]), max_len=3)
+    assert kept is not None and kept.state is state.state
+    np.testing.assert_array_equal(kept.seen, [1, 2, 3])
+    assert cache.get("a", 1, 11) is kept and cache.get("a", 1, 10) is None
+    assert cache.adopt("a", 1, 12, np.array([1, 2, 4]), max_len=3) is None, "new events"
+    assert cache.adopt("a", 2, 12, np.array([1, 2, 3]), max_len=3) is None, "another model"
+    assert cache.adopt("b", 1, 12, np.array([1, 2, 3]), max_len=3) is None, "no entry"
 
 
 def test_auto_inflight_batches_fill_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
