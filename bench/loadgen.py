@@ -58,6 +58,9 @@ class LoadResult:
     feedback_calls: int = 0
     elapsed_s: float = 0.0
     users_per_call: int = 1
+    feedback_latencies_ms: list[float] = field(default_factory=list)
+    """Feedback calls (mixed traffic) from their own send time; the Recommend that
+    follows is measured from the pair's scheduled time, so it includes them."""
     details: Counter[str] = field(default_factory=Counter)
     """Failed calls by code and the start of the server's message: which limit shed them."""
 
@@ -66,6 +69,7 @@ class LoadResult:
         one after the other (the caller adds the elapsed times)."""
         self.latencies_ms.extend(other.latencies_ms)
         self.ok_latencies_ms.extend(other.ok_latencies_ms)
+        self.feedback_latencies_ms.extend(other.feedback_latencies_ms)
         self.codes.update(other.codes)
         self.details.update(other.details)
         self.feedback_calls += other.feedback_calls
@@ -137,10 +141,12 @@ async def _one(
             item_id=spec.items[int(rng.integers(0, len(spec.items)))],
             kind="click",
         )
+        sent = time.perf_counter()
         try:
             await stub.Feedback(pb.FeedbackRequest(events=[event]), timeout=5)
             if record:
                 result.feedback_calls += 1
+                result.feedback_latencies_ms.append((time.perf_counter() - sent) * 1000.0)
         except grpc.aio.AioRpcError as exc:
             if record:
                 result.codes[f"feedback:{exc.code().name}"] += 1
@@ -264,6 +270,9 @@ def summarize(result: LoadResult) -> dict[str, Any]:
         "p50_ok_ms": float(np.percentile(accepted, 50)),
         "p99_ok_ms": float(np.percentile(accepted, 99)),
         "feedback_calls": result.feedback_calls,
+        "feedback_p99_ms": float(np.percentile(result.feedback_latencies_ms, 99))
+        if result.feedback_latencies_ms
+        else 0.0,
         "p50_ms": float(np.percentile(lat, 50)),
         "p95_ms": float(np.percentile(lat, 95)),
         "p99_ms": float(np.percentile(lat, 99)),

@@ -144,6 +144,7 @@ def run_soak(
                 "p99_ms": summary["p99_ms"],
                 "p99_steady_ms": summarize(steady)["p99_ms"],
                 "p99_swap_ms": summarize(swapping)["p99_ms"],
+                "feedback_p99_ms": summary["feedback_p99_ms"],
                 "rss_mb": rss_mb(server.proc.pid),
                 "swapped_to": version,
             }
@@ -168,7 +169,8 @@ def run_soak(
                 flush=True,
             )
             print(
-                "           server p99 per 5 s: "
+                f"           Feedback p99 {row['feedback_p99_ms']:.1f} ms; the server's "
+                "Recommend p99 per 5 s: "
                 + " ".join(f"{sample['p99_ms']:.0f}" for sample in row["server_series"]),
                 flush=True,
             )

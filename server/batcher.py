@@ -119,21 +119,28 @@ class DynamicBatcher(Generic[T]):
         """What one history costs in a batch, from recent runs (0 before the first)."""
         return self._history_cost_s
 
-    async def run_when_idle(self, work: Callable[[], R], *, poll_s: float = 0.001) -> R:
+    async def run_when_idle(
+        self, work: Callable[[], R], *, share: float = 1.0, poll_s: float = 0.001
+    ) -> R:
         """Runs ``work`` in the executor in one of this batcher's run slots, when no
         request waits for the model and a slot is free: background model work (encoding
         states for an incoming model before a hot swap) that yields to serving. A request
         that arrives meanwhile waits at most for that one run, so the caller keeps each
-        ``work`` short. Idleness is polled every ``poll_s``: it has no single event to
-        wait for (a queue that empties and a slot that frees), and the polling lasts only
-        while background work is pending."""
+        ``work`` short. After the run, it rests for as long as keeps it to ``share`` of
+        the time: the model's idle gaps are not idle cores (the event loop, the Feedback
+        writer and the database reads need them too). Idleness is polled every
+        ``poll_s``: it has no single event to wait for (a queue that empties and a slot
+        that frees), and the polling lasts only while background work is pending."""
         while self._pending or self._slots.locked():  # noqa: ASYNC110
             await asyncio.sleep(poll_s)
         await self._slots.acquire()  # free: does not wait
+        started = time.perf_counter()
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor, work)
         finally:
             self._slots.release()
+            if share < 1.0:
+                await asyncio.sleep((time.perf_counter() - started) * (1.0 / share - 1.0))
 
     def admit(self, histories: int) -> None:
         """Raises Overloaded unless ``histories`` more may queue now. A call that brings

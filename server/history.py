@@ -177,5 +177,4 @@ class HistoryCache:
     def _read(self, user_id: str) -> list[Entry]:
         """Raises DatabaseUnavailable when the database cannot be reached."""
         with unavailable_on_db_error(), session_scope(self._engine) as session:
-            rows = crud.recent_history(session, user_id=user_id, limit=HISTORY_KEEP)
-        return sorted((when.timestamp(), item) for item, when in rows)
+            return crud.recent_history_times(session, user_id=user_id, limit=HISTORY_KEEP)

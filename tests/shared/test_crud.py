@@ -28,6 +28,9 @@ def engine(request, tmp_path: Path):
     engine.dispose()
 
 
+MICRO = timedelta(minutes=1, microseconds=123_457)
+
+
 def ev(event_id: str, user: str, item: str, minutes: int) -> FeedbackEventCreate:
     return FeedbackEventCreate(
         event_id=event_id, user_id=user, item_id=item, event_time=T0 + timedelta(minutes=minutes)
@@ -88,6 +91,16 @@ def test_event_store_stores_what_the_orm_stores(engine) -> None:
             ("y", T0 + timedelta(minutes=2)),
         ]
         assert crud.recent_history(s, user_id="other", limit=10) == []
+        # The server's fast read gives the same events, times to the microsecond.
+        crud.insert_events(
+            s, events=[ev("micro", "u", "m", 3).model_copy(update={"event_time": T0 + MICRO})]
+        )
+        expected = [
+            (when.timestamp(), item) for item, when in crud.recent_history(s, user_id="u", limit=2)
+        ]
+        assert crud.recent_history_times(s, user_id="u", limit=2) == expected
+        assert expected[0][0] == (T0 + MICRO).timestamp()
+        assert crud.recent_history_times(s, user_id="other", limit=2) == []
     if engine.dialect.name == "sqlite":
         with engine.connect() as c:
             stored = c.exec_driver_sql(
