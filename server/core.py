@@ -14,7 +14,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -586,13 +586,12 @@ class RecommendationCore:
                 if seen.size:
                     users.append((user_id, cached[1], seen))
         max_len = model.bundle.config.max_len
+        # Runs sized from the serving runs' cost per history at first, then from their own.
         cost = outgoing.batcher.history_cost_s
-        run_size = self.settings.max_batch_size
-        if cost > 0:
-            run_size = max(1, min(run_size, int(WARM_RUN_S / cost)))
         deadline = time.monotonic() + self.settings.swap_warm_s
         staged: list[tuple[str, int, UserState]] = []
-        for start in range(0, len(users), run_size):
+        start = 0
+        while start < len(users):
             if time.monotonic() > deadline:
                 log.warning(
                     "model version %s: %d of %d users encoded in swap_warm_s (%gs); swapping",
@@ -602,11 +601,16 @@ class RecommendationCore:
                     self.settings.swap_warm_s,
                 )
                 break
+            run_size = self.settings.max_batch_size
+            if cost > 0:
+                run_size = max(1, min(run_size, int(WARM_RUN_S / cost)))
             chunk = users[start : start + run_size]
+            start += len(chunk)
             padded = left_pad([seen[-max_len:] for _, _, seen in chunk])
-            states = await outgoing.batcher.run_when_idle(
-                partial(model.backend.encode, padded), share=WARM_SHARE
+            states, took = await outgoing.batcher.run_when_idle(
+                partial(timed, model.backend.encode, padded), share=WARM_SHARE
             )
+            cost = took / len(chunk)
             staged.extend(
                 (user_id, version, UserState(state, seen))
                 for (user_id, version, seen), state in zip(chunk, states, strict=True)
@@ -778,6 +782,12 @@ class RecommendationCore:
 INDEX_MAX_MASKED = 2048
 """Above this many masked rows (seen, excluded, unavailable) a request scores every item
 rather than over-fetch from the item index."""
+
+
+def timed(work: Callable[[np.ndarray], np.ndarray], arg: np.ndarray) -> tuple[np.ndarray, float]:
+    """``work(arg)`` and the seconds it took (on whichever thread runs it)."""
+    started = time.perf_counter()
+    return work(arg), time.perf_counter() - started
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:

@@ -376,3 +376,23 @@ async def test_only_the_newest_events_explain(data_dir) -> None:
     finally:
         await client.close()
         await running.stop(0)
+
+
+async def test_a_history_read_again_unchanged_costs_no_model_run(client, server) -> None:
+    """A cached history that expires (the TTL safety net) or is invalidated is read from
+    the database again; when it holds the same events, the user's encoded state stands."""
+    request = pb.RecommendRequest(user_id="u00003", k=5)
+    first = await client.recommender.Recommend(request)
+    runs = server.stats.batched_histories_total
+    server.core.history.invalidate(["u00003"])  # what an expiry does to the entry
+    again = await client.recommender.Recommend(request)
+    assert server.stats.batched_histories_total == runs, "no model run"
+    assert [i.item_id for i in again.items] == [i.item_id for i in first.items]
+    await client.recommender.Feedback(
+        pb.FeedbackRequest(
+            events=[pb.Event(event_id="again-1", user_id="u00003", item_id=first.items[0].item_id)]
+        )
+    )
+    server.core.history.invalidate(["u00003"])
+    await client.recommender.Recommend(request)
+    assert server.stats.batched_histories_total > runs, "a changed history is encoded again"
