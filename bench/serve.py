@@ -356,7 +356,9 @@ def model_ceiling(bundle_path: Path, threads: int, streams: int) -> dict[str, An
     import threading
 
     from server.backends.onnxruntime import OnnxRuntimeBackend
+    from server.memory import tune_allocator
 
+    tune_allocator()  # the server's heap settings, so the backend runs as it does there
     loaded = bundle_format.load(bundle_path)
     backend = OnnxRuntimeBackend(loaded.onnx_path, intra_op_threads=threads)
     rng = np.random.default_rng(0)

@@ -52,9 +52,20 @@ def _libc() -> ctypes.CDLL | None:
     return libc
 
 
+_tuned = False
+
+
+def heap_pools_runs() -> bool:
+    """Whether tune_allocator has set this process's heap up to pool model-run memory
+    (the ONNX Runtime backend then turns its per-session arena off; elsewhere, in a
+    benchmark or a worker, it keeps the arena, which is as fast)."""
+    return _tuned
+
+
 def tune_allocator() -> bool:
     """Sets the heap options above; call once, at process start, before any thread or
     model exists."""
+    global _tuned
     libc = _libc()
     if libc is None:
         return False
@@ -67,7 +78,8 @@ def tune_allocator() -> bool:
         )
     )
     if not ok:
-        log.warning("glibc refused the heap thresholds; model runs may map memory per run")
+        log.warning("glibc refused the heap settings; model runs keep ONNX Runtime's arena")
+    _tuned = ok
     return ok
 
 

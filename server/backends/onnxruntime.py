@@ -9,6 +9,7 @@ import numpy as np
 import onnxruntime as ort
 
 from server.backends.base import Backend
+from server.memory import heap_pools_runs
 
 
 class OnnxRuntimeBackend(Backend):
@@ -16,8 +17,9 @@ class OnnxRuntimeBackend(Backend):
 
     Tuned for serving beside a gRPC event loop: all graph optimisations, intra-op threads
     that do not spin when idle (spinning threads steal the cores the gRPC loop needs), and
-    no per-session memory arena: the process heap pools run memory for every loaded
-    session, so a hot swap does not grow a second arena (server/memory.py). A session is
+    in a server process, no per-session memory arena: the process heap pools run memory
+    for every loaded session, so a hot swap does not grow a second arena
+    (server/memory.py; elsewhere the arena stays, as fast without a tuned heap). A session is
     thread-safe for concurrent ``run`` calls.
     """
 
@@ -28,7 +30,7 @@ class OnnxRuntimeBackend(Backend):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = intra_op_threads or os.cpu_count() or 1
         options.inter_op_num_threads = 1
-        options.enable_cpu_mem_arena = False
+        options.enable_cpu_mem_arena = not heap_pools_runs()
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         self._session = ort.InferenceSession(
