@@ -15,11 +15,12 @@ An idle batcher (nothing queued, a run slot free) runs a request at once, on the
 caller's own coroutine: no hand-over to the batching task, so a lone request costs what
 a direct model call costs.
 
-Admission is bounded in time, not only in count: the batcher keeps a moving average of
-what one history costs in a batch, and refuses a request (Overloaded, at once) when the
-work already queued would keep it waiting longer than ``max_queue_wait_s``, or when
-``max_queued`` histories wait. Under overload the excess is shed and the accepted
-requests keep their latency, instead of every request waiting in a growing queue.
+Admission is bounded in time, not only in count: the batcher keeps moving averages of a
+run's fixed cost and of what each further history adds to it, and refuses a request
+(Overloaded, at once) when the work already queued, run in batches, would keep it
+waiting longer than ``max_queue_wait_s``, or when ``max_queued`` histories wait. Under
+overload the excess is shed and the accepted requests keep their latency, instead of
+every request waiting in a growing queue.
 """
 
 from __future__ import annotations
@@ -78,8 +79,11 @@ class DynamicBatcher(Generic[T]):
         self._max_queued = max_queued
         self._max_queue_wait_s = max_queue_wait_s
         self._max_inflight = max_inflight
-        self._history_cost_s = 0.0
-        """Moving average of one history's share of a batch's run time."""
+        self._run_cost_s = 0.0
+        """Moving average of a run of one history: a run's fixed cost."""
+        self._extra_cost_s = 0.0
+        """Moving average of what each further history adds to a run (from runs of two or
+        more; 0 until one is seen, when every history is taken to cost a whole run)."""
         self._on_batch = on_batch
         self._pending: deque[tuple[np.ndarray, asyncio.Future[T]]] = deque()
         self._wakeup = asyncio.Event()
@@ -116,8 +120,24 @@ class DynamicBatcher(Generic[T]):
 
     @property
     def history_cost_s(self) -> float:
-        """What one history costs in a batch, from recent runs (0 before the first)."""
-        return self._history_cost_s
+        """What one more history costs in a batch, from recent runs (0 before the first)."""
+        return self._extra_cost_s or self._run_cost_s
+
+    def run_cost_s(self, histories: int) -> float:
+        """The expected time of one run of ``histories``: its fixed cost plus what each
+        further history adds, both learned from recent runs."""
+        if histories <= 0:
+            return 0.0
+        return self._run_cost_s + (histories - 1) * self.history_cost_s
+
+    def queued_work_s(self, histories: int) -> float:
+        """How long the model needs for ``histories`` queued ones, run in batches of
+        batch_limit over the run slots. Pricing each history at a whole single run (the
+        cost an idle server mostly learns) overstated a queue of a few histories several
+        times over, and refused requests a batch would have served at once."""
+        limit = self.batch_limit
+        full, rest = divmod(histories, limit)
+        return (full * self.run_cost_s(limit) + self.run_cost_s(rest)) / self._max_inflight
 
     async def run_when_idle(
         self, work: Callable[[], R], *, share: float = 1.0, poll_s: float = 0.001
@@ -152,7 +172,7 @@ class DynamicBatcher(Generic[T]):
                 f"{queued} histories are waiting for the model; the server is at its limit "
                 "(server.max_queued_histories): retry with backoff"
             )
-        wait_s = queued * self._history_cost_s / self._max_inflight
+        wait_s = self.queued_work_s(queued)
         if self._max_queue_wait_s and wait_s > self._max_queue_wait_s:
             raise Overloaded(
                 f"the model's queue holds about {wait_s * 1000:.0f} ms of work, more than "
@@ -179,10 +199,14 @@ class DynamicBatcher(Generic[T]):
         return output, time.perf_counter() - started
 
     def _learn(self, seconds: float, histories: int) -> None:
-        cost = seconds / histories
-        self._history_cost_s = (
-            cost if not self._history_cost_s else 0.9 * self._history_cost_s + 0.1 * cost
-        )
+        def average(old: float, new: float) -> float:
+            return new if not old else 0.9 * old + 0.1 * new
+
+        if histories == 1 or not self._run_cost_s:
+            self._run_cost_s = average(self._run_cost_s, seconds / histories)
+        else:
+            extra = max(0.0, seconds - self._run_cost_s) / (histories - 1)
+            self._extra_cost_s = average(self._extra_cost_s, extra)
 
     async def close(self) -> None:
         """Finishes what is queued, then stops (until another submit arrives)."""
@@ -223,9 +247,11 @@ class DynamicBatcher(Generic[T]):
     def batch_limit(self) -> int:
         """Histories the next batch may hold: max_batch, and no more than recent runs
         say fit in max_run_s."""
-        if not (self._max_run_s and self._history_cost_s):
+        extra = self.history_cost_s
+        if not (self._max_run_s and extra):
             return self._max_batch
-        return max(1, min(self._max_batch, int(self._max_run_s / self._history_cost_s)))
+        fits = 1 + int(max(0.0, self._max_run_s - self._run_cost_s) / extra)
+        return max(1, min(self._max_batch, fits))
 
     def _take(self) -> list[tuple[np.ndarray, asyncio.Future[T]]]:
         batch: list[tuple[np.ndarray, asyncio.Future[T]]] = []

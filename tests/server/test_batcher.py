@@ -96,6 +96,24 @@ async def test_background_work_waits_for_an_idle_gap(backend) -> None:
     assert backend.batches == [(1, 1), (2, 4), (1, 3)]
 
 
+def test_queued_work_is_priced_as_the_batches_that_will_run_it(backend) -> None:
+    """A run costs a fixed part plus a little per history: seven queued histories are one
+    batch (16 ms here), not seven single runs (70 ms), and admission judges by that."""
+    from shared.errors import Overloaded
+
+    batcher = DynamicBatcher(backend.encode, None, max_batch=8, max_queue_wait_s=0.030)  # type: ignore[arg-type]
+    batcher._learn(0.010, 1)  # an idle run of one history: 10 ms
+    batcher._learn(0.017, 8)  # a batch of eight: 17 ms, so 1 ms per further history
+    assert batcher.run_cost_s(7) == pytest.approx(0.016)
+    assert batcher.queued_work_s(7) == pytest.approx(0.016)
+    assert batcher.queued_work_s(20) == pytest.approx(2 * 0.017 + 0.013)
+    batcher._pending.extend((np.array([1]), None) for _ in range(7))  # type: ignore[misc]
+    batcher.admit(1)  # 8 histories: one batch of 17 ms, within 30 ms
+    batcher._pending.extend((np.array([1]), None) for _ in range(12))  # type: ignore[misc]
+    with pytest.raises(Overloaded, match="about 4[0-9] ms of work"):
+        batcher.admit(1)
+
+
 async def test_backend_failure_reaches_every_caller() -> None:
     def broken(_: np.ndarray) -> np.ndarray:
         raise RuntimeError("device lost")
