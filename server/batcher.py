@@ -172,7 +172,11 @@ class DynamicBatcher(Generic[T]):
                 f"{queued} histories are waiting for the model; the server is at its limit "
                 "(server.max_queued_histories): retry with backoff"
             )
-        wait_s = self.queued_work_s(queued)
+        # Until a run of several histories has shown what batching saves, a queue's time
+        # is unknown (pricing each history at a whole run refused the first burst on a
+        # fresh server): only max_queued bounds it, and that first batch teaches the cost.
+        priced = self._extra_cost_s or self.batch_limit == 1
+        wait_s = self.queued_work_s(queued) if priced else 0.0
         if self._max_queue_wait_s and wait_s > self._max_queue_wait_s:
             raise Overloaded(
                 f"the model's queue holds about {wait_s * 1000:.0f} ms of work, more than "
@@ -247,10 +251,15 @@ class DynamicBatcher(Generic[T]):
     def batch_limit(self) -> int:
         """Histories the next batch may hold: max_batch, and no more than recent runs
         say fit in max_run_s."""
+        return self.histories_within(self._max_run_s) if self._max_run_s else self._max_batch
+
+    def histories_within(self, seconds: float) -> int:
+        """How many histories (1..max_batch) recent runs say one run does in ``seconds``;
+        max_batch before any run has been seen."""
         extra = self.history_cost_s
-        if not (self._max_run_s and extra):
+        if not extra:
             return self._max_batch
-        fits = 1 + int(max(0.0, self._max_run_s - self._run_cost_s) / extra)
+        fits = 1 + int(max(0.0, seconds - self._run_cost_s) / extra)
         return max(1, min(self._max_batch, fits))
 
     def _take(self) -> list[tuple[np.ndarray, asyncio.Future[T]]]:
