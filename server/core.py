@@ -14,7 +14,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -391,10 +391,7 @@ class RecommendationCore:
         weights = support_weights(states, model.bundle.item_embeddings[rows])
         vocab = model.bundle.vocab
         offset = candidate_offset(history, newest)
-        picked = [
-            [(offset + j, w) for j, w in support]
-            for support in top_support(weights, self.settings.explain_top)
-        ]
+        picked = top_support(weights, self.settings.explain_top, offset)
         events = {vocab[history[j] - 1] for support in picked for j, _ in support}
         titles = await self.catalogue.titles(sorted(events))
         for (item, _), support in zip(result.items, picked, strict=True):
@@ -566,14 +563,13 @@ class RecommendationCore:
 
         The encoding yields to serving: each run takes a run slot of the outgoing model's
         batcher only while no request waits for the model (DynamicBatcher.run_when_idle),
-        holds as many histories as take about WARM_RUN_S, so a request that arrives
-        meanwhile waits at most that long, and is followed by a rest that keeps the
-        encoding to WARM_SHARE of the time. After swap_warm_s the swap goes ahead with the
-        users encoded so far. Entries go into the cache only at the end, when the caller
-        swaps without yielding, so the outgoing model keeps its own entries until then; a
-        user whose history changes meanwhile simply misses (the history version differs).
-        Returns
-        the number of users encoded."""
+        holds as many histories as the outgoing model's recent runs say take WARM_RUN_S,
+        so a request that arrives meanwhile waits at most that long, and is followed by a
+        rest that keeps the encoding to WARM_SHARE of the time. After swap_warm_s the swap
+        goes ahead with the users encoded so far. Entries go into the cache only at the
+        end, when the caller swaps without yielding, so the outgoing model keeps its own
+        entries until then; a user whose history changes meanwhile simply misses (the
+        history version differs). Returns the number of users encoded."""
         limit = self.settings.swap_warm_users
         outgoing = self.registry.current
         if self.settings.naive or not self.states.max_users or not limit or outgoing is None:
@@ -586,12 +582,10 @@ class RecommendationCore:
                 if seen.size:
                     users.append((user_id, cached[1], seen))
         max_len = model.bundle.config.max_len
-        # Runs sized from the serving runs' cost per history at first, then from their own.
-        cost = outgoing.batcher.history_cost_s
+        run_size = outgoing.batcher.histories_within(WARM_RUN_S)
         deadline = time.monotonic() + self.settings.swap_warm_s
         staged: list[tuple[str, int, UserState]] = []
-        start = 0
-        while start < len(users):
+        for start in range(0, len(users), run_size):
             if time.monotonic() > deadline:
                 log.warning(
                     "model version %s: %d of %d users encoded in swap_warm_s (%gs); swapping",
@@ -601,16 +595,11 @@ class RecommendationCore:
                     self.settings.swap_warm_s,
                 )
                 break
-            run_size = self.settings.max_batch_size
-            if cost > 0:
-                run_size = max(1, min(run_size, int(WARM_RUN_S / cost)))
             chunk = users[start : start + run_size]
-            start += len(chunk)
             padded = left_pad([seen[-max_len:] for _, _, seen in chunk])
-            states, took = await outgoing.batcher.run_when_idle(
-                partial(timed, model.backend.encode, padded), share=WARM_SHARE
+            states = await outgoing.batcher.run_when_idle(
+                partial(model.backend.encode, padded), share=WARM_SHARE
             )
-            cost = took / len(chunk)
             staged.extend(
                 (user_id, version, UserState(state, seen))
                 for (user_id, version, seen), state in zip(chunk, states, strict=True)
@@ -782,12 +771,6 @@ class RecommendationCore:
 INDEX_MAX_MASKED = 2048
 """Above this many masked rows (seen, excluded, unavailable) a request scores every item
 rather than over-fetch from the item index."""
-
-
-def timed(work: Callable[[np.ndarray], np.ndarray], arg: np.ndarray) -> tuple[np.ndarray, float]:
-    """``work(arg)`` and the seconds it took (on whichever thread runs it)."""
-    started = time.perf_counter()
-    return work(arg), time.perf_counter() - started
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:

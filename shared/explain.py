@@ -58,13 +58,16 @@ def support_weights(states: np.ndarray, item_vectors: np.ndarray) -> np.ndarray:
     return scores[0][None, :] - scores[1:]
 
 
-def top_support(weights: np.ndarray, top: int = DEFAULT_TOP) -> list[list[tuple[int, float]]]:
-    """Per item (column of ``weights``): up to ``top`` (event position, weight) with a
-    positive weight, the largest first."""
+def top_support(
+    weights: np.ndarray, top: int = DEFAULT_TOP, offset: int = 0
+) -> list[list[tuple[int, float]]]:
+    """Per item (column of ``weights``): up to ``top`` (event position in the history,
+    weight) with a positive weight, the largest first. ``offset``: the history position
+    of the first candidate event (candidate_offset), where row 0 of ``weights`` points."""
     picked: list[list[tuple[int, float]]] = []
     for column in weights.T:
         order = np.argsort(-column, kind="stable")[:top]
-        picked.append([(int(j), float(column[j])) for j in order if column[j] > 0])
+        picked.append([(offset + int(j), float(column[j])) for j in order if column[j] > 0])
     return picked
 
 
