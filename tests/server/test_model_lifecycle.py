@@ -11,10 +11,11 @@ import pytest
 
 from shared import crud, synthetic
 from shared.db import session_scope
-from shared.models import Item, ModelStatus, ModelVersion
+from shared.models import Item, ModelStatus
 from shared.proto.recserve.v1 import admin_pb2
 from shared.proto.recserve.v1 import recommender_pb2 as pb
 from tests.conftest import TINY_SPEC
+from tests.support.models import register_copy
 
 
 def copy_version(server, *, status: ModelStatus = ModelStatus.READY) -> int:
@@ -25,19 +26,7 @@ def copy_version(server, *, status: ModelStatus = ModelStatus.READY) -> int:
         count = len(crud.list_model_versions(s, limit=1000))
     name = f"copy-{count + 1}"
     shutil.copytree(settings.bundle_path(v1.artifact_path), settings.bundles_dir / name)
-    with session_scope(server.engine) as s:
-        model = crud.create_model_version(
-            s,
-            model=ModelVersion(
-                status=status,
-                metrics=v1.metrics,
-                artifact_path=name,
-                config=v1.config,
-                checksum=v1.checksum,
-                size_bytes=v1.size_bytes,
-            ),
-        )
-        return int(model.version or 0)
+    return register_copy(server.engine, artifact_path=name, status=status)
 
 
 async def rpc_error(call) -> grpc.aio.AioRpcError:
@@ -148,19 +137,9 @@ async def test_server_with_a_broken_active_bundle_serves_the_newest_good_one(set
     from shared.db import make_engine
 
     engine = make_engine(settings.db_url)
+    broken = register_copy(engine, artifact_path="missing-bundle")
     with session_scope(engine) as s:
-        v1 = crud.get_model_version(s, version=1)
-        broken = crud.create_model_version(
-            s,
-            model=ModelVersion(
-                status=ModelStatus.READY,
-                metrics=v1.metrics,
-                artifact_path="missing-bundle",
-                config=v1.config,
-                checksum=v1.checksum,
-            ),
-        )
-        crud.activate_model(s, version=int(broken.version or 0), reason="test")
+        crud.activate_model(s, version=broken, reason="test")
     engine.dispose()
     running = await start_server(settings)
     try:

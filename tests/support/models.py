@@ -9,18 +9,22 @@ from shared.db import session_scope
 from shared.models import ModelStatus, ModelVersion
 
 
-def register_copy(engine: Engine) -> int:
-    """Registers a ready version sharing version 1's bundle; returns its number."""
+def register_copy(
+    engine: Engine, artifact_path: str | None = None, status: ModelStatus = ModelStatus.READY
+) -> int:
+    """Registers a version (ready by default) with version 1's record, on version 1's
+    bundle or on ``artifact_path``; returns its number."""
     with session_scope(engine) as s:
         v1 = crud.get_model_version(s, version=1)
         model = crud.create_model_version(
             s,
             model=ModelVersion(
-                status=ModelStatus.READY,
+                status=status,
                 metrics=v1.metrics,
-                artifact_path=v1.artifact_path,
+                artifact_path=artifact_path or v1.artifact_path,
                 config=v1.config,
                 checksum=v1.checksum,
+                size_bytes=v1.size_bytes,
             ),
         )
         return int(model.version or 0)
