@@ -42,8 +42,8 @@ class ServerSettings(BaseModel):
     """ONNX Runtime threads per inference; 0 means one per core. 1 (with the automatic
     max_inflight_batches: one run per core at once) gives the model alone more throughput
     on the 2-core AMD machine (2,000-2,500 against 850-1,800 histories/s) and more
-    mixed-traffic throughput, but less cold-traffic throughput beside gRPC: see the
-    README's performance section."""
+    mixed-traffic throughput, but less cold-traffic throughput beside gRPC: see
+    docs/benchmarks.md."""
 
     @property
     def run_threads(self) -> int:
