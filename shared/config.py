@@ -310,6 +310,10 @@ class TrainingSettings(ModelArchitecture):
     also trains on the max_len events before those, and so on; 0 (the default): all of a
     user's events, so heavy users' older events are targets too (on ML-1M 1.5x the
     targets per epoch, and better at equal training time)."""
+    validation_users: int = Field(0, ge=0)
+    """Users whose second-to-last event validates (early stopping, the best epoch), a
+    seeded random choice; every other user trains on that event. 0: every user validates
+    (the classic leave-one-out split). The test is every user's last event either way."""
     exclude_flagged: bool = True
     """Leave out the events of flagged users (suspected bots found by `recserve import`;
     the flagged_user table). The job logs how many users and events it left out."""

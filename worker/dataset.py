@@ -5,6 +5,11 @@ For a user with n >= 3 events (rows s[0..n-1], oldest first):
 - validation: history s[:-2] -> target s[-2];
 - test: history s[:-1] -> target s[-1] (the history includes the validation item).
 Users with fewer than 3 events contribute only to training.
+
+With ``validation_users`` set, only that many users (a seeded random choice) hold out
+s[-2] for validation; every other user trains on s[:-1], so its newest transition before
+the test (usually the one most like it in time) is learned from instead of set aside. The
+test is the same either way: every user's last event, never trained on.
 """
 
 from __future__ import annotations
@@ -165,29 +170,43 @@ class Split:
         return len(self.vocab)
 
 
-def leave_one_out(sequences: Mapping[str, Sequence[str]] | UserSequences) -> Split:
+def leave_one_out(
+    sequences: Mapping[str, Sequence[str]] | UserSequences,
+    *,
+    validation_users: int = 0,
+    seed: int = 0,
+) -> Split:
     """The split of every user's events (see the module docstring), as views of one flat
-    array: nothing is copied per user."""
+    array: nothing is copied per user. ``validation_users`` > 0: at most that many users
+    validate (chosen with ``seed``); the others train on their validation event."""
     if not isinstance(sequences, UserSequences):
         sequences = UserSequences.from_mapping(sequences)
     starts, ends = sequences.offsets[:-1], sequences.offsets[1:]
     lengths = ends - starts
     evaluated = lengths >= 3
+    validated = evaluated.copy()
+    if 0 < validation_users < int(evaluated.sum()):
+        chosen = np.random.default_rng(seed).choice(
+            np.flatnonzero(evaluated), size=validation_users, replace=False
+        )
+        validated[:] = False
+        validated[chosen] = True
     trained = lengths >= 2
-    train_ends = np.where(evaluated, ends - 2, ends)
+    train_ends = np.where(validated, ends - 2, np.where(evaluated, ends - 1, ends))
     flat = sequences.flat
     popularity = np.bincount(np.asarray(flat), minlength=len(sequences.vocab) + 1).astype(
         np.float64
     )
-    held_out = np.r_[ends[evaluated] - 2, ends[evaluated] - 1]
+    held_out = np.r_[ends[validated] - 2, ends[evaluated] - 1]
     popularity -= np.bincount(np.asarray(flat[held_out]), minlength=len(popularity))
     single = starts[lengths == 1]  # users with one event: not in the training sequences
     popularity -= np.bincount(np.asarray(flat[single]), minlength=len(popularity))
     s, e = starts[evaluated], ends[evaluated]
+    vs, ve = starts[validated], ends[validated]
     return Split(
         vocab=sequences.vocab,
         train=Ragged(flat, starts[trained], train_ends[trained]),
-        valid=EvalSet(Ragged(flat, s, e - 2), np.asarray(flat[e - 2], dtype=np.int64)),
+        valid=EvalSet(Ragged(flat, vs, ve - 2), np.asarray(flat[ve - 2], dtype=np.int64)),
         test=EvalSet(Ragged(flat, s, e - 1), np.asarray(flat[e - 1], dtype=np.int64)),
         popularity=popularity,
     )

@@ -205,7 +205,8 @@ def _train_snapshot(
     from worker.export import write_bundle
     from worker.training import torch_scorer, train
 
-    split = leave_one_out(sequences)
+    params, decisions = apply_recipe(params, explicit, sequences.lengths, len(sequences.vocab))
+    split = leave_one_out(sequences, validation_users=params.validation_users, seed=params.seed)
     if len(split.test.targets) < MIN_USERS:
         raise ValueError(
             f"not enough data to train: {len(split.test.targets)} users have 3 or more events; "
@@ -217,7 +218,6 @@ def _train_snapshot(
         f"loaded {events} events (watermark {watermark}): "
         f"{len(sequences)} users, {split.num_items} items",
     )
-    params, decisions = apply_recipe(params, explicit, sequences.lengths, split.num_items)
     for line in decisions:
         report(0.03, line)
     result = train(

@@ -59,6 +59,41 @@ def test_split_is_the_documented_leave_one_out() -> None:
     assert np.array_equal(split.popularity, expected), "counts of the training sequences"
 
 
+def test_a_validation_sample_lets_every_other_user_train_on_its_validation_event() -> None:
+    sequences = mapping(users=200)
+    full = leave_one_out(sequences)
+    split = leave_one_out(sequences, validation_users=25, seed=7)
+    assert len(split.valid.targets) == 25
+    assert np.array_equal(split.test.targets, full.test.targets), "the test never changes"
+    assert all(
+        np.array_equal(a, b) for a, b in zip(split.test.histories, full.test.histories, strict=True)
+    )
+
+    def pairs(valid) -> set[tuple[tuple[int, ...], int]]:
+        return {
+            (tuple(h.tolist()), int(t)) for h, t in zip(valid.histories, valid.targets, strict=True)
+        }
+
+    assert pairs(split.valid) <= pairs(full.valid), "validators keep the classic pair"
+    longer = 0
+    for before, after in zip(full.train, split.train, strict=True):
+        if len(after) == len(before) + 1:  # trains on its validation event
+            longer += 1
+            assert np.array_equal(after[:-1], before)
+        else:  # a validating user, or one with too few events to be evaluated
+            assert np.array_equal(after, before)
+    assert longer == len(full.valid.targets) - 25
+    expected = np.zeros(len(split.vocab) + 1)
+    for seq in split.train:
+        np.add.at(expected, seq, 1.0)
+    assert np.array_equal(split.popularity, expected), "counts of the training sequences"
+    again = leave_one_out(sequences, validation_users=25, seed=7)
+    assert np.array_equal(again.valid.targets, split.valid.targets), "seeded"
+    assert len(leave_one_out(sequences, validation_users=10_000).valid.targets) == len(
+        full.valid.targets
+    ), "more than there are users: every user validates"
+
+
 def test_beyond_accuracy_figures_on_hand_made_lists() -> None:
     from worker.evaluation import beyond_accuracy, top_rows
 

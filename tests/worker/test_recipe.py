@@ -61,3 +61,8 @@ def test_a_beauty_shaped_log_trains_a_sampled_softmax_over_4096_negatives() -> N
     picked = chosen(DataStats.of(lengths, items=54_542))
     assert picked["loss"] == "sampled" and picked["num_negatives"] == 4096
     assert picked["max_len"] == 20 and picked["learning_rate"] == 3e-3
+    assert picked["validation_users"] == 4096, "the other 35,904 train on that event"
+
+
+def test_small_data_validates_on_every_user() -> None:
+    assert "validation_users" not in chosen(DataStats.of(np.full(3000, 8), items=1000))
