@@ -234,6 +234,7 @@ async def start_server(
         invalidations.mode == "notify" or settings.server.workers > 1
     ):
         invalidations.start()
+        core.invalidations = invalidations
     await server.start()
     catalogue.start()
     await registry.start()

@@ -30,6 +30,7 @@ from server.catalogue import Catalogue
 from server.feedback import FeedbackWriter
 from server.history import HistoryCache
 from server.impressions import ImpressionLog
+from server.invalidation import Invalidations
 from server.registry import Arm, ModelRegistry, ServingModel, arm_name
 from server.state_cache import StateCache, UserState
 from shared.config import ServerSettings
@@ -189,6 +190,9 @@ class RecommendationCore:
         self._tasks: set[asyncio.Task[None]] = set()
         self.impressions: ImpressionLog | None = None
         """Where served lists are logged (None: impression logging is off)."""
+        self.invalidations: Invalidations | None = None
+        """Other replicas' Feedback, when this process listens for it: a Recommend first
+        waits (briefly) for notifications already on their way."""
 
     # --- Recommend ----------------------------------------------------------------------
 
@@ -406,6 +410,8 @@ class RecommendationCore:
         if query.history:
             items, history_version = list(query.history), 0
         else:
+            if self.invalidations is not None:
+                await self.invalidations.caught_up()
             if model is not None:
                 # A returning user whose history has not changed since the last call: the
                 # cached state and seen rows; no history copy, no id mapping, no model run.

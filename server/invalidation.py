@@ -15,6 +15,11 @@ database again.
 - **Other databases (poll)**: with several server processes on SQLite (``--workers``),
   each polls the event table for rows newer than the last one it saw, every
   ``server.invalidation_poll_s``.
+- **Read-your-writes across replicas**: a notification can reach this process while a
+  Recommend for that user is already queued on the event loop (the listening thread
+  still has to read it and hand it over). So before a Recommend reads the caches,
+  ``caught_up()`` waits, at most CATCH_UP_S, while a notification is on the listening
+  socket unread or read but not yet applied: one non-blocking ``select`` per Recommend.
 - The history TTL (``server.history_ttl_s``) stays as a safety net only.
 """
 
@@ -22,7 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import select
 import threading
+import time
 from collections.abc import Callable
 
 from sqlalchemy import text
@@ -31,6 +38,8 @@ from sqlalchemy.engine import Engine, make_url
 log = logging.getLogger(__name__)
 
 CHANNEL = "recserve_feedback"
+CATCH_UP_S = 0.02
+"""The longest a Recommend waits for notifications already on their way."""
 Forget = Callable[[list[str]], None]
 """Called on the event loop with the user ids to drop; [] with ``everyone`` set."""
 
@@ -56,7 +65,10 @@ class Invalidations:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.received = 0
-        """Notifications from other replicas applied so far."""
+        """Notifications from other replicas handed to the event loop so far."""
+        self.applied = 0
+        """Of those, applied to the caches (on the event loop)."""
+        self._fd: int | None = None  # the listening connection's socket, while connected
 
     @property
     def mode(self) -> str:
@@ -76,7 +88,35 @@ class Invalidations:
     def _deliver(self, users: list[str]) -> None:
         if users and self._loop is not None and not self._loop.is_closed():
             self.received += 1
-            self._loop.call_soon_threadsafe(self._forget, users)
+            self._loop.call_soon_threadsafe(self._apply, users)
+
+    def _apply(self, users: list[str]) -> None:
+        self.applied += 1
+        self._forget(users)
+
+    def behind(self) -> bool:
+        """True while a notification is unread on the listening socket, or read and not
+        yet applied."""
+        if self.applied != self.received:
+            return True
+        fd = self._fd
+        if fd is None:
+            return False
+        try:
+            return bool(select.select([fd], [], [], 0)[0])
+        except (OSError, ValueError):  # the connection closed under us
+            return False
+
+    async def caught_up(self) -> None:
+        """Returns once every notification already on its way is applied, or after
+        CATCH_UP_S (the history TTL is the safety net beyond it)."""
+        if self._fd is None and self.applied == self.received:
+            return
+        deadline = time.monotonic() + CATCH_UP_S
+        # Polled: "unread on the socket" has no event to wait on. Sleeping lets the loop
+        # block in its poll, so the listening thread gets to read and hand over.
+        while self.behind() and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.0005)
 
     def _listen(self) -> None:
         import psycopg
@@ -88,6 +128,7 @@ class Invalidations:
             try:
                 with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
+                    self._fd = conn.fileno()
                     if not first and self._loop is not None:
                         # Notifications sent while we were away are lost: start afresh.
                         self._loop.call_soon_threadsafe(self._forget_all)
@@ -97,7 +138,9 @@ class Invalidations:
                             origin, _, body = note.payload.partition("\n")
                             if origin != self._origin:
                                 self._deliver(body.split("\n"))
+                self._fd = None
             except Exception:
+                self._fd = None
                 if self._stop.is_set():
                     return
                 log.warning(
