@@ -110,8 +110,6 @@ class Invalidations:
     async def caught_up(self) -> None:
         """Returns once every notification already on its way is applied, or after
         CATCH_UP_S (the history TTL is the safety net beyond it)."""
-        if self._fd is None and self.applied == self.received:
-            return
         deadline = time.monotonic() + CATCH_UP_S
         # Polled: "unread on the socket" has no event to wait on. Sleeping lets the loop
         # block in its poll, so the listening thread gets to read and hand over.

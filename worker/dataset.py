@@ -184,12 +184,12 @@ def leave_one_out(
     starts, ends = sequences.offsets[:-1], sequences.offsets[1:]
     lengths = ends - starts
     evaluated = lengths >= 3
-    validated = evaluated.copy()
+    validated = evaluated
     if 0 < validation_users < int(evaluated.sum()):
         chosen = np.random.default_rng(seed).choice(
             np.flatnonzero(evaluated), size=validation_users, replace=False
         )
-        validated[:] = False
+        validated = np.zeros_like(evaluated)
         validated[chosen] = True
     trained = lengths >= 2
     train_ends = np.where(validated, ends - 2, np.where(evaluated, ends - 1, ends))
