@@ -293,6 +293,10 @@ class TrainingSettings(ModelArchitecture):
     """After warm-up: constant, or cosine decay to 2% over the epochs (or the time budget)."""
     patience: int = Field(5, ge=1)
     """Epochs without a better validation NDCG@10 before training stops."""
+    patience_from: float = Field(0.0, ge=0.0, le=1.0)
+    """Share of the planned epochs before which no evaluation counts against the patience
+    (a cosine's early, high-rate epochs wander; its best models come as the rate decays).
+    Training stops at the earliest after this share plus ``patience`` evaluations."""
     eval_every: int = Field(1, ge=1)
     """Epochs between validation runs."""
     time_budget_s: float = Field(0.0, ge=0.0)

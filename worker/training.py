@@ -206,7 +206,7 @@ def train(
             if entry["val_ndcg@10"] > best_ndcg:
                 best_ndcg, best_epoch, stale = entry["val_ndcg@10"], epoch, 0
                 best_state = copy.deepcopy(model.state_dict())
-            else:
+            elif epoch > params.patience_from * planned:
                 stale += 1
         elapsed = time.perf_counter() - started
         entry["seconds"] = elapsed

@@ -62,6 +62,7 @@ def test_a_beauty_shaped_log_trains_a_sampled_softmax_over_4096_negatives() -> N
     assert picked["loss"] == "sampled" and picked["num_negatives"] == 4096
     assert picked["max_len"] == 20 and picked["learning_rate"] == 3e-3
     assert picked["validation_users"] == 4096, "the other 35,904 train on that event"
+    assert picked["patience"] == 20 and picked["patience_from"] == 0.5
 
 
 def test_small_data_validates_on_every_user() -> None:

@@ -77,6 +77,17 @@ def test_time_budget_plans_epochs_from_the_first_and_matches_a_run_without_one()
     assert spent.epochs_run == 1 and spent.best_epoch == 1
 
 
+def test_patience_counts_only_from_its_share_of_the_planned_epochs() -> None:
+    # A learning rate too small to move the ranking: no evaluation after the first is better.
+    frozen = {**TINY_TRAINING.model_dump(), "epochs": 10, "patience": 1, "learning_rate": 1e-9}
+    split, cpu = _split(), torch.device("cpu")
+    at_once = train(split, TrainingParams(**frozen), device=cpu)
+    assert at_once.epochs_run == 2 and at_once.best_epoch == 1
+    later = train(split, TrainingParams(**{**frozen, "patience_from": 0.6}), device=cpu)
+    assert later.epochs_run == 7, "epochs 2-6 are within the first 60% of 10 and do not count"
+    assert later.best_epoch == 1
+
+
 def test_schedule_does_not_depend_on_the_plan_before_it_is_made() -> None:
     params = TrainingParams(**{**TINY_TRAINING.model_dump(), "lr_schedule": "cosine"})
     early, late = Schedule(params, 50, 300), Schedule(params, 50, 5_000)
