@@ -156,6 +156,8 @@ def run_soak(
                     "p99_ms": sample.latency_p99_ms,
                     "error_rate": sample.error_rate,
                     "mean_batch_size": sample.mean_batch_size,
+                    "loop_lag_max_ms": sample.loop_lag_max_ms,
+                    "gc_ms": sample.gc_ms,
                 }
                 for sample in stats.series[-12:]
             ]
@@ -172,6 +174,13 @@ def run_soak(
                 f"           Feedback p99 {row['feedback_p99_ms']:.1f} ms; the server's "
                 "Recommend p99 per 5 s: "
                 + " ".join(f"{sample['p99_ms']:.0f}" for sample in row["server_series"]),
+                flush=True,
+            )
+            print(
+                "           event loop's largest lag per 5 s (ms): "
+                + " ".join(f"{s['loop_lag_max_ms']:.0f}" for s in row["server_series"])
+                + "; garbage collection (ms): "
+                + " ".join(f"{s['gc_ms']:.0f}" for s in row["server_series"]),
                 flush=True,
             )
             for detail, count in both.details.items():

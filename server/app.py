@@ -34,6 +34,7 @@ from server.deployment import Deployment
 from server.feedback import FeedbackWriter
 from server.history import HistoryCache
 from server.impressions import ImpressionLog
+from server.loop_watch import LoopWatch
 from server.memory import tune_allocator
 from server.registry import BackendFactory, ModelRegistry, ServingModel, inflight_batches
 from server.servicers import ModelAdminServicer, RecommenderServicer
@@ -69,6 +70,7 @@ class RunningServer:
     admin: AdminService
     draining: list[bool]
     invalidations: invalidation.Invalidations
+    loop_watch: LoopWatch
 
     @property
     def target(self) -> str:
@@ -89,6 +91,7 @@ class RunningServer:
         commit what the feedback writer holds and release everything."""
         await self.drain(0)
         await self.server.stop(grace)
+        await self.loop_watch.stop()
         self.invalidations.stop()
         await self.deployment.stop()
         await self.core.registry.stop()
@@ -235,6 +238,8 @@ async def start_server(
     ):
         invalidations.start()
         core.invalidations = invalidations
+    loop_watch = LoopWatch(stats)
+    loop_watch.start()
     await server.start()
     catalogue.start()
     await registry.start()
@@ -253,6 +258,7 @@ async def start_server(
         admin,
         draining,
         invalidations,
+        loop_watch,
     )
 
 

@@ -10,6 +10,8 @@ recserve_feedback_events_total{result}         stored / duplicate events
 recserve_queue_depth{queue}                    batcher and feedback-writer queues
 recserve_invalidations_total                   other replicas' notifications applied
 recserve_impressions_dropped_total             impressions not logged (queue full, db error)
+recserve_event_loop_lag_seconds                how late the event loop ran a 10 ms timer
+recserve_gc_pause_seconds{generation}          garbage collections and their duration
 """
 
 from __future__ import annotations
@@ -49,6 +51,17 @@ INVALIDATIONS = Counter(
 
 IMPRESSIONS_DROPPED = Counter(
     "recserve_impressions_dropped", "Impressions not logged: queue full or database error"
+)
+LOOP_LAG = Histogram(
+    "recserve_event_loop_lag_seconds",
+    "How late the event loop ran a timer: time every call waits before its handler",
+    buckets=LATENCY_BUCKETS,
+)
+GC_PAUSE = Histogram(
+    "recserve_gc_pause_seconds",
+    "Garbage collections by generation and how long each stopped the interpreter",
+    ["generation"],
+    buckets=LATENCY_BUCKETS,
 )
 
 

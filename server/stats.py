@@ -35,6 +35,8 @@ class _Bucket:
     batches: int = 0
     batched: int = 0
     feedback: int = 0
+    loop_lag_max_s: float = 0.0
+    gc_s: float = 0.0
     latency_bins: list[int] = field(default_factory=lambda: [0] * (len(_EDGES_MS) + 1))
 
     def percentile_ms(self, q: float) -> float:
@@ -58,6 +60,8 @@ class Sample:
     error_rate: float
     feedback_events_per_s: float
     mean_batch_size: float
+    loop_lag_max_ms: float = 0.0
+    gc_ms: float = 0.0
 
 
 class ServerStats:
@@ -107,6 +111,13 @@ class ServerStats:
         self._trim(self._feedback)
         self._bucket().feedback += events
 
+    def record_loop(self, lag_s: float, gc_s: float) -> None:
+        """The event loop's lag at one tick and the collection time since the last
+        (server/loop_watch.py)."""
+        bucket = self._bucket()
+        bucket.loop_lag_max_s = max(bucket.loop_lag_max_s, lag_s)
+        bucket.gc_s += gc_s
+
     def _trim(self, window: deque) -> None:  # type: ignore[type-arg]
         horizon = time.monotonic() - WINDOW_S
         while window and window[0][0] < horizon:
@@ -145,6 +156,8 @@ class ServerStats:
                     error_rate=bucket.errors / bucket.requests if bucket.requests else 0.0,
                     feedback_events_per_s=bucket.feedback / SERIES_STEP_S,
                     mean_batch_size=bucket.batched / bucket.batches if bucket.batches else 0.0,
+                    loop_lag_max_ms=bucket.loop_lag_max_s * 1000.0,
+                    gc_ms=bucket.gc_s * 1000.0,
                 )
             )
         return samples
