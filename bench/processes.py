@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 from shared.client import Client, wait_serving
 from shared.config import Settings
@@ -115,3 +116,20 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
         self.log.close()
+
+
+def _status(pid: int, field: str) -> int:
+    """A number from /proc/<pid>/status (kB for sizes), 0 when it is not there."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    return 0
+
+
+def rss_mb(pid: int) -> float:
+    return _status(pid, "VmRSS") / 1024
+
+
+def threads(pid: int) -> int:
+    """The process's threads (a model swap that leaves a session's pool behind shows here)."""
+    return _status(pid, "Threads")

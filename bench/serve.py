@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from bench.loadgen import LoadSpec, run_load, summarize
-from bench.processes import ServerProcess
+from bench.processes import ServerProcess, rss_mb
 from server.history import HISTORY_KEEP
 from server.registry import inflight_batches
 from shared import bundle as bundle_format
@@ -212,13 +212,6 @@ def sweep(
     return rows, best
 
 
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
-    return 0.0
-
-
 def swap_phase(
     server: ServerProcess,
     settings: Settings,
@@ -260,7 +253,7 @@ def swap_phase(
     steady = measure(
         server, "cold", items, users, concurrency=concurrency, clients=clients, duration=duration
     )
-    rss_before = _rss_mb(server.proc.pid)
+    rss_before = rss_mb(server.proc.pid)
     outcome: dict[str, Any] = {}
 
     def load() -> None:
@@ -283,10 +276,10 @@ def swap_phase(
         version = second if i % 2 == 0 else first
         client.admin.ActivateModel(admin_pb2.ActivateModelRequest(version=version), timeout=60)
         time.sleep(max(0.05, duration * 1.6 / swaps))
-        rss_trace.append(_rss_mb(server.proc.pid))
+        rss_trace.append(rss_mb(server.proc.pid))
     client.close()
     thread.join()
-    rss_after = _rss_mb(server.proc.pid)
+    rss_after = rss_mb(server.proc.pid)
     swapping = outcome["row"]
     return {
         "swaps": swaps,

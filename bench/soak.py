@@ -25,7 +25,7 @@ from typing import Any
 
 from bench.ingest import cpu_model
 from bench.loadgen import LoadResult, LoadSpec, run_load, summarize
-from bench.processes import ServerProcess
+from bench.processes import ServerProcess, rss_mb, threads
 from bench.serve import P99_LIMIT_MS, measure, prepare, warm_histories
 from shared import crud
 from shared.client import Client
@@ -34,13 +34,6 @@ from shared.models import ModelStatus, ModelVersion
 from shared.proto.recserve.v1 import admin_pb2
 
 RSS_GROWTH_LIMIT = 0.05
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def second_version(settings: Any) -> int:
@@ -146,6 +139,7 @@ def run_soak(
                 "p99_swap_ms": summarize(swapping)["p99_ms"],
                 "feedback_p99_ms": summary["feedback_p99_ms"],
                 "rss_mb": rss_mb(server.proc.pid),
+                "threads": threads(server.proc.pid),
                 "swapped_to": version,
             }
             stats = client.admin.GetServerStats(admin_pb2.GetServerStatsRequest(), timeout=10)
@@ -167,7 +161,7 @@ def run_soak(
                 f"minute {minute:>2}: {row['calls']:>7} calls  errors {errors}  p50 "
                 f"{row['p50_ms']:6.2f} ms  p99 {row['p99_ms']:6.2f} ms (first half "
                 f"{row['p99_steady_ms']:.1f}, from the swap {row['p99_swap_ms']:.1f})  RSS "
-                f"{row['rss_mb']:6.1f} MB  (swapped to v{version})",
+                f"{row['rss_mb']:6.1f} MB, {row['threads']} threads  (swapped to v{version})",
                 flush=True,
             )
             print(
