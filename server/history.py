@@ -32,7 +32,12 @@ _versions = itertools.count(1)
 
 @dataclass
 class _Cached:
-    events: list[Entry]
+    events: tuple[Entry, ...]
+    """A tuple of (time, item) tuples, replaced (never changed) by an append: once the
+    collector has seen them, tuples of numbers and strings are untracked, so a full
+    collection skips the whole history. As lists, the 512 events of each cached user
+    were visited by every full collection (2,000 users: about 1M visits, 60-130 ms with
+    the event loop stopped)."""
     version: int = field(default_factory=lambda: next(_versions))
     """Unique across loads and appends, so (user, version) names one exact history."""
 
@@ -159,18 +164,20 @@ class HistoryCache:
         cached = self._cache.get(user_id)
         if cached is None:
             return
-        if not cached.events or entry >= cached.events[-1]:
-            cached.events.append(entry)
+        events = cached.events
+        if not events or entry >= events[-1]:
+            events = (*events, entry)[-HISTORY_KEEP:]
         else:
-            bisect.insort(cached.events, entry)
-        if len(cached.events) > HISTORY_KEEP:
-            del cached.events[: len(cached.events) - HISTORY_KEEP]
+            merged = list(events)
+            bisect.insort(merged, entry)
+            events = tuple(merged[-HISTORY_KEEP:])
+        cached.events = events
         cached.version = next(_versions)
 
     def _store(self, user_id: str, events: list[Entry]) -> int:
         if self._max_users == 0:
             return 0
-        entry = _Cached(events)
+        entry = _Cached(tuple(events))
         self._cache[user_id] = entry
         return entry.version
 
