@@ -140,7 +140,7 @@ def recipe_for(stats: DataStats) -> list[tuple[str, Any, str]]:
         ("time_budget_s", BUDGET_S, schedule),
         ("epochs", 400, schedule),
         ("patience", 20, schedule),
-        ("patience_from", 0.5, "evaluations count against the patience once half the cosine is run"),
+        ("patience_from", 0.5, "the patience counts once half the cosine is run"),
         ("windows", 0, "every event is a target once"),
         ("positions", "rotary", "rotary positions (docs/experiments.md)"),
     ]
