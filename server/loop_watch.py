@@ -5,8 +5,8 @@ asyncio loop: while it is busy (or the collector holds the interpreter), calls w
 before any handler's clock starts, so the server's own latency figures cannot show it.
 This measures it from inside: a task that asks to wake every TICK_S records how late it
 woke (the loop's lag), and ``gc.callbacks`` time every collection. Both go to the stats
-series (the largest lag and the collection time per 5-second interval: GetServerStats,
-the console, the soak) and to Prometheus.
+series (the largest lag and the collection time per 5-second interval: GetServerStats and
+the soak) and to Prometheus.
 """
 
 from __future__ import annotations
