@@ -5,6 +5,7 @@ deployment-wide stats, and the catalogue calls the console uses."""
 from __future__ import annotations
 
 import shutil
+import threading
 
 import grpc
 import pytest
@@ -71,6 +72,31 @@ async def test_hot_swap_pre_encodes_recent_users_for_the_incoming_model(client, 
             [i.score for i in before[user].items], rel=1e-4
         )
     assert core.states.misses == misses, "every returning user was served from a warm state"
+
+
+async def test_pre_encoding_looks_up_histories_off_the_event_loop(
+    client, server, monkeypatch
+) -> None:
+    """The per-event work of a swap's pre-encoding (every recent user's history to model
+    rows) runs with the model's runs, not on the event loop that serves requests."""
+    from server.core import RecommendationCore
+
+    users = [f"u{n:05d}" for n in range(1, 6)]
+    for user in users:
+        await client.recommender.Recommend(pb.RecommendRequest(user_id=user, k=5))
+    loop_thread = threading.get_ident()
+    lookups: list[int] = []
+    known_rows = RecommendationCore._known_rows
+
+    def recording(model, items):
+        lookups.append(threading.get_ident())
+        return known_rows(model, items)
+
+    monkeypatch.setattr(RecommendationCore, "_known_rows", staticmethod(recording))
+    v2 = copy_version(server)
+    await client.admin.ActivateModel(admin_pb2.ActivateModelRequest(version=v2))
+    assert len(lookups) >= len(users)
+    assert loop_thread not in lookups
 
 
 async def test_rollback_with_nothing_before_is_refused(client) -> None:
