@@ -34,7 +34,7 @@ from server.invalidation import Invalidations
 from server.registry import Arm, ModelRegistry, ServingModel, arm_name
 from server.state_cache import StateCache, UserState
 from shared.config import ServerSettings
-from shared.errors import DatabaseUnavailable, InvalidArgument, Unavailable
+from shared.errors import DatabaseUnavailable, InvalidArgument, Overloaded, Unavailable
 from shared.explain import (
     candidate_offset,
     leave_one_out_states,
@@ -188,6 +188,8 @@ class RecommendationCore:
         self.states = StateCache(0 if settings.naive else settings.state_cache_users)
         self._inflight: dict[tuple[str, int, int], asyncio.Future[Computed]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._incoming: _Staging | None = None
+        """States being encoded for the model a hot swap is about to serve."""
         self.impressions: ImpressionLog | None = None
         """Where served lists are logged (None: impression logging is off)."""
         self.invalidations: Invalidations | None = None
@@ -583,32 +585,39 @@ class RecommendationCore:
         recent = self.states.recent(limit)
         run_size = outgoing.batcher.histories_within(WARM_RUN_S)
         deadline = time.monotonic() + self.settings.swap_warm_s
-        staged: list[tuple[str, int, UserState]] = []
-        for start in range(0, len(recent), run_size):
-            if time.monotonic() > deadline:
-                log.warning(
-                    "model version %s: %d of %d users encoded in swap_warm_s (%gs); swapping",
-                    model.version,
-                    len(staged),
-                    len(recent),
-                    self.settings.swap_warm_s,
-                )
-                break
-            # Only the cached tuples are taken here; the items' rows are looked up with the
-            # run, on the model's thread (for 6,000 users of 512 events that lookup took
-            # 170 ms, and done here before the first run it stopped the event loop).
-            chunk = [
-                (user_id, cached)
-                for user_id in recent[start : start + run_size]
-                if (cached := self.history.peek_events(user_id)) is not None and cached[1]
-            ]
-            if chunk:
-                staged.extend(
-                    await outgoing.batcher.run_when_idle(
+        staging = self._incoming = _Staging(model)
+        try:
+            for start in range(0, len(recent), run_size):
+                if time.monotonic() > deadline:
+                    log.warning(
+                        "model version %s: %d of %d users encoded in swap_warm_s (%gs); swapping",
+                        model.version,
+                        len(staging.states),
+                        len(recent),
+                        self.settings.swap_warm_s,
+                    )
+                    break
+                # Only the cached tuples are taken here; the items' rows are looked up with
+                # the run, on the model's thread (for 6,000 users of 512 events that lookup
+                # took 170 ms, and done here before the first run it stopped the event loop).
+                chunk = [
+                    (user_id, cached)
+                    for user_id in recent[start : start + run_size]
+                    if user_id not in staging.states
+                    and (cached := self.history.peek_events(user_id)) is not None
+                    and cached[1]
+                ]
+                if chunk:
+                    encoded = await outgoing.batcher.run_when_idle(
                         partial(_encode_cached, model, chunk), share=WARM_SHARE
                     )
-                )
-        for user_id, version, entry in reversed(staged):  # the most recent ends up last
+                    for user_id, version, entry in encoded:
+                        staging.keep(user_id, version, entry)
+        finally:
+            self._incoming = None
+        order = {user_id: n for n, user_id in enumerate(recent)}
+        staged = sorted(staging.states.items(), key=lambda kv: order.get(kv[0], -1), reverse=True)
+        for user_id, (version, entry) in staged:  # the most recent ends up last
             self.states.put(user_id, model.version, version, entry)
         return len(staged)
 
@@ -625,6 +634,14 @@ class RecommendationCore:
             seen = self._known_rows(model, items)
             if seen.size and version:
                 self._compute(model, user_id, version, seen)
+            incoming = self._incoming
+            if incoming is not None and version:
+                # A hot swap is being prepared: its model's state goes stale too. Encoded
+                # now, it is ready at the swap instead of missing then with the many others
+                # that changed during the pre-encoding (which takes seconds under load).
+                seen = self._known_rows(incoming.model, items)
+                if seen.size:
+                    self._background(incoming.refresh(user_id, version, seen), "refresh-incoming")
 
     def _rank(
         self,
@@ -792,6 +809,31 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     if picked[-1] == -np.inf:  # fewer than k unmasked items: drop the masked ones
         best = best[picked > -np.inf]
     return best
+
+
+@dataclass
+class _Staging:
+    """States for the model a hot swap is about to serve, kept out of the state cache
+    until the swap (the outgoing model's entries serve until then)."""
+
+    model: ServingModel
+    states: dict[str, tuple[int, UserState]] = field(default_factory=dict)
+
+    def keep(self, user_id: str, history_version: int, entry: UserState) -> None:
+        """Keeps the state of the newer history (history versions only grow)."""
+        held = self.states.get(user_id)
+        if held is None or held[0] < history_version:
+            self.states[user_id] = (history_version, entry)
+
+    async def refresh(self, user_id: str, history_version: int, seen: np.ndarray) -> None:
+        """Encodes a changed history with the incoming model (its own batcher: idle until
+        the swap, and these runs teach it its costs before it serves)."""
+        max_len = self.model.bundle.config.max_len
+        try:
+            encoded = await self.model.batcher.submit(seen[-max_len:])
+        except Overloaded:
+            return  # the user misses once after the swap, as without this
+        self.keep(user_id, history_version, UserState(encoded.state, seen))
 
 
 def _encode_cached(

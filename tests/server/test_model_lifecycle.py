@@ -99,6 +99,51 @@ async def test_pre_encoding_looks_up_histories_off_the_event_loop(
     assert loop_thread not in lookups
 
 
+async def test_feedback_during_pre_encoding_is_encoded_for_the_incoming_model(
+    client, server, monkeypatch
+) -> None:
+    """A user whose history changes while a swap's pre-encoding runs (it takes seconds
+    under load) is encoded again for the incoming model, and is served warm after it."""
+    import asyncio
+
+    import server.core as core_module
+
+    core = server.core
+    users = [f"u{n:05d}" for n in range(1, 6)]
+    for user in users:
+        await client.recommender.Recommend(pb.RecommendRequest(user_id=user, k=5))
+    started, go = threading.Event(), threading.Event()
+    encode_cached = core_module._encode_cached
+
+    def held(model, chunk):
+        started.set()
+        go.wait(30)
+        return encode_cached(model, chunk)
+
+    monkeypatch.setattr(core_module, "_encode_cached", held)
+    v2 = copy_version(server)
+    activation = asyncio.ensure_future(
+        client.admin.ActivateModel(admin_pb2.ActivateModelRequest(version=v2))
+    )
+    assert await asyncio.to_thread(started.wait, 30), "the pre-encoding started"
+    await client.recommender.Feedback(
+        pb.FeedbackRequest(
+            events=[pb.Event(event_id="mid-swap", user_id=users[0], item_id="i000-001")]
+        )
+    )
+    for _ in range(200):  # the incoming model's state for the new history
+        staging = core._incoming
+        if staging and users[0] in staging.states:
+            break
+        await asyncio.sleep(0.01)
+    go.set()
+    await activation
+    misses = core.states.misses
+    got = await client.recommender.Recommend(pb.RecommendRequest(user_id=users[0], k=5))
+    assert got.model_version == v2
+    assert core.states.misses == misses, "the changed user was served from a warm state"
+
+
 async def test_rollback_with_nothing_before_is_refused(client) -> None:
     error = await rpc_error(client.admin.RollbackModel(admin_pb2.RollbackModelRequest()))
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
