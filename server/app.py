@@ -30,6 +30,7 @@ from server.admin import AdminService
 from server.auth import TokenInterceptor, check_listen_safety, server_credentials
 from server.backends import create_backend
 from server.catalogue import Catalogue
+from server.checkpoints import WalCheckpoints
 from server.core import RecommendationCore
 from server.deployment import Deployment
 from server.feedback import FeedbackWriter
@@ -72,6 +73,8 @@ class RunningServer:
     draining: list[bool]
     invalidations: invalidation.Invalidations
     loop_watch: LoopWatch
+    checkpoints: WalCheckpoints | None
+    """SQLite's WAL checkpoints, off the commit path (None: PostgreSQL, or turned off)."""
 
     @property
     def target(self) -> str:
@@ -99,6 +102,8 @@ class RunningServer:
         await self.core.writer.close()
         if self.core.impressions is not None:
             await self.core.impressions.close()
+        if self.checkpoints is not None:
+            await self.checkpoints.stop()
         await self.core.catalogue.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.model_executor.shutdown(wait=False, cancel_futures=True)
@@ -128,7 +133,8 @@ async def start_server(
     loop = asyncio.get_running_loop()
     if run_migrations:
         await loop.run_in_executor(None, migrate, settings.db_url)
-    engine = engine_for(settings)
+    checkpoints_s = settings.server.wal_checkpoint_s if settings.db_url.startswith("sqlite") else 0
+    engine = engine_for(settings, background_checkpoints=bool(checkpoints_s))
     # Database work and model runs on separate threads: a stalled database must not
     # stall the users answered from the caches.
     executor = ThreadPoolExecutor(settings.server.db_threads, thread_name_prefix="recserve-db")
@@ -241,6 +247,9 @@ async def start_server(
         core.invalidations = invalidations
     loop_watch = LoopWatch(stats)
     loop_watch.start()
+    checkpoints = WalCheckpoints(engine, checkpoints_s) if checkpoints_s else None
+    if checkpoints is not None:
+        checkpoints.start()
     await server.start()
     catalogue.start()
     await registry.start()
@@ -260,6 +269,7 @@ async def start_server(
         draining,
         invalidations,
         loop_watch,
+        checkpoints,
     )
 
 

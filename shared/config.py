@@ -130,6 +130,10 @@ class ServerSettings(BaseModel):
     alone in the thread pool."""
     model_poll_s: float = Field(2.0, gt=0.0)
     """How often the server checks the database for a newly activated model."""
+    wal_checkpoint_s: float = Field(1.0, ge=0.0)
+    """SQLite: how often the server checkpoints the write-ahead log on a thread of its own,
+    so that no Feedback commit pays for a checkpoint (server/checkpoints.py). 0: SQLite's
+    automatic checkpoints, inside commits."""
     admin_token: SecretStr | None = None
     """A bearer token of the admin role (one more entry of admin_tokens)."""
     read_tokens: list[SecretStr] = []

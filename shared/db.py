@@ -23,14 +23,15 @@ from shared.errors import DatabaseUnavailable
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
-def engine_for(settings: Settings) -> Engine:
+def engine_for(settings: Settings, *, background_checkpoints: bool = False) -> Engine:
     """The engine a recserve process uses: settings' URL, with its connect timeout (and on
     PostgreSQL its statement timeout), so a stalled database fails calls instead of
-    hanging them."""
+    hanging them. ``background_checkpoints``: see make_engine."""
     return make_engine(
         settings.db_url,
         connect_timeout_s=settings.db_connect_timeout_s,
         statement_timeout_s=settings.db_statement_timeout_s,
+        background_checkpoints=background_checkpoints,
     )
 
 
@@ -39,9 +40,12 @@ def make_engine(
     *,
     connect_timeout_s: float = 10.0,
     statement_timeout_s: float | None = None,
+    background_checkpoints: bool = False,
     **kwargs: Any,
 ) -> Engine:
-    """An engine for ``url``; creates the parent folder of a SQLite file."""
+    """An engine for ``url``; creates the parent folder of a SQLite file.
+    ``background_checkpoints`` (SQLite): its connections never checkpoint the WAL in a
+    commit; the caller runs the checkpoints (server/checkpoints.py)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -49,6 +53,8 @@ def make_engine(
         kwargs.setdefault("connect_args", {"check_same_thread": False, "timeout": 30})
         engine = create_engine(url, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
+        if background_checkpoints:
+            event.listen(engine, "connect", _no_automatic_checkpoints)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     if parsed.get_backend_name() == "postgresql":
@@ -67,6 +73,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _no_automatic_checkpoints(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")
 
 
 @contextmanager
