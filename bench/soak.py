@@ -152,6 +152,7 @@ def run_soak(
                     "mean_batch_size": sample.mean_batch_size,
                     "loop_lag_max_ms": sample.loop_lag_max_ms,
                     "gc_ms": sample.gc_ms,
+                    "mean_run_ms": sample.mean_run_ms,
                 }
                 for sample in stats.series[-12:]
             ]
@@ -175,6 +176,13 @@ def run_soak(
                 + " ".join(f"{s['loop_lag_max_ms']:.0f}" for s in row["server_series"])
                 + "; garbage collection (ms): "
                 + " ".join(f"{s['gc_ms']:.0f}" for s in row["server_series"]),
+                flush=True,
+            )
+            print(
+                "           model runs per 5 s: histories per run "
+                + " ".join(f"{s['mean_batch_size']:.1f}" for s in row["server_series"])
+                + "; mean run (ms): "
+                + " ".join(f"{s['mean_run_ms']:.2f}" for s in row["server_series"]),
                 flush=True,
             )
             for detail, count in both.details.items():

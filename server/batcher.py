@@ -67,10 +67,11 @@ class DynamicBatcher(Generic[T]):
         max_inflight: int = 1,
         max_queued: int = 1024,
         max_queue_wait_s: float = 0.0,
-        on_batch: Callable[[int], None] | None = None,
+        on_batch: Callable[[int, float], None] | None = None,
     ) -> None:
         """run: int64 [B, L] -> float32 [B, ...], called in ``executor``; at most
-        ``max_inflight`` batches run at once."""
+        ``max_inflight`` batches run at once. ``on_batch``: each run's histories and
+        seconds (the run itself, not the wait for a thread)."""
         self._run = run
         self._executor = executor
         self._max_batch = max_batch
@@ -192,7 +193,7 @@ class DynamicBatcher(Generic[T]):
             self._busy_until = time.monotonic() + 0.05
         self._learn(seconds, 1)
         if self._on_batch is not None:
-            self._on_batch(1)
+            self._on_batch(1, seconds)
         return output[0]
 
     def _timed(self, histories: np.ndarray) -> tuple[Rows[T], float]:
@@ -286,7 +287,7 @@ class DynamicBatcher(Generic[T]):
             self._busy_until = time.monotonic() + 0.05
         self._learn(seconds, len(batch))
         if self._on_batch is not None:
-            self._on_batch(len(batch))
+            self._on_batch(len(batch), seconds)
         for i, (_, future) in enumerate(batch):
             if not future.done():
                 future.set_result(output[i])

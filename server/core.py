@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from server import metrics
+from server.backends.base import Backend
 from server.batcher import ADMITTED
 from server.catalogue import Catalogue
 from server.feedback import FeedbackWriter
@@ -527,8 +528,10 @@ class RecommendationCore:
         used = seen[-model.bundle.config.max_len :]
         if self.settings.naive:
             loop = asyncio.get_running_loop()
-            states = await loop.run_in_executor(self.executor, model.backend.encode, used[None])
-            self.registry.record_batch(1)
+            states, seconds = await loop.run_in_executor(
+                self.executor, _timed_encode, model.backend, used[None]
+            )
+            self.registry.record_batch(1, seconds)
             return states[0], None
         if not history_version:
             encoded = await model.batcher.submit(used)
@@ -809,6 +812,13 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     if picked[-1] == -np.inf:  # fewer than k unmasked items: drop the masked ones
         best = best[picked > -np.inf]
     return best
+
+
+def _timed_encode(backend: Backend, histories: np.ndarray) -> tuple[np.ndarray, float]:
+    """A model run (on a worker thread) and how long it took."""
+    started = time.perf_counter()
+    states = backend.encode(histories)
+    return states, time.perf_counter() - started
 
 
 @dataclass

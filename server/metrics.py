@@ -57,6 +57,11 @@ LOOP_LAG = Histogram(
     "How late the event loop ran a timer: time every call waits before its handler",
     buckets=LATENCY_BUCKETS,
 )
+MODEL_RUN = Histogram(
+    "recserve_model_run_seconds",
+    "Model runs (a batch, or a lone request) by duration, without the wait for a thread",
+    buckets=LATENCY_BUCKETS,
+)
 GC_PAUSE = Histogram(
     "recserve_gc_pause_seconds",
     "Garbage collections by generation and how long each stopped the interpreter",

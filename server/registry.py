@@ -185,7 +185,7 @@ class ModelRegistry:
         model_executor: Executor,
         backend_factory: BackendFactory,
         *,
-        on_batch: Callable[[int], None] | None = None,
+        on_batch: Callable[[int, float], None] | None = None,
         on_change: Callable[[ServingModel | None], None] | None = None,
     ) -> None:
         self._root = settings
@@ -218,10 +218,10 @@ class ModelRegistry:
         self._task: asyncio.Task[None] | None = None
         self._retiring: set[asyncio.Task[None]] = set()
 
-    def record_batch(self, size: int) -> None:
+    def record_batch(self, size: int, seconds: float) -> None:
         """Counts a model run made outside the batcher (the naive benchmark mode)."""
         if self._on_batch is not None:
-            self._on_batch(size)
+            self._on_batch(size, seconds)
 
     async def start(self) -> None:
         await self.refresh()

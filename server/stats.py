@@ -34,6 +34,7 @@ class _Bucket:
     errors: int = 0
     batches: int = 0
     batched: int = 0
+    run_s: float = 0.0
     feedback: int = 0
     loop_lag_max_s: float = 0.0
     gc_s: float = 0.0
@@ -62,6 +63,7 @@ class Sample:
     mean_batch_size: float
     loop_lag_max_ms: float = 0.0
     gc_ms: float = 0.0
+    mean_run_ms: float = 0.0
 
 
 class ServerStats:
@@ -93,8 +95,10 @@ class ServerStats:
         bucket.errors += not ok
         bucket.latency_bins[bisect.bisect_left(_EDGES_MS, latency_s * 1000.0)] += 1
 
-    def record_batch(self, size: int) -> None:
+    def record_batch(self, size: int, seconds: float) -> None:
+        """A model run of ``size`` histories that took ``seconds``."""
         metrics.BATCH_SIZE.observe(size)
+        metrics.MODEL_RUN.observe(seconds)
         self.batches_total += 1
         self.batched_histories_total += size
         self._batches.append((time.monotonic(), size))
@@ -102,6 +106,7 @@ class ServerStats:
         bucket = self._bucket()
         bucket.batches += 1
         bucket.batched += size
+        bucket.run_s += seconds
 
     def record_feedback(self, events: int, duplicates: int = 0) -> None:
         metrics.FEEDBACK_STORED.inc(events)
@@ -158,6 +163,7 @@ class ServerStats:
                     mean_batch_size=bucket.batched / bucket.batches if bucket.batches else 0.0,
                     loop_lag_max_ms=bucket.loop_lag_max_s * 1000.0,
                     gc_ms=bucket.gc_s * 1000.0,
+                    mean_run_ms=bucket.run_s * 1000.0 / bucket.batches if bucket.batches else 0.0,
                 )
             )
         return samples

@@ -1,4 +1,4 @@
-"""The event loop's lag and the collector's pauses reach the stats series."""
+"""The event loop's lag, the collector's pauses and the model runs reach the stats series."""
 
 from __future__ import annotations
 
@@ -37,3 +37,14 @@ def test_the_series_reports_the_largest_lag_and_the_collection_time() -> None:
         last = stats.series()[-1]
     assert last.loop_lag_max_ms == 40.0
     assert abs(last.gc_ms - 5.0) < 1e-9
+
+
+def test_the_series_reports_the_mean_model_run() -> None:
+    stats = ServerStats()
+    with mock.patch("server.stats.time.time", return_value=1000.0):
+        for size, seconds in ((4, 0.010), (1, 0.002), (8, 0.030)):
+            stats.record_batch(size, seconds)
+    with mock.patch("server.stats.time.time", return_value=1005.0):
+        last = stats.series()[-1]
+    assert abs(last.mean_run_ms - 14.0) < 1e-9
+    assert abs(last.mean_batch_size - 13 / 3) < 1e-9

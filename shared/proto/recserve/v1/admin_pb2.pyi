@@ -320,7 +320,7 @@ class GetServerStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatsSample(_message.Message):
-    __slots__ = ("at_ms", "recommend_qps", "latency_p50_ms", "latency_p99_ms", "error_rate", "feedback_events_per_s", "mean_batch_size", "loop_lag_max_ms", "gc_ms")
+    __slots__ = ("at_ms", "recommend_qps", "latency_p50_ms", "latency_p99_ms", "error_rate", "feedback_events_per_s", "mean_batch_size", "loop_lag_max_ms", "gc_ms", "mean_run_ms")
     AT_MS_FIELD_NUMBER: _ClassVar[int]
     RECOMMEND_QPS_FIELD_NUMBER: _ClassVar[int]
     LATENCY_P50_MS_FIELD_NUMBER: _ClassVar[int]
@@ -330,6 +330,7 @@ class StatsSample(_message.Message):
     MEAN_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     LOOP_LAG_MAX_MS_FIELD_NUMBER: _ClassVar[int]
     GC_MS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_RUN_MS_FIELD_NUMBER: _ClassVar[int]
     at_ms: int
     recommend_qps: float
     latency_p50_ms: float
@@ -339,7 +340,8 @@ class StatsSample(_message.Message):
     mean_batch_size: float
     loop_lag_max_ms: float
     gc_ms: float
-    def __init__(self, at_ms: _Optional[int] = ..., recommend_qps: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., error_rate: _Optional[float] = ..., feedback_events_per_s: _Optional[float] = ..., mean_batch_size: _Optional[float] = ..., loop_lag_max_ms: _Optional[float] = ..., gc_ms: _Optional[float] = ...) -> None: ...
+    mean_run_ms: float
+    def __init__(self, at_ms: _Optional[int] = ..., recommend_qps: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., error_rate: _Optional[float] = ..., feedback_events_per_s: _Optional[float] = ..., mean_batch_size: _Optional[float] = ..., loop_lag_max_ms: _Optional[float] = ..., gc_ms: _Optional[float] = ..., mean_run_ms: _Optional[float] = ...) -> None: ...
 
 class Replica(_message.Message):
     __slots__ = ("replica_id", "address", "serving_version", "health", "backend", "device", "last_seen_ms", "uptime_s", "alive", "note")
