@@ -178,6 +178,14 @@ def recent_history_times(session: Session, *, user_id: str, limit: int) -> list[
     return sorted((t.timestamp(), item) for item, t in rows)
 
 
+def count_user_events(session: Session, *, user_id: str) -> int:
+    """How many events the user has stored (an index-only count: the server's check that a
+    cached history is still whole)."""
+    table = FeedbackEvent.__table__  # type: ignore[attr-defined]
+    query = select(func.count()).select_from(table).where(table.c.user_id == user_id)
+    return int(session.connection().execute(query).scalar_one())
+
+
 def count_events(session: Session, *, id_prefix: str = "") -> int:
     """Stored events, or only those whose event_id starts with ``id_prefix``."""
     query = select(func.count()).select_from(FeedbackEvent)
