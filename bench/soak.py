@@ -36,6 +36,11 @@ from shared.proto.recserve.v1 import admin_pb2
 RSS_GROWTH_LIMIT = 0.05
 
 
+def per_interval(series: list[dict[str, float]], key: str, digits: int) -> str:
+    """One figure of the server's 5-second series, interval by interval."""
+    return " ".join(f"{sample[key]:.{digits}f}" for sample in series)
+
+
 def second_version(settings: Any) -> int:
     """A copy of the active version, registered as ready: what the swaps alternate with."""
     engine = engine_for(settings)
@@ -165,24 +170,16 @@ def run_soak(
                 f"{row['rss_mb']:6.1f} MB, {row['threads']} threads  (swapped to v{version})",
                 flush=True,
             )
+            series = row["server_series"]
             print(
                 f"           Feedback p99 {row['feedback_p99_ms']:.1f} ms; the server's "
-                "Recommend p99 per 5 s: "
-                + " ".join(f"{sample['p99_ms']:.0f}" for sample in row["server_series"]),
-                flush=True,
-            )
-            print(
+                f"Recommend p99 per 5 s: {per_interval(series, 'p99_ms', 0)}\n"
                 "           event loop's largest lag per 5 s (ms): "
-                + " ".join(f"{s['loop_lag_max_ms']:.0f}" for s in row["server_series"])
-                + "; garbage collection (ms): "
-                + " ".join(f"{s['gc_ms']:.0f}" for s in row["server_series"]),
-                flush=True,
-            )
-            print(
+                f"{per_interval(series, 'loop_lag_max_ms', 0)}; garbage collection (ms): "
+                f"{per_interval(series, 'gc_ms', 0)}\n"
                 "           model runs per 5 s: histories per run "
-                + " ".join(f"{s['mean_batch_size']:.1f}" for s in row["server_series"])
-                + "; mean run (ms): "
-                + " ".join(f"{s['mean_run_ms']:.2f}" for s in row["server_series"]),
+                f"{per_interval(series, 'mean_batch_size', 1)}; mean run (ms): "
+                f"{per_interval(series, 'mean_run_ms', 2)}",
                 flush=True,
             )
             for detail, count in both.details.items():

@@ -133,8 +133,8 @@ async def start_server(
     loop = asyncio.get_running_loop()
     if run_migrations:
         await loop.run_in_executor(None, migrate, settings.db_url)
-    checkpoints_s = settings.server.wal_checkpoint_s if settings.db_url.startswith("sqlite") else 0
-    engine = engine_for(settings, background_checkpoints=bool(checkpoints_s))
+    checkpoints_s = settings.server.wal_checkpoint_s
+    engine = engine_for(settings, background_checkpoints=checkpoints_s > 0)
     # Database work and model runs on separate threads: a stalled database must not
     # stall the users answered from the caches.
     executor = ThreadPoolExecutor(settings.server.db_threads, thread_name_prefix="recserve-db")
@@ -247,7 +247,8 @@ async def start_server(
         core.invalidations = invalidations
     loop_watch = LoopWatch(stats)
     loop_watch.start()
-    checkpoints = WalCheckpoints(engine, checkpoints_s) if checkpoints_s else None
+    on_sqlite = engine.dialect.name == "sqlite"
+    checkpoints = WalCheckpoints(engine, checkpoints_s) if on_sqlite and checkpoints_s else None
     if checkpoints is not None:
         checkpoints.start()
     await server.start()

@@ -49,6 +49,13 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+def timed(run: Callable[[np.ndarray], R], histories: np.ndarray) -> tuple[R, float]:
+    """``run(histories)`` and how long it took (called on the thread that runs it)."""
+    started = time.perf_counter()
+    output = run(histories)
+    return output, time.perf_counter() - started
+
+
 class Rows(Protocol[T_co]):
     """A batch's output: row i belongs to the i-th history."""
 
@@ -199,9 +206,7 @@ class DynamicBatcher(Generic[T]):
     def _timed(self, histories: np.ndarray) -> tuple[Rows[T], float]:
         """Runs the model in the executor; also returns how long the run itself took
         (not the wait for a thread), which is what admission control learns from."""
-        started = time.perf_counter()
-        output = self._run(histories)
-        return output, time.perf_counter() - started
+        return timed(self._run, histories)
 
     def _learn(self, seconds: float, histories: int) -> None:
         def average(old: float, new: float) -> float:

@@ -31,9 +31,6 @@ class WalCheckpoints:
         self._interval_s = interval_s
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="recserve-checkpoint")
         self._task: asyncio.Task[None] | None = None
-        self.runs = 0
-        self.last: tuple[int, int, int] = (0, 0, 0)
-        """The last checkpoint's (busy, frames in the log, frames checkpointed)."""
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="wal-checkpoints")
@@ -56,12 +53,12 @@ class WalCheckpoints:
     async def _checkpoint(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            self.last = await loop.run_in_executor(self._thread, self.checkpoint)
-            self.runs += 1
+            await loop.run_in_executor(self._thread, self.checkpoint)
         except Exception as exc:  # the next one tries again; commits are unaffected
             log.warning("WAL checkpoint failed: %s", exc)
 
     def checkpoint(self) -> tuple[int, int, int]:
+        """One PASSIVE checkpoint: (busy, frames in the log, frames checkpointed)."""
         with self._engine.connect() as connection:
             row = connection.execute(text("PRAGMA wal_checkpoint(PASSIVE)")).one()
         return int(row[0]), int(row[1]), int(row[2])

@@ -25,8 +25,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from server import metrics
-from server.backends.base import Backend
-from server.batcher import ADMITTED
+from server.batcher import ADMITTED, timed
 from server.catalogue import Catalogue
 from server.feedback import FeedbackWriter
 from server.history import Entry, HistoryCache
@@ -529,7 +528,7 @@ class RecommendationCore:
         if self.settings.naive:
             loop = asyncio.get_running_loop()
             states, seconds = await loop.run_in_executor(
-                self.executor, _timed_encode, model.backend, used[None]
+                self.executor, timed, model.backend.encode, used[None]
             )
             self.registry.record_batch(1, seconds)
             return states[0], None
@@ -814,13 +813,6 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return best
 
 
-def _timed_encode(backend: Backend, histories: np.ndarray) -> tuple[np.ndarray, float]:
-    """A model run (on a worker thread) and how long it took."""
-    started = time.perf_counter()
-    states = backend.encode(histories)
-    return states, time.perf_counter() - started
-
-
 @dataclass
 class _Staging:
     """States for the model a hot swap is about to serve, kept out of the state cache
@@ -838,12 +830,11 @@ class _Staging:
     async def refresh(self, user_id: str, history_version: int, seen: np.ndarray) -> None:
         """Encodes a changed history with the incoming model (its own batcher: idle until
         the swap, and these runs teach it its costs before it serves)."""
-        max_len = self.model.bundle.config.max_len
         try:
-            encoded = await self.model.batcher.submit(seen[-max_len:])
+            computed = await RecommendationCore._encode(self.model, seen)
         except Overloaded:
             return  # the user misses once after the swap, as without this
-        self.keep(user_id, history_version, UserState(encoded.state, seen))
+        self.keep(user_id, history_version, UserState(computed.state, seen))
 
 
 def _encode_cached(

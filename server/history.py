@@ -109,8 +109,8 @@ class HistoryCache:
     async def get_versioned(self, user_id: str) -> tuple[list[str], int]:
         """The user's item ids and a version that changes whenever they change (0 when the
         history is not cached, so it must not be used as a cache key)."""
-        cached = self._fresh(user_id)
-        if cached is not None:
+        cached = self._cache.get(user_id)
+        if cached is not None and time.monotonic() <= cached.fresh_until:
             metrics.HISTORY_HIT.inc()
             return [item for _, item in cached.events], cached.version
         metrics.HISTORY_MISS.inc()
@@ -118,7 +118,7 @@ class HistoryCache:
         if loading is None:
             # One database read per user at a time; concurrent callers share its result.
             # It runs as its own task, so a caller that goes away does not cancel it.
-            loading = _Loading(expired=self._cache.get(user_id))
+            loading = _Loading(expired=cached)
             self._loading[user_id] = loading
             loading.task = asyncio.ensure_future(self._load(user_id, loading))
         assert loading.task is not None
@@ -131,16 +131,17 @@ class HistoryCache:
             if expired is not None:
                 try:
                     stored = await loop.run_in_executor(self._executor, self._count, user_id)
+                    unchanged = (
+                        stored == expired.stored
+                        and self._cache.get(user_id) is expired
+                        and not loading.stale
+                        and not loading.appended
+                    )
+                    if unchanged:
+                        expired.fresh_until = self._fresh_until(user_id)
                 except DatabaseUnavailable:
-                    return [item for _, item in expired.events], expired.version
-                current = self._cache.get(user_id)
-                if (
-                    stored == expired.stored
-                    and current is expired
-                    and not loading.stale
-                    and not loading.appended
-                ):
-                    expired.fresh_until = self._fresh_until(user_id)
+                    unchanged = True  # served as it is; revalidated on a later call
+                if unchanged:
                     return [item for _, item in expired.events], expired.version
             events, stored = await loop.run_in_executor(self._executor, self._read, user_id)
             for _ in range(3):  # a read that began before another replica's commit
@@ -170,10 +171,10 @@ class HistoryCache:
     def peek(self, user_id: str) -> tuple[list[str], int] | None:
         """The cached, fresh history and its version, or None; never reads the database
         and counts neither a hit nor a miss (for background work, not requests)."""
-        cached = self._fresh(user_id)
-        if cached is None:
+        found = self.peek_events(user_id)
+        if found is None:
             return None
-        return [item for _, item in cached.events], cached.version
+        return [item for _, item in found[0]], found[1]
 
     def peek_events(self, user_id: str) -> tuple[tuple[Entry, ...], int] | None:
         """As ``peek``, but the cached (time, item) tuple as it is (nothing copied: it is
@@ -233,6 +234,8 @@ class HistoryCache:
         DatabaseUnavailable when the database cannot be reached."""
         with unavailable_on_db_error(), session_scope(self._engine) as session:
             events = crud.recent_history_times(session, user_id=user_id, limit=HISTORY_KEEP)
+            if len(events) < HISTORY_KEEP:  # every event the user has: nothing to count
+                return events, len(events)
             return events, crud.count_user_events(session, user_id=user_id)
 
     def _count(self, user_id: str) -> int:
