@@ -6,17 +6,59 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# The application's lock: every package of the server, worker, tui and dev extras, pinned
+# with hashes, for Linux x86_64, CPython 3.11 and the CPU build of torch.
+LOCK := requirements.lock
+LOCK_EXTRAS := --extra server --extra worker --extra tui --extra dev
+LOCK_FLAGS := $(LOCK_EXTRAS) --generate-hashes --allow-unsafe --strip-extras \
+	--no-emit-index-url --no-emit-find-links
+# pip-compile itself, pinned by requirements/tools.lock, in a venv of its own.
+TOOLS := .venv-tools
+TOOLS_STAMP := $(TOOLS)/.installed-stamp
+LATEST := .venv-latest
 
-.PHONY: install protos run run-distributed test lint bench-quality bench-serve bench-ingest fuzz drill soak clean
+.PHONY: install lock lock-check test-latest protos run run-distributed test lint \
+	bench-quality bench-serve bench-ingest fuzz drill soak clean
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip wheel setuptools
-	# torch==2.13.0 (pinned in pyproject.toml) takes the CPU build on this machine.
-	$(BIN)/python -m pip install --quiet -e ".[all,dev]"
+# Two steps: the lock, hash-checked, then the project itself without dependencies. A
+# changed lock or pyproject.toml rebuilds the venv from scratch, so nothing stale stays.
+$(STAMP): pyproject.toml $(LOCK)
+	$(PYTHON) -m venv --clear $(VENV)
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 install: $(STAMP)
+
+$(TOOLS_STAMP): requirements/tools.lock
+	$(PYTHON) -m venv --clear $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --require-hashes -r requirements/tools.lock
+	touch $(TOOLS_STAMP)
+
+## Refresh the lock after a change of pyproject.toml (existing pins are kept; add
+## LOCK_ARGS=--upgrade to move everything to the newest allowed versions).
+lock: $(TOOLS_STAMP)
+	CUSTOM_COMPILE_COMMAND="make lock" $(TOOLS)/bin/pip-compile --quiet $(LOCK_FLAGS) \
+		$(LOCK_ARGS) --output-file $(LOCK) pyproject.toml
+
+## Fail when the lock and pyproject.toml disagree (what `make lock` would change).
+lock-check: $(TOOLS_STAMP)
+	@tmp=$$(mktemp -d) && cp $(LOCK) $$tmp/lock && \
+	CUSTOM_COMPILE_COMMAND="make lock" $(TOOLS)/bin/pip-compile --quiet $(LOCK_FLAGS) \
+		--output-file $$tmp/lock pyproject.toml && \
+	if diff -u $(LOCK) $$tmp/lock; then echo "lock-check: $(LOCK) agrees with pyproject.toml"; \
+	else echo "lock-check: $(LOCK) is out of date: run \`make lock\`"; rm -rf $$tmp; exit 1; fi; \
+	rm -rf $$tmp
+
+## The newest versions the ranges allow, in a throwaway venv: which packages are ahead of
+## the lock, then the tests that need no external service and no long drill.
+test-latest:
+	$(PYTHON) -m venv --clear $(LATEST)
+	$(LATEST)/bin/python -m pip install --quiet --upgrade pip
+	$(LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[all,dev]"
+	$(LATEST)/bin/python requirements/ahead.py $(LOCK)
+	RECSERVE_TEST_SERVICES=off RECSERVE_TEST_LATEST=1 $(LATEST)/bin/python -m pytest -q -p no:cacheprovider \
+		-m "not drill and not fuzz" $(PYTEST_ARGS)
 
 ## Regenerate the gRPC stubs in shared/proto from protos/ (a test fails if they are stale).
 protos: $(STAMP)
@@ -71,4 +113,4 @@ drill: $(STAMP)
 	$(BIN)/recserve drill $(ARGS)
 
 clean:
-	rm -rf var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache $(LATEST)

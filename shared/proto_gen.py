@@ -17,17 +17,49 @@ OUT = ROOT / "shared" / "proto"
 PACKAGE_PREFIX = "shared.proto."
 
 
-def generate(out_dir: Path = OUT) -> list[Path]:
+# The generator's own version stamps: they change with every grpcio-tools release while
+# the code they sit in stays the same, so freshness is judged with them blanked out.
+_STAMPS = (
+    re.compile(r"^(GRPC_GENERATED_VERSION = )'[^']*'$", re.M),
+    re.compile(r"^(# Protobuf Python Version: ).*$", re.M),
+    re.compile(
+        r"(ValidateProtobufRuntimeVersion\(\s*_runtime_version\.Domain\.PUBLIC,)"
+        r"\s*\d+,\s*\d+,\s*\d+,\s*'[^']*',"
+    ),
+)
+
+
+def without_stamps(text: str) -> str:
+    """``text`` of a generated stub with the generator's version stamps blanked out."""
+    for stamp in _STAMPS:
+        text = stamp.sub(r"\1<version>", text)
+    return text
+
+
+def stale_stubs(committed_dir: Path, generated: list[Path], generated_dir: Path) -> list[str]:
+    """Why each committed stub differs from a fresh generation (version stamps aside)."""
+    problems: list[str] = []
+    for path in generated:
+        relative = path.relative_to(generated_dir)
+        committed = committed_dir / relative
+        if not committed.exists():
+            problems.append(f"{committed} is missing: run `make protos`")
+        elif without_stamps(committed.read_text()) != without_stamps(path.read_text()):
+            problems.append(f"{committed} is stale: run `make protos`")
+    return problems
+
+
+def generate(out_dir: Path = OUT, proto_root: Path = PROTO_ROOT) -> list[Path]:
     """Writes *_pb2.py, *_pb2.pyi and *_pb2_grpc.py for every .proto; returns the files."""
     import grpc_tools
     from grpc_tools import protoc
 
-    protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))
+    protos = sorted(str(p.relative_to(proto_root)) for p in proto_root.rglob("*.proto"))
     out_dir.mkdir(parents=True, exist_ok=True)
     include = str(Path(grpc_tools.__file__).parent / "_proto")
     args = [
         "protoc",
-        f"-I{PROTO_ROOT}",
+        f"-I{proto_root}",
         f"-I{include}",
         f"--python_out={out_dir}",
         f"--pyi_out={out_dir}",

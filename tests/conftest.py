@@ -1,7 +1,8 @@
 """Shared fixtures: throwaway databases, a tiny trained model, an in-process server.
 
 Tests that need an external service (PostgreSQL, Redis) skip with a reason when it is
-unreachable, except under CI=true, where they must run.
+unreachable, except under CI=true, where they must run. RECSERVE_TEST_SERVICES=off leaves
+them out on purpose (`make test-latest` runs without external services).
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ def service_reachable(host: str, port: int) -> bool:
 
 
 def require_service(name: str, host: str, port: int) -> None:
+    if os.environ.get("RECSERVE_TEST_SERVICES") == "off":
+        pytest.skip(f"{name}: external services are off for this run (RECSERVE_TEST_SERVICES)")
     if service_reachable(host, port):
         return
     if os.environ.get("CI") == "true":
