@@ -18,7 +18,7 @@ TOOLS_STAMP := $(TOOLS)/.installed-stamp
 LATEST := .venv-latest
 
 .PHONY: install lock lock-check test-latest protos run run-distributed test lint \
-	bench-quality bench-serve bench-ingest fuzz drill soak clean
+	bench-quality bench-serve bench-ingest fuzz drill soak security deploy-secrets clean
 
 # Two steps: the lock, hash-checked, then the project itself without dependencies. A
 # changed lock or pyproject.toml rebuilds the venv from scratch, so nothing stale stays.
@@ -111,6 +111,15 @@ soak: $(STAMP)
 ## Fault drills on real processes under traffic (PostgreSQL and Redis for two of them).
 drill: $(STAMP)
 	$(BIN)/recserve drill $(ARGS)
+
+## Every attack of the security work against real processes: table + JSON
+## (bench-results/security.json); ARGS=--fast for the rows CI runs.
+security: $(STAMP)
+	$(BIN)/python -m bench.security $(ARGS)
+
+## Fresh random secrets for deploy/compose.yaml in deploy/.env (mode 600; kept if present).
+deploy-secrets: $(STAMP)
+	$(BIN)/recserve deploy-secrets $(ARGS)
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache $(LATEST)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from recserve.admin_cli import add_parsers as add_admin_parsers
+from recserve.deploy_secrets import add_parser as add_deploy_secrets_parser
 from shared.config import Settings
 
 EXTRAS = {
@@ -497,7 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--insecure",
         action="store_true",
         default=None,
-        help="allow a non-loopback --host with neither TLS nor tokens (trusted networks)",
+        help="allow a non-loopback --host with no authentication (a trusted network, or a "
+        "sidecar that authenticates callers)",
     )
 
     p = add("worker", cmd_worker, "Run a Celery worker for training and engine jobs.")
@@ -664,6 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--token", help="admin token (default RECSERVE_SERVER__ADMIN_TOKEN)")
 
     add_admin_parsers(sub, remote)
+    add_deploy_secrets_parser(sub)
     add("migrate", cmd_migrate, "Create or upgrade the database schema.")
     return parser
 

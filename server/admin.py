@@ -20,6 +20,7 @@ from sqlmodel import Session
 
 from server.core import MAX_ID_LEN, MAX_LABEL_LEN, RecommendationCore, check_id
 from server.deployment import Deployment, ReplicaView
+from server.guard import CallSlots
 from server.stats import Sample, ServerStats
 from shared import bundle as bundle_format
 from shared import crud
@@ -111,6 +112,10 @@ class StatsView:
     requests_total: int
     feedback_events_total: int
     cached_users: int
+    history_cache_bytes: int
+    label_cache_entries: int
+    calls_in_progress: int
+    streams_open: int
     batches_total: int
     batched_histories_total: int
     state_cache_hits: int
@@ -141,6 +146,7 @@ class AdminService:
         core: RecommendationCore,
         stats: ServerStats,
         deployment: Deployment,
+        slots: CallSlots,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -148,6 +154,7 @@ class AdminService:
         self.core = core
         self.stats = stats
         self.deployment = deployment
+        self.slots = slots
 
     async def _db(self, call: Callable[[Session], T]) -> T:
         def run() -> T:
@@ -265,6 +272,10 @@ class AdminService:
             requests_total=self.stats.requests_total,
             feedback_events_total=self.stats.feedback_total,
             cached_users=len(self.core.history),
+            history_cache_bytes=self.core.history.nbytes,
+            label_cache_entries=self.core.catalogue.cached_label_entries,
+            calls_in_progress=self.slots.unary,
+            streams_open=sum(self.slots.streams.values()),
             batches_total=self.stats.batches_total,
             batched_histories_total=self.stats.batched_histories_total,
             state_cache_hits=self.core.states.hits,

@@ -27,13 +27,14 @@ from sqlalchemy.engine import Engine
 
 from server import errors, invalidation, metrics
 from server.admin import AdminService
-from server.auth import TokenInterceptor, check_listen_safety, server_credentials
+from server.auth import AccessPolicy, check_listen_safety, server_credentials
 from server.backends import create_backend
 from server.catalogue import Catalogue
 from server.checkpoints import WalCheckpoints
 from server.core import RecommendationCore
 from server.deployment import Deployment
 from server.feedback import FeedbackWriter
+from server.guard import CallGuard, CallSlots
 from server.history import HistoryCache
 from server.impressions import ImpressionLog
 from server.loop_watch import LoopWatch
@@ -111,16 +112,44 @@ class RunningServer:
 
 
 def grpc_options(settings: Settings) -> list[tuple[str, int]]:
-    size = settings.server.max_message_mb * 1024 * 1024
+    server = settings.server
+    size = server.max_message_mb * 1024 * 1024
+
+    def ms(seconds: float) -> int:
+        return int(seconds * 1000) if seconds > 0 else 2**31 - 1  # 0: gRPC's "never"
+
     return [
         ("grpc.max_send_message_length", size),
         ("grpc.max_receive_message_length", size),
-        ("grpc.keepalive_time_ms", 60_000),
-        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.keepalive_time_ms", ms(server.keepalive_time_s)),
+        ("grpc.keepalive_timeout_ms", ms(server.keepalive_timeout_s)),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.max_connection_idle_ms", ms(server.max_connection_idle_s)),
+        ("grpc.max_connection_age_ms", ms(server.max_connection_age_s)),
+        ("grpc.max_connection_age_grace_ms", ms(server.max_connection_age_grace_s)),
+        ("grpc.max_concurrent_streams", server.max_streams_per_connection),
         ("grpc.so_reuseport", 1),
     ]
+
+
+def call_guard(settings: Settings, slots: CallSlots) -> CallGuard:
+    """The access policy and call slots every call passes (server/guard.py); logs what
+    is open to callers without a credential."""
+    policy = AccessPolicy(settings.server)
+    if not policy.authenticated:
+        log.warning(
+            "no authentication configured: every method is open to anyone who reaches "
+            "%s:%s (set server.*_tokens as name=secret)",
+            settings.server.host,
+            settings.server.port,
+        )
+    elif policy.anonymous_roles:
+        log.warning(
+            "anonymous callers have the %s role(s) (server.anonymous_roles)",
+            ", ".join(sorted(policy.anonymous_roles)),
+        )
+    return CallGuard(policy, slots, stream_idle_timeout_s=settings.server.stream_idle_timeout_s)
 
 
 async def start_server(
@@ -176,7 +205,7 @@ async def start_server(
     history = HistoryCache(
         engine,
         executor,
-        max_users=0 if settings.server.naive else settings.server.history_cache_users,
+        max_bytes=0 if settings.server.naive else settings.server.history_cache_max_bytes,
         ttl_s=settings.server.history_ttl_s,
     )
     origin = uuid.uuid4().hex  # this process, in the invalidations it sends
@@ -193,6 +222,7 @@ async def start_server(
         executor,
         poll_s=settings.server.model_poll_s,
         exploration_window_h=settings.server.exploration_window_h,
+        label_cache_max_entries=settings.server.label_cache_max_entries,
     )
     core = RecommendationCore(settings.server, registry, history, writer, model_executor, catalogue)
     registry.before_swap = core.warm_states
@@ -203,10 +233,14 @@ async def start_server(
         core.impressions.start()
     check_listen_safety(settings.server)
     credentials = server_credentials(settings.server)
+    # No maximum_concurrent_rpcs: gRPC's cap counts streams and health checks too, so a
+    # few idle streams could refuse everyone; the guard counts unary calls alone.
+    slots = CallSlots(
+        max_unary=settings.server.max_concurrent_rpcs,
+        max_streams_per_caller=settings.server.max_streams_per_caller,
+    )
     server = grpc.aio.server(
-        options=grpc_options(settings),
-        interceptors=[TokenInterceptor(settings.server)],
-        maximum_concurrent_rpcs=settings.server.max_concurrent_rpcs,
+        options=grpc_options(settings), interceptors=[call_guard(settings, slots)]
     )
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -224,7 +258,7 @@ async def start_server(
         settings, engine, executor, registry, port=port, draining=lambda: draining[0]
     )
     deployments.append(deployment)
-    admin = AdminService(settings, engine, executor, core, stats, deployment)
+    admin = AdminService(settings, engine, executor, core, stats, deployment, slots)
     add_servicer(server, RecommenderServicer(core, stats), RECOMMENDER_SERVICE)
     add_servicer(server, ModelAdminServicer(admin), ADMIN_SERVICE)
     metrics.watch_queue("feedback_writer", lambda: writer.queued_events)

@@ -100,6 +100,10 @@ class DynamicBatcher(Generic[T]):
         self._closed = False
         self._slots = asyncio.Semaphore(max_inflight)
         self._running: set[asyncio.Task[None]] = set()
+        self._beside = 0
+        """Histories of runs made beside the queue (run_beside) that wait or run now."""
+        self._beside_slot = asyncio.Semaphore(1)
+        """Runs beside the queue take at most one run slot at a time."""
 
     @property
     def queued(self) -> int:
@@ -170,11 +174,39 @@ class DynamicBatcher(Generic[T]):
             if share < 1.0:
                 await asyncio.sleep((time.perf_counter() - started) * (1.0 / share - 1.0))
 
+    async def run_beside(
+        self, run: Callable[[np.ndarray], np.ndarray], histories: np.ndarray
+    ) -> np.ndarray:
+        """``run(histories)`` (int64 [B, L] -> float32 [B, ...]) for work that does not go
+        through the queue, such as an explanation's leave-one-out variants. It is admitted
+        as B queued histories and counts as them in every other call's admission while it
+        waits and runs. It runs in chunks of what fits in max_run_s, each in a run slot,
+        at most one slot at a time: a request that queues meanwhile waits for one chunk,
+        not for the whole of it, and the other slots stay the queue's."""
+        remaining = len(histories)
+        if not ADMITTED.get():
+            self.admit(remaining)
+        self._beside += remaining
+        loop = asyncio.get_running_loop()
+        outputs: list[np.ndarray] = []
+        try:
+            async with self._beside_slot:
+                while remaining:
+                    start = len(histories) - remaining
+                    chunk = histories[start : start + self.batch_limit]
+                    async with self._slots:  # a batch waiting for the slot goes first
+                        outputs.append(await loop.run_in_executor(self._executor, run, chunk))
+                    remaining -= len(chunk)
+                    self._beside -= len(chunk)
+        finally:
+            self._beside -= remaining
+        return np.concatenate(outputs)
+
     def admit(self, histories: int) -> None:
         """Raises Overloaded unless ``histories`` more may queue now. A call that brings
         several (RecommendBatch) is admitted or refused as a whole, then submits them
         with ADMITTED set."""
-        queued = len(self._pending)
+        queued = len(self._pending) + self._beside
         if queued and queued + histories > self._max_queued:
             raise Overloaded(
                 f"{queued} histories are waiting for the model; the server is at its limit "

@@ -4,7 +4,12 @@
   console's preview), read through a bounded TTL cache.
 - Labels, for Recommend's include_labels / exclude_labels, and the items new to the
   served model, for the exploration slot: a snapshot of the catalogue table, reloaded
-  when it changes (its entry count or newest updated_at moves; checked every poll).
+  when it changes (its entry count or newest updated_at moves; checked every poll),
+  with an index from each label to its items. The model rows of a (version, label)
+  are kept in an LRU of ``label_cache_max_entries`` and filled in the executor
+  (``prepare_labels``) before a request ranks: clients choose the labels they send, so
+  neither the memory nor the event loop's time may grow with them. A label no item
+  carries costs one dictionary lookup.
   New items are ranked by their events in the last exploration_window_h (recent
   popularity, refreshed every EXPLORATION_REFRESH_S), the newest first among equals.
 """
@@ -20,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import numpy as np
-from cachetools import TTLCache
+from cachetools import LRUCache, TTLCache
 from sqlalchemy.engine import Engine
 
 from shared import crud
@@ -42,6 +47,8 @@ class Snapshot:
 
     stamp: tuple[int, datetime | None] = (0, None)
     labels: dict[str, frozenset[str]] = field(default_factory=dict)
+    by_label: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Each label's items."""
     entries: list[tuple[str, bool, float]] = field(default_factory=list)
     """(item_id, available, created at as epoch seconds)."""
 
@@ -54,6 +61,7 @@ class Catalogue:
         *,
         poll_s: float = 2.0,
         exploration_window_h: float = 24.0,
+        label_cache_max_entries: int = 10_000,
     ) -> None:
         self._engine = engine
         self._executor = executor
@@ -61,7 +69,7 @@ class Catalogue:
         self._poll_s = poll_s
         self._window = timedelta(hours=exploration_window_h)
         self.snapshot = Snapshot()
-        self._rows: dict[tuple[int, str], np.ndarray] = {}
+        self._rows: LRUCache[tuple[int, str], np.ndarray] = LRUCache(label_cache_max_entries)
         """Per (model version, label): the model rows carrying the label."""
         self._new: dict[int, tuple[float, list[str]]] = {}
         """Per model version: (when ranked, new items best first)."""
@@ -101,30 +109,61 @@ class Catalogue:
     def _load(self, stamp: tuple[int, datetime | None]) -> Snapshot:
         with session_scope(self._engine) as session:
             entries = crud.catalogue_entries(session)
+        by_label: dict[str, list[str]] = {}
+        for item, labels, _, _ in entries:
+            for label in labels or ():
+                by_label.setdefault(label, []).append(item)
         return Snapshot(
             stamp,
             {item: frozenset(labels) for item, labels, _, _ in entries if labels},
+            {label: tuple(items) for label, items in by_label.items()},
             [
                 (item, available, as_utc(c).timestamp() if c else 0.0)
                 for item, _, available, c in entries
             ],
         )
 
+    async def prepare_labels(
+        self, version: int, rows: dict[str, int], labels: Sequence[str]
+    ) -> None:
+        """Computes, in the executor, the rows of the labels not cached yet, so that
+        ranking finds them in the cache instead of on the event loop."""
+        missing = [x for x in dict.fromkeys(labels) if (version, x) not in self._rows]
+        if not missing:
+            return
+        loop = asyncio.get_running_loop()
+        found = await loop.run_in_executor(
+            self._executor, self._compute_rows, self.snapshot, rows, missing
+        )
+        for label, label_rows in found.items():
+            self._rows[(version, label)] = label_rows
+
+    @staticmethod
+    def _compute_rows(
+        snapshot: Snapshot, rows: dict[str, int], labels: list[str]
+    ) -> dict[str, np.ndarray]:
+        return {
+            label: np.array(
+                sorted(rows[item] for item in snapshot.by_label.get(label, ()) if item in rows),
+                dtype=np.int64,
+            )
+            for label in labels
+        }
+
     def label_rows(self, version: int, rows: dict[str, int], label: str) -> np.ndarray:
-        """int64 model rows of the items that carry ``label`` (cached per version)."""
+        """int64 model rows of the items that carry ``label``: from the cache that
+        ``prepare_labels`` filled (computed here only if evicted since, which takes more
+        distinct labels during one request than the cache holds)."""
         key = (version, label)
         found = self._rows.get(key)
         if found is None:
-            found = np.array(
-                sorted(
-                    rows[item]
-                    for item, labels in self.snapshot.labels.items()
-                    if label in labels and item in rows
-                ),
-                dtype=np.int64,
-            )
+            found = self._compute_rows(self.snapshot, rows, [label])[label]
             self._rows[key] = found
         return found
+
+    @property
+    def cached_label_entries(self) -> int:
+        return len(self._rows)
 
     def has_labels(self, item_id: str, include: frozenset[str], exclude: frozenset[str]) -> bool:
         """Whether an item passes the label filters."""

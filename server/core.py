@@ -37,7 +37,7 @@ from shared.config import ServerSettings
 from shared.errors import DatabaseUnavailable, InvalidArgument, Overloaded, Unavailable
 from shared.explain import (
     candidate_offset,
-    leave_one_out_states,
+    leave_one_out_variants,
     support_weights,
     top_support,
 )
@@ -353,6 +353,14 @@ class RecommendationCore:
             raise InvalidArgument(
                 "requests", f"has {len(queries)} entries; at most {limit} are accepted"
             )
+        explained = sum(1 for query in queries if query.explain)
+        if explained > self.settings.max_explained_per_call:
+            raise InvalidArgument(
+                "requests",
+                f"ask for explanations in {explained} requests; at most "
+                f"{self.settings.max_explained_per_call} per call are accepted "
+                "(server.max_explained_per_call): split the call",
+            )
         ks = []
         for i, query in enumerate(queries):
             try:
@@ -361,7 +369,8 @@ class RecommendationCore:
                 raise InvalidArgument(f"requests[{i}].{exc.field}", exc.description) from exc
         model = self.registry.current
         if model is not None and not self.settings.naive:
-            model.batcher.admit(len(queries))  # the whole call, or none of it
+            # The whole call, or none of it; an explained request at its full cost.
+            model.batcher.admit(len(queries) + explained * (self.settings.explain_events + 1))
         admitted = ADMITTED.set(True)
         try:
             results = list(await asyncio.gather(*map(self._serve, queries, ks)))
@@ -376,9 +385,13 @@ class RecommendationCore:
             if self.settings.exploration_slots:
                 await self._explore(query, k, result)
             self._measure(query, k, result)
-        explained = [r for q, r in zip(queries, results, strict=True) if q.explain]
-        if explained:
-            await asyncio.gather(*map(self._explain, explained))
+        to_explain = [r for q, r in zip(queries, results, strict=True) if q.explain]
+        if to_explain:
+            admitted = ADMITTED.set(True)  # priced in the call's admission above
+            try:
+                await asyncio.gather(*map(self._explain, to_explain))
+            finally:
+                ADMITTED.reset(admitted)
         return results
 
     async def _explain(self, result: Recommendation) -> None:
@@ -389,10 +402,9 @@ class RecommendationCore:
         model, seen = result.basis
         history = seen[-model.bundle.config.max_len :]
         newest = self.settings.explain_events
-        loop = asyncio.get_running_loop()
-        states = await loop.run_in_executor(
-            self.executor, leave_one_out_states, model.backend.encode, history, newest
-        )
+        # One sequence per explained event plus the whole history: admitted at that cost.
+        variants = leave_one_out_variants(history, newest)
+        states = await model.batcher.run_beside(model.backend.encode, variants)
         rows = np.fromiter((model.rows[item] for item, _ in result.items), np.int64)
         weights = support_weights(states, model.bundle.item_embeddings[rows])
         vocab = model.bundle.vocab
@@ -409,6 +421,7 @@ class RecommendationCore:
     async def _serve(self, query: RecommendQuery, k: int) -> Recommendation:
         """A validated query with its effective k, by the model of the user's arm."""
         model, _ = self.registry.model_for(query.user_id)
+        await self._prepare_labels(model, query)
         if query.history:
             items, history_version = list(query.history), 0
         else:
@@ -435,6 +448,7 @@ class RecommendationCore:
                 log.warning("history of a user unavailable: serving the popularity fallback")
                 items, history_version = [], 0
             model, _ = self.registry.model_for(query.user_id)
+            await self._prepare_labels(model, query)
         if model is None:
             return self._fallback_without_model(query, items, k)
         seen = self._known_rows(model, items)
@@ -449,6 +463,11 @@ class RecommendationCore:
                 return self._score(model, kept.state, None, query, kept.seen, k)
         state, scores = await self._state(model, query.user_id, history_version, seen)
         return self._score(model, state, scores, query, seen, k)
+
+    async def _prepare_labels(self, model: ServingModel | None, query: RecommendQuery) -> None:
+        if model is not None and (query.include_labels or query.exclude_labels):
+            labels = [*query.include_labels, *query.exclude_labels]
+            await self.catalogue.prepare_labels(model.version, model.rows, labels)
 
     def _score(
         self,

@@ -4,9 +4,10 @@ request id, metrics and access log.
 InvalidArgument -> INVALID_ARGUMENT (with a google.rpc.BadRequest field violation),
 NotFound -> NOT_FOUND, FailedPrecondition -> FAILED_PRECONDITION, Unavailable and
 StorageError -> UNAVAILABLE (safe to retry: event ids are idempotency keys), Overloaded
--> RESOURCE_EXHAUSTED, BundleError -> FAILED_PRECONDITION, a server-side deadline ->
-DEADLINE_EXCEEDED, anything else -> INTERNAL with the traceback logged. (Tokens are
-checked before a call reaches a servicer: server/auth.py.)
+-> RESOURCE_EXHAUSTED, StreamIdle -> DEADLINE_EXCEEDED, BundleError ->
+FAILED_PRECONDITION, a server-side deadline -> DEADLINE_EXCEEDED, anything else ->
+INTERNAL with the traceback logged. (Tokens are checked before a call reaches a
+servicer: server/guard.py.)
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ from shared.errors import (
     NotFound,
     Overloaded,
     StorageError,
+    StreamIdle,
     Unavailable,
 )
-from shared.telemetry import REQUEST_ID_HEADER, new_request_id, request_id
+from shared.telemetry import REQUEST_ID_HEADER, caller_name, new_request_id, request_id
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -49,6 +51,7 @@ _CODES: list[tuple[type[Exception], grpc.StatusCode]] = [
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
     (StorageError, grpc.StatusCode.UNAVAILABLE),
     (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (StreamIdle, grpc.StatusCode.DEADLINE_EXCEEDED),
     (TimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
 ]
 
@@ -148,7 +151,8 @@ def rpc(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
             metrics.REQUESTS.labels(method=name, code=code.name).inc()
             metrics.LATENCY.labels(method=name).observe(seconds)
             if access_log_enabled:
-                ACCESS_LOG.info("%s %s %.2fms", name, code.name, seconds * 1000)
+                who = caller_name.get() or "-"
+                ACCESS_LOG.info("%s %s %s %.2fms", name, who, code.name, seconds * 1000)
             request_id.reset(token)
 
     return wrapper

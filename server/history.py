@@ -1,4 +1,6 @@
-"""Per-user recent history: a bounded LRU cache over the database, appended by Feedback.
+"""Per-user recent history: an LRU cache over the database, bounded by its measured size
+in bytes (not its user count: 100,000 users of 512 events would be gigabytes), appended
+by Feedback.
 
 A miss reads the user's newest events from the database. Feedback appends to a cached
 entry after its commit, so the next Recommend sees it without a database read. Events
@@ -21,6 +23,7 @@ import asyncio
 import bisect
 import itertools
 import math
+import sys
 import time
 import zlib
 from collections.abc import Callable
@@ -40,6 +43,26 @@ HISTORY_KEEP = 512
 
 Entry = tuple[float, str]  # (event time, epoch seconds; item_id)
 _versions = itertools.count(1)
+_ENTRY_BYTES = sys.getsizeof((0.0, "")) + sys.getsizeof(0.0)
+"""An event's (time, item) tuple and its float; the item id's string is measured apiece,
+and its slot in the history tuple by that tuple's getsizeof."""
+_USER_BYTES = 400
+"""A cached user's fixed part: the _Cached object and its attributes, the LRU's links."""
+
+
+def event_bytes(entry: Entry) -> int:
+    return _ENTRY_BYTES + sys.getsizeof(entry[1])
+
+
+def history_bytes(user_id: str, events: tuple[Entry, ...]) -> int:
+    """What a cached history takes in memory, as sys.getsizeof measures its parts (the
+    tests compare it with tracemalloc)."""
+    return (
+        _USER_BYTES
+        + sys.getsizeof(user_id)
+        + sys.getsizeof(events)
+        + sum(map(event_bytes, events))
+    )
 
 
 @dataclass
@@ -50,6 +73,8 @@ class _Cached:
     collection skips the whole history. As lists, the 512 events of each cached user
     were visited by every full collection (2,000 users: about 1M visits, 60-130 ms with
     the event loop stopped)."""
+    nbytes: int = 0
+    """history_bytes() of the entry, kept up to date by appends (the LRU's weight)."""
     version: int = field(default_factory=lambda: next(_versions))
     """Unique across loads and appends, so (user, version) names one exact history."""
     stored: int = 0
@@ -79,21 +104,28 @@ def expiry(ttl_s: float) -> Callable[[str, object, float], float]:
 
 
 class HistoryCache:
-    def __init__(self, engine: Engine, executor: Executor, *, max_users: int, ttl_s: float) -> None:
+    def __init__(self, engine: Engine, executor: Executor, *, max_bytes: int, ttl_s: float) -> None:
         self._engine = engine
         self._executor = executor
-        self._max_users = max_users
+        self._max_bytes = max_bytes
         # Least recently used out first; entries older than their time to live are
         # revalidated (module docstring). Appends keep an entry's age. Each user's time to
         # live lies between ttl_s / 2 and ttl_s, fixed by a hash of the id: users warmed
         # together then do not all expire in the same instant, which under load was a
         # two-second stall of database reads and re-encodings.
-        self._cache: LRUCache[str, _Cached] = LRUCache(max(1, max_users))
+        self._cache: LRUCache[str, _Cached] = LRUCache(
+            max(1, max_bytes), getsizeof=lambda cached: cached.nbytes
+        )
         self._ttu = expiry(ttl_s) if ttl_s else None
         self._loading: dict[str, _Loading] = {}
 
     def __len__(self) -> int:
         return len(self._cache)
+
+    @property
+    def nbytes(self) -> int:
+        """The cached histories' measured size."""
+        return int(self._cache.currsize)
 
     def _fresh(self, user_id: str) -> _Cached | None:
         cached = self._cache.get(user_id)
@@ -210,20 +242,39 @@ class HistoryCache:
             return
         events = cached.events
         if not events or entry >= events[-1]:
-            events = (*events, entry)[-HISTORY_KEEP:]
+            grown = (*events, entry)
         else:
             merged = list(events)
             bisect.insort(merged, entry)
-            events = tuple(merged[-HISTORY_KEEP:])
+            grown = tuple(merged)
+        dropped = grown[: max(0, len(grown) - HISTORY_KEEP)]
+        events = grown[len(dropped) :]
+        cached.nbytes += (
+            event_bytes(entry)
+            - sum(map(event_bytes, dropped))
+            + sys.getsizeof(events)
+            - sys.getsizeof(cached.events)
+        )
         cached.events = events
         cached.version = next(_versions)
         cached.stored += 1
+        if cached.nbytes <= self._max_bytes:
+            self._cache[user_id] = cached  # its new weight (and most recently used)
+        else:
+            self._cache.pop(user_id, None)
 
     def _store(self, user_id: str, events: list[Entry], stored: int = 0) -> int:
-        if self._max_users == 0:
+        if self._max_bytes == 0:
             return 0
-        entry = _Cached(tuple(events), stored=stored, fresh_until=self._fresh_until(user_id))
-        self._cache[user_id] = entry
+        kept = tuple(events)
+        entry = _Cached(
+            kept,
+            stored=stored,
+            fresh_until=self._fresh_until(user_id),
+            nbytes=history_bytes(user_id, kept),
+        )
+        if entry.nbytes <= self._max_bytes:  # a budget below one history caches nothing
+            self._cache[user_id] = entry
         return entry.version
 
     def _fresh_until(self, user_id: str) -> float:

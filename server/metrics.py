@@ -12,6 +12,7 @@ recserve_invalidations_total                   other replicas' notifications app
 recserve_impressions_dropped_total             impressions not logged (queue full, db error)
 recserve_event_loop_lag_seconds                how late the event loop ran a 10 ms timer
 recserve_gc_pause_seconds{generation}          garbage collections and their duration
+recserve_refused_total{reason}                 calls the guard refused (server/guard.py)
 """
 
 from __future__ import annotations
@@ -67,6 +68,12 @@ GC_PAUSE = Histogram(
     "Garbage collections by generation and how long each stopped the interpreter",
     ["generation"],
     buckets=LATENCY_BUCKETS,
+)
+REFUSED = Counter(
+    "recserve_refused",
+    "Calls refused before their servicer: unauthenticated, permission_denied, unary_slots, "
+    "streams_per_caller, stream_idle",
+    ["reason"],
 )
 
 

@@ -230,6 +230,10 @@ def stats_to_proto(view: StatsView) -> admin_pb2.ServerStats:
         requests_total=view.requests_total,
         feedback_events_total=view.feedback_events_total,
         cached_users=view.cached_users,
+        history_cache_bytes=view.history_cache_bytes,
+        label_cache_entries=view.label_cache_entries,
+        calls_in_progress=view.calls_in_progress,
+        streams_open=view.streams_open,
         batches_total=view.batches_total,
         batched_histories_total=view.batched_histories_total,
         state_cache_hits=view.state_cache_hits,
@@ -241,7 +245,7 @@ def stats_to_proto(view: StatsView) -> admin_pb2.ServerStats:
 
 class ModelAdminServicer(admin_pb2_grpc.ModelAdminServicer):
     """ModelAdmin: protobuf to AdminService calls and back. Who may call it is decided
-    by the token interceptor (server/auth.py)."""
+    by the call guard (server/guard.py)."""
 
     def __init__(self, admin: AdminService) -> None:
         self.admin = admin

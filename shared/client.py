@@ -100,12 +100,17 @@ class AsyncClient:
 
 def client_token(settings: Settings, explicit: str | None = None) -> str | None:
     """The token a recserve client sends: --token, else RECSERVE_CLIENT__TOKEN, else the
-    server's own admin token (the embedded default, where both run on one machine)."""
+    server's own admin token (the embedded default, where both run on one machine; a
+    ``name=secret`` setting sends its secret)."""
     if explicit:
         return explicit
-    for secret in (settings.client.token, settings.server.admin_token):
+    if settings.client.token is not None:
+        return settings.client.token.get_secret_value()
+    admin = [*settings.server.admin_tokens, settings.server.admin_token]
+    for secret in admin:
         if secret is not None:
-            return secret.get_secret_value()
+            _, named, value = secret.get_secret_value().partition("=")
+            return value if named else secret.get_secret_value()
     return None
 
 

@@ -78,8 +78,17 @@ class ServerSettings(BaseModel):
     max_inflight_batches: int = Field(0, ge=0, le=64)
     """Batches the model runs at once. 0 (auto): on the CPU, enough runs of
     intra_op_threads threads to fill this process's share of the cores; on a GPU, 1."""
-    history_cache_users: int = Field(100_000, ge=0)
-    """Users whose recent history is kept in memory (least recently used are dropped)."""
+    history_cache_max_bytes: int = Field(256 * 2**20, ge=0)
+    """Memory the cached user histories may take, by their measured size (the least
+    recently used are dropped beyond it; a user of 512 events takes about 60 kB). 0
+    turns the cache off."""
+    label_cache_max_entries: int = Field(10_000, ge=1)
+    """Label filters' model rows kept per (model version, label), least recently used
+    dropped beyond it; clients choose the labels they send, so this bounds their memory."""
+    max_explained_per_call: int = Field(32, ge=0, le=100_000)
+    """Most requests of one RecommendBatch call that may ask for explanations: each costs
+    a model run over one history per explained event plus one. A larger call gets
+    INVALID_ARGUMENT."""
     history_ttl_s: float = Field(300.0, ge=0.0)
     """Cached histories older than this are re-read from the database: a safety net
     behind the cross-replica invalidations (server/invalidation.py). 0 disables expiry."""
@@ -135,19 +144,28 @@ class ServerSettings(BaseModel):
     so that no Feedback commit pays for a checkpoint (server/checkpoints.py). 0: SQLite's
     automatic checkpoints, inside commits."""
     admin_token: SecretStr | None = None
-    """A bearer token of the admin role (one more entry of admin_tokens)."""
+    """A bearer token of the admin role, ``name=secret`` (one more entry of admin_tokens)."""
     read_tokens: list[SecretStr] = []
-    """Bearer tokens of the read role: Recommend and RecommendBatch. Empty: those calls
-    need no token. JSON list in the environment: RECSERVE_SERVER__READ_TOKENS='["t1"]'."""
+    """Bearer tokens of the read role (Recommend, RecommendBatch), each ``name=secret``:
+    the name is what logs and audits show, the secret what a client sends. JSON list in
+    the environment: RECSERVE_SERVER__READ_TOKENS='["shop-frontend=..."]'. Once any token
+    of any role (or a client CA) is configured, a role with no tokens is closed."""
     write_tokens: list[SecretStr] = []
-    """Bearer tokens of the write role: Feedback and FeedbackStream (and read). Empty:
-    those calls need no token."""
+    """Bearer tokens of the write role (Feedback, FeedbackStream; and read), name=secret."""
     admin_tokens: list[SecretStr] = []
-    """Bearer tokens of the admin role: ModelAdmin (and read and write). Empty (and no
-    admin_token): ModelAdmin needs no token."""
+    """Bearer tokens of the admin role (every ModelAdmin method; and read and write),
+    name=secret."""
+    anonymous_roles: list[Literal["read", "write", "admin"]] = []
+    """Roles open to callers without a credential once authentication is configured
+    (logged as a warning at start-up). Empty (the default): every call needs one."""
+    client_cert_roles: dict[str, Literal["read", "write", "admin"]] = {}
+    """mTLS: the role a client certificate verified against tls_client_ca grants, by its
+    subject's common name (CN). Empty (the default): certificates grant no role, and
+    callers also need a token."""
     insecure: bool = False
-    """Allow listening on a non-loopback address with neither TLS nor tokens. Without
-    it such a server refuses to start (`recserve serve --insecure` sets it)."""
+    """Allow listening on a non-loopback address with no authentication (a trusted
+    network, or a sidecar that authenticates callers). Without it such a server refuses
+    to start (`recserve serve --insecure` sets it). TLS alone does not count."""
     tls_cert: Path | None = None
     """PEM certificate chain of the server; with tls_key, the server speaks TLS only."""
     tls_key: Path | None = None
@@ -155,12 +173,37 @@ class ServerSettings(BaseModel):
     tls_client_ca: Path | None = None
     """PEM CA bundle; when set, clients must present a certificate it signed (mTLS)."""
     max_concurrent_rpcs: int = Field(24, ge=1)
-    """RPCs in progress at once in one server process; beyond it a call gets
-    RESOURCE_EXHAUSTED at once. This is what keeps an overloaded server fast for the
+    """Unary RPCs in progress at once in one server process (counted once a call's request
+    has arrived; streams, health checks and reflection are not counted); beyond it a
+    call gets RESOURCE_EXHAUSTED at once. This is what keeps an overloaded server fast for the
     calls it accepts: every call's Python work runs on one event loop, and calls beyond
     what it can take would otherwise wait in gRPC's queue, where no other check sees them.
     24 holds about 30 ms of work on the 2-core machines this was measured on; raise it
     with the cores (model runs) per process."""
+    max_streams_per_caller: int = Field(32, ge=1, le=100_000)
+    """Client streams (FeedbackStream) one caller may hold open at once: a token's name,
+    or everyone without a token together. Beyond it a stream gets RESOURCE_EXHAUSTED."""
+    max_streams_per_connection: int = Field(1000, ge=1, le=100_000)
+    """HTTP/2 streams (calls of any kind) one client connection may have open at once
+    (gRPC's max_concurrent_streams). A client that opens more than this at once on a new
+    connection, before it has read the server's settings, gets some refused (UNAVAILABLE,
+    safe to retry), so the default leaves room for bursts of several hundred calls; the
+    per-caller stream cap and the unary slots bound the work."""
+    stream_idle_timeout_s: float = Field(10.0, gt=0.0, le=86_400.0)
+    """A client stream that sends no message for this long is ended (DEADLINE_EXCEEDED);
+    the messages it sent before are stored."""
+    keepalive_time_s: float = Field(60.0, gt=0.0)
+    """How often the server pings an idle connection to see it is alive."""
+    keepalive_timeout_s: float = Field(20.0, gt=0.0)
+    """How long a keepalive ping may go unanswered before the connection is closed."""
+    max_connection_idle_s: float = Field(300.0, ge=0.0)
+    """A connection with no call for this long is closed (GOAWAY; clients reconnect on
+    their next call). 0: never."""
+    max_connection_age_s: float = Field(3600.0, ge=0.0)
+    """A connection older than this is asked to go away, so that clients spread again
+    over replicas added since; its calls get max_connection_age_grace_s. 0: never."""
+    max_connection_age_grace_s: float = Field(60.0, ge=0.0)
+    """How long calls on a connection past its age may still finish before it closes."""
     max_queued_histories: int = Field(0, ge=0)
     """Histories waiting for a model run; beyond it Recommend gets RESOURCE_EXHAUSTED at
     once instead of queueing. 0 (auto): 4 full batches per model run that may be in
@@ -344,8 +387,10 @@ class TelemetrySettings(BaseModel):
     """HTTP port of the Prometheus /metrics endpoint of a server or worker; 0 turns it
     off. Processes on one host need different ports (`recserve up` assigns them); a port
     that is taken is logged and metrics are then not exported, the process keeps running."""
-    metrics_host: str = "0.0.0.0"
-    """Interface the /metrics endpoint listens on."""
+    metrics_host: str = "127.0.0.1"
+    """Interface the /metrics endpoint listens on. Loopback by default, so metrics are
+    not exposed beyond the host; the container image sets 0.0.0.0 for a Prometheus on the
+    same container network (deploy/compose.yaml publishes only gRPC)."""
     log_format: Literal["text", "json"] = "text"
     """json: one JSON object per line (time, level, logger, message, request_id, ...)."""
     access_log: bool = False

@@ -186,6 +186,12 @@ def count_user_events(session: Session, *, user_id: str) -> int:
     return int(session.connection().execute(query).scalar_one())
 
 
+def some_user_ids(session: Session, *, limit: int) -> list[str]:
+    """Up to ``limit`` distinct users with stored events, in id order."""
+    query = select(FeedbackEvent.user_id).distinct().order_by(FeedbackEvent.user_id).limit(limit)
+    return [str(user) for user in session.exec(query)]
+
+
 def count_events(session: Session, *, id_prefix: str = "") -> int:
     """Stored events, or only those whose event_id starts with ``id_prefix``."""
     query = select(func.count()).select_from(FeedbackEvent)

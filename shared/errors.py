@@ -11,6 +11,7 @@
     │   └── ParityError      the exported ONNX graph disagrees with the torch model
     ├── StorageError         the database refused a write
     ├── Overloaded           a queue is full: shed at once       -> RESOURCE_EXHAUSTED
+    ├── StreamIdle           a client stream sent nothing for too long -> DEADLINE_EXCEEDED
     └── JobCancelled         an operator cancelled the running job (the worker stops it)
 
 The server maps these to gRPC status codes in exactly one place (server/errors.py).
@@ -62,6 +63,11 @@ class StorageError(RecserveError):
 class Overloaded(RecserveError):
     """The server is at a bounded queue's limit; the call is refused at once (safe to
     retry with backoff) rather than queued without bound."""
+
+
+class StreamIdle(RecserveError):
+    """A client stream sent no message for server.stream_idle_timeout_s; it is ended so
+    that idle streams cannot hold the server's capacity."""
 
 
 class JobCancelled(RecserveError):

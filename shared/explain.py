@@ -39,15 +39,20 @@ def candidate_offset(history: np.ndarray, newest: int | None) -> int:
     return 0 if newest is None else max(0, len(history) - newest)
 
 
-def leave_one_out_states(
-    encode: Encode, history: np.ndarray, newest: int | None = None
-) -> np.ndarray:
-    """float32 [1+C, D]: the state of the full ``history`` (model rows, oldest first),
-    then of the history without event j, for each of the C candidate events j (the newest
+def leave_one_out_variants(history: np.ndarray, newest: int | None = None) -> np.ndarray:
+    """int64 [1+C, L], left-padded: the full ``history`` (model rows, oldest first), then
+    the history without event j, for each of the C candidate events j (the newest
     ``newest``, or all), oldest first."""
     start = candidate_offset(history, newest)
     variants = [history] + [np.delete(history, j) for j in range(start, len(history))]
-    return encode(left_pad(variants))
+    return left_pad(variants)
+
+
+def leave_one_out_states(
+    encode: Encode, history: np.ndarray, newest: int | None = None
+) -> np.ndarray:
+    """float32 [1+C, D]: the states of leave_one_out_variants, in one run."""
+    return encode(leave_one_out_variants(history, newest))
 
 
 def support_weights(states: np.ndarray, item_vectors: np.ndarray) -> np.ndarray:

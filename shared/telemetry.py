@@ -20,6 +20,8 @@ from typing import Any
 from shared.config import Settings
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+caller_name: contextvars.ContextVar[str] = contextvars.ContextVar("caller_name", default="")
+"""The name of the token (or certificate) that made the current call; never its secret."""
 REQUEST_ID_HEADER = "x-request-id"
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 log = logging.getLogger(__name__)
@@ -40,6 +42,7 @@ def new_request_id(offered: str | None) -> str:
 class _RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id.get()
+        record.caller = caller_name.get()
         return True
 
 
@@ -57,6 +60,9 @@ class JsonFormatter(logging.Formatter):
         rid = getattr(record, "request_id", "")
         if rid:
             entry["request_id"] = rid
+        caller = getattr(record, "caller", "")
+        if caller:
+            entry["caller"] = caller
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)

@@ -102,7 +102,7 @@ def test_server_metrics_request_ids_and_json_logs(settings) -> None:
     ]
     traced = [line for line in lines if line.get("request_id") == "trace-me-42"]
     assert traced and traced[0]["logger"] == "recserve.access"
-    assert traced[0]["message"].startswith("Recommend OK ")
+    assert traced[0]["message"].startswith("Recommend anonymous OK ")  # method, caller, code
 
 
 def test_worker_metrics(tmp_path) -> None:

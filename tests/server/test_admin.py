@@ -141,7 +141,11 @@ async def test_admin_token_is_required_when_configured(settings) -> None:
     from shared.client import AsyncClient
 
     secured = settings.model_copy(
-        update={"server": settings.server.model_copy(update={"admin_token": SecretStr("s3cret")})}
+        update={
+            "server": settings.server.model_copy(
+                update={"admin_token": SecretStr("ops=s3cret-admin")}
+            )
+        }
     )
     running = await start_server(secured)
     try:
@@ -152,11 +156,16 @@ async def test_admin_token_is_required_when_configured(settings) -> None:
         wrong = AsyncClient(running.target, "nope")
         with pytest.raises(grpc.aio.AioRpcError):
             await wrong.admin.ListModels(admin_pb2.ListModelsRequest(), metadata=wrong.metadata)
-        good = AsyncClient(running.target, "s3cret")
+        good = AsyncClient(running.target, "s3cret-admin")
         listing = await good.admin.ListModels(admin_pb2.ListModelsRequest(), metadata=good.metadata)
         assert listing.active_version == 1
-        # Recommend needs no token.
-        await anonymous.recommender.Recommend(pb.RecommendRequest(user_id="u00001"))
+        # Deny by default: with only an admin token set, Recommend needs one too.
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await anonymous.recommender.Recommend(pb.RecommendRequest(user_id="u00001"))
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        await good.recommender.Recommend(
+            pb.RecommendRequest(user_id="u00001"), metadata=good.metadata
+        )
         for c in (anonymous, wrong, good):
             await c.close()
     finally:

@@ -178,3 +178,42 @@ def test_auto_inflight_batches_fill_the_cores(monkeypatch: pytest.MonkeyPatch) -
     assert inflight_batches(ServerSettings(intra_op_threads=2, workers=2), "cpu") == 2
     assert inflight_batches(ServerSettings(), "cuda:0") == 1
     assert inflight_batches(ServerSettings(max_inflight_batches=3), "cpu") == 3
+
+
+async def test_a_run_beside_the_queue_counts_in_admission(backend) -> None:
+    """An explanation's leave-one-out run is admitted at its real number of sequences,
+    and counts as them in other calls' admission while it waits and runs."""
+    from shared.errors import Overloaded
+
+    with ThreadPoolExecutor(1) as pool:
+        batcher = DynamicBatcher(backend.encode, pool, max_batch=4, max_queued=11)
+        histories = np.arange(1, 9, dtype=np.int64)[None].repeat(8, axis=0)
+        beside = asyncio.ensure_future(batcher.run_beside(backend.encode, histories))
+        await asyncio.sleep(0)  # it takes the run slot
+        queued = [asyncio.ensure_future(batcher.submit(np.array([i + 1]))) for i in range(3)]
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded):
+            batcher.admit(1)  # 8 beside + 3 queued: one more is over 11
+        with pytest.raises(Overloaded):
+            await batcher.run_beside(backend.encode, histories)
+        states, *_ = await asyncio.gather(beside, *queued)
+        np.testing.assert_array_equal(states, backend.item_embeddings[histories[:, -1]])
+        batcher.admit(8)  # all done: room again
+        await batcher.close()
+
+
+async def test_a_run_beside_the_queue_yields_to_queued_requests_between_chunks(backend) -> None:
+    """In chunks of the batch limit, one slot at a time: a request that queues while the
+    long run works waits for one chunk, not for all of them."""
+    with ThreadPoolExecutor(2) as pool:
+        batcher = DynamicBatcher(backend.encode, pool, max_batch=4, max_inflight=1)
+        histories = np.arange(1, 9, dtype=np.int64)[None].repeat(16, axis=0)
+        beside = asyncio.ensure_future(batcher.run_beside(backend.encode, histories))
+        await asyncio.sleep(0.005)  # the first chunk runs
+        queued = await batcher.submit(np.array([7]))
+        assert not beside.done(), "served before the long run ended"
+        states = await beside
+        await batcher.close()
+    np.testing.assert_array_equal(queued, backend.item_embeddings[7])
+    assert len(states) == 16
+    assert backend.batches[:2] == [(4, 8), (1, 1)], "one chunk, then the queued request"

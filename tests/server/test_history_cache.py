@@ -8,7 +8,7 @@ from server.history import HISTORY_KEEP, HistoryCache
 
 
 def _cache() -> HistoryCache:
-    return HistoryCache(None, None, max_users=10, ttl_s=0)  # type: ignore[arg-type]
+    return HistoryCache(None, None, max_bytes=2**20, ttl_s=0)  # type: ignore[arg-type]
 
 
 def test_appends_keep_time_order_and_the_newest_events() -> None:
@@ -46,7 +46,7 @@ async def test_an_expired_history_is_revalidated_by_a_count_and_read_only_when_c
 
     engine = make_engine(settings.db_url)
     with ThreadPoolExecutor(2) as pool:
-        cache = HistoryCache(engine, pool, max_users=10, ttl_s=0.05)
+        cache = HistoryCache(engine, pool, max_bytes=2**20, ttl_s=0.05)
         reads = []
         read = cache._read
         cache._read = lambda user: reads.append(user) or read(user)  # type: ignore[method-assign]
@@ -80,7 +80,7 @@ async def test_an_expired_history_is_served_while_the_database_is_unreachable(se
 
     engine = make_engine(settings.db_url)
     with ThreadPoolExecutor(2) as pool:
-        cache = HistoryCache(engine, pool, max_users=10, ttl_s=0.05)
+        cache = HistoryCache(engine, pool, max_bytes=2**20, ttl_s=0.05)
         items, version = await cache.get_versioned("u00002")
         await asyncio.sleep(0.06)
 
@@ -91,3 +91,55 @@ async def test_an_expired_history_is_served_while_the_database_is_unreachable(se
         assert await cache.get_versioned("u00002") == (items, version)
         assert not cache.is_cached("u00002"), "still due for revalidation"
     engine.dispose()
+
+
+def _events(n: int, tag: str) -> list[tuple[float, str]]:
+    return [(float(t), f"{tag}-item-{t:06d}") for t in range(n)]
+
+
+def test_the_byte_budget_drops_the_least_recently_used() -> None:
+    from server.history import history_bytes
+
+    one = history_bytes("user-000", tuple(_events(HISTORY_KEEP, "x")))
+    cache = HistoryCache(None, None, max_bytes=3 * one + one // 2, ttl_s=0)  # type: ignore[arg-type]
+    for n in range(3):
+        cache._store(f"user-{n:03d}", _events(HISTORY_KEEP, f"u{n}"))
+    assert cache.peek("user-000") is not None  # used: user-001 is now the least recent
+    cache._store("user-003", _events(HISTORY_KEEP, "u3"))
+    assert cache.peek("user-001") is None
+    assert {u for u in ("user-000", "user-002", "user-003") if cache.peek(u)} == {
+        "user-000",
+        "user-002",
+        "user-003",
+    }
+    assert cache.nbytes <= 3 * one + one // 2
+
+
+def test_appends_keep_the_measured_size_exact() -> None:
+    from server.history import history_bytes
+
+    cache = _cache()
+    cache._store("u", _events(HISTORY_KEEP - 2, "a"))
+    for t in range(5):  # grows to the cap, then drops the oldest
+        cache.append("u", f"new-{t}", 1e6 + t)
+    cache.append("u", "older", 10.5)  # out of order
+    cached = cache._cache["u"]
+    assert cached.nbytes == history_bytes("u", cached.events) == cache.nbytes
+
+
+def test_the_measured_size_matches_what_the_allocator_holds() -> None:
+    """The budget is memory, not a count: histories read from the database (fresh strings
+    per user) take within 25% of what history_bytes says, as tracemalloc sees it."""
+    import tracemalloc
+
+    cache = _cache()
+    cache._max_bytes = 2**40
+    cache._cache = type(cache._cache)(2**40, getsizeof=lambda c: c.nbytes)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for n in range(200):
+        rows = [(float(t), "".join(["item-", str(n), "-", str(t)])) for t in range(HISTORY_KEEP)]
+        cache._store(f"user-{n}", rows)
+    held = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert 0.75 <= cache.nbytes / held <= 1.25, (cache.nbytes, held)

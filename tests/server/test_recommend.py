@@ -295,7 +295,7 @@ async def test_concurrent_reads_of_one_uncached_history_share_one_load(settings)
 
     engine = make_engine(settings.db_url)
     with ThreadPoolExecutor(4) as pool:
-        cache = HistoryCache(engine, pool, max_users=0, ttl_s=0)
+        cache = HistoryCache(engine, pool, max_bytes=0, ttl_s=0)
         reads = []
         read = cache._read
         cache._read = lambda user: reads.append(user) or read(user)  # type: ignore[method-assign]

@@ -82,25 +82,55 @@ async def test_role_tokens(settings) -> None:
         assert reply.status == health_pb2.HealthCheckResponse.SERVING, "health stays open"
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await clients[READ].recommender.Feedback(event(9), metadata=clients[READ].metadata)
-        assert "needs the write role; this token has the read role" in err.value.details()
+        assert "needs the write role; read-1 has the read role" in err.value.details()
     finally:
         for c in clients.values():
             await c.close()
         await running.stop(0)
 
 
-async def test_a_role_without_tokens_is_open(settings) -> None:
-    running = await start_server(with_server(settings, admin_tokens=[SecretStr(ADMIN)]))
+async def test_a_role_without_tokens_is_closed(settings) -> None:
+    """Only read tokens configured: anonymous calls to every role are refused, admin ones
+    included (they were open before a review tried them with grpcurl)."""
+    running = await start_server(with_server(settings, read_tokens=[SecretStr(f"app={READ}")]))
+    anonymous = AsyncClient(running.target)
+    reader = AsyncClient(running.target, READ)
+    try:
+        NOAUTH = grpc.StatusCode.UNAUTHENTICATED
+        recommend = anonymous.recommender.Recommend(pb.RecommendRequest(user_id="u1"))
+        assert await code_of(recommend) == NOAUTH
+        assert await code_of(anonymous.recommender.Feedback(event(1))) == NOAUTH
+        for call in (
+            anonymous.admin.ListModels(admin_pb2.ListModelsRequest()),
+            anonymous.admin.StartTraining(admin_pb2.StartTrainingRequest()),
+            anonymous.admin.ActivateModel(admin_pb2.ActivateModelRequest(version=1)),
+            anonymous.admin.PruneModels(admin_pb2.PruneModelsRequest(keep=0)),
+        ):
+            assert await code_of(call) == NOAUTH
+        denied = reader.admin.StartTraining(
+            admin_pb2.StartTrainingRequest(), metadata=reader.metadata
+        )
+        assert await code_of(denied) == grpc.StatusCode.PERMISSION_DENIED
+        ok = reader.recommender.Recommend(
+            pb.RecommendRequest(user_id="u00001"), metadata=reader.metadata
+        )
+        assert await code_of(ok) == grpc.StatusCode.OK
+    finally:
+        await anonymous.close()
+        await reader.close()
+        await running.stop(0)
+
+
+async def test_anonymous_roles_open_a_role_explicitly(settings) -> None:
+    running = await start_server(
+        with_server(settings, admin_tokens=[SecretStr(f"ops={ADMIN}")], anonymous_roles=["read"])
+    )
     anonymous = AsyncClient(running.target)
     try:
-        assert await code_of(
-            anonymous.recommender.Recommend(pb.RecommendRequest(user_id="u1"))
-        ) == (grpc.StatusCode.OK)
-        assert await code_of(anonymous.recommender.Feedback(event(1))) == grpc.StatusCode.OK
-        assert (
-            await code_of(anonymous.admin.ListModels(admin_pb2.ListModelsRequest()))
-            == grpc.StatusCode.UNAUTHENTICATED
-        )
+        recommend = anonymous.recommender.Recommend(pb.RecommendRequest(user_id="u00001"))
+        assert await code_of(recommend) == grpc.StatusCode.OK
+        feedback = anonymous.recommender.Feedback(event(2))
+        assert await code_of(feedback) == grpc.StatusCode.UNAUTHENTICATED
     finally:
         await anonymous.close()
         await running.stop(0)
@@ -113,7 +143,7 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("pki")
     ca = trustme.CA()
     server = ca.issue_cert("localhost", "127.0.0.1")
-    client = ca.issue_cert("recserve-client@example.com")
+    client = ca.issue_cert("recserve-client@example.com", common_name="recserve-client")
     paths = {
         "ca": folder / "ca.pem",
         "server_cert": folder / "server.pem",
@@ -179,6 +209,34 @@ async def test_mtls_with_role_tokens_from_a_python_client(settings, certificates
         await running.stop(0)
 
 
+async def test_a_certificate_grants_the_role_mapped_to_its_subject(settings, certificates) -> None:
+    mapped = with_server(
+        mtls_settings(settings, certificates),
+        client_cert_roles={"recserve-client": "write"},
+    )
+    running = await start_server(mapped)
+    no_token = AsyncClient(running.target, None, client_tls(certificates))
+    try:
+        recommend = no_token.recommender.Recommend(pb.RecommendRequest(user_id="u00001"))
+        assert await code_of(recommend) == grpc.StatusCode.OK
+        assert await code_of(no_token.recommender.Feedback(event(3))) == grpc.StatusCode.OK
+        stream = no_token.recommender.FeedbackStream(iter([event(4)]))
+        assert await code_of(stream) == grpc.StatusCode.OK
+        listed = no_token.admin.ListModels(admin_pb2.ListModelsRequest())
+        assert await code_of(listed) == grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        await no_token.close()
+        await running.stop(0)
+    unmapped = await start_server(mtls_settings(settings, certificates))
+    no_token = AsyncClient(unmapped.target, None, client_tls(certificates))
+    try:
+        recommend = no_token.recommender.Recommend(pb.RecommendRequest(user_id="u00001"))
+        assert await code_of(recommend) == grpc.StatusCode.UNAUTHENTICATED, "none by default"
+    finally:
+        await no_token.close()
+        await unmapped.stop(0)
+
+
 async def test_mtls_from_the_console(settings, certificates) -> None:
     from textual.widgets import DataTable
 
@@ -242,9 +300,17 @@ def test_mtls_from_the_cli(settings, certificates) -> None:
         server.stop()
 
 
-async def test_open_plaintext_beyond_loopback_is_refused(settings) -> None:
+async def test_open_plaintext_beyond_loopback_is_refused(settings, certificates) -> None:
     with pytest.raises(InvalidArgument, match="server.host: is 0.0.0.0"):
         await start_server(with_server(settings, host="0.0.0.0"))
+    tls_only = with_server(
+        settings,
+        host="0.0.0.0",
+        tls_cert=certificates["server_cert"],
+        tls_key=certificates["server_key"],
+    )
+    with pytest.raises(InvalidArgument, match="TLS alone does not"):
+        await start_server(tls_only)
     running = await start_server(with_server(settings, host="0.0.0.0", insecure=True))
     await running.stop(0)
     tokened = await start_server(

@@ -105,8 +105,14 @@ async def test_feedback_rejects(client, server, request_, field) -> None:
             ),
             "requests[0].history[0]",
         ),
+        (
+            pb.RecommendBatchRequest(
+                requests=[pb.RecommendRequest(user_id=f"u{n}", explain=True) for n in range(33)]
+            ),
+            "requests",
+        ),
     ],
-    ids=["empty", "too-many", "k", "history"],
+    ids=["empty", "too-many", "k", "history", "explained-beyond-the-cap"],
 )
 async def test_recommend_batch_rejects(client, request_, field) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:

@@ -368,7 +368,7 @@ class Replica(_message.Message):
     def __init__(self, replica_id: _Optional[str] = ..., address: _Optional[str] = ..., serving_version: _Optional[int] = ..., health: _Optional[str] = ..., backend: _Optional[str] = ..., device: _Optional[str] = ..., last_seen_ms: _Optional[int] = ..., uptime_s: _Optional[float] = ..., alive: _Optional[bool] = ..., note: _Optional[str] = ...) -> None: ...
 
 class ServerStats(_message.Message):
-    __slots__ = ("recommend_qps", "latency_p50_ms", "latency_p99_ms", "error_rate", "mean_batch_size", "feedback_events_per_s", "backend", "device", "active_version", "requests_total", "feedback_events_total", "uptime_s", "cached_users", "batches_total", "batched_histories_total", "state_cache_hits", "configured_version", "note", "replica_id", "series", "replicas")
+    __slots__ = ("recommend_qps", "latency_p50_ms", "latency_p99_ms", "error_rate", "mean_batch_size", "feedback_events_per_s", "backend", "device", "active_version", "requests_total", "feedback_events_total", "uptime_s", "cached_users", "batches_total", "batched_histories_total", "state_cache_hits", "configured_version", "note", "replica_id", "series", "replicas", "history_cache_bytes", "label_cache_entries", "calls_in_progress", "streams_open")
     RECOMMEND_QPS_FIELD_NUMBER: _ClassVar[int]
     LATENCY_P50_MS_FIELD_NUMBER: _ClassVar[int]
     LATENCY_P99_MS_FIELD_NUMBER: _ClassVar[int]
@@ -390,6 +390,10 @@ class ServerStats(_message.Message):
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     SERIES_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_CACHE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LABEL_CACHE_ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    CALLS_IN_PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    STREAMS_OPEN_FIELD_NUMBER: _ClassVar[int]
     recommend_qps: float
     latency_p50_ms: float
     latency_p99_ms: float
@@ -411,7 +415,11 @@ class ServerStats(_message.Message):
     replica_id: str
     series: _containers.RepeatedCompositeFieldContainer[StatsSample]
     replicas: _containers.RepeatedCompositeFieldContainer[Replica]
-    def __init__(self, recommend_qps: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., error_rate: _Optional[float] = ..., mean_batch_size: _Optional[float] = ..., feedback_events_per_s: _Optional[float] = ..., backend: _Optional[str] = ..., device: _Optional[str] = ..., active_version: _Optional[int] = ..., requests_total: _Optional[int] = ..., feedback_events_total: _Optional[int] = ..., uptime_s: _Optional[float] = ..., cached_users: _Optional[int] = ..., batches_total: _Optional[int] = ..., batched_histories_total: _Optional[int] = ..., state_cache_hits: _Optional[int] = ..., configured_version: _Optional[int] = ..., note: _Optional[str] = ..., replica_id: _Optional[str] = ..., series: _Optional[_Iterable[_Union[StatsSample, _Mapping]]] = ..., replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ...) -> None: ...
+    history_cache_bytes: int
+    label_cache_entries: int
+    calls_in_progress: int
+    streams_open: int
+    def __init__(self, recommend_qps: _Optional[float] = ..., latency_p50_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., error_rate: _Optional[float] = ..., mean_batch_size: _Optional[float] = ..., feedback_events_per_s: _Optional[float] = ..., backend: _Optional[str] = ..., device: _Optional[str] = ..., active_version: _Optional[int] = ..., requests_total: _Optional[int] = ..., feedback_events_total: _Optional[int] = ..., uptime_s: _Optional[float] = ..., cached_users: _Optional[int] = ..., batches_total: _Optional[int] = ..., batched_histories_total: _Optional[int] = ..., state_cache_hits: _Optional[int] = ..., configured_version: _Optional[int] = ..., note: _Optional[str] = ..., replica_id: _Optional[str] = ..., series: _Optional[_Iterable[_Union[StatsSample, _Mapping]]] = ..., replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ..., history_cache_bytes: _Optional[int] = ..., label_cache_entries: _Optional[int] = ..., calls_in_progress: _Optional[int] = ..., streams_open: _Optional[int] = ...) -> None: ...
 
 class GetUserHistoryRequest(_message.Message):
     __slots__ = ("user_id", "limit")
