@@ -7,11 +7,15 @@
     popularity.json      training-split counts per row, for the cold-start fallback
     weights.pt           torch state_dict, for fine-tuning
     metrics.json         evaluation results
+    items.ivf, index.json  the approximate top-k index (large catalogues only)
     checksums.json       sha256 of every file above
-    engines/             TensorRT engines, built on the machine that runs them (not checksummed)
+    engines/             TensorRT engines, built on the machine that runs them, each
+      checksums.json     recorded here with its sha256 when it is built
 
 The server verifies checksums before loading; a bad bundle raises BundleError and the
-previous model keeps serving.
+previous model keeps serving. A file that checksums.json does not list is refused too
+(an unlisted index, weights or metrics file would otherwise be read unchecked), as is
+an engine that engines/checksums.json does not list or that fails its sha256.
 """
 
 from __future__ import annotations
@@ -119,14 +123,23 @@ def _read_checksums(directory: Path) -> tuple[dict[str, str], str]:
 
 
 def verify(directory: Path) -> str:
-    """Checks every file against checksums.json; returns the bundle checksum.
+    """Checks every file against checksums.json, and every engine against
+    engines/checksums.json; returns the bundle checksum.
 
-    Raises BundleError naming the first file that is missing or differs.
+    Raises BundleError naming the first file that is missing, differs, or is not listed.
     """
     sums, text = _read_checksums(directory)
     for name in REQUIRED:
         if name not in sums:
             raise BundleError(f"bundle {directory} lacks required file {name}")
+    for path in sorted(directory.iterdir()):
+        if path.name == ENGINES and path.is_dir() and not path.is_symlink():
+            verify_engines(path)
+        elif path.name != CHECKSUMS and (path.name not in sums or not path.is_file()):
+            raise BundleError(
+                f"bundle {directory}: {path.name} is not listed in {CHECKSUMS}; a bundle "
+                "holds only the files its checksums name"
+            )
     for name, expected in sums.items():
         path = directory / name
         if not path.is_file():
@@ -134,6 +147,57 @@ def verify(directory: Path) -> str:
         if sha256_file(path) != expected:
             raise BundleError(f"bundle {directory}: file {name} fails its sha256 checksum")
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _engine_sums(engines_dir: Path) -> dict[str, str]:
+    path = engines_dir / CHECKSUMS
+    if not path.exists():
+        return {}
+    try:
+        sums = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{path} is not valid JSON") from exc
+    if not isinstance(sums, dict) or not all(
+        isinstance(k, str) and Path(k).name == k and isinstance(v, str) for k, v in sums.items()
+    ):
+        raise BundleError(f"{path} must map engine file names to sha256 hex")
+    return sums
+
+
+def verify_engines(engines_dir: Path) -> None:
+    """Every file of a bundle's engines/ is listed in its checksums.json with a matching
+    sha256. Raises BundleError naming the first that is not."""
+    sums = _engine_sums(engines_dir)
+    for path in sorted(engines_dir.iterdir()):
+        if path.name == CHECKSUMS:
+            continue
+        if path.name not in sums or not path.is_file() or path.is_symlink():
+            raise BundleError(
+                f"engine {path} is not listed in {engines_dir / CHECKSUMS}: engines are "
+                "recorded when they are built"
+            )
+        verify_engine(path, sums[path.name])
+
+
+def verify_engine(path: Path, expected: str | None = None) -> None:
+    """One engine file against its recorded sha256 (read from engines/checksums.json
+    unless given). Raises BundleError."""
+    if expected is None:
+        expected = _engine_sums(path.parent).get(path.name)
+        if expected is None:
+            raise BundleError(f"engine {path} is not listed in {path.parent / CHECKSUMS}")
+    if sha256_file(path) != expected:
+        raise BundleError(f"engine {path} fails its sha256 checksum")
+
+
+def record_engine(path: Path) -> None:
+    """Adds a newly built engine to engines/checksums.json (rewritten atomically)."""
+    sums = _engine_sums(path.parent)
+    sums[path.name] = sha256_file(path)
+    bundle = path.parent.parent
+    tmp = bundle.parent / f".{bundle.name}-{ENGINES}-{CHECKSUMS}.tmp"  # outside the bundle
+    tmp.write_text(json.dumps(sums, indent=2, sort_keys=True))
+    tmp.replace(path.parent / CHECKSUMS)
 
 
 @dataclass(frozen=True)

@@ -94,14 +94,21 @@ def build_engine(onnx_path: Path, key: EngineKey, *, workspace_bytes: int = 1 <<
 
 
 def cached_engine(onnx_path: Path, engines_dir: Path, key: EngineKey) -> Path:
-    """The engine file for ``key``, built and written (atomically) when missing."""
+    """The engine file for ``key``: checked against engines/checksums.json when it exists
+    (BundleError when it fails), else built, written atomically and recorded there."""
+    from shared.bundle import record_engine, verify_engine
+
     path = engines_dir / key.filename()
     if path.exists():
+        verify_engine(path)
         return path
     engines_dir.mkdir(parents=True, exist_ok=True)
     log.info("building TensorRT engine %s from %s", path.name, onnx_path)
     data = build_engine(onnx_path, key)
-    tmp = path.with_suffix(".tmp")
+    # Written outside the bundle, so that no unlisted file is ever inside it.
+    bundle = engines_dir.parent
+    tmp = bundle.parent / f".{bundle.name}-{path.name}.tmp"
     tmp.write_bytes(data)
     tmp.rename(path)
+    record_engine(path)
     return path

@@ -53,6 +53,60 @@ def test_bundle_refuses_corruption(tmp_path: Path, trained_template: Path) -> No
         bundle_format.load(tmp_path / "nowhere")
 
 
+@pytest.mark.parametrize(
+    "planted", ["items.ivf", "index.json", "weights.pt.bak", "metrics.json.new", "extra/notes.txt"]
+)
+def test_a_planted_file_is_refused(tmp_path: Path, trained_template: Path, planted: str) -> None:
+    import shutil
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(next((trained_template / "models").iterdir()), copy)
+    (copy / planted).parent.mkdir(exist_ok=True)
+    (copy / planted).write_bytes(b"planted")
+    top = planted.split("/")[0]
+    with pytest.raises(BundleError, match=f"{top} is not listed in checksums.json"):
+        bundle_format.load(copy)
+
+
+def test_an_altered_metrics_or_weights_file_is_refused(
+    tmp_path: Path, trained_template: Path
+) -> None:
+    import shutil
+
+    for name in ("metrics.json", "weights.pt", "popularity.json", "vocab.json"):
+        copy = tmp_path / name
+        shutil.copytree(next((trained_template / "models").iterdir()), copy)
+        with (copy / name).open("ab") as handle:
+            handle.write(b" ")
+        with pytest.raises(BundleError, match=f"{name} fails its sha256"):
+            bundle_format.verify(copy)
+
+
+def test_engines_are_recorded_and_checked(tmp_path: Path, trained_template: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(next((trained_template / "models").iterdir()), copy)
+    engines = copy / bundle_format.ENGINES
+    engines.mkdir()
+    engine = engines / "trt10.0-sm90-fp16-b64-l200.plan"
+    engine.write_bytes(b"serialized engine")
+    with pytest.raises(BundleError, match="is not listed"):
+        bundle_format.verify(copy)  # an engine nobody recorded
+    bundle_format.record_engine(engine)
+    bundle_format.verify(copy)
+    assert sorted(p.name for p in copy.parent.iterdir()) == ["bundle"], "no temporary left"
+    engine.write_bytes(b"serialized engine, altered")
+    with pytest.raises(BundleError, match="fails its sha256"):
+        bundle_format.verify(copy)
+    with pytest.raises(BundleError, match="fails its sha256"):
+        bundle_format.verify_engine(engine)
+    engine.write_bytes(b"serialized engine")
+    (engines / "planted.plan").write_bytes(b"x")
+    with pytest.raises(BundleError, match="planted.plan is not listed"):
+        bundle_format.verify(copy)
+
+
 def test_metrics_from_known_ranks() -> None:
     scores = np.array([[0.9, 0.1, 0.5], [0.2, 0.3, 0.1], [0.0, 0.0, 1.0]])
     ranks = target_ranks(scores, np.array([0, 0, 1]))
