@@ -9,7 +9,9 @@ UNKNOWN, and its own checks hold.
 
     database    PostgreSQL cut away for a while (a TCP proxy between server and it) and back
     broker      Redis cut away at StartTraining, and again while a job runs
-    worker      the worker SIGKILLed mid-training
+    worker      the worker SIGKILLed mid-training: requeued, finished by another worker
+    fencing     a worker SIGSTOPped past its lease, the job finished elsewhere, then SIGCONT:
+                the stale attempt's writes refused, exactly one model activated
     bundle      a corrupt bundle activated
     sigterm     SIGTERM under load: NOT_SERVING first, calls served while draining, exit 0
     hot-swap    ten activations under load
@@ -409,6 +411,36 @@ def drill_broker(root: Path, seconds: float) -> DrillResult:
     return result
 
 
+def _wait_job(engine: Any, job_id: int, done: Callable[[Any], bool], deadline: float) -> Any:
+    """The job once ``done(job)`` holds, or as it is at ``deadline``."""
+    while True:
+        with session_scope(engine) as session:
+            job = crud.get_job(session, job_id=job_id)
+        if done(job) or time.monotonic() > deadline:
+            return job
+        time.sleep(0.2)
+
+
+def _versions_of(engine: Any, job_id: int) -> tuple[list[int], list[int]]:
+    """The versions the job registered, and those activated by it."""
+    with session_scope(engine) as session:
+        versions = [
+            int(m.version or 0)
+            for m in crud.list_model_versions(session, limit=1000)
+            if m.job_id == job_id
+        ]
+        activations = [
+            a.version
+            for a in crud.list_activations(session, limit=1000)
+            if a.reason == f"promoted by job {job_id}"
+        ]
+    return versions, activations
+
+
+FINITE_JOB = {"epochs": 30, "patience": 30, "activate": "always"}
+"""Caught mid-training, and ends a few seconds later when run again."""
+
+
 def drill_worker(root: Path, seconds: float) -> DrillResult:
     from shared.jobs import submit_training
 
@@ -420,25 +452,17 @@ def drill_worker(root: Path, seconds: float) -> DrillResult:
         engine = make_engine(s.settings.db_url)
         second: WorkerProcess | None = None
         try:
-            job = submit_training(s.settings, engine, {"epochs": 2000, "patience": 2000})
+            job = submit_training(s.settings, engine, FINITE_JOB)
             job_id = int(job.id or 0)
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                with session_scope(engine) as session:
-                    if len(crud.get_job(session, job_id=job_id).curve) >= 2:
-                        break
-                time.sleep(0.2)
+            deadline = time.monotonic() + 180
+            _wait_job(engine, job_id, lambda j: len(j.curve) >= 2, deadline)
             worker.kill()
             second = WorkerProcess(s.settings, "second", env=WORKER_ENV)
-            while time.monotonic() < deadline:
-                with session_scope(engine) as session:
-                    lost = crud.get_job(session, job_id=job_id)
-                if lost.status != JobStatus.RUNNING:
-                    break
-                time.sleep(0.3)
+            done = _wait_job(
+                engine, job_id, lambda j: j.status not in ("queued", "running"), deadline
+            )
             time.sleep(seconds)
-            with session_scope(engine) as session:
-                lost = crud.get_job(session, job_id=job_id)
+            versions, activated = _versions_of(engine, job_id)
         finally:
             _finish(result, traffic, s.settings.db_url)
             worker.stop()
@@ -447,10 +471,75 @@ def drill_worker(root: Path, seconds: float) -> DrillResult:
             server.stop()
             engine.dispose()
         result.checks = {
-            "the job marked failed (worker lost)": lost.status == JobStatus.FAILED
-            and "worker lost" in lost.error,
-            "never a second running copy": lost.attempts == 1,
+            "requeued as attempt 2, which succeeded": done.status == JobStatus.SUCCEEDED
+            and done.attempts == 2,
+            "the lost attempt logged": any("attempt 1 lost" in line for line in done.log),
+            "exactly one version registered and activated": len(versions) == 1
+            and activated == versions,
         }
+    return result
+
+
+def drill_fencing(root: Path, seconds: float) -> DrillResult:
+    """A worker SIGSTOPped mid-training past its lease: the reaper requeues the job, a
+    second worker finishes it as attempt 2 and activates its model; then SIGCONT. The
+    stale attempt's next write is refused: it stops, removes its own folder, and neither
+    its result nor a model of its own is recorded. PostgreSQL and Redis, so that the
+    stopped process holds no lock on a shared database file."""
+    from shared.jobs import submit_training
+
+    result = DrillResult("fencing")
+    with stage(root, postgres=True) as s:
+        queue = f"recserve-drill-{uuid.uuid4().hex[:6]}"
+        settings = s.settings.model_copy(update={"broker_url": "redis://127.0.0.1:6379/11"})
+        settings = settings.model_copy(
+            update={"worker": settings.worker.model_copy(update={"queue": queue})}
+        )
+        server = ServerProcess(settings, "fencing", env=SERVER_ENV)
+        first = WorkerProcess(settings, "stopped", env=WORKER_ENV)
+        traffic = run_traffic(s, server.target, "fencing")
+        engine = make_engine(settings.db_url)
+        second: WorkerProcess | None = None
+        try:
+            job = submit_training(settings, engine, FINITE_JOB)
+            job_id = int(job.id or 0)
+            deadline = time.monotonic() + 180
+            _wait_job(engine, job_id, lambda j: len(j.curve) >= 2, deadline)
+            os.killpg(first.proc.pid, signal.SIGSTOP)
+            second = WorkerProcess(settings, "second", env=WORKER_ENV)
+            done = _wait_job(
+                engine, job_id, lambda j: j.status not in ("queued", "running"), deadline
+            )
+            os.killpg(first.proc.pid, signal.SIGCONT)
+            stale_log = settings.data_dir / "worker-stopped.log"
+            refused = False
+            while time.monotonic() < deadline and not refused:
+                refused = "is no longer current" in stale_log.read_text(errors="replace")
+                time.sleep(0.2)
+            time.sleep(seconds)
+            after = _wait_job(engine, job_id, lambda j: True, deadline)
+            versions, activated = _versions_of(engine, job_id)
+        finally:
+            _finish(result, traffic, settings.db_url)
+            os.killpg(first.proc.pid, signal.SIGCONT)
+            first.stop()
+            if second is not None:
+                second.stop()
+            server.stop()
+            engine.dispose()
+        result.checks = {
+            "attempt 2 finished the job": done.status == JobStatus.SUCCEEDED and done.attempts == 2,
+            "the resumed attempt's writes refused": refused,
+            "the job's result unchanged by it": after.status == JobStatus.SUCCEEDED
+            and after.model_version == done.model_version
+            and after.finished_at == done.finished_at,
+            "exactly one version registered and activated": len(versions) == 1
+            and activated == versions,
+            "the stale attempt's folder removed": not (
+                settings.bundles_dir / f"job-{job_id}-1"
+            ).exists(),
+        }
+        result.notes.append(f"job {job_id}: {after.log[-3:]}")
     return result
 
 
@@ -613,6 +702,7 @@ DRILLS: dict[str, Callable[[Path, float], DrillResult]] = {
     "database": drill_database,
     "broker": drill_broker,
     "worker": drill_worker,
+    "fencing": drill_fencing,
     "bundle": drill_bundle,
     "sigterm": drill_sigterm,
     "hot-swap": drill_hot_swap,

@@ -1,4 +1,5 @@
-"""`make security`: every attack of the secure-defaults work, against real processes.
+"""`make security`: every attack of the secure-defaults and integrity work, against real
+processes.
 
 Each row is one attack on a `recserve serve` child process (or the deploy files, or the
 command line), the outcome it must have, and the outcome observed. Prints a table,
@@ -257,6 +258,248 @@ def deploy_files(lab: Lab) -> tuple[str, bool, dict[str, Any]]:
     root = Path(__file__).resolve().parent.parent
     problems = compose_problems(yaml.safe_load((root / "deploy" / "compose.yaml").read_text()))
     return ("no problem" if not problems else "; ".join(problems)), not problems, {}
+
+
+# --- integrity ------------------------------------------------------------------------
+
+
+def guessable_ids(lab: Lab) -> tuple[str, bool, dict[str, Any]]:
+    """Recommendation ids, as a client sees them: 128 random bits, none repeated."""
+
+    async def collect() -> list[str]:
+        async with own_channel(lab.guarded.target) as channel:
+            stub = recommender_pb2_grpc.RecommenderStub(channel)
+            ids = []
+            for n in range(200):
+                answer = await stub.Recommend(
+                    pb.RecommendRequest(user_id=lab.users[n % len(lab.users)], k=3),
+                    metadata=bearer(READ),
+                )
+                ids.append(answer.recommendation_id)
+            return ids
+
+    ids = asyncio.run(collect())
+    widths = {len(i) for i in ids}
+    hexadecimal = all(int(i, 16) >= 0 for i in ids)
+    numbers = [int(i, 16) for i in ids]
+    steps = {b - a for a, b in zip(numbers, numbers[1:], strict=False)}
+    passed = widths == {32} and hexadecimal and len(set(ids)) == len(ids) and len(steps) > 100
+    return f"{len(set(ids))} distinct ids of {widths} hex digits, no common step", passed, {}
+
+
+def forged_clicks(lab: Lab) -> tuple[str, bool, dict[str, Any]]:
+    """Events that name a list the sender was not shown, or an item it did not hold,
+    do not count toward CTR; the list's own user clicking one of its items does."""
+    from worker.online import compute_online_metrics
+
+    async def attack() -> tuple[str, list[str]]:
+        async with own_channel(lab.guarded.target) as channel:
+            stub = recommender_pb2_grpc.RecommenderStub(channel)
+            victim = lab.users[0]
+            shown = await stub.Recommend(
+                pb.RecommendRequest(user_id=victim, k=5), metadata=bearer(READ)
+            )
+            listed = [item.item_id for item in shown.items]
+            rec = shown.recommendation_id
+            forged = [
+                pb.Event(event_id=f"forged-user-{rec}", user_id=lab.users[1], item_id=listed[0],
+                         recommendation_id=rec),
+                pb.Event(event_id=f"forged-item-{rec}", user_id=victim, item_id="not-listed",
+                         recommendation_id=rec),
+            ]  # fmt: skip
+            await stub.Feedback(pb.FeedbackRequest(events=forged), metadata=bearer(WRITE))
+            other = await stub.Recommend(
+                pb.RecommendRequest(user_id=lab.users[2], k=5), metadata=bearer(READ)
+            )
+            genuine = pb.Event(
+                event_id=f"genuine-{other.recommendation_id}",
+                user_id=lab.users[2],
+                item_id=other.items[0].item_id,
+                recommendation_id=other.recommendation_id,
+            )
+            await stub.Feedback(pb.FeedbackRequest(events=[genuine]), metadata=bearer(WRITE))
+            return rec, listed
+
+    def clicked() -> int:
+        metrics = compute_online_metrics(lab.settings, window_hours=1)
+        return sum(m.clicked for m in metrics if m.arm != "shadow")
+
+    before = clicked()
+    rec, _ = asyncio.run(attack())
+    time.sleep(1.0)  # the impression log writes every 0.5 s
+    counted = clicked() - before
+    passed = counted == 1
+    return (
+        f"{counted} clicked impression counted from 2 forged events and 1 genuine click",
+        passed,
+        {"rec": rec},
+    )
+
+
+def planted_bundle(lab: Lab) -> tuple[str, bool, dict[str, Any]]:
+    """A bundle with a file its checksums do not list is refused by ActivateModel; the
+    served version does not change."""
+    import shutil
+
+    from shared import crud
+    from shared.db import engine_for, session_scope
+    from shared.models import ModelStatus, ModelVersion
+
+    engine = engine_for(lab.settings)
+    try:
+        with session_scope(engine) as session:
+            active = crud.get_active_model(session)
+            assert active is not None
+            source = lab.settings.bundle_path(active.artifact_path)
+            planted = source.parent / f"planted-{time.monotonic_ns()}"
+            shutil.copytree(source, planted)
+            (planted / "items.ivf").write_bytes(b"an index nobody listed")
+            row = crud.create_model_version(
+                session,
+                model=ModelVersion(
+                    status=ModelStatus.READY,
+                    artifact_path=planted.name,
+                    checksum=active.checksum,
+                    config=active.config,
+                ),
+            )
+            version, served = int(row.version or 0), int(active.version or 0)
+    finally:
+        engine.dispose()
+
+    async def attempt() -> tuple[str, str, int]:
+        async with own_channel(lab.guarded.target) as channel:
+            admin = admin_pb2_grpc.ModelAdminStub(channel)
+            try:
+                await admin.ActivateModel(
+                    admin_pb2.ActivateModelRequest(version=version), metadata=bearer(ADMIN)
+                )
+                code, details = "OK", ""
+            except grpc.aio.AioRpcError as exc:
+                code, details = exc.code().name, exc.details() or ""
+            answer = await recommender_pb2_grpc.RecommenderStub(channel).Recommend(
+                pb.RecommendRequest(user_id=lab.users[0]), metadata=bearer(READ)
+            )
+            return code, details, answer.model_version
+
+    code, details, serving = asyncio.run(attempt())
+    passed = code == "FAILED_PRECONDITION" and "items.ivf" in details and serving == served
+    return f"{code} ({details[-80:]}); still serving version {serving}", passed, {}
+
+
+def register_copies(lab: Lab, count: int) -> list[int]:
+    """``count`` ready versions, each a copy of the active bundle (for activation races)."""
+    import shutil
+
+    from shared import crud
+    from shared.db import engine_for, session_scope
+    from shared.models import ModelStatus, ModelVersion
+
+    engine = engine_for(lab.settings)
+    versions = []
+    try:
+        with session_scope(engine) as session:
+            active = crud.get_active_model(session)
+            assert active is not None
+            source = lab.settings.bundle_path(active.artifact_path)
+            for _ in range(count):
+                copy = source.parent / f"copy-{time.monotonic_ns()}"
+                shutil.copytree(source, copy)
+                row = crud.create_model_version(
+                    session,
+                    model=ModelVersion(
+                        status=ModelStatus.READY,
+                        artifact_path=copy.name,
+                        checksum=active.checksum,
+                        config=active.config,
+                    ),
+                )
+                versions.append(int(row.version or 0))
+    finally:
+        engine.dispose()
+    return versions
+
+
+def concurrent_activations(lab: Lab) -> tuple[str, bool, dict[str, Any]]:
+    """Six ActivateModel calls for six versions at once: one version ends active, and
+    the activation history is a chain (each names the one active before it)."""
+    from shared import crud
+    from shared.db import engine_for, session_scope
+
+    versions = register_copies(lab, 6)
+
+    async def race() -> list[str]:
+        async with own_channel(lab.guarded.target) as channel:
+            admin = admin_pb2_grpc.ModelAdminStub(channel)
+            calls = [
+                admin.ActivateModel(
+                    admin_pb2.ActivateModelRequest(version=v), metadata=bearer(ADMIN)
+                )
+                for v in versions
+            ]
+            return list(await asyncio.gather(*map(outcome, calls)))
+
+    codes = asyncio.run(race())
+    engine = engine_for(lab.settings)
+    try:
+        with session_scope(engine) as session:
+            statuses = [crud.get_model_version(session, version=v).status for v in versions]
+            history = list(reversed(crud.list_activations(session, limit=len(versions) + 1)))
+    finally:
+        engine.dispose()
+    chain = all(b.previous_version == a.version for a, b in zip(history, history[1:], strict=False))
+    active = sum(1 for status in statuses if status == "active")
+    passed = active == 1 and chain and set(codes) <= {"OK", "RESOURCE_EXHAUSTED"}
+    return (
+        f"{codes.count('OK')} activations answered OK; {active} version active; "
+        f"history a chain: {chain}",
+        passed,
+        {},
+    )
+
+
+def paused_worker(lab: Lab) -> tuple[str, bool, dict[str, Any]]:
+    """The fencing drill (bench/drill.py): a worker SIGSTOPped past its lease."""
+    from bench.drill import drill_fencing
+
+    result = drill_fencing(lab.data_dir / "drills", 1.0)
+    failed = [check for check, ok in result.checks.items() if not ok]
+    observed = "; ".join(result.checks) if not failed else "failed: " + "; ".join(failed)
+    return observed, result.passed, {"checks": result.checks, "notes": result.notes}
+
+
+def out_of_range_times(lab: Lab) -> tuple[str, bool, dict[str, Any]]:
+    async def attempt() -> dict[str, str]:
+        async with own_channel(lab.guarded.target) as channel:
+            stub = recommender_pb2_grpc.RecommenderStub(channel)
+            admin = admin_pb2_grpc.ModelAdminStub(channel)
+            codes = {}
+            for value in (253402300800000, 2**63 - 1, -(2**63)):
+                event = pb.Event(
+                    event_id=f"t-{value}", user_id="u", item_id="i", timestamp_ms=value
+                )
+                try:
+                    await stub.Feedback(pb.FeedbackRequest(events=[event]), metadata=bearer(WRITE))
+                    codes[f"timestamp_ms={value}"] = "OK"
+                except grpc.aio.AioRpcError as exc:
+                    codes[f"timestamp_ms={value}"] = exc.code().name
+            biggest = 2**63 - 1
+            token = bearer(ADMIN)
+            codes["GetJob(2^63-1)"] = await outcome(
+                admin.GetJob(admin_pb2.GetJobRequest(id=biggest), metadata=token)
+            )
+            codes["GetModel(2^63-1)"] = await outcome(
+                admin.GetModel(admin_pb2.GetModelRequest(version=biggest), metadata=token)
+            )
+            return codes
+
+    codes = asyncio.run(attempt())
+    times = [v for k, v in codes.items() if k.startswith("timestamp")]
+    passed = set(times) == {"INVALID_ARGUMENT"} and {
+        codes["GetJob(2^63-1)"],
+        codes["GetModel(2^63-1)"],
+    } == {"NOT_FOUND"}
+    return ", ".join(f"{k} {v}" for k, v in codes.items()), passed, codes
 
 
 # --- idle and slow clients --------------------------------------------------------------
@@ -555,6 +798,22 @@ ATTACKS = [
         public_listener,
     ),
     Attack("deploy files", "no literal secret, only gRPC published", True, deploy_files),
+    Attack("guessing recommendation ids", "128 random bits each", True, guessable_ids),
+    Attack(
+        "clicks on another user's list, or an unlisted item", "CTR counts none", True, forged_clicks
+    ),
+    Attack(
+        "a bundle with a planted file",
+        "ActivateModel refused, old version serves",
+        True,
+        planted_bundle,
+    ),
+    Attack(
+        "times past 9999 and int64 extremes",
+        "INVALID_ARGUMENT / NOT_FOUND, never INTERNAL",
+        True,
+        out_of_range_times,
+    ),
     Attack(
         "100 idle streams + 20 bodiless unary calls",
         "Recommend OK < 1 s, health SERVING",
@@ -562,6 +821,18 @@ ATTACKS = [
         idle_streams,
     ),
     Attack("an idle FeedbackStream", "DEADLINE_EXCEEDED after 10 s", False, idle_stream_timeout),
+    Attack(
+        "six concurrent activations",
+        "one active version, a true history",
+        False,
+        concurrent_activations,
+    ),
+    Attack(
+        "a worker paused past its lease, then resumed",
+        "its writes refused, one model activated",
+        False,
+        paused_worker,
+    ),
     Attack(
         "12,000 distinct labels, 20 explained batches",
         "caches within bounds, cap enforced",

@@ -452,7 +452,7 @@ def cmd_drill(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from recserve.demo import run_demo
 
-    return run_demo(_settings(args), retrain=args.retrain, exit_after=args.exit)
+    return run_demo(_settings(args), retrain=args.retrain, exit_after=args.exit, epochs=args.epochs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -482,6 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="server port (default 50051)")
     p.add_argument("--retrain", action="store_true", help="train again even if a model is active")
     p.add_argument("--exit", action="store_true", help="stop after printing instead of serving")
+    p.add_argument("--epochs", type=int, help="at most this many epochs (quicker, weaker model)")
 
     p = add("serve", cmd_serve, "Run the gRPC server with the active model.")
     p.add_argument("--port", type=int, help="TCP port (default 50051)")

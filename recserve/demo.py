@@ -8,6 +8,11 @@
 4. Waits for the server to pick up the new model, prints its NDCG@10 beside popularity's,
    a real Recommend answer, and how to call the server from another terminal.
 5. Serves until Ctrl-C (or exits with --exit).
+
+The demo is the server's own client, and a client must not take its server down: each of
+its calls is retried with backoff when it is refused or fails for a passing reason
+(shared/retry.py), and says so; if a step still fails, the demo says why and the server
+keeps serving (with --exit it stops, as asked).
 """
 
 from __future__ import annotations
@@ -19,23 +24,30 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 
+import grpc
+
 from recserve.embedded import start_worker, worker_running
 from server.app import RunningServer, start_server
 from shared import crud, synthetic
 from shared.client import AsyncClient, client_token
 from shared.config import Settings
 from shared.db import session_scope
+from shared.errors import RecserveError
 from shared.joblog import unseen_lines
 from shared.models import Item, JobStatus
 from shared.proto.recserve.v1 import admin_pb2, recommender_pb2
+from shared.retry import retrying
 from shared.telemetry import serve_metrics
 
 DEMO_PARAMS = {"epochs": 40, "learning_rate": 0.003, "patience": 3, "max_len": 50}
 BATCH = 2000
 
 
-def run_demo(settings: Settings, *, retrain: bool, exit_after: bool) -> int:
-    return asyncio.run(_demo(settings, retrain=retrain, exit_after=exit_after))
+def run_demo(
+    settings: Settings, *, retrain: bool, exit_after: bool, epochs: int | None = None
+) -> int:
+    params: dict[str, object] = {**DEMO_PARAMS, **({"epochs": epochs} if epochs else {})}
+    return asyncio.run(_demo(settings, params, retrain=retrain, exit_after=exit_after))
 
 
 def requests_for(spec: synthetic.SyntheticSpec) -> Iterator[recommender_pb2.FeedbackRequest]:
@@ -64,62 +76,29 @@ async def _stream(spec: synthetic.SyntheticSpec) -> AsyncIterator[recommender_pb
         yield request
 
 
-async def _demo(settings: Settings, *, retrain: bool, exit_after: bool) -> int:
-    spec = synthetic.SyntheticSpec()
+async def _demo(
+    settings: Settings, params: dict[str, object], *, retrain: bool, exit_after: bool
+) -> int:
     metrics_port = serve_metrics(settings)
     running = await start_server(settings)
     client = AsyncClient(running.target, client_token(settings))
-    worker: subprocess.Popen[bytes] | None = None
+    workers: list[subprocess.Popen[bytes]] = []
     try:
         print(f"recserve server listening on {settings.server.host}:{running.port}")
         if metrics_port:
             print(f"Prometheus metrics on http://127.0.0.1:{metrics_port}/metrics")
-        with session_scope(running.engine) as session:
-            have = crud.count_events(session, id_prefix="demo-")
-            crud.upsert_items(
-                session,
-                items=[
-                    Item(item_id=i.item_id, title=i.title, labels=i.labels)
-                    for i in synthetic.catalogue(spec)
-                ],
-            )
-        if have < sum(1 for _ in synthetic.events(spec)):
-            print("sending the synthetic demo log through FeedbackStream ...")
-            started = datetime.now(UTC)
-            answer = await client.recommender.FeedbackStream(
-                _stream(spec), metadata=client.metadata
-            )
-            took = (datetime.now(UTC) - started).total_seconds()
-            print(
-                f"  stored {answer.stored:,} events, {answer.duplicates:,} duplicates "
-                f"in {took:.1f}s"
-            )
-        else:
-            print(f"the database already holds the {have:,} demo events; not re-sending them")
-        models = await client.admin.ListModels(
-            admin_pb2.ListModelsRequest(), metadata=client.metadata
-        )
-        if retrain or not models.active_version:
-            if not worker_running(settings):
-                worker = start_worker(settings)
-                print(
-                    f"started a Celery worker (pid {worker.pid}, "
-                    f"log {settings.data_dir}/worker.log)"
-                )
-            job = await client.admin.StartTraining(
-                admin_pb2.StartTrainingRequest(params_json=json.dumps(DEMO_PARAMS)),
-                metadata=client.metadata,
-            )
-            print(f"training job {job.id} queued; following it:")
-            if not await _follow(client, job.id, worker):
-                return 1
-        else:
-            print(f"model version {models.active_version} is active; not retraining (--retrain to)")
-        await _wait_for_model(running)
-        await _show(running, client)
+        try:
+            finished = await _steps(settings, running, client, workers, params, retrain=retrain)
+        except (grpc.RpcError, RecserveError) as exc:
+            print(f"the demo could not finish: {_reason(exc)}", file=sys.stderr)
+            finished = False
         if exit_after:
-            return 0
-        print("\nserving; press Ctrl-C to stop")
+            return 0 if finished else 1
+        print(
+            "\nserving; press Ctrl-C to stop"
+            if finished
+            else f"\nthe server keeps serving on 127.0.0.1:{running.port}; press Ctrl-C to stop"
+        )
         await asyncio.Event().wait()
         return 0
     except (KeyboardInterrupt, asyncio.CancelledError):
@@ -127,7 +106,7 @@ async def _demo(settings: Settings, *, retrain: bool, exit_after: bool) -> int:
     finally:
         await client.close()
         await running.stop(1.0)
-        if worker is not None:
+        for worker in workers:
             worker.terminate()
             try:
                 worker.wait(timeout=30)
@@ -135,11 +114,83 @@ async def _demo(settings: Settings, *, retrain: bool, exit_after: bool) -> int:
                 worker.kill()
 
 
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, grpc.RpcError):
+        return f"{exc.code().name}: {exc.details()}"  # type: ignore[attr-defined]
+    return f"{type(exc).__name__}: {exc}"
+
+
+async def _steps(
+    settings: Settings,
+    running: RunningServer,
+    client: AsyncClient,
+    workers: list[subprocess.Popen[bytes]],
+    params: dict[str, object],
+    *,
+    retrain: bool,
+) -> bool:
+    """Loads the demo data, trains if needed, shows a recommendation; False when the
+    training did not succeed."""
+    spec = synthetic.SyntheticSpec()
+    with session_scope(running.engine) as session:
+        have = crud.count_events(session, id_prefix="demo-")
+        crud.upsert_items(
+            session,
+            items=[
+                Item(item_id=i.item_id, title=i.title, labels=i.labels)
+                for i in synthetic.catalogue(spec)
+            ],
+        )
+    if have < sum(1 for _ in synthetic.events(spec)):
+        print("sending the synthetic demo log through FeedbackStream ...")
+        started = datetime.now(UTC)
+        # Event ids make a resent stream harmless: stored events count as duplicates.
+        answer = await retrying(
+            lambda: client.recommender.FeedbackStream(_stream(spec), metadata=client.metadata),
+            what="FeedbackStream",
+        )
+        took = (datetime.now(UTC) - started).total_seconds()
+        print(f"  stored {answer.stored:,} events, {answer.duplicates:,} duplicates in {took:.1f}s")
+    else:
+        print(f"the database already holds the {have:,} demo events; not re-sending them")
+    models = await retrying(
+        lambda: client.admin.ListModels(admin_pb2.ListModelsRequest(), metadata=client.metadata),
+        what="ListModels",
+    )
+    if retrain or not models.active_version:
+        worker = None
+        if not worker_running(settings):
+            worker = start_worker(settings)
+            workers.append(worker)
+            print(f"started a Celery worker (pid {worker.pid}, log {settings.data_dir}/worker.log)")
+        # Its own small parameters keep the quick start to a few minutes; a job started
+        # with none lets the recipe choose from the data (`recserve train`).
+        print(f"training with the demo's own small parameters {params}")
+        job = await retrying(
+            lambda: client.admin.StartTraining(
+                admin_pb2.StartTrainingRequest(params_json=json.dumps(params)),
+                metadata=client.metadata,
+            ),
+            what="StartTraining",
+        )
+        print(f"training job {job.id} queued; following it:")
+        if not await _follow(client, job.id, worker):
+            return False
+    else:
+        print(f"model version {models.active_version} is active; not retraining (--retrain to)")
+    await _wait_for_model(running)
+    await _show(running, client)
+    return True
+
+
 async def _follow(client: AsyncClient, job_id: int, worker: subprocess.Popen[bytes] | None) -> bool:
     last: str | None = None
     while True:
-        job = await client.admin.GetJob(
-            admin_pb2.GetJobRequest(id=job_id), metadata=client.metadata
+        job = await retrying(
+            lambda: client.admin.GetJob(
+                admin_pb2.GetJobRequest(id=job_id), metadata=client.metadata
+            ),
+            what="GetJob",
         )
         for line in unseen_lines(list(job.log), last):
             print(f"  [{job.progress * 100:5.1f}%] {line}", flush=True)
@@ -179,8 +230,13 @@ async def _show(running: RunningServer, client: AsyncClient) -> None:
     print(f"  popularity NDCG@10 {pop:.4f}  HR@10 {metrics.get('pop_hr@10', 0.0):.4f}")
     print(f"  model / popularity NDCG@10 = {ndcg / pop if pop else float('inf'):.1f}x")
     user = "u00042"
-    response = await client.recommender.Recommend(
-        recommender_pb2.RecommendRequest(user_id=user, k=5), timeout=10
+    response = await retrying(
+        lambda: client.recommender.Recommend(
+            recommender_pb2.RecommendRequest(user_id=user, k=5),
+            metadata=client.metadata,
+            timeout=10,
+        ),
+        what="Recommend",
     )
     history = await running.core.history.get(user)
     with session_scope(running.engine) as session:

@@ -1,4 +1,6 @@
-"""Following a job to its end from the command line."""
+"""Following a job to its end from the command line. A read of the job that fails for a
+passing reason (the database briefly unreachable or locked) is retried with backoff,
+and said, instead of ending the follower (shared/retry.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from shared import crud
 from shared.config import Settings
 from shared.db import session_scope
 from shared.joblog import unseen_lines
-from shared.models import JobStatus
+from shared.models import Job, JobStatus
+from shared.retry import retrying_sync
 
 FINISHED = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}
 
@@ -35,8 +38,7 @@ def follow_job(
     last: str | None = None
     try:
         while True:
-            with session_scope(engine) as session:
-                job = crud.get_job(session, job_id=job_id)
+            job = retrying_sync(lambda: _read(engine, job_id), what=f"reading job {job_id}")
             for line in unseen_lines(list(job.log), last):
                 print(f"  [{job.progress * 100:5.1f}%] {line}", flush=True)
                 last = line
@@ -63,3 +65,10 @@ def follow_job(
         return 1
     print(f"job {job_id} succeeded: model version {job.model_version}")
     return 0
+
+
+def _read(engine: Engine, job_id: int) -> Job:
+    from shared.db import unavailable_on_db_error
+
+    with unavailable_on_db_error(), session_scope(engine) as session:
+        return crud.get_job(session, job_id=job_id)

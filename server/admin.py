@@ -18,7 +18,13 @@ from typing import Any, TypeVar
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from server.core import MAX_ID_LEN, MAX_LABEL_LEN, RecommendationCore, check_id
+from server.core import (
+    MAX_ID_LEN,
+    MAX_LABEL_LEN,
+    RecommendationCore,
+    check_epoch_ms,
+    check_id,
+)
 from server.deployment import Deployment, ReplicaView
 from server.guard import CallSlots
 from server.stats import Sample, ServerStats
@@ -363,11 +369,7 @@ class AdminService:
                 )
             for j, label in enumerate(item.labels):
                 check_id(f"items[{i}].labels[{j}]", label, MAX_LABEL_LEN)
-            if item.created_at_ms < 0:
-                raise InvalidArgument(
-                    f"items[{i}].created_at_ms",
-                    f"is {item.created_at_ms}; accepted: Unix epoch milliseconds (0: keep or now)",
-                )
+            check_epoch_ms(f"items[{i}].created_at_ms", item.created_at_ms, zero="keep or now")
             created = (
                 datetime.fromtimestamp(item.created_at_ms / 1000, UTC)
                 if item.created_at_ms

@@ -156,6 +156,21 @@ def check_id(field_name: str, value: str, max_len: int = MAX_ID_LEN) -> None:
         )
 
 
+MAX_EPOCH_MS = 253_402_300_799_999
+"""9999-12-31T23:59:59.999Z, the last millisecond a stored time can hold."""
+
+
+def check_epoch_ms(field_name: str, value: int, *, zero: str) -> None:
+    """A time in Unix epoch milliseconds between 1970 and the end of 9999 (``zero``: what
+    0 means for this field)."""
+    if not 0 <= value <= MAX_EPOCH_MS:
+        raise InvalidArgument(
+            field_name,
+            f"is {value}; accepted: Unix epoch milliseconds from 0 (1970-01-01) to "
+            f"{MAX_EPOCH_MS} (9999-12-31), 0 meaning {zero}",
+        )
+
+
 def _check_list(field_name: str, values: Sequence[str], limit: int) -> None:
     if len(values) > limit:
         raise InvalidArgument(
@@ -764,8 +779,9 @@ class RecommendationCore:
             if not math.isfinite(event.value):
                 raise InvalidArgument(f"{where}.value", "must be a finite number")
             value = event.value or 1.0
+            check_epoch_ms(f"{where}.timestamp_ms", event.timestamp_ms, zero="now")
             ts = event.timestamp_ms or now_ms
-            if ts < 0 or ts > now_ms + FUTURE_SLACK_MS:
+            if ts > now_ms + FUTURE_SLACK_MS:
                 raise InvalidArgument(
                     f"{where}.timestamp_ms",
                     f"is {event.timestamp_ms}; accepted: Unix epoch milliseconds, at most one day "

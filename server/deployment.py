@@ -27,9 +27,9 @@ from sqlalchemy.engine import Engine
 
 from server.registry import ModelRegistry
 from shared import crud
-from shared.bundle import remove_job_output
 from shared.config import Settings
 from shared.db import session_scope
+from shared.jobs import reap_jobs
 from shared.models import Replica, as_utc, utcnow
 
 log = logging.getLogger(__name__)
@@ -135,14 +135,8 @@ class Deployment:
             crud.report_replica(session, replica=row)
             crud.forget_replicas(session, unseen_for_s=10 * stale_s)
             rows = crud.list_replicas(session)
-            lost: list[int] = []
-            if reap:
-                lost = crud.reap_lost_jobs(
-                    session, lost_after_s=self._settings.worker.job_lost_after_s
-                )
-        for job_id in lost:
-            log.warning("job %s: its worker died (no heartbeat); marked failed", job_id)
-            remove_job_output(self._settings.bundles_dir, job_id)
+        if reap:
+            reap_jobs(self._settings, self._engine)
         now = utcnow()
         return [
             ReplicaView(

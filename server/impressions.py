@@ -5,15 +5,19 @@ impression (user, items in order, model version, experiment arm, and the shadow'
 result when a shadow candidate also ranked the request) to ``record``, which only
 appends to an in-memory queue. A background task writes the queue every ``flush_s``
 in one multi-row INSERT on the database executor. Impressions are measurement, not
-acknowledged data: past ``max_queued`` waiting rows, or when the database refuses a
-batch, they are dropped and counted (recserve_impressions_dropped_total), and serving
-never waits for them.
+acknowledged data: past ``max_queued`` waiting rows they are dropped and counted
+(recserve_impressions_dropped_total), and serving never waits for them. When the
+database refuses a batch, its rows are written one by one, so that one bad row is
+logged and skipped and the rest are stored; only when the database is unreachable is
+the batch dropped.
+
+A recommendation id is 128 random bits (32 hex characters): a client cannot guess the
+id of a list served to someone else, and so cannot claim its clicks.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import secrets
 from concurrent.futures import Executor
@@ -21,6 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from server import metrics
 from shared.db import session_scope
@@ -46,14 +51,13 @@ class ImpressionLog:
         self._flush_s = flush_s
         self._queue: list[dict[str, Any]] = []
         self._task: asyncio.Task[None] | None = None
-        # Unique without coordination: a random per-process prefix and a counter.
-        self._prefix = secrets.token_hex(6)
-        self._counter = itertools.count(1)
         self.written = 0
         self.dropped = 0
 
-    def new_id(self) -> str:
-        return f"{self._prefix}{next(self._counter):x}"
+    @staticmethod
+    def new_id() -> str:
+        """128 random bits, unguessable and unique without coordination."""
+        return secrets.token_hex(16)
 
     def record(
         self,
@@ -104,17 +108,45 @@ class ImpressionLog:
         batch, self._queue = self._queue, []
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._executor, self._insert, batch)
-            self.written += len(batch)
+            stored = await loop.run_in_executor(self._executor, self._insert, batch)
         except Exception as exc:  # measurement only: serving goes on
-            self.dropped += len(batch)
-            metrics.IMPRESSIONS_DROPPED.inc(len(batch))
-            log.warning("dropped %d impressions: the database refused them (%s)", len(batch), exc)
+            stored = 0
+            log.warning("dropped %d impressions: the database is unreachable (%s)", len(batch), exc)
+        self.written += stored
+        if stored < len(batch):
+            self.dropped += len(batch) - stored
+            metrics.IMPRESSIONS_DROPPED.inc(len(batch) - stored)
 
-    def _insert(self, rows: list[dict[str, Any]]) -> None:
+    def _insert(self, rows: list[dict[str, Any]]) -> int:
+        """Stores ``rows`` in one statement, or, when the database refuses it, one by one
+        (each its own transaction), skipping and logging the rows it refuses. Returns the
+        rows stored; raises when the database cannot be reached at all."""
         table = Impression.__table__  # type: ignore[attr-defined]
-        with session_scope(self._engine) as session:
-            session.execute(table.insert(), rows)
+        try:
+            with session_scope(self._engine) as session:
+                session.execute(table.insert(), rows)
+            return len(rows)
+        except OperationalError:
+            raise  # unreachable, or out of space: every row would fail the same way
+        except DBAPIError as exc:
+            log.warning(
+                "an impression batch was refused (%s): storing its rows one by one", exc.orig
+            )
+        stored = 0
+        for row in rows:
+            try:
+                with session_scope(self._engine) as session:
+                    session.execute(table.insert(), [row])
+                stored += 1
+            except OperationalError:
+                raise
+            except DBAPIError as exc:
+                log.warning(
+                    "skipped impression %s: the database refused it (%s)",
+                    row["recommendation_id"],
+                    type(exc.orig).__name__,
+                )
+        return stored
 
     async def close(self) -> None:
         """Stops the background task and writes what is queued."""

@@ -353,38 +353,56 @@ class ModelRegistry:
         database and the served model are then unchanged)."""
         async with self._lock:
             loop = asyncio.get_running_loop()
-            row = await loop.run_in_executor(self._executor, self._model_row, version)
-            crud.check_activatable(row)
-            current = self.current
-            loaded: ServingModel | None = None
-            in_split = version in self._extra  # an arm or the shadow: already loaded
-            if current is None or current.version != version:
-                candidate = _Candidate(
-                    version, self._root.bundle_path(row.artifact_path), row.checksum
-                )
-                try:
-                    loaded = self._extra.get(version) or await in_background(self._load, candidate)
-                except BundleError as exc:
-                    message = f"model version {version} cannot be activated: {exc}"
-                    raise BundleError(message) from exc
+            # Marked in the database first, so that no prune takes the bundle being loaded.
+            row = await loop.run_in_executor(self._executor, self._begin, version)
             try:
-                row = await loop.run_in_executor(self._executor, self._commit, version, reason)
+                return await self._activate_row(row, version, reason)
             except BaseException:
-                if loaded is not None and not in_split:
-                    await loaded.batcher.close()
-                    loaded.backend.close()
+                await loop.run_in_executor(self._executor, self._end, version)
                 raise
-            self._extra.pop(version, None)
-            self.configured_version, self.note = version, ""
-            self._failed.pop(version, None)
-            if loaded is not None:
-                await self._warm(loaded)
-                self._swap(loaded)
-            return row
+
+    async def _activate_row(self, row: ModelVersion, version: int, reason: str) -> ModelVersion:
+        """Loads ``row``'s bundle (unless it serves already), records the activation, and
+        swaps it in; the database is written only once the bundle has loaded."""
+        loop = asyncio.get_running_loop()
+        current = self.current
+        loaded: ServingModel | None = None
+        in_split = version in self._extra  # an arm or the shadow: already loaded
+        if current is None or current.version != version:
+            candidate = _Candidate(
+                version, self._root.bundle_path(row.artifact_path), row.checksum
+            )
+            try:
+                loaded = self._extra.get(version) or await in_background(self._load, candidate)
+            except BundleError as exc:
+                message = f"model version {version} cannot be activated: {exc}"
+                raise BundleError(message) from exc
+        try:
+            row = await loop.run_in_executor(self._executor, self._commit, version, reason)
+        except BaseException:
+            if loaded is not None and not in_split:
+                await loaded.batcher.close()
+                loaded.backend.close()
+            raise
+        self._extra.pop(version, None)
+        self.configured_version, self.note = version, ""
+        self._failed.pop(version, None)
+        if loaded is not None:
+            await self._warm(loaded)
+            self._swap(loaded)
+        return row
 
     def _model_row(self, version: int) -> ModelVersion:
         with session_scope(self._engine) as session:
             return crud.get_model_version(session, version=version)
+
+    def _begin(self, version: int) -> ModelVersion:
+        with session_scope(self._engine) as session:
+            return crud.begin_activation(session, version=version)
+
+    def _end(self, version: int) -> None:
+        with session_scope(self._engine) as session:
+            crud.end_activation(session, version=version)
 
     def _commit(self, version: int, reason: str) -> ModelVersion:
         with session_scope(self._engine) as session:

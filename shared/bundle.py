@@ -59,16 +59,17 @@ def sha256_file(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def job_dir_name(job_id: int) -> str:
-    """A training job's bundle folder, relative to the models directory (keyed by job id,
-    so a re-run overwrites its own output and nothing else)."""
-    return f"job-{job_id}"
+def job_dir_name(job_id: int, attempt: int) -> str:
+    """A training job attempt's bundle folder, relative to the models directory: keyed by
+    job and attempt, so that a requeued job's new attempt and a stale one that resumes
+    never write the same path."""
+    return f"job-{job_id}-{attempt}"
 
 
-def remove_job_output(models_dir: Path, job_id: int) -> None:
-    """Deletes what a training job that did not register a version left behind: its
-    bundle folder and the temporary folder it is written in."""
-    directory = models_dir / job_dir_name(job_id)
+def remove_job_output(models_dir: Path, job_id: int, attempt: int) -> None:
+    """Deletes what a training job attempt that did not register a version left behind:
+    its bundle folder and the temporary folder it is written in."""
+    directory = models_dir / job_dir_name(job_id, attempt)
     for path in (directory, directory.with_name(directory.name + ".tmp")):
         shutil.rmtree(path, ignore_errors=True)
 

@@ -256,8 +256,15 @@ class WorkerSettings(BaseModel):
     heartbeat_s: float = Field(10.0, gt=0.0)
     """How often a running job records a sign of life (job.heartbeat_at)."""
     job_lost_after_s: float = Field(120.0, gt=0.0)
-    """A running job without a heartbeat for this long is marked failed by the reaper
-    (its worker died). Must exceed heartbeat_s by a wide margin."""
+    """A running job without a heartbeat for this long is lost (its worker died or
+    stalled): the reaper requeues it as a new attempt, or fails it after max_attempts.
+    Must exceed heartbeat_s by a wide margin."""
+    max_attempts: int = Field(3, ge=1, le=100)
+    """Attempts a job gets when its workers are lost one after another; the attempt after
+    the last lost one fails the job."""
+    queue_timeout_s: float = Field(3600.0, gt=0.0)
+    """A job still queued this long after it was (re)queued fails, which frees the
+    training lock: its message was lost by the broker, or no worker listens."""
     reap_every_s: float = Field(30.0, gt=0.0)
     """How often workers and servers look for jobs whose worker died."""
     retrain_every_s: float = Field(0.0, ge=0.0)
@@ -270,6 +277,14 @@ class WorkerSettings(BaseModel):
     online_metrics_every_s: float = Field(900.0, ge=0.0)
     """How often beat has a worker compute the online metrics (CTR, hit rate, shadow
     overlap per version and arm) from the impression log; 0 turns it off."""
+    retain_events_days: float = Field(0.0, ge=0.0)
+    """Feedback events whose event time is older than this many days are deleted by the
+    retention task on beat's schedule. 0 (the default): events are kept forever."""
+    retain_impressions_days: float = Field(90.0, ge=0.0)
+    """Impressions (served lists) older than this many days are deleted by the retention
+    task; 0 keeps them forever."""
+    retention_every_s: float = Field(3600.0, gt=0.0)
+    """How often beat has a worker apply the retention of events and impressions."""
     online_metrics_window_h: float = Field(24.0, gt=0.0)
     """The window of impressions and feedback the online metrics cover."""
     trigger_check_s: float = Field(60.0, gt=0.0)

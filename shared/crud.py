@@ -6,19 +6,20 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Protocol
+from typing import Any, Protocol
 
-from sqlalchemy import String, cast, delete, func, tuple_, update
+from sqlalchemy import String, cast, delete, func, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from shared.errors import FailedPrecondition, NotFound
+from shared.errors import FailedPrecondition, NotFound, StaleAttempt
 from shared.models import (
     TRAINING_LOCK,
     FeedbackEvent,
     FlaggedUser,
+    Impression,
     Item,
     Job,
     JobCreate,
@@ -30,6 +31,7 @@ from shared.models import (
     OnlineMetric,
     Replica,
     TrafficArm,
+    as_utc,
     utcnow,
 )
 
@@ -190,6 +192,21 @@ def some_user_ids(session: Session, *, limit: int) -> list[str]:
     """Up to ``limit`` distinct users with stored events, in id order."""
     query = select(FeedbackEvent.user_id).distinct().order_by(FeedbackEvent.user_id).limit(limit)
     return [str(user) for user in session.exec(query)]
+
+
+def delete_events_before(session: Session, *, before: datetime, limit: int) -> int:
+    """Deletes up to ``limit`` events whose event time is before ``before`` (oldest rows
+    first); returns how many."""
+    ids = select(FeedbackEvent.id).where(col(FeedbackEvent.event_time) < before).limit(limit)
+    result = session.execute(delete(FeedbackEvent).where(col(FeedbackEvent.id).in_(ids)))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def delete_impressions_before(session: Session, *, before: datetime, limit: int) -> int:
+    """Deletes up to ``limit`` impressions served before ``before``; returns how many."""
+    ids = select(Impression.id).where(col(Impression.served_at) < before).limit(limit)
+    result = session.execute(delete(Impression).where(col(Impression.id).in_(ids)))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 def count_events(session: Session, *, id_prefix: str = "") -> int:
@@ -507,10 +524,11 @@ def set_job_celery_id(session: Session, *, job_id: int, celery_id: str) -> None:
     session.execute(update(Job).where(col(Job.id) == job_id).values(celery_id=celery_id))
 
 
-def claim_job(session: Session, *, job_id: int, worker: str) -> bool:
-    """Atomically moves the job from queued to running for ``worker``. False when it is
-    not queued (a redelivered message of a job that runs or ran, or a cancelled job):
-    the caller must not run it."""
+def claim_job(session: Session, *, job_id: int, worker: str) -> int | None:
+    """Atomically moves the job from queued to running for ``worker``; returns the new
+    attempt number, the fencing token that every later write of this attempt names.
+    None when it is not queued (a redelivered message of a job that runs or ran, or a
+    cancelled job): the caller must not run it."""
     now = utcnow()
     result = session.execute(
         update(Job)
@@ -530,39 +548,112 @@ def claim_job(session: Session, *, job_id: int, worker: str) -> bool:
             progress=0.0,
         )
     )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        return None
+    attempt = session.exec(select(Job.attempts).where(col(Job.id) == job_id)).one()
+    return int(attempt)
+
+
+def _current(attempt: int) -> Any:
+    """The WHERE clause of a fenced write: the job runs, and ``attempt`` is its current."""
+    return (col(Job.status) == JobStatus.RUNNING) & (col(Job.attempts) == attempt)
+
+
+def heartbeat_job(session: Session, *, job_id: int, attempt: int) -> bool:
+    """Records a sign of life of ``attempt``; False when it is no longer the job's
+    current attempt (it must stop)."""
+    result = session.execute(
+        update(Job).where(col(Job.id) == job_id, _current(attempt)).values(heartbeat_at=utcnow())
+    )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def heartbeat_job(session: Session, *, job_id: int) -> None:
-    session.execute(
-        update(Job)
-        .where(col(Job.id) == job_id, col(Job.status) == JobStatus.RUNNING)
-        .values(heartbeat_at=utcnow())
-    )
+def fence(session: Session, *, job_id: int, attempt: int) -> Job:
+    """Locks the job's row until the transaction ends and returns it; raises StaleAttempt
+    unless ``attempt`` is the job's current, running attempt. The writes that follow in
+    the same transaction (a model version, its activation, the job's result) are then
+    those of the current attempt, or none at all."""
+    session.flush()  # this transaction's own pending changes are kept, not expired
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        connection.execute(
+            select(Job.id).where(col(Job.id) == job_id).with_for_update()
+        )
+    else:  # SQLite: the write lock first, so that what is read next is current
+        connection.execute(update(Job).where(col(Job.id) == job_id).values(attempts=Job.attempts))
+    session.expire_all()
+    job = get_job(session, job_id=job_id)
+    if job.status != JobStatus.RUNNING or job.attempts != attempt:
+        raise StaleAttempt(
+            f"attempt {attempt} of job {job_id} is no longer current (the job is {job.status}, "
+            f"attempt {job.attempts}): its writes are refused"
+        )
+    return job
 
 
-def reap_lost_jobs(session: Session, *, lost_after_s: float) -> list[int]:
-    """Marks failed every running job whose worker has not sent a heartbeat for
-    ``lost_after_s`` (the worker died), releasing the training lock; returns their ids."""
-    horizon = utcnow() - timedelta(seconds=lost_after_s)
+def reap_lost_jobs(
+    session: Session, *, lost_after_s: float, max_attempts: int, now: datetime | None = None
+) -> tuple[list[int], list[int]]:
+    """Running jobs whose worker sent no heartbeat for ``lost_after_s``: each is requeued
+    as a new attempt while it has attempts left (its lock kept; the caller publishes its
+    message again), else failed (or cancelled, if an operator asked), which releases the
+    training lock. The lost attempt's files are left alone: its worker may only be
+    paused, and its writes are refused from now on. Returns (requeued, ended) job ids.
+    ``now``: the clock (tests pass their own)."""
+    now = now or utcnow()
+    horizon = now - timedelta(seconds=lost_after_s)
     lost = session.exec(
         select(Job).where(
             col(Job.status) == JobStatus.RUNNING,
             col(Job.heartbeat_at) < horizon,
         )
     ).all()
+    requeued: list[int] = []
+    ended: list[int] = []
     for job in lost:
         seen = job.heartbeat_at
+        why = (
+            f"attempt {job.attempts} lost: {job.worker or 'the worker'} sent no heartbeat "
+            f"since {seen:%Y-%m-%d %H:%M:%S} UTC (more than {lost_after_s:.0f}s)"
+            if seen
+            else f"attempt {job.attempts} lost"
+        )
+        if not job.cancel_requested and job.attempts < max_attempts:
+            job.status = JobStatus.QUEUED
+            job.queued_at = now
+            job.worker = ""
+            job.heartbeat_at = None
+            job.log = [*job.log, f"{utcnow():%H:%M:%S} {why}; requeued as attempt "
+                       f"{job.attempts + 1} of {max_attempts}"][-JOB_LOG_LINES:]  # fmt: skip
+            requeued.append(int(job.id or 0))
+        else:
+            status = JobStatus.CANCELLED if job.cancel_requested else JobStatus.FAILED
+            suffix = "" if job.cancel_requested else f" (attempt {job.attempts} of {max_attempts})"
+            _finish(job, status, why + suffix)
+            ended.append(int(job.id or 0))
+        session.add(job)
+    return requeued, ended
+
+
+def expire_queued_jobs(
+    session: Session, *, queue_timeout_s: float, now: datetime | None = None
+) -> list[int]:
+    """Fails the jobs queued for longer than ``queue_timeout_s`` (their message never
+    reached a worker: lost by the broker, or no worker listens), releasing the training
+    lock; returns their ids."""
+    horizon = (now or utcnow()) - timedelta(seconds=queue_timeout_s)
+    stale = session.exec(
+        select(Job).where(col(Job.status) == JobStatus.QUEUED, col(Job.queued_at) < horizon)
+    ).all()
+    for job in stale:
         _finish(
             job,
-            JobStatus.CANCELLED if job.cancel_requested else JobStatus.FAILED,
-            f"worker lost: {job.worker or 'the worker'} sent no heartbeat since "
-            f"{seen:%Y-%m-%d %H:%M:%S} UTC (more than {lost_after_s:.0f}s)"
-            if seen
-            else "worker lost",
+            JobStatus.FAILED,
+            f"no worker took the job within {queue_timeout_s:.0f}s of queueing "
+            "(worker.queue_timeout_s): its message was lost, or no worker listens on the queue",
         )
         session.add(job)
-    return [int(job.id or 0) for job in lost]
+    return [int(job.id or 0) for job in stale]
 
 
 def cancel_job(session: Session, *, job_id: int) -> Job:
@@ -592,14 +683,16 @@ def report_job_progress(
     session: Session,
     *,
     job_id: int,
+    attempt: int,
     progress: float,
     message: str,
     log: bool = True,
     point: dict[str, float] | None = None,
 ) -> Job:
-    """Records progress (and a learning-curve point); returns the job, whose
-    cancel_requested tells the worker to stop."""
-    job = get_job(session, job_id=job_id)
+    """Records progress (and a learning-curve point) of ``attempt``; returns the job,
+    whose cancel_requested tells the worker to stop. Raises StaleAttempt when ``attempt``
+    is no longer the job's current one."""
+    job = fence(session, job_id=job_id, attempt=attempt)
     job.progress = max(0.0, min(1.0, progress))
     job.message = message[:1024]
     job.heartbeat_at = utcnow()
@@ -611,7 +704,8 @@ def report_job_progress(
     return job
 
 
-def set_job_watermark(session: Session, *, job_id: int, watermark: int) -> None:
+def set_job_watermark(session: Session, *, job_id: int, attempt: int, watermark: int) -> None:
+    fence(session, job_id=job_id, attempt=attempt)
     session.execute(update(Job).where(col(Job.id) == job_id).values(data_watermark=watermark))
 
 
@@ -633,10 +727,21 @@ def finish_job(
     status: JobStatus,
     error: str = "",
     model_version: int | None = None,
+    attempt: int | None = None,
+    message: str = "",
 ) -> Job:
-    """Ends the job and releases the training lock."""
-    job = get_job(session, job_id=job_id)
+    """Ends the job and releases the training lock; ``message``, when given, is its last
+    log line. With ``attempt`` (a worker ending its own run) the write is fenced:
+    StaleAttempt when the attempt is no longer current."""
+    job = (
+        get_job(session, job_id=job_id)
+        if attempt is None
+        else fence(session, job_id=job_id, attempt=attempt)
+    )
     _finish(job, status, error)
+    if message:
+        job.message = message[:1024]
+        job.log = [*job.log, f"{utcnow():%H:%M:%S} {message}"][-JOB_LOG_LINES:]
     if status == JobStatus.SUCCEEDED:
         job.progress = 1.0
     if model_version is not None:
@@ -703,9 +808,57 @@ def check_activatable(model: ModelVersion) -> None:
         )
 
 
+MODELS_LOCK = 7_256_001
+"""PostgreSQL advisory lock key of model-version status changes (activation, pruning)."""
+
+
+def lock_models(session: Session) -> None:
+    """Serialises changes of model-version status until the transaction ends: activations
+    and pruning, on any replica or worker. PostgreSQL: a transaction-scoped advisory lock.
+    SQLite: the database's write lock, taken by a first write before anything is read, so
+    that what the transaction reads next is what it writes over."""
+    session.flush()  # this transaction's own pending changes are kept, not expired
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MODELS_LOCK})
+    else:
+        connection.execute(text("UPDATE model_version SET status = status WHERE version = 0"))
+
+
+ACTIVATION_GRACE = timedelta(minutes=10)
+"""How long a begun activation keeps its version from pruning (a server that began one and
+died must not pin the version forever)."""
+
+
+def begin_activation(session: Session, *, version: int) -> ModelVersion:
+    """Marks ``version`` as being activated (its bundle is being loaded), under
+    lock_models: pruning then leaves it alone. Raises NotFound or FailedPrecondition."""
+    lock_models(session)
+    session.expire_all()
+    model = get_model_version(session, version=version)
+    check_activatable(model)
+    model.activating_since = utcnow()
+    session.add(model)
+    session.flush()
+    return model
+
+
+def end_activation(session: Session, *, version: int) -> None:
+    """An activation that did not complete: the version may be pruned again."""
+    session.execute(
+        update(ModelVersion)
+        .where(col(ModelVersion.version) == version)
+        .values(activating_since=None)
+    )
+
+
 def activate_model(session: Session, *, version: int, reason: str) -> ModelVersion:
     """Makes ``version`` the one active model; the previously active one becomes retired.
-    The activation is recorded with the version it replaced and ``reason``."""
+    The activation is recorded with the version it replaced and ``reason``. Runs under
+    lock_models, so concurrent activations (and a prune) happen one after the other; the
+    partial unique index on the active status is the database's own guarantee."""
+    lock_models(session)
+    session.expire_all()  # what was read before the lock may have changed
     model = get_model_version(session, version=version)
     check_activatable(model)
     previous = get_active_model(session)
@@ -716,6 +869,7 @@ def activate_model(session: Session, *, version: int, reason: str) -> ModelVersi
     )
     model.status = ModelStatus.ACTIVE
     model.activated_at = utcnow()
+    model.activating_since = None
     session.add(model)
     if previous is None or previous.version != version:
         session.add(
@@ -785,18 +939,35 @@ def prune_candidates(session: Session, *, keep_ready: int) -> list[ModelVersion]
             )
         )
     ).all()
+    horizon = utcnow() - ACTIVATION_GRACE
     return sorted(
-        (m for m in candidates if int(m.version or 0) not in keep),
+        (
+            m
+            for m in candidates
+            if int(m.version or 0) not in keep
+            and (m.activating_since is None or as_utc(m.activating_since) < horizon)
+        ),
         key=lambda m: int(m.version or 0),
     )
 
 
-def mark_pruned(session: Session, *, version: int) -> None:
+def claim_prune(session: Session, *, version: int, keep_ready: int) -> bool:
+    """Marks ``version`` pruned if the retention rule still lets it go, under lock_models:
+    a version activated (or made the rollback target) since the candidates were listed is
+    kept. True when the caller may delete its bundle: the mark comes first, so an
+    activation that follows finds the version pruned and refuses it."""
+    lock_models(session)
+    session.expire_all()
+    if version not in {
+        int(m.version or 0) for m in prune_candidates(session, keep_ready=keep_ready)
+    }:
+        return False
     session.execute(
         update(ModelVersion)
         .where(col(ModelVersion.version) == version)
         .values(status=ModelStatus.PRUNED, size_bytes=0)
     )
+    return True
 
 
 # --- replicas ----------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 SQLite by default, PostgreSQL in production, any SQLAlchemy URL in principle.
 SQLite runs in WAL mode with synchronous=FULL so that an acknowledged (committed)
 event survives a crash, and with a busy timeout so that the server, the worker
-and the CLI can share the file.
+and the CLI can share the file. Every PostgreSQL session pins synchronous_commit=on,
+whatever the server, database or role default says: Feedback is acknowledged after its
+commit, so a commit must be durable when it returns.
 """
 
 from __future__ import annotations
@@ -59,8 +61,10 @@ def make_engine(
     kwargs.setdefault("pool_pre_ping", True)
     if parsed.get_backend_name() == "postgresql":
         connect_args: dict[str, Any] = {"connect_timeout": max(1, round(connect_timeout_s))}
+        options = ["-c synchronous_commit=on"]  # durable commits: see the module docstring
         if statement_timeout_s:
-            connect_args["options"] = f"-c statement_timeout={round(statement_timeout_s * 1000)}"
+            options.append(f"-c statement_timeout={round(statement_timeout_s * 1000)}")
+        connect_args["options"] = " ".join(options)
         kwargs.setdefault("connect_args", connect_args)
         kwargs.setdefault("pool_timeout", connect_timeout_s)
     return create_engine(url, **kwargs)

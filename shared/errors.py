@@ -12,7 +12,8 @@
     ├── StorageError         the database refused a write
     ├── Overloaded           a queue is full: shed at once       -> RESOURCE_EXHAUSTED
     ├── StreamIdle           a client stream sent nothing for too long -> DEADLINE_EXCEEDED
-    └── JobCancelled         an operator cancelled the running job (the worker stops it)
+    ├── JobCancelled         an operator cancelled the running job (the worker stops it)
+    └── StaleAttempt         a job attempt that is no longer the job's current one
 
 The server maps these to gRPC status codes in exactly one place (server/errors.py).
 Every message names the field or thing at fault and says what would be accepted.
@@ -72,3 +73,10 @@ class StreamIdle(RecserveError):
 
 class JobCancelled(RecserveError):
     pass
+
+
+class StaleAttempt(RecserveError):
+    """A job attempt whose fencing token (Job.attempts) is no longer the job's: the
+    reaper requeued the job after its worker went silent, and another attempt runs or ran.
+    The database refuses the stale attempt's writes; the attempt stops and discards what
+    it made."""

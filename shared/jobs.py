@@ -9,6 +9,16 @@ Delivery is at-least-once (``acks_late``), so a worker may receive a job's messa
 than once: after a broker redelivery, or a restart. The database decides: a worker runs
 a job only after moving its row from queued to running in one UPDATE (crud.claim_job),
 so a second copy of the message finds it running (or finished) and is dropped.
+
+Jobs are fenced. Each claim starts a new attempt whose number is the fencing token:
+every later write of the attempt (heartbeat, progress, result, model version and its
+activation) names it, and the database refuses it once another attempt is current. The
+reaper (``reap_jobs``: every worker, beat and server run it) requeues a job whose
+attempt sent no heartbeat for ``worker.job_lost_after_s`` as a new attempt, up to
+``worker.max_attempts``, and fails a job left queued for ``worker.queue_timeout_s``.
+Each attempt writes its own bundle folder, and the reaper deletes none: a lost attempt
+may only be paused, and when it resumes it finds its writes refused, stops, and removes
+its own folder.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ TRAIN_TASK = "recserve.train"
 BUILD_ENGINE_TASK = "recserve.build_engine"
 TRIGGERS_TASK = "recserve.check_triggers"
 ONLINE_METRICS_TASK = "recserve.online_metrics"
+RETENTION_TASK = "recserve.retention"
 REDELIVERY_MARGIN_S = 3600
 """Broker redelivery timeouts exceed the job time limit by this much."""
 
@@ -158,3 +169,24 @@ def submit_training(
     with session_scope(engine) as session:
         crud.set_job_celery_id(session, job_id=job_id, celery_id=task_id)
         return crud.get_job(session, job_id=job_id)
+
+
+def reap_jobs(settings: Settings, engine: Engine) -> tuple[list[int], list[int]]:
+    """Requeues (and publishes again) the jobs whose attempt was lost, fails those with
+    no attempts left and those queued past ``worker.queue_timeout_s``. Returns
+    (requeued, failed) job ids."""
+    worker = settings.worker
+    with session_scope(engine) as session:
+        requeued, ended = crud.reap_lost_jobs(
+            session, lost_after_s=worker.job_lost_after_s, max_attempts=worker.max_attempts
+        )
+        ended += crud.expire_queued_jobs(session, queue_timeout_s=worker.queue_timeout_s)
+    for job_id in ended:
+        log.warning("job %s: failed (its worker was lost, or it was never taken)", job_id)
+    for job_id in requeued:
+        log.warning("job %s: its worker was lost; requeued as a new attempt", job_id)
+        try:
+            publish(settings, TRAIN_TASK, [job_id], queue=worker.queue)
+        except Exception as exc:  # it stays queued; the queue timeout fails it if need be
+            log.error("job %s: requeued, but its message could not be published: %s", job_id, exc)
+    return requeued, ended

@@ -10,8 +10,36 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlmodel import Field, SQLModel
+
+BIGINT = BigInteger().with_variant(Integer(), "sqlite")
+"""Ids, versions and watermarks: 64-bit on PostgreSQL (SQLite's INTEGER is 64-bit, and
+only an INTEGER primary key autoincrements there)."""
+
+
+def bigint_key() -> Any:
+    """An autoincrementing 64-bit primary key."""
+    return Field(default=None, sa_column=Column(BIGINT, primary_key=True, autoincrement=True))
+
+
+def bigint(default: int | None = 0, *, index: bool = False) -> Any:
+    """A 64-bit column; NULL allowed when the default is None."""
+    return Field(
+        default=default,
+        sa_column=Column(BIGINT, nullable=default is None, default=default, index=index),
+    )
 
 
 def utcnow() -> datetime:
@@ -85,13 +113,7 @@ class FeedbackEvent(FeedbackEventBase, table=True):
     __tablename__ = "feedback_event"
     __table_args__ = (Index("ix_feedback_user_time", "user_id", "event_time"),)
 
-    # SQLite only autoincrements INTEGER PRIMARY KEY, PostgreSQL needs BIGINT for big logs.
-    id: int | None = Field(
-        default=None,
-        sa_column=Column(
-            BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
-        ),
-    )
+    id: int | None = bigint_key()
     received_time: datetime = Field(default_factory=utcnow)
 
 
@@ -105,20 +127,15 @@ class Impression(SQLModel, table=True):
 
     __tablename__ = "impression"
 
-    id: int | None = Field(
-        default=None,
-        sa_column=Column(
-            BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
-        ),
-    )
+    id: int | None = bigint_key()
     recommendation_id: str = Field(max_length=64, unique=True)
     user_id: str = Field(max_length=256)
     items: list[str] = Field(default_factory=list, sa_column=Column(JSON))
-    model_version: int
+    model_version: int = bigint()
     arm: str = Field(default="", max_length=32)
     """"" when no traffic split is set; else the arm's name ("v3")."""
     served_at: datetime = Field(default_factory=utcnow, index=True)
-    shadow_version: int | None = None
+    shadow_version: int | None = bigint(None)
     """The shadow candidate that also ranked this request, if one did."""
     shadow_overlap: float | None = None
     """Share of the served list that the shadow's list of the same length also holds."""
@@ -133,7 +150,7 @@ class TrafficArm(SQLModel, table=True):
 
     __tablename__ = "traffic_arm"
 
-    version: int = Field(primary_key=True)
+    version: int = Field(sa_column=Column(BIGINT, primary_key=True, autoincrement=False))
     weight: float
     shadow: bool = False
 
@@ -144,20 +161,20 @@ class OnlineMetric(SQLModel, table=True):
 
     __tablename__ = "online_metric"
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = bigint_key()
     computed_at: datetime = Field(default_factory=utcnow, index=True)
-    model_version: int
+    model_version: int = bigint()
     arm: str = Field(default="", max_length=32)
     window_hours: float
-    impressions: int
-    clicked: int
+    impressions: int = bigint()
+    clicked: int = bigint()
     """Impressions with at least one attributed event."""
     ctr: float
     hit_rate: float
     """Share of impressions where the user later acted on a listed item, attributed or not."""
     attributed_share: float
     """Share of the window's events that named a known recommendation_id."""
-    shadow_requests: int = 0
+    shadow_requests: int = bigint()
     shadow_overlap: float = 0.0
     shadow_p50_ms: float = 0.0
 
@@ -203,21 +220,39 @@ class ModelVersionBase(SQLModel):
     )
     metrics: dict[str, float] = Field(default_factory=dict, sa_column=Column(JSON))
     artifact_path: str = Field(default="", max_length=1024)
-    data_watermark: int = 0
+    data_watermark: int = bigint()
     """Highest feedback_event.id the model was trained on."""
     config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     checksum: str = Field(default="", max_length=128)
-    job_id: int | None = None
+    job_id: int | None = bigint(None)
     size_bytes: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
     """Bytes of the bundle on disk."""
 
 
+ONE_ACTIVE_INDEX = "ux_model_version_one_active"
+
+
 class ModelVersion(ModelVersionBase, table=True):
     __tablename__ = "model_version"
+    # At most one active version, enforced by the database itself (a partial unique index).
+    __table_args__ = (
+        Index(
+            ONE_ACTIVE_INDEX,
+            "status",
+            unique=True,
+            sqlite_where=text("status = 'active'"),
+            postgresql_where=text("status = 'active'"),
+        ),
+    )
 
-    version: int | None = Field(default=None, primary_key=True)
+    version: int | None = bigint_key()
     created_at: datetime = Field(default_factory=utcnow)
     activated_at: datetime | None = None
+    activating_since: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    """Set while an ActivateModel loads this version (before the database names it
+    active): pruning leaves such a version alone."""
 
 
 class ModelActivation(SQLModel, table=True):
@@ -225,9 +260,9 @@ class ModelActivation(SQLModel, table=True):
 
     __tablename__ = "model_activation"
 
-    id: int | None = Field(default=None, primary_key=True)
-    version: int = Field(index=True)
-    previous_version: int | None = None
+    id: int | None = bigint_key()
+    version: int = bigint(index=True)
+    previous_version: int | None = bigint(None)
     activated_at: datetime = Field(default_factory=utcnow)
     reason: str = Field(default="", max_length=256)
 
@@ -242,7 +277,7 @@ class Replica(SQLModel, table=True):
 
     replica_id: str = Field(primary_key=True, max_length=128)
     address: str = Field(default="", max_length=256)
-    serving_version: int = 0
+    serving_version: int = bigint()
     health: str = Field(default="NOT_SERVING", max_length=16)
     backend: str = Field(default="", max_length=32)
     device: str = Field(default="", max_length=128)
@@ -270,7 +305,7 @@ class Job(JobBase, table=True):
     __tablename__ = "job"
     __table_args__ = (UniqueConstraint("lock_key", name="uq_job_lock_key"),)
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = bigint_key()
     status: JobStatus = Field(
         default=JobStatus.QUEUED, sa_column=Column(String(16), nullable=False, index=True)
     )
@@ -279,8 +314,13 @@ class Job(JobBase, table=True):
     error: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     log: list[str] = Field(default_factory=list, sa_column=Column(JSON))
     celery_id: str = Field(default="", max_length=64)
-    model_version: int | None = None
+    model_version: int | None = bigint(None)
     created_at: datetime = Field(default_factory=utcnow)
+    queued_at: datetime | None = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    """When the job was last queued (created, or requeued by the reaper after its worker
+    was lost): a job still queued ``worker.queue_timeout_s`` later fails."""
     started_at: datetime | None = None
     finished_at: datetime | None = None
     lock_key: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
@@ -289,11 +329,13 @@ class Job(JobBase, table=True):
     worker: str = Field(default="", max_length=128)
     """host:pid of the worker that claimed the job."""
     attempts: int = 0
-    """Claims by a worker; the claim is atomic (queued -> running), so at most 1."""
+    """Claims by a worker, and the fencing token of the running attempt: every write of
+    an attempt (heartbeat, progress, result, model version, activation) names it, and the
+    database refuses the writes of an attempt that is no longer the current one."""
     heartbeat_at: datetime | None = None
     """Last sign of life of the worker running the job; the reaper fails stale ones."""
     cancel_requested: bool = False
-    data_watermark: int | None = None
+    data_watermark: int | None = bigint(None)
     """Highest feedback row id the job trained on."""
     curve: list[dict[str, float]] = Field(default_factory=list, sa_column=Column(JSON))
     """Per epoch: epoch, loss, val_ndcg@10 (when evaluated), seconds."""

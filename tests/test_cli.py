@@ -32,7 +32,7 @@ def test_models_and_jobs_commands(settings) -> None:
     with session_scope(engine) as s:
         v1 = crud.get_model_version(s, version=1)
         for n in (2, 3, 4):
-            shutil.copytree(settings.bundle_path("job-1"), settings.bundles_dir / f"copy-{n}")
+            shutil.copytree(settings.bundle_path("job-1-1"), settings.bundles_dir / f"copy-{n}")
             crud.create_model_version(
                 s,
                 model=ModelVersion(

@@ -17,9 +17,9 @@ pytestmark = [pytest.mark.drill, pytest.mark.timeout(300)]
 
 @pytest.mark.parametrize("name", list(DRILLS))
 def test_drill(name: str, tmp_path: Path) -> None:
-    if name in ("database", "broker"):
+    if name in ("database", "broker", "fencing"):
         require_service("PostgreSQL", "127.0.0.1", 5432)
-    if name == "broker":
+    if name in ("broker", "fencing"):
         require_service("Redis", "127.0.0.1", 6379)
     if name == "disk-full" and os.geteuid() != 0:
         if os.environ.get("CI") == "true":

@@ -6,11 +6,15 @@ The grpc.aio channel is created on first use, inside the event loop that Textual
 another one, and the first call then fails with "attached to a different loop".
 
 Failures become notifications, never crashes: losing the server is reported once (and
-its return once), other errors once per method until that method succeeds again.
+its return once), other errors once per method until that method succeeds again. While
+the server is unreachable or sheds load (UNAVAILABLE, DEADLINE_EXCEEDED,
+RESOURCE_EXHAUSTED), calls back off: the refreshes skip the server until the next try,
+which comes after a wait that doubles from 0.5 s to 10 s, and the operator is told when.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +22,7 @@ import grpc
 
 from shared.client import AsyncClient, bearer
 from shared.config import ClientSettings
+from shared.retry import Backoff
 
 Notify = Callable[[str, str, str], None]
 """(message, title, severity)"""
@@ -48,6 +53,10 @@ class Connection:
         """None until the first call answers or fails."""
         self._failing: dict[str, str] = {}
         self.on_state: Callable[[bool], None] | None = None
+        self._backoff = Backoff(0.5, 10.0)
+        self.retry_at = 0.0
+        """time.monotonic() before which calls are not sent (backing off)."""
+        self.clock: Callable[[], float] = time.monotonic
 
     def _open(self) -> AsyncClient:
         if self._client is None:  # inside the running loop: see the module docstring
@@ -63,6 +72,8 @@ class Connection:
         return await self._call(self._open().recommender, method, request, timeout)
 
     async def _call(self, stub: Any, method: str, request: Any, timeout: float) -> Any | None:
+        if self.clock() < self.retry_at:
+            return None  # backing off: the next try is due at retry_at
         try:
             answer = await getattr(stub, method)(
                 request, metadata=bearer(self.token), timeout=timeout
@@ -70,19 +81,32 @@ class Connection:
         except grpc.aio.AioRpcError as exc:
             self._failed(method, exc)
             return None
+        self._backoff.reset()
         self._set_online(True)
         self._failing.pop(method, None)
         return answer
 
+    def _back_off(self) -> float:
+        delay = self._backoff.delay()
+        self.retry_at = self.clock() + delay
+        return delay
+
     def _failed(self, method: str, exc: grpc.aio.AioRpcError) -> None:
         if exc.code() in UNREACHABLE:
+            delay = self._back_off()
             if self.online is not False:
                 self._notify(
-                    f"{self.target} does not answer ({exc.code().name}); retrying",
+                    f"{self.target} does not answer ({exc.code().name}); retrying in {delay:.1f}s",
                     "Server unreachable",
                     "error",
                 )
             self._set_online(False)
+            return
+        if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            delay = self._back_off()
+            self._notify(
+                f"{exc.details()}; retrying in {delay:.1f}s", f"{method}: server busy", "warning"
+            )
             return
         self._set_online(True)
         message = exc.details() or exc.code().name

@@ -15,6 +15,7 @@ from shared.config import Settings
 from shared.jobs import (
     BUILD_ENGINE_TASK,
     ONLINE_METRICS_TASK,
+    RETENTION_TASK,
     TRIGGERS_TASK,
     queue_arguments,
     transport_options,
@@ -44,6 +45,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "schedule": settings.worker.online_metrics_every_s,
             "options": {"expires": settings.worker.online_metrics_every_s},
         }
+    schedule["recserve-retention"] = {
+        "task": RETENTION_TASK,
+        "schedule": settings.worker.retention_every_s,
+        "options": {"expires": settings.worker.retention_every_s},
+    }
     arguments = queue_arguments(settings) or None
     queues = [
         Queue(name, Exchange(name, type="direct"), routing_key=name, queue_arguments=arguments)

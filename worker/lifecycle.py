@@ -10,9 +10,11 @@
   was not promoted from being retrained on every check.
 - **One at a time**: both go through the training lock in the database
   (crud.create_job); while a training job is queued or running, a trigger does nothing.
-- **Reaper**: a running job whose worker sent no heartbeat for ``job_lost_after_s`` is
-  marked failed, which releases the lock. Every worker runs it in a thread, beat runs
-  it with the triggers, and every server runs it in its poll loop.
+- **Reaper** (shared.jobs.reap_jobs): a running job whose attempt sent no heartbeat for
+  ``job_lost_after_s`` is requeued as a new attempt (fenced: the lost attempt's writes
+  are refused from then on), or failed after ``max_attempts``, which releases the lock;
+  a job queued past ``queue_timeout_s`` fails too. Every worker runs it in a thread,
+  beat runs it with the triggers, and every server runs it in its poll loop.
 
 Celery beat is the clock: it sends ``recserve.check_triggers`` every
 ``worker.trigger_check_s`` (``recserve beat`` or ``recserve worker --beat``).
@@ -25,11 +27,10 @@ import threading
 from datetime import timedelta
 
 from shared import crud
-from shared.bundle import remove_job_output
 from shared.config import Settings
 from shared.db import engine_for, session_scope
 from shared.errors import FailedPrecondition
-from shared.jobs import submit_training
+from shared.jobs import reap_jobs, submit_training
 from shared.models import JobTrigger, as_utc, utcnow
 
 log = logging.getLogger(__name__)
@@ -78,18 +79,14 @@ def check_triggers(settings: Settings) -> int | None:
     return int(job.id or 0)
 
 
-def reap(settings: Settings) -> list[int]:
-    """Marks failed the running jobs whose worker died; returns their ids."""
+def reap(settings: Settings) -> tuple[list[int], list[int]]:
+    """Requeues the jobs whose worker was lost, fails those out of attempts or left
+    queued; returns (requeued, failed) job ids."""
     engine = engine_for(settings)
     try:
-        with session_scope(engine) as session:
-            lost = crud.reap_lost_jobs(session, lost_after_s=settings.worker.job_lost_after_s)
+        return reap_jobs(settings, engine)
     finally:
         engine.dispose()
-    for job_id in lost:
-        log.warning("job %s: its worker died (no heartbeat); marked failed", job_id)
-        remove_job_output(settings.bundles_dir, job_id)
-    return lost
 
 
 class JobReaper(threading.Thread):

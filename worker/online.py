@@ -3,11 +3,14 @@
 From the impression log and the feedback of the last ``window_hours``:
 
 - impressions: lists served (with at least one item);
-- CTR: share of impressions that at least one event named (Event.recommendation_id);
+- CTR: share of impressions that at least one event named (Event.recommendation_id),
+  counting an event only when its user is the impression's user and its item was in
+  the list (so an event cannot claim someone else's list, nor a list it was not about);
 - hit rate: share of impressions whose user acted on one of the listed items after it
   was served, whether or not the event named the list (so clients that do not send
   recommendation_id are measured too);
-- attributed share: share of the window's events that named a logged impression;
+- attributed share: share of the window's events that named a logged impression and
+  match it as above;
 - for a shadow candidate (arm "shadow"): the requests it ranked, the mean overlap of its
   lists with the served ones, and its median time to rank.
 
@@ -72,9 +75,15 @@ def summarize(
     hours: float,
 ) -> list[OnlineMetric]:
     """The figures of one window (see the module docstring)."""
-    known = {imp.recommendation_id for imp in impressions}
-    named = [rec for _, _, _, rec in events if rec]
-    attributed = [rec for rec in named if rec in known]
+    listed_by_id = {imp.recommendation_id: (imp.user_id, set(imp.items)) for imp in impressions}
+    attributed = [
+        rec
+        for user, item, _, rec in events
+        if rec
+        and (found := listed_by_id.get(rec)) is not None
+        and found[0] == user
+        and item in found[1]
+    ]
     attributed_share = len(attributed) / len(events) if events else 0.0
     clicked_ids = set(attributed)
     acted: dict[str, list[tuple[float, str]]] = defaultdict(list)

@@ -4,11 +4,14 @@
 2. leave-one-out split; 3. train with early stopping on validation NDCG@10;
 4. evaluate on the test events (full ranking and 100 sampled negatives) beside the
    popularity baseline and the active model, all on the same split;
-5. write the bundle (ONNX export + parity check) under models_dir/job-<id>;
-6. register the version and promote it only if it beats the active model and popularity.
+5. write the bundle (ONNX export + parity check) under models_dir/job-<id>-<attempt>;
+6. register the version and promote it only if it beats the active model and popularity,
+   after verifying the bundle as ActivateModel does.
 
-Re-running a job is harmless: the bundle path is keyed by job id and a job that already
-produced a version returns it.
+Re-running a job is harmless: each attempt writes its own folder, a job that already
+produced a version returns it, and every write of an attempt is fenced by its attempt
+number (shared/jobs.py): a stale attempt that resumes after the reaper requeued its job
+has its writes refused, stops, and removes its own folder.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from shared import bundle as bundle_format
 from shared import crud
 from shared.config import Settings
 from shared.db import engine_for, session_scope
-from shared.errors import FailedPrecondition, JobCancelled, RecserveError
+from shared.errors import FailedPrecondition, JobCancelled, RecserveError, StaleAttempt
 from shared.models import JobStatus, ModelStatus, ModelVersion
 from shared.params import TrainingParams, parse_training_params
 from worker.dataset import EvalSet, Split, UserSequences, leave_one_out, snapshot
@@ -45,12 +48,27 @@ MIN_USERS = 2
 INDEX_CALIBRATION_USERS = 2000
 
 
-class JobReporter:
-    """Writes progress (and learning-curve points) to the job row and its log; raises
-    JobCancelled when an operator asked to cancel the job."""
+class Attempt:
+    """One attempt of a job: its fencing token, and whether the database has told it
+    that it was superseded (a heartbeat refused)."""
 
-    def __init__(self, engine: Engine, job_id: int) -> None:
-        self.engine, self.job_id = engine, job_id
+    def __init__(self, engine: Engine, job_id: int, number: int) -> None:
+        self.engine, self.job_id, self.number = engine, job_id, number
+        self.superseded = threading.Event()
+
+    def check(self) -> None:
+        if self.superseded.is_set():
+            raise StaleAttempt(f"attempt {self.number} of job {self.job_id} was superseded")
+
+
+class JobReporter:
+    """Writes progress (and learning-curve points) to the job row and its log, fenced by
+    the attempt; raises JobCancelled when an operator asked to cancel the job, and
+    StaleAttempt when the attempt is no longer current."""
+
+    def __init__(self, attempt: Attempt) -> None:
+        self.attempt = attempt
+        self.engine, self.job_id = attempt.engine, attempt.job_id
 
     def __call__(
         self,
@@ -61,9 +79,15 @@ class JobReporter:
         cancellable: bool = True,
     ) -> None:
         log.info("job %s: %s", self.job_id, message)
+        self.attempt.check()
         with session_scope(self.engine) as session:
             job = crud.report_job_progress(
-                session, job_id=self.job_id, progress=fraction, message=message, point=point
+                session,
+                job_id=self.job_id,
+                attempt=self.attempt.number,
+                progress=fraction,
+                message=message,
+                point=point,
             )
             cancel = job.cancel_requested
         if cancel and cancellable:
@@ -71,13 +95,14 @@ class JobReporter:
 
 
 class Heartbeat:
-    """A daemon thread that records a sign of life for a running job every ``every_s``,
-    so the reaper can tell a long epoch from a dead worker."""
+    """A daemon thread that records a sign of life for a running attempt every
+    ``every_s``, so the reaper can tell a long epoch from a dead worker. A heartbeat the
+    database refuses marks the attempt superseded."""
 
-    def __init__(self, engine: Engine, job_id: int, every_s: float) -> None:
-        self._engine, self._job_id, self._every_s = engine, job_id, every_s
+    def __init__(self, attempt: Attempt, every_s: float) -> None:
+        self._attempt, self._every_s = attempt, every_s
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"job-{job_id}-heartbeat")
+        self._thread = threading.Thread(target=self._run, name=f"job-{attempt.job_id}-heartbeat")
 
     def __enter__(self) -> Heartbeat:
         self._thread.daemon = True
@@ -89,12 +114,24 @@ class Heartbeat:
         self._thread.join()
 
     def _run(self) -> None:
+        attempt = self._attempt
         while not self._stop.wait(self._every_s):
             try:
-                with session_scope(self._engine) as session:
-                    crud.heartbeat_job(session, job_id=self._job_id)
+                with session_scope(attempt.engine) as session:
+                    alive = crud.heartbeat_job(
+                        session, job_id=attempt.job_id, attempt=attempt.number
+                    )
             except Exception:  # the database is briefly unreachable: try again next beat
-                log.warning("job %s: heartbeat not recorded", self._job_id, exc_info=True)
+                log.warning("job %s: heartbeat not recorded", attempt.job_id, exc_info=True)
+                continue
+            if not alive:
+                log.warning(
+                    "job %s: attempt %s is no longer current; stopping it",
+                    attempt.job_id,
+                    attempt.number,
+                )
+                attempt.superseded.set()
+                return
 
 
 def peak_rss_mb() -> float:
@@ -121,62 +158,73 @@ def run_train_job(settings: Settings, job_id: int) -> int | None:
             job = crud.get_job(session, job_id=job_id)
             if job.status == JobStatus.SUCCEEDED and job.model_version:
                 return job.model_version
-            claimed = crud.claim_job(session, job_id=job_id, worker=worker_name())
+            number = crud.claim_job(session, job_id=job_id, worker=worker_name())
             status = job.status
-        if not claimed:
+        if number is None:
             log.warning("job %s is %s, not queued: not running it again", job_id, status)
             return None
         with session_scope(engine) as session:
             given = crud.get_job(session, job_id=job_id).params
-        params = parse_training_params(settings, given)
-        explicit = set(given or {}) | settings.training.model_fields_set
-        report = JobReporter(engine, job_id)
-        started = time.perf_counter()
+        attempt = Attempt(engine, job_id, number)
         try:
-            with Heartbeat(engine, job_id, settings.worker.heartbeat_s):
-                version = _train_and_register(settings, engine, job_id, params, explicit, report)
-        except JobCancelled as exc:
-            bundle_format.remove_job_output(settings.bundles_dir, job_id)
-            with session_scope(engine) as session:
-                crud.finish_job(session, job_id=job_id, status=JobStatus.CANCELLED, error=str(exc))
-            job_finished("train", "cancelled", time.perf_counter() - started)
+            return _run_attempt(settings, attempt, given)
+        except StaleAttempt as exc:
+            bundle_format.remove_job_output(settings.bundles_dir, job_id, number)
+            log.warning("job %s: %s; what it made was discarded", job_id, exc)
+            job_finished("train", "superseded", 0.0)
             return None
-        except Exception as exc:
-            bundle_format.remove_job_output(settings.bundles_dir, job_id)
-            with session_scope(engine) as session:
-                crud.finish_job(
-                    session,
-                    job_id=job_id,
-                    status=JobStatus.FAILED,
-                    error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}",
-                )
-            job_finished("train", "failed", time.perf_counter() - started)
-            raise
-        with session_scope(engine) as session:
-            crud.finish_job(
-                session, job_id=job_id, status=JobStatus.SUCCEEDED, model_version=version
-            )
-        job_finished("train", "succeeded", time.perf_counter() - started)
-        return version
     finally:
         engine.dispose()
 
 
+def _run_attempt(settings: Settings, attempt: Attempt, given: dict[str, Any]) -> int | None:
+    """Trains and registers; records the outcome with fenced writes (StaleAttempt when
+    the attempt was superseded: nothing of it is recorded)."""
+    engine, job_id = attempt.engine, attempt.job_id
+    params = parse_training_params(settings, given)
+    explicit = set(given or {}) | settings.training.model_fields_set
+    report = JobReporter(attempt)
+    started = time.perf_counter()
+    try:
+        with Heartbeat(attempt, settings.worker.heartbeat_s):
+            version = _train_and_register(settings, attempt, params, explicit, report)
+    except (JobCancelled, StaleAttempt, Exception) as exc:
+        bundle_format.remove_job_output(settings.bundles_dir, job_id, attempt.number)
+        if isinstance(exc, StaleAttempt):
+            raise
+        cancelled = isinstance(exc, JobCancelled)
+        error = str(exc) if cancelled else f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+        with session_scope(engine) as session:
+            crud.finish_job(
+                session,
+                job_id=job_id,
+                attempt=attempt.number,
+                status=JobStatus.CANCELLED if cancelled else JobStatus.FAILED,
+                error=error,
+            )
+        job_finished("train", "cancelled" if cancelled else "failed", time.perf_counter() - started)
+        if cancelled:
+            return None
+        raise
+    job_finished("train", "succeeded", time.perf_counter() - started)
+    return version
+
+
 def _train_and_register(
     settings: Settings,
-    engine: Engine,
-    job_id: int,
+    attempt: Attempt,
     params: TrainingParams,
     explicit: set[str],
     report: JobReporter,
 ) -> int:
     import torch
 
+    engine, job_id = attempt.engine, attempt.job_id
     torch.set_num_threads(settings.worker.torch_threads or os.cpu_count() or 1)
     started = time.perf_counter()
     with session_scope(engine) as session:
         watermark = crud.max_event_row(session)
-        crud.set_job_watermark(session, job_id=job_id, watermark=watermark)
+        crud.set_job_watermark(session, job_id=job_id, attempt=attempt.number, watermark=watermark)
     # The events stream into a memory-mapped snapshot (4 bytes an event), read by the
     # split and the training batches in place; it is deleted with the job's scratch folder.
     with tempfile.TemporaryDirectory(prefix=f"recserve-job-{job_id}-") as scratch:
@@ -187,14 +235,13 @@ def _train_and_register(
         if flagged:
             report(0.01, f"left out flagged users: {len(flagged):,} (training.exclude_flagged)")
         return _train_snapshot(
-            settings, engine, job_id, params, explicit, report, sequences, watermark, started
+            settings, attempt, params, explicit, report, sequences, watermark, started
         )
 
 
 def _train_snapshot(
     settings: Settings,
-    engine: Engine,
-    job_id: int,
+    attempt: Attempt,
     params: TrainingParams,
     explicit: set[str],
     report: JobReporter,
@@ -205,6 +252,7 @@ def _train_snapshot(
     from worker.export import write_bundle
     from worker.training import torch_scorer, train
 
+    engine, job_id = attempt.engine, attempt.job_id
     params, decisions = apply_recipe(params, explicit, sequences.lengths, len(sequences.vocab))
     split = leave_one_out(sequences, validation_users=params.validation_users, seed=params.seed)
     if len(split.test.targets) < MIN_USERS:
@@ -266,7 +314,7 @@ def _train_snapshot(
         f"test ndcg@10 {metrics['ndcg@10']:.4f} hr@10 {metrics['hr@10']:.4f} | popularity "
         f"ndcg@10 {metrics['pop_ndcg@10']:.4f} hr@10 {metrics['pop_hr@10']:.4f}",
     )
-    relative = bundle_format.job_dir_name(job_id)
+    relative = bundle_format.job_dir_name(job_id, attempt.number)
     directory = settings.bundles_dir.resolve() / relative
     index_states = None
     if params.index_min_items and split.num_items >= params.index_min_items:
@@ -283,7 +331,13 @@ def _train_snapshot(
     parity = metrics["onnx_parity_max_rel_diff"]
     # The last point where a cancel takes effect: nothing is registered yet.
     report(0.95, f"bundle written to {directory} (ONNX parity {parity:.1e})")
+    # Verified as ActivateModel verifies, against the checksum about to be registered.
+    if bundle_format.verify(directory) != checksum:
+        raise RecserveError(f"bundle {directory} changed after it was written")
+    # One transaction, fenced: the version, its activation and the job's result are
+    # all this attempt's, or none of them is recorded.
     with session_scope(engine) as session:
+        crud.fence(session, job_id=job_id, attempt=attempt.number)
         model = crud.create_model_version(
             session,
             model=ModelVersion(
@@ -304,12 +358,15 @@ def _train_snapshot(
         promote, reason = should_activate(params, metrics, has_active="active_ndcg@10" in metrics)
         if promote:
             crud.activate_model(session, version=version, reason=f"promoted by job {job_id}")
-    report(
-        1.0,
-        f"registered model version {version}; {reason} "
-        f"(total {time.perf_counter() - started:.1f}s)",
-        cancellable=False,
-    )
+        crud.finish_job(
+            session,
+            job_id=job_id,
+            attempt=attempt.number,
+            status=JobStatus.SUCCEEDED,
+            model_version=version,
+            message=f"registered model version {version}; {reason} "
+            f"(total {time.perf_counter() - started:.1f}s)",
+        )
     return version
 
 

@@ -14,7 +14,13 @@ from celery.signals import worker_ready, worker_shutdown
 from sqlalchemy.exc import OperationalError
 
 from shared.config import Settings
-from shared.jobs import BUILD_ENGINE_TASK, ONLINE_METRICS_TASK, TRAIN_TASK, TRIGGERS_TASK
+from shared.jobs import (
+    BUILD_ENGINE_TASK,
+    ONLINE_METRICS_TASK,
+    RETENTION_TASK,
+    TRAIN_TASK,
+    TRIGGERS_TASK,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +58,18 @@ def register_tasks(app: Celery, settings: Settings) -> None:
 
         window = settings.worker.online_metrics_window_h
         return len(compute_online_metrics(settings, window_hours=window))
+
+    @app.task(name=RETENTION_TASK, acks_late=False)  # type: ignore[untyped-decorator]
+    def retention() -> dict[str, int]:
+        from shared.db import engine_for
+        from shared.retention import apply_data_retention
+
+        engine = engine_for(settings)
+        try:
+            done = apply_data_retention(settings, engine)
+        finally:
+            engine.dispose()
+        return {"events": done.events, "impressions": done.impressions}
 
     reaper: dict[str, Any] = {}
 

@@ -8,6 +8,12 @@ the end; the process never dies and is SERVING afterwards.
 
 `make test` runs the short profile; `make fuzz` the long one (RECSERVE_FUZZ=long,
 about 10,000 calls).
+
+RECSERVE_FUZZ_TARGET=HOST:PORT fuzzes a server that is already running (`make run`, say)
+instead of starting one; RECSERVE_FUZZ_DATABASE_URL then names its database for the
+check that every acknowledged event is stored. Against a target, the admin calls that
+would cancel or replace what that server is doing are left out: StartTraining,
+CancelJob, ActivateModel, RollbackModel, PruneModels, SetTrafficSplit and PromoteArm.
 """
 
 from __future__ import annotations
@@ -42,6 +48,17 @@ settings.register_profile(
 settings.load_profile("recserve")
 
 FORBIDDEN = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
+TARGET = os.environ.get("RECSERVE_FUZZ_TARGET", "")
+DISRUPTIVE = {
+    "StartTraining",
+    "CancelJob",
+    "ActivateModel",
+    "RollbackModel",
+    "PruneModels",
+    "SetTrafficSplit",
+    "PromoteArm",
+}
+"""Admin calls left out against a target: they would cancel or replace its work."""
 ITEMS = [f"i{t:03d}-{p:03d}" for t in range(TINY_SPEC.n_topics) for p in range(10)]
 USERS = [f"u{n:05d}" for n in range(TINY_SPEC.n_users)]
 LABELS = ["topic-0", "topic-1", "sale"]
@@ -50,11 +67,17 @@ LABELS = ["topic-0", "topic-1", "sale"]
 class Probe:
     """The server under fuzz, a client, and what it acknowledged."""
 
-    def __init__(self, server: ServerProcess) -> None:
+    def __init__(self, target: str, server: ServerProcess | None = None) -> None:
         self.server = server
-        self.client = Client(server.target)
+        self.target = target
+        self.client = Client(target)
         self.acknowledged: set[str] = set()
         self.calls = 0
+
+    def alive(self) -> bool:
+        if self.server is not None:
+            return self.server.proc.poll() is None
+        return wait_serving(self.target, timeout=10, require_model=False)
 
     def call(self, method, request):
         """The answer, or None for an allowed error; fails on INTERNAL/UNKNOWN."""
@@ -64,34 +87,59 @@ class Probe:
         except grpc.RpcError as exc:
             code = exc.code()  # type: ignore[attr-defined]
             assert code not in FORBIDDEN, (code, exc.details(), request)  # type: ignore[attr-defined]
-            assert self.server.proc.poll() is None, "the server died"
+            if code == grpc.StatusCode.UNAVAILABLE:
+                assert self.alive(), "the server died"
             return None
 
 
+def stored_event_ids(database_url: str) -> set[str]:
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            from sqlalchemy import text
+
+            return {r[0] for r in conn.execute(text("SELECT event_id FROM feedback_event"))}
+    finally:
+        engine.dispose()
+
+
 @pytest.fixture(scope="module")
-def probe(trained_template: Path, tmp_path_factory: pytest.TempPathFactory):
+def probe(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    if TARGET:
+        yield from _probe_target()
+        return
+    trained_template: Path = request.getfixturevalue("trained_template")
     folder = tmp_path_factory.mktemp("fuzz") / "var"
     folder.mkdir()
     shutil.copy(trained_template / "recserve.db", folder / "recserve.db")
     shutil.copytree(trained_template / "models", folder / "models")
     server = ServerProcess(make_settings(folder), "fuzz", SERVER__DEFAULT_DEADLINE_S="20")
-    p = Probe(server)
+    p = Probe(server.target, server)
     yield p
     try:
         assert server.proc.poll() is None, "the server died during the fuzzing"
         assert wait_serving(server.target, timeout=10), "not SERVING after the fuzzing"
-        engine = make_engine(f"sqlite:///{folder / 'recserve.db'}")
-        with engine.connect() as conn:
-            from sqlalchemy import text
-
-            stored = {r[0] for r in conn.execute(text("SELECT event_id FROM feedback_event"))}
-        engine.dispose()
-        missing = p.acknowledged - stored
+        missing = p.acknowledged - stored_event_ids(f"sqlite:///{folder / 'recserve.db'}")
         assert not missing, f"{len(missing)} acknowledged events are not in the database"
         print(f"fuzzed {p.calls} calls; {len(p.acknowledged)} acknowledged events all stored")
     finally:
         p.client.close()
         server.stop()
+
+
+def _probe_target():
+    p = Probe(TARGET)
+    assert wait_serving(TARGET, timeout=30, require_model=False), f"nothing serves at {TARGET}"
+    yield p
+    try:
+        assert wait_serving(TARGET, timeout=30, require_model=False), "gone after the fuzzing"
+        database = os.environ.get("RECSERVE_FUZZ_DATABASE_URL")
+        if database:
+            missing = p.acknowledged - stored_event_ids(database)
+            assert not missing, f"{len(missing)} acknowledged events are not in the database"
+        print(f"fuzzed {p.calls} calls against {TARGET}; {len(p.acknowledged)} acknowledged")
+    finally:
+        p.client.close()
 
 
 hostile_text = st.one_of(
@@ -295,6 +343,8 @@ admin_calls = st.one_of(
 @given(call=admin_calls)
 def test_model_admin(probe: Probe, call) -> None:
     method, request = call
+    if TARGET and method in DISRUPTIVE:
+        return
     probe.call(getattr(probe.client.admin, method), request)
 
 
@@ -334,3 +384,176 @@ def test_repeated_ids_within_a_request(probe: Probe, batch: list[str], user: str
     if answer is not None:
         assert answer.stored <= len(set(batch))
         assert answer.stored + answer.duplicates == len(batch)
+
+
+def numeric_extremes(field) -> list[object]:
+    """The values at the edges of a numeric field's type (and a few beyond common
+    limits): what a careless client or a fuzzer sends."""
+    from google.protobuf.descriptor import FieldDescriptor as F
+
+    if field.cpp_type == F.CPPTYPE_INT64:
+        return [-(2**63), -(2**31) - 1, -1, 0, 2**31, 2**53 + 1, 253402300800000, 2**63 - 1]
+    if field.cpp_type == F.CPPTYPE_INT32:
+        return [-(2**31), -1, 0, 2**31 - 1]
+    if field.cpp_type == F.CPPTYPE_UINT64:
+        return [0, 2**63, 2**64 - 1]
+    if field.cpp_type == F.CPPTYPE_UINT32:
+        return [0, 2**32 - 1]
+    if field.cpp_type in (F.CPPTYPE_DOUBLE, F.CPPTYPE_FLOAT):
+        return [float("nan"), float("inf"), -float("inf"), -1e308, 1e308, -0.0]
+    return []
+
+
+def numeric_paths(descriptor, prefix: tuple = ()) -> list[tuple]:
+    """Every numeric field of a message, nested ones included, as paths of fields."""
+    from google.protobuf.descriptor import FieldDescriptor as F
+
+    paths = []
+    for field in descriptor.fields:
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            continue
+        if field.cpp_type == F.CPPTYPE_MESSAGE:
+            if len(prefix) < 3:
+                paths += numeric_paths(field.message_type, (*prefix, field))
+        elif numeric_extremes(field):
+            paths.append((*prefix, field))
+    return paths
+
+
+def request_with(message_class, path: tuple, value: object):
+    """A request whose field at ``path`` holds ``value`` (repeated messages get one entry)."""
+
+    request = message_class()
+    node = request
+    for field in path[:-1]:
+        if field.is_repeated:
+            node = getattr(node, field.name).add()
+        else:
+            node = getattr(node, field.name)
+    last = path[-1]
+    if last.is_repeated:
+        getattr(node, last.name).append(value)
+    else:
+        setattr(node, last.name, value)
+    return request
+
+
+def extreme_calls() -> list[tuple[str, str, tuple, object]]:
+
+    calls = []
+    for service in (
+        pb.DESCRIPTOR.services_by_name["Recommender"],
+        admin_pb2.DESCRIPTOR.services_by_name["ModelAdmin"],
+    ):
+        for method in service.methods:
+            for path in numeric_paths(method.input_type):
+                for value in numeric_extremes(path[-1]):
+                    calls.append((service.name, method.name, path, value))
+    return calls
+
+
+EXTREMES = extreme_calls()
+
+
+def test_every_numeric_field_of_every_rpc_is_covered() -> None:
+    fields = {(m, ".".join(f.name for f in p)) for _, m, p, _ in EXTREMES}
+    for needed in [
+        ("Recommend", "k"),
+        ("Feedback", "events.timestamp_ms"),
+        ("Feedback", "events.value"),
+        ("FeedbackStream", "events.timestamp_ms"),
+        ("GetJob", "id"),
+        ("ActivateModel", "version"),
+        ("UpsertItems", "items.created_at_ms"),
+        ("SetTrafficSplit", "arms.version"),
+        ("RecommendBatch", "requests.k"),
+    ]:
+        assert needed in fields, needed
+
+
+@pytest.mark.parametrize(
+    ("service", "method", "path", "value"),
+    EXTREMES,
+    ids=[f"{m}.{'.'.join(f.name for f in p)}={v!r}" for _, m, p, v in EXTREMES],
+)
+def test_numeric_extremes_of_every_field(probe: Probe, service, method, path, value) -> None:
+    """Each numeric field of each request message at the edges of its type: a client
+    error or an answer, never INTERNAL (PostgreSQL's 32-bit columns once were)."""
+    from google.protobuf.message_factory import GetMessageClass
+
+    if TARGET and method in DISRUPTIVE:
+        return
+    if method in ("PruneModels", "StartTraining"):  # would delete bundles or start training
+        return
+    descriptor = (pb if service == "Recommender" else admin_pb2).DESCRIPTOR
+    input_type = descriptor.services_by_name[service].methods_by_name[method].input_type
+    request = request_with(GetMessageClass(input_type), path, value)
+    stub = probe.client.recommender if service == "Recommender" else probe.client.admin
+    if method == "FeedbackStream":
+        probe.call(lambda r, timeout: stub.FeedbackStream(iter([r]), timeout=timeout), request)
+    else:
+        probe.call(getattr(stub, method), request)
+
+
+def test_held_streams_do_not_stop_the_server(probe: Probe) -> None:
+    """64 FeedbackStreams held open without a message, while other calls go on: those
+    beyond the caller's stream cap are refused, the rest end when idle, nothing INTERNAL."""
+    import threading
+
+    release = threading.Event()
+
+    def silence():
+        release.wait(timeout=30)
+        return
+        yield
+
+    calls = [
+        probe.client.recommender.FeedbackStream.future(silence(), timeout=60) for _ in range(64)
+    ]
+    try:
+        for user in USERS[:20]:
+            probe.call(probe.client.recommender.Recommend, pb.RecommendRequest(user_id=user, k=3))
+    finally:
+        release.set()
+    for future in calls:
+        try:
+            future.result(timeout=60)
+        except grpc.RpcError as exc:
+            assert exc.code() not in FORBIDDEN, exc  # type: ignore[attr-defined]
+    assert probe.alive()
+
+
+async def test_numeric_extremes_on_postgresql(postgres_url: str, tmp_path: Path) -> None:
+    """The same extremes against a server on PostgreSQL (its columns are typed, unlike
+    SQLite's): no call ends INTERNAL or UNKNOWN."""
+    from google.protobuf.message_factory import GetMessageClass
+
+    from server.app import start_server
+    from shared.client import AsyncClient
+
+    settings = make_settings(tmp_path / "var").model_copy(update={"database_url": postgres_url})
+    running = await start_server(settings)
+    client = AsyncClient(running.target)
+    codes: dict[str, int] = {}
+    try:
+        for service, method, path, value in EXTREMES:
+            if method in ("PruneModels", "StartTraining"):
+                continue
+            descriptor = (pb if service == "Recommender" else admin_pb2).DESCRIPTOR
+            input_type = descriptor.services_by_name[service].methods_by_name[method].input_type
+            request = request_with(GetMessageClass(input_type), path, value)
+            stub = client.recommender if service == "Recommender" else client.admin
+            try:
+                if method == "FeedbackStream":
+                    await stub.FeedbackStream(iter([request]), timeout=30)
+                else:
+                    await getattr(stub, method)(request, timeout=30)
+                code = grpc.StatusCode.OK
+            except grpc.aio.AioRpcError as exc:
+                code = exc.code()
+            assert code not in FORBIDDEN, (method, path[-1].name, value, code)
+            codes[code.name] = codes.get(code.name, 0) + 1
+    finally:
+        await client.close()
+        await running.stop(0)
+    assert codes.get("INVALID_ARGUMENT", 0) > 0 and codes.get("NOT_FOUND", 0) > 0, codes

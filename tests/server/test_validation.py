@@ -54,6 +54,8 @@ FEEDBACK_CASES = [
     (pb.FeedbackRequest(events=[_event(value=float("inf"))]), "events[0].value"),
     (pb.FeedbackRequest(events=[_event(timestamp_ms=-5)]), "events[0].timestamp_ms"),
     (pb.FeedbackRequest(events=[_event(timestamp_ms=FUTURE)]), "events[0].timestamp_ms"),
+    (pb.FeedbackRequest(events=[_event(timestamp_ms=2**63 - 1)]), "events[0].timestamp_ms"),
+    (pb.FeedbackRequest(events=[_event(timestamp_ms=-(2**63))]), "events[0].timestamp_ms"),
 ]
 
 
@@ -149,6 +151,34 @@ ADMIN_CASES = [
         "999",
     ),
     ("GetJob", admin_pb2.GetJobRequest(id=0), grpc.StatusCode.INVALID_ARGUMENT, "id"),
+    (
+        "UpsertItems",
+        admin_pb2.UpsertItemsRequest(
+            items=[admin_pb2.CatalogueItem(item_id="x", created_at_ms=253402300800000)]
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "items[0].created_at_ms",
+    ),
+    (
+        "UpsertItems",
+        admin_pb2.UpsertItemsRequest(
+            items=[admin_pb2.CatalogueItem(item_id="x", created_at_ms=-(2**63))]
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "items[0].created_at_ms",
+    ),
+    (
+        "GetJob",
+        admin_pb2.GetJobRequest(id=2**63 - 1),
+        grpc.StatusCode.NOT_FOUND,
+        str(2**63 - 1),
+    ),
+    (
+        "GetModel",
+        admin_pb2.GetModelRequest(version=2**63 - 1),
+        grpc.StatusCode.NOT_FOUND,
+        str(2**63 - 1),
+    ),
     ("GetJob", admin_pb2.GetJobRequest(id=12345), grpc.StatusCode.NOT_FOUND, "12345"),
     (
         "ListModels",

@@ -11,21 +11,22 @@ from sqlalchemy import inspect
 from shared import crud
 from shared.db import make_engine, migrate, session_scope
 from shared.errors import FailedPrecondition, NotFound
-from shared.models import FeedbackEventCreate, JobCreate, JobStatus, ModelStatus, ModelVersion
+from shared.models import (
+    FeedbackEventCreate,
+    Job,
+    JobCreate,
+    JobStatus,
+    ModelActivation,
+    ModelStatus,
+    ModelVersion,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request, tmp_path: Path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    migrate(url)
-    engine = make_engine(url)
-    yield engine
-    engine.dispose()
+@pytest.fixture
+def engine(both_engines):
+    return both_engines
 
 
 MICRO = timedelta(minutes=1, microseconds=123_457)
@@ -187,6 +188,110 @@ def test_exactly_one_active_model(engine) -> None:
             crud.activate_model(s, version=999, reason="test")
 
 
+def test_the_database_itself_refuses_a_second_active_version(engine) -> None:
+    from sqlalchemy import update
+    from sqlalchemy.exc import IntegrityError
+
+    with session_scope(engine) as s:
+        a = crud.create_model_version(s, model=ModelVersion(status=ModelStatus.ACTIVE))
+        b = crud.create_model_version(s, model=ModelVersion(status=ModelStatus.READY))
+    with pytest.raises(IntegrityError), session_scope(engine) as s:
+        s.execute(
+            update(ModelVersion)
+            .where(ModelVersion.version == b.version)
+            .values(status=ModelStatus.ACTIVE)
+        )
+    with session_scope(engine) as s:
+        assert crud.get_active_model(s).version == a.version  # type: ignore[union-attr]
+
+
+def test_concurrent_activations_leave_one_active_version_and_a_true_history(engine) -> None:
+    """Eight activations of eight versions at the same moment, each on its own
+    connection: one version ends active, and each recorded activation names the version
+    that was really active before it."""
+    import threading
+
+    with session_scope(engine) as s:
+        versions = [
+            int(crud.create_model_version(s, model=ModelVersion(status=ModelStatus.READY)).version)
+            for _ in range(8)
+        ]
+    start = threading.Barrier(len(versions))
+    errors: list[BaseException] = []
+
+    def activate(version: int) -> None:
+        start.wait()
+        try:
+            with session_scope(engine) as s:
+                crud.activate_model(s, version=version, reason="race")
+        except BaseException as exc:  # collected: every activation must succeed
+            errors.append(exc)
+
+    threads = [threading.Thread(target=activate, args=(v,)) for v in versions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    with session_scope(engine) as s:
+        active = [v for v in versions if crud.get_model_version(s, version=v).status == "active"]
+        history = list(reversed(crud.list_activations(s, limit=20)))
+    assert len(active) == 1
+    assert [h.previous_version for h in history] == [None, *[h.version for h in history[:-1]]]
+    assert history[-1].version == active[0]
+
+
+def test_prune_keeps_a_version_activated_after_it_was_listed(engine) -> None:
+    with session_scope(engine) as s:
+        old = crud.create_model_version(s, model=ModelVersion(status=ModelStatus.READY))
+        crud.create_model_version(s, model=ModelVersion(status=ModelStatus.READY))
+    with session_scope(engine) as s:
+        listed = [m.version for m in crud.prune_candidates(s, keep_ready=1)]
+    assert listed == [old.version]
+    with session_scope(engine) as s:  # activated between the listing and the deletion
+        crud.activate_model(s, version=int(old.version), reason="race")
+    with session_scope(engine) as s:
+        assert not crud.claim_prune(s, version=int(old.version), keep_ready=1)
+    with session_scope(engine) as s:
+        assert crud.get_model_version(s, version=int(old.version)).status == ModelStatus.ACTIVE
+
+
+def test_prune_leaves_a_version_whose_activation_is_in_progress(engine) -> None:
+    with session_scope(engine) as s:
+        loading = crud.create_model_version(s, model=ModelVersion(status=ModelStatus.READY))
+        crud.create_model_version(s, model=ModelVersion(status=ModelStatus.READY))
+    with session_scope(engine) as s:  # an ActivateModel begins: its bundle is loading
+        crud.begin_activation(s, version=int(loading.version))
+    with session_scope(engine) as s:
+        assert crud.prune_candidates(s, keep_ready=1) == []
+        assert not crud.claim_prune(s, version=int(loading.version), keep_ready=1)
+    with session_scope(engine) as s:  # it failed to load: prunable again
+        crud.end_activation(s, version=int(loading.version))
+    with session_scope(engine) as s:
+        assert [m.version for m in crud.prune_candidates(s, keep_ready=1)] == [loading.version]
+
+
+def test_ids_versions_and_watermarks_hold_64_bit_values(engine) -> None:
+    big = 2**40 + 7
+    with session_scope(engine) as s:
+        s.add(Job(id=big, params={}, data_watermark=big, model_version=big))
+        s.add(ModelVersion(version=big, data_watermark=big, job_id=big, status=ModelStatus.READY))
+        s.add(ModelActivation(id=big, version=big, previous_version=big))
+    if engine.dialect.name == "postgresql":  # explicit ids do not move PostgreSQL's sequences
+        from sqlalchemy import text
+
+        with session_scope(engine) as s:
+            for sequence in ("job_id_seq", "model_version_version_seq"):
+                s.execute(text("SELECT setval(:s, :v)"), {"s": sequence, "v": big})
+    with session_scope(engine) as s:
+        job = crud.create_job(s, job=JobCreate(params={}))
+        model = crud.create_model_version(s, model=ModelVersion(status=ModelStatus.READY))
+    assert int(job.id or 0) > big and int(model.version or 0) > big, "sequences go on past 2^31"
+    with session_scope(engine) as s:
+        assert crud.get_job(s, job_id=big).data_watermark == big
+        assert crud.get_model_version(s, version=big).job_id == big
+
+
 def test_job_claim_progress_curve_and_log(engine) -> None:
     with session_scope(engine) as s:
         job = crud.create_job(s, job=JobCreate(params={"epochs": 3}))
@@ -195,7 +300,12 @@ def test_job_claim_progress_curve_and_log(engine) -> None:
     with session_scope(engine) as s:
         assert not crud.claim_job(s, job_id=job.id, worker="host:2"), "claimed only once"
         crud.report_job_progress(
-            s, job_id=job.id, progress=0.5, message="half way", point={"epoch": 1, "loss": 2.5}
+            s,
+            job_id=job.id,
+            attempt=1,
+            progress=0.5,
+            message="half way",
+            point={"epoch": 1, "loss": 2.5},
         )
     with session_scope(engine) as s:
         crud.finish_job(s, job_id=job.id, status=JobStatus.FAILED, error="boom\ntrace")
@@ -254,7 +364,9 @@ def test_cancel_queued_and_running_jobs(engine) -> None:
     with session_scope(engine) as s:
         flagged = crud.cancel_job(s, job_id=running.id)
         assert flagged.status == JobStatus.RUNNING and flagged.cancel_requested
-        job = crud.report_job_progress(s, job_id=running.id, progress=0.1, message="epoch 1")
+        job = crud.report_job_progress(
+            s, job_id=running.id, attempt=1, progress=0.1, message="epoch 1"
+        )
         assert job.cancel_requested, "the worker learns of it at its next report"
     with session_scope(engine) as s:
         crud.finish_job(s, job_id=running.id, status=JobStatus.CANCELLED)
@@ -267,26 +379,66 @@ def test_cancel_queued_and_running_jobs(engine) -> None:
             crud.cancel_job(s, job_id=done.id)
 
 
-def test_reaper_fails_jobs_without_heartbeat(engine) -> None:
-    import time
+def later(seconds: float):
+    from shared.models import utcnow
+
+    return utcnow() + timedelta(seconds=seconds)
+
+
+def test_the_reaper_requeues_a_lost_attempt_then_fails_the_last(engine) -> None:
+    """A clock passed in, no sleeps: a lost attempt is requeued as the next one while
+    attempts remain, the stale attempt's writes are refused, and the last lost attempt
+    fails the job and frees the lock."""
+    from shared.errors import StaleAttempt
 
     with session_scope(engine) as s:
         job = crud.create_job(s, job=JobCreate(params={}))
     with session_scope(engine) as s:
-        crud.claim_job(s, job_id=job.id, worker="dead-host:9")
+        assert crud.claim_job(s, job_id=job.id, worker="dead-host:9") == 1
     with session_scope(engine) as s:
-        assert crud.reap_lost_jobs(s, lost_after_s=60) == [], "a fresh heartbeat is alive"
-    time.sleep(0.3)
+        found = crud.reap_lost_jobs(s, lost_after_s=60, max_attempts=2, now=later(1))
+        assert found == ([], []), "a fresh heartbeat is alive"
     with session_scope(engine) as s:
-        crud.heartbeat_job(s, job_id=job.id)
-        assert crud.reap_lost_jobs(s, lost_after_s=0.2) == []
-    time.sleep(0.3)
+        assert crud.heartbeat_job(s, job_id=job.id, attempt=1)
+        found = crud.reap_lost_jobs(s, lost_after_s=60, max_attempts=2, now=later(61))
+        assert found == ([job.id], [])
     with session_scope(engine) as s:
-        assert crud.reap_lost_jobs(s, lost_after_s=0.2) == [job.id]
+        requeued = crud.get_job(s, job_id=job.id)
+        assert requeued.status == JobStatus.QUEUED and requeued.lock_key is not None
+        assert "attempt 1 lost: dead-host:9" in requeued.log[-1]
+        assert not crud.heartbeat_job(s, job_id=job.id, attempt=1), "the stale beat is refused"
+    with session_scope(engine) as s:
+        assert crud.claim_job(s, job_id=job.id, worker="other-host:3") == 2
+    for stale_write in (
+        lambda s: crud.report_job_progress(s, job_id=job.id, attempt=1, progress=1, message="x"),
+        lambda s: crud.finish_job(s, job_id=job.id, attempt=1, status=JobStatus.SUCCEEDED),
+        lambda s: crud.set_job_watermark(s, job_id=job.id, attempt=1, watermark=5),
+        lambda s: crud.fence(s, job_id=job.id, attempt=1),
+    ):
+        with pytest.raises(StaleAttempt), session_scope(engine) as s:
+            stale_write(s)
+    with session_scope(engine) as s:
+        assert crud.reap_lost_jobs(s, lost_after_s=60, max_attempts=2, now=later(61)) == (
+            [],
+            [job.id],
+        )
     with session_scope(engine) as s:
         lost = crud.get_job(s, job_id=job.id)
         assert lost.status == JobStatus.FAILED and lost.lock_key is None
-        assert "worker lost: dead-host:9" in lost.error
+        assert "attempt 2 lost: other-host:3" in lost.error and "of 2" in lost.error
+
+
+def test_a_job_whose_message_was_lost_fails_after_the_queue_timeout(engine) -> None:
+    with session_scope(engine) as s:
+        job = crud.create_job(s, job=JobCreate(params={}))
+    with session_scope(engine) as s:
+        assert crud.expire_queued_jobs(s, queue_timeout_s=600, now=later(10)) == []
+        assert crud.expire_queued_jobs(s, queue_timeout_s=600, now=later(601)) == [job.id]
+    with session_scope(engine) as s:
+        expired = crud.get_job(s, job_id=job.id)
+        assert expired.status == JobStatus.FAILED and expired.lock_key is None
+        assert "worker.queue_timeout_s" in expired.error
+        crud.create_job(s, job=JobCreate(params={}))  # the lock is free again
 
 
 def test_migrations_match_the_models(engine) -> None:
@@ -295,7 +447,7 @@ def test_migrations_match_the_models(engine) -> None:
     from sqlmodel import SQLModel
 
     with engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"compare_type": False})
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
         differences = compare_metadata(context, SQLModel.metadata)
     assert differences == []
 
@@ -316,3 +468,65 @@ def test_event_pages_stream_every_user_in_time_order(engine, tmp_path: Path) -> 
             by_time = sorted(numbers, key=lambda n: (100 - n // 2, n))
             assert [item for u, item in rows if u == user] == [f"i{n}" for n in by_time]
         assert sum(map(len, crud.user_event_pages(s, watermark=watermark - 5, batch_rows=4))) == 25
+
+
+def test_retention_deletes_old_impressions_and_keeps_events_by_default(engine, tmp_path) -> None:
+    from shared.config import Settings, WorkerSettings
+    from shared.models import Impression, utcnow
+    from shared.retention import apply_data_retention
+
+    now = utcnow()
+    with session_scope(engine) as s:
+        crud.insert_events(
+            s,
+            events=[
+                FeedbackEventCreate(
+                    event_id=f"old-{n}",
+                    user_id="u",
+                    item_id="i",
+                    event_time=now - timedelta(days=400),
+                )
+                for n in range(3)
+            ]
+            + [FeedbackEventCreate(event_id="new", user_id="u", item_id="i", event_time=now)],
+        )
+        for n, age in enumerate((100, 91, 89, 1)):
+            s.add(
+                Impression(
+                    recommendation_id=f"r{n}",
+                    user_id="u",
+                    items=["i"],
+                    model_version=1,
+                    served_at=now - timedelta(days=age),
+                )
+            )
+    settings = Settings(data_dir=tmp_path)
+    done = apply_data_retention(settings, engine, now=now)
+    assert (done.events, done.impressions) == (0, 2), "events forever, impressions 90 days"
+    yearly = settings.model_copy(update={"worker": WorkerSettings(retain_events_days=365)})
+    assert apply_data_retention(yearly, engine, now=now).events == 3
+    with session_scope(engine) as s:
+        assert crud.count_events(s) == 1
+
+
+def test_postgres_sessions_pin_synchronous_commit(postgres_url: str) -> None:
+    """A database whose default is synchronous_commit=off still gets durable commits."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = make_url(postgres_url).database
+    admin = create_engine(
+        "postgresql+psycopg://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as conn:
+        conn.execute(text(f'ALTER DATABASE "{name}" SET synchronous_commit = off'))
+    admin.dispose()
+    plain = create_engine(postgres_url)
+    with plain.connect() as conn:
+        assert conn.execute(text("SHOW synchronous_commit")).scalar() == "off"
+    plain.dispose()
+    engine = make_engine(postgres_url, statement_timeout_s=5)
+    with engine.connect() as conn:
+        assert conn.execute(text("SHOW synchronous_commit")).scalar() == "on"
+        assert conn.execute(text("SHOW statement_timeout")).scalar() == "5s"
+    engine.dispose()

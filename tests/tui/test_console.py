@@ -129,7 +129,7 @@ async def test_experiment_split_shadow_and_promote_from_the_console(server, clie
 
 async def test_models_details_dialog_and_refused_activation(server) -> None:
     version = register_copy(server.engine)
-    directory = server.admin.settings.bundle_path("job-1")
+    directory = server.admin.settings.bundle_path("job-1-1")
     app = RecserveConsole(server.target, refresh_s=0.2)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("2")

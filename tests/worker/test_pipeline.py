@@ -41,7 +41,7 @@ def test_trained_model_beats_popularity(trained_template: Path) -> None:
     assert 0 < m["coverage@10"] <= 1 and m["gini@10"] < m["pop_gini@10"]
     assert m["pop_arp@10"] > m["arp@10"] and m["novelty@10"] > m["pop_novelty@10"]
     assert m["pop_popularity_lift@10"] > m["popularity_lift@10"] > 0
-    assert model.artifact_path == "job-1", "relative to the models folder, keyed by job id"
+    assert model.artifact_path == "job-1-1", "relative to the models folder, by job and attempt"
     directory = trained_template / "models" / model.artifact_path
     loaded = bundle_format.load(directory)
     assert loaded.checksum == model.checksum
