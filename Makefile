@@ -73,10 +73,12 @@ run: protos
 run-distributed: protos
 	$(BIN)/recserve up --replicas 2 --workers 2 --demo $(ARGS)
 
+# The fault drills (tests marked drill: real processes under traffic, a minute each) run
+# in `make drill`, not here.
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy shared server worker tui recserve bench
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not drill" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -108,7 +110,8 @@ fuzz: $(STAMP)
 soak: $(STAMP)
 	$(BIN)/recserve bench soak $(ARGS)
 
-## Fault drills on real processes under traffic (PostgreSQL and Redis for two of them).
+## Fault drills on real processes under traffic (PostgreSQL and Redis for some): a table
+## and JSON, exit 1 if any fails (`pytest -m drill` runs the same drills as tests).
 drill: $(STAMP)
 	$(BIN)/recserve drill $(ARGS)
 

@@ -50,7 +50,7 @@ from shared.client import Client
 from shared.config import Settings, TrainingSettings
 from shared.db import make_engine, migrate, session_scope
 from shared.ingest import EventRow, EventStore
-from shared.models import JobCreate, JobStatus, ModelStatus, ModelVersion
+from shared.models import JobStatus, ModelStatus, ModelVersion
 from shared.proto.recserve.v1 import admin_pb2
 from shared.proto.recserve.v1 import recommender_pb2 as pb
 
@@ -234,6 +234,7 @@ class Stage:
 
 @contextmanager
 def stage(root: Path, *, postgres: bool, data_dir: Path | None = None) -> Iterator[Stage]:
+    from shared.jobs import submit_training
     from worker.pipeline import run_train_job
 
     folder = data_dir or root / f"stage-{uuid.uuid4().hex[:6]}"
@@ -268,8 +269,9 @@ def stage(root: Path, *, postgres: bool, data_dir: Path | None = None) -> Iterat
             ]
         )  # fmt: skip
         store.close()
-        with session_scope(engine) as session:
-            job = crud.create_job(session, job=JobCreate(params={"activate": "always"}))
+        # Through the one door to training (its message waits on the embedded broker; the
+        # job runs here, and a worker that gets the message later finds it done).
+        job = submit_training(settings, engine, {"activate": "always"})
         run_train_job(settings, int(job.id or 0))
         with session_scope(engine) as session:
             v1 = crud.get_model_version(session, version=1)

@@ -45,7 +45,7 @@ def main() -> None:
             sequences = snapshot(crud.user_event_pages(session, watermark=watermark), Path(scratch))
         snapshot_s = time.perf_counter() - started
         split = leave_one_out(sequences)
-        params, decisions = apply_recipe(
+        params, decisions, _ = apply_recipe(
             parse_training_params(settings, {}), set(), sequences.lengths, split.num_items
         )
         print("\n".join(decisions), flush=True)

@@ -95,6 +95,7 @@ def cmd_models(args: argparse.Namespace) -> int:
                     f"  activated {_when(a.activated_at_ms)} after {a.previous_version or '-'}"
                     f" ({a.reason})"
                 )
+            print_choices(list(details.training))
     elif action == "rollback":
         model = call(
             args,
@@ -151,12 +152,23 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         f"job {job.id} ({job.kind}, {job.trigger}) {job.status} {job.progress:.1%} "
         f"worker {job.worker or '-'} attempts {job.attempts} model {job.model_version or '-'}"
     )
-    print(f"params {json.dumps(json.loads(job.params_json or '{}'), sort_keys=True)}")
+    print(f"given {json.dumps(json.loads(job.params_json or '{}'), sort_keys=True)}")
+    print_choices(list(job.resolved))
     for line in job.log:
         print(f"  {line}")
     if job.error:
         print(job.error, file=sys.stderr)
     return 0
+
+
+def print_choices(choices: list[admin_pb2.ParamChoice]) -> None:
+    """The training parameters as resolved: value, source (given, settings, recipe,
+    default) and the recipe's reason."""
+    if not choices:
+        return
+    print(f"  {'parameter':18}  {'value':>12}  {'source':8}  reason")
+    for choice in choices:
+        print(f"  {choice.name:18}  {choice.value_json:>12}  {choice.source:8}  {choice.reason}")
 
 
 def parse_arm(text: str) -> tuple[int, float]:

@@ -333,7 +333,7 @@ def _prefixed(metrics: dict[str, float]) -> dict[str, float]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from bench.quality import print_quality_table
+    from recserve.reports import print_evaluation_table
     from worker.pipeline import evaluate_model_version
 
     settings = _settings(args)
@@ -342,16 +342,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate_model_version(
         settings, args.version, ks=ks, explanations=args.explanations, rerank=weights
     )
-    print_quality_table(
-        {
-            **result,
-            "data": settings.safe_db_url,
-            "epochs": 0,
-            "best_epoch": 0,
-            "train_seconds": 0.0,
-            "seconds_per_epoch": 0.0,
-        }
-    )
+    print_evaluation_table({**result, "data": settings.safe_db_url}, ks)
     reranked = result.get("rerank")
     if isinstance(reranked, dict):
         print_rerank_table(result, reranked)

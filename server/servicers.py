@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import asdict
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
@@ -192,7 +192,20 @@ def job_to_proto(job: Job) -> admin_pb2.Job:
         heartbeat_at_ms=_ms(job.heartbeat_at),
         cancel_requested=job.cancel_requested,
         curve=[_point(p) for p in job.curve or []],
+        resolved=param_choices(job.resolved or []),
     )
+
+
+def param_choices(resolved: list[dict[str, Any]]) -> list[admin_pb2.ParamChoice]:
+    return [
+        admin_pb2.ParamChoice(
+            name=str(choice.get("name", "")),
+            value_json=json.dumps(choice.get("value")),
+            source=str(choice.get("source", "")),
+            reason=str(choice.get("reason", "")),
+        )
+        for choice in resolved
+    ]
 
 
 def _activation(record: ModelActivation) -> admin_pb2.Activation:
@@ -216,6 +229,7 @@ def _option(option: TrainingOption) -> admin_pb2.TrainingOption:
         choices=option.choices,
         help=option.help,
         nullable=option.nullable,
+        source=option.source,
     )
 
 
@@ -275,6 +289,7 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServicer):
             files=[admin_pb2.BundleFile(**asdict(f)) for f in details.files],
             problem=details.problem,
             activations=[_activation(a) for a in details.activations],
+            training=param_choices((details.model.config or {}).get("sources", [])),
         )
 
     @rpc

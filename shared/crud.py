@@ -704,6 +704,14 @@ def report_job_progress(
     return job
 
 
+def set_job_resolved(
+    session: Session, *, job_id: int, attempt: int, resolved: list[dict[str, Any]]
+) -> None:
+    """Records the job's resolved parameters, each with its source and reason (fenced)."""
+    fence(session, job_id=job_id, attempt=attempt)
+    session.execute(update(Job).where(col(Job.id) == job_id).values(resolved=resolved))
+
+
 def set_job_watermark(session: Session, *, job_id: int, attempt: int, watermark: int) -> None:
     fence(session, job_id=job_id, attempt=attempt)
     session.execute(update(Job).where(col(Job.id) == job_id).values(data_watermark=watermark))

@@ -36,7 +36,7 @@ from shared.config import Settings
 from shared.db import session_scope
 from shared.errors import Unavailable
 from shared.models import Job, JobCreate, JobKind, JobStatus, JobTrigger
-from shared.params import parse_training_params
+from shared.params import given_params
 
 log = logging.getLogger(__name__)
 
@@ -137,18 +137,19 @@ def submit_training(
     *,
     trigger: JobTrigger = JobTrigger.MANUAL,
 ) -> Job:
-    """Validates parameters, creates a train job row (taking the training lock) and
-    queues it. Returns the job.
+    """The one door to training: every way to start it (CLI, StartTraining, the console,
+    the schedule, the volume trigger, benchmarks, drills) comes through here. Validates
+    the parameters, creates a train job row that stores only those given (taking the
+    training lock) and queues it. Returns the job.
 
     Raises InvalidArgument for bad parameters, FailedPrecondition while another training
     job holds the lock, and Unavailable when the broker cannot be reached (the job row is
     then marked failed, so it never lingers as queued).
     """
-    validated = parse_training_params(settings, params)
-    overrides = validated.model_dump(exclude_defaults=False)
+    given = given_params(settings, params)  # only these: the recipe fills the rest
     with session_scope(engine) as session:
         job = crud.create_job(
-            session, job=JobCreate(kind=JobKind.TRAIN, params=overrides, trigger=trigger)
+            session, job=JobCreate(kind=JobKind.TRAIN, params=given, trigger=trigger)
         )
         job_id = int(job.id or 0)
     try:

@@ -339,3 +339,7 @@ class Job(JobBase, table=True):
     """Highest feedback row id the job trained on."""
     curve: list[dict[str, float]] = Field(default_factory=list, sa_column=Column(JSON))
     """Per epoch: epoch, loss, val_ndcg@10 (when evaluated), seconds."""
+    resolved: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
+    """Every training parameter as the running attempt resolved it: name, value, source
+    (given, settings, recipe, default) and the recipe's reason. ``params`` holds only
+    those the job was given."""

@@ -14,6 +14,15 @@ from pydantic import ConfigDict, ValidationError
 from shared.config import Settings, TrainingSettings
 from shared.errors import InvalidArgument
 
+RECIPE_KEYS = frozenset(
+    {
+        "max_len", "dropout", "attention_dropout", "learning_rate", "n_heads", "loss",
+        "num_negatives", "validation_users", "lr_schedule", "time_budget_s", "epochs",
+        "patience", "patience_from", "windows", "positions",
+    }
+)  # fmt: skip
+"""The parameters the adaptive recipe (worker/recipe.py) may choose from the data."""
+
 
 class TrainingParams(TrainingSettings):
     """Everything a train job needs; unknown keys are rejected."""
@@ -25,6 +34,30 @@ class TrainingParams(TrainingSettings):
     test split (or when none is active). always / never: as it says."""
 
 
+def parse_overrides(overrides: str | dict[str, Any] | None) -> dict[str, Any]:
+    """A job's own parameters as given: a JSON object (or a dict), unvalidated.
+    Raises InvalidArgument naming params_json when it is not an object."""
+    if isinstance(overrides, str):
+        if not overrides.strip():
+            return {}
+        try:
+            overrides = json.loads(overrides)
+        except json.JSONDecodeError as exc:
+            raise InvalidArgument("params_json", f"is not valid JSON ({exc.msg})") from exc
+    overrides = overrides or {}
+    if not isinstance(overrides, dict):
+        raise InvalidArgument("params_json", 'must be a JSON object like {"epochs": 20}')
+    return overrides
+
+
+def given_params(settings: Settings, overrides: str | dict[str, Any] | None) -> dict[str, Any]:
+    """What a job stores: only the parameters it was given, validated and normalised (the
+    recipe fills the rest from the data when the job runs). Raises InvalidArgument."""
+    given = parse_overrides(overrides)
+    validated = parse_training_params(settings, given)
+    return validated.model_dump(include=set(given))
+
+
 def parse_training_params(
     settings: Settings, overrides: str | dict[str, Any] | None
 ) -> TrainingParams:
@@ -32,17 +65,7 @@ def parse_training_params(
 
     Raises InvalidArgument naming params_json and the offending key.
     """
-    if isinstance(overrides, str):
-        if not overrides.strip():
-            overrides = {}
-        else:
-            try:
-                overrides = json.loads(overrides)
-            except json.JSONDecodeError as exc:
-                raise InvalidArgument("params_json", f"is not valid JSON ({exc.msg})") from exc
-    overrides = overrides or {}
-    if not isinstance(overrides, dict):
-        raise InvalidArgument("params_json", 'must be a JSON object like {"epochs": 20}')
+    overrides = parse_overrides(overrides)
     try:
         return TrainingParams.model_validate({**settings.training.model_dump(), **overrides})
     except ValidationError as exc:
@@ -68,6 +91,8 @@ class TrainingOption:
     choices: tuple[str, ...] = ()
     help: str = ""
     nullable: bool = False
+    source: str = "default"
+    """recipe, settings or default: where a job that does not set it gets its value."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -75,6 +100,7 @@ def training_options(settings: Settings) -> list[TrainingOption]:
     """Every accepted training parameter with its type, range and this deployment's
     default (the settings' training section), in declaration order."""
     defaults = parse_training_params(settings, {})
+    from_settings = settings.training.model_fields_set
     options = []
     for name, info in TrainingParams.model_fields.items():
         annotation = info.annotation
@@ -109,6 +135,11 @@ def training_options(settings: Settings) -> list[TrainingOption]:
                 choices=choices,
                 help=" ".join((info.description or "").split()),
                 nullable=nullable,
+                source="settings"
+                if name in from_settings
+                else "recipe"
+                if name in RECIPE_KEYS and defaults.auto
+                else "default",
                 **bounds,
             )
         )

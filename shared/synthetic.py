@@ -12,7 +12,9 @@ How it is generated (every draw comes from one numpy Generator seeded with ``see
   - with p=0.20 a popularity-weighted item of the same topic,
   - with p=0.17 a jump to another preferred topic (popularity-weighted),
   - with p=0.08 a globally popular item (noise).
-- Sequence lengths are 12 + Geometric(1/30), capped at 120.
+- Sequence lengths are ``min_length`` + Geometric(1/``extra_length``), capped at
+  ``max_length`` (by default 12 + Geometric(1/30), at most 120: about 42 events per user;
+  tests make sparse and dense logs by changing them).
 - Event times increase by 1-600 minutes per event from a per-user start in 2026.
 
 A sequence model can learn the series transitions and the user's topics; popularity
@@ -52,6 +54,10 @@ class SyntheticSpec:
     n_topics: int = 20
     items_per_topic: int = 30
     seed: int = 7
+    min_length: int = 12
+    extra_length: float = 30.0
+    """Mean of the geometric part of a user's sequence length."""
+    max_length: int = 120
 
     @property
     def n_items(self) -> int:
@@ -83,7 +89,7 @@ def events(spec: SyntheticSpec) -> Iterator[SyntheticEvent]:
         n_pref = int(rng.integers(1, 4))
         topics = rng.choice(n_t, size=n_pref, replace=False)
         weights = rng.dirichlet(np.ones(n_pref))
-        length = min(120, 12 + int(rng.geometric(1 / 30)))
+        length = min(spec.max_length, spec.min_length + int(rng.geometric(1 / spec.extra_length)))
         topic = int(topics[rng.choice(n_pref, p=weights)])
         pos = int(rng.choice(n_p, p=topic_pop[topic]))
         t_ms = EPOCH_MS + int(rng.integers(0, 300 * 86_400_000))

@@ -24,6 +24,7 @@ import threading
 import time
 import traceback
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -182,12 +183,14 @@ def _run_attempt(settings: Settings, attempt: Attempt, given: dict[str, Any]) ->
     the attempt was superseded: nothing of it is recorded)."""
     engine, job_id = attempt.engine, attempt.job_id
     params = parse_training_params(settings, given)
-    explicit = set(given or {}) | settings.training.model_fields_set
+    from_settings = set(settings.training.model_fields_set)
     report = JobReporter(attempt)
     started = time.perf_counter()
     try:
         with Heartbeat(attempt, settings.worker.heartbeat_s):
-            version = _train_and_register(settings, attempt, params, explicit, report)
+            version = _train_and_register(
+                settings, attempt, params, set(given or {}), from_settings, report
+            )
     except (JobCancelled, StaleAttempt, Exception) as exc:
         bundle_format.remove_job_output(settings.bundles_dir, job_id, attempt.number)
         if isinstance(exc, StaleAttempt):
@@ -214,7 +217,8 @@ def _train_and_register(
     settings: Settings,
     attempt: Attempt,
     params: TrainingParams,
-    explicit: set[str],
+    given: set[str],
+    from_settings: set[str],
     report: JobReporter,
 ) -> int:
     import torch
@@ -235,7 +239,7 @@ def _train_and_register(
         if flagged:
             report(0.01, f"left out flagged users: {len(flagged):,} (training.exclude_flagged)")
         return _train_snapshot(
-            settings, attempt, params, explicit, report, sequences, watermark, started
+            settings, attempt, params, given, from_settings, report, sequences, watermark, started
         )
 
 
@@ -243,7 +247,8 @@ def _train_snapshot(
     settings: Settings,
     attempt: Attempt,
     params: TrainingParams,
-    explicit: set[str],
+    given: set[str],
+    from_settings: set[str],
     report: JobReporter,
     sequences: UserSequences,
     watermark: int,
@@ -253,7 +258,12 @@ def _train_snapshot(
     from worker.training import torch_scorer, train
 
     engine, job_id = attempt.engine, attempt.job_id
-    params, decisions = apply_recipe(params, explicit, sequences.lengths, len(sequences.vocab))
+    params, decisions, choices = apply_recipe(
+        params, given, sequences.lengths, len(sequences.vocab), from_settings=from_settings
+    )
+    resolved = [asdict(choice) for choice in choices]
+    with session_scope(engine) as session:
+        crud.set_job_resolved(session, job_id=job_id, attempt=attempt.number, resolved=resolved)
     split = leave_one_out(sequences, validation_users=params.validation_users, seed=params.seed)
     if len(split.test.targets) < MIN_USERS:
         raise ValueError(
@@ -348,6 +358,7 @@ def _train_snapshot(
                 config={
                     "model": result.model.config.model_dump(),
                     "training": params.model_dump(),
+                    "sources": resolved,
                 },
                 checksum=checksum,
                 job_id=job_id,

@@ -1,9 +1,11 @@
 """Training defaults that adapt to the data: the recipe a job uses when it is not told.
 
-A job's parameters come from three places, strongest first: the job's own parameters,
-the deployment's settings file or environment (``RECSERVE_TRAINING__...``), and this
-rule. The rule only fills parameters that neither of the first two set, and every value
-it picks is logged in the job with its reason. ``auto: false`` turns it off.
+A job's parameters come from four places, strongest first: the job's own parameters
+(only those it was given are stored with it), the deployment's settings file or
+environment (``RECSERVE_TRAINING__...``), this rule, and the settings' defaults. The rule
+only fills parameters that neither of the first two set, and every value is logged in
+the job with where it came from and why (``Choice``); the model version keeps that
+table. ``auto: false`` turns the rule off.
 
 The rule reads three figures of the training data: the number of items N, the mean
 events per user, and the 90th percentile of history length.
@@ -147,21 +149,59 @@ def recipe_for(stats: DataStats) -> list[tuple[str, Any, str]]:
     return choices
 
 
+GIVEN, SETTINGS, RECIPE, DEFAULT = "given", "settings", "recipe", "default"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """Where one resolved training parameter came from, and why."""
+
+    name: str
+    value: Any
+    source: str
+    """given (the job's own), settings (RECSERVE_TRAINING__ or the settings file), recipe
+    (this rule, from the data), or default (the settings' default, left as it is)."""
+    reason: str = ""
+
+
 def apply_recipe(
-    params: TrainingParams, explicit: Iterable[str], lengths: Sequence[int] | np.ndarray, items: int
-) -> tuple[TrainingParams, list[str]]:
-    """``params`` with the rule's values for every parameter not in ``explicit``, and one
-    line per decision (what was chosen and why, or that an explicit value was kept)."""
+    params: TrainingParams,
+    given: Iterable[str],
+    lengths: Sequence[int] | np.ndarray,
+    items: int,
+    *,
+    from_settings: Iterable[str] = (),
+) -> tuple[TrainingParams, list[str], list[Choice]]:
+    """``params`` with the rule's values for every parameter neither ``given`` to the job
+    nor set in the settings (``from_settings``); one log line per decision; and every
+    parameter's value with its source."""
     stats = DataStats.of(lengths, items)
     lines = [f"data: {stats.describe()}"]
-    if not params.auto:
-        return params, [*lines, "recipe: auto is off; the settings' defaults are used as they are"]
-    given = set(explicit)
+    given, from_settings = set(given), set(from_settings) - set(given)
+    decided: dict[str, str] = {}
     updates: dict[str, Any] = {}
-    for name, value, reason in recipe_for(stats):
-        if name in given:
-            lines.append(f"recipe: {name}={getattr(params, name)!r} (given explicitly)")
-            continue
-        updates[name] = value
-        lines.append(f"recipe: {name}={value!r} ({reason})")
-    return params.model_copy(update=updates), lines
+    if params.auto:
+        for name, value, reason in recipe_for(stats):
+            if name in given or name in from_settings:
+                where = "given to the job" if name in given else "set in the settings"
+                lines.append(f"recipe: {name}={getattr(params, name)!r} ({where})")
+                continue
+            updates[name] = value
+            decided[name] = reason
+            lines.append(f"recipe: {name}={value!r} ({reason})")
+    else:
+        lines.append("recipe: auto is off; the settings' defaults are used as they are")
+    resolved = params.model_copy(update=updates)
+    choices = [
+        Choice(
+            name,
+            getattr(resolved, name),
+            GIVEN if name in given
+            else SETTINGS if name in from_settings
+            else RECIPE if name in decided
+            else DEFAULT,
+            decided.get(name, ""),
+        )
+        for name in type(resolved).model_fields
+    ]  # fmt: skip
+    return resolved, lines, choices

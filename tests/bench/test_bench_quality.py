@@ -1,4 +1,5 @@
-"""`recserve bench quality` and `recserve evaluate` on a tiny synthetic `user item` file."""
+"""`recserve bench quality` (import, `recserve train --wait`, `recserve serve`, Recommend
+for every user) and `recserve evaluate`, on a tiny synthetic `user item` file."""
 
 from __future__ import annotations
 
@@ -20,27 +21,24 @@ def test_bench_quality_then_evaluate(tmp_path: Path, monkeypatch, capsys) -> Non
             handle.write(f"{users[event.user_id]} {event.item_id}\n")
     settings = make_settings(tmp_path / "var")
     out = tmp_path / "quality.json"
-    result = run_quality_bench(settings, data, fmt=None, params={"epochs": 3}, output=out)
+    result = run_quality_bench(settings, data, fmt=None, params={"epochs": 20}, output=out)
     saved = json.loads(out.read_text())
-    assert saved["users"] == TINY_SPEC.n_users and saved["epochs"] == 3
-    for key in (
-        "hr@1",
-        "ndcg@5",
-        "ndcg@10",
-        "hr@20",
-        "mrr",
-        "sampled_ndcg@10",
-        "unfiltered_ndcg@10",
-    ):
+    assert saved["users"] == TINY_SPEC.n_users and saved["epochs"] <= 20
+    assert saved["given"] == {"epochs": 20}, "through the one door: only what was given"
+    assert saved["resolved"]["epochs"]["source"] == "given"
+    assert saved["resolved"]["lr_schedule"]["source"] == "recipe"
+    assert saved["sources"] == {"SOURCE_MODEL": TINY_SPEC.n_users}, "every user by id"
+    for key in ("hr@1", "ndcg@5", "ndcg@10", "hr@20"):
         assert key in saved["model"] and key in saved["popularity"]
     assert result["model"]["ndcg@10"] > result["popularity"]["ndcg@10"]
     assert "ndcg@10" in capsys.readouterr().out
 
-    monkeypatch.setenv("RECSERVE_DATA_DIR", str(settings.data_dir))
+    (run,) = settings.data_dir.glob("run-*")  # the bench's own fresh data folder
+    monkeypatch.setenv("RECSERVE_DATA_DIR", str(run))
     evaluation = tmp_path / "eval.json"
     assert main(["evaluate", "--output", str(evaluation), "--ks", "10"]) == 0
     again = json.loads(evaluation.read_text())
-    assert again["model"]["ndcg@10"] == saved["model"]["ndcg@10"], "same split, same numbers"
+    assert again["model"]["ndcg@10"] == saved["internal_ndcg@10"], "the job's own split and figure"
     assert "explanations" not in again
 
     explained = tmp_path / "explained.json"

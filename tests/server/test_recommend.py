@@ -184,16 +184,30 @@ async def test_not_serving_until_a_model_is_loaded_then_unavailable(empty_settin
         await running.stop(0)
 
 
-async def test_concurrent_requests_are_batched(client, server) -> None:
-    users = [f"u{u:05d}" for u in range(TINY_SPEC.n_users)]
-    for user in users:  # warm the history cache so requests reach the batcher together
-        await server.core.history.get(user)
-    responses = await asyncio.gather(
-        *[client.recommender.Recommend(pb.RecommendRequest(user_id=u, k=3)) for u in users]
+async def test_concurrent_requests_are_batched(settings) -> None:
+    from server.app import start_server
+    from shared.client import AsyncClient
+
+    # Admission by queue time off: under a loaded test machine it may (rightly) shed part
+    # of a burst of 150, and this test is about batching, not shedding.
+    unshed = settings.model_copy(
+        update={"server": settings.server.model_copy(update={"max_queue_wait_ms": 0})}
     )
-    assert all(r.source == pb.SOURCE_MODEL for r in responses)
-    stats = server.stats.snapshot()
-    assert stats["mean_batch_size"] > 1.0
+    server = await start_server(unshed)
+    client = AsyncClient(server.target)
+    try:
+        users = [f"u{u:05d}" for u in range(TINY_SPEC.n_users)]
+        for user in users:  # warm the history cache so requests reach the batcher together
+            await server.core.history.get(user)
+        responses = await asyncio.gather(
+            *[client.recommender.Recommend(pb.RecommendRequest(user_id=u, k=3)) for u in users]
+        )
+        assert all(r.source == pb.SOURCE_MODEL for r in responses)
+        stats = server.stats.snapshot()
+        assert stats["mean_batch_size"] > 1.0
+    finally:
+        await client.close()
+        await server.stop(0)
 
 
 async def test_recommend_batch_answers_like_recommend_in_order(client, server) -> None:

@@ -47,6 +47,24 @@ def _models() -> list[admin_pb2.ModelVersion]:
     ]
 
 
+RESOLVED = [
+    admin_pb2.ParamChoice(name="epochs", value_json="40", source="given"),
+    admin_pb2.ParamChoice(
+        name="max_len", value_json="20", source="recipe",
+        reason="90% of histories hold <= 14 events",
+    ),
+    admin_pb2.ParamChoice(
+        name="dropout", value_json="0.5", source="recipe",
+        reason="sparse data (8.6 events per user < 50)",
+    ),
+    admin_pb2.ParamChoice(
+        name="lr_schedule", value_json='"cosine"', source="recipe",
+        reason="a cosine over the time budget, with early stopping",
+    ),
+    admin_pb2.ParamChoice(name="batch_size", value_json="128", source="default"),
+]  # fmt: skip
+
+
 def _jobs() -> list[admin_pb2.Job]:
     curve = [
         admin_pb2.EpochPoint(
@@ -66,6 +84,7 @@ def _jobs() -> list[admin_pb2.Job]:
             attempts=1,
             started_at_ms=T0_MS + 4 * 3_600_000,
             params_json='{"epochs": 40}',
+            resolved=RESOLVED,
             curve=curve,
             log=[f"12:00:{e:02d} epoch {e}/40 loss {p.loss:.4f}" for e, p in enumerate(curve, 1)],
         ),
@@ -237,6 +256,7 @@ class FakeConnection(Connection):
             model = next(m for m in _models() if m.version == request.version)
             return admin_pb2.ModelDetails(
                 model=model,
+                training=RESOLVED,
                 files=[
                     admin_pb2.BundleFile(name=n, size_bytes=s, sha256="ab" * 32, ok=True)
                     for n, s in (("config.json", 276), ("model.onnx", 746_612))
@@ -260,6 +280,7 @@ class FakeConnection(Connection):
                         minimum=1,
                         maximum=10000,
                         help="Upper bound on epochs; early stopping usually ends training sooner.",
+                        source="recipe",
                     ),
                     admin_pb2.TrainingOption(
                         name="learning_rate",
@@ -269,6 +290,7 @@ class FakeConnection(Connection):
                         exclusive_minimum=True,
                         maximum=1,
                         help="AdamW's peak learning rate.",
+                        source="recipe",
                     ),
                     admin_pb2.TrainingOption(
                         name="loss",
@@ -276,6 +298,7 @@ class FakeConnection(Connection):
                         default_json='"ce"',
                         choices=["ce", "sampled"],
                         help="ce: full softmax; sampled: sampled softmax.",
+                        source="recipe",
                     ),
                     admin_pb2.TrainingOption(
                         name="exclude_seen",

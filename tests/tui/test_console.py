@@ -162,7 +162,7 @@ async def test_jobs_form_validates_then_starts_and_cancel_works(server) -> None:
         await until(pilot, lambda: app.screen.query("#opt-epochs"))
         form = app.screen
         epochs = form.query_one("#opt-epochs", Input)
-        assert epochs.value == "12", "the deployment's default is shown"
+        assert epochs.value == "" and epochs.placeholder == "settings: 12", "where it comes from"
         epochs.value = "0"
         await pilot.press("ctrl+t")
         await until(pilot, lambda: "must be >= 1" in str(form.query_one("#err-epochs").render()))
@@ -172,7 +172,7 @@ async def test_jobs_form_validates_then_starts_and_cancel_works(server) -> None:
         await pilot.press("ctrl+t")
         await until(pilot, lambda: table.row_count == 2)
         job = await server.admin.get_job(2)
-        assert job.params["epochs"] == 2 and job.params["d_model"] == 8
+        assert job.params == {"epochs": 2, "d_model": 8}, "only what was filled in"
         assert table.get_row("2")[3] == "queued"
         # A second training job is refused while this one is queued: the reason is shown.
         await pilot.press("n")

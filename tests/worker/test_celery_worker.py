@@ -18,7 +18,7 @@ from shared.jobs import submit_training
 from shared.models import JobStatus, ModelStatus
 from tests.conftest import TINY_SPEC, event_rows, make_settings, require_service
 
-FAST = {"epochs": 3, "d_model": 8, "n_heads": 1, "max_len": 8}
+FAST = {"epochs": 3, "d_model": 8, "n_heads": 1, "max_len": 8, "activate": "always"}
 
 
 def _run_job_on_worker(settings: Settings, tmp_path: Path) -> None:

@@ -26,7 +26,11 @@ def test_trained_model_beats_popularity(trained_template: Path) -> None:
     assert any("epoch 1/" in line for line in job.log)
     # The recipe fills what the settings left unset and keeps what they set.
     lines = [line.split(" ", 1)[1] for line in job.log]  # without the time of day
-    assert "recipe: epochs=12 (given explicitly)" in lines
+    assert "recipe: epochs=12 (set in the settings)" in lines
+    assert job.params == {}, "the job was given nothing"
+    sources = {row["name"]: row["source"] for row in job.resolved}
+    assert sources["epochs"] == "settings" and sources["lr_schedule"] == "recipe"
+    assert model.config["sources"] == job.resolved
     assert any(line.startswith("recipe: lr_schedule='cosine'") for line in lines)
     assert model.config["training"]["lr_schedule"] == "cosine"
     assert model.config["training"]["epochs"] == 12

@@ -37,22 +37,34 @@ def test_huge_catalogue_switches_to_sampled_softmax_with_more_negatives() -> Non
     assert picked["loss"] == "sampled" and picked["num_negatives"] == 8192
 
 
-def test_explicit_parameters_win_and_every_choice_is_explained() -> None:
-    params = TrainingParams(dropout=0.3, learning_rate=2e-3)
+def test_given_and_settings_win_and_every_choice_has_its_source() -> None:
+    params = TrainingParams(dropout=0.3, learning_rate=2e-3, epochs=7)
     lengths = np.full(500, 8)
-    adapted, lines = apply_recipe(params, {"dropout"}, lengths, items=1000)
-    assert adapted.dropout == 0.3, "given explicitly"
-    assert adapted.learning_rate == 3e-3, "not given: the rule's sparse value"
-    assert "recipe: dropout=0.3 (given explicitly)" in lines
+    adapted, lines, choices = apply_recipe(
+        params, {"dropout"}, lengths, items=1000, from_settings={"epochs"}
+    )
+    assert adapted.dropout == 0.3, "given to the job"
+    assert adapted.epochs == 7, "set in the settings"
+    assert adapted.learning_rate == 3e-3, "neither: the rule's sparse value"
+    assert "recipe: dropout=0.3 (given to the job)" in lines
+    assert "recipe: epochs=7 (set in the settings)" in lines
     assert lines[0].startswith("data: 500 users, 1,000 items, 4,000 events")
     assert any(line.startswith("recipe: loss='ce' (full softmax affordable") for line in lines)
+    by_name = {c.name: c for c in choices}
+    assert set(by_name) == set(TrainingParams.model_fields), "every parameter"
+    assert (by_name["dropout"].source, by_name["epochs"].source) == ("given", "settings")
+    assert (
+        by_name["learning_rate"].source == "recipe" and "sparse" in by_name["learning_rate"].reason
+    )
+    assert by_name["batch_size"].source == "default" and by_name["batch_size"].value == 128
 
 
 def test_auto_off_keeps_the_settings_defaults() -> None:
     params = TrainingParams(auto=False)
-    adapted, lines = apply_recipe(params, set(), np.full(100, 300), items=100)
+    adapted, lines, choices = apply_recipe(params, set(), np.full(100, 300), items=100)
     assert adapted == params
     assert lines[-1].startswith("recipe: auto is off")
+    assert {c.source for c in choices} == {"default"}
 
 
 def test_a_beauty_shaped_log_trains_a_sampled_softmax_over_4096_negatives() -> None:
@@ -67,3 +79,11 @@ def test_a_beauty_shaped_log_trains_a_sampled_softmax_over_4096_negatives() -> N
 
 def test_small_data_validates_on_every_user() -> None:
     assert "validation_users" not in chosen(DataStats.of(np.full(3000, 8), items=1000))
+
+
+def test_the_recipe_chooses_only_the_keys_the_console_calls_auto() -> None:
+    from shared.params import RECIPE_KEYS
+
+    rng = np.random.default_rng(0)
+    for lengths, items in ((np.full(9000, 8), 60_000), (5 + rng.geometric(0.01, 7000), 3400)):
+        assert set(chosen(DataStats.of(lengths, items))) <= RECIPE_KEYS

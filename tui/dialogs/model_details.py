@@ -1,5 +1,6 @@
-"""One model version: its metrics beside the active version's, its bundle's files and
-its activation history."""
+"""One model version: its metrics beside the active version's, its bundle's files, its
+activation history, and every training parameter it was trained with and where each
+came from."""
 
 from __future__ import annotations
 
@@ -101,6 +102,11 @@ class ModelDetailsDialog(ModalScreen[None]):
                 if not self.details.activations:
                     history.add_row("never", "", "")
                 yield history
+                training: DataTable[str] = DataTable(id="training-params", cursor_type="none")
+                training.add_columns("parameter", "value", "source", "reason")
+                for choice in self.details.training:
+                    training.add_row(choice.name, choice.value_json, choice.source, choice.reason)
+                yield training
             yield Static("Escape to close", classes="dialog-hint")
 
     def action_close(self) -> None:

@@ -1,5 +1,10 @@
 """Start a training job from typed fields (built from GetTrainingOptions), checked
-before anything is sent. A raw JSON object stays available for anything else."""
+before anything is sent. A raw JSON object stays available for anything else.
+
+Every field starts unset, and only the fields the operator fills are sent: the job
+stores those, and the rest is resolved when it runs. An unset field says where its value
+will come from: "auto (recipe)" for the parameters the adaptive recipe chooses from the
+data, "settings: X" for this deployment's own, else "default X"."""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Select, Static, Switch
+from textual.widgets import Button, Input, Select, Static
 
 from shared.proto.recserve.v1 import admin_pb2
 
@@ -45,6 +50,16 @@ def field_id(name: str) -> str:
     return f"opt-{name}"
 
 
+def unset_label(option: admin_pb2.TrainingOption) -> str:
+    """What an unset field shows: where the job will get the value from."""
+    default = json.loads(option.default_json or "null")
+    if option.source == "recipe":
+        return "auto (recipe)"
+    if option.source == "settings":
+        return f"settings: {default}"
+    return f"default {default}"
+
+
 class TrainingForm(ModalScreen[str | None]):
     """Dismisses with the parameters as a JSON object (only the changed ones), or None."""
 
@@ -58,8 +73,8 @@ class TrainingForm(ModalScreen[str | None]):
         with Vertical(classes="dialog wide"):
             yield Static("Start a training job", classes="dialog-title")
             yield Static(
-                "Defaults are this deployment's. Only changed values are sent. "
-                "Ctrl+T or Start to queue, Escape to cancel.",
+                "Only the fields you fill are sent; the recipe chooses the others marked "
+                "auto from the data. Ctrl+T or Start to queue, Escape to cancel.",
                 classes="dialog-hint",
             )
             with VerticalScroll(id="training-fields"):
@@ -81,44 +96,46 @@ class TrainingForm(ModalScreen[str | None]):
                 yield Button("Start (ctrl+t)", id="submit", variant="primary")
                 yield Button("Cancel (esc)", id="cancel")
 
-    def _field(self, option: admin_pb2.TrainingOption) -> Input | Select[str] | Switch:
-        default = json.loads(option.default_json or "null")
-        if option.type == "choice":
+    def _field(self, option: admin_pb2.TrainingOption) -> Input | Select[str]:
+        if option.type in ("choice", "bool"):
+            choices = list(option.choices) if option.type == "choice" else ["true", "false"]
             return Select(
-                [(c, c) for c in option.choices],
-                value=str(default),
-                allow_blank=False,
+                [(c, c) for c in choices],
+                prompt=unset_label(option),
+                allow_blank=True,
                 id=field_id(option.name),
             )
-        if option.type == "bool":
-            return Switch(value=bool(default), id=field_id(option.name))
         return Input(
-            value="" if default is None else str(default),
-            placeholder="empty: unset" if option.nullable else f"default {default}",
+            value="",
+            placeholder=unset_label(option),
             type="integer" if option.type == "int" else "number",
             id=field_id(option.name),
         )
 
     def collect(self) -> tuple[dict[str, Any], list[str]]:
-        """The changed values and the errors (each also shown under its field)."""
+        """The filled-in values and the errors (each also shown under its field)."""
         params: dict[str, Any] = {}
         errors: list[str] = []
         for option in self.options:
-            default = json.loads(option.default_json or "null")
             widget = self.query_one(f"#{field_id(option.name)}")
             error: str | None = None
             value: Any
             if isinstance(widget, Select):
+                if widget.is_blank():
+                    continue
                 value = widget.value
-            elif isinstance(widget, Switch):
-                value = widget.value
+                if option.type == "bool":
+                    value = value == "true"
             else:
                 assert isinstance(widget, Input)
+                if not widget.value.strip():
+                    self._show_error(f"#err-{option.name}", "")
+                    continue
                 value, error = check_value(option, widget.value)
             self._show_error(f"#err-{option.name}", error or "")
             if error:
                 errors.append(f"{option.name}: {error}")
-            elif value != default:
+            else:
                 params[option.name] = value
         raw = self.query_one("#raw-json", Input).value.strip()
         raw_error = ""

@@ -1,4 +1,5 @@
-"""Jobs: progress, learning curves and logs; start training from a typed form; cancel."""
+"""Jobs: progress, learning curves, logs and every training parameter as the job resolved
+it (value, source, the recipe's reason); start training from a typed form; cancel."""
 
 from __future__ import annotations
 
@@ -60,7 +61,11 @@ class JobsPane(Pane):
         with Horizontal(id="job-charts"):
             yield PlotextPlot(id="loss-plot")
             yield PlotextPlot(id="val-plot")
-        yield Log(id="job-log", max_lines=1000)
+        with Horizontal(id="job-details"):
+            yield Log(id="job-log", max_lines=1000)
+            params: DataTable[str] = DataTable(id="job-params", cursor_type="none")
+            params.add_columns("parameter", "value", "source", "reason")
+            yield params
 
     def on_mount(self) -> None:
         for plot_id, title in (("#loss-plot", "training loss"), ("#val-plot", "val NDCG@10")):
@@ -98,7 +103,14 @@ class JobsPane(Pane):
             return
         self.query_one("#job-title", Static).update(
             f"job {job.id} · {job_status(job)} · {job.trigger} · attempts {job.attempts} · "
-            f"params {job.params_json}"
+            f"given {job.params_json}"
+        )
+        sync_table(
+            self.query_one("#job-params", DataTable),
+            [
+                (c.name, (c.name, c.value_json, c.source, c.reason))
+                for c in (job.resolved or [])
+            ],
         )
         self.query_one("#job-progress", ProgressBar).update(progress=job.progress)
         self._plot(job)

@@ -150,16 +150,30 @@ class Activation(_message.Message):
     def __init__(self, version: _Optional[int] = ..., previous_version: _Optional[int] = ..., activated_at_ms: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ModelDetails(_message.Message):
-    __slots__ = ("model", "files", "problem", "activations")
+    __slots__ = ("model", "files", "problem", "activations", "training")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     FILES_FIELD_NUMBER: _ClassVar[int]
     PROBLEM_FIELD_NUMBER: _ClassVar[int]
     ACTIVATIONS_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_FIELD_NUMBER: _ClassVar[int]
     model: ModelVersion
     files: _containers.RepeatedCompositeFieldContainer[BundleFile]
     problem: str
     activations: _containers.RepeatedCompositeFieldContainer[Activation]
-    def __init__(self, model: _Optional[_Union[ModelVersion, _Mapping]] = ..., files: _Optional[_Iterable[_Union[BundleFile, _Mapping]]] = ..., problem: _Optional[str] = ..., activations: _Optional[_Iterable[_Union[Activation, _Mapping]]] = ...) -> None: ...
+    training: _containers.RepeatedCompositeFieldContainer[ParamChoice]
+    def __init__(self, model: _Optional[_Union[ModelVersion, _Mapping]] = ..., files: _Optional[_Iterable[_Union[BundleFile, _Mapping]]] = ..., problem: _Optional[str] = ..., activations: _Optional[_Iterable[_Union[Activation, _Mapping]]] = ..., training: _Optional[_Iterable[_Union[ParamChoice, _Mapping]]] = ...) -> None: ...
+
+class ParamChoice(_message.Message):
+    __slots__ = ("name", "value_json", "source", "reason")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_JSON_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    value_json: str
+    source: str
+    reason: str
+    def __init__(self, name: _Optional[str] = ..., value_json: _Optional[str] = ..., source: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ActivateModelRequest(_message.Message):
     __slots__ = ("version",)
@@ -212,7 +226,7 @@ class EpochPoint(_message.Message):
     def __init__(self, epoch: _Optional[int] = ..., loss: _Optional[float] = ..., val_ndcg_at_10: _Optional[float] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "kind", "status", "progress", "message", "error", "params_json", "created_at_ms", "started_at_ms", "finished_at_ms", "model_version", "log", "trigger", "worker", "attempts", "heartbeat_at_ms", "cancel_requested", "curve")
+    __slots__ = ("id", "kind", "status", "progress", "message", "error", "params_json", "created_at_ms", "started_at_ms", "finished_at_ms", "model_version", "log", "trigger", "worker", "attempts", "heartbeat_at_ms", "cancel_requested", "curve", "resolved")
     ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -231,6 +245,7 @@ class Job(_message.Message):
     HEARTBEAT_AT_MS_FIELD_NUMBER: _ClassVar[int]
     CANCEL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
     CURVE_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_FIELD_NUMBER: _ClassVar[int]
     id: int
     kind: str
     status: str
@@ -249,7 +264,8 @@ class Job(_message.Message):
     heartbeat_at_ms: int
     cancel_requested: bool
     curve: _containers.RepeatedCompositeFieldContainer[EpochPoint]
-    def __init__(self, id: _Optional[int] = ..., kind: _Optional[str] = ..., status: _Optional[str] = ..., progress: _Optional[float] = ..., message: _Optional[str] = ..., error: _Optional[str] = ..., params_json: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., started_at_ms: _Optional[int] = ..., finished_at_ms: _Optional[int] = ..., model_version: _Optional[int] = ..., log: _Optional[_Iterable[str]] = ..., trigger: _Optional[str] = ..., worker: _Optional[str] = ..., attempts: _Optional[int] = ..., heartbeat_at_ms: _Optional[int] = ..., cancel_requested: _Optional[bool] = ..., curve: _Optional[_Iterable[_Union[EpochPoint, _Mapping]]] = ...) -> None: ...
+    resolved: _containers.RepeatedCompositeFieldContainer[ParamChoice]
+    def __init__(self, id: _Optional[int] = ..., kind: _Optional[str] = ..., status: _Optional[str] = ..., progress: _Optional[float] = ..., message: _Optional[str] = ..., error: _Optional[str] = ..., params_json: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., started_at_ms: _Optional[int] = ..., finished_at_ms: _Optional[int] = ..., model_version: _Optional[int] = ..., log: _Optional[_Iterable[str]] = ..., trigger: _Optional[str] = ..., worker: _Optional[str] = ..., attempts: _Optional[int] = ..., heartbeat_at_ms: _Optional[int] = ..., cancel_requested: _Optional[bool] = ..., curve: _Optional[_Iterable[_Union[EpochPoint, _Mapping]]] = ..., resolved: _Optional[_Iterable[_Union[ParamChoice, _Mapping]]] = ...) -> None: ...
 
 class StartTrainingRequest(_message.Message):
     __slots__ = ("params_json",)
@@ -262,7 +278,7 @@ class GetTrainingOptionsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class TrainingOption(_message.Message):
-    __slots__ = ("name", "type", "default_json", "minimum", "maximum", "exclusive_minimum", "exclusive_maximum", "choices", "help", "nullable")
+    __slots__ = ("name", "type", "default_json", "minimum", "maximum", "exclusive_minimum", "exclusive_maximum", "choices", "help", "nullable", "source")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_JSON_FIELD_NUMBER: _ClassVar[int]
@@ -273,6 +289,7 @@ class TrainingOption(_message.Message):
     CHOICES_FIELD_NUMBER: _ClassVar[int]
     HELP_FIELD_NUMBER: _ClassVar[int]
     NULLABLE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
     name: str
     type: str
     default_json: str
@@ -283,7 +300,8 @@ class TrainingOption(_message.Message):
     choices: _containers.RepeatedScalarFieldContainer[str]
     help: str
     nullable: bool
-    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., default_json: _Optional[str] = ..., minimum: _Optional[float] = ..., maximum: _Optional[float] = ..., exclusive_minimum: _Optional[bool] = ..., exclusive_maximum: _Optional[bool] = ..., choices: _Optional[_Iterable[str]] = ..., help: _Optional[str] = ..., nullable: _Optional[bool] = ...) -> None: ...
+    source: str
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., default_json: _Optional[str] = ..., minimum: _Optional[float] = ..., maximum: _Optional[float] = ..., exclusive_minimum: _Optional[bool] = ..., exclusive_maximum: _Optional[bool] = ..., choices: _Optional[_Iterable[str]] = ..., help: _Optional[str] = ..., nullable: _Optional[bool] = ..., source: _Optional[str] = ...) -> None: ...
 
 class TrainingOptions(_message.Message):
     __slots__ = ("options",)
