@@ -50,7 +50,7 @@ FEEDBACK = "/recserve.v1.Recommender/Feedback"
 SERVERS = [
     ("recserve", {}),
     ("recserve-no-invalidation", {"invalidation": "false"}),
-    ("naive", {"naive": "true"}),
+    ("naive", {}),
 ]
 
 
@@ -230,7 +230,9 @@ def run_ingest_bench(
             url = databases.new(name)
             migrate(url)
             server_settings = settings.model_copy(update={"database_url": url})
-            server = ServerProcess(server_settings, name, extra, require_model=False)
+            server = ServerProcess(
+                server_settings, name, extra, require_model=False, naive=name == "naive"
+            )
             try:
                 results[name] = {
                     "bulk": bulk(server.target, name, spec),

@@ -31,8 +31,15 @@ class ServerProcess:
         *,
         require_model: bool = True,
         env: dict[str, str] | None = None,
+        naive: bool = False,
+        source: Path | None = None,
     ) -> None:
+        """``naive``: the benchmarks' naive baseline (bench/naive.py) instead of
+        `recserve serve`. ``source``: another checkout of recserve (an earlier commit) to
+        run instead of this one, with the same interpreter and dependencies: the "before"
+        of a before/after comparison."""
         self.port = free_port()
+        self.metrics_port = free_port()
         self.name = name
         base = {
             "RECSERVE_DATA_DIR": str(settings.data_dir),
@@ -40,14 +47,18 @@ class ServerProcess:
             "RECSERVE_BROKER_URL": settings.broker_url,
             "RECSERVE_SERVER__PORT": str(self.port),
             "RECSERVE_LOG_LEVEL": "WARNING",
-            "RECSERVE_TELEMETRY__METRICS_PORT": "0",
+            "RECSERVE_TELEMETRY__METRICS_PORT": str(self.metrics_port),
         }
         environment = {**os.environ, **base, **(env or {})}
+        if source is not None:
+            environment["PYTHONPATH"] = str(source.resolve())
         environment.update({f"RECSERVE_SERVER__{k.upper()}": v for k, v in (server or {}).items()})
         self.log = (settings.data_dir / f"server-{name}.log").open("wb")
+        command = ["-m", "bench.naive"] if naive else ["-m", "recserve", "serve"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "recserve", "serve"],
+            [sys.executable, *command],
             env=environment,
+            cwd=source,
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
@@ -67,6 +78,24 @@ class ServerProcess:
             return stats.batches_total, stats.batched_histories_total
         finally:
             client.close()
+
+    def stage_seconds(self) -> dict[str, tuple[float, int]]:
+        """The server's recserve_stage_seconds histogram: (sum of seconds, count) per
+        pipeline stage, scraped from its Prometheus endpoint ({} if it has none)."""
+        import re
+        import urllib.request
+
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                text = response.read().decode()
+        except OSError:
+            return {}
+        found: dict[str, list[float]] = {}
+        pattern = r'^recserve_stage_seconds_(sum|count)\{stage="([a-z]+)"\} (\S+)$'
+        for kind, stage, value in re.findall(pattern, text, flags=re.MULTILINE):
+            found.setdefault(stage, [0.0, 0.0])[0 if kind == "sum" else 1] = float(value)
+        return {stage: (pair[0], int(pair[1])) for stage, pair in found.items()}
 
     def stop(self) -> None:
         self.proc.terminate()

@@ -145,7 +145,7 @@ def train_in_subprocess(settings: Settings, steps: int) -> dict[str, Any]:
 
 def exact_vs_index(bundle: Path, states: np.ndarray, repeats: int = 200) -> dict[str, float]:
     """Single-query latency of exact top-10 and of the index, and the index's recall."""
-    from server.core import top_k
+    from server.pipeline.rank import top_k
     from shared import bundle as bundle_format
     from shared.ann import ItemIndex, exact_top_k, recall_at
 

@@ -190,19 +190,35 @@ def sweep(
     levels: list[int],
     clients: int,
     duration: float,
+    rounds: int = 1,
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Closed-loop sweep of every server, interleaved level by level (so the servers'
-    figures at one level come from the same minute of a shared, noisy machine); returns
-    the rows and each server's best throughput with p99 <= limit and no errors."""
+    figures at one level come from the same minute of a shared, noisy machine), each
+    level ``rounds`` times in turn; returns one row per server and level (the round of
+    median throughput, with every round's throughput) and each server's best throughput
+    with p99 <= limit and no errors."""
     rows = []
     best = {server.name: 0.0 for server in servers}
     active = list(servers)
     for level in levels:
+        measured: dict[str, list[dict[str, Any]]] = {server.name: [] for server in active}
+        for _ in range(rounds):
+            for server in active:
+                row = measure(
+                    server,
+                    traffic,
+                    items,
+                    users,
+                    concurrency=level,
+                    clients=clients,
+                    duration=duration,
+                )
+                measured[server.name].append(row)
         for server in list(active):
-            row = measure(
-                server, traffic, items, users, concurrency=level, clients=clients, duration=duration
-            )
+            runs = sorted(measured[server.name], key=lambda r: r["throughput"])
+            row = dict(runs[len(runs) // 2])
             row["server"] = server.name
+            row["rounds_throughput"] = [r["throughput"] for r in measured[server.name]]
             rows.append(row)
             print(_row_text(row), flush=True)
             if row["p99_ms"] <= P99_LIMIT_MS and not row["errors"]:
@@ -210,6 +226,54 @@ def sweep(
             elif row["p99_ms"] > 2 * P99_LIMIT_MS:
                 active.remove(server)  # past its knee: higher levels only queue
     return rows, best
+
+
+def by_level(rows: list[dict[str, Any]], ours: str, other: str) -> dict[str, dict[int, float]]:
+    """Per traffic and concurrency: our median throughput over ``other``'s (levels that
+    both servers ran)."""
+    table: dict[str, dict[int, float]] = {}
+    found = {(r["server"], r["traffic"], r["concurrency"]): r["throughput"] for r in rows}
+    for (server, traffic, level), value in found.items():
+        if server == ours and found.get((other, traffic, level)):
+            table.setdefault(traffic, {})[level] = value / found[(other, traffic, level)]
+    return table
+
+
+STAGE_LEVEL = 8
+"""The closed-loop concurrency at which the per-stage latencies are read."""
+
+
+def stage_latencies(
+    server: ServerProcess, items: list[str], users: list[str], clients: int, duration: float
+) -> dict[str, dict[str, float]]:
+    """Mean milliseconds per pipeline stage over one cold and one mixed closed-loop run at
+    STAGE_LEVEL callers, from the server's own recserve_stage_seconds histogram."""
+    out: dict[str, dict[str, float]] = {}
+    for traffic in ("cold", "mixed"):
+        before = server.stage_seconds()
+        measure(
+            server,
+            traffic,
+            items,
+            users,
+            concurrency=STAGE_LEVEL,
+            clients=clients,
+            duration=duration,
+        )
+        after = server.stage_seconds()
+        out[traffic] = {
+            stage: (total - before.get(stage, (0.0, 0))[0])
+            * 1000.0
+            / (count - before.get(stage, (0.0, 0))[1])
+            for stage, (total, count) in after.items()
+            if count > before.get(stage, (0.0, 0))[1]
+        }
+        print(
+            f"stages, {traffic}, {STAGE_LEVEL} callers (mean ms): "
+            + "  ".join(f"{stage} {ms:.3f}" for stage, ms in out[traffic].items()),
+            flush=True,
+        )
+    return out
 
 
 def swap_phase(
@@ -475,6 +539,8 @@ def run_serve_bench(args: argparse.Namespace) -> int:
     ]
     duration = float(getattr(args, "duration", None) or 5.0)
     clients = int(getattr(args, "clients", None) or 2)
+    sweep_rounds = int(getattr(args, "rounds", None) or 1)
+    before_tree = Path(args.before) if getattr(args, "before", None) else None
     settings, items, users = prepare(data_dir, bundle_path)
     with session_scope(engine_for(settings)) as session:
         active = crud.get_active_model(session)
@@ -498,10 +564,15 @@ def run_serve_bench(args: argparse.Namespace) -> int:
     result_bulk: dict[str, Any] = {}
     result_explain: dict[str, Any] = {}
     open_loop: dict[float, list[dict[str, Any]]] = {}
+    stages: dict[str, dict[str, float]] = {}
     selected = (getattr(args, "servers", None) or "noop,naive,recserve,recserve-nolog").split(",")
+    if before_tree is not None:
+        selected.append("before")
     servers = [
+        # recserve as an earlier checkout built it, same settings: a before/after comparison.
+        ("before", {}),
         ("noop", {"backend": "noop"}),
-        ("naive", {"naive": "true"}),
+        ("naive", {}),
         ("recserve", {}),
         # The same server without the impression log: what logging costs, same minutes.
         ("recserve-nolog", {"log_impressions": "false"}),
@@ -509,7 +580,15 @@ def run_serve_bench(args: argparse.Namespace) -> int:
     running: list[ServerProcess] = []
     try:
         for name, extra in [(n, e) for n, e in servers if n in selected]:
-            running.append(ServerProcess(settings, name, extra))
+            running.append(
+                ServerProcess(
+                    settings,
+                    name,
+                    extra,
+                    naive=name == "naive",
+                    source=before_tree if name == "before" else None,
+                )
+            )
         # Idle latency in interleaved rounds (each server in turn, IDLE_ROUNDS times; the
         # median of each server's rounds): on a shared machine, one long run per server
         # would compare different minutes as much as different servers.
@@ -531,7 +610,9 @@ def run_serve_bench(args: argparse.Namespace) -> int:
             if traffic == "mixed":
                 for server in running:
                     warm_histories(server, users)
-            found, top = sweep(running, traffic, items, users, levels, clients, duration)
+            found, top = sweep(
+                running, traffic, items, users, levels, clients, duration, sweep_rounds
+            )
             rows.extend(found)
             best.update({f"{name}_{traffic}": value for name, value in top.items()})
         ours = next((server for server in running if server.name == "recserve"), None)
@@ -539,6 +620,8 @@ def run_serve_bench(args: argparse.Namespace) -> int:
             if other is not ours:
                 other.stop()
         running = [ours] if ours else []
+        if ours is not None:
+            stages = stage_latencies(ours, items, users, clients, duration)
         if ours is not None and best.get("recserve_cold"):
             result_swap = swap_phase(
                 ours, settings, items, users, concurrency=8, clients=clients, duration=duration
@@ -620,10 +703,19 @@ def run_serve_bench(args: argparse.Namespace) -> int:
         if best["recserve-nolog_mixed"]
         else 0.0,
         "overload": overload_summary(open_loop),
+        "vs_naive_by_level": by_level(rows, "recserve", "naive"),
+        "vs_before_by_level": by_level(rows, "recserve", "before"),
+        "stage_ms_at_level": {"concurrency": STAGE_LEVEL, **stages},
         "rows": rows,
         "model": bundle_format.load(active_path).config.model_dump(),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "settings": {"clients": clients, "duration_s": duration, "levels": levels},
+        "settings": {
+            "clients": clients,
+            "duration_s": duration,
+            "levels": levels,
+            "rounds": sweep_rounds,
+            "before": str(before_tree) if before_tree else None,
+        },
     }
     print(
         f"\n(a) gRPC ceiling {a:.0f} req/s   (b) model ceiling {b:.0f} seq/s   "
@@ -650,6 +742,12 @@ def run_serve_bench(args: argparse.Namespace) -> int:
             f"{best['recserve-nolog_mixed']:.0f} without: costs "
             f"{result['impression_logging_cost']:.1%} of mixed throughput"
         )
+    for name in ("naive", "before"):
+        for traffic, ratios in result[f"vs_{name}_by_level"].items():
+            print(
+                f"recserve / {name}, {traffic}, median throughput per level: "
+                + "  ".join(f"c={level} {ratio:.2f}" for level, ratio in ratios.items())
+            )
     overload = result["overload"]
     if overload:
         print(

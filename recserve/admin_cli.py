@@ -66,6 +66,17 @@ def cmd_models(args: argparse.Namespace) -> int:
             args, lambda c: c.admin.ListModels(admin_pb2.ListModelsRequest(), metadata=c.metadata)
         )
         print_models(list(answer.models), answer.active_version)
+    elif action == "build-engine":
+        if args.version is None:
+            raise SystemExit("recserve models build-engine needs a VERSION")
+        job = call(
+            args,
+            lambda c: c.admin.BuildEngine(
+                admin_pb2.BuildEngineRequest(version=args.version, precision=args.precision),
+                metadata=c.metadata,
+            ),
+        )
+        print(f"build-engine job {job.id} queued for version {args.version} ({args.precision})")
     elif action in ("activate", "show"):
         if args.version is None:
             raise SystemExit(f"recserve models {action} needs a VERSION")
@@ -261,8 +272,15 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
         description="Model versions through a running server's ModelAdmin API.",
     )
     p.set_defaults(func=cmd_models)
-    p.add_argument("action", choices=["list", "show", "activate", "rollback", "prune"])
-    p.add_argument("version", type=int, nargs="?", help="show / activate: the model version")
+    p.add_argument(
+        "action", choices=["list", "show", "activate", "rollback", "prune", "build-engine"]
+    )
+    p.add_argument(
+        "version", type=int, nargs="?", help="show / activate / build-engine: the model version"
+    )
+    p.add_argument(
+        "--precision", choices=["fp16", "bf16", "fp32"], default="fp16", help="build-engine"
+    )
     p.add_argument("--keep", type=int, help="prune: ready versions to keep (default: server's)")
     p.add_argument("--dry-run", action="store_true", help="prune: only list what would go")
     common(p)

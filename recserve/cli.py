@@ -57,7 +57,6 @@ def _settings(args: argparse.Namespace) -> Settings:
                 "host": getattr(args, "host", None),
                 "workers": getattr(args, "workers", None),
                 "backend": getattr(args, "backend", None),
-                "naive": getattr(args, "naive", None),
                 "insecure": getattr(args, "insecure", None),
             }.items()
             if v is not None
@@ -481,12 +480,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="server processes sharing the port")
     p.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt", "torch-cuda", "noop"])
     p.add_argument(
-        "--naive",
-        action="store_true",
-        default=None,
-        help="benchmark baseline: no batching, no caches",
-    )
-    p.add_argument(
         "--insecure",
         action="store_true",
         default=None,
@@ -627,6 +620,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, help="serve: seconds measured per level")
     p.add_argument("--clients", type=int, help="serve: load-generator processes")
     p.add_argument("--servers", help="serve: which of noop,naive,recserve to run (default all)")
+    p.add_argument(
+        "--before",
+        help="serve: another checkout (an earlier commit) also served, as 'before', "
+        "interleaved with this one at every level",
+    )
+    p.add_argument("--rounds", type=int, help="serve: rounds per level, median kept (default 1)")
     p.add_argument(
         "--database-url",
         help="ingest: the database server to create bench databases on "

@@ -210,15 +210,15 @@ async def _follow(client: AsyncClient, job_id: int, worker: subprocess.Popen[byt
 
 async def _wait_for_model(running: RunningServer) -> None:
     for _ in range(600):
-        await running.core.registry.refresh()
-        if running.core.registry.current is not None:
+        await running.registry.refresh()
+        if running.registry.current is not None:
             return
         await asyncio.sleep(0.1)
     raise RuntimeError("the server did not load the active model within 60 s")
 
 
 async def _show(running: RunningServer, client: AsyncClient) -> None:
-    model = running.core.registry.current
+    model = running.registry.current
     assert model is not None
     metrics = model.bundle.metrics
     ndcg, pop = metrics.get("ndcg@10", 0.0), metrics.get("pop_ndcg@10", 0.0)
@@ -238,7 +238,7 @@ async def _show(running: RunningServer, client: AsyncClient) -> None:
         ),
         what="Recommend",
     )
-    history = await running.core.history.get(user)
+    history = await running.history.get(user)
     with session_scope(running.engine) as session:
         titles = crud.item_titles(
             session, item_ids=[*history[-3:], *[i.item_id for i in response.items]]

@@ -1,7 +1,7 @@
 """The operator API as plain domain calls (ModelAdmin's data plane; no gRPC here).
 
 ModelAdminServicer translates protobuf to these calls and back, as RecommenderServicer
-does with RecommendationCore. Database work runs in the executor; every input is
+does with the request pipeline. Database work runs in the executor; every input is
 validated here, with errors that name the field.
 """
 
@@ -18,22 +18,20 @@ from typing import Any, TypeVar
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from server.core import (
-    MAX_ID_LEN,
-    MAX_LABEL_LEN,
-    RecommendationCore,
-    check_epoch_ms,
-    check_id,
-)
+from server.catalogue import Catalogue
 from server.deployment import Deployment, ReplicaView
 from server.guard import CallSlots
+from server.history import HistoryCache
+from server.pipeline.validate import MAX_ID_LEN, MAX_LABEL_LEN, check_epoch_ms, check_id
+from server.registry import ModelRegistry
+from server.state_cache import StateCache
 from server.stats import Sample, ServerStats
 from shared import bundle as bundle_format
 from shared import crud
 from shared.config import Settings
 from shared.db import session_scope, unavailable_on_db_error
 from shared.errors import BundleError, FailedPrecondition, InvalidArgument, NotFound
-from shared.jobs import submit_training
+from shared.jobs import queue_engine_build, submit_training
 from shared.models import (
     Item,
     Job,
@@ -149,7 +147,10 @@ class AdminService:
         settings: Settings,
         engine: Engine,
         executor: Executor,
-        core: RecommendationCore,
+        registry: ModelRegistry,
+        history: HistoryCache,
+        states: StateCache,
+        catalogue: Catalogue,
         stats: ServerStats,
         deployment: Deployment,
         slots: CallSlots,
@@ -157,7 +158,10 @@ class AdminService:
         self.settings = settings
         self.engine = engine
         self.executor = executor
-        self.core = core
+        self.registry = registry
+        self.history = history
+        self.states = states
+        self.catalogue = catalogue
         self.stats = stats
         self.deployment = deployment
         self.slots = slots
@@ -226,11 +230,11 @@ class AdminService:
 
     async def activate(self, version: int) -> ModelVersion:
         version = check_positive("version", version)
-        return await self.core.registry.activate(version, reason="ActivateModel")
+        return await self.registry.activate(version, reason="ActivateModel")
 
     async def rollback(self) -> ModelVersion:
         target = await self._db(crud.rollback_target)
-        return await self.core.registry.activate(target, reason="RollbackModel")
+        return await self.registry.activate(target, reason="RollbackModel")
 
     async def list_activations(self, limit: int) -> list[ModelActivation]:
         limit = check_limit("limit", limit, 50)
@@ -248,6 +252,15 @@ class AdminService:
 
     async def start_training(self, params_json: str) -> Job:
         return await self._run(submit_training, self.settings, self.engine, params_json)
+
+    async def build_engine(self, version: int, precision: str) -> Job:
+        version = check_positive("version", version)
+        precision = precision or "fp16"
+        if precision not in ("fp16", "bf16", "fp32"):
+            raise InvalidArgument(
+                "precision", f"is {precision[:20]!r}; accepted: fp16 (the default), bf16, fp32"
+            )
+        return await self._run(queue_engine_build, self.settings, self.engine, version, precision)
 
     async def training_options(self) -> list[TrainingOption]:
         return training_options(self.settings)
@@ -267,24 +280,24 @@ class AdminService:
     # --- live state ----------------------------------------------------------------------
 
     def server_stats(self) -> StatsView:
-        model = self.core.registry.current
+        model = self.registry.current
         return StatsView(
             figures=self.stats.snapshot(),
             backend=model.backend.name if model else "none",
             device=model.backend.device if model else "",
             serving_version=model.version if model else 0,
-            configured_version=self.core.registry.configured_version,
-            note=self.core.registry.note,
+            configured_version=self.registry.configured_version,
+            note=self.registry.note,
             requests_total=self.stats.requests_total,
             feedback_events_total=self.stats.feedback_total,
-            cached_users=len(self.core.history),
-            history_cache_bytes=self.core.history.nbytes,
-            label_cache_entries=self.core.catalogue.cached_label_entries,
+            cached_users=len(self.history),
+            history_cache_bytes=self.history.nbytes,
+            label_cache_entries=self.catalogue.cached_label_entries,
             calls_in_progress=self.slots.unary,
             streams_open=sum(self.slots.streams.values()),
             batches_total=self.stats.batches_total,
             batched_histories_total=self.stats.batched_histories_total,
-            state_cache_hits=self.core.states.hits,
+            state_cache_hits=self.states.hits,
             replica_id=self.deployment.replica_id,
             series=self.stats.series(),
             replicas=self.deployment.replicas,
@@ -296,7 +309,7 @@ class AdminService:
         check_id("user_id", user_id)
         limit = check_limit("limit", limit, 50)
         events = await self._db(lambda s: crud.recent_events(s, user_id=user_id, limit=limit))
-        titles = await self.core.catalogue.titles([item for item, _, _ in events])
+        titles = await self.catalogue.titles([item for item, _, _ in events])
         return [HistoryEventView(item, titles[item], kind, when) for item, kind, when in events]
 
     async def list_items(
@@ -318,7 +331,7 @@ class AdminService:
                 s, query=query, limit=limit, unavailable_only=unavailable_only, item_ids=item_ids
             )
         )
-        model = self.core.registry.current
+        model = self.registry.current
         known = model.rows if model is not None else {}
         found = [
             ItemView(
@@ -385,8 +398,8 @@ class AdminService:
                 )
             )
         counts = await self._db(lambda s: crud.upsert_items(s, items=rows))
-        await self.core.catalogue.refresh()  # this replica now, the others at their poll
-        await self.core.registry.refresh()
+        await self.catalogue.refresh()  # this replica now, the others at their poll
+        await self.registry.refresh()
         return counts
 
     async def set_item_availability(self, item_ids: Sequence[str], available: bool) -> int:
@@ -396,7 +409,7 @@ class AdminService:
         updated = await self._db(
             lambda s: crud.set_item_availability(s, item_ids=list(item_ids), available=available)
         )
-        await self.core.registry.refresh()  # this replica applies it now, the others at their poll
+        await self.registry.refresh()  # this replica applies it now, the others at their poll
         return updated
 
     # --- experiments ---------------------------------------------------------------------
@@ -433,11 +446,11 @@ class AdminService:
         for i, row in enumerate(rows):
             where = "shadow_version" if row.shadow else f"arms[{i}].version"
             try:
-                await self.core.registry.load_version(row.version)
+                await self.registry.load_version(row.version)
             except (NotFound, FailedPrecondition, BundleError) as exc:
                 raise InvalidArgument(where, f"cannot be served: {exc}") from exc
         await self._db(lambda s: crud.set_traffic_arms(s, arms=rows))
-        await self.core.registry.refresh()  # this replica now, the others at their poll
+        await self.registry.refresh()  # this replica now, the others at their poll
         return await self.experiment()
 
     async def experiment(self) -> ExperimentView:
@@ -459,7 +472,7 @@ class AdminService:
         current = await self.experiment()
         if version not in [v for v, _ in current.arms] and version != current.shadow_version:
             raise InvalidArgument("version", f"is {version}, not an arm of the split or its shadow")
-        await self.core.registry.activate(version, reason="PromoteArm")
+        await self.registry.activate(version, reason="PromoteArm")
         await self._db(lambda s: crud.set_traffic_arms(s, arms=[]))
-        await self.core.registry.refresh()
+        await self.registry.refresh()
         return await self.experiment()

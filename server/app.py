@@ -1,10 +1,10 @@
-"""Assembling and running the grpc.aio server.
+"""Starting and running the grpc.aio server.
 
-start_server() wires settings -> engine, registry, history cache, feedback writer,
-core and servicers, plus the standard health service (NOT_SERVING until a model is
-loaded) and server reflection (so grpcurl works). serve() runs it until SIGTERM or
-SIGINT, then drains: health goes NOT_SERVING, in-flight calls get ``grace_s`` to finish.
-With ``workers`` > 1, that many processes share the port through SO_REUSEPORT.
+start_server() builds every component (server/compose.py, the composition root), then
+the call guard, the servicers, the standard health service (NOT_SERVING until a model is
+loaded) and server reflection (so grpcurl works), and starts them. serve() runs it until
+SIGTERM or SIGINT, then drains: health goes NOT_SERVING, in-flight calls get ``grace_s``
+to finish. With ``workers`` > 1, that many processes share the port through SO_REUSEPORT.
 """
 
 from __future__ import annotations
@@ -15,36 +15,32 @@ import logging
 import multiprocessing
 import os
 import signal
-import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.engine import Engine
 
-from server import errors, invalidation, metrics
+from server import metrics
 from server.admin import AdminService
 from server.auth import AccessPolicy, check_listen_safety, server_credentials
 from server.backends import create_backend
-from server.catalogue import Catalogue
 from server.checkpoints import WalCheckpoints
-from server.core import RecommendationCore
+from server.compose import Components, Parts, build
 from server.deployment import Deployment
-from server.feedback import FeedbackWriter
+from server.errors import RpcOptions
 from server.guard import CallGuard, CallSlots
 from server.history import HistoryCache
-from server.impressions import ImpressionLog
 from server.loop_watch import LoopWatch
 from server.memory import tune_allocator
-from server.registry import BackendFactory, ModelRegistry, ServingModel, inflight_batches
+from server.registry import BackendFactory, ModelRegistry
 from server.servicers import ModelAdminServicer, RecommenderServicer
 from server.stats import ServerStats
 from server.wire import add_servicer
 from shared.config import Settings
-from shared.db import engine_for, migrate
+from shared.db import migrate
 from shared.errors import InvalidArgument
 from shared.proto.recserve.v1 import (
     admin_pb2,
@@ -61,18 +57,13 @@ MODEL_ADMIN = ADMIN_SERVICE.full_name
 
 @dataclass
 class RunningServer:
+    """A started server process's parts, for the entry point (drain and stop) and tests."""
+
     server: grpc.aio.Server
     port: int
-    core: RecommendationCore
-    stats: ServerStats
-    health: health.aio.HealthServicer
-    engine: Engine
-    executor: ThreadPoolExecutor
-    model_executor: ThreadPoolExecutor
-    deployment: Deployment
+    parts: Components
     admin: AdminService
-    draining: list[bool]
-    invalidations: invalidation.Invalidations
+    deployment: Deployment
     loop_watch: LoopWatch
     checkpoints: WalCheckpoints | None
     """SQLite's WAL checkpoints, off the commit path (None: PostgreSQL, or turned off)."""
@@ -81,34 +72,48 @@ class RunningServer:
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def registry(self) -> ModelRegistry:
+        return self.parts.registry
+
+    @property
+    def history(self) -> HistoryCache:
+        return self.parts.history
+
+    @property
+    def stats(self) -> ServerStats:
+        return self.parts.stats
+
+    @property
+    def engine(self) -> Engine:
+        return self.parts.engine
+
     async def drain(self, seconds: float) -> None:
         """Health says NOT_SERVING (load balancers stop sending) while calls are still
         served, for ``seconds``."""
-        self.draining[0] = True
-        for service in ("", RECOMMENDER):
-            await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.deployment.poke()
+        await self.parts.health.drain()
         if seconds:
             await asyncio.sleep(seconds)
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain (without waiting), stop listening, let calls finish within ``grace``, then
         commit what the feedback writer holds and release everything."""
+        parts = self.parts
         await self.drain(0)
         await self.server.stop(grace)
         await self.loop_watch.stop()
-        self.invalidations.stop()
+        parts.invalidations.stop()
         await self.deployment.stop()
-        await self.core.registry.stop()
-        await self.core.writer.close()
-        if self.core.impressions is not None:
-            await self.core.impressions.close()
+        await parts.registry.stop()
+        await parts.writer.close()
+        if parts.impressions is not None:
+            await parts.impressions.close()
         if self.checkpoints is not None:
             await self.checkpoints.stop()
-        await self.core.catalogue.stop()
-        self.executor.shutdown(wait=False, cancel_futures=True)
-        self.model_executor.shutdown(wait=False, cancel_futures=True)
-        self.engine.dispose()
+        await parts.catalogue.stop()
+        parts.executor.shutdown(wait=False, cancel_futures=True)
+        parts.model_executor.shutdown(wait=False, cancel_futures=True)
+        parts.engine.dispose()
 
 
 def grpc_options(settings: Settings) -> list[tuple[str, int]]:
@@ -157,80 +162,20 @@ async def start_server(
     *,
     backend_factory: BackendFactory = create_backend,
     run_migrations: bool = True,
+    parts: Parts = Parts(),
 ) -> RunningServer:
-    """Starts a server on settings.server.host:port (port 0 picks a free one)."""
+    """Builds every component (server/compose.py), then starts them and listens on
+    settings.server.host:port (port 0 picks a free one)."""
     loop = asyncio.get_running_loop()
     if run_migrations:
         await loop.run_in_executor(None, migrate, settings.db_url)
     checkpoints_s = settings.server.wal_checkpoint_s
-    engine = engine_for(settings, background_checkpoints=checkpoints_s > 0)
-    # Database work and model runs on separate threads: a stalled database must not
-    # stall the users answered from the caches.
-    executor = ThreadPoolExecutor(settings.server.db_threads, thread_name_prefix="recserve-db")
-    model_executor = ThreadPoolExecutor(
-        max(2, inflight_batches(settings.server, "cpu")), thread_name_prefix="recserve-model"
-    )
-    stats = ServerStats()
-    health_servicer = health.aio.HealthServicer()
-    for service in ("", RECOMMENDER):
-        await health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
-    await health_servicer.set(MODEL_ADMIN, health_pb2.HealthCheckResponse.SERVING)
-
-    draining = [False]
-    health_updates: set[asyncio.Task[None]] = set()
-    deployments: list[Deployment] = []  # set once the port is known
-
-    def on_change(model: ServingModel | None) -> None:
-        for deployment in deployments:
-            deployment.poke()
-        status = (
-            health_pb2.HealthCheckResponse.SERVING
-            if model and not draining[0]
-            else health_pb2.HealthCheckResponse.NOT_SERVING
-        )
-        for service in ("", RECOMMENDER):
-            task = asyncio.ensure_future(health_servicer.set(service, status))
-            health_updates.add(task)
-            task.add_done_callback(health_updates.discard)
-
-    registry = ModelRegistry(
+    built = build(
         settings,
-        engine,
-        executor,
-        model_executor,
-        backend_factory,
-        on_batch=stats.record_batch,
-        on_change=on_change,
+        backend_factory=backend_factory,
+        parts=parts,
+        background_checkpoints=checkpoints_s > 0,
     )
-    history = HistoryCache(
-        engine,
-        executor,
-        max_bytes=0 if settings.server.naive else settings.server.history_cache_max_bytes,
-        ttl_s=settings.server.history_ttl_s,
-    )
-    origin = uuid.uuid4().hex  # this process, in the invalidations it sends
-    writer = FeedbackWriter(
-        engine,
-        max_events=settings.server.feedback_commit_batch,
-        group_commit=not settings.server.naive,
-        max_queued=settings.server.max_queued_events,
-        notify_channel=invalidation.CHANNEL if settings.server.invalidation else None,
-        origin=origin,
-    )
-    catalogue = Catalogue(
-        engine,
-        executor,
-        poll_s=settings.server.model_poll_s,
-        exploration_window_h=settings.server.exploration_window_h,
-        label_cache_max_entries=settings.server.label_cache_max_entries,
-    )
-    core = RecommendationCore(settings.server, registry, history, writer, model_executor, catalogue)
-    registry.before_swap = core.warm_states
-    if settings.server.log_impressions and not settings.server.naive:
-        core.impressions = ImpressionLog(
-            engine, executor, max_queued=settings.server.max_queued_impressions
-        )
-        core.impressions.start()
     check_listen_safety(settings.server)
     credentials = server_credentials(settings.server)
     # No maximum_concurrent_rpcs: gRPC's cap counts streams and health checks too, so a
@@ -242,7 +187,7 @@ async def start_server(
     server = grpc.aio.server(
         options=grpc_options(settings), interceptors=[call_guard(settings, slots)]
     )
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(built.health.servicer, server)
     reflection.enable_server_reflection(
         (RECOMMENDER, MODEL_ADMIN, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
@@ -254,62 +199,53 @@ async def start_server(
     )
     if port == 0:
         raise RuntimeError(f"cannot listen on {address}")
-    deployment = Deployment(
-        settings, engine, executor, registry, port=port, draining=lambda: draining[0]
+    deployment = Deployment(settings, built.engine, built.executor, built.registry, built.health)
+    admin = AdminService(
+        settings, built.engine, built.executor, built.registry, built.history, built.states,
+        built.catalogue, built.stats, deployment, slots,
+    )  # fmt: skip
+    options = RpcOptions(
+        default_deadline_s=settings.server.default_deadline_s,
+        access_log=settings.telemetry.access_log,
     )
-    deployments.append(deployment)
-    admin = AdminService(settings, engine, executor, core, stats, deployment, slots)
-    add_servicer(server, RecommenderServicer(core, stats), RECOMMENDER_SERVICE)
-    add_servicer(server, ModelAdminServicer(admin), ADMIN_SERVICE)
-    metrics.watch_queue("feedback_writer", lambda: writer.queued_events)
+    add_servicer(
+        server,
+        RecommenderServicer(built.recommend, built.feedback, built.stats, options),
+        RECOMMENDER_SERVICE,
+    )
+    add_servicer(server, ModelAdminServicer(admin, options), ADMIN_SERVICE)
+    metrics.watch_queue("feedback_writer", lambda: built.writer.queued_events)
+    registry = built.registry
     metrics.watch_queue(
         "batcher", lambda: registry.current.batcher.queued if registry.current else 0
     )
-    errors.access_log_enabled = settings.telemetry.access_log
-    errors.default_deadline_s = settings.server.default_deadline_s
-    invalidations = invalidation.Invalidations(
-        engine,
-        origin=origin,
-        forget=core.forget_users,
-        forget_all=core.forget_everyone,
-        poll_s=settings.server.invalidation_poll_s,
+    loop_watch = LoopWatch(built.stats)
+    on_sqlite = built.engine.dialect.name == "sqlite"
+    checkpoints = (
+        WalCheckpoints(built.engine, checkpoints_s) if on_sqlite and checkpoints_s else None
     )
-    if settings.server.invalidation and (
-        invalidations.mode == "notify" or settings.server.workers > 1
-    ):
-        invalidations.start()
-        core.invalidations = invalidations
-    loop_watch = LoopWatch(stats)
+    await built.health.start()
+    if built.impressions is not None:
+        built.impressions.start()
+    if built.listening:
+        built.invalidations.start()
     loop_watch.start()
-    on_sqlite = engine.dialect.name == "sqlite"
-    checkpoints = WalCheckpoints(engine, checkpoints_s) if on_sqlite and checkpoints_s else None
     if checkpoints is not None:
         checkpoints.start()
-    await server.start()
-    catalogue.start()
+    await built.catalogue.start()
+    # The active model is loaded before the port opens: with several processes on one
+    # port, the kernel hands connections to any listener, and one that listened while
+    # still loading would answer from the popularity fallback while its siblings used
+    # the model.
     await registry.start()
-    await deployment.start()
+    await server.start()
+    await deployment.start(port)
     log.info("recserve listening on %s:%s", settings.server.host, port)
-    return RunningServer(
-        server,
-        port,
-        core,
-        stats,
-        health_servicer,
-        engine,
-        executor,
-        model_executor,
-        deployment,
-        admin,
-        draining,
-        invalidations,
-        loop_watch,
-        checkpoints,
-    )
+    return RunningServer(server, port, built, admin, deployment, loop_watch, checkpoints)
 
 
-async def serve_forever(settings: Settings) -> None:
-    running = await start_server(settings)
+async def serve_forever(settings: Settings, parts: Parts = Parts()) -> None:
+    running = await start_server(settings, parts=parts)
     # What start-up made (modules, classes, functions, the first model: about 100,000
     # objects) lives as long as the process: out of the collector's reach, a full
     # collection, which stops the event loop, walks only what serving creates.
@@ -329,14 +265,15 @@ async def serve_forever(settings: Settings) -> None:
     await running.stop(settings.server.grace_s)
 
 
-def _serve_process(settings: Settings) -> None:
+def serve_process(settings: Settings, parts: Parts = Parts()) -> None:
+    """One server process, until SIGTERM or SIGINT."""
     configure_logging(settings)
     tune_allocator()
     serve_metrics(settings)
     if settings.telemetry.tracing:
         instrument_tracing()
     with asyncio.Runner(loop_factory=loop_factory(settings.server.event_loop)) as runner:
-        runner.run(serve_forever(settings))
+        runner.run(serve_forever(settings, parts))
 
 
 def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -385,7 +322,7 @@ def serve(settings: Settings) -> None:
     """Runs ``settings.server.workers`` server processes on one port until SIGTERM."""
     workers = settings.server.workers
     if workers == 1:
-        _serve_process(settings)
+        serve_process(settings)
         return
     if settings.server.port == 0:
         raise ValueError("server.port must be fixed when server.workers > 1")
@@ -398,8 +335,7 @@ def serve(settings: Settings) -> None:
         )
     ctx = multiprocessing.get_context("spawn")
     procs = [
-        ctx.Process(target=_serve_process, args=(_nth_process(settings, n),))
-        for n in range(workers)
+        ctx.Process(target=serve_process, args=(_nth_process(settings, n),)) for n in range(workers)
     ]
     for proc in procs:
         proc.start()

@@ -52,7 +52,8 @@ OPEN = "open"
 
 _ADMIN_METHODS = (
     "ListModels", "GetModel", "GetModelDetails", "ActivateModel", "RollbackModel",
-    "ListActivations", "PruneModels", "StartTraining", "GetTrainingOptions", "ListJobs",
+    "ListActivations", "PruneModels", "StartTraining", "GetTrainingOptions", "BuildEngine",
+    "ListJobs",
     "GetJob", "CancelJob", "GetServerStats", "GetUserHistory", "ListItems",
     "SetItemAvailability", "UpsertItems", "SetTrafficSplit", "GetExperiment", "PromoteArm",
 )  # fmt: skip

@@ -75,7 +75,13 @@ class Catalogue:
         """Per model version: (when ranked, new items best first)."""
         self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """Loads the catalogue once (so that the first requests see its labels and
+        availability, not an empty snapshot), then polls for changes."""
+        try:
+            await self.refresh()
+        except Exception as exc:  # the poll retries; meanwhile no labels are known
+            log.warning("catalogue not loaded at start: %s", exc)
         self._task = asyncio.create_task(self._poll(), name="catalogue")
 
     async def stop(self) -> None:

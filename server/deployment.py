@@ -26,6 +26,7 @@ from typing import TypeVar
 from sqlalchemy.engine import Engine
 
 from server.registry import ModelRegistry
+from server.serving import ServingHealth
 from shared import crud
 from shared.config import Settings
 from shared.db import session_scope
@@ -57,26 +58,28 @@ class Deployment:
         engine: Engine,
         executor: Executor,
         registry: ModelRegistry,
-        *,
-        port: int,
-        draining: Callable[[], bool],
+        health: ServingHealth,
     ) -> None:
         self._settings = settings
         self._engine = engine
         self._executor = executor
         self._registry = registry
-        self._draining = draining
-        host = settings.server.host
-        shown = socket.gethostname() if host in ("0.0.0.0", "::", "") else host
-        self.address = f"{shown}:{port}"
-        self.replica_id = f"{socket.gethostname()}:{port}:{os.getpid()}"
+        self._health = health
+        self.address = ""
+        self.replica_id = ""
+        """host:port:pid, once started on its port."""
         self.replicas: list[ReplicaView] = []
         self._started = utcnow()
         self._task: asyncio.Task[None] | None = None
         self._last_reap = 0.0
-        self._wake = asyncio.Event()
 
-    async def start(self) -> None:
+    async def start(self, port: int) -> None:
+        """Reports this replica (listening on ``port``) now, then every interval and
+        whenever the served model or the health changes."""
+        host = self._settings.server.host
+        shown = socket.gethostname() if host in ("0.0.0.0", "::", "") else host
+        self.address = f"{shown}:{port}"
+        self.replica_id = f"{socket.gethostname()}:{port}:{os.getpid()}"
         await self.report()
         self._task = asyncio.create_task(self._loop(), name="deployment")
 
@@ -90,18 +93,15 @@ class Deployment:
         except Exception:
             log.warning("could not remove replica row %s", self.replica_id, exc_info=True)
 
-    def poke(self) -> None:
-        """Report now (the served model changed), not at the next interval."""
-        self._wake.set()
-
     async def _loop(self) -> None:
+        changed = self._health.changed
         while True:
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the
             # cancellation that stop() sends when the event fires at the same moment.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._settings.server.replica_report_s):
-                    await self._wake.wait()
-            self._wake.clear()
+                    await changed.wait()
+            changed.clear()
             try:
                 await self.report()
             except Exception:
@@ -110,7 +110,7 @@ class Deployment:
     async def report(self) -> None:
         """Writes this replica's row, reads every row back, reaps lost jobs when due."""
         model = self._registry.current
-        serving = model is not None and not self._draining()
+        serving = model is not None and not self._health.draining
         row = Replica(
             replica_id=self.replica_id,
             address=self.address,

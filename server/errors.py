@@ -18,6 +18,7 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
@@ -56,7 +57,17 @@ _CODES: list[tuple[type[Exception], grpc.StatusCode]] = [
 ]
 
 
-def status_for(exc: Exception) -> tuple[grpc.StatusCode, str]:
+@dataclass(frozen=True)
+class RpcOptions:
+    """How the ``rpc`` decorator treats every call of a servicer (its ``options``)."""
+
+    default_deadline_s: float = 10.0
+    """The deadline of a unary call that sets none (server.default_deadline_s)."""
+    access_log: bool = False
+    """One log line per call (telemetry.access_log)."""
+
+
+def status_for(exc: Exception, default_deadline_s: float = 10.0) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError):
         # A database error that no layer translated: still not the caller's fault, and
         # its text (SQL, values) is not for the caller.
@@ -77,10 +88,6 @@ class _Status(
 
 
 ACCESS_LOG = logging.getLogger("recserve.access")
-access_log_enabled = False
-"""Set from telemetry.access_log by the server at start-up."""
-default_deadline_s = 10.0
-"""Set from server.default_deadline_s: the deadline of a unary call that sets none."""
 
 
 def _rich_status(code: grpc.StatusCode, message: str, exc: Exception, rid: str) -> grpc.Status:
@@ -117,11 +124,13 @@ async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
 def rpc(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     """Decorates an async servicer method: gives the call a request id (logged with
     everything it does, returned in the trailing metadata), maps recserve errors to
-    status codes, and records the call's code and latency (Prometheus, access log)."""
+    status codes, and records the call's code and latency (Prometheus, access log), as the
+    servicer's ``options`` (RpcOptions) say."""
     name = method.__name__.lstrip("_")
 
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> T:
+        options: RpcOptions = self.options
         offered = dict(context.invocation_metadata() or ()).get(REQUEST_ID_HEADER)
         rid = new_request_id(offered if isinstance(offered, str) else None)
         token = request_id.set(rid)
@@ -134,14 +143,14 @@ def rpc(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
             if hasattr(request, "__aiter__"):  # a client stream: check each message
                 return await method(self, _checked(request), context)
             if context.time_remaining() is None:  # the caller set no deadline: ours
-                async with asyncio.timeout(default_deadline_s):
+                async with asyncio.timeout(options.default_deadline_s):
                     return await method(self, request, context)
             return await method(self, request, context)
         except (grpc.aio.AbortError, grpc.aio.UsageError):
             code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[assignment]
             raise
         except Exception as exc:
-            code, message = status_for(exc)
+            code, message = status_for(exc, options.default_deadline_s)
             if code == grpc.StatusCode.INTERNAL:
                 log.exception("unexpected error in %s", name)
             await context.abort_with_status(_rich_status(code, message, exc, rid))
@@ -150,7 +159,7 @@ def rpc(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
             seconds = time.perf_counter() - started
             metrics.REQUESTS.labels(method=name, code=code.name).inc()
             metrics.LATENCY.labels(method=name).observe(seconds)
-            if access_log_enabled:
+            if options.access_log:
                 who = caller_name.get() or "-"
                 ACCESS_LOG.info("%s %s %s %.2fms", name, who, code.name, seconds * 1000)
             request_id.reset(token)

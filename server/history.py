@@ -58,10 +58,7 @@ def history_bytes(user_id: str, events: tuple[Entry, ...]) -> int:
     """What a cached history takes in memory, as sys.getsizeof measures its parts (the
     tests compare it with tracemalloc)."""
     return (
-        _USER_BYTES
-        + sys.getsizeof(user_id)
-        + sys.getsizeof(events)
-        + sum(map(event_bytes, events))
+        _USER_BYTES + sys.getsizeof(user_id) + sys.getsizeof(events) + sum(map(event_bytes, events))
     )
 
 

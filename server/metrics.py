@@ -13,6 +13,7 @@ recserve_impressions_dropped_total             impressions not logged (queue ful
 recserve_event_loop_lag_seconds                how late the event loop ran a 10 ms timer
 recserve_gc_pause_seconds{generation}          garbage collections and their duration
 recserve_refused_total{reason}                 calls the guard refused (server/guard.py)
+recserve_stage_seconds{stage}                  each request pipeline stage's time
 """
 
 from __future__ import annotations
@@ -67,6 +68,13 @@ GC_PAUSE = Histogram(
     "recserve_gc_pause_seconds",
     "Garbage collections by generation and how long each stopped the interpreter",
     ["generation"],
+    buckets=LATENCY_BUCKETS,
+)
+STAGE_NAMES = ("validate", "resolve", "history", "score", "rank", "explain", "respond")
+STAGE = Histogram(
+    "recserve_stage_seconds",
+    "Time in each stage of the request pipeline (server/pipeline)",
+    ["stage"],
     buckets=LATENCY_BUCKETS,
 )
 REFUSED = Counter(

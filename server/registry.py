@@ -81,12 +81,15 @@ def encode_and_score(
 ) -> Callable[[np.ndarray], BatchOutput]:
     """The batcher's run: the backend's states, then every item's score for the whole
     batch in one matrix product, in the model's thread (BLAS releases the GIL), so the
-    event loop only masks and picks the top k. ``score`` False (a model ranked through
-    its item index): states only."""
+    event loop only masks and picks the top k. A backend that computes the scores where
+    the model runs (TensorRT, torch on CUDA) gives them with its states, and they are not
+    computed again. ``score`` False (a model ranked through its item index): states only."""
     table = np.ascontiguousarray(item_embeddings.T)  # [D, N+1]
     score = score and table.shape[1] <= BATCH_SCORING_MAX_ITEMS
 
     def run(histories: np.ndarray) -> BatchOutput:
+        if score and backend.computes_scores:  # computed where the model ran: not again here
+            return BatchOutput(*backend.encode_with_scores(histories))
         states = backend.encode(histories)
         if not score:
             return BatchOutput(states, None)
@@ -187,6 +190,7 @@ class ModelRegistry:
         *,
         on_batch: Callable[[int, float], None] | None = None,
         on_change: Callable[[ServingModel | None], None] | None = None,
+        before_swap: Callable[[ServingModel, ServingModel | None], Awaitable[int]] | None = None,
     ) -> None:
         self._root = settings
         self._settings = settings.server
@@ -203,8 +207,8 @@ class ModelRegistry:
         """The shadow candidate; its weight is the share of requests it also ranks."""
         self._extra: dict[int, ServingModel] = {}
         """Loaded arm and shadow versions other than ``current``."""
-        self.before_swap: Callable[[ServingModel], Awaitable[int]] | None = None
-        """Called with an incoming model just before it replaces a served one (the
+        self._before_swap = before_swap
+        """Called with an incoming model and the one it replaces just before the swap (the
         server pre-encodes recent users' states with it); the swap follows without
         yielding to the event loop. A failure is logged and the swap goes ahead."""
         self.fallback: Fallback | None = None
@@ -219,7 +223,7 @@ class ModelRegistry:
         self._retiring: set[asyncio.Task[None]] = set()
 
     def record_batch(self, size: int, seconds: float) -> None:
-        """Counts a model run made outside the batcher (the naive benchmark mode)."""
+        """Counts a model run made outside the batcher (a benchmark's naive baseline)."""
         if self._on_batch is not None:
             self._on_batch(size, seconds)
 
@@ -369,9 +373,7 @@ class ModelRegistry:
         loaded: ServingModel | None = None
         in_split = version in self._extra  # an arm or the shadow: already loaded
         if current is None or current.version != version:
-            candidate = _Candidate(
-                version, self._root.bundle_path(row.artifact_path), row.checksum
-            )
+            candidate = _Candidate(version, self._root.bundle_path(row.artifact_path), row.checksum)
             try:
                 loaded = self._extra.get(version) or await in_background(self._load, candidate)
             except BundleError as exc:
@@ -439,11 +441,11 @@ class ModelRegistry:
         self.note += "; serving the popularity fallback"
 
     async def _warm(self, loaded: ServingModel) -> None:
-        if self.before_swap is None or self.current is None:
+        if self._before_swap is None or self.current is None:
             return
         started = time.perf_counter()
         try:
-            users = await self.before_swap(loaded)
+            users = await self._before_swap(loaded, self.current)
         except Exception:
             log.exception("pre-encoding states for model version %s failed", loaded.version)
             return

@@ -13,8 +13,9 @@ from typing import Any, TypeVar
 import grpc
 
 from server.admin import AdminService, ExperimentView, ItemView, StatsView
-from server.core import FeedbackEventIn, Recommendation, RecommendationCore, RecommendQuery
-from server.errors import rpc
+from server.errors import RpcOptions, rpc
+from server.pipeline.request import FeedbackEventIn, Recommendation, RecommendQuery
+from server.pipeline.service import FeedbackService, RecommendService
 from server.stats import ServerStats
 from shared.models import Job, ModelActivation, ModelVersion, as_utc
 from shared.params import TrainingOption
@@ -82,9 +83,17 @@ def _response(result: Recommendation) -> recommender_pb2.RecommendResponse:
 
 
 class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
-    def __init__(self, core: RecommendationCore, stats: ServerStats) -> None:
-        self.core = core
+    def __init__(
+        self,
+        recommend: RecommendService,
+        feedback: FeedbackService,
+        stats: ServerStats,
+        options: RpcOptions,
+    ) -> None:
+        self.recommend = recommend
+        self.feedback = feedback
         self.stats = stats
+        self.options = options
 
     async def _timed(self, call: Awaitable[T]) -> T:
         """Awaits ``call`` and records its latency and outcome in the server stats."""
@@ -106,7 +115,7 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
     async def _recommend(
         self, request: recommender_pb2.RecommendRequest
     ) -> recommender_pb2.RecommendResponse:
-        return _response(await self.core.recommend(_query(request)))
+        return _response(await self.recommend.recommend(_query(request)))
 
     @rpc
     async def RecommendBatch(  # noqa: N802
@@ -117,14 +126,14 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
     async def _recommend_batch(
         self, request: recommender_pb2.RecommendBatchRequest
     ) -> recommender_pb2.RecommendBatchResponse:
-        results = await self.core.recommend_many([_query(r) for r in request.requests])
+        results = await self.recommend.recommend_many([_query(r) for r in request.requests])
         return recommender_pb2.RecommendBatchResponse(responses=[_response(r) for r in results])
 
     @rpc
     async def Feedback(  # noqa: N802
         self, request: recommender_pb2.FeedbackRequest, context: grpc.aio.ServicerContext
     ) -> recommender_pb2.FeedbackResponse:
-        result = await self.core.feedback(_events(request))
+        result = await self.feedback.feedback(_events(request))
         self.stats.record_feedback(result.stored, result.duplicates)
         return recommender_pb2.FeedbackResponse(stored=result.stored, duplicates=result.duplicates)
 
@@ -136,7 +145,7 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
     ) -> recommender_pb2.FeedbackResponse:
         stored = duplicates = 0
         async for request in request_iterator:
-            result = await self.core.feedback(_events(request))
+            result = await self.feedback.feedback(_events(request))
             self.stats.record_feedback(result.stored, result.duplicates)
             stored += result.stored
             duplicates += result.duplicates
@@ -261,8 +270,9 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServicer):
     """ModelAdmin: protobuf to AdminService calls and back. Who may call it is decided
     by the call guard (server/guard.py)."""
 
-    def __init__(self, admin: AdminService) -> None:
+    def __init__(self, admin: AdminService, options: RpcOptions) -> None:
         self.admin = admin
+        self.options = options
 
     @rpc
     async def ListModels(  # noqa: N802  (gRPC method name)
@@ -323,6 +333,12 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServicer):
         self, request: admin_pb2.StartTrainingRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.Job:
         return job_to_proto(await self.admin.start_training(request.params_json))
+
+    @rpc
+    async def BuildEngine(  # noqa: N802
+        self, request: admin_pb2.BuildEngineRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.Job:
+        return job_to_proto(await self.admin.build_engine(request.version, request.precision))
 
     @rpc
     async def GetTrainingOptions(  # noqa: N802

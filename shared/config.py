@@ -134,9 +134,6 @@ class ServerSettings(BaseModel):
     """The longest that encoding may delay a hot swap: it runs only while no request
     waits for the model, so a saturated server swaps after this with the users encoded
     so far."""
-    naive: bool = False
-    """Benchmark baseline: no dynamic batching and no caches; every request runs the model
-    alone in the thread pool."""
     model_poll_s: float = Field(2.0, gt=0.0)
     """How often the server checks the database for a newly activated model."""
     wal_checkpoint_s: float = Field(1.0, ge=0.0)
@@ -289,6 +286,11 @@ class WorkerSettings(BaseModel):
     """The window of impressions and feedback the online metrics cover."""
     trigger_check_s: float = Field(60.0, gt=0.0)
     """How often beat checks the schedule and the volume trigger (and reaps lost jobs)."""
+    build_engines: bool = False
+    """After a training job registers a version, queue a TensorRT engine build for it on
+    gpu_queue (a GPU worker builds it for its own GPU; BuildEngine does it by hand)."""
+    engine_precision: Literal["fp32", "fp16", "bf16"] = "fp16"
+    """The precision of the engines build_engines queues."""
     publish_retries: int = Field(2, ge=0, le=20)
     """Attempts to reach the broker when queueing a job before StartTraining answers
     UNAVAILABLE (and marks the job failed)."""

@@ -576,9 +576,7 @@ def fence(session: Session, *, job_id: int, attempt: int) -> Job:
     session.flush()  # this transaction's own pending changes are kept, not expired
     connection = session.connection()
     if connection.dialect.name == "postgresql":
-        connection.execute(
-            select(Job.id).where(col(Job.id) == job_id).with_for_update()
-        )
+        connection.execute(select(Job.id).where(col(Job.id) == job_id).with_for_update())
     else:  # SQLite: the write lock first, so that what is read next is current
         connection.execute(update(Job).where(col(Job.id) == job_id).values(attempts=Job.attempts))
     session.expire_all()

@@ -191,3 +191,37 @@ def reap_jobs(settings: Settings, engine: Engine) -> tuple[list[int], list[int]]
         except Exception as exc:  # it stays queued; the queue timeout fails it if need be
             log.error("job %s: requeued, but its message could not be published: %s", job_id, exc)
     return requeued, ended
+
+
+def queue_engine_build(
+    settings: Settings, engine: Engine, version: int, precision: str = "fp16"
+) -> Job:
+    """A build-engine job for model ``version``, queued on the GPU workers' queue
+    (worker.gpu_queue). Raises Unavailable when the broker cannot be reached (the job is
+    then marked failed)."""
+    with session_scope(engine) as session:
+        crud.get_model_version(session, version=version)  # NotFound names it
+        job = crud.create_job(
+            session,
+            job=JobCreate(
+                kind=JobKind.BUILD_ENGINE, params={"version": version, "precision": precision}
+            ),
+        )
+        job_id = int(job.id or 0)
+    try:
+        task_id = publish(settings, BUILD_ENGINE_TASK, [job_id], queue=settings.worker.gpu_queue)
+    except Exception as exc:
+        with session_scope(engine) as session:
+            crud.finish_job(
+                session,
+                job_id=job_id,
+                status=JobStatus.FAILED,
+                error=f"the broker could not be reached to queue the job: {exc}",
+            )
+        raise Unavailable(
+            f"the job broker is unreachable ({type(exc).__name__}); build-engine job {job_id} "
+            "was marked failed; retry when the broker is back"
+        ) from exc
+    with session_scope(engine) as session:
+        crud.set_job_celery_id(session, job_id=job_id, celery_id=task_id)
+        return crud.get_job(session, job_id=job_id)

@@ -70,7 +70,10 @@ def test_the_generated_stubs_fit_the_lower_bounds() -> None:
     pb2 = (stubs / "recommender_pb2.py").read_text()
     generated_pb = pb2.split("# Protobuf Python Version: ")[1].splitlines()[0]
     bounds = {canonical(r.name): r.specifier for r in project_requirements()}
-    for name, needed in (("grpcio", generated_grpc), ("grpcio-tools", generated_grpc),
-                         ("protobuf", generated_pb)):
+    for name, needed in (
+        ("grpcio", generated_grpc),
+        ("grpcio-tools", generated_grpc),
+        ("protobuf", generated_pb),
+    ):
         lowest = [s.version for s in bounds[name] if s.operator == ">="]
         assert lowest and Version(lowest[0]) >= Version(needed), (name, lowest, needed)

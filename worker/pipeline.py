@@ -210,6 +210,13 @@ def _run_attempt(settings: Settings, attempt: Attempt, given: dict[str, Any]) ->
             return None
         raise
     job_finished("train", "succeeded", time.perf_counter() - started)
+    if version is not None and settings.worker.build_engines:
+        from shared.jobs import queue_engine_build
+
+        try:
+            queue_engine_build(settings, engine, version, settings.worker.engine_precision)
+        except Exception:  # the model serves on ONNX Runtime until an engine exists
+            log.warning("could not queue an engine build for version %s", version, exc_info=True)
     return version
 
 

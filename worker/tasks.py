@@ -41,10 +41,10 @@ def register_tasks(app: Celery, settings: Settings) -> None:
     @app.task(  # type: ignore[untyped-decorator]
         name=BUILD_ENGINE_TASK, acks_late=True, max_retries=1
     )
-    def build_engine(version: int, precision: str = "fp16") -> dict[str, Any]:
-        from worker.engines import build_engine_for_version
+    def build_engine(job_id: int) -> dict[str, Any] | None:
+        from worker.engines import run_build_engine_job
 
-        return build_engine_for_version(settings, int(version), precision)
+        return run_build_engine_job(settings, int(job_id))
 
     @app.task(name=TRIGGERS_TASK, acks_late=False)  # type: ignore[untyped-decorator]
     def check_triggers() -> int | None:

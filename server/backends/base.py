@@ -16,12 +16,20 @@ class Backend(ABC):
 
     name: str = "backend"
     device: str = "cpu"
+    computes_scores: bool = False
+    """Whether ``encode_with_scores`` gives every item's score as computed where the model
+    runs (a GPU): the server then ranks with those and does not compute them again."""
 
     @abstractmethod
     def encode(self, history: np.ndarray) -> np.ndarray:
         """history: int64 [B, L], left-padded with 0, 1 <= L <= the model's max_len.
         Returns float32 [B, D], the user state after each history's newest event.
         Raises RuntimeError when the runtime fails."""
+
+    def encode_with_scores(self, history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """As ``encode``, with the graph's ``scores``: (float32 [B, D], float32 [B, N+1]).
+        Only for backends whose computes_scores is True."""
+        raise NotImplementedError(f"the {self.name} backend leaves scoring to the server")
 
     def scores_width(self) -> int | None:
         """How many item rows the graph's own ``scores`` output has (N+1), or None when

@@ -21,6 +21,7 @@ from shared.tensorrt_engine import Precision, cached_engine, current_key
 
 class TensorRTBackend(Backend):
     name = "tensorrt"
+    computes_scores = True
 
     def __init__(self, bundle: Bundle, *, max_batch: int, precision: Precision = "fp16") -> None:
         import tensorrt as trt
@@ -47,26 +48,39 @@ class TensorRTBackend(Backend):
         return ctx, self._local.stream
 
     def encode(self, history: np.ndarray) -> np.ndarray:
-        torch = self._torch
+        return self._run(history, scores=False)[0]
+
+    def encode_with_scores(self, history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The engine's state and scores outputs, both computed on the GPU."""
+        states, scores = self._run(history, scores=True)
+        assert scores is not None
+        return states, scores
+
+    def _run(self, history: np.ndarray, *, scores: bool) -> tuple[np.ndarray, np.ndarray | None]:
         if history.shape[0] > self._max_batch:
             parts = [
-                self.encode(history[i : i + self._max_batch])
+                self._run(history[i : i + self._max_batch], scores=scores)
                 for i in range(0, history.shape[0], self._max_batch)
             ]
-            return np.concatenate(parts)
+            states = np.concatenate([p[0] for p in parts])
+            if not scores:
+                return states, None
+            return states, np.concatenate([p[1] for p in parts if p[1] is not None])
+        torch = self._torch
         context, stream = self._context()
         with torch.cuda.stream(stream):
             inputs = torch.from_numpy(history.astype(np.int64, copy=False)).cuda(non_blocking=True)
             batch = inputs.shape[0]
             state = torch.empty((batch, self._d_model), dtype=torch.float32, device="cuda")
             scores_shape = tuple(self._engine.get_tensor_shape("scores"))[1:]
-            scores = torch.empty((batch, *scores_shape), dtype=torch.float32, device="cuda")
+            item_scores = torch.empty((batch, *scores_shape), dtype=torch.float32, device="cuda")
             context.set_input_shape("history", tuple(inputs.shape))
             context.set_tensor_address("history", inputs.data_ptr())
             context.set_tensor_address("state", state.data_ptr())
-            context.set_tensor_address("scores", scores.data_ptr())
+            context.set_tensor_address("scores", item_scores.data_ptr())
             if not context.execute_async_v3(stream.cuda_stream):
                 raise RuntimeError("TensorRT execution failed")
             result = state.cpu()
+            copied = item_scores.cpu() if scores else None
         stream.synchronize()
-        return result.numpy()
+        return result.numpy(), None if copied is None else copied.numpy()

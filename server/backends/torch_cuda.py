@@ -43,28 +43,44 @@ class TorchBackend(Backend):
         model = SASRec(bundle.config)
         model.load_state_dict(torch.load(bundle.path / WEIGHTS, map_location="cpu"))
         self._model = model.eval().to(self._device)
+        with torch.inference_mode():
+            self._table = self._model.output_table().detach().to(self._device)  # [N+1, D]
         self._max_len = bundle.config.max_len
         self._graphs_enabled = cuda_graphs and self._device.type == "cuda"
         self._local = threading.local()
         self.name = "torch-cuda" if self._device.type == "cuda" else "torch-cpu"
+        # On a GPU the scores come from the device; on a CPU the server's own product is
+        # as fast and needs no second copy of the table.
+        self.computes_scores = self._device.type == "cuda"
         self.device = (
             torch.cuda.get_device_name(self._device) if self._device.type == "cuda" else "cpu"
         )
 
     def encode(self, history: np.ndarray) -> np.ndarray:
+        return self._states(history).float().cpu().numpy()
+
+    def encode_with_scores(self, history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """States and every item's score, the product computed on the device."""
+        torch = self._torch
+        states = self._states(history).float()
+        with torch.inference_mode():
+            scores = states @ self._table.T  # [B, D] @ [D, N+1] -> [B, N+1]
+        return states.cpu().numpy(), scores.cpu().numpy()
+
+    def _states(self, history: np.ndarray) -> Any:
+        """float [B, D] on the device (a view of a graph's output: read it at once)."""
         torch = self._torch
         batch, length = history.shape
         if not self._graphs_enabled:
             with torch.inference_mode():
                 tensor = torch.from_numpy(history.astype(np.int64, copy=False)).to(self._device)
-                return self._model.encode_last(tensor).float().cpu().numpy()
+                return self._model.encode_last(tensor)
         b, L = _bucket_batch(batch), _bucket_length(length, self._max_len)
         graph, static_in, static_out = self._graph(b, L)
         static_in.zero_()
         static_in[:batch, L - length :].copy_(torch.from_numpy(history), non_blocking=True)
         graph.replay()
-        result = static_out[:batch].float().cpu().numpy()
-        return result
+        return static_out[:batch]
 
     def _graph(self, batch: int, length: int) -> tuple[Any, Any, Any]:
         torch = self._torch

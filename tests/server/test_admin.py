@@ -94,7 +94,7 @@ async def test_corrupt_bundle_is_refused_and_old_model_keeps_serving(client, ser
     assert "item_embeddings.npy fails its sha256 checksum" in err.value.details()
     response = await client.recommender.Recommend(pb.RecommendRequest(user_id="u00003"))
     assert response.model_version == 1
-    assert server.core.registry.current.version == 1
+    assert server.registry.current.version == 1
     listing = await client.admin.ListModels(admin_pb2.ListModelsRequest())
     assert listing.active_version == 1, "the database still names the servable version"
     assert {m.version: m.status for m in listing.models}[version] == "ready"
@@ -195,4 +195,4 @@ async def test_hot_swaps_under_load_fail_no_request(client, server) -> None:
     stop.set()
     await asyncio.gather(*callers)
     assert len(codes) > 20 and set(codes) == {"OK"}
-    assert server.core.registry.current.version == 1
+    assert server.registry.current.version == 1

@@ -10,7 +10,7 @@ import pytest
 
 from server.backends.fake import FakeBackend
 from server.batcher import DynamicBatcher
-from server.core import top_k
+from server.pipeline.rank import top_k
 
 
 @pytest.fixture

@@ -95,7 +95,7 @@ async def test_exploration_slot_places_new_items_until_retraining(data_dir) -> N
                 events=[pb.Event(event_id="new-1", user_id="u00099", item_id="newer")]
             )
         )
-        running.core.catalogue._new.clear()  # the recent-popularity refresh, now
+        running.parts.catalogue._new.clear()  # the recent-popularity refresh, now
         explored = await client.recommender.Recommend(pb.RecommendRequest(user_id="u00005", k=5))
         assert [i.item_id for i in explored.items][:4] == [i.item_id for i in plain.items][:4]
         last = explored.items[-1]

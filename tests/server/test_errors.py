@@ -22,7 +22,7 @@ async def test_an_unexpected_error_is_internal_and_logged(server, client, caplog
     async def broken(_query):
         raise RuntimeError("secret detail of the server")
 
-    server.core.recommend = broken
+    server.parts.recommend.recommend = broken
     with caplog.at_level(logging.ERROR), pytest.raises(grpc.aio.AioRpcError) as err:
         await client.recommender.Recommend(pb.RecommendRequest(user_id="u00001"))
     assert err.value.code() == grpc.StatusCode.INTERNAL

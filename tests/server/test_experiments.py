@@ -67,7 +67,7 @@ async def test_answers_are_named_logged_and_attributed(client, server) -> None:
         recommendation_id=answer.recommendation_id,
     )
     await client.recommender.Feedback(pb.FeedbackRequest(events=[event]))
-    await server.core.impressions.flush()
+    await server.parts.impressions.flush()
     logged = {row.recommendation_id: row for row in impressions(server)}
     row = logged[answer.recommendation_id]
     assert (row.user_id, row.model_version, row.arm) == (USERS[3], 1, "")
@@ -111,13 +111,13 @@ async def test_split_serves_each_user_from_one_arm_and_promotes_the_winner(clien
             seen.setdefault(user, set()).add(answer.model_version)
     assert all(len(versions) == 1 for versions in seen.values()), "a user stays in one arm"
     assert {v for versions in seen.values() for v in versions} == {1, v2}
-    await server.core.impressions.flush()
+    await server.parts.impressions.flush()
     arms = {(row.user_id, row.arm, row.model_version) for row in impressions(server)}
     assert all(arm == f"v{version}" for _, arm, version in arms)
 
     promoted = await client.admin.PromoteArm(admin_pb2.PromoteArmRequest(version=v2))
     assert not promoted.arms and not promoted.shadow_version
-    assert server.core.registry.current.version == v2
+    assert server.registry.current.version == v2
     for user in USERS[:5]:
         answer = await client.recommender.Recommend(pb.RecommendRequest(user_id=user, k=3))
         assert answer.model_version == v2
@@ -131,7 +131,7 @@ async def test_shadow_never_changes_an_answer_and_records_overlap(client, server
     await client.admin.SetTrafficSplit(
         admin_pb2.SetTrafficSplitRequest(shadow_version=v2, shadow_share=1.0)
     )
-    assert server.core.registry.shadow is not None
+    assert server.registry.shadow is not None
     for user in USERS[:12]:
         after = await client.recommender.Recommend(pb.RecommendRequest(user_id=user, k=5))
         assert after.model_version == 1
@@ -141,7 +141,7 @@ async def test_shadow_never_changes_an_answer_and_records_overlap(client, server
             [i.score for i in before[user].items], rel=1e-5
         )
     for _ in range(100):  # the shadow ranks in the background
-        await server.core.impressions.flush()
+        await server.parts.impressions.flush()
         shadowed = [row for row in impressions(server) if row.shadow_version == v2]
         if len(shadowed) == 12:
             break

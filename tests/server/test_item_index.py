@@ -23,7 +23,7 @@ async def answers(settings, requests) -> list[list[str]]:
     client = AsyncClient(running.target)
     try:
         await client.recommender.Recommend(pb.RecommendRequest(user_id=USERS[0], k=1))
-        model = running.core.registry.current
+        model = running.registry.current
         assert (model.index is not None) == settings.server.use_item_index
         out = []
         for request in requests:

@@ -41,7 +41,7 @@ async def test_rollback_and_activation_history(client, server) -> None:
     await client.admin.ActivateModel(admin_pb2.ActivateModelRequest(version=v2))
     rolled = await client.admin.RollbackModel(admin_pb2.RollbackModelRequest())
     assert rolled.version == 1 and rolled.status == "active"
-    assert server.core.registry.current.version == 1
+    assert server.registry.current.version == 1
     history = await client.admin.ListActivations(admin_pb2.ListActivationsRequest())
     assert [(a.version, a.previous_version, a.reason) for a in history.activations] == [
         (1, v2, "RollbackModel"),
@@ -55,7 +55,7 @@ async def test_rollback_and_activation_history(client, server) -> None:
 
 
 async def test_hot_swap_pre_encodes_recent_users_for_the_incoming_model(client, server) -> None:
-    core = server.core
+    core = server.parts
     users = [f"u{n:05d}" for n in range(1, 9)]
     before = {}
     for user in users:
@@ -79,20 +79,20 @@ async def test_pre_encoding_looks_up_histories_off_the_event_loop(
 ) -> None:
     """The per-event work of a swap's pre-encoding (every recent user's history to model
     rows) runs with the model's runs, not on the event loop that serves requests."""
-    from server.core import RecommendationCore
+    import server.pipeline.prewarm as prewarm_module
 
     users = [f"u{n:05d}" for n in range(1, 6)]
     for user in users:
         await client.recommender.Recommend(pb.RecommendRequest(user_id=user, k=5))
     loop_thread = threading.get_ident()
     lookups: list[int] = []
-    known_rows = RecommendationCore._known_rows
+    known_rows = prewarm_module.known_rows
 
     def recording(model, items):
         lookups.append(threading.get_ident())
         return known_rows(model, items)
 
-    monkeypatch.setattr(RecommendationCore, "_known_rows", staticmethod(recording))
+    monkeypatch.setattr(prewarm_module, "known_rows", recording)
     v2 = copy_version(server)
     await client.admin.ActivateModel(admin_pb2.ActivateModelRequest(version=v2))
     assert len(lookups) >= len(users)
@@ -106,21 +106,21 @@ async def test_feedback_during_pre_encoding_is_encoded_for_the_incoming_model(
     under load) is encoded again for the incoming model, and is served warm after it."""
     import asyncio
 
-    import server.core as core_module
+    import server.pipeline.prewarm as prewarm_module
 
-    core = server.core
+    core = server.parts
     users = [f"u{n:05d}" for n in range(1, 6)]
     for user in users:
         await client.recommender.Recommend(pb.RecommendRequest(user_id=user, k=5))
     started, go = threading.Event(), threading.Event()
-    encode_cached = core_module._encode_cached
+    encode_cached = prewarm_module.encode_cached
 
     def held(model, chunk):
         started.set()
         go.wait(30)
         return encode_cached(model, chunk)
 
-    monkeypatch.setattr(core_module, "_encode_cached", held)
+    monkeypatch.setattr(prewarm_module, "encode_cached", held)
     v2 = copy_version(server)
     activation = asyncio.ensure_future(
         client.admin.ActivateModel(admin_pb2.ActivateModelRequest(version=v2))
@@ -132,7 +132,7 @@ async def test_feedback_during_pre_encoding_is_encoded_for_the_incoming_model(
         )
     )
     for _ in range(200):  # the incoming model's state for the new history
-        staging = core._incoming
+        staging = core.feedback.prewarm._incoming
         if staging and users[0] in staging.states:
             break
         await asyncio.sleep(0.01)
@@ -214,7 +214,7 @@ async def test_server_with_a_broken_active_bundle_serves_the_newest_good_one(set
     engine.dispose()
     running = await start_server(settings)
     try:
-        assert running.core.registry.current.version == 1
+        assert running.registry.current.version == 1
         stats = running.admin.server_stats()
         assert stats.serving_version == 1 and stats.configured_version == 2
         assert "active version 2 cannot be served here" in stats.note

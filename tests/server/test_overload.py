@@ -120,7 +120,7 @@ async def test_a_call_without_deadline_gets_the_servers(settings) -> None:
 async def test_a_failed_commit_fails_only_its_own_call_and_says_nothing_else(
     server, client
 ) -> None:
-    store = server.core.writer._store
+    store = server.parts.writer._store
     real = store.store
     calls = {"n": 0}
 

@@ -23,7 +23,7 @@ def test_two_worker_processes_serve_one_port_and_stop_cleanly(settings) -> None:
                 answers.append(
                     stub.Recommend(pb.RecommendRequest(user_id="u00007", k=3), timeout=30)
                 )
-        assert all(a.source == pb.SOURCE_MODEL and len(a.items) == 3 for a in answers)
+        assert all(a.source == pb.SOURCE_MODEL and len(a.items) == 3 for a in answers), answers
         assert len({tuple(i.item_id for i in a.items) for a in answers}) == 1, "same model"
     finally:
         assert server.stop(timeout=60) == 0, "SIGTERM drains and exits 0"

@@ -23,7 +23,7 @@ async def test_recommend_returns_model_ranked_items(client, server) -> None:
     assert len(response.items) == 5
     scores = [item.score for item in response.items]
     assert scores == sorted(scores, reverse=True)
-    history = await server.core.history.get(USER)
+    history = await server.history.get(USER)
     assert response.history_used == min(len(history), 12)
     assert not {item.item_id for item in response.items} & set(history), "seen items excluded"
 
@@ -51,7 +51,7 @@ async def test_feedback_changes_the_next_recommendation(client, server) -> None:
     after = await client.recommender.Recommend(pb.RecommendRequest(user_id=USER, k=10))
     assert [i.item_id for i in after.items] != [i.item_id for i in before.items]
     assert not {i.item_id for i in after.items} & set(clicks), "clicked items are now seen"
-    history = await server.core.history.get(USER)
+    history = await server.history.get(USER)
     assert history[-6:] == clicks
 
 
@@ -128,7 +128,7 @@ async def test_unavailable_items_are_never_recommended(client, server) -> None:
     banned = first.items[0].item_id
     with session_scope(server.engine) as session:
         crud.upsert_items(session, items=[Item(item_id=banned, available=False)])
-    await server.core.registry.refresh()
+    await server.registry.refresh()
     second = await client.recommender.Recommend(pb.RecommendRequest(user_id=USER, k=3))
     assert banned not in [i.item_id for i in second.items]
 
@@ -173,9 +173,9 @@ async def test_not_serving_until_a_model_is_loaded_then_unavailable(empty_settin
                 ]
             )
         )
-        await running.core.registry.refresh()
-        running.core.registry.fallback = None
-        await running.core.registry.refresh()
+        await running.registry.refresh()
+        running.registry.fallback = None
+        await running.registry.refresh()
         response = await client.recommender.Recommend(pb.RecommendRequest(user_id="c", k=1))
         assert response.source == pb.SOURCE_POPULARITY_FALLBACK
         assert [i.item_id for i in response.items] == ["popular"]
@@ -198,7 +198,7 @@ async def test_concurrent_requests_are_batched(settings) -> None:
     try:
         users = [f"u{u:05d}" for u in range(TINY_SPEC.n_users)]
         for user in users:  # warm the history cache so requests reach the batcher together
-            await server.core.history.get(user)
+            await server.history.get(user)
         responses = await asyncio.gather(
             *[client.recommender.Recommend(pb.RecommendRequest(user_id=u, k=3)) for u in users]
         )
@@ -232,7 +232,7 @@ async def test_recommend_batch_answers_like_recommend_in_order(client, server) -
 
 
 async def test_returning_user_reuses_state_and_feedback_refreshes_it(client, server) -> None:
-    core = server.core
+    core = server.parts
     first = await client.recommender.Recommend(pb.RecommendRequest(user_id="u00011", k=5))
     runs = core.states.misses
     again = await client.recommender.Recommend(pb.RecommendRequest(user_id="u00011", k=5))
@@ -398,7 +398,7 @@ async def test_a_history_read_again_unchanged_costs_no_model_run(client, server)
     request = pb.RecommendRequest(user_id="u00003", k=5)
     first = await client.recommender.Recommend(request)
     runs = server.stats.batched_histories_total
-    server.core.history.invalidate(["u00003"])  # what an expiry does to the entry
+    server.history.invalidate(["u00003"])  # what an expiry does to the entry
     again = await client.recommender.Recommend(request)
     assert server.stats.batched_histories_total == runs, "no model run"
     assert [i.item_id for i in again.items] == [i.item_id for i in first.items]
@@ -407,6 +407,6 @@ async def test_a_history_read_again_unchanged_costs_no_model_run(client, server)
             events=[pb.Event(event_id="again-1", user_id="u00003", item_id=first.items[0].item_id)]
         )
     )
-    server.core.history.invalidate(["u00003"])
+    server.history.invalidate(["u00003"])
     await client.recommender.Recommend(request)
     assert server.stats.batched_histories_total > runs, "a changed history is encoded again"

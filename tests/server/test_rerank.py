@@ -21,7 +21,7 @@ async def ranked(settings) -> tuple[list[tuple[str, float]], object]:
     try:
         answer = await client.recommender.Recommend(pb.RecommendRequest(history=HISTORY, k=15))
         assert answer.source == pb.SOURCE_MODEL
-        return [(i.item_id, i.score) for i in answer.items], running.core.registry.current
+        return [(i.item_id, i.score) for i in answer.items], running.registry.current
     finally:
         await client.close()
         await running.stop(0)

@@ -357,7 +357,7 @@ async def test_malformed_bytes_get_invalid_argument_on_every_method(server, garb
                 await call
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (method, err.value)
             assert "is not a valid recserve.v1." in err.value.details()
-    assert server.core.registry.current is not None, "still serving"
+    assert server.registry.current is not None, "still serving"
 
 
 @pytest.mark.parametrize(

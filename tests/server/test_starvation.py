@@ -128,7 +128,7 @@ async def test_an_idle_stream_is_ended_and_keeps_what_it_sent(settings: Settings
             except grpc.aio.AioRpcError as exc:
                 assert exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED
                 assert "server.stream_idle_timeout_s" in (exc.details() or "")
-        history = await running.core.history.get("u9")
+        history = await running.history.get("u9")
         assert history[-1:] == ["i1"], "the message before the silence was stored"
     finally:
         proceed.set()

@@ -81,12 +81,12 @@ async def test_models_activate_and_roll_back_with_confirmation(server) -> None:
         await until(pilot, lambda: "Activate model version" in question(app))
         await pilot.press("n")  # declined: nothing changes
         await pilot.pause(0.5)
-        assert server.core.registry.current.version == 1
+        assert server.registry.current.version == 1
         await pilot.press("a", "y")
-        await until(pilot, lambda: server.core.registry.current.version == version)
+        await until(pilot, lambda: server.registry.current.version == version)
         await until(pilot, lambda: table.get_row(str(version))[1] == "active")
         await pilot.press("b", "y")
-        await until(pilot, lambda: server.core.registry.current.version == 1)
+        await until(pilot, lambda: server.registry.current.version == 1)
         await until(pilot, lambda: table.get_row("1")[1] == "active")
         assert any("active again" in m for m in messages(app))
 
@@ -107,13 +107,13 @@ async def test_experiment_split_shadow_and_promote_from_the_console(server, clie
         await until(pilot, lambda: "half of the users" in question(app))
         await pilot.press("y")
         await until(pilot, lambda: f"split v1 50%, v{version} 50%" in str(summary.render()))
-        assert [a.version for a in server.core.registry.arms] == [1, version]
+        assert [a.version for a in server.registry.arms] == [1, version]
         await pilot.press("up", "h", "y")  # the newest copy as the shadow
         await until(pilot, lambda: f"shadow v{shadow} on 10%" in str(summary.render()))
         # Traffic, then the online metrics the console reads.
         for n in range(20):
             await client.recommender.Recommend(pb.RecommendRequest(user_id=f"u{n:05d}", k=3))
-        await server.core.impressions.flush()
+        await server.parts.impressions.flush()
         from worker.online import compute_online_metrics
 
         compute_online_metrics(server.admin.settings, window_hours=1)
@@ -122,9 +122,9 @@ async def test_experiment_split_shadow_and_promote_from_the_console(server, clie
         arms = {online.get_row_at(i)[1] for i in range(online.row_count)}
         assert {"v1", f"v{version}"} <= arms
         await pilot.press("down", "w", "y")
-        await until(pilot, lambda: server.core.registry.current.version == version)
+        await until(pilot, lambda: server.registry.current.version == version)
         await until(pilot, lambda: "no traffic split" in str(summary.render()))
-        assert not server.core.registry.arms and server.core.registry.shadow is None
+        assert not server.registry.arms and server.registry.shadow is None
 
 
 async def test_models_details_dialog_and_refused_activation(server) -> None:
@@ -146,7 +146,7 @@ async def test_models_details_dialog_and_refused_activation(server) -> None:
         (directory / "vocab.json").write_text('["tampered"]')
         await pilot.press("up", "a", "y")
         await until(pilot, lambda: any("vocab.json fails" in m for m in messages(app)))
-        assert server.core.registry.current.version == 1
+        assert server.registry.current.version == 1
         assert table.get_row(str(version))[1] == "ready"
 
 

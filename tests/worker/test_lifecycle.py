@@ -225,9 +225,7 @@ def test_volume_trigger_and_the_single_training_rule(tmp_path: Path) -> None:
     with session_scope(engine) as s:
         attempt = crud.claim_job(s, job_id=job_id, worker="test")
         assert attempt == 1
-        crud.set_job_watermark(
-            s, job_id=job_id, attempt=attempt, watermark=crud.max_event_row(s)
-        )
+        crud.set_job_watermark(s, job_id=job_id, attempt=attempt, watermark=crud.max_event_row(s))
         crud.finish_job(s, job_id=job_id, attempt=attempt, status=JobStatus.FAILED, error="test")
     engine.dispose()
     assert due_trigger(volume) is None, "counted from the newest job's watermark"

@@ -107,10 +107,7 @@ class JobsPane(Pane):
         )
         sync_table(
             self.query_one("#job-params", DataTable),
-            [
-                (c.name, (c.name, c.value_json, c.source, c.reason))
-                for c in (job.resolved or [])
-            ],
+            [(c.name, (c.name, c.value_json, c.source, c.reason)) for c in (job.resolved or [])],
         )
         self.query_one("#job-progress", ProgressBar).update(progress=job.progress)
         self._plot(job)

@@ -303,6 +303,14 @@ class TrainingOption(_message.Message):
     source: str
     def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., default_json: _Optional[str] = ..., minimum: _Optional[float] = ..., maximum: _Optional[float] = ..., exclusive_minimum: _Optional[bool] = ..., exclusive_maximum: _Optional[bool] = ..., choices: _Optional[_Iterable[str]] = ..., help: _Optional[str] = ..., nullable: _Optional[bool] = ..., source: _Optional[str] = ...) -> None: ...
 
+class BuildEngineRequest(_message.Message):
+    __slots__ = ("version", "precision")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    precision: str
+    def __init__(self, version: _Optional[int] = ..., precision: _Optional[str] = ...) -> None: ...
+
 class TrainingOptions(_message.Message):
     __slots__ = ("options",)
     OPTIONS_FIELD_NUMBER: _ClassVar[int]

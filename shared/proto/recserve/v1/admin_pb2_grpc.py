@@ -79,6 +79,11 @@ class ModelAdminStub:
                 request_serializer=recserve_dot_v1_dot_admin__pb2.GetTrainingOptionsRequest.SerializeToString,
                 response_deserializer=recserve_dot_v1_dot_admin__pb2.TrainingOptions.FromString,
                 _registered_method=True)
+        self.BuildEngine = channel.unary_unary(
+                '/recserve.v1.ModelAdmin/BuildEngine',
+                request_serializer=recserve_dot_v1_dot_admin__pb2.BuildEngineRequest.SerializeToString,
+                response_deserializer=recserve_dot_v1_dot_admin__pb2.Job.FromString,
+                _registered_method=True)
         self.ListJobs = channel.unary_unary(
                 '/recserve.v1.ModelAdmin/ListJobs',
                 request_serializer=recserve_dot_v1_dot_admin__pb2.ListJobsRequest.SerializeToString,
@@ -210,6 +215,15 @@ class ModelAdminServicer:
 
     def GetTrainingOptions(self, request, context):
         """The training parameters a job accepts, with this deployment's defaults.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BuildEngine(self, request, context):
+        """Queues a TensorRT engine build for a model version on the GPU workers' queue
+        (worker.gpu_queue); the job builds it for that worker's GPU, checks it against ONNX
+        Runtime and records it in the bundle. worker.build_engines queues one after training.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -357,6 +371,11 @@ def add_ModelAdminServicer_to_server(servicer, server):
                     servicer.GetTrainingOptions,
                     request_deserializer=recserve_dot_v1_dot_admin__pb2.GetTrainingOptionsRequest.FromString,
                     response_serializer=recserve_dot_v1_dot_admin__pb2.TrainingOptions.SerializeToString,
+            ),
+            'BuildEngine': grpc.unary_unary_rpc_method_handler(
+                    servicer.BuildEngine,
+                    request_deserializer=recserve_dot_v1_dot_admin__pb2.BuildEngineRequest.FromString,
+                    response_serializer=recserve_dot_v1_dot_admin__pb2.Job.SerializeToString,
             ),
             'ListJobs': grpc.unary_unary_rpc_method_handler(
                     servicer.ListJobs,
@@ -657,6 +676,33 @@ class ModelAdmin:
             '/recserve.v1.ModelAdmin/GetTrainingOptions',
             recserve_dot_v1_dot_admin__pb2.GetTrainingOptionsRequest.SerializeToString,
             recserve_dot_v1_dot_admin__pb2.TrainingOptions.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BuildEngine(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recserve.v1.ModelAdmin/BuildEngine',
+            recserve_dot_v1_dot_admin__pb2.BuildEngineRequest.SerializeToString,
+            recserve_dot_v1_dot_admin__pb2.Job.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,193 @@
+"""The server's composition root: every component built once, in dependency order, each
+given what it needs through its constructor. Nothing is wired after construction.
+
+    settings -> engine, executors, stats, health
+             -> history cache, state cache, encoder, pre-encoding      (the user's state)
+             -> registry (pre-encoding before each hot swap, health on each change)
+             -> catalogue, eligibility policy, ranker, exploration, explainer
+             -> feedback writer, impression log, invalidations
+             -> request pipeline (RecommendService, FeedbackService)
+             -> guard, servicers, admin, deployment
+
+``Parts`` holds the few choices a benchmark baseline makes differently (bench/naive.py):
+a production server uses its defaults.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Engine
+
+from server import invalidation
+from server.backends import create_backend
+from server.catalogue import Catalogue
+from server.feedback import FeedbackWriter
+from server.history import HistoryCache
+from server.impressions import ImpressionLog
+from server.pipeline.eligibility import EligibilityPolicy
+from server.pipeline.encoder import Encoder
+from server.pipeline.explain import Explainer
+from server.pipeline.explore import ExplorationSlots
+from server.pipeline.measure import Measurement
+from server.pipeline.prewarm import Prewarm
+from server.pipeline.rank import Ranker
+from server.pipeline.service import FeedbackService, HistoryStage, RecommendService
+from server.pipeline.tasks import BackgroundTasks
+from server.registry import BackendFactory, ModelRegistry, inflight_batches
+from server.serving import ServingHealth
+from server.state_cache import StateCache
+from server.stats import ServerStats
+from shared.config import Settings
+from shared.db import engine_for
+
+EncoderFactory = Callable[[HistoryCache, StateCache, ServerStats, ThreadPoolExecutor], Encoder]
+
+
+def production_encoder(
+    history: HistoryCache, states: StateCache, _stats: ServerStats, _runs: ThreadPoolExecutor
+) -> Encoder:
+    return Encoder(history, states)
+
+
+@dataclass(frozen=True)
+class Parts:
+    """What a benchmark's baseline builds differently; the defaults are production's."""
+
+    cache_histories: bool = True
+    cache_states: bool = True
+    group_commit: bool = True
+    log_impressions: bool = True
+    encoder: EncoderFactory = production_encoder
+
+
+@dataclass
+class Components:
+    settings: Settings
+    engine: Engine
+    executor: ThreadPoolExecutor
+    model_executor: ThreadPoolExecutor
+    stats: ServerStats
+    health: ServingHealth
+    history: HistoryCache
+    states: StateCache
+    registry: ModelRegistry
+    catalogue: Catalogue
+    writer: FeedbackWriter
+    impressions: ImpressionLog | None
+    invalidations: invalidation.Invalidations
+    listening: bool
+    """Whether this process listens for other replicas' invalidations."""
+    recommend: RecommendService
+    feedback: FeedbackService
+    background: BackgroundTasks
+
+
+def build(
+    settings: Settings,
+    *,
+    backend_factory: BackendFactory = create_backend,
+    parts: Parts = Parts(),
+    background_checkpoints: bool = False,
+) -> Components:
+    """Every component of a server process, built once; none is started."""
+    server = settings.server
+    engine = engine_for(settings, background_checkpoints=background_checkpoints)
+    # Database work and model runs on separate threads: a stalled database must not
+    # stall the users answered from the caches.
+    executor = ThreadPoolExecutor(server.db_threads, thread_name_prefix="recserve-db")
+    model_executor = ThreadPoolExecutor(
+        max(2, inflight_batches(server, "cpu")), thread_name_prefix="recserve-model"
+    )
+    stats = ServerStats()
+    health = ServingHealth()
+    history = HistoryCache(
+        engine,
+        executor,
+        max_bytes=server.history_cache_max_bytes if parts.cache_histories else 0,
+        ttl_s=server.history_ttl_s,
+    )
+    states = StateCache(server.state_cache_users if parts.cache_states else 0)
+    background = BackgroundTasks()
+    encoder = parts.encoder(history, states, stats, model_executor)
+    prewarm = Prewarm(server, encoder, background)
+    registry = ModelRegistry(
+        settings,
+        engine,
+        executor,
+        model_executor,
+        backend_factory,
+        on_batch=stats.record_batch,
+        on_change=health.model_changed,
+        before_swap=prewarm.warm,
+    )
+    catalogue = Catalogue(
+        engine,
+        executor,
+        poll_s=server.model_poll_s,
+        exploration_window_h=server.exploration_window_h,
+        label_cache_max_entries=server.label_cache_max_entries,
+    )
+    origin = uuid.uuid4().hex  # this process, in the invalidations it sends
+    writer = FeedbackWriter(
+        engine,
+        max_events=server.feedback_commit_batch,
+        group_commit=parts.group_commit,
+        max_queued=server.max_queued_events,
+        notify_channel=invalidation.CHANNEL if server.invalidation else None,
+        origin=origin,
+    )
+    impressions = (
+        ImpressionLog(engine, executor, max_queued=server.max_queued_impressions)
+        if server.log_impressions and parts.log_impressions
+        else None
+    )
+
+    def forget(user_ids: list[str]) -> None:
+        """Another replica stored events for these users: their next Recommend here
+        reads the database again."""
+        history.invalidate(user_ids)
+        encoder.forget(user_ids)
+
+    def forget_all() -> None:
+        history.clear()
+        encoder.forget_everyone()
+
+    invalidations = invalidation.Invalidations(
+        engine,
+        origin=origin,
+        forget=forget,
+        forget_all=forget_all,
+        poll_s=server.invalidation_poll_s,
+    )
+    listening = server.invalidation and (invalidations.mode == "notify" or server.workers > 1)
+    eligibility = EligibilityPolicy(catalogue, registry)
+    ranker = Ranker(server, registry)
+    recommend = RecommendService(
+        server,
+        registry,
+        HistoryStage(history, invalidations if listening else None),
+        eligibility,
+        encoder,
+        ranker,
+        ExplorationSlots(server.exploration_slots, catalogue, registry),
+        Explainer(catalogue, newest=server.explain_events, top=server.explain_top),
+        Measurement(impressions, registry, history, eligibility, ranker, background),
+        catalogue,
+    )
+    feedback = FeedbackService(
+        server,
+        writer,
+        history,
+        registry,
+        prewarm,
+        background,
+        refresh_states=bool(states.max_users),
+    )
+    return Components(
+        settings, engine, executor, model_executor, stats, health, history, states, registry,
+        catalogue, writer, impressions, invalidations, listening, recommend, feedback, background,
+    )  # fmt: skip

@@ -1,0 +1,44 @@
+"""The exploration slot, a rank step after the model's ranking: the last
+``server.exploration_slots`` places of a list go to items new since the model was trained
+(catalogue entries it does not know, the most recently popular first) that the request's
+eligibility rule allows, until the next retraining learns them. Each takes the score of
+the item whose place it took, so the list stays sorted."""
+
+from __future__ import annotations
+
+from server.catalogue import Catalogue
+from server.pipeline.eligibility import Eligible
+from server.pipeline.request import Recommendation
+from server.registry import ModelRegistry
+
+
+class ExplorationSlots:
+    def __init__(self, slots: int, catalogue: Catalogue, registry: ModelRegistry) -> None:
+        self.slots = slots
+        self._catalogue = catalogue
+        self._registry = registry
+
+    async def place(self, result: Recommendation, eligible: Eligible, k: int) -> None:
+        if not self.slots or result.source not in ("model", "popularity"):
+            return
+        model = self._registry.loaded(result.model_version)
+        if model is None:
+            return
+        new = await self._catalogue.new_items(model.version, model.rows)
+        picks: list[str] = []
+        for item in new:
+            if len(picks) == min(self.slots, k):
+                break
+            if eligible.allows(item):
+                picks.append(item)
+        if not picks:
+            return
+        keep = min(len(result.items), k - len(picks))
+        scores = [score for _, score in result.items]
+        floor = scores[keep - 1] if keep else (scores[0] if scores else 0.0)
+        placed = [
+            (item, scores[keep + n] if keep + n < len(scores) else floor)
+            for n, item in enumerate(picks)
+        ]
+        result.items = result.items[:keep] + placed
+        result.explored = set(picks)
