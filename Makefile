@@ -17,7 +17,7 @@ TOOLS := .venv-tools
 TOOLS_STAMP := $(TOOLS)/.installed-stamp
 LATEST := .venv-latest
 
-.PHONY: install lock lock-check test-latest protos run run-distributed test lint \
+.PHONY: install lock lock-check test-latest protos run run-distributed test test-unit test-integration test-e2e lint \
 	bench-quality bench-serve bench-ingest fuzz drill soak security deploy-secrets clean
 
 # Two steps: the lock, hash-checked, then the project itself without dependencies. A
@@ -73,16 +73,32 @@ run: protos
 run-distributed: protos
 	$(BIN)/recserve up --replicas 2 --workers 2 --demo $(ARGS)
 
-# The fault drills (tests marked drill: real processes under traffic, a minute each) run
-# in `make drill`, not here.
-test: $(STAMP)
-	$(BIN)/ruff check .
-	$(BIN)/mypy shared server worker tui recserve bench
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not drill" $(PYTEST_ARGS)
+# Lint, then the three layers of the test pyramid, fastest first (tests/conftest.py says
+# which test is in which). The fault drills (real processes under traffic, a minute
+# each) run in `make drill`, not here.
+PYTEST = $(BIN)/python -m pytest -q -p no:cacheprovider
+test: lint
+	$(PYTEST) -m "unit and not drill" $(PYTEST_ARGS)
+	$(PYTEST) -m "integration and not drill" $(PYTEST_ARGS)
+	$(PYTEST) -m "e2e and not drill" $(PYTEST_ARGS)
 
+## The unit layer alone: no sockets, no sleeps (seconds).
+test-unit: $(STAMP)
+	$(PYTEST) -m "unit and not drill" $(PYTEST_ARGS)
+
+## A real database, no server.
+test-integration: $(STAMP)
+	$(PYTEST) -m "integration and not drill" $(PYTEST_ARGS)
+
+## Real processes and servers.
+test-e2e: $(STAMP)
+	$(PYTEST) -m "e2e and not drill" $(PYTEST_ARGS)
+
+## Style, types and the import contracts of [tool.importlinter] in pyproject.toml.
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy shared server worker tui recserve bench
+	$(BIN)/lint-imports
 
 ## Quality with the adaptive defaults (no parameters): import, train (<= 55 min), evaluate;
 ## table + JSON. Another data set: make bench-quality DATA=path [QUALITY_PARAMS='{...}'].

@@ -42,7 +42,7 @@ class ServerProcess:
         self.metrics_port = free_port()
         self.name = name
         base = {
-            "RECSERVE_DATA_DIR": str(settings.data_dir),
+            "RECSERVE_DATA_DIR": str(settings.data_dir.resolve()),
             "RECSERVE_DATABASE_URL": settings.database_url,
             "RECSERVE_BROKER_URL": settings.broker_url,
             "RECSERVE_SERVER__PORT": str(self.port),

@@ -540,6 +540,7 @@ def run_serve_bench(args: argparse.Namespace) -> int:
     duration = float(getattr(args, "duration", None) or 5.0)
     clients = int(getattr(args, "clients", None) or 2)
     sweep_rounds = int(getattr(args, "rounds", None) or 1)
+    sweeps_only = bool(getattr(args, "sweeps_only", False))
     before_tree = Path(args.before) if getattr(args, "before", None) else None
     settings, items, users = prepare(data_dir, bundle_path)
     with session_scope(engine_for(settings)) as session:
@@ -576,6 +577,10 @@ def run_serve_bench(args: argparse.Namespace) -> int:
         ("recserve", {}),
         # The same server without the impression log: what logging costs, same minutes.
         ("recserve-nolog", {"log_impressions": "false"}),
+        # Two model runs at once on the CPU whatever their threads (only when named).
+        ("recserve-2runs", {"max_inflight_batches": "2"}),
+        # One thread per run, so one run per core at once (only when named).
+        ("recserve-1thread", {"intra_op_threads": "1"}),
     ]
     running: list[ServerProcess] = []
     try:
@@ -622,7 +627,7 @@ def run_serve_bench(args: argparse.Namespace) -> int:
         running = [ours] if ours else []
         if ours is not None:
             stages = stage_latencies(ours, items, users, clients, duration)
-        if ours is not None and best.get("recserve_cold"):
+        if ours is not None and best.get("recserve_cold") and not sweeps_only:
             result_swap = swap_phase(
                 ours, settings, items, users, concurrency=8, clients=clients, duration=duration
             )

@@ -627,6 +627,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--rounds", type=int, help="serve: rounds per level, median kept (default 1)")
     p.add_argument(
+        "--sweeps-only",
+        action="store_true",
+        help="serve: only the idle rounds, the closed-loop sweeps and the stage latencies",
+    )
+    p.add_argument(
         "--database-url",
         help="ingest: the database server to create bench databases on "
         "(default: PostgreSQL at 127.0.0.1:5432; a sqlite:/// URL for SQLite)",

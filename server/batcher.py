@@ -13,7 +13,11 @@ one in the batch, not to the model's maximum. Requests whose caller went away
 
 An idle batcher (nothing queued, a run slot free) runs a request at once, on the
 caller's own coroutine: no hand-over to the batching task, so a lone request costs what
-a direct model call costs.
+a direct model call costs. So does a request that finds nothing queued but every slot
+busy, up to ``lone_runs`` of them beside the batches: waiting a whole run to then run
+alone would serialise a few callers for nothing, where a second small run uses the
+cores the first leaves idle. Batching, padding and the hand-over are paid only once a
+queue forms.
 
 Admission is bounded in time, not only in count: the batcher keeps moving averages of a
 run's fixed cost and of what each further history adds to it, and refuses a request
@@ -72,6 +76,7 @@ class DynamicBatcher(Generic[T]):
         max_run_s: float = 0.0,
         max_wait_s: float = 0.0,
         max_inflight: int = 1,
+        lone_runs: int = 0,
         max_queued: int = 1024,
         max_queue_wait_s: float = 0.0,
         on_batch: Callable[[int, float], None] | None = None,
@@ -87,6 +92,12 @@ class DynamicBatcher(Generic[T]):
         self._max_queued = max_queued
         self._max_queue_wait_s = max_queue_wait_s
         self._max_inflight = max_inflight
+        self._lone_runs = lone_runs
+        self._alone = 0
+        """Lone runs beside the batch slots in progress (at most lone_runs)."""
+        self._in_flight = 0
+        """Histories in the runs in progress: a lone run beside them is allowed only while
+        they are light (no more than one per slot); under load, requests batch."""
         self._run_cost_s = 0.0
         """Moving average of a run of one history: a run's fixed cost."""
         self._extra_cost_s = 0.0
@@ -113,12 +124,19 @@ class DynamicBatcher(Generic[T]):
     async def submit(self, history: np.ndarray) -> T:
         """history: int64 [L] (L >= 1), oldest first. Returns this history's row of the
         batch output. Raises Overloaded when max_queued histories are already waiting."""
-        if not self._pending and not self._slots.locked() and not self._closed:
-            await self._slots.acquire()  # free: does not wait
-            try:
-                return await self._run_alone(history)
-            finally:
-                self._slots.release()
+        if not self._pending and not self._closed:
+            if not self._slots.locked():
+                await self._slots.acquire()  # free: does not wait
+                try:
+                    return await self._run_alone(history)
+                finally:
+                    self._slots.release()
+            if self._alone < self._lone_runs and self._in_flight <= self._max_inflight:
+                self._alone += 1
+                try:
+                    return await self._run_alone(history)
+                finally:
+                    self._alone -= 1
         if not ADMITTED.get():
             self.admit(1)
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
@@ -226,9 +244,11 @@ class DynamicBatcher(Generic[T]):
 
     async def _run_alone(self, history: np.ndarray) -> T:
         loop = asyncio.get_running_loop()
+        self._in_flight += 1
         try:
             output, seconds = await loop.run_in_executor(self._executor, self._timed, history[None])
         finally:
+            self._in_flight -= 1
             self._busy_until = time.monotonic() + 0.05
         self._learn(seconds, 1)
         if self._on_batch is not None:
@@ -312,6 +332,7 @@ class DynamicBatcher(Generic[T]):
     async def _execute(self, batch: list[tuple[np.ndarray, asyncio.Future[T]]]) -> None:
         padded = left_pad([history for history, _ in batch])
         loop = asyncio.get_running_loop()
+        self._in_flight += len(batch)
         try:
             output, seconds = await loop.run_in_executor(self._executor, self._timed, padded)
         except Exception as exc:
@@ -321,6 +342,7 @@ class DynamicBatcher(Generic[T]):
                     future.set_exception(exc)
             return
         finally:
+            self._in_flight -= len(batch)
             self._busy_until = time.monotonic() + 0.05
         self._learn(seconds, len(batch))
         if self._on_batch is not None:

@@ -100,7 +100,8 @@ def build(
     # stall the users answered from the caches.
     executor = ThreadPoolExecutor(server.db_threads, thread_name_prefix="recserve-db")
     model_executor = ThreadPoolExecutor(
-        max(2, inflight_batches(server, "cpu")), thread_name_prefix="recserve-model"
+        max(2, inflight_batches(server, "cpu") + server.lone_runs),
+        thread_name_prefix="recserve-model",
     )
     stats = ServerStats()
     health = ServingHealth()

@@ -543,6 +543,7 @@ class ModelRegistry:
             max_run_s=self._settings.max_batch_run_ms / 1000.0,
             max_wait_s=self._settings.max_batch_wait_ms / 1000.0,
             max_inflight=inflight_batches(self._settings, backend.device),
+            lone_runs=self._settings.lone_runs if backend.device == "cpu" else 0,
             max_queue_wait_s=self._settings.max_queue_wait_ms / 1000.0,
             max_queued=self._settings.max_queued_histories
             or 4 * self._settings.max_batch_size * inflight_batches(self._settings, backend.device),

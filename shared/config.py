@@ -78,6 +78,11 @@ class ServerSettings(BaseModel):
     max_inflight_batches: int = Field(0, ge=0, le=64)
     """Batches the model runs at once. 0 (auto): on the CPU, enough runs of
     intra_op_threads threads to fill this process's share of the cores; on a GPU, 1."""
+    lone_runs: int = Field(1, ge=0, le=64)
+    """On the CPU, runs of a lone request beside the batches: a request that finds no
+    request queued but every batch slot busy runs at once in one of these, instead of
+    waiting a whole run to then run alone (a small run leaves cores idle, so two overlap
+    well). Once requests queue, they are batched as usual. 0: never."""
     history_cache_max_bytes: int = Field(256 * 2**20, ge=0)
     """Memory the cached user histories may take, by their measured size (the least
     recently used are dropped beyond it; a user of 512 events takes about 60 kB). 0

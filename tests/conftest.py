@@ -180,3 +180,71 @@ def both_engines(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[obj
     engine = make_engine(url)
     yield engine
     engine.dispose()
+
+
+# The test pyramid. `unit`: marked in the file (``pytestmark = pytest.mark.unit``); no
+# sockets and no sleeps, which the guard below enforces. `e2e`: real processes or a real
+# server (the `server` and `client` fixtures, or a module that starts processes).
+# `integration`: everything else (a real database, no server). `make test-unit`,
+# `make test-integration` and `make test-e2e` run one layer each.
+PROCESS_WORDS = ("ServerProcess", "WorkerProcess", "subprocess", "start_server", "pexpect")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    sources: dict[str, str] = {}
+    for item in items:
+        if item.get_closest_marker("unit"):
+            continue
+        path = str(item.path)
+        if path not in sources:
+            sources[path] = item.path.read_text()
+        fixtures = set(getattr(item, "fixturenames", ()))
+        uses_processes = any(word in sources[path] for word in PROCESS_WORDS)
+        if fixtures & {"server", "client"} or uses_processes:
+            item.add_marker(pytest.mark.e2e)
+        else:
+            item.add_marker(pytest.mark.integration)
+
+
+class UnitLayerViolation(AssertionError):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def _unit_layer_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A unit test that opens a network socket or sleeps fails: it belongs to another
+    layer, or needs a fake (a fake backend, an injectable clock)."""
+    if not request.node.get_closest_marker("unit"):
+        return
+    import asyncio
+    import time
+
+    real_connect, real_bind = socket.socket.connect, socket.socket.bind
+    real_async_sleep = asyncio.sleep
+
+    def refuse(what: str) -> UnitLayerViolation:
+        return UnitLayerViolation(f"a unit test may not {what}: move it to another layer")
+
+    def connect(self: socket.socket, address: object) -> None:
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            raise refuse("open a network connection")
+        real_connect(self, address)  # type: ignore[arg-type]
+
+    def bind(self: socket.socket, address: object) -> None:
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            raise refuse("listen on a port")
+        real_bind(self, address)  # type: ignore[arg-type]
+
+    def sleep(seconds: float) -> None:
+        if seconds > 0:
+            raise refuse(f"sleep ({seconds} s)")
+
+    async def async_sleep(seconds: float, result: object = None) -> object:
+        if seconds > 0:
+            raise refuse(f"sleep ({seconds} s)")
+        return await real_async_sleep(0, result)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "bind", bind)
+    monkeypatch.setattr(time, "sleep", sleep)
+    monkeypatch.setattr(asyncio, "sleep", async_sleep)

@@ -80,8 +80,8 @@ def test_documented_settings_exist() -> None:
     fields = Settings.model_fields
     for name in sorted(set(re.findall(r"RECSERVE_([A-Z_]+)", text))):
         parts = name.lower().split("__")
-        if parts[0] == "config":
-            continue
+        if parts[0] in ("config", "test_services", "test_latest"):
+            continue  # the file of settings, and the test harness's own switches
         model = fields
         for part in parts:
             if not part or "{" in part or part.endswith("_"):
@@ -118,3 +118,12 @@ def test_javascript_blocks_parse(where: str, code: str, tmp_path: Path) -> None:
     assert result.returncode == 0, f"{where}: {result.stderr}"
     proto = re.search(r'loadSync\("([^"]+)"', code)
     assert proto and (ROOT / "protos" / proto.group(1)).is_file(), f"{where}: proto path"
+
+
+def test_the_readme_is_for_users() -> None:
+    """At most 150 lines, and no dated host figures: those live in docs/benchmarks.md."""
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 150
+    assert not re.findall(r"\b20\d\d-\d\d-\d\d\b", text), "dates belong in docs/benchmarks.md"
+    for link in re.findall(r"\]\((docs/[^)#]+)", text):
+        assert (ROOT / link).exists(), link

@@ -1,5 +1,7 @@
 """The committed lock covers pyproject.toml, carries hashes, and is what the venv holds.
 
+pytestmark = pytest.mark.unit
+
 The full agreement check (what `make lock` would change) resolves against the package
 index: that is `make lock-check`, which CI runs. These checks need no network.
 """

@@ -31,7 +31,7 @@ def create_backend(settings: ServerSettings, bundle: Bundle) -> Backend:
     if choice in ("auto", "tensorrt"):
         from shared.tensorrt_engine import tensorrt_available
 
-        if tensorrt_available():
+        if _nvidia_device_present() and tensorrt_available():  # no torch import on a CPU host
             from server.backends.tensorrt import TensorRTBackend
 
             try:

@@ -14,6 +14,8 @@ from shared.config import ServerSettings
 from shared.errors import InvalidArgument
 from shared.proto.recserve.v1 import admin_pb2, recommender_pb2
 
+pytestmark = pytest.mark.unit
+
 READ, WRITE, ADMIN = "app=read-secret-1", "ingest=write-secret-2", "ops=admin-secret-3"
 
 

@@ -217,3 +217,59 @@ async def test_a_run_beside_the_queue_yields_to_queued_requests_between_chunks(b
     np.testing.assert_array_equal(queued, backend.item_embeddings[7])
     assert len(states) == 16
     assert backend.batches[:2] == [(4, 8), (1, 1)], "one chunk, then the queued request"
+
+
+class GatedRuns:
+    """A model run that blocks until released, and tells the event loop each time one
+    starts (no polling)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        import threading
+
+        self.loop = loop
+        self.release = threading.Event()
+        self.started: list[int] = []
+        self.changed = asyncio.Event()
+
+    def __call__(self, histories: np.ndarray) -> np.ndarray:
+        self.started.append(len(histories))
+        self.loop.call_soon_threadsafe(self.changed.set)
+        self.release.wait(10)
+        return histories[:, -1:].astype(np.float32)
+
+    async def until_started(self, runs: int) -> None:
+        async with asyncio.timeout(5):
+            while len(self.started) < runs:
+                await self.changed.wait()
+                self.changed.clear()
+
+
+async def test_a_second_lone_request_runs_beside_a_light_run_not_after_it() -> None:
+    """Nothing queued, the slot busy with one history: the next request runs at once in a
+    lone run; a third (the lone run taken) queues and batches as before."""
+    runs = GatedRuns(asyncio.get_running_loop())
+    with ThreadPoolExecutor(3) as pool:
+        batcher = DynamicBatcher(runs, pool, max_batch=8, lone_runs=1)
+        first = asyncio.ensure_future(batcher.submit(np.array([1])))
+        second = asyncio.ensure_future(batcher.submit(np.array([2])))
+        third = asyncio.ensure_future(batcher.submit(np.array([3])))
+        await runs.until_started(2)
+        assert runs.started == [1, 1], "the second ran beside the first, without waiting"
+        assert batcher.queued == 1, "the third waits for a slot"
+        runs.release.set()
+        assert [float(x[0]) for x in await asyncio.gather(first, second, third)] == [1, 2, 3]
+        await batcher.close()
+
+
+async def test_without_lone_runs_a_second_request_waits_for_the_slot() -> None:
+    runs = GatedRuns(asyncio.get_running_loop())
+    with ThreadPoolExecutor(3) as pool:
+        batcher = DynamicBatcher(runs, pool, max_batch=8, lone_runs=0)
+        first = asyncio.ensure_future(batcher.submit(np.array([1])))
+        second = asyncio.ensure_future(batcher.submit(np.array([2])))
+        await runs.until_started(1)
+        assert runs.started == [1] and batcher.queued == 1
+        runs.release.set()
+        await asyncio.gather(first, second)
+        assert runs.started == [1, 1], "it ran after the first, alone"
+        await batcher.close()

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.unit
+
 SCRIPT = """
 import numpy as np
 from server.memory import trim_heap, tune_allocator

@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from shared.ann import TARGET_RECALL, ItemIndex, exact_top_k, recall_at
+
+pytestmark = pytest.mark.unit
 
 
 def clustered(n: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
+pytestmark = pytest.mark.unit
+
 
 def test_job_log_following_survives_a_full_log() -> None:
     from shared.joblog import unseen_lines

@@ -9,6 +9,8 @@ import pytest
 from shared.errors import DatabaseUnavailable, InvalidArgument
 from shared.retry import Backoff, retrying, retrying_sync
 
+pytestmark = pytest.mark.unit
+
 
 class Refused(grpc.RpcError):
     def __init__(self, code: grpc.StatusCode) -> None:

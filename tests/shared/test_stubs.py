@@ -5,7 +5,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 from shared.proto_gen import OUT, PROTO_ROOT, generate, stale_stubs, without_stamps
+
+pytestmark = pytest.mark.unit
 
 
 def test_stubs_are_fresh(tmp_path: Path) -> None:

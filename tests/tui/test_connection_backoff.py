@@ -4,8 +4,11 @@ says so (a fake stub and clock: no server, no sleeps)."""
 from __future__ import annotations
 
 import grpc
+import pytest
 
 from tui.connection import Connection
+
+pytestmark = pytest.mark.unit
 
 
 class Refusal(grpc.aio.AioRpcError):

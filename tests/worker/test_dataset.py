@@ -10,6 +10,8 @@ import pytest
 
 from worker.dataset import UserSequences, Vocabulary, leave_one_out, snapshot
 
+pytestmark = pytest.mark.unit
+
 
 def mapping(seed: int = 3, users: int = 60) -> dict[str, list[str]]:
     rng = random.Random(seed)

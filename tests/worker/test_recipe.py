@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from shared.params import TrainingParams
 from worker.recipe import FULL_SOFTMAX_BUDGET, DataStats, apply_recipe, recipe_for
+
+pytestmark = pytest.mark.unit
 
 
 def chosen(stats: DataStats) -> dict[str, object]:

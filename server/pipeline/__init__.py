@@ -1,0 +1,2 @@
+"""The request pipeline: small typed stages from a request to its answer (see
+docs/architecture.md, "The request path")."""
