@@ -152,10 +152,25 @@ def submit_training(
             session, job=JobCreate(kind=JobKind.TRAIN, params=given, trigger=trigger)
         )
         job_id = int(job.id or 0)
+    return _publish_job(settings, engine, job_id, JobKind.TRAIN)
+
+
+def _task_of(settings: Settings, kind: str) -> tuple[str, str]:
+    """The Celery task and queue that run a job of ``kind``."""
+    if kind == JobKind.BUILD_ENGINE:
+        return BUILD_ENGINE_TASK, settings.worker.gpu_queue
+    return TRAIN_TASK, settings.worker.queue
+
+
+def _publish_job(settings: Settings, engine: Engine, job_id: int, kind: str) -> Job:
+    """Publishes a created job's task and records its Celery id. Raises Unavailable
+    when the broker cannot be reached (the job is then marked failed)."""
+    task, queue = _task_of(settings, kind)
+    what = "training" if kind == JobKind.TRAIN else kind
     try:
-        task_id = publish(settings, TRAIN_TASK, [job_id], queue=settings.worker.queue)
+        task_id = publish(settings, task, [job_id], queue=queue)
     except Exception as exc:
-        log.error("cannot queue training job %s: %s", job_id, exc)
+        log.error("cannot queue %s job %s: %s", what, job_id, exc)
         with session_scope(engine) as session:
             crud.finish_job(
                 session,
@@ -164,7 +179,7 @@ def submit_training(
                 error=f"the broker could not be reached to queue the job: {exc}",
             )
         raise Unavailable(
-            f"the job broker is unreachable ({type(exc).__name__}: {exc}); training job "
+            f"the job broker is unreachable ({type(exc).__name__}: {exc}); {what} job "
             f"{job_id} was marked failed; retry when the broker is back"
         ) from exc
     with session_scope(engine) as session:
@@ -186,8 +201,10 @@ def reap_jobs(settings: Settings, engine: Engine) -> tuple[list[int], list[int]]
         log.warning("job %s: failed (its worker was lost, or it was never taken)", job_id)
     for job_id in requeued:
         log.warning("job %s: its worker was lost; requeued as a new attempt", job_id)
+        with session_scope(engine) as session:
+            task, queue = _task_of(settings, crud.get_job(session, job_id=job_id).kind)
         try:
-            publish(settings, TRAIN_TASK, [job_id], queue=worker.queue)
+            publish(settings, task, [job_id], queue=queue)
         except Exception as exc:  # it stays queued; the queue timeout fails it if need be
             log.error("job %s: requeued, but its message could not be published: %s", job_id, exc)
     return requeued, ended
@@ -208,20 +225,4 @@ def queue_engine_build(
             ),
         )
         job_id = int(job.id or 0)
-    try:
-        task_id = publish(settings, BUILD_ENGINE_TASK, [job_id], queue=settings.worker.gpu_queue)
-    except Exception as exc:
-        with session_scope(engine) as session:
-            crud.finish_job(
-                session,
-                job_id=job_id,
-                status=JobStatus.FAILED,
-                error=f"the broker could not be reached to queue the job: {exc}",
-            )
-        raise Unavailable(
-            f"the job broker is unreachable ({type(exc).__name__}); build-engine job {job_id} "
-            "was marked failed; retry when the broker is back"
-        ) from exc
-    with session_scope(engine) as session:
-        crud.set_job_celery_id(session, job_id=job_id, celery_id=task_id)
-        return crud.get_job(session, job_id=job_id)
+    return _publish_job(settings, engine, job_id, JobKind.BUILD_ENGINE)
