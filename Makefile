@@ -62,7 +62,7 @@ test-latest:
 
 ## Regenerate the gRPC stubs in shared/proto from protos/ (a test fails if they are stale).
 protos: $(STAMP)
-	$(BIN)/python -m shared.proto_gen
+	$(BIN)/python -m shared.wire.proto_gen
 
 ## The main job: synthetic data through Feedback, a worker trains, the server serves.
 run: protos

@@ -39,20 +39,26 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from sqlalchemy import bindparam, create_engine, text
 from sqlalchemy.engine import make_url
 
 from bench.faults import SmallDisk, TcpProxy
 from bench.ingest import cpu_model
 from bench.processes import ServerProcess, WorkerProcess
-from shared import crud, synthetic
+from shared import synthetic
 from shared.client import Client
 from shared.config import Settings, TrainingSettings
-from shared.db import make_engine, migrate, session_scope
-from shared.ingest import EventRow, EventStore
-from shared.models import JobStatus, ModelStatus, ModelVersion
 from shared.proto.recserve.v1 import admin_pb2
 from shared.proto.recserve.v1 import recommender_pb2 as pb
+from shared.storage import event_store, job_store, model_store
+from shared.storage.engine import (
+    drop_databases,
+    ensure_database,
+    make_engine,
+    migrate,
+    session_scope,
+)
+from shared.storage.ingest import EventRow, EventStore
+from shared.storage.tables import JobStatus, ModelStatus, ModelVersion
 
 UNEXPECTED = {"INTERNAL", "UNKNOWN"}
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -207,15 +213,8 @@ class Traffic:
 def lost_events(database_url: str, acked: set[str]) -> int:
     engine = make_engine(database_url)
     try:
-        stored: set[str] = set()
-        ids = sorted(acked)
         with engine.connect() as conn:
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                query = text("SELECT event_id FROM feedback_event WHERE event_id IN :ids")
-                query = query.bindparams(bindparam("ids", expanding=True))
-                rows = conn.execute(query, {"ids": chunk}).all()
-                stored.update(r[0] for r in rows)
+            stored = event_store.stored_event_ids(conn, event_ids=sorted(acked))
         return len(acked - stored)
     finally:
         engine.dispose()
@@ -234,7 +233,7 @@ class Stage:
 
 @contextmanager
 def stage(root: Path, *, postgres: bool, data_dir: Path | None = None) -> Iterator[Stage]:
-    from shared.jobs import submit_training
+    from shared.training.jobs import submit_training
     from worker.pipeline import run_train_job
 
     folder = data_dir or root / f"stage-{uuid.uuid4().hex[:6]}"
@@ -242,15 +241,11 @@ def stage(root: Path, *, postgres: bool, data_dir: Path | None = None) -> Iterat
     drop: Callable[[], None] = lambda: None  # noqa: E731
     if postgres:
         name = f"recserve_drill_{uuid.uuid4().hex[:8]}"
-        admin = create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
         url = make_url(POSTGRES).set(database=name).render_as_string(hide_password=False)
+        ensure_database(url)
 
         def drop() -> None:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()
+            drop_databases(POSTGRES, [name])
     else:
         url = f"sqlite:///{folder / 'recserve.db'}"
     settings = Settings(data_dir=folder, database_url=url, training=TRAINING)
@@ -274,9 +269,9 @@ def stage(root: Path, *, postgres: bool, data_dir: Path | None = None) -> Iterat
         job = submit_training(settings, engine, {"activate": "always"})
         run_train_job(settings, int(job.id or 0))
         with session_scope(engine) as session:
-            v1 = crud.get_model_version(session, version=1)
+            v1 = model_store.get_model_version(session, version=1)
             shutil.copytree(settings.bundle_path(v1.artifact_path), settings.bundles_dir / "copy")
-            crud.create_model_version(
+            model_store.create_model_version(
                 session,
                 model=ModelVersion(
                     status=ModelStatus.READY,
@@ -349,7 +344,7 @@ def drill_database(root: Path, seconds: float) -> DrillResult:
 
 
 def drill_broker(root: Path, seconds: float) -> DrillResult:
-    from shared.jobs import submit_training
+    from shared.training.jobs import submit_training
 
     result = DrillResult("broker")
     with stage(root, postgres=True) as s:
@@ -376,7 +371,7 @@ def drill_broker(root: Path, seconds: float) -> DrillResult:
             except grpc.RpcError as exc:
                 refused = exc.code().name  # type: ignore[attr-defined]
             with session_scope(engine) as session:
-                first = crud.list_jobs(session, limit=1)[0]
+                first = job_store.list_jobs(session, limit=1)[0]
             proxy.restore()
             time.sleep(1.0)
             job = submit_training(settings, engine, {"epochs": 40, "patience": 100})
@@ -384,7 +379,7 @@ def drill_broker(root: Path, seconds: float) -> DrillResult:
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:  # mid-training: cut the broker again
                 with session_scope(engine) as session:
-                    if len(crud.get_job(session, job_id=job_id).curve) >= 2:
+                    if len(job_store.get_job(session, job_id=job_id).curve) >= 2:
                         break
                 time.sleep(0.2)
             proxy.cut()
@@ -392,7 +387,7 @@ def drill_broker(root: Path, seconds: float) -> DrillResult:
             proxy.restore()
             while time.monotonic() < deadline:
                 with session_scope(engine) as session:
-                    running = crud.get_job(session, job_id=job_id)
+                    running = job_store.get_job(session, job_id=job_id)
                 if running.status not in (JobStatus.QUEUED, JobStatus.RUNNING):
                     break
                 time.sleep(0.3)
@@ -417,7 +412,7 @@ def _wait_job(engine: Any, job_id: int, done: Callable[[Any], bool], deadline: f
     """The job once ``done(job)`` holds, or as it is at ``deadline``."""
     while True:
         with session_scope(engine) as session:
-            job = crud.get_job(session, job_id=job_id)
+            job = job_store.get_job(session, job_id=job_id)
         if done(job) or time.monotonic() > deadline:
             return job
         time.sleep(0.2)
@@ -428,12 +423,12 @@ def _versions_of(engine: Any, job_id: int) -> tuple[list[int], list[int]]:
     with session_scope(engine) as session:
         versions = [
             int(m.version or 0)
-            for m in crud.list_model_versions(session, limit=1000)
+            for m in model_store.list_model_versions(session, limit=1000)
             if m.job_id == job_id
         ]
         activations = [
             a.version
-            for a in crud.list_activations(session, limit=1000)
+            for a in model_store.list_activations(session, limit=1000)
             if a.reason == f"promoted by job {job_id}"
         ]
     return versions, activations
@@ -444,7 +439,7 @@ FINITE_JOB = {"epochs": 30, "patience": 30, "activate": "always"}
 
 
 def drill_worker(root: Path, seconds: float) -> DrillResult:
-    from shared.jobs import submit_training
+    from shared.training.jobs import submit_training
 
     result = DrillResult("worker")
     with stage(root, postgres=False) as s:
@@ -488,7 +483,7 @@ def drill_fencing(root: Path, seconds: float) -> DrillResult:
     stale attempt's next write is refused: it stops, removes its own folder, and neither
     its result nor a model of its own is recorded. PostgreSQL and Redis, so that the
     stopped process holds no lock on a shared database file."""
-    from shared.jobs import submit_training
+    from shared.training.jobs import submit_training
 
     result = DrillResult("fencing")
     with stage(root, postgres=True) as s:

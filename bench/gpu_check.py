@@ -34,9 +34,9 @@ def main(argv: list[str]) -> int:
     from bench.serve import BENCH_CONFIG
     from server.backends.onnxruntime import OnnxRuntimeBackend
     from server.backends.torch_cuda import TorchBackend
-    from shared import bundle as bundle_format
-    from shared.sasrec import SASRec
-    from shared.tensorrt_engine import tensorrt_available
+    from shared.model import bundle as bundle_format
+    from shared.model.sasrec import SASRec
+    from shared.model.tensorrt_engine import tensorrt_available
     from worker.export import write_bundle
 
     out = Path(argv[0]) if argv else Path("gpu-check.json")

@@ -37,12 +37,12 @@ from typing import Any
 
 import grpc
 import numpy as np
-from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from bench.processes import ServerProcess
 from shared.config import Settings
 from shared.proto.recserve.v1 import recommender_pb2 as pb
+from shared.storage.engine import drop_databases, ensure_database, server_setting
 
 DEFAULT_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 FEEDBACK_STREAM = "/recserve.v1.Recommender/FeedbackStream"
@@ -185,36 +185,27 @@ class Databases:
         if self._admin_url.get_backend_name() == "sqlite":
             return f"sqlite:///{self._root / f'{name}.db'}"
         database = f"recserve_bench_{name.replace('-', '_')}_{uuid.uuid4().hex[:6]}"
-        engine = create_engine(self._admin_url, isolation_level="AUTOCOMMIT")
-        with engine.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{database}"'))
-        engine.dispose()
+        url = self._admin_url.set(database=database).render_as_string(hide_password=False)
+        ensure_database(url)
         self._created.append(database)
-        return self._admin_url.set(database=database).render_as_string(hide_password=False)
+        return url
 
     def synchronous_commit(self) -> str:
         if self._admin_url.get_backend_name() != "postgresql":
             return "n/a (SQLite, synchronous=FULL)"
-        engine = create_engine(self._admin_url)
-        with engine.connect() as conn:
-            value = str(conn.execute(text("SHOW synchronous_commit")).scalar())
-        engine.dispose()
-        return value
+        admin = self._admin_url.render_as_string(hide_password=False)
+        return server_setting(admin, "synchronous_commit")
 
     def drop(self) -> None:
         if not self._created:
             return
-        engine = create_engine(self._admin_url, isolation_level="AUTOCOMMIT")
-        with engine.connect() as conn:
-            for database in self._created:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
-        engine.dispose()
+        drop_databases(self._admin_url.render_as_string(hide_password=False), self._created)
 
 
 def run_ingest_bench(
     settings: Settings, *, database_url: str | None, spec: IngestSpec, output: Path | None
 ) -> dict[str, Any]:
-    from shared.db import migrate
+    from shared.storage.engine import migrate
 
     root = settings.data_dir.resolve()
     root.mkdir(parents=True, exist_ok=True)

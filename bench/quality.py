@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.config import Settings
-from shared.importers import guess_format, read_events
+from shared.storage.importers import guess_format, read_events
 
 KS = (1, 5, 10, 20)
 BATCH = 64
@@ -114,8 +114,8 @@ def popularity_ranks(held: HeldOut, k: int) -> list[int | None]:
 async def served_ranks(target: str, held: HeldOut, k: int) -> tuple[list[int | None], Counter[str]]:
     """The rank of each user's held-out event in what Recommend returns for the user."""
     from shared.client import AsyncClient
+    from shared.client.retry import retrying
     from shared.proto.recserve.v1 import recommender_pb2 as pb
-    from shared.retry import retrying
 
     client = AsyncClient(target)
     users = list(held.targets)

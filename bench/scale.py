@@ -38,10 +38,10 @@ from typing import Any
 import numpy as np
 
 from bench.ingest import cpu_model
-from shared import crud
 from shared.config import Settings
-from shared.db import engine_for, migrate, session_scope
-from shared.models import ModelStatus, ModelVersion
+from shared.storage import model_store
+from shared.storage.engine import engine_for, migrate, session_scope
+from shared.storage.tables import ModelStatus, ModelVersion
 
 SERIES = 20
 CHUNK = 50_000
@@ -66,7 +66,7 @@ DEFAULT_SIZES: tuple[Size, ...] = (
 
 def generate(size: Size, seed: int = 0):  # type: ignore[no-untyped-def]
     """Yields lists of EventRow, user by user, each user's events in time order."""
-    from shared.ingest import EventRow
+    from shared.storage.ingest import EventRow
 
     rng = np.random.default_rng(seed)
     weights = 1.0 / np.arange(1, size.items + 1) ** 1.05
@@ -109,7 +109,7 @@ def generate(size: Size, seed: int = 0):  # type: ignore[no-untyped-def]
 
 
 def import_events(settings: Settings, size: Size) -> dict[str, float]:
-    from shared.ingest import EventStore
+    from shared.storage.ingest import EventStore
 
     migrate(settings.db_url)
     engine = engine_for(settings)
@@ -146,8 +146,8 @@ def train_in_subprocess(settings: Settings, steps: int) -> dict[str, Any]:
 def exact_vs_index(bundle: Path, states: np.ndarray, repeats: int = 200) -> dict[str, float]:
     """Single-query latency of exact top-10 and of the index, and the index's recall."""
     from server.pipeline.rank import top_k
-    from shared import bundle as bundle_format
-    from shared.ann import ItemIndex, exact_top_k, recall_at
+    from shared.model import bundle as bundle_format
+    from shared.model.ann import ItemIndex, exact_top_k, recall_at
 
     loaded = bundle_format.load(bundle)
     table = loaded.item_embeddings
@@ -174,12 +174,12 @@ def exact_vs_index(bundle: Path, states: np.ndarray, repeats: int = 200) -> dict
 
 
 def activate(settings: Settings, bundle: Path) -> None:
-    from shared import bundle as bundle_format
+    from shared.model import bundle as bundle_format
 
     loaded = bundle_format.load(bundle)
     engine = engine_for(settings)
     with session_scope(engine) as session:
-        row = crud.create_model_version(
+        row = model_store.create_model_version(
             session,
             model=ModelVersion(
                 status=ModelStatus.READY,
@@ -188,7 +188,9 @@ def activate(settings: Settings, bundle: Path) -> None:
                 config={"model": loaded.config.model_dump()},
             ),
         )
-        crud.activate_model(session, version=int(row.version or 0), reason="recserve bench scale")
+        model_store.activate_model(
+            session, version=int(row.version or 0), reason="recserve bench scale"
+        )
     engine.dispose()
 
 

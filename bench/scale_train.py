@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from shared import crud
 from shared.config import Settings
-from shared.db import engine_for, session_scope
-from shared.params import parse_training_params
-from shared.sasrec import SASRec
+from shared.model.params import parse_training_params
+from shared.model.sasrec import SASRec
+from shared.storage import event_store
+from shared.storage.engine import engine_for, session_scope
 from worker.dataset import EvalSet, leave_one_out, snapshot
 from worker.export import write_bundle
 from worker.pipeline import INDEX_CALIBRATION_USERS, encode_states, peak_rss_mb
@@ -41,8 +41,10 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="recserve-scale-") as scratch:
         with session_scope(engine) as session:
-            watermark = crud.max_event_row(session)
-            sequences = snapshot(crud.user_event_pages(session, watermark=watermark), Path(scratch))
+            watermark = event_store.max_event_row(session)
+            sequences = snapshot(
+                event_store.user_event_pages(session, watermark=watermark), Path(scratch)
+            )
         snapshot_s = time.perf_counter() - started
         split = leave_one_out(sequences)
         params, decisions, _ = apply_recipe(

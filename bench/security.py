@@ -341,20 +341,20 @@ def planted_bundle(lab: Lab) -> tuple[str, bool, dict[str, Any]]:
     served version does not change."""
     import shutil
 
-    from shared import crud
-    from shared.db import engine_for, session_scope
-    from shared.models import ModelStatus, ModelVersion
+    from shared.storage import model_store
+    from shared.storage.engine import engine_for, session_scope
+    from shared.storage.tables import ModelStatus, ModelVersion
 
     engine = engine_for(lab.settings)
     try:
         with session_scope(engine) as session:
-            active = crud.get_active_model(session)
+            active = model_store.get_active_model(session)
             assert active is not None
             source = lab.settings.bundle_path(active.artifact_path)
             planted = source.parent / f"planted-{time.monotonic_ns()}"
             shutil.copytree(source, planted)
             (planted / "items.ivf").write_bytes(b"an index nobody listed")
-            row = crud.create_model_version(
+            row = model_store.create_model_version(
                 session,
                 model=ModelVersion(
                     status=ModelStatus.READY,
@@ -391,21 +391,21 @@ def register_copies(lab: Lab, count: int) -> list[int]:
     """``count`` ready versions, each a copy of the active bundle (for activation races)."""
     import shutil
 
-    from shared import crud
-    from shared.db import engine_for, session_scope
-    from shared.models import ModelStatus, ModelVersion
+    from shared.storage import model_store
+    from shared.storage.engine import engine_for, session_scope
+    from shared.storage.tables import ModelStatus, ModelVersion
 
     engine = engine_for(lab.settings)
     versions = []
     try:
         with session_scope(engine) as session:
-            active = crud.get_active_model(session)
+            active = model_store.get_active_model(session)
             assert active is not None
             source = lab.settings.bundle_path(active.artifact_path)
             for _ in range(count):
                 copy = source.parent / f"copy-{time.monotonic_ns()}"
                 shutil.copytree(source, copy)
-                row = crud.create_model_version(
+                row = model_store.create_model_version(
                     session,
                     model=ModelVersion(
                         status=ModelStatus.READY,
@@ -423,8 +423,8 @@ def register_copies(lab: Lab, count: int) -> list[int]:
 def concurrent_activations(lab: Lab) -> tuple[str, bool, dict[str, Any]]:
     """Six ActivateModel calls for six versions at once: one version ends active, and
     the activation history is a chain (each names the one active before it)."""
-    from shared import crud
-    from shared.db import engine_for, session_scope
+    from shared.storage import model_store
+    from shared.storage.engine import engine_for, session_scope
 
     versions = register_copies(lab, 6)
 
@@ -443,8 +443,8 @@ def concurrent_activations(lab: Lab) -> tuple[str, bool, dict[str, Any]]:
     engine = engine_for(lab.settings)
     try:
         with session_scope(engine) as session:
-            statuses = [crud.get_model_version(session, version=v).status for v in versions]
-            history = list(reversed(crud.list_activations(session, limit=len(versions) + 1)))
+            statuses = [model_store.get_model_version(session, version=v).status for v in versions]
+            history = list(reversed(model_store.list_activations(session, limit=len(versions) + 1)))
     finally:
         engine.dispose()
     chain = all(b.previous_version == a.version for a, b in zip(history, history[1:], strict=False))
@@ -868,12 +868,12 @@ def prepare_lab(data_dir: Path, users: int) -> Lab:
     from bench import serve
 
     if (data_dir / "recserve.db").exists() and not (data_dir / "models" / "bench-random").exists():
-        from shared import crud
-        from shared.db import engine_for, session_scope
+        from shared.storage import event_store
+        from shared.storage.engine import engine_for, session_scope
 
         engine = engine_for(Settings(data_dir=data_dir))
         with session_scope(engine) as session:
-            found = crud.some_user_ids(session, limit=users)
+            found = event_store.some_user_ids(session, limit=users)
         engine.dispose()
         return Lab(data_dir, found)
     serve.N_USERS = users

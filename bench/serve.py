@@ -36,12 +36,12 @@ from bench.loadgen import LoadSpec, run_load, summarize
 from bench.processes import ServerProcess, rss_mb
 from server.history import HISTORY_KEEP
 from server.registry import inflight_batches
-from shared import bundle as bundle_format
-from shared import crud
-from shared.bundle import ModelConfig
 from shared.config import Settings
-from shared.db import engine_for, migrate, session_scope
-from shared.models import FeedbackEventCreate, ModelStatus, ModelVersion
+from shared.model import bundle as bundle_format
+from shared.model.bundle import ModelConfig
+from shared.storage import event_store, model_store
+from shared.storage.engine import engine_for, migrate, session_scope
+from shared.storage.tables import FeedbackEventCreate, ModelStatus, ModelVersion
 
 P99_LIMIT_MS = 50.0
 BENCH_CONFIG = ModelConfig(num_items=3416, max_len=200, d_model=64, n_heads=1, n_blocks=2)
@@ -65,7 +65,7 @@ def prepare(
         if not (bundle_path / bundle_format.CHECKSUMS).exists():
             import torch
 
-            from shared.sasrec import SASRec
+            from shared.model.sasrec import SASRec
             from worker.export import write_bundle
 
             torch.manual_seed(0)
@@ -78,9 +78,9 @@ def prepare(
     items = loaded.vocab
     users = [f"bench-user-{u}" for u in range(N_USERS)]
     with session_scope(engine) as session:
-        active = crud.get_active_model(session)
+        active = model_store.get_active_model(session)
         if active is None or Path(active.artifact_path) != bundle_path.resolve():
-            model_row = crud.create_model_version(
+            model_row = model_store.create_model_version(
                 session,
                 model=ModelVersion(
                     status=ModelStatus.READY,
@@ -89,10 +89,10 @@ def prepare(
                     config={"model": loaded.config.model_dump()},
                 ),
             )
-            crud.activate_model(
+            model_store.activate_model(
                 session, version=int(model_row.version or 0), reason="recserve bench serve"
             )
-        have = crud.count_events(session)
+        have = event_store.count_events(session)
     least = HISTORY_KEEP if full_histories else 100
     if have < N_USERS * least:
         rng = np.random.default_rng(1)
@@ -109,7 +109,7 @@ def prepare(
                 for i in range(HISTORY_KEEP if full_histories else int(rng.integers(100, 201)))
             ]
             with session_scope(engine) as session:
-                crud.insert_events(session, events=events)
+                event_store.insert_events(session, events=events)
     engine.dispose()
     return settings, items, users
 
@@ -297,13 +297,13 @@ def swap_phase(
 
     engine = engine_for(settings)
     with session_scope(engine) as session:
-        active = crud.get_active_model(session)
+        active = model_store.get_active_model(session)
         assert active is not None
         first = int(active.version or 0)
         twin_path = Path(active.artifact_path).with_name("bench-swap-twin")
         if not twin_path.exists():
             shutil.copytree(active.artifact_path, twin_path)
-        twin = crud.create_model_version(
+        twin = model_store.create_model_version(
             session,
             model=ModelVersion(
                 status=ModelStatus.READY,
@@ -544,7 +544,7 @@ def run_serve_bench(args: argparse.Namespace) -> int:
     before_tree = Path(args.before) if getattr(args, "before", None) else None
     settings, items, users = prepare(data_dir, bundle_path)
     with session_scope(engine_for(settings)) as session:
-        active = crud.get_active_model(session)
+        active = model_store.get_active_model(session)
         assert active is not None
         active_path = Path(active.artifact_path)
     threads = settings.server.run_threads

@@ -27,11 +27,11 @@ from bench.ingest import cpu_model
 from bench.loadgen import LoadResult, LoadSpec, run_load, summarize
 from bench.processes import ServerProcess, rss_mb, threads
 from bench.serve import P99_LIMIT_MS, measure, prepare, warm_histories
-from shared import crud
 from shared.client import Client
-from shared.db import engine_for, session_scope
-from shared.models import ModelStatus, ModelVersion
 from shared.proto.recserve.v1 import admin_pb2
+from shared.storage import model_store
+from shared.storage.engine import engine_for, session_scope
+from shared.storage.tables import ModelStatus, ModelVersion
 
 RSS_GROWTH_LIMIT = 0.05
 
@@ -46,16 +46,16 @@ def second_version(settings: Any) -> int:
     engine = engine_for(settings)
     try:
         with session_scope(engine) as session:
-            active = crud.get_active_model(session)
+            active = model_store.get_active_model(session)
             assert active is not None
             source = settings.bundle_path(active.artifact_path)
             target = source.with_name(source.name + "-soak-copy")
             if not target.exists():
                 shutil.copytree(source, target)
-            for model in crud.list_model_versions(session, limit=100):
+            for model in model_store.list_model_versions(session, limit=100):
                 if model.artifact_path == str(target) and model.status != ModelStatus.PRUNED:
                     return int(model.version or 0)
-            copy = crud.create_model_version(
+            copy = model_store.create_model_version(
                 session,
                 model=ModelVersion(
                     status=ModelStatus.READY,
@@ -80,7 +80,7 @@ def run_soak(
     client = Client(server.target)
     try:
         with session_scope(engine_for(settings)) as session:
-            active = crud.get_active_model(session)
+            active = model_store.get_active_model(session)
             first = int(active.version or 0) if active else 0
         warm_histories(server, users)
         if rate is None:

@@ -80,7 +80,7 @@ def _parse_params(pairs: Sequence[str], raw: str | None) -> dict[str, object]:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from shared.db import migrate
+    from shared.storage.engine import migrate
 
     settings = _settings(args)
     migrate(settings.db_url)
@@ -106,7 +106,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     metrics_dir = prepare_multiprocess()  # before anything imports prometheus_client
 
     from recserve.embedded import hold_worker_lock
-    from shared.db import migrate
+    from shared.storage.engine import migrate
     from worker.celery_app import create_app
     from worker.metrics import serve_worker_metrics
 
@@ -157,7 +157,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_beat(args: argparse.Namespace) -> int:
-    from shared.db import migrate
+    from shared.storage.engine import migrate
     from worker.celery_app import create_app
 
     settings = _settings(args)
@@ -176,8 +176,8 @@ def cmd_beat(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from recserve.follow import follow_job
-    from shared.db import engine_for, migrate
-    from shared.jobs import submit_training
+    from shared.storage.engine import engine_for, migrate
+    from shared.training.jobs import submit_training
 
     settings = _settings(args)
     migrate(settings.db_url)
@@ -190,9 +190,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from shared.db import engine_for, migrate
-    from shared.errors import InvalidArgument
-    from shared.importers import import_file, import_items
+    from shared.storage.engine import engine_for, migrate
+    from shared.storage.importers import import_file, import_items
+    from shared.wire.errors import InvalidArgument
 
     settings = _settings(args)
     migrate(settings.db_url)
@@ -669,8 +669,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from shared.errors import RecserveError
     from shared.telemetry import configure_logging
+    from shared.wire.errors import RecserveError
 
     configure_logging(Settings())
 

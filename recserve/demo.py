@@ -11,7 +11,7 @@
 
 The demo is the server's own client, and a client must not take its server down: each of
 its calls is retried with backoff when it is refused or fails for a passing reason
-(shared/retry.py), and says so; if a step still fails, the demo says why and the server
+(shared/client/retry.py), and says so; if a step still fails, the demo says why and the server
 keeps serving (with --exit it stops, as asked).
 """
 
@@ -28,16 +28,17 @@ import grpc
 
 from recserve.embedded import start_worker, worker_running
 from server.app import RunningServer, start_server
-from shared import crud, synthetic
+from shared import synthetic
 from shared.client import AsyncClient, client_token
+from shared.client.retry import retrying
 from shared.config import Settings
-from shared.db import session_scope
-from shared.errors import RecserveError
-from shared.joblog import unseen_lines
-from shared.models import Item, JobStatus
 from shared.proto.recserve.v1 import admin_pb2, recommender_pb2
-from shared.retry import retrying
+from shared.storage import event_store, item_store
+from shared.storage.engine import session_scope
+from shared.storage.tables import Item, JobStatus
 from shared.telemetry import serve_metrics
+from shared.training.joblog import unseen_lines
+from shared.wire.errors import RecserveError
 
 DEMO_PARAMS = {"epochs": 40, "learning_rate": 0.003, "patience": 3, "max_len": 50}
 BATCH = 2000
@@ -133,8 +134,8 @@ async def _steps(
     training did not succeed."""
     spec = synthetic.SyntheticSpec()
     with session_scope(running.engine) as session:
-        have = crud.count_events(session, id_prefix="demo-")
-        crud.upsert_items(
+        have = event_store.count_events(session, id_prefix="demo-")
+        item_store.upsert_items(
             session,
             items=[
                 Item(item_id=i.item_id, title=i.title, labels=i.labels)
@@ -240,7 +241,7 @@ async def _show(running: RunningServer, client: AsyncClient) -> None:
     )
     history = await running.history.get(user)
     with session_scope(running.engine) as session:
-        titles = crud.item_titles(
+        titles = item_store.item_titles(
             session, item_ids=[*history[-3:], *[i.item_id for i in response.items]]
         )
     print(

@@ -1,6 +1,6 @@
 """Following a job to its end from the command line. A read of the job that fails for a
 passing reason (the database briefly unreachable or locked) is retried with backoff,
-and said, instead of ending the follower (shared/retry.py)."""
+and said, instead of ending the follower (shared/client/retry.py)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import time
 from sqlalchemy.engine import Engine
 
 from recserve.embedded import start_worker, worker_running
-from shared import crud
+from shared.client.retry import retrying_sync
 from shared.config import Settings
-from shared.db import session_scope
-from shared.joblog import unseen_lines
-from shared.models import Job, JobStatus
-from shared.retry import retrying_sync
+from shared.storage import job_store
+from shared.storage.engine import session_scope
+from shared.storage.tables import Job, JobStatus
+from shared.training.joblog import unseen_lines
 
 FINISHED = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}
 
@@ -68,7 +68,7 @@ def follow_job(
 
 
 def _read(engine: Engine, job_id: int) -> Job:
-    from shared.db import unavailable_on_db_error
+    from shared.storage.engine import unavailable_on_db_error
 
     with unavailable_on_db_error(), session_scope(engine) as session:
-        return crud.get_job(session, job_id=job_id)
+        return job_store.get_job(session, job_id=job_id)

@@ -23,10 +23,10 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from shared.config import Settings
+from shared.storage.engine import ensure_database
 
 BROKERS = {
     "redis": "redis://127.0.0.1:6379/0",
@@ -113,23 +113,6 @@ def reachable(url: str, default_port: int) -> bool:
         return False
 
 
-def ensure_database(url: str) -> None:
-    """Creates the PostgreSQL database named in ``url`` if it does not exist."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "postgresql" or not parsed.database:
-        return
-    admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            exists = conn.execute(
-                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": parsed.database}
-            ).first()
-            if not exists:
-                conn.execute(text(f'CREATE DATABASE "{parsed.database}"'))
-    finally:
-        admin.dispose()
-
-
 def seed_demo(stack: Stack, settings: Settings) -> None:
     """Sends the synthetic log through the first replica and queues training if no
     model is active (in a thread beside the running stack)."""
@@ -177,7 +160,7 @@ def run_up(
 ) -> int:
     from honcho.manager import Manager
 
-    from shared.db import migrate
+    from shared.storage.engine import migrate
 
     stack = Stack(
         replicas=replicas,

@@ -26,13 +26,13 @@ from server.pipeline.validate import MAX_ID_LEN, MAX_LABEL_LEN, check_epoch_ms, 
 from server.registry import ModelRegistry
 from server.state_cache import StateCache
 from server.stats import Sample, ServerStats
-from shared import bundle as bundle_format
-from shared import crud
 from shared.config import Settings
-from shared.db import session_scope, unavailable_on_db_error
-from shared.errors import BundleError, FailedPrecondition, InvalidArgument, NotFound
-from shared.jobs import queue_engine_build, submit_training
-from shared.models import (
+from shared.model import bundle as bundle_format
+from shared.model.params import TrainingOption, training_options
+from shared.storage import event_store, experiment_store, item_store, job_store, model_store
+from shared.storage.engine import session_scope, unavailable_on_db_error
+from shared.storage.retention import PruneResult, prune
+from shared.storage.tables import (
     Item,
     Job,
     ModelActivation,
@@ -41,8 +41,8 @@ from shared.models import (
     TrafficArm,
     as_utc,
 )
-from shared.params import TrainingOption, training_options
-from shared.retention import PruneResult, prune
+from shared.training.jobs import queue_engine_build, submit_training
+from shared.wire.errors import BundleError, FailedPrecondition, InvalidArgument, NotFound
 
 T = TypeVar("T")
 MAX_LIMIT = 1000
@@ -186,20 +186,20 @@ class AdminService:
         limit = check_limit("limit", limit, 100)
 
         def read(session: Session) -> tuple[list[ModelVersion], int]:
-            active = crud.get_active_model(session)
-            models = crud.list_model_versions(session, limit=limit)
+            active = model_store.get_active_model(session)
+            models = model_store.list_model_versions(session, limit=limit)
             return models, int(active.version or 0) if active else 0
 
         return await self._db(read)
 
     async def get_model(self, version: int) -> ModelVersion:
         version = check_positive("version", version)
-        return await self._db(lambda s: crud.get_model_version(s, version=version))
+        return await self._db(lambda s: model_store.get_model_version(s, version=version))
 
     async def model_details(self, version: int) -> ModelDetails:
         model = await self.get_model(version)
         activations = await self._db(
-            lambda s: crud.list_activations(s, limit=MAX_LIMIT, version=version)
+            lambda s: model_store.list_activations(s, limit=MAX_LIMIT, version=version)
         )
         files, problem = await self._run(self._inspect_bundle, model)
         return ModelDetails(model, files, problem, activations)
@@ -233,12 +233,12 @@ class AdminService:
         return await self.registry.activate(version, reason="ActivateModel")
 
     async def rollback(self) -> ModelVersion:
-        target = await self._db(crud.rollback_target)
+        target = await self._db(model_store.rollback_target)
         return await self.registry.activate(target, reason="RollbackModel")
 
     async def list_activations(self, limit: int) -> list[ModelActivation]:
         limit = check_limit("limit", limit, 50)
-        return await self._db(lambda s: crud.list_activations(s, limit=limit))
+        return await self._db(lambda s: model_store.list_activations(s, limit=limit))
 
     async def prune(self, keep: int, dry_run: bool) -> PruneResult:
         if keep < 0:
@@ -267,15 +267,15 @@ class AdminService:
 
     async def list_jobs(self, limit: int) -> list[Job]:
         limit = check_limit("limit", limit, 50)
-        return await self._db(lambda s: crud.list_jobs(s, limit=limit))
+        return await self._db(lambda s: job_store.list_jobs(s, limit=limit))
 
     async def get_job(self, job_id: int) -> Job:
         job_id = check_positive("id", job_id)
-        return await self._db(lambda s: crud.get_job(s, job_id=job_id))
+        return await self._db(lambda s: job_store.get_job(s, job_id=job_id))
 
     async def cancel_job(self, job_id: int) -> Job:
         job_id = check_positive("id", job_id)
-        return await self._db(lambda s: crud.cancel_job(s, job_id=job_id))
+        return await self._db(lambda s: job_store.cancel_job(s, job_id=job_id))
 
     # --- live state ----------------------------------------------------------------------
 
@@ -308,7 +308,9 @@ class AdminService:
     async def user_history(self, user_id: str, limit: int) -> list[HistoryEventView]:
         check_id("user_id", user_id)
         limit = check_limit("limit", limit, 50)
-        events = await self._db(lambda s: crud.recent_events(s, user_id=user_id, limit=limit))
+        events = await self._db(
+            lambda s: event_store.recent_events(s, user_id=user_id, limit=limit)
+        )
         titles = await self.catalogue.titles([item for item, _, _ in events])
         return [HistoryEventView(item, titles[item], kind, when) for item, kind, when in events]
 
@@ -327,7 +329,7 @@ class AdminService:
         for i, item_id in enumerate(item_ids):
             check_id(f"item_ids[{i}]", item_id)
         rows = await self._db(
-            lambda s: crud.search_items(
+            lambda s: item_store.search_items(
                 s, query=query, limit=limit, unavailable_only=unavailable_only, item_ids=item_ids
             )
         )
@@ -397,7 +399,7 @@ class AdminService:
                     created_at=created,
                 )
             )
-        counts = await self._db(lambda s: crud.upsert_items(s, items=rows))
+        counts = await self._db(lambda s: item_store.upsert_items(s, items=rows))
         await self.catalogue.refresh()  # this replica now, the others at their poll
         await self.registry.refresh()
         return counts
@@ -407,7 +409,9 @@ class AdminService:
         for i, item_id in enumerate(item_ids):
             check_id(f"item_ids[{i}]", item_id)
         updated = await self._db(
-            lambda s: crud.set_item_availability(s, item_ids=list(item_ids), available=available)
+            lambda s: item_store.set_item_availability(
+                s, item_ids=list(item_ids), available=available
+            )
         )
         await self.registry.refresh()  # this replica applies it now, the others at their poll
         return updated
@@ -449,19 +453,19 @@ class AdminService:
                 await self.registry.load_version(row.version)
             except (NotFound, FailedPrecondition, BundleError) as exc:
                 raise InvalidArgument(where, f"cannot be served: {exc}") from exc
-        await self._db(lambda s: crud.set_traffic_arms(s, arms=rows))
+        await self._db(lambda s: experiment_store.set_traffic_arms(s, arms=rows))
         await self.registry.refresh()  # this replica now, the others at their poll
         return await self.experiment()
 
     async def experiment(self) -> ExperimentView:
         def read(session: Session) -> ExperimentView:
-            rows = crud.traffic_arms(session)
+            rows = experiment_store.traffic_arms(session)
             shadow = next((r for r in rows if r.shadow), None)
             return ExperimentView(
                 [(r.version, r.weight) for r in rows if not r.shadow],
                 shadow.version if shadow else 0,
                 shadow.weight if shadow else 0.0,
-                crud.latest_online_metrics(session),
+                experiment_store.latest_online_metrics(session),
             )
 
         return await self._db(read)
@@ -473,6 +477,6 @@ class AdminService:
         if version not in [v for v, _ in current.arms] and version != current.shadow_version:
             raise InvalidArgument("version", f"is {version}, not an arm of the split or its shadow")
         await self.registry.activate(version, reason="PromoteArm")
-        await self._db(lambda s: crud.set_traffic_arms(s, arms=[]))
+        await self._db(lambda s: experiment_store.set_traffic_arms(s, arms=[]))
         await self.registry.refresh()
         return await self.experiment()

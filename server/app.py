@@ -40,13 +40,13 @@ from server.servicers import ModelAdminServicer, RecommenderServicer
 from server.stats import ServerStats
 from server.wire import add_servicer
 from shared.config import Settings
-from shared.db import migrate
-from shared.errors import InvalidArgument
 from shared.proto.recserve.v1 import (
     admin_pb2,
     recommender_pb2,
 )
+from shared.storage.engine import migrate
 from shared.telemetry import configure_logging, serve_metrics
+from shared.wire.errors import InvalidArgument
 
 log = logging.getLogger(__name__)
 RECOMMENDER_SERVICE = recommender_pb2.DESCRIPTOR.services_by_name["Recommender"]

@@ -42,7 +42,7 @@ from typing import Any, Literal
 import grpc
 
 from shared.config import ServerSettings
-from shared.errors import InvalidArgument
+from shared.wire.errors import InvalidArgument
 
 Role = Literal["read", "write", "admin"]
 ROLES: tuple[Role, ...] = ("read", "write", "admin")

@@ -40,8 +40,8 @@ from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
-from shared.errors import Overloaded
-from shared.histories import left_pad
+from shared.model.histories import left_pad
+from shared.wire.errors import Overloaded
 
 log = logging.getLogger(__name__)
 

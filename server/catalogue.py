@@ -28,9 +28,9 @@ import numpy as np
 from cachetools import LRUCache, TTLCache
 from sqlalchemy.engine import Engine
 
-from shared import crud
-from shared.db import session_scope, unavailable_on_db_error
-from shared.models import as_utc, utcnow
+from shared.storage import event_store, item_store
+from shared.storage.engine import session_scope, unavailable_on_db_error
+from shared.storage.tables import as_utc, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -110,11 +110,11 @@ class Catalogue:
 
     def _stamp(self) -> tuple[int, datetime | None]:
         with session_scope(self._engine) as session:
-            return crud.catalogue_stamp(session)
+            return item_store.catalogue_stamp(session)
 
     def _load(self, stamp: tuple[int, datetime | None]) -> Snapshot:
         with session_scope(self._engine) as session:
-            entries = crud.catalogue_entries(session)
+            entries = item_store.catalogue_entries(session)
         by_label: dict[str, list[str]] = {}
         for item, labels, _, _ in entries:
             for label in labels or ():
@@ -201,7 +201,7 @@ class Catalogue:
 
     def _counts(self, item_ids: list[str], since: datetime) -> dict[str, int]:
         with session_scope(self._engine) as session:
-            return crud.recent_item_counts(session, item_ids=item_ids, since=since)
+            return event_store.recent_item_counts(session, item_ids=item_ids, since=since)
 
     async def titles(self, item_ids: Sequence[str]) -> dict[str, str]:
         """Titles of the items ("" for items without a catalogue entry)."""
@@ -215,7 +215,7 @@ class Catalogue:
 
     def _read(self, item_ids: list[str]) -> dict[str, str]:
         with unavailable_on_db_error(), session_scope(self._engine) as session:
-            return crud.item_titles(session, item_ids=item_ids)
+            return item_store.item_titles(session, item_ids=item_ids)
 
     def forget(self) -> None:
         self._titles.clear()

@@ -5,7 +5,7 @@ inside whichever commit makes the log pass 1,000 pages, so every few seconds one
 commit also does the checkpoint's writes and fsync. On the soak's database with the
 impression log writing alongside, that put single commits at 130-180 ms against a p99 of
 4-6 ms. The server therefore turns the automatic checkpoint off on its own connections
-(``shared.db.make_engine(background_checkpoints=True)``) and runs a PASSIVE checkpoint
+(``shared.storage.engine.make_engine(background_checkpoints=True)``) and runs a PASSIVE checkpoint
 every ``server.wal_checkpoint_s`` on a thread of its own: it copies what no reader still
 needs and waits for nobody, and commits no longer pay for it (the same run: commit max
 11 ms). Other processes on the file (workers, the CLI) keep SQLite's automatic
@@ -19,8 +19,9 @@ import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from sqlalchemy import text
 from sqlalchemy.engine import Engine
+
+from shared.storage.engine import checkpoint_wal
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,4 @@ class WalCheckpoints:
 
     def checkpoint(self) -> tuple[int, int, int]:
         """One PASSIVE checkpoint: (busy, frames in the log, frames checkpointed)."""
-        with self._engine.connect() as connection:
-            row = connection.execute(text("PRAGMA wal_checkpoint(PASSIVE)")).one()
-        return int(row[0]), int(row[1]), int(row[2])
+        return checkpoint_wal(self._engine)

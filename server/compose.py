@@ -42,7 +42,7 @@ from server.serving import ServingHealth
 from server.state_cache import StateCache
 from server.stats import ServerStats
 from shared.config import Settings
-from shared.db import engine_for
+from shared.storage.engine import engine_for
 
 EncoderFactory = Callable[[HistoryCache, StateCache, ServerStats, ThreadPoolExecutor], Encoder]
 

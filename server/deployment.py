@@ -27,11 +27,11 @@ from sqlalchemy.engine import Engine
 
 from server.registry import ModelRegistry
 from server.serving import ServingHealth
-from shared import crud
 from shared.config import Settings
-from shared.db import session_scope
-from shared.jobs import reap_jobs
-from shared.models import Replica, as_utc, utcnow
+from shared.storage import replica_store
+from shared.storage.engine import session_scope
+from shared.storage.tables import Replica, as_utc, utcnow
+from shared.training.jobs import reap_jobs
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -132,9 +132,9 @@ class Deployment:
     def _exchange(self, row: Replica, reap: bool) -> list[ReplicaView]:
         stale_s = self._settings.server.replica_stale_s
         with session_scope(self._engine) as session:
-            crud.report_replica(session, replica=row)
-            crud.forget_replicas(session, unseen_for_s=10 * stale_s)
-            rows = crud.list_replicas(session)
+            replica_store.report_replica(session, replica=row)
+            replica_store.forget_replicas(session, unseen_for_s=10 * stale_s)
+            rows = replica_store.list_replicas(session)
         if reap:
             reap_jobs(self._settings, self._engine)
         now = utcnow()
@@ -156,4 +156,4 @@ class Deployment:
 
     def _remove(self) -> None:
         with session_scope(self._engine) as session:
-            crud.remove_replica(session, replica_id=self.replica_id)
+            replica_store.remove_replica(session, replica_id=self.replica_id)

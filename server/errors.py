@@ -29,7 +29,8 @@ from sqlalchemy import exc as sa_exc
 
 from server import metrics
 from server.wire import Malformed
-from shared.errors import (
+from shared.telemetry import REQUEST_ID_HEADER, caller_name, new_request_id, request_id
+from shared.wire.errors import (
     BundleError,
     FailedPrecondition,
     InvalidArgument,
@@ -39,7 +40,6 @@ from shared.errors import (
     StreamIdle,
     Unavailable,
 )
-from shared.telemetry import REQUEST_ID_HEADER, caller_name, new_request_id, request_id
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -1,7 +1,7 @@
 """Group-commit writer for Feedback.
 
 Concurrent Feedback calls are written in one transaction per batch (up to
-``max_events``), on one writer thread, through shared.ingest.EventStore (COPY on
+``max_events``), on one writer thread, through shared.storage.ingest.EventStore (COPY on
 PostgreSQL). Each call is answered only after the commit that holds its events, so an
 acknowledged event is never lost; a failed commit fails every call in it with
 StorageError, never silently. On PostgreSQL the same transaction notifies the other
@@ -20,9 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy.engine import Engine
 
-from shared import crud
-from shared.errors import Overloaded, StorageError
-from shared.ingest import EventRow, EventStore
+from shared.storage import event_store
+from shared.storage.ingest import EventRow, EventStore
+from shared.wire.errors import Overloaded, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -143,5 +143,5 @@ class FeedbackWriter:
         stored: set[str] = set()
         for event in events:  # the baseline: a transaction per event
             with self._engine.begin() as connection:
-                stored |= crud.insert_events(connection, events=[event])
+                stored |= event_store.insert_events(connection, events=[event])
         return stored

@@ -27,8 +27,8 @@ import grpc
 
 from server import metrics
 from server.auth import ANONYMOUS, METHOD_ROLES, OPEN, AccessPolicy, Caller, Refusal
-from shared.errors import StreamIdle
 from shared.telemetry import caller_name
+from shared.wire.errors import StreamIdle
 
 log = logging.getLogger(__name__)
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]

@@ -34,9 +34,9 @@ from cachetools import LRUCache
 from sqlalchemy.engine import Engine
 
 from server import metrics
-from shared import crud
-from shared.db import session_scope, unavailable_on_db_error
-from shared.errors import DatabaseUnavailable
+from shared.storage import event_store
+from shared.storage.engine import session_scope, unavailable_on_db_error
+from shared.wire.errors import DatabaseUnavailable
 
 HISTORY_KEEP = 512
 """Events kept per user; at least any model's max_len."""
@@ -281,11 +281,11 @@ class HistoryCache:
         """The newest events and how many the user has stored, in one transaction. Raises
         DatabaseUnavailable when the database cannot be reached."""
         with unavailable_on_db_error(), session_scope(self._engine) as session:
-            events = crud.recent_history_times(session, user_id=user_id, limit=HISTORY_KEEP)
+            events = event_store.recent_history_times(session, user_id=user_id, limit=HISTORY_KEEP)
             if len(events) < HISTORY_KEEP:  # every event the user has: nothing to count
                 return events, len(events)
-            return events, crud.count_user_events(session, user_id=user_id)
+            return events, event_store.count_user_events(session, user_id=user_id)
 
     def _count(self, user_id: str) -> int:
         with unavailable_on_db_error(), session_scope(self._engine) as session:
-            return crud.count_user_events(session, user_id=user_id)
+            return event_store.count_user_events(session, user_id=user_id)

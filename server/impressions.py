@@ -28,8 +28,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from server import metrics
-from shared.db import session_scope
-from shared.models import Impression, utcnow
+from shared.storage import impression_store
+from shared.storage.engine import session_scope
+from shared.storage.tables import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +122,9 @@ class ImpressionLog:
         """Stores ``rows`` in one statement, or, when the database refuses it, one by one
         (each its own transaction), skipping and logging the rows it refuses. Returns the
         rows stored; raises when the database cannot be reached at all."""
-        table = Impression.__table__  # type: ignore[attr-defined]
         try:
             with session_scope(self._engine) as session:
-                session.execute(table.insert(), rows)
+                impression_store.insert_impressions(session, rows=rows)
             return len(rows)
         except OperationalError:
             raise  # unreachable, or out of space: every row would fail the same way
@@ -136,7 +136,7 @@ class ImpressionLog:
         for row in rows:
             try:
                 with session_scope(self._engine) as session:
-                    session.execute(table.insert(), [row])
+                    impression_store.insert_impressions(session, rows=[row])
                 stored += 1
             except OperationalError:
                 raise

@@ -6,7 +6,7 @@ stores events, this replica drops those users' entries, so their next Recommend 
 database again.
 
 - **PostgreSQL (push)**: the writer's transaction ends with ``pg_notify`` on CHANNEL
-  naming the users whose events it stored (shared.ingest), so the notification goes out
+  naming the users whose events it stored (shared.storage.ingest), so the notification goes out
   exactly when the events become visible. Every replica LISTENs on its own connection,
   in a thread, and hands the user ids to the event loop. A replica ignores its own
   notifications (its caches were updated by the Feedback itself). After the listening
@@ -32,12 +32,15 @@ import threading
 import time
 from collections.abc import Callable
 
-from sqlalchemy import text
 from sqlalchemy.engine import Engine, make_url
+
+from shared.storage import change_feed, event_store
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "recserve_feedback"
+POLL_ROWS = 10_000
+"""Events read per poll where there is no change feed (SQLite)."""
 CATCH_UP_S = 0.02
 """The longest a Recommend waits for notifications already on their way."""
 Forget = Callable[[list[str]], None]
@@ -125,7 +128,7 @@ class Invalidations:
         while not self._stop.is_set():
             try:
                 with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
+                    change_feed.listen(conn, CHANNEL)
                     self._fd = conn.fileno()
                     if not first and self._loop is not None:
                         # Notifications sent while we were away are lost: start afresh.
@@ -152,17 +155,9 @@ class Invalidations:
             try:
                 with self._engine.connect() as conn:
                     if last is None:
-                        last = (
-                            conn.execute(text("SELECT max(id) FROM feedback_event")).scalar() or 0
-                        )
+                        last = event_store.max_event_row(conn)
                         continue
-                    rows = conn.execute(
-                        text(
-                            "SELECT id, user_id FROM feedback_event WHERE id > :last "
-                            "ORDER BY id LIMIT 10000"
-                        ),
-                        {"last": last},
-                    ).all()
+                    rows = event_store.users_after(conn, row=last, limit=POLL_ROWS)
             except Exception:
                 log.warning("invalidation poll failed", exc_info=True)
                 continue

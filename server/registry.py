@@ -36,14 +36,14 @@ from server import metrics
 from server.backends.base import Backend
 from server.batcher import DynamicBatcher
 from server.memory import trim_heap
-from shared import bundle as bundle_format
-from shared import crud
-from shared.ann import ItemIndex
 from shared.config import ServerSettings, Settings
-from shared.db import session_scope
-from shared.errors import BundleError, NotFound
-from shared.models import ModelVersion
-from shared.rerank import log_share
+from shared.model import bundle as bundle_format
+from shared.model.ann import ItemIndex
+from shared.model.rerank import log_share
+from shared.storage import event_store, experiment_store, item_store, model_store
+from shared.storage.engine import session_scope
+from shared.storage.tables import ModelVersion
+from shared.wire.errors import BundleError, NotFound
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -271,7 +271,7 @@ class ModelRegistry:
         loop = asyncio.get_running_loop()
         row = await loop.run_in_executor(self._executor, self._model_row, version)
         if row.status != "active":
-            crud.check_activatable(row)
+            model_store.check_activatable(row)
         model = await self._load_once(self._candidate(row))
         self._extra[version] = model
         return model
@@ -396,19 +396,19 @@ class ModelRegistry:
 
     def _model_row(self, version: int) -> ModelVersion:
         with session_scope(self._engine) as session:
-            return crud.get_model_version(session, version=version)
+            return model_store.get_model_version(session, version=version)
 
     def _begin(self, version: int) -> ModelVersion:
         with session_scope(self._engine) as session:
-            return crud.begin_activation(session, version=version)
+            return model_store.begin_activation(session, version=version)
 
     def _end(self, version: int) -> None:
         with session_scope(self._engine) as session:
-            crud.end_activation(session, version=version)
+            model_store.end_activation(session, version=version)
 
     def _commit(self, version: int, reason: str) -> ModelVersion:
         with session_scope(self._engine) as session:
-            return crud.activate_model(session, version=version, reason=reason)
+            return model_store.activate_model(session, version=version, reason=reason)
 
     async def _load_once(self, candidate: _Candidate) -> ServingModel:
         """Loads a candidate; a version that failed within RETRY_FAILED_S fails again
@@ -493,17 +493,17 @@ class ModelRegistry:
 
     def _read_state(self) -> _State:
         with session_scope(self._engine) as session:
-            active = crud.get_active_model(session)
-            unavailable = crud.unavailable_items(session)
+            active = model_store.get_active_model(session)
+            unavailable = item_store.unavailable_items(session)
             fallback = None
             if self.current is None:
-                counts = crud.item_popularity(session, limit=POPULARITY_ITEMS)
+                counts = event_store.item_popularity(session, limit=POPULARITY_ITEMS)
                 total = float(sum(n for _, n in counts)) or 1.0
                 fallback = Fallback([(item, n / total) for item, n in counts]) if counts else None
             arms = []
-            for arm in crud.traffic_arms(session):
+            for arm in experiment_store.traffic_arms(session):
                 try:
-                    model = crud.get_model_version(session, version=arm.version)
+                    model = model_store.get_model_version(session, version=arm.version)
                 except NotFound:
                     continue  # deleted since the split was set: its users go to the active
                 arms.append((self._candidate(model), arm.weight, arm.shadow))
@@ -511,7 +511,7 @@ class ModelRegistry:
 
     def _servable(self) -> list[_Candidate]:
         with session_scope(self._engine) as session:
-            return [self._candidate(m) for m in crud.servable_models(session)]
+            return [self._candidate(m) for m in model_store.servable_models(session)]
 
     def _candidate(self, model: ModelVersion) -> _Candidate:
         return _Candidate(

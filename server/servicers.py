@@ -17,14 +17,14 @@ from server.errors import RpcOptions, rpc
 from server.pipeline.request import FeedbackEventIn, Recommendation, RecommendQuery
 from server.pipeline.service import FeedbackService, RecommendService
 from server.stats import ServerStats
-from shared.models import Job, ModelActivation, ModelVersion, as_utc
-from shared.params import TrainingOption
+from shared.model.params import TrainingOption
 from shared.proto.recserve.v1 import (
     admin_pb2,
     admin_pb2_grpc,
     recommender_pb2,
     recommender_pb2_grpc,
 )
+from shared.storage.tables import Job, ModelActivation, ModelVersion, as_utc
 
 T = TypeVar("T")
 SOURCES = {

@@ -110,7 +110,7 @@ class ServerSettings(BaseModel):
     returning user whose history has not changed costs only the scoring. 0 disables it."""
     popularity_debias: float = Field(0.0, ge=0.0, le=4.0)
     """Re-ranking weight w: items are ranked by score - w * log(share of training
-    events), which lifts less popular items (shared/rerank.py; `recserve evaluate
+    events), which lifts less popular items (shared/model/rerank.py; `recserve evaluate
     --rerank` measures the accuracy/coverage trade-off). 0 (default): the model's own
     ranking. Above 0 every item is scored (the approximate index is not used)."""
     log_impressions: bool = True
@@ -303,7 +303,7 @@ class WorkerSettings(BaseModel):
 
 class ModelArchitecture(BaseModel):
     """The architecture of a SASRec-family model: one definition for training's defaults
-    (TrainingSettings) and a bundle's saved config (shared.bundle.ModelConfig)."""
+    (TrainingSettings) and a bundle's saved config (shared.model.bundle.ModelConfig)."""
 
     model_config = ConfigDict(use_attribute_docstrings=True)
 

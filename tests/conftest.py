@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from shared import crud, synthetic
+from shared import synthetic
 from shared.config import ServerSettings, Settings, TrainingSettings
-from shared.db import make_engine, migrate, session_scope
-from shared.models import FeedbackEventCreate
+from shared.storage import event_store
+from shared.storage.engine import make_engine, migrate, session_scope
+from shared.storage.tables import FeedbackEventCreate
 
 TINY_SPEC = synthetic.SyntheticSpec(n_users=150, n_topics=4, items_per_topic=10, seed=3)
 TINY_TRAINING = TrainingSettings(
@@ -89,7 +90,7 @@ def require_service(name: str, host: str, port: int) -> None:
 def trained_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data folder with the tiny synthetic log and one trained, active model (built once),
     trained through the one door to training (its message waits on the embedded broker)."""
-    from shared.jobs import submit_training
+    from shared.training.jobs import submit_training
     from worker.pipeline import run_train_job
 
     root = tmp_path_factory.mktemp("template")
@@ -97,7 +98,7 @@ def trained_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     migrate(settings.db_url)
     engine = make_engine(settings.db_url)
     with session_scope(engine) as session:
-        crud.insert_events(session, events=event_rows(TINY_SPEC))
+        event_store.insert_events(session, events=event_rows(TINY_SPEC))
     job = submit_training(settings, engine, None)
     version = run_train_job(settings, int(job.id or 0))
     assert version == 1

@@ -8,11 +8,11 @@ import subprocess
 import sys
 import time
 
-from shared import crud
 from shared.client import Client
-from shared.db import make_engine, session_scope
-from shared.models import ModelStatus, ModelVersion
 from shared.proto.recserve.v1 import recommender_pb2 as pb
+from shared.storage import model_store
+from shared.storage.engine import make_engine, session_scope
+from shared.storage.tables import ModelStatus, ModelVersion
 from tests.support.models import register_copy
 from tests.support.processes import ServerProcess, process_env
 
@@ -30,10 +30,10 @@ def recserve(settings, *args: str) -> subprocess.CompletedProcess[str]:
 def test_models_and_jobs_commands(settings) -> None:
     engine = make_engine(settings.db_url)
     with session_scope(engine) as s:
-        v1 = crud.get_model_version(s, version=1)
+        v1 = model_store.get_model_version(s, version=1)
         for n in (2, 3, 4):
             shutil.copytree(settings.bundle_path("job-1-1"), settings.bundles_dir / f"copy-{n}")
-            crud.create_model_version(
+            model_store.create_model_version(
                 s,
                 model=ModelVersion(
                     status=ModelStatus.READY,

@@ -9,13 +9,13 @@ import subprocess
 import sys
 import time
 
-from shared import crud
 from shared.client import Client, wait_serving
 from shared.config import Settings
-from shared.db import make_engine, session_scope
-from shared.models import JobStatus
 from shared.proto.recserve.v1 import admin_pb2
 from shared.proto.recserve.v1 import recommender_pb2 as pb
+from shared.storage import job_store
+from shared.storage.engine import make_engine, session_scope
+from shared.storage.tables import JobStatus
 from tests.support.processes import WorkerProcess, free_port, process_env
 
 NOT_IN_SERVER = ("celery", "billiard", "torch", "onnx", "onnxscript", "textual", "honcho")
@@ -68,14 +68,14 @@ def test_a_server_without_worker_or_console_packages_serves_and_queues_training(
             client.close()
         engine = make_engine(settings.db_url)
         with session_scope(engine) as session:
-            queued = crud.get_job(session, job_id=started.id)
+            queued = job_store.get_job(session, job_id=started.id)
         assert queued.status == JobStatus.QUEUED and queued.celery_id
         # The message the Celery-less server published is a task the worker runs.
         worker = WorkerProcess(settings)
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             with session_scope(engine) as session:
-                job = crud.get_job(session, job_id=started.id)
+                job = job_store.get_job(session, job_id=started.id)
             if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
                 break
             assert worker.alive(), worker.tail()

@@ -13,11 +13,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from shared import crud
 from shared.client import Client
-from shared.db import make_engine, migrate, session_scope
 from shared.proto.recserve.v1 import admin_pb2
 from shared.proto.recserve.v1 import recommender_pb2 as pb
+from shared.storage import event_store
+from shared.storage.engine import make_engine, migrate, session_scope
 from tests.conftest import TINY_SPEC, event_rows, make_settings, require_service
 from tests.support.processes import ServerProcess, WorkerProcess
 
@@ -55,7 +55,7 @@ def deployment(tmp_path: Path, postgres_url: str):
     migrate(settings.db_url)
     engine = make_engine(settings.db_url)
     with session_scope(engine) as s:
-        crud.insert_events(s, events=event_rows(TINY_SPEC))
+        event_store.insert_events(s, events=event_rows(TINY_SPEC))
     engine.dispose()
     workers = [WorkerProcess(settings, f"worker-{n}") for n in (1, 2)]
     replicas = [ServerProcess(settings, name, wait=False) for name in ("replica-a", "replica-b")]

@@ -12,11 +12,11 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared import crud
-from shared.db import make_engine, migrate, session_scope
-from shared.jobs import submit_training
 from shared.proto.recserve.v1 import recommender_pb2 as pb
 from shared.proto.recserve.v1 import recommender_pb2_grpc
+from shared.storage import event_store, job_store
+from shared.storage.engine import make_engine, migrate, session_scope
+from shared.training.jobs import submit_training
 from tests.conftest import TINY_SPEC, event_rows, make_settings
 from tests.support.processes import ServerProcess, WorkerProcess, free_port
 
@@ -110,7 +110,7 @@ def test_worker_metrics(tmp_path) -> None:
     migrate(settings.db_url)
     engine = make_engine(settings.db_url)
     with session_scope(engine) as s:
-        crud.insert_events(s, events=event_rows(TINY_SPEC))
+        event_store.insert_events(s, events=event_rows(TINY_SPEC))
     port = free_port()
     worker = WorkerProcess(settings, "worker", TELEMETRY__METRICS_PORT=str(port))
     try:
@@ -118,7 +118,7 @@ def test_worker_metrics(tmp_path) -> None:
         deadline = time.monotonic() + 120
         while True:
             with session_scope(engine) as s:
-                if crud.get_job(s, job_id=int(job.id or 0)).status == "succeeded":
+                if job_store.get_job(s, job_id=int(job.id or 0)).status == "succeeded":
                     break
             assert time.monotonic() < deadline, worker.tail()
             time.sleep(0.3)

@@ -21,8 +21,8 @@ from typing import Any
 import grpc
 
 from shared.client import AsyncClient, bearer
+from shared.client.retry import Backoff
 from shared.config import ClientSettings
-from shared.retry import Backoff
 
 Notify = Callable[[str, str, str], None]
 """(message, title, severity)"""

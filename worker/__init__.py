@@ -2,5 +2,5 @@
 
 Tasks in worker.tasks only handle ids, retries and time limits, then call the plain
 functions in worker.pipeline. torch is imported inside the modules that need it
-(shared.sasrec, worker.training, worker.export), never at package import.
+(shared.model.sasrec, worker.training, worker.export), never at package import.
 """

@@ -1,6 +1,6 @@
 """The Celery application of the workers, built from Settings by the entry point.
 
-Publishers (shared/jobs.py) send messages without Celery; the queue, exchange and
+Publishers (shared/training/jobs.py) send messages without Celery; the queue, exchange and
 transport settings here match theirs, name for name.
 """
 
@@ -12,7 +12,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from shared.config import Settings
-from shared.jobs import (
+from shared.training.jobs import (
     BUILD_ENGINE_TASK,
     ONLINE_METRICS_TASK,
     RETENTION_TASK,
@@ -27,7 +27,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings of the workers and beat.
 
     A message is acknowledged when its job ends (``acks_late``); the broker's redelivery
-    timeouts (shared.jobs.transport_options and queue_arguments) lie past the job time
+    timeouts (shared.training.jobs.transport_options and queue_arguments) lie past the job time
     limit, and should a broker redeliver anyway, the claim in the database drops the copy.
     """
     limit = settings.worker.task_time_limit_s

@@ -2,9 +2,9 @@
 worker that will serve with it (GPU workers listen on worker.gpu_queue).
 
 Queued by the BuildEngine admin call, or after each training job when
-``worker.build_engines`` is set (shared/jobs.py). The engine is built from the bundle's
+``worker.build_engines`` is set (shared/training/jobs.py). The engine is built from the bundle's
 ONNX graph with one optimisation profile over batch size and history length, in FP16 or
-BF16 with layer norm and softmax kept in FP32 (shared/tensorrt_engine.py), and checked
+BF16 with layer norm and softmax kept in FP32 (shared/model/tensorrt_engine.py), and checked
 against ONNX Runtime on random histories before it is recorded in the bundle's
 engines/checksums.json; an engine that disagrees is deleted and the job fails.
 
@@ -19,12 +19,12 @@ from typing import Any, cast
 
 import numpy as np
 
-from shared import bundle as bundle_format
-from shared import crud
 from shared.config import Settings
-from shared.db import engine_for, session_scope
-from shared.models import JobStatus
-from shared.tensorrt_engine import Precision, cached_engine, current_key, tensorrt_available
+from shared.model import bundle as bundle_format
+from shared.model.tensorrt_engine import Precision, cached_engine, current_key, tensorrt_available
+from shared.storage import job_store, model_store
+from shared.storage.engine import engine_for, session_scope
+from shared.storage.tables import JobStatus
 
 PARITY_RTOL = {"fp32": 1e-3, "fp16": 2e-2, "bf16": 5e-2}
 """Largest difference of an engine's states from ONNX Runtime's, relative to their scale."""
@@ -35,8 +35,8 @@ def run_build_engine_job(settings: Settings, job_id: int) -> dict[str, Any] | No
     engine = engine_for(settings)
     try:
         with session_scope(engine) as session:
-            attempt = crud.claim_job(session, job_id=job_id, worker="gpu-worker")
-            params = crud.get_job(session, job_id=job_id).params
+            attempt = job_store.claim_job(session, job_id=job_id, worker="gpu-worker")
+            params = job_store.get_job(session, job_id=job_id).params
         if attempt is None:
             return None
         try:
@@ -45,13 +45,13 @@ def run_build_engine_job(settings: Settings, job_id: int) -> dict[str, Any] | No
             )
         except Exception as exc:
             with session_scope(engine) as session:
-                crud.finish_job(
+                job_store.finish_job(
                     session, job_id=job_id, attempt=attempt, status=JobStatus.FAILED,
                     error=f"{type(exc).__name__}: {exc}",
                 )  # fmt: skip
             return None
         with session_scope(engine) as session:
-            crud.finish_job(
+            job_store.finish_job(
                 session, job_id=job_id, attempt=attempt, status=JobStatus.SUCCEEDED,
                 model_version=int(params["version"]), message=f"engine {result['engine']}",
             )  # fmt: skip
@@ -71,7 +71,7 @@ def build_engine_for_version(settings: Settings, version: int, precision: str) -
     engine = engine_for(settings)
     try:
         with session_scope(engine) as session:
-            model = crud.get_model_version(session, version=version)
+            model = model_store.get_model_version(session, version=version)
         loaded = bundle_format.load(settings.bundle_path(model.artifact_path))
     finally:
         engine.dispose()

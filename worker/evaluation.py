@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from shared.ranking import DEFAULT_KS, summarize, target_ranks, top_rows
+from shared.model.ranking import DEFAULT_KS, summarize, target_ranks, top_rows
 from worker.dataset import EvalSet, sampled_candidates, seen_mask
 
 Scorer = Callable[[Sequence[np.ndarray]], np.ndarray]

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from shared import bundle as bundle_format
-from shared.errors import ParityError
-from shared.sasrec import InferenceGraph, SASRec
+from shared.model import bundle as bundle_format
+from shared.model.sasrec import InferenceGraph, SASRec
+from shared.wire.errors import ParityError
 
 log = logging.getLogger(__name__)
 OPSET = 17
@@ -89,7 +89,7 @@ def write_bundle(
     relative difference, onnx_parity_max_rel_diff) and the index's figures (ann_*).
 
     With ``index_states`` (float32 [S, D], user states of the training data) the bundle
-    also carries an approximate top-k index of the items (shared/ann.py), calibrated on
+    also carries an approximate top-k index of the items (shared/model/ann.py), calibrated on
     those states; its recall and size join the metrics.
 
     The files go to a temporary sibling first and are renamed into place, so a reader
@@ -108,7 +108,7 @@ def write_bundle(
     parity = check_parity(model, tmp / bundle_format.ONNX)
     metrics = {**metrics, "onnx_parity_max_rel_diff": parity}
     if index_states is not None:
-        from shared.ann import ItemIndex
+        from shared.model.ann import ItemIndex
 
         index = ItemIndex.build(model.output_table().detach().numpy(), index_states)
         index.save(tmp)

@@ -9,8 +9,8 @@
   watermark, a training job starts. Counting from the newest job too keeps a model that
   was not promoted from being retrained on every check.
 - **One at a time**: both go through the training lock in the database
-  (crud.create_job); while a training job is queued or running, a trigger does nothing.
-- **Reaper** (shared.jobs.reap_jobs): a running job whose attempt sent no heartbeat for
+  (job_store.create_job); while a training job is queued or running, a trigger does nothing.
+- **Reaper** (shared.training.jobs.reap_jobs): a running job whose attempt sent no heartbeat for
   ``job_lost_after_s`` is requeued as a new attempt (fenced: the lost attempt's writes
   are refused from then on), or failed after ``max_attempts``, which releases the lock;
   a job queued past ``queue_timeout_s`` fails too. Every worker runs it in a thread,
@@ -26,12 +26,12 @@ import logging
 import threading
 from datetime import timedelta
 
-from shared import crud
 from shared.config import Settings
-from shared.db import engine_for, session_scope
-from shared.errors import FailedPrecondition
-from shared.jobs import reap_jobs, submit_training
-from shared.models import JobTrigger, as_utc, utcnow
+from shared.storage import event_store, job_store, model_store
+from shared.storage.engine import engine_for, session_scope
+from shared.storage.tables import JobTrigger, as_utc, utcnow
+from shared.training.jobs import reap_jobs, submit_training
+from shared.wire.errors import FailedPrecondition
 
 log = logging.getLogger(__name__)
 
@@ -42,19 +42,22 @@ def due_trigger(settings: Settings) -> JobTrigger | None:
     engine = engine_for(settings)
     try:
         with session_scope(engine) as session:
-            if crud.training_lock_holder(session) is not None:
+            if job_store.training_lock_holder(session) is not None:
                 return None
             if worker.retrain_every_s:
-                latest = crud.latest_training_job(session)
+                latest = job_store.latest_training_job(session)
                 horizon = utcnow() - timedelta(seconds=worker.retrain_every_s)
                 if latest is None or as_utc(latest.created_at) <= horizon:
                     return JobTrigger.SCHEDULE
             if worker.retrain_after_events:
-                active = crud.get_active_model(session)
+                active = model_store.get_active_model(session)
                 base = max(
-                    active.data_watermark if active else 0, crud.newest_job_watermark(session)
+                    active.data_watermark if active else 0, job_store.newest_job_watermark(session)
                 )
-                if crud.count_events_after(session, watermark=base) >= worker.retrain_after_events:
+                if (
+                    event_store.count_events_after(session, watermark=base)
+                    >= worker.retrain_after_events
+                ):
                     return JobTrigger.VOLUME
         return None
     finally:

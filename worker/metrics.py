@@ -81,13 +81,13 @@ class QueueCollector:
         yield depth
 
     def _job_counts(self) -> dict[str, int]:
-        from shared import crud
-        from shared.db import engine_for, session_scope
+        from shared.storage import job_store
+        from shared.storage.engine import engine_for, session_scope
 
         engine = engine_for(self._settings)
         try:
             with session_scope(engine) as session:
-                return crud.count_jobs_by_status(session, statuses=("queued", "running"))
+                return job_store.count_jobs_by_status(session, statuses=("queued", "running"))
         except Exception:
             log.warning("job counts for /metrics unavailable", exc_info=True)
             return {}

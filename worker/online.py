@@ -27,11 +27,11 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import numpy as np
-from sqlmodel import col, select
 
 from shared.config import Settings
-from shared.db import engine_for, session_scope
-from shared.models import FeedbackEvent, Impression, OnlineMetric, as_utc, utcnow
+from shared.storage import event_store, impression_store
+from shared.storage.engine import engine_for, session_scope
+from shared.storage.tables import Impression, OnlineMetric, as_utc, utcnow
 
 SHADOW_ARM = "shadow"
 CLOCK_SLACK_S = 2.0
@@ -45,18 +45,9 @@ def compute_online_metrics(settings: Settings, *, window_hours: float = 24.0) ->
     engine = engine_for(settings)
     try:
         with session_scope(engine) as session:
-            impressions = session.exec(
-                select(Impression).where(col(Impression.served_at) >= since)
-            ).all()
-            events = session.exec(
-                select(
-                    FeedbackEvent.user_id,
-                    FeedbackEvent.item_id,
-                    FeedbackEvent.event_time,
-                    FeedbackEvent.recommendation_id,
-                ).where(col(FeedbackEvent.received_time) >= since)
-            ).all()
-            rows = summarize(impressions, list(events), window_hours)
+            impressions = impression_store.impressions_since(session, since=since)
+            events = event_store.received_since(session, since=since)
+            rows = summarize(impressions, events, window_hours)
             for row in rows:
                 row.computed_at = now
                 session.add(row)

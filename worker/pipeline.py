@@ -10,7 +10,7 @@
 
 Re-running a job is harmless: each attempt writes its own folder, a job that already
 produced a version returns it, and every write of an attempt is fenced by its attempt
-number (shared/jobs.py): a stale attempt that resumes after the reaper requeued its job
+number (shared/training/jobs.py): a stale attempt that resumes after the reaper requeued its job
 has its writes refused, stops, and removes its own folder.
 """
 
@@ -32,13 +32,13 @@ import numpy as np
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from shared import bundle as bundle_format
-from shared import crud
 from shared.config import Settings
-from shared.db import engine_for, session_scope
-from shared.errors import FailedPrecondition, JobCancelled, RecserveError, StaleAttempt
-from shared.models import JobStatus, ModelStatus, ModelVersion
-from shared.params import TrainingParams, parse_training_params
+from shared.model import bundle as bundle_format
+from shared.model.params import TrainingParams, parse_training_params
+from shared.storage import event_store, item_store, job_store, model_store, user_store
+from shared.storage.engine import engine_for, session_scope
+from shared.storage.tables import JobStatus, ModelStatus, ModelVersion
+from shared.wire.errors import FailedPrecondition, JobCancelled, RecserveError, StaleAttempt
 from worker.dataset import EvalSet, Split, UserSequences, leave_one_out, snapshot
 from worker.evaluation import Scorer, evaluate, popularity_scorer
 from worker.metrics import job_finished
@@ -82,7 +82,7 @@ class JobReporter:
         log.info("job %s: %s", self.job_id, message)
         self.attempt.check()
         with session_scope(self.engine) as session:
-            job = crud.report_job_progress(
+            job = job_store.report_job_progress(
                 session,
                 job_id=self.job_id,
                 attempt=self.attempt.number,
@@ -119,7 +119,7 @@ class Heartbeat:
         while not self._stop.wait(self._every_s):
             try:
                 with session_scope(attempt.engine) as session:
-                    alive = crud.heartbeat_job(
+                    alive = job_store.heartbeat_job(
                         session, job_id=attempt.job_id, attempt=attempt.number
                     )
             except Exception:  # the database is briefly unreachable: try again next beat
@@ -149,23 +149,23 @@ def worker_name() -> str:
 def run_train_job(settings: Settings, job_id: int) -> int | None:
     """Runs train job ``job_id``; returns the model version it registered.
 
-    The job runs only if this call moves it from queued to running (crud.claim_job): a
+    The job runs only if this call moves it from queued to running (job_store.claim_job): a
     redelivered message of a job that runs elsewhere, ran already or was cancelled is
     dropped with a log line. A cancelled or failed run leaves no bundle behind.
     """
     engine = engine_for(settings)
     try:
         with session_scope(engine) as session:
-            job = crud.get_job(session, job_id=job_id)
+            job = job_store.get_job(session, job_id=job_id)
             if job.status == JobStatus.SUCCEEDED and job.model_version:
                 return job.model_version
-            number = crud.claim_job(session, job_id=job_id, worker=worker_name())
+            number = job_store.claim_job(session, job_id=job_id, worker=worker_name())
             status = job.status
         if number is None:
             log.warning("job %s is %s, not queued: not running it again", job_id, status)
             return None
         with session_scope(engine) as session:
-            given = crud.get_job(session, job_id=job_id).params
+            given = job_store.get_job(session, job_id=job_id).params
         attempt = Attempt(engine, job_id, number)
         try:
             return _run_attempt(settings, attempt, given)
@@ -198,7 +198,7 @@ def _run_attempt(settings: Settings, attempt: Attempt, given: dict[str, Any]) ->
         cancelled = isinstance(exc, JobCancelled)
         error = str(exc) if cancelled else f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
         with session_scope(engine) as session:
-            crud.finish_job(
+            job_store.finish_job(
                 session,
                 job_id=job_id,
                 attempt=attempt.number,
@@ -211,7 +211,7 @@ def _run_attempt(settings: Settings, attempt: Attempt, given: dict[str, Any]) ->
         raise
     job_finished("train", "succeeded", time.perf_counter() - started)
     if version is not None and settings.worker.build_engines:
-        from shared.jobs import queue_engine_build
+        from shared.training.jobs import queue_engine_build
 
         try:
             queue_engine_build(settings, engine, version, settings.worker.engine_precision)
@@ -234,14 +234,18 @@ def _train_and_register(
     torch.set_num_threads(settings.worker.torch_threads or os.cpu_count() or 1)
     started = time.perf_counter()
     with session_scope(engine) as session:
-        watermark = crud.max_event_row(session)
-        crud.set_job_watermark(session, job_id=job_id, attempt=attempt.number, watermark=watermark)
+        watermark = event_store.max_event_row(session)
+        job_store.set_job_watermark(
+            session, job_id=job_id, attempt=attempt.number, watermark=watermark
+        )
     # The events stream into a memory-mapped snapshot (4 bytes an event), read by the
     # split and the training batches in place; it is deleted with the job's scratch folder.
     with tempfile.TemporaryDirectory(prefix=f"recserve-job-{job_id}-") as scratch:
         with session_scope(engine) as session:
-            flagged = crud.flagged_user_ids(session) if params.exclude_flagged else set()
-            pages = crud.user_event_pages(session, watermark=watermark, exclude_users=flagged)
+            flagged = user_store.flagged_user_ids(session) if params.exclude_flagged else set()
+            pages = event_store.user_event_pages(
+                session, watermark=watermark, exclude_users=flagged
+            )
             sequences = snapshot(pages, Path(scratch))
         if flagged:
             report(0.01, f"left out flagged users: {len(flagged):,} (training.exclude_flagged)")
@@ -270,7 +274,9 @@ def _train_snapshot(
     )
     resolved = [asdict(choice) for choice in choices]
     with session_scope(engine) as session:
-        crud.set_job_resolved(session, job_id=job_id, attempt=attempt.number, resolved=resolved)
+        job_store.set_job_resolved(
+            session, job_id=job_id, attempt=attempt.number, resolved=resolved
+        )
     split = leave_one_out(sequences, validation_users=params.validation_users, seed=params.seed)
     if len(split.test.targets) < MIN_USERS:
         raise ValueError(
@@ -354,8 +360,8 @@ def _train_snapshot(
     # One transaction, fenced: the version, its activation and the job's result are
     # all this attempt's, or none of them is recorded.
     with session_scope(engine) as session:
-        crud.fence(session, job_id=job_id, attempt=attempt.number)
-        model = crud.create_model_version(
+        job_store.fence(session, job_id=job_id, attempt=attempt.number)
+        model = model_store.create_model_version(
             session,
             model=ModelVersion(
                 status=ModelStatus.READY,
@@ -375,8 +381,8 @@ def _train_snapshot(
         version = int(model.version or 0)
         promote, reason = should_activate(params, metrics, has_active="active_ndcg@10" in metrics)
         if promote:
-            crud.activate_model(session, version=version, reason=f"promoted by job {job_id}")
-        crud.finish_job(
+            model_store.activate_model(session, version=version, reason=f"promoted by job {job_id}")
+        job_store.finish_job(
             session,
             job_id=job_id,
             attempt=attempt.number,
@@ -392,7 +398,7 @@ def encode_states(model: Any, eval_set: EvalSet, batch_size: int = 256) -> np.nd
     """The served user states (float32 [U, D]) of ``eval_set``'s histories."""
     import torch
 
-    from shared.histories import left_pad
+    from shared.model.histories import left_pad
 
     model = model.eval().cpu()
     states = []
@@ -432,7 +438,7 @@ def _evaluate_active(settings: Settings, engine: Engine, split: Split) -> dict[s
     """The active model's metrics on this split (prefix active_), or {} when none is active
     or its bundle cannot be loaded."""
     with session_scope(engine) as session:
-        active = crud.get_active_model(session)
+        active = model_store.get_active_model(session)
     if active is None:
         return {}
     try:
@@ -458,7 +464,7 @@ def bundle_scorer(loaded: bundle_format.Bundle, items: Sequence[str]) -> Scorer:
     """
     import onnxruntime as ort
 
-    from shared.histories import left_pad
+    from shared.model.histories import left_pad
 
     session = ort.InferenceSession(str(loaded.onnx_path), providers=["CPUExecutionProvider"])
     to_bundle = bundle_rows(loaded, items)
@@ -478,7 +484,7 @@ def bundle_scorer(loaded: bundle_format.Bundle, items: Sequence[str]) -> Scorer:
 def row_labels(session: Session, items: Sequence[str]) -> list[frozenset[str]] | None:
     """Each split row's catalogue labels (row 0 and unlabelled items: empty), or None
     when no item has labels."""
-    labelled = crud.labelled_items(session)
+    labelled = item_store.labelled_items(session)
     if not labelled:
         return None
     empty: frozenset[str] = frozenset()
@@ -495,11 +501,11 @@ def bundle_rows(loaded: bundle_format.Bundle, items: Sequence[str]) -> np.ndarra
 def explanation_faithfulness(
     loaded: bundle_format.Bundle, split: Split, users: int, newest: int, seed: int = 0
 ) -> dict[str, float]:
-    """shared.explain.deletion_test on ``users`` test users drawn at random (fixed seed),
+    """shared.model.explain.deletion_test on ``users`` test users drawn at random (fixed seed),
     with the bundle's ONNX graph: the explanations a server computes for this version."""
     import onnxruntime as ort
 
-    from shared.explain import deletion_test
+    from shared.model.explain import deletion_test
 
     session = ort.InferenceSession(str(loaded.onnx_path), providers=["CPUExecutionProvider"])
 
@@ -536,15 +542,15 @@ def evaluate_model_version(
     negatives (fixed seed), and with ``explanations`` > 0 "explanations": the deletion
     test of explanation faithfulness on that many users (explanation_faithfulness), and
     with ``rerank`` weights "rerank": {weight: metrics} of the popularity-debiased
-    ranking (shared/rerank.py) at each weight, full ranking only.
+    ranking (shared/model/rerank.py) at each weight, full ranking only.
     """
     engine = engine_for(settings)
     try:
         with session_scope(engine) as session:
             model = (
-                crud.get_model_version(session, version=version)
+                model_store.get_model_version(session, version=version)
                 if version is not None
-                else crud.get_active_model(session)
+                else model_store.get_active_model(session)
             )
             if model is None:
                 raise FailedPrecondition(
@@ -554,7 +560,8 @@ def evaluate_model_version(
             loaded = bundle_format.load(settings.bundle_path(model.artifact_path))
             with tempfile.TemporaryDirectory(prefix="recserve-evaluate-") as scratch:
                 sequences = snapshot(
-                    crud.user_event_pages(session, watermark=model.data_watermark), Path(scratch)
+                    event_store.user_event_pages(session, watermark=model.data_watermark),
+                    Path(scratch),
                 )
                 split = leave_one_out(sequences)
                 scorer = bundle_scorer(loaded, split.vocab.items)
@@ -613,8 +620,8 @@ def evaluate_model_version(
 
 
 def debiased_scorer(scorer: Scorer, popularity: np.ndarray, weight: float) -> Scorer:
-    """``scorer`` re-ranked by popularity debiasing at ``weight`` (shared/rerank.py)."""
-    from shared.rerank import debias, log_share
+    """``scorer`` re-ranked by popularity debiasing at ``weight`` (shared/model/rerank.py)."""
+    from shared.model.rerank import debias, log_share
 
     shares = log_share(popularity)
 

@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.params import TrainingParams
+from shared.model.params import TrainingParams
 
 FULL_SOFTMAX_BUDGET = 6.0e9
 """Targets x items per epoch up to which the full softmax is used (ML-1M: 1.0e6 targets x

@@ -14,7 +14,7 @@ from celery.signals import worker_ready, worker_shutdown
 from sqlalchemy.exc import OperationalError
 
 from shared.config import Settings
-from shared.jobs import (
+from shared.training.jobs import (
     BUILD_ENGINE_TASK,
     ONLINE_METRICS_TASK,
     RETENTION_TASK,
@@ -61,8 +61,8 @@ def register_tasks(app: Celery, settings: Settings) -> None:
 
     @app.task(name=RETENTION_TASK, acks_late=False)  # type: ignore[untyped-decorator]
     def retention() -> dict[str, int]:
-        from shared.db import engine_for
-        from shared.retention import apply_data_retention
+        from shared.storage.engine import engine_for
+        from shared.storage.retention import apply_data_retention
 
         engine = engine_for(settings)
         try:

@@ -25,10 +25,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from shared.bundle import ModelConfig
 from shared.config import ModelArchitecture
-from shared.params import TrainingParams
-from shared.sasrec import SASRec
+from shared.model.bundle import ModelConfig
+from shared.model.params import TrainingParams
+from shared.model.sasrec import SASRec
 from worker.dataset import Ragged, Split
 from worker.evaluation import evaluate
 
@@ -130,7 +130,7 @@ def length_buckets(
 def torch_scorer(
     model: SASRec, device: torch.device
 ) -> Callable[[Sequence[np.ndarray]], np.ndarray]:
-    from shared.histories import left_pad
+    from shared.model.histories import left_pad
 
     def score(histories: Sequence[np.ndarray]) -> np.ndarray:
         batch = torch.from_numpy(left_pad(histories, model.config.max_len)).to(device)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 from server.backends.base import Backend
-from shared.bundle import Bundle
 from shared.config import ServerSettings
+from shared.model.bundle import Bundle
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def create_backend(settings: ServerSettings, bundle: Bundle) -> Backend:
 
         return TorchBackend(bundle)
     if choice in ("auto", "tensorrt"):
-        from shared.tensorrt_engine import tensorrt_available
+        from shared.model.tensorrt_engine import tensorrt_available
 
         if _nvidia_device_present() and tensorrt_available():  # no torch import on a CPU host
             from server.backends.tensorrt import TensorRTBackend

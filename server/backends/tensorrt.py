@@ -1,7 +1,7 @@
 """TensorRT backend (NVIDIA GPUs), built from the bundle's ONNX graph.
 
 The engine is cached per TensorRT version, GPU compute capability, precision and
-shape profile (shared/tensorrt_engine.py). torch provides the CUDA buffers and stream;
+shape profile (shared/model/tensorrt_engine.py). torch provides the CUDA buffers and stream;
 it is only imported on this GPU path. Each calling thread gets its own execution
 context. Written against the TensorRT 10 Python API; tested only where `tensorrt` and a
 GPU exist (tests/server/test_tensorrt.py skips otherwise).
@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from server.backends.base import Backend
-from shared.bundle import Bundle
-from shared.tensorrt_engine import Precision, cached_engine, current_key
+from shared.model.bundle import Bundle
+from shared.model.tensorrt_engine import Precision, cached_engine, current_key
 
 
 class TensorRTBackend(Backend):

@@ -1,6 +1,6 @@
 """torch backend for NVIDIA GPUs without TensorRT (also runs on CPU, for tests).
 
-Loads the bundle's torch weights into shared.sasrec.SASRec and runs ``encode_last``
+Loads the bundle's torch weights into shared.model.sasrec.SASRec and runs ``encode_last``
 under ``torch.inference_mode``. On CUDA, batches are padded up to a bucket (batch to a
 power of two, length to a multiple of 16) and each bucket's forward pass is captured once
 as a CUDA graph and replayed, which removes the per-kernel launch overhead that
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from server.backends.base import Backend
-from shared.bundle import WEIGHTS, Bundle
+from shared.model.bundle import WEIGHTS, Bundle
 
 LENGTH_STEP = 16
 
@@ -36,7 +36,7 @@ class TorchBackend(Backend):
     def __init__(self, bundle: Bundle, *, device: str = "cuda", cuda_graphs: bool = True) -> None:
         import torch
 
-        from shared.sasrec import SASRec
+        from shared.model.sasrec import SASRec
 
         self._torch = torch
         self._device = torch.device(device)

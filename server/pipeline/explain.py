@@ -1,5 +1,5 @@
 """The explain stage, only when a request asks: leave-one-out through the model that ranked
-the list (shared/explain.py), one sequence per explainable event plus the whole history,
+the list (shared/model/explain.py), one sequence per explainable event plus the whole history,
 run beside the batcher's queue and admitted at that cost (DynamicBatcher.run_beside)."""
 
 from __future__ import annotations
@@ -9,7 +9,12 @@ import numpy as np
 from server.catalogue import Catalogue
 from server.pipeline.request import Recommendation, Support
 from server.registry import ServingModel
-from shared.explain import candidate_offset, leave_one_out_variants, support_weights, top_support
+from shared.model.explain import (
+    candidate_offset,
+    leave_one_out_variants,
+    support_weights,
+    top_support,
+)
 
 
 class Explainer:

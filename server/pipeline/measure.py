@@ -18,7 +18,7 @@ from server.pipeline.rank import Ranker
 from server.pipeline.request import Recommendation, RecommendQuery
 from server.pipeline.tasks import BackgroundTasks
 from server.registry import Arm, ModelRegistry, arm_name
-from shared.models import utcnow
+from shared.storage.tables import utcnow
 
 log = logging.getLogger(__name__)
 

@@ -36,8 +36,8 @@ from server.pipeline.tasks import BackgroundTasks
 from server.registry import ServingModel
 from server.state_cache import UserState
 from shared.config import ServerSettings
-from shared.errors import Overloaded
-from shared.histories import left_pad
+from shared.model.histories import left_pad
+from shared.wire.errors import Overloaded
 
 log = logging.getLogger(__name__)
 WARM_RUN_S = 0.005

@@ -22,8 +22,8 @@ from server.pipeline.eligibility import Eligible
 from server.pipeline.encoder import Encoding
 from server.registry import ModelRegistry, ServingModel
 from shared.config import ServerSettings
-from shared.errors import Unavailable
-from shared.rerank import debias
+from shared.model.rerank import debias
+from shared.wire.errors import Unavailable
 
 INDEX_MAX_MASKED = 2048
 """Above this many banned rows (seen, excluded, unavailable, excluded labels) a request

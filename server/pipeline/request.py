@@ -22,7 +22,7 @@ class RecommendQuery:
 
 
 class Support(NamedTuple):
-    """A history event supporting a recommended item (see shared/explain.py)."""
+    """A history event supporting a recommended item (see shared/model/explain.py)."""
 
     item_id: str
     title: str

@@ -29,8 +29,8 @@ from server.pipeline.tasks import BackgroundTasks
 from server.pipeline.validate import validate_batch, validate_events, validate_query
 from server.registry import ModelRegistry, ServingModel
 from shared.config import ServerSettings
-from shared.errors import DatabaseUnavailable
-from shared.ingest import first_per_event_id
+from shared.storage.ingest import first_per_event_id
+from shared.wire.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 STAGES = {name: metrics.STAGE.labels(stage=name) for name in metrics.STAGE_NAMES}

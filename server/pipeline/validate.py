@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 
 from server.pipeline.request import FeedbackEventIn, RecommendQuery
 from shared.config import ServerSettings
-from shared.errors import InvalidArgument
-from shared.ingest import EventRow
+from shared.storage.ingest import EventRow
+from shared.wire.errors import InvalidArgument
 
 MAX_ID_LEN = 256
 MAX_EVENT_ID_LEN = 128

@@ -29,9 +29,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.client import Client, wait_serving
-from shared.db import make_engine
 from shared.proto.recserve.v1 import admin_pb2
 from shared.proto.recserve.v1 import recommender_pb2 as pb
+from shared.storage.engine import make_engine
 from tests.conftest import TINY_SPEC, make_settings
 from tests.support.processes import ServerProcess
 

@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from shared import crud, synthetic
+from shared import synthetic
 from shared.config import ServerSettings, Settings
-from shared.db import make_engine, migrate, session_scope
-from shared.models import FeedbackEventCreate, Item, ModelStatus, ModelVersion
+from shared.storage import event_store, item_store, model_store
+from shared.storage.engine import make_engine, migrate, session_scope
+from shared.storage.tables import FeedbackEventCreate, Item, ModelStatus, ModelVersion
 
 ANSWERS = Path(__file__).with_name("golden_answers.json")
 SPEC = synthetic.SyntheticSpec(n_users=60, n_topics=5, items_per_topic=8, seed=21)
@@ -45,7 +46,7 @@ def build(folder: Path, *, with_model: bool = True) -> Settings:
     engine = make_engine(settings.db_url)
     events = list(synthetic.events(SPEC))
     with session_scope(engine) as session:
-        crud.insert_events(
+        event_store.insert_events(
             session,
             events=[
                 FeedbackEventCreate(
@@ -55,7 +56,7 @@ def build(folder: Path, *, with_model: bool = True) -> Settings:
                 for e in events
             ],
         )  # fmt: skip
-        crud.upsert_items(
+        item_store.upsert_items(
             session,
             items=[
                 Item(
@@ -76,8 +77,8 @@ def build(folder: Path, *, with_model: bool = True) -> Settings:
 def _register_model(settings: Settings, engine: Any, vocab: list[str]) -> None:
     import torch
 
-    from shared.bundle import ModelConfig
-    from shared.sasrec import SASRec
+    from shared.model.bundle import ModelConfig
+    from shared.model.sasrec import SASRec
     from worker.export import write_bundle
 
     torch.manual_seed(5)
@@ -92,7 +93,7 @@ def _register_model(settings: Settings, engine: Any, vocab: list[str]) -> None:
         directory, model=model, vocab=vocab, popularity=popularity, metrics={}
     )
     with session_scope(engine) as session:
-        row = crud.create_model_version(
+        row = model_store.create_model_version(
             session,
             model=ModelVersion(
                 status=ModelStatus.READY,
@@ -102,7 +103,7 @@ def _register_model(settings: Settings, engine: Any, vocab: list[str]) -> None:
                 config={"model": config.model_dump()},
             ),
         )
-        crud.activate_model(session, version=int(row.version or 0), reason="golden")
+        model_store.activate_model(session, version=int(row.version or 0), reason="golden")
 
 
 def queries() -> dict[str, dict[str, Any]]:

@@ -11,8 +11,8 @@ from pydantic import SecretStr
 from server.auth import METHOD_ROLES, AccessPolicy, Caller, check_listen_safety, parse_token
 from server.guard import CallSlots
 from shared.config import ServerSettings
-from shared.errors import InvalidArgument
 from shared.proto.recserve.v1 import admin_pb2, recommender_pb2
+from shared.wire.errors import InvalidArgument
 
 pytestmark = pytest.mark.unit
 

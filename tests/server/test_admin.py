@@ -9,18 +9,18 @@ import grpc
 import pytest
 from pydantic import SecretStr
 
-from shared import crud
-from shared.db import session_scope
-from shared.models import JobStatus, ModelStatus, ModelVersion
 from shared.proto.recserve.v1 import admin_pb2
 from shared.proto.recserve.v1 import recommender_pb2 as pb
+from shared.storage import model_store
+from shared.storage.engine import session_scope
+from shared.storage.tables import JobStatus, ModelStatus, ModelVersion
 
 
 def _register_copy(server, status: ModelStatus = ModelStatus.READY, corrupt: bool = False) -> int:
     """Registers a second version whose bundle is a copy of version 1's."""
     with session_scope(server.engine) as session:
-        v1 = crud.get_model_version(session, version=1)
-        count = len(crud.list_model_versions(session, limit=1000))
+        v1 = model_store.get_model_version(session, version=1)
+        count = len(model_store.list_model_versions(session, limit=1000))
     settings = server.admin.settings
     source = settings.bundle_path(v1.artifact_path)
     target = source.with_name(f"copy-{count + 1}")
@@ -31,7 +31,7 @@ def _register_copy(server, status: ModelStatus = ModelStatus.READY, corrupt: boo
             handle.seek(200)
             handle.write(b"garbage")
     with session_scope(server.engine) as session:
-        model = crud.create_model_version(
+        model = model_store.create_model_version(
             session,
             model=ModelVersion(
                 status=status,
@@ -75,7 +75,7 @@ async def test_activate_hot_swaps_without_restart(client, server) -> None:
 async def test_activation_through_the_database_is_polled(client, server) -> None:
     version = _register_copy(server)
     with session_scope(server.engine) as session:
-        crud.activate_model(session, version=version, reason="test")
+        model_store.activate_model(session, version=version, reason="test")
     for _ in range(50):  # model_poll_s is 0.2 s in tests
         response = await client.recommender.Recommend(pb.RecommendRequest(user_id="u00002"))
         if response.model_version == version:

@@ -36,7 +36,7 @@ async def test_concurrent_submits_share_batches_and_pad_to_longest(backend) -> N
 
 
 async def test_a_full_queue_sheds_at_once(backend) -> None:
-    from shared.errors import Overloaded
+    from shared.wire.errors import Overloaded
 
     with ThreadPoolExecutor(1) as pool:
         batcher = DynamicBatcher(backend.encode, pool, max_batch=2, max_queued=3)
@@ -99,7 +99,7 @@ async def test_background_work_waits_for_an_idle_gap(backend) -> None:
 def test_queued_work_is_priced_as_the_batches_that_will_run_it(backend) -> None:
     """A run costs a fixed part plus a little per history: seven queued histories are one
     batch (16 ms here), not seven single runs (70 ms), and admission judges by that."""
-    from shared.errors import Overloaded
+    from shared.wire.errors import Overloaded
 
     batcher = DynamicBatcher(backend.encode, None, max_batch=8, max_queue_wait_s=0.030)  # type: ignore[arg-type]
     batcher._learn(0.010, 1)  # an idle run of one history: 10 ms
@@ -183,7 +183,7 @@ def test_auto_inflight_batches_fill_the_cores(monkeypatch: pytest.MonkeyPatch) -
 async def test_a_run_beside_the_queue_counts_in_admission(backend) -> None:
     """An explanation's leave-one-out run is admitted at its real number of sequences,
     and counts as them in other calls' admission while it waits and runs."""
-    from shared.errors import Overloaded
+    from shared.wire.errors import Overloaded
 
     with ThreadPoolExecutor(1) as pool:
         batcher = DynamicBatcher(backend.encode, pool, max_batch=4, max_queued=11)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
-from shared.db import make_engine
 from shared.proto.recserve.v1 import recommender_pb2 as pb
+from shared.storage.engine import make_engine
 
 
 def autocheckpoint(engine) -> int:

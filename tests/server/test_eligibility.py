@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 
 from server.app import start_server
-from shared import crud
 from shared.client import AsyncClient
-from shared.db import make_engine, session_scope
-from shared.models import Item, ModelStatus, ModelVersion
 from shared.proto.recserve.v1 import recommender_pb2 as pb
+from shared.storage import item_store, model_store
+from shared.storage.engine import make_engine, session_scope
+from shared.storage.tables import Item, ModelStatus, ModelVersion
 from tests.server import golden
 
 USER = "u00003"
@@ -70,13 +70,13 @@ def add_index_version(settings: Any) -> int:
     """A second version: version 1's weights with an item index in its bundle."""
     import torch
 
-    from shared.bundle import load
-    from shared.sasrec import SASRec
+    from shared.model.bundle import load
+    from shared.model.sasrec import SASRec
     from worker.export import write_bundle
 
     engine = make_engine(settings.db_url)
     with session_scope(engine) as session:
-        v1 = crud.get_model_version(session, version=1)
+        v1 = model_store.get_model_version(session, version=1)
     loaded = load(settings.bundle_path(v1.artifact_path))
     model = SASRec(loaded.config)
     model.load_state_dict(torch.load(loaded.path / "weights.pt"))
@@ -86,7 +86,7 @@ def add_index_version(settings: Any) -> int:
         popularity=loaded.popularity, metrics={}, index_states=states,
     )  # fmt: skip
     with session_scope(engine) as session:
-        row = crud.create_model_version(
+        row = model_store.create_model_version(
             session,
             model=ModelVersion(
                 status=ModelStatus.READY, artifact_path="indexed", checksum=checksum,
@@ -101,7 +101,7 @@ def add_index_version(settings: Any) -> int:
 def add_new_items(settings: Any) -> None:
     engine = make_engine(settings.db_url)
     with session_scope(engine) as session:
-        crud.upsert_items(
+        item_store.upsert_items(
             session,
             items=[
                 Item(item_id=item, title=item, labels=labels, available=item != "new-gone")

@@ -11,11 +11,11 @@ import grpc
 import pytest
 
 from server.app import start_server
-from shared import crud
 from shared.client import AsyncClient
-from shared.db import session_scope
-from shared.ingest import EventRow
 from shared.proto.recserve.v1 import recommender_pb2 as pb
+from shared.storage import event_store
+from shared.storage.engine import session_scope
+from shared.storage.ingest import EventRow
 
 
 async def test_an_unexpected_error_is_internal_and_logged(server, client, caplog) -> None:
@@ -44,7 +44,7 @@ async def test_the_history_ttl_reads_events_another_writer_stored(settings) -> N
         )
         assert before.history_used == 0
         with session_scope(running.engine) as session:  # a writer the server never hears of
-            crud.insert_events(
+            event_store.insert_events(
                 session,
                 events=[
                     EventRow("outside-1", "fresh", "i000-001", "click", 1.0, datetime.now(UTC))

@@ -13,10 +13,10 @@ import pytest
 from sqlmodel import select
 
 from server.registry import Arm, pick_arm
-from shared.db import make_engine, session_scope
-from shared.models import FeedbackEvent, Impression
 from shared.proto.recserve.v1 import admin_pb2
 from shared.proto.recserve.v1 import recommender_pb2 as pb
+from shared.storage.engine import make_engine, session_scope
+from shared.storage.tables import FeedbackEvent, Impression
 from tests.server.test_model_lifecycle import copy_version, rpc_error
 from worker.online import compute_online_metrics
 

@@ -88,10 +88,10 @@ def test_golden_data_is_what_was_recorded(tmp_path: Path) -> None:
     """The recorded answers came from this module's data: rebuilding gives the same
     catalogue and log (so a change of the generator cannot pass for a change of path)."""
     settings = golden.build(tmp_path, with_model=False)
-    from shared import crud
-    from shared.db import make_engine, session_scope
+    from shared.storage import event_store
+    from shared.storage.engine import make_engine, session_scope
 
     engine = make_engine(settings.db_url)
     with session_scope(engine) as session:
-        assert crud.count_events(session) == len(list(golden.synthetic.events(golden.SPEC)))
+        assert event_store.count_events(session) == len(list(golden.synthetic.events(golden.SPEC)))
     engine.dispose()

@@ -40,9 +40,9 @@ async def test_an_expired_history_is_revalidated_by_a_count_and_read_only_when_c
     from concurrent.futures import ThreadPoolExecutor
     from datetime import UTC, datetime
 
-    from shared import crud
-    from shared.db import make_engine, session_scope
-    from shared.ingest import EventRow
+    from shared.storage import event_store
+    from shared.storage.engine import make_engine, session_scope
+    from shared.storage.ingest import EventRow
 
     engine = make_engine(settings.db_url)
     with ThreadPoolExecutor(2) as pool:
@@ -58,7 +58,7 @@ async def test_an_expired_history_is_revalidated_by_a_count_and_read_only_when_c
         assert (again, same) == (items, version), "unchanged: the same version"
         assert len(reads) == 1, "a count, not a read"
         with session_scope(engine) as session:  # a writer this cache never hears of
-            crud.insert_events(
+            event_store.insert_events(
                 session,
                 events=[
                     EventRow("elsewhere-1", "u00001", "i000-002", "click", 1.0, datetime.now(UTC))
@@ -75,8 +75,8 @@ async def test_an_expired_history_is_served_while_the_database_is_unreachable(se
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
-    from shared.db import make_engine
-    from shared.errors import DatabaseUnavailable
+    from shared.storage.engine import make_engine
+    from shared.wire.errors import DatabaseUnavailable
 
     engine = make_engine(settings.db_url)
     with ThreadPoolExecutor(2) as pool:

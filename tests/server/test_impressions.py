@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 from sqlmodel import select
 
 from server.impressions import ImpressionLog
-from shared.db import session_scope
-from shared.models import Impression
+from shared.storage.engine import session_scope
+from shared.storage.tables import Impression
 
 
 async def test_batches_bound_and_failures(both_engines) -> None:
@@ -46,7 +46,7 @@ def test_ctr_counts_only_events_that_match_their_impression() -> None:
     its items: a client cannot claim another user's list, nor an item it never showed."""
     from datetime import timedelta
 
-    from shared.models import utcnow
+    from shared.storage.tables import utcnow
     from worker.online import summarize
 
     served = utcnow() - timedelta(minutes=5)

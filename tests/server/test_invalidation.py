@@ -10,7 +10,7 @@ import time
 from sqlalchemy import text
 
 from server.invalidation import CHANNEL, Invalidations
-from shared.db import make_engine
+from shared.storage.engine import make_engine
 
 
 def arrived(listener: Invalidations, before: int, limit_s: float = 5.0) -> bool:

@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 
 from server.app import start_server
-from shared import crud
-from shared.ann import INDEX_FILE
 from shared.client import AsyncClient
-from shared.db import make_engine, session_scope
-from shared.models import JobCreate
+from shared.model.ann import INDEX_FILE
 from shared.proto.recserve.v1 import recommender_pb2 as pb
+from shared.storage import event_store, job_store, model_store
+from shared.storage.engine import make_engine, session_scope
+from shared.storage.tables import JobCreate
 from tests.conftest import make_settings
 from worker.pipeline import run_train_job
 
@@ -39,13 +39,13 @@ async def answers(settings, requests) -> list[list[str]]:
 async def test_item_index_answers_like_exact_scoring(settings, data_dir) -> None:
     engine = make_engine(settings.db_url)
     with session_scope(engine) as s:
-        job = crud.create_job(
+        job = job_store.create_job(
             s, job=JobCreate(params={"index_min_items": 1, "epochs": 2, "activate": "always"})
         )
     assert run_train_job(settings, int(job.id or 0)) == 2
     with session_scope(engine) as s:
-        model = crud.get_model_version(s, version=2)
-        history = [item for item, _ in crud.recent_history(s, user_id=USERS[0], limit=100)]
+        model = model_store.get_model_version(s, version=2)
+        history = [item for item, _ in event_store.recent_history(s, user_id=USERS[0], limit=100)]
     engine.dispose()
     assert (data_dir / "models" / model.artifact_path / INDEX_FILE).exists()
     assert model.metrics["ann_recall@10"] >= 0.95

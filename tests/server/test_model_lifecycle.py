@@ -10,11 +10,12 @@ import threading
 import grpc
 import pytest
 
-from shared import crud, synthetic
-from shared.db import session_scope
-from shared.models import Item, ModelStatus
+from shared import synthetic
 from shared.proto.recserve.v1 import admin_pb2
 from shared.proto.recserve.v1 import recommender_pb2 as pb
+from shared.storage import item_store, model_store
+from shared.storage.engine import session_scope
+from shared.storage.tables import Item, ModelStatus
 from tests.conftest import TINY_SPEC
 from tests.support.models import register_copy
 
@@ -23,8 +24,8 @@ def copy_version(server, *, status: ModelStatus = ModelStatus.READY) -> int:
     """Registers a new version whose bundle is a copy of version 1's."""
     settings = server.admin.settings
     with session_scope(server.engine) as s:
-        v1 = crud.get_model_version(s, version=1)
-        count = len(crud.list_model_versions(s, limit=1000))
+        v1 = model_store.get_model_version(s, version=1)
+        count = len(model_store.list_model_versions(s, limit=1000))
     name = f"copy-{count + 1}"
     shutil.copytree(settings.bundle_path(v1.artifact_path), settings.bundles_dir / name)
     return register_copy(server.engine, artifact_path=name, status=status)
@@ -154,7 +155,7 @@ async def test_activation_checks_the_recorded_checksum(client, server) -> None:
     """A bundle whose files are consistent but not the ones registered is refused."""
     v2 = copy_version(server)
     with session_scope(server.engine) as s:
-        model = crud.get_model_version(s, version=v2)
+        model = model_store.get_model_version(s, version=v2)
         model.checksum = "0" * 64
         s.add(model)
     error = await rpc_error(client.admin.ActivateModel(admin_pb2.ActivateModelRequest(version=v2)))
@@ -205,12 +206,12 @@ async def test_prune_keeps_active_previous_and_newest_ready(client, server) -> N
 
 async def test_server_with_a_broken_active_bundle_serves_the_newest_good_one(settings) -> None:
     from server.app import start_server
-    from shared.db import make_engine
+    from shared.storage.engine import make_engine
 
     engine = make_engine(settings.db_url)
     broken = register_copy(engine, artifact_path="missing-bundle")
     with session_scope(engine) as s:
-        crud.activate_model(s, version=broken, reason="test")
+        model_store.activate_model(s, version=broken, reason="test")
     engine.dispose()
     running = await start_server(settings)
     try:
@@ -269,7 +270,7 @@ async def test_stats_carry_series_and_every_replica(client, server, settings) ->
 
 async def test_user_history_items_and_titles(client, server) -> None:
     with session_scope(server.engine) as s:
-        crud.upsert_items(
+        item_store.upsert_items(
             s,
             items=[
                 Item(item_id=i.item_id, title=i.title, labels=i.labels)

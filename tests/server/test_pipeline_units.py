@@ -16,7 +16,7 @@ from server.pipeline.rank import Ranker, top_k
 from server.pipeline.request import RecommendQuery
 from server.pipeline.validate import validate_batch, validate_query
 from shared.config import ServerSettings
-from shared.errors import InvalidArgument, Unavailable
+from shared.wire.errors import InvalidArgument, Unavailable
 
 pytestmark = pytest.mark.unit
 

@@ -61,11 +61,11 @@ async def test_feedback_is_idempotent_and_durable(client, server) -> None:
     again = await client.recommender.Feedback(pb.FeedbackRequest(events=[event]))
     assert (first.stored, first.duplicates) == (1, 1)
     assert (again.stored, again.duplicates) == (0, 1)
-    from shared import crud
-    from shared.db import session_scope
+    from shared.storage import event_store
+    from shared.storage.engine import session_scope
 
     with session_scope(server.engine) as session:
-        assert [i for i, _ in crud.recent_history(session, user_id="new-user", limit=5)] == [
+        assert [i for i, _ in event_store.recent_history(session, user_id="new-user", limit=5)] == [
             "i000-001"
         ]
 
@@ -120,14 +120,14 @@ async def test_unknown_history_items_are_skipped(client) -> None:
 
 
 async def test_unavailable_items_are_never_recommended(client, server) -> None:
-    from shared import crud
-    from shared.db import session_scope
-    from shared.models import Item
+    from shared.storage import item_store
+    from shared.storage.engine import session_scope
+    from shared.storage.tables import Item
 
     first = await client.recommender.Recommend(pb.RecommendRequest(user_id=USER, k=3))
     banned = first.items[0].item_id
     with session_scope(server.engine) as session:
-        crud.upsert_items(session, items=[Item(item_id=banned, available=False)])
+        item_store.upsert_items(session, items=[Item(item_id=banned, available=False)])
     await server.registry.refresh()
     second = await client.recommender.Recommend(pb.RecommendRequest(user_id=USER, k=3))
     assert banned not in [i.item_id for i in second.items]
@@ -287,7 +287,7 @@ def test_torch_backend_matches_onnxruntime_on_cpu(trained_template) -> None:
 
     from server.backends.onnxruntime import OnnxRuntimeBackend
     from server.backends.torch_cuda import TorchBackend
-    from shared import bundle as bundle_format
+    from shared.model import bundle as bundle_format
 
     loaded = bundle_format.load(next((trained_template / "models").iterdir()))
     reference = OnnxRuntimeBackend(loaded.onnx_path, intra_op_threads=1)
@@ -305,7 +305,7 @@ async def test_concurrent_reads_of_one_uncached_history_share_one_load(settings)
     from concurrent.futures import ThreadPoolExecutor
 
     from server.history import HistoryCache
-    from shared.db import make_engine
+    from shared.storage.engine import make_engine
 
     engine = make_engine(settings.db_url)
     with ThreadPoolExecutor(4) as pool:

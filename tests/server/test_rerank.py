@@ -8,8 +8,8 @@ import pytest
 
 from server.app import start_server
 from shared.client import AsyncClient
+from shared.model.rerank import debias, log_share
 from shared.proto.recserve.v1 import recommender_pb2 as pb
-from shared.rerank import debias, log_share
 from tests.conftest import make_settings
 
 HISTORY = ["i002-000", "i001-003", "i002-001"]

@@ -15,9 +15,9 @@ from pydantic import SecretStr
 from server.app import start_server
 from shared.client import AsyncClient
 from shared.config import ClientSettings, Settings
-from shared.errors import InvalidArgument
 from shared.proto.recserve.v1 import admin_pb2
 from shared.proto.recserve.v1 import recommender_pb2 as pb
+from shared.wire.errors import InvalidArgument
 
 READ, WRITE, ADMIN = "read-token-1", "write-token-2", "admin-token-3"
 

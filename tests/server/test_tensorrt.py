@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared import bundle as bundle_format
-from shared.tensorrt_engine import tensorrt_available
+from shared.model import bundle as bundle_format
+from shared.model.tensorrt_engine import tensorrt_available
 
 pytestmark = pytest.mark.skipif(
     not tensorrt_available(), reason="needs the `tensorrt` package and a CUDA device"

@@ -9,10 +9,11 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from shared import crud, synthetic
-from shared.db import session_scope
+from shared import synthetic
 from shared.proto.recserve.v1 import admin_pb2
 from shared.proto.recserve.v1 import recommender_pb2 as pb
+from shared.storage import event_store
+from shared.storage.engine import session_scope
 from tests.conftest import TINY_SPEC
 
 TEMPLATE_EVENTS = sum(1 for _ in synthetic.events(TINY_SPEC))
@@ -86,7 +87,7 @@ async def test_feedback_rejects(client, server, request_, field) -> None:
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert _field_of(err.value) == field
     with session_scope(server.engine) as session:
-        stored = crud.count_events(session)
+        stored = event_store.count_events(session)
     assert stored == TEMPLATE_EVENTS, "nothing of a rejected request reaches the database"
 
 

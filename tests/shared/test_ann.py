@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared.ann import TARGET_RECALL, ItemIndex, exact_top_k, recall_at
+from shared.model.ann import TARGET_RECALL, ItemIndex, exact_top_k, recall_at
 
 pytestmark = pytest.mark.unit
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared import bundle as bundle_format
 from shared import synthetic
 from shared.config import Settings
-from shared.errors import BundleError, InvalidArgument
-from shared.params import parse_training_params
-from shared.ranking import summarize, target_ranks
+from shared.model import bundle as bundle_format
+from shared.model.params import parse_training_params
+from shared.model.ranking import summarize, target_ranks
+from shared.wire.errors import BundleError, InvalidArgument
 
 
 def test_a_sound_bundle_loads_with_consistent_shapes(trained_template: Path) -> None:

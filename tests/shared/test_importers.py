@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from shared import crud
-from shared.db import make_engine, session_scope
-from shared.importers import ImportLineError, guess_format, import_file, import_items
+from shared.storage import event_store, item_store, user_store
+from shared.storage.engine import make_engine, session_scope
+from shared.storage.importers import ImportLineError, guess_format, import_file, import_items
 
 
 @pytest.fixture
@@ -27,7 +27,11 @@ def test_seq_format_keeps_file_order_and_is_idempotent(engine, tmp_path: Path) -
     again = import_file(engine, path)
     assert (again.stored, again.duplicates) == (0, 4)
     with session_scope(engine) as s:
-        assert [i for i, _ in crud.recent_history(s, user_id="1", limit=5)] == ["10", "11", "10"]
+        assert [i for i, _ in event_store.recent_history(s, user_id="1", limit=5)] == [
+            "10",
+            "11",
+            "10",
+        ]
 
 
 def test_seq_users_whose_lines_are_not_contiguous(engine, tmp_path: Path) -> None:
@@ -38,8 +42,12 @@ def test_seq_users_whose_lines_are_not_contiguous(engine, tmp_path: Path) -> Non
     summary = import_file(engine, path)
     assert (summary.stored, summary.duplicates) == (5, 0)
     with session_scope(engine) as s:
-        assert [i for i, _ in crud.recent_history(s, user_id="1", limit=5)] == ["10", "11", "10"]
-        assert [i for i, _ in crud.recent_history(s, user_id="2", limit=5)] == ["20", "21"]
+        assert [i for i, _ in event_store.recent_history(s, user_id="1", limit=5)] == [
+            "10",
+            "11",
+            "10",
+        ]
+        assert [i for i, _ in event_store.recent_history(s, user_id="2", limit=5)] == ["20", "21"]
 
 
 def test_movielens_inter_and_csv(engine, tmp_path: Path) -> None:
@@ -55,7 +63,7 @@ def test_movielens_inter_and_csv(engine, tmp_path: Path) -> None:
     assert import_file(engine, inter).stored == 1
     assert import_file(engine, csv).stored == 1
     with session_scope(engine) as s:
-        assert crud.count_events(s) == 4
+        assert event_store.count_events(s) == 4
 
 
 def test_malformed_line_aborts_or_is_skipped(engine, tmp_path: Path) -> None:
@@ -80,7 +88,7 @@ def test_item_titles(engine, tmp_path: Path) -> None:
     mapping.write_text("10 1\n11 2\n")
     assert import_items(engine, movies, id_map=mapping) == 2
     with session_scope(engine) as s:
-        assert crud.item_titles(s, item_ids=["10"]) == {"10": "Toy Story (1995)"}
+        assert item_store.item_titles(s, item_ids=["10"]) == {"10": "Toy Story (1995)"}
 
 
 def test_import_reports_the_quality_of_what_it_read(engine, tmp_path: Path) -> None:
@@ -101,7 +109,7 @@ def test_import_reports_the_quality_of_what_it_read(engine, tmp_path: Path) -> N
     assert quality["suspected_bots"] == 1 and quality["suspected_bot_users"] == ["bot"]
     assert quality["newly_flagged_users"] == 1
     with session_scope(engine) as s:
-        assert crud.flagged_user_ids(s) == {"bot"}, "flagged for training to leave out"
+        assert user_store.flagged_user_ids(s) == {"bot"}, "flagged for training to leave out"
     assert import_file(engine, path, skip_bad=True).quality["newly_flagged_users"] == 0
     assert quality["first_event"].startswith("2023-11-14T21:56:40")
 

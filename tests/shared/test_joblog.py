@@ -8,7 +8,7 @@ pytestmark = pytest.mark.unit
 
 
 def test_job_log_following_survives_a_full_log() -> None:
-    from shared.joblog import unseen_lines
+    from shared.training.joblog import unseen_lines
 
     assert unseen_lines(["a", "b"], None) == ["a", "b"]
     assert unseen_lines(["b", "c", "d"], "b") == ["c", "d"], "window slid past the start"

@@ -6,8 +6,8 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from shared.errors import DatabaseUnavailable, InvalidArgument
-from shared.retry import Backoff, retrying, retrying_sync
+from shared.client.retry import Backoff, retrying, retrying_sync
+from shared.wire.errors import DatabaseUnavailable, InvalidArgument
 
 pytestmark = pytest.mark.unit
 

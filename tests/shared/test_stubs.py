@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.proto_gen import OUT, PROTO_ROOT, generate, stale_stubs, without_stamps
+from shared.wire.proto_gen import OUT, PROTO_ROOT, generate, stale_stubs, without_stamps
 
 pytestmark = pytest.mark.unit
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy.engine import Engine
 
-from shared import crud
-from shared.db import session_scope
-from shared.models import ModelStatus, ModelVersion
+from shared.storage import model_store
+from shared.storage.engine import session_scope
+from shared.storage.tables import ModelStatus, ModelVersion
 
 
 def register_copy(
@@ -15,8 +15,8 @@ def register_copy(
     """Registers a version (ready by default) with version 1's record, on version 1's
     bundle or on ``artifact_path``; returns its number."""
     with session_scope(engine) as s:
-        v1 = crud.get_model_version(s, version=1)
-        model = crud.create_model_version(
+        v1 = model_store.get_model_version(s, version=1)
+        model = model_store.create_model_version(
             s,
             model=ModelVersion(
                 status=status,

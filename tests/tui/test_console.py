@@ -9,11 +9,12 @@ import json
 
 from textual.widgets import DataTable, Input, Log, Static
 
-from shared import crud, synthetic
-from shared.db import session_scope
-from shared.models import Item
+from shared import synthetic
 from shared.proto.recserve.v1 import admin_pb2
 from shared.proto.recserve.v1 import recommender_pb2 as pb
+from shared.storage import item_store
+from shared.storage.engine import session_scope
+from shared.storage.tables import Item
 from tests.conftest import TINY_SPEC
 from tests.support.models import register_copy
 from tui.app import RecserveConsole
@@ -43,7 +44,7 @@ def question(app) -> str:
 
 def with_catalogue(server) -> None:
     with session_scope(server.engine) as s:
-        crud.upsert_items(
+        item_store.upsert_items(
             s,
             items=[
                 Item(item_id=i.item_id, title=i.title, labels=i.labels)

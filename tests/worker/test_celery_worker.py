@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from shared import crud
 from shared.config import Settings
-from shared.db import make_engine, migrate, session_scope
-from shared.jobs import submit_training
-from shared.models import JobStatus, ModelStatus
+from shared.storage import event_store, job_store, model_store
+from shared.storage.engine import make_engine, migrate, session_scope
+from shared.storage.tables import JobStatus, ModelStatus
+from shared.training.jobs import submit_training
 from tests.conftest import TINY_SPEC, event_rows, make_settings, require_service
 
 FAST = {"epochs": 3, "d_model": 8, "n_heads": 1, "max_len": 8, "activate": "always"}
@@ -25,7 +25,7 @@ def _run_job_on_worker(settings: Settings, tmp_path: Path) -> None:
     migrate(settings.db_url)
     engine = make_engine(settings.db_url)
     with session_scope(engine) as s:
-        crud.insert_events(s, events=event_rows(TINY_SPEC))
+        event_store.insert_events(s, events=event_rows(TINY_SPEC))
     env = dict(os.environ)
     env.update(
         {
@@ -49,7 +49,7 @@ def _run_job_on_worker(settings: Settings, tmp_path: Path) -> None:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             with session_scope(engine) as s:
-                current = crud.get_job(s, job_id=job.id)
+                current = job_store.get_job(s, job_id=job.id)
             if current.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
                 break
             assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
@@ -58,7 +58,7 @@ def _run_job_on_worker(settings: Settings, tmp_path: Path) -> None:
             current.error or (tmp_path / "worker.log").read_text()[-3000:]
         )
         with session_scope(engine) as s:
-            model = crud.get_model_version(s, version=current.model_version)
+            model = model_store.get_model_version(s, version=current.model_version)
             assert model.status == ModelStatus.ACTIVE
             assert model.job_id == job.id
         assert settings.bundle_path(model.artifact_path).joinpath("model.onnx").exists()
@@ -109,7 +109,7 @@ def test_train_wait_starts_an_embedded_worker(tmp_path: Path) -> None:
     migrate(settings.db_url)
     engine = make_engine(settings.db_url)
     with session_scope(engine) as s:
-        crud.insert_events(s, events=event_rows(TINY_SPEC))
+        event_store.insert_events(s, events=event_rows(TINY_SPEC))
     engine.dispose()
     env = dict(
         os.environ, RECSERVE_DATA_DIR=str(settings.data_dir), RECSERVE_WORKER__TORCH_THREADS="1"

@@ -7,11 +7,11 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from shared import crud
-from shared.db import make_engine, session_scope
-from shared.models import JobKind, JobStatus
+from shared.model.tensorrt_engine import tensorrt_available
 from shared.proto.recserve.v1 import admin_pb2
-from shared.tensorrt_engine import tensorrt_available
+from shared.storage import job_store
+from shared.storage.engine import make_engine, session_scope
+from shared.storage.tables import JobKind, JobStatus
 from worker.engines import run_build_engine_job
 
 
@@ -24,7 +24,7 @@ async def test_build_engine_queues_a_job_a_cpu_worker_fails_with_the_reason(clie
     assert run_build_engine_job(settings, job.id) is None
     engine = make_engine(settings.db_url)
     with session_scope(engine) as session:
-        done = crud.get_job(session, job_id=job.id)
+        done = job_store.get_job(session, job_id=job.id)
     engine.dispose()
     assert done.status == JobStatus.FAILED and "needs `tensorrt` and a CUDA device" in done.error
     assert done.params == {"version": 1, "precision": "fp16"}
@@ -48,7 +48,7 @@ async def test_build_engine_refuses_bad_requests(client, request_, code) -> None
 
 
 def test_training_queues_an_engine_build_when_asked(settings) -> None:
-    from shared.jobs import submit_training
+    from shared.training.jobs import submit_training
     from worker.pipeline import run_train_job
 
     building = settings.model_copy(
@@ -58,7 +58,7 @@ def test_training_queues_an_engine_build_when_asked(settings) -> None:
     job = submit_training(building, engine, {"epochs": 1})
     version = run_train_job(building, int(job.id or 0))
     with session_scope(engine) as session:
-        jobs = crud.list_jobs(session, limit=5)
+        jobs = job_store.list_jobs(session, limit=5)
     engine.dispose()
     (build,) = [j for j in jobs if j.kind == JobKind.BUILD_ENGINE]
     assert build.params == {"version": version, "precision": "fp16"}

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from shared import crud
 from shared.config import Settings
-from shared.db import make_engine, migrate, session_scope
-from shared.errors import Unavailable
-from shared.jobs import submit_training
-from shared.models import Job, JobStatus, JobTrigger, ModelStatus
+from shared.storage import event_store, job_store, model_store
+from shared.storage.engine import make_engine, migrate, session_scope
+from shared.storage.tables import Job, JobStatus, JobTrigger, ModelStatus
+from shared.training.jobs import submit_training
+from shared.wire.errors import Unavailable
 from tests.conftest import TINY_SPEC, event_rows, make_settings, require_service
 from tests.support.processes import WorkerProcess
 
@@ -37,7 +37,7 @@ def _with_data(settings: Settings) -> None:
     migrate(settings.db_url)
     engine = make_engine(settings.db_url)
     with session_scope(engine) as s:
-        crud.insert_events(s, events=event_rows(TINY_SPEC))
+        event_store.insert_events(s, events=event_rows(TINY_SPEC))
     engine.dispose()
 
 
@@ -45,7 +45,7 @@ def _job(settings: Settings, job_id: int) -> Job:
     engine = make_engine(settings.db_url)
     try:
         with session_scope(engine) as s:
-            return crud.get_job(s, job_id=job_id)
+            return job_store.get_job(s, job_id=job_id)
     finally:
         engine.dispose()
 
@@ -96,7 +96,7 @@ def _sigkill_mid_training(settings: Settings) -> None:
         assert done.attempts == 2, "one requeue, claimed once each"
         assert any("attempt 1 lost" in line for line in done.log), done.log
         with session_scope(engine) as s:
-            (model,) = crud.list_model_versions(s, limit=10)
+            (model,) = model_store.list_model_versions(s, limit=10)
         assert model.artifact_path == f"job-{job_id}-2" and done.lock_key is None
         assert not (settings.bundles_dir / f"job-{job_id}-1").exists()
     finally:
@@ -144,7 +144,7 @@ def test_cancel_running_and_queued_jobs(tmp_path: Path) -> None:
         job_id = int(job.id or 0)
         _wait(lambda: len(_job(settings, job_id).curve) >= 1, "running", logs=(worker,))
         with session_scope(engine) as s:
-            crud.cancel_job(s, job_id=job_id)
+            job_store.cancel_job(s, job_id=job_id)
         _wait(
             lambda: _job(settings, job_id).status == JobStatus.CANCELLED,
             "stops at its next progress report",
@@ -155,12 +155,12 @@ def test_cancel_running_and_queued_jobs(tmp_path: Path) -> None:
         assert "cancelled by an operator" in cancelled.error and cancelled.lock_key is None
         assert not list(settings.bundles_dir.glob(f"job-{job_id}*")), "no bundle, no tmp"
         with session_scope(engine) as s:
-            assert crud.list_model_versions(s, limit=10) == []
+            assert model_store.list_model_versions(s, limit=10) == []
         # A queued job that is cancelled never starts, even when its message arrives.
         worker.stop()
         queued = submit_training(settings, engine, {"epochs": 2, "d_model": 8})
         with session_scope(engine) as s:
-            crud.cancel_job(s, job_id=int(queued.id or 0))
+            job_store.cancel_job(s, job_id=int(queued.id or 0))
         worker = WorkerProcess(settings, "worker-again", **FAST_LIFECYCLE)
         _wait(
             lambda: "is cancelled, not queued: not running it again" in worker.tail(),
@@ -190,19 +190,19 @@ def test_beat_schedule_trains_and_promotes_with_nobody_acting(tmp_path: Path) ->
 
         def promoted() -> bool:
             with session_scope(engine) as s:
-                active = crud.get_active_model(s)
+                active = model_store.get_active_model(s)
             return active is not None
 
         _wait(promoted, "a scheduled job trains and its model is promoted", logs=(worker,))
         with session_scope(engine) as s:
-            (job,) = crud.list_jobs(s, limit=10)
-            active = crud.get_active_model(s)
+            (job,) = job_store.list_jobs(s, limit=10)
+            active = model_store.get_active_model(s)
         assert job.trigger == JobTrigger.SCHEDULE and job.status == JobStatus.SUCCEEDED
         assert active is not None and active.job_id == job.id
         assert active.status == ModelStatus.ACTIVE
         time.sleep(3)
         with session_scope(engine) as s:
-            assert len(crud.list_jobs(s, limit=10)) == 1, "the next run is 2 minutes away"
+            assert len(job_store.list_jobs(s, limit=10)) == 1, "the next run is 2 minutes away"
     finally:
         worker.stop()
         engine.dispose()
@@ -223,10 +223,14 @@ def test_volume_trigger_and_the_single_training_rule(tmp_path: Path) -> None:
     assert check_triggers(volume) is None, "one training job at a time"
     engine = make_engine(settings.db_url)
     with session_scope(engine) as s:
-        attempt = crud.claim_job(s, job_id=job_id, worker="test")
+        attempt = job_store.claim_job(s, job_id=job_id, worker="test")
         assert attempt == 1
-        crud.set_job_watermark(s, job_id=job_id, attempt=attempt, watermark=crud.max_event_row(s))
-        crud.finish_job(s, job_id=job_id, attempt=attempt, status=JobStatus.FAILED, error="test")
+        job_store.set_job_watermark(
+            s, job_id=job_id, attempt=attempt, watermark=event_store.max_event_row(s)
+        )
+        job_store.finish_job(
+            s, job_id=job_id, attempt=attempt, status=JobStatus.FAILED, error="test"
+        )
     engine.dispose()
     assert due_trigger(volume) is None, "counted from the newest job's watermark"
 
@@ -244,7 +248,7 @@ def test_broker_down_at_start_training_marks_the_job_failed(tmp_path: Path) -> N
         with pytest.raises(Unavailable, match="broker is unreachable"):
             submit_training(settings, engine, {"epochs": 2})
         with session_scope(engine) as s:
-            (job,) = crud.list_jobs(s, limit=10)
+            (job,) = job_store.list_jobs(s, limit=10)
         assert job.status == JobStatus.FAILED and job.lock_key is None
         assert "broker could not be reached" in job.error
     finally:

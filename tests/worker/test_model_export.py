@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from shared.bundle import ModelConfig
-from shared.sasrec import SASRec
+from shared.model.bundle import ModelConfig
+from shared.model.sasrec import SASRec
 from worker.export import check_parity, export_onnx
 
 

@@ -7,19 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from shared import bundle as bundle_format
-from shared import crud
-from shared.db import make_engine, session_scope
-from shared.models import JobCreate, JobStatus, ModelStatus
-from shared.params import TrainingParams
+from shared.model import bundle as bundle_format
+from shared.model.params import TrainingParams
+from shared.storage import job_store, model_store
+from shared.storage.engine import make_engine, session_scope
+from shared.storage.tables import JobCreate, JobStatus, ModelStatus
 from worker.pipeline import run_train_job, should_activate
 
 
 def test_trained_model_beats_popularity(trained_template: Path) -> None:
     engine = make_engine(f"sqlite:///{trained_template / 'recserve.db'}")
     with session_scope(engine) as s:
-        model = crud.get_model_version(s, version=1)
-        job = crud.get_job(s, job_id=1)
+        model = model_store.get_model_version(s, version=1)
+        job = job_store.get_job(s, job_id=1)
     engine.dispose()
     assert model.status == ModelStatus.ACTIVE
     assert job.status == JobStatus.SUCCEEDED and job.progress == 1.0
@@ -60,25 +60,25 @@ def test_rerun_is_harmless_and_weaker_model_is_not_promoted(settings) -> None:
     engine = make_engine(settings.db_url)
     assert run_train_job(settings, 1) == 1, "a finished job returns its version"
     with session_scope(engine) as s:
-        job = crud.create_job(s, job=JobCreate(params={"epochs": 1, "learning_rate": 1e-5}))
+        job = job_store.create_job(s, job=JobCreate(params={"epochs": 1, "learning_rate": 1e-5}))
     version = run_train_job(settings, int(job.id or 0))
     with session_scope(engine) as s:
-        weak = crud.get_model_version(s, version=version)
+        weak = model_store.get_model_version(s, version=version)
         assert weak.status == ModelStatus.READY, "a worse model is registered, not activated"
         assert weak.metrics["active_ndcg@10"] > weak.metrics["ndcg@10"]
-        assert crud.get_active_model(s).version == 1
-        assert "not activated" in crud.get_job(s, job_id=job.id).log[-1]
+        assert model_store.get_active_model(s).version == 1
+        assert "not activated" in job_store.get_job(s, job_id=job.id).log[-1]
     engine.dispose()
 
 
 def test_training_without_data_fails_the_job_with_a_reason(empty_settings) -> None:
     engine = make_engine(empty_settings.db_url)
     with session_scope(engine) as s:
-        job = crud.create_job(s, job=JobCreate(params={}))
+        job = job_store.create_job(s, job=JobCreate(params={}))
     with pytest.raises(ValueError, match="not enough data"):
         run_train_job(empty_settings, int(job.id or 0))
     with session_scope(engine) as s:
-        failed = crud.get_job(s, job_id=job.id)
+        failed = job_store.get_job(s, job_id=job.id)
         assert failed.status == JobStatus.FAILED and "not enough data" in failed.error
     engine.dispose()
 
@@ -100,7 +100,7 @@ def test_promotion_rule(activate, metrics, has_active, expected) -> None:
 
 
 def test_training_leaves_out_flagged_users(settings, tmp_path: Path) -> None:
-    from shared.importers import import_file
+    from shared.storage.importers import import_file
 
     rows = [f"bot,bot-item-{i},1,{1700000000 + i}" for i in range(40)]
     path = tmp_path / "bot.csv"
@@ -108,11 +108,11 @@ def test_training_leaves_out_flagged_users(settings, tmp_path: Path) -> None:
     engine = make_engine(settings.db_url)
     assert import_file(engine, path).quality["suspected_bot_users"] == ["bot"]
     with session_scope(engine) as s:
-        job = crud.create_job(s, job=JobCreate(params={"epochs": 1, "activate": "never"}))
+        job = job_store.create_job(s, job=JobCreate(params={"epochs": 1, "activate": "never"}))
     version = run_train_job(settings, int(job.id or 0))
     with session_scope(engine) as s:
-        model = crud.get_model_version(s, version=version)
-        log_lines = crud.get_job(s, job_id=job.id).log
+        model = model_store.get_model_version(s, version=version)
+        log_lines = job_store.get_job(s, job_id=job.id).log
     engine.dispose()
     vocab = bundle_format.load(settings.bundles_dir / model.artifact_path).vocab
     assert not any(item.startswith("bot-item") for item in vocab)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shared.params import TrainingParams
+from shared.model.params import TrainingParams
 from worker.recipe import FULL_SOFTMAX_BUDGET, DataStats, apply_recipe, recipe_for
 
 pytestmark = pytest.mark.unit
@@ -85,7 +85,7 @@ def test_small_data_validates_on_every_user() -> None:
 
 
 def test_the_recipe_chooses_only_the_keys_the_console_calls_auto() -> None:
-    from shared.params import RECIPE_KEYS
+    from shared.model.params import RECIPE_KEYS
 
     rng = np.random.default_rng(0)
     for lengths, items in ((np.full(9000, 8), 60_000), (5 + rng.geometric(0.01, 7000), 3400)):

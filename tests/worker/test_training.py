@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from shared import synthetic
-from shared.params import TrainingParams
-from shared.sasrec import SASRec
+from shared.model.params import TrainingParams
+from shared.model.sasrec import SASRec
 from tests.conftest import TINY_SPEC, TINY_TRAINING
 from worker.dataset import Ragged, leave_one_out
 from worker.training import (
@@ -157,7 +157,7 @@ def test_fused_cross_entropy_across_several_chunks(monkeypatch: pytest.MonkeyPat
 
 
 def test_byte_mask_dropout_keeps_the_rate_and_masks_the_gradient_alike() -> None:
-    from shared.sasrec import Dropout
+    from shared.model.sasrec import Dropout
 
     torch.manual_seed(3)
     layer = Dropout(0.2)

@@ -24,10 +24,11 @@ from typing import Any
 
 import pytest
 
-from shared import crud, synthetic
+from shared import synthetic
 from shared.config import ServerSettings, Settings, TrainingSettings, WorkerSettings
-from shared.db import make_engine, migrate, session_scope
-from shared.models import Job, JobStatus, ModelVersion
+from shared.storage import event_store, job_store, model_store
+from shared.storage.engine import make_engine, migrate, session_scope
+from shared.storage.tables import Job, JobStatus, ModelVersion
 from tests.conftest import event_rows
 
 pytestmark = pytest.mark.timeout(300)
@@ -60,7 +61,7 @@ def log(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, Settings]:
     migrate(settings.db_url)
     engine = make_engine(settings.db_url)
     with session_scope(engine) as session:
-        crud.insert_events(session, events=event_rows(spec))
+        event_store.insert_events(session, events=event_rows(spec))
     engine.dispose()
     return request.param, settings
 
@@ -69,9 +70,9 @@ def finished(settings: Settings, job_id: int) -> tuple[Job, ModelVersion]:
     engine = make_engine(settings.db_url)
     try:
         with session_scope(engine) as session:
-            job = crud.get_job(session, job_id=job_id)
+            job = job_store.get_job(session, job_id=job_id)
             assert job.status == JobStatus.SUCCEEDED, job.error or job.log[-5:]
-            model = crud.get_model_version(session, version=int(job.model_version or 0))
+            model = model_store.get_model_version(session, version=int(job.model_version or 0))
             return job, model
     finally:
         engine.dispose()
@@ -175,7 +176,7 @@ async def test_the_console_form(log: tuple[str, Settings]) -> None:
             await until(pilot, lambda: not app.screen.query("#opt-epochs"))
         engine = make_engine(settings.db_url)
         with session_scope(engine) as session:
-            (job,) = crud.list_jobs(session, limit=5)
+            (job,) = job_store.list_jobs(session, limit=5)
         engine.dispose()
     finally:
         await running.stop(0)
@@ -206,7 +207,7 @@ def test_the_drills_staging(tmp_path: Path) -> None:
     with stage(tmp_path, postgres=False) as staged:
         engine = make_engine(staged.settings.db_url)
         with session_scope(engine) as session:
-            job = crud.get_job(session, job_id=1)
+            job = job_store.get_job(session, job_id=1)
         engine.dispose()
     assert job.params == {"activate": "always"}, "the drills give only what they need"
     by_name = {row["name"]: row for row in job.resolved}

@@ -11,8 +11,8 @@ from textual.containers import Horizontal
 from textual.widgets import DataTable, Log, ProgressBar, Static
 from textual_plotext import PlotextPlot
 
-from shared.joblog import unseen_lines
 from shared.proto.recserve.v1 import admin_pb2
+from shared.training.joblog import unseen_lines
 from tui.connection import Connection
 from tui.dialogs.confirm import confirm
 from tui.dialogs.training_form import TrainingForm

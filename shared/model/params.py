@@ -12,7 +12,7 @@ import annotated_types
 from pydantic import ConfigDict, ValidationError
 
 from shared.config import Settings, TrainingSettings
-from shared.errors import InvalidArgument
+from shared.wire.errors import InvalidArgument
 
 RECIPE_KEYS = frozenset(
     {

@@ -7,7 +7,7 @@ install needs neither Celery nor the worker's dependencies.
 
 Delivery is at-least-once (``acks_late``), so a worker may receive a job's message more
 than once: after a broker redelivery, or a restart. The database decides: a worker runs
-a job only after moving its row from queued to running in one UPDATE (crud.claim_job),
+a job only after moving its row from queued to running in one UPDATE (job_store.claim_job),
 so a second copy of the message finds it running (or finished) and is dropped.
 
 Jobs are fenced. Each claim starts a new attempt whose number is the fencing token:
@@ -31,12 +31,12 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from shared import crud
 from shared.config import Settings
-from shared.db import session_scope
-from shared.errors import Unavailable
-from shared.models import Job, JobCreate, JobKind, JobStatus, JobTrigger
-from shared.params import given_params
+from shared.model.params import given_params
+from shared.storage import job_store, model_store
+from shared.storage.engine import session_scope
+from shared.storage.tables import Job, JobCreate, JobKind, JobStatus, JobTrigger
+from shared.wire.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def submit_training(
     """
     given = given_params(settings, params)  # only these: the recipe fills the rest
     with session_scope(engine) as session:
-        job = crud.create_job(
+        job = job_store.create_job(
             session, job=JobCreate(kind=JobKind.TRAIN, params=given, trigger=trigger)
         )
         job_id = int(job.id or 0)
@@ -172,7 +172,7 @@ def _publish_job(settings: Settings, engine: Engine, job_id: int, kind: str) -> 
     except Exception as exc:
         log.error("cannot queue %s job %s: %s", what, job_id, exc)
         with session_scope(engine) as session:
-            crud.finish_job(
+            job_store.finish_job(
                 session,
                 job_id=job_id,
                 status=JobStatus.FAILED,
@@ -183,8 +183,8 @@ def _publish_job(settings: Settings, engine: Engine, job_id: int, kind: str) -> 
             f"{job_id} was marked failed; retry when the broker is back"
         ) from exc
     with session_scope(engine) as session:
-        crud.set_job_celery_id(session, job_id=job_id, celery_id=task_id)
-        return crud.get_job(session, job_id=job_id)
+        job_store.set_job_celery_id(session, job_id=job_id, celery_id=task_id)
+        return job_store.get_job(session, job_id=job_id)
 
 
 def reap_jobs(settings: Settings, engine: Engine) -> tuple[list[int], list[int]]:
@@ -193,16 +193,16 @@ def reap_jobs(settings: Settings, engine: Engine) -> tuple[list[int], list[int]]
     (requeued, failed) job ids."""
     worker = settings.worker
     with session_scope(engine) as session:
-        requeued, ended = crud.reap_lost_jobs(
+        requeued, ended = job_store.reap_lost_jobs(
             session, lost_after_s=worker.job_lost_after_s, max_attempts=worker.max_attempts
         )
-        ended += crud.expire_queued_jobs(session, queue_timeout_s=worker.queue_timeout_s)
+        ended += job_store.expire_queued_jobs(session, queue_timeout_s=worker.queue_timeout_s)
     for job_id in ended:
         log.warning("job %s: failed (its worker was lost, or it was never taken)", job_id)
     for job_id in requeued:
         log.warning("job %s: its worker was lost; requeued as a new attempt", job_id)
         with session_scope(engine) as session:
-            task, queue = _task_of(settings, crud.get_job(session, job_id=job_id).kind)
+            task, queue = _task_of(settings, job_store.get_job(session, job_id=job_id).kind)
         try:
             publish(settings, task, [job_id], queue=queue)
         except Exception as exc:  # it stays queued; the queue timeout fails it if need be
@@ -217,8 +217,8 @@ def queue_engine_build(
     (worker.gpu_queue). Raises Unavailable when the broker cannot be reached (the job is
     then marked failed)."""
     with session_scope(engine) as session:
-        crud.get_model_version(session, version=version)  # NotFound names it
-        job = crud.create_job(
+        model_store.get_model_version(session, version=version)  # NotFound names it
+        job = job_store.create_job(
             session,
             job=JobCreate(
                 kind=JobKind.BUILD_ENGINE, params={"version": version, "precision": precision}

@@ -96,7 +96,7 @@ def build_engine(onnx_path: Path, key: EngineKey, *, workspace_bytes: int = 1 <<
 def cached_engine(onnx_path: Path, engines_dir: Path, key: EngineKey) -> Path:
     """The engine file for ``key``: checked against engines/checksums.json when it exists
     (BundleError when it fails), else built, written atomically and recorded there."""
-    from shared.bundle import record_engine, verify_engine
+    from shared.model.bundle import record_engine, verify_engine
 
     path = engines_dir / key.filename()
     if path.exists():

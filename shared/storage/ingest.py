@@ -12,7 +12,7 @@ it stored. Acknowledged means durable: it commits with the database's durable se
   changed, at the moment the events become visible (server/invalidation.py listens).
 - **SQLite**: one prepared ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` per event on
   the held connection (no per-commit SQLAlchemy bookkeeping).
-- **Anything else**: crud.insert_events through a Core transaction.
+- **Anything else**: event_store.insert_events through a Core transaction.
 
 Rows are plain ``EventRow`` tuples: at tens of thousands of events a second, building a
 pydantic model per event would cost more than storing it.
@@ -27,8 +27,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy.engine import Engine
 
-from shared import crud
-from shared.models import utcnow
+from shared.storage import change_feed, event_store
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +88,7 @@ class EventStore:
             return []
         if self._dialect not in ("sqlite", "postgresql"):
             with self._engine.begin() as connection:
-                new = crud.insert_events(connection, events=events)
+                new = event_store.insert_events(connection, events=events)
             return [
                 (e.event_id, e.user_id) for e in first_per_event_id(events) if e.event_id in new
             ]
@@ -109,58 +108,18 @@ class EventStore:
             raise
 
     def _store_sqlite(self, events: Sequence[EventRow]) -> list[tuple[str, str]]:
-        to_db = crud.sqlite_time_processor()
-        now = to_db(utcnow())
-        stored: list[tuple[str, str]] = []
-        cursor = self._raw.cursor()
-        try:
-            for e in first_per_event_id(events):
-                row = (
-                    *(e.event_id, e.user_id, e.item_id, e.kind, e.value),
-                    *(to_db(e.event_time), e.recommendation_id, now),
-                )
-                cursor.execute(crud.SQLITE_INSERT_EVENT, row)
-                if cursor.fetchall():
-                    stored.append((e.event_id, e.user_id))
-        finally:
-            cursor.close()
-        return stored
+        return event_store.insert_rows_sqlite(self._raw, first_per_event_id(events))
 
     def _store_postgres(self, events: Sequence[EventRow]) -> list[tuple[str, str]]:
         connection = self._raw.driver_connection  # psycopg.Connection
         with connection.cursor() as cursor:
             if not self._temp_ready:
-                cursor.execute(
-                    "CREATE TEMPORARY TABLE IF NOT EXISTS recserve_incoming ("
-                    " ord integer, event_id text, user_id text, item_id text, kind text,"
-                    " value double precision, event_time timestamptz, recommendation_id text"
-                    ") ON COMMIT DELETE ROWS"
-                )
+                event_store.create_incoming_table(cursor)
                 self._temp_ready = True
-            with cursor.copy(
-                "COPY recserve_incoming (ord, event_id, user_id, item_id, kind, value,"
-                " event_time, recommendation_id) FROM STDIN"
-            ) as copy:
-                for i, e in enumerate(events):
-                    copy.write_row(
-                        (i, *e[:6], e.recommendation_id)  # EventRow's fields, in order
-                    )
-            cursor.execute(
-                "INSERT INTO feedback_event"
-                " (event_id, user_id, item_id, kind, value, event_time, recommendation_id,"
-                "  received_time)"
-                " SELECT event_id, user_id, item_id, kind, value, event_time, recommendation_id,"
-                "  %s FROM ("
-                "  SELECT DISTINCT ON (event_id) * FROM recserve_incoming"
-                "  ORDER BY event_id, ord) AS fresh"
-                " ORDER BY ord"
-                " ON CONFLICT (event_id) DO NOTHING RETURNING event_id, user_id",
-                (utcnow(),),
-            )
-            stored = [(event_id, user_id) for event_id, user_id in cursor.fetchall()]
+            stored = event_store.insert_rows_postgres(cursor, events)
             if self._channel and stored:
-                for payload in notify_payloads(self._origin, (u for _, u in stored)):
-                    cursor.execute("SELECT pg_notify(%s, %s)", (self._channel, payload))
+                payloads = notify_payloads(self._origin, (u for _, u in stored))
+                change_feed.notify(cursor, self._channel, payloads)
         return stored
 
     def _drop_connection(self) -> None:

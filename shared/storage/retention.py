@@ -21,11 +21,11 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from shared import crud
-from shared.bundle import size_bytes
 from shared.config import Settings
-from shared.db import session_scope
-from shared.models import utcnow
+from shared.model.bundle import size_bytes
+from shared.storage import event_store, impression_store, model_store
+from shared.storage.engine import session_scope
+from shared.storage.tables import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def prune(settings: Settings, engine: Engine, *, keep_ready: int, dry_run: bool)
     """Deletes the bundles the retention rule lets go (or only lists them)."""
     result = PruneResult()
     with session_scope(engine) as session:
-        candidates = crud.prune_candidates(session, keep_ready=keep_ready)
+        candidates = model_store.prune_candidates(session, keep_ready=keep_ready)
     root = settings.bundles_dir.resolve()
     for model in candidates:
         version = int(model.version or 0)
@@ -53,7 +53,7 @@ def prune(settings: Settings, engine: Engine, *, keep_ready: int, dry_run: bool)
         # The database first: once marked, no activation can take the version, and a
         # version activated meanwhile is not marked (its bundle stays).
         with session_scope(engine) as session:
-            claimed = crud.claim_prune(session, version=version, keep_ready=keep_ready)
+            claimed = model_store.claim_prune(session, version=version, keep_ready=keep_ready)
         if not claimed:
             log.info("version %s changed status while pruning; kept", version)
             continue
@@ -87,10 +87,10 @@ def apply_data_retention(
     result = RetentionResult()
     if worker.retain_events_days:
         before = now - timedelta(days=worker.retain_events_days)
-        result.events = _in_batches(engine, crud.delete_events_before, before)
+        result.events = _in_batches(engine, event_store.delete_events_before, before)
     if worker.retain_impressions_days:
         before = now - timedelta(days=worker.retain_impressions_days)
-        result.impressions = _in_batches(engine, crud.delete_impressions_before, before)
+        result.impressions = _in_batches(engine, impression_store.delete_impressions_before, before)
     if result.events or result.impressions:
         log.info(
             "retention deleted %d events and %d impressions", result.events, result.impressions

@@ -20,7 +20,7 @@ from typing import TypeVar
 
 import grpc
 
-from shared.errors import DatabaseUnavailable
+from shared.wire.errors import DatabaseUnavailable
 
 T = TypeVar("T")
 RETRYABLE = frozenset(

@@ -1,6 +1,6 @@
 """Generates the Python gRPC stubs from protos/ into shared/proto/.
 
-Run ``make protos`` (or ``python -m shared.proto_gen``). tests/shared/test_stubs.py
+Run ``make protos`` (or ``python -m shared.wire.proto_gen``). tests/shared/test_stubs.py
 regenerates into a temporary folder and fails if the committed stubs are stale.
 Needs grpcio-tools (a dev dependency).
 """
@@ -11,7 +11,7 @@ import re
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PROTO_ROOT = ROOT / "protos"
 OUT = ROOT / "shared" / "proto"
 PACKAGE_PREFIX = "shared.proto."

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.ranking import top_rows
+from shared.model.ranking import top_rows
 
 INDEX_FILE = "items.ivf"
 INDEX_META = "index.json"

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from shared.bundle import ModelConfig
+from shared.model.bundle import ModelConfig
 
 NEG_INF = -1e9
 

@@ -15,12 +15,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, create_engine
 
 from shared.config import Settings
-from shared.errors import DatabaseUnavailable
+from shared.wire.errors import DatabaseUnavailable
+
+IN_CHUNK = 500
+"""Bound on the bind parameters of one ``IN (...)`` query (SQLite allows 999)."""
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -123,3 +126,57 @@ def migrate(url: str) -> None:
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["database_url"] = url
     command.upgrade(config, "head")
+
+
+def checkpoint_wal(engine: Engine) -> tuple[int, int, int]:
+    """One PASSIVE SQLite WAL checkpoint: (busy, frames in the log, frames checkpointed)."""
+    with engine.connect() as connection:
+        row = connection.execute(text("PRAGMA wal_checkpoint(PASSIVE)")).one()
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+def _quoted(name: str) -> str:
+    if not name.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"database name must be letters, digits, '_' or '-', got {name!r}")
+    return f'"{name}"'
+
+
+def ensure_database(url: str) -> None:
+    """Creates the PostgreSQL database named in ``url`` if it does not exist (nothing for
+    SQLite, whose file is created on first use)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql" or not parsed.database:
+        return
+    admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            exists = conn.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": parsed.database}
+            ).first()
+            if not exists:
+                conn.execute(text(f"CREATE DATABASE {_quoted(parsed.database)}"))
+    finally:
+        admin.dispose()
+
+
+def drop_databases(admin_url: str, names: list[str]) -> None:
+    """Drops PostgreSQL databases (closing their connections) through ``admin_url``."""
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            for name in names:
+                conn.execute(text(f"DROP DATABASE IF EXISTS {_quoted(name)} WITH (FORCE)"))
+    finally:
+        admin.dispose()
+
+
+def server_setting(url: str, name: str) -> str:
+    """A PostgreSQL setting as the server reports it (SHOW name)."""
+    if not name.replace("_", "").isalnum():
+        raise ValueError(f"setting name must be letters, digits or '_', got {name!r}")
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return str(conn.execute(text(f"SHOW {name}")).scalar())
+    finally:
+        engine.dispose()

@@ -29,10 +29,10 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from shared import crud
-from shared.db import session_scope
-from shared.errors import InvalidArgument
-from shared.ingest import EventRow, EventStore
+from shared.storage import item_store, user_store
+from shared.storage.engine import session_scope
+from shared.storage.ingest import EventRow, EventStore
+from shared.wire.errors import InvalidArgument
 
 FORMATS = ("seq", "movielens", "inter", "csv")
 SEQ_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -350,7 +350,7 @@ def import_file(
         for user, count in quality.bots.items()
     }
     with session_scope(engine) as session:
-        flagged = crud.flag_users(session, flags=flags)
+        flagged = user_store.flag_users(session, flags=flags)
     summary.seconds = time.perf_counter() - started
     summary.quality = {**quality.report(summary), "newly_flagged_users": flagged}
     return summary
@@ -362,7 +362,7 @@ def import_items(engine: Engine, path: Path, *, id_map: Path | None = None) -> i
     ``id_map`` (e.g. sas_to_original_items.txt, ``our_id original_id`` per line) maps the
     ids used in the events to the file's ids.
     """
-    from shared.models import Item
+    from shared.storage.tables import Item
 
     originals: dict[str, str] = {}
     if id_map is not None:
@@ -381,4 +381,4 @@ def import_items(engine: Engine, path: Path, *, id_map: Path | None = None) -> i
         labels = parts[2].split("|") if len(parts) > 2 else []
         items.append(Item(item_id=item_id, title=parts[1], labels=labels, available=True))
     with session_scope(engine) as session:
-        return sum(crud.upsert_items(session, items=items))
+        return sum(item_store.upsert_items(session, items=items))

@@ -2,7 +2,7 @@
 
     RecserveError
     ├── InvalidArgument      a request field is out of range   -> INVALID_ARGUMENT
-    │   └── ImportLineError  a malformed line of an imported file (shared/importers.py)
+    │   └── ImportLineError  a malformed line of an imported file (shared/storage/importers.py)
     ├── NotFound             an unknown model version or job   -> NOT_FOUND
     ├── FailedPrecondition   the thing exists but can't do that -> FAILED_PRECONDITION
     ├── Unavailable          no model and no fallback yet      -> UNAVAILABLE

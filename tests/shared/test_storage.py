@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect
 
-from shared import crud
-from shared.db import make_engine, migrate, session_scope
-from shared.errors import FailedPrecondition, NotFound
-from shared.models import (
+from shared.storage import event_store, job_store, model_store
+from shared.storage.engine import make_engine, migrate, session_scope
+from shared.storage.tables import (
     FeedbackEventCreate,
     Job,
     JobCreate,
@@ -20,6 +19,7 @@ from shared.models import (
     ModelStatus,
     ModelVersion,
 )
+from shared.wire.errors import FailedPrecondition, NotFound
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -55,26 +55,28 @@ def test_migrations_create_the_schema(engine) -> None:
 
 def test_event_ids_are_idempotency_keys(engine) -> None:
     with session_scope(engine) as s:
-        stored = crud.insert_events(
+        stored = event_store.insert_events(
             s, events=[ev("a", "u", "x", 1), ev("a", "u", "x", 1), ev("b", "u", "y", 2)]
         )
     assert stored == {"a", "b"}
     with session_scope(engine) as s:
-        assert crud.insert_events(s, events=[ev("b", "u", "y", 2), ev("c", "u", "z", 0)]) == {"c"}
-        assert crud.count_events(s) == 3
+        assert event_store.insert_events(
+            s, events=[ev("b", "u", "y", 2), ev("c", "u", "z", 0)]
+        ) == {"c"}
+        assert event_store.count_events(s) == 3
 
 
 def test_event_store_stores_what_the_orm_stores(engine) -> None:
     """The writer's fast path (COPY on PostgreSQL, a held connection on SQLite) stores
     the same rows as the ORM path, idempotently, first of repeated ids winning, and says
     which (event, user) it stored."""
-    from shared.ingest import EventRow, EventStore
+    from shared.storage.ingest import EventRow, EventStore
 
     def row(event_id: str, user: str, item: str, minutes: int) -> EventRow:
         return EventRow(event_id, user, item, "click", 1.0, T0 + timedelta(minutes=minutes))
 
     with session_scope(engine) as s:
-        assert crud.insert_events(s, events=[ev("orm", "u", "x", 1)]) == {"orm"}
+        assert event_store.insert_events(s, events=[ev("orm", "u", "x", 1)]) == {"orm"}
     store = EventStore(engine)
     try:
         batch = [row("fast", "u", "y", 2), row("fast", "other", "z", 3), row("orm", "u", "x", 1)]
@@ -86,22 +88,23 @@ def test_event_store_stores_what_the_orm_stores(engine) -> None:
     finally:
         store.close()
     with session_scope(engine) as s:
-        assert crud.count_events(s) == 502
-        assert crud.recent_history(s, user_id="u", limit=10) == [
+        assert event_store.count_events(s) == 502
+        assert event_store.recent_history(s, user_id="u", limit=10) == [
             ("x", T0 + timedelta(minutes=1)),
             ("y", T0 + timedelta(minutes=2)),
         ]
-        assert crud.recent_history(s, user_id="other", limit=10) == []
+        assert event_store.recent_history(s, user_id="other", limit=10) == []
         # The server's fast read gives the same events, times to the microsecond.
-        crud.insert_events(
+        event_store.insert_events(
             s, events=[ev("micro", "u", "m", 3).model_copy(update={"event_time": T0 + MICRO})]
         )
         expected = [
-            (when.timestamp(), item) for item, when in crud.recent_history(s, user_id="u", limit=2)
+            (when.timestamp(), item)
+            for item, when in event_store.recent_history(s, user_id="u", limit=2)
         ]
-        assert crud.recent_history_times(s, user_id="u", limit=2) == expected
+        assert event_store.recent_history_times(s, user_id="u", limit=2) == expected
         assert expected[0][0] == (T0 + MICRO).timestamp()
-        assert crud.recent_history_times(s, user_id="other", limit=2) == []
+        assert event_store.recent_history_times(s, user_id="other", limit=2) == []
     if engine.dialect.name == "sqlite":
         with engine.connect() as c:
             stored = c.exec_driver_sql(
@@ -115,7 +118,7 @@ def test_event_store_stores_what_the_orm_stores(engine) -> None:
 def test_postgres_store_notifies_other_replicas(postgres_url: str) -> None:
     import psycopg
 
-    from shared.ingest import EventRow, EventStore
+    from shared.storage.ingest import EventRow, EventStore
 
     migrate(postgres_url)
     engine = make_engine(postgres_url)
@@ -136,7 +139,7 @@ def test_postgres_store_notifies_other_replicas(postgres_url: str) -> None:
 
 
 def test_notify_payloads_fit_postgres_limit() -> None:
-    from shared.ingest import NOTIFY_PAYLOAD_BYTES, notify_payloads
+    from shared.storage.ingest import NOTIFY_PAYLOAD_BYTES, notify_payloads
 
     users = [f"user-{i:06d}-" + "x" * 100 for i in range(500)]
     payloads = notify_payloads("origin", users)
@@ -148,7 +151,7 @@ def test_notify_payloads_fit_postgres_limit() -> None:
 
 def test_history_is_ordered_by_event_time(engine) -> None:
     with session_scope(engine) as s:
-        crud.insert_events(
+        event_store.insert_events(
             s,
             events=[
                 ev("1", "u", "late", 30),
@@ -158,34 +161,39 @@ def test_history_is_ordered_by_event_time(engine) -> None:
             ],
         )
     with session_scope(engine) as s:
-        assert [i for i, _ in crud.recent_history(s, user_id="u", limit=10)] == [
+        assert [i for i, _ in event_store.recent_history(s, user_id="u", limit=10)] == [
             "early",
             "mid",
             "late",
         ]
-        assert [i for i, _ in crud.recent_history(s, user_id="u", limit=2)] == ["mid", "late"]
-        sequences = crud.user_sequences(s, watermark=crud.max_event_row(s), batch_rows=2)
+        assert [i for i, _ in event_store.recent_history(s, user_id="u", limit=2)] == [
+            "mid",
+            "late",
+        ]
+        sequences = event_store.user_sequences(
+            s, watermark=event_store.max_event_row(s), batch_rows=2
+        )
         assert sequences == {"u": ["early", "mid", "late"], "other": ["x"]}
-        assert crud.item_popularity(s, limit=1)[0][1] == 1
+        assert event_store.item_popularity(s, limit=1)[0][1] == 1
 
 
 def test_exactly_one_active_model(engine) -> None:
     with session_scope(engine) as s:
-        a = crud.create_model_version(s, model=ModelVersion(status=ModelStatus.READY))
-        b = crud.create_model_version(s, model=ModelVersion(status=ModelStatus.READY))
-        f = crud.create_model_version(s, model=ModelVersion(status=ModelStatus.FAILED))
+        a = model_store.create_model_version(s, model=ModelVersion(status=ModelStatus.READY))
+        b = model_store.create_model_version(s, model=ModelVersion(status=ModelStatus.READY))
+        f = model_store.create_model_version(s, model=ModelVersion(status=ModelStatus.FAILED))
     with session_scope(engine) as s:
-        crud.activate_model(s, version=a.version, reason="test")
+        model_store.activate_model(s, version=a.version, reason="test")
     with session_scope(engine) as s:
-        crud.activate_model(s, version=b.version, reason="test")
+        model_store.activate_model(s, version=b.version, reason="test")
     with session_scope(engine) as s:
-        active = crud.get_active_model(s)
+        active = model_store.get_active_model(s)
         assert active is not None and active.version == b.version
-        assert crud.get_model_version(s, version=a.version).status == ModelStatus.RETIRED
+        assert model_store.get_model_version(s, version=a.version).status == ModelStatus.RETIRED
         with pytest.raises(FailedPrecondition):
-            crud.activate_model(s, version=f.version, reason="test")
+            model_store.activate_model(s, version=f.version, reason="test")
         with pytest.raises(NotFound):
-            crud.activate_model(s, version=999, reason="test")
+            model_store.activate_model(s, version=999, reason="test")
 
 
 def test_the_database_itself_refuses_a_second_active_version(engine) -> None:
@@ -193,8 +201,8 @@ def test_the_database_itself_refuses_a_second_active_version(engine) -> None:
     from sqlalchemy.exc import IntegrityError
 
     with session_scope(engine) as s:
-        a = crud.create_model_version(s, model=ModelVersion(status=ModelStatus.ACTIVE))
-        b = crud.create_model_version(s, model=ModelVersion(status=ModelStatus.READY))
+        a = model_store.create_model_version(s, model=ModelVersion(status=ModelStatus.ACTIVE))
+        b = model_store.create_model_version(s, model=ModelVersion(status=ModelStatus.READY))
     with pytest.raises(IntegrityError), session_scope(engine) as s:
         s.execute(
             update(ModelVersion)
@@ -202,7 +210,7 @@ def test_the_database_itself_refuses_a_second_active_version(engine) -> None:
             .values(status=ModelStatus.ACTIVE)
         )
     with session_scope(engine) as s:
-        assert crud.get_active_model(s).version == a.version  # type: ignore[union-attr]
+        assert model_store.get_active_model(s).version == a.version  # type: ignore[union-attr]
 
 
 def test_concurrent_activations_leave_one_active_version_and_a_true_history(engine) -> None:
@@ -213,7 +221,11 @@ def test_concurrent_activations_leave_one_active_version_and_a_true_history(engi
 
     with session_scope(engine) as s:
         versions = [
-            int(crud.create_model_version(s, model=ModelVersion(status=ModelStatus.READY)).version)
+            int(
+                model_store.create_model_version(
+                    s, model=ModelVersion(status=ModelStatus.READY)
+                ).version
+            )
             for _ in range(8)
         ]
     start = threading.Barrier(len(versions))
@@ -223,7 +235,7 @@ def test_concurrent_activations_leave_one_active_version_and_a_true_history(engi
         start.wait()
         try:
             with session_scope(engine) as s:
-                crud.activate_model(s, version=version, reason="race")
+                model_store.activate_model(s, version=version, reason="race")
         except BaseException as exc:  # collected: every activation must succeed
             errors.append(exc)
 
@@ -234,8 +246,10 @@ def test_concurrent_activations_leave_one_active_version_and_a_true_history(engi
         thread.join(timeout=60)
     assert errors == []
     with session_scope(engine) as s:
-        active = [v for v in versions if crud.get_model_version(s, version=v).status == "active"]
-        history = list(reversed(crud.list_activations(s, limit=20)))
+        active = [
+            v for v in versions if model_store.get_model_version(s, version=v).status == "active"
+        ]
+        history = list(reversed(model_store.list_activations(s, limit=20)))
     assert len(active) == 1
     assert [h.previous_version for h in history] == [None, *[h.version for h in history[:-1]]]
     assert history[-1].version == active[0]
@@ -243,32 +257,36 @@ def test_concurrent_activations_leave_one_active_version_and_a_true_history(engi
 
 def test_prune_keeps_a_version_activated_after_it_was_listed(engine) -> None:
     with session_scope(engine) as s:
-        old = crud.create_model_version(s, model=ModelVersion(status=ModelStatus.READY))
-        crud.create_model_version(s, model=ModelVersion(status=ModelStatus.READY))
+        old = model_store.create_model_version(s, model=ModelVersion(status=ModelStatus.READY))
+        model_store.create_model_version(s, model=ModelVersion(status=ModelStatus.READY))
     with session_scope(engine) as s:
-        listed = [m.version for m in crud.prune_candidates(s, keep_ready=1)]
+        listed = [m.version for m in model_store.prune_candidates(s, keep_ready=1)]
     assert listed == [old.version]
     with session_scope(engine) as s:  # activated between the listing and the deletion
-        crud.activate_model(s, version=int(old.version), reason="race")
+        model_store.activate_model(s, version=int(old.version), reason="race")
     with session_scope(engine) as s:
-        assert not crud.claim_prune(s, version=int(old.version), keep_ready=1)
+        assert not model_store.claim_prune(s, version=int(old.version), keep_ready=1)
     with session_scope(engine) as s:
-        assert crud.get_model_version(s, version=int(old.version)).status == ModelStatus.ACTIVE
+        assert (
+            model_store.get_model_version(s, version=int(old.version)).status == ModelStatus.ACTIVE
+        )
 
 
 def test_prune_leaves_a_version_whose_activation_is_in_progress(engine) -> None:
     with session_scope(engine) as s:
-        loading = crud.create_model_version(s, model=ModelVersion(status=ModelStatus.READY))
-        crud.create_model_version(s, model=ModelVersion(status=ModelStatus.READY))
+        loading = model_store.create_model_version(s, model=ModelVersion(status=ModelStatus.READY))
+        model_store.create_model_version(s, model=ModelVersion(status=ModelStatus.READY))
     with session_scope(engine) as s:  # an ActivateModel begins: its bundle is loading
-        crud.begin_activation(s, version=int(loading.version))
+        model_store.begin_activation(s, version=int(loading.version))
     with session_scope(engine) as s:
-        assert crud.prune_candidates(s, keep_ready=1) == []
-        assert not crud.claim_prune(s, version=int(loading.version), keep_ready=1)
+        assert model_store.prune_candidates(s, keep_ready=1) == []
+        assert not model_store.claim_prune(s, version=int(loading.version), keep_ready=1)
     with session_scope(engine) as s:  # it failed to load: prunable again
-        crud.end_activation(s, version=int(loading.version))
+        model_store.end_activation(s, version=int(loading.version))
     with session_scope(engine) as s:
-        assert [m.version for m in crud.prune_candidates(s, keep_ready=1)] == [loading.version]
+        assert [m.version for m in model_store.prune_candidates(s, keep_ready=1)] == [
+            loading.version
+        ]
 
 
 def test_ids_versions_and_watermarks_hold_64_bit_values(engine) -> None:
@@ -284,22 +302,22 @@ def test_ids_versions_and_watermarks_hold_64_bit_values(engine) -> None:
             for sequence in ("job_id_seq", "model_version_version_seq"):
                 s.execute(text("SELECT setval(:s, :v)"), {"s": sequence, "v": big})
     with session_scope(engine) as s:
-        job = crud.create_job(s, job=JobCreate(params={}))
-        model = crud.create_model_version(s, model=ModelVersion(status=ModelStatus.READY))
+        job = job_store.create_job(s, job=JobCreate(params={}))
+        model = model_store.create_model_version(s, model=ModelVersion(status=ModelStatus.READY))
     assert int(job.id or 0) > big and int(model.version or 0) > big, "sequences go on past 2^31"
     with session_scope(engine) as s:
-        assert crud.get_job(s, job_id=big).data_watermark == big
-        assert crud.get_model_version(s, version=big).job_id == big
+        assert job_store.get_job(s, job_id=big).data_watermark == big
+        assert model_store.get_model_version(s, version=big).job_id == big
 
 
 def test_job_claim_progress_curve_and_log(engine) -> None:
     with session_scope(engine) as s:
-        job = crud.create_job(s, job=JobCreate(params={"epochs": 3}))
+        job = job_store.create_job(s, job=JobCreate(params={"epochs": 3}))
     with session_scope(engine) as s:
-        assert crud.claim_job(s, job_id=job.id, worker="host:1")
+        assert job_store.claim_job(s, job_id=job.id, worker="host:1")
     with session_scope(engine) as s:
-        assert not crud.claim_job(s, job_id=job.id, worker="host:2"), "claimed only once"
-        crud.report_job_progress(
+        assert not job_store.claim_job(s, job_id=job.id, worker="host:2"), "claimed only once"
+        job_store.report_job_progress(
             s,
             job_id=job.id,
             attempt=1,
@@ -308,9 +326,9 @@ def test_job_claim_progress_curve_and_log(engine) -> None:
             point={"epoch": 1, "loss": 2.5},
         )
     with session_scope(engine) as s:
-        crud.finish_job(s, job_id=job.id, status=JobStatus.FAILED, error="boom\ntrace")
+        job_store.finish_job(s, job_id=job.id, status=JobStatus.FAILED, error="boom\ntrace")
     with session_scope(engine) as s:
-        done = crud.get_job(s, job_id=job.id)
+        done = job_store.get_job(s, job_id=job.id)
         assert done.status == JobStatus.FAILED and done.progress == 0.5
         assert done.worker == "host:1" and done.attempts == 1
         assert done.curve == [{"epoch": 1, "loss": 2.5}]
@@ -321,19 +339,19 @@ def test_job_claim_progress_curve_and_log(engine) -> None:
 
 def test_one_training_job_at_a_time(engine) -> None:
     with session_scope(engine) as s:
-        first = crud.create_job(s, job=JobCreate(params={}))
+        first = job_store.create_job(s, job=JobCreate(params={}))
     with pytest.raises(FailedPrecondition, match=f"training job {first.id} is queued"):
         with session_scope(engine) as s:
-            crud.create_job(s, job=JobCreate(params={}))
+            job_store.create_job(s, job=JobCreate(params={}))
     with session_scope(engine) as s:
-        crud.claim_job(s, job_id=first.id, worker="w")
+        job_store.claim_job(s, job_id=first.id, worker="w")
     with pytest.raises(FailedPrecondition, match=f"CancelJob {first.id}"):
         with session_scope(engine) as s:
-            crud.create_job(s, job=JobCreate(params={}))
+            job_store.create_job(s, job=JobCreate(params={}))
     with session_scope(engine) as s:
-        crud.finish_job(s, job_id=first.id, status=JobStatus.SUCCEEDED)
+        job_store.finish_job(s, job_id=first.id, status=JobStatus.SUCCEEDED)
     with session_scope(engine) as s:
-        second = crud.create_job(s, job=JobCreate(params={}))
+        second = job_store.create_job(s, job=JobCreate(params={}))
     assert second.id == first.id + 1
 
 
@@ -341,7 +359,7 @@ def test_the_database_enforces_the_training_lock(engine) -> None:
     """Two writers that both saw no holder: the unique lock key lets only one in."""
     from sqlalchemy.exc import IntegrityError
 
-    from shared.models import TRAINING_LOCK, Job
+    from shared.storage.tables import TRAINING_LOCK, Job
 
     with session_scope(engine) as s:
         s.add(Job(params={}, lock_key=TRAINING_LOCK))
@@ -352,35 +370,39 @@ def test_the_database_enforces_the_training_lock(engine) -> None:
 
 def test_cancel_queued_and_running_jobs(engine) -> None:
     with session_scope(engine) as s:
-        queued = crud.create_job(s, job=JobCreate(params={}))
+        queued = job_store.create_job(s, job=JobCreate(params={}))
     with session_scope(engine) as s:
-        cancelled = crud.cancel_job(s, job_id=queued.id)
+        cancelled = job_store.cancel_job(s, job_id=queued.id)
         assert cancelled.status == JobStatus.CANCELLED and cancelled.lock_key is None
     with session_scope(engine) as s:
-        assert not crud.claim_job(s, job_id=queued.id, worker="w"), "a cancelled job never starts"
-        running = crud.create_job(s, job=JobCreate(params={}))
+        assert not job_store.claim_job(s, job_id=queued.id, worker="w"), (
+            "a cancelled job never starts"
+        )
+        running = job_store.create_job(s, job=JobCreate(params={}))
     with session_scope(engine) as s:
-        assert crud.claim_job(s, job_id=running.id, worker="w")
+        assert job_store.claim_job(s, job_id=running.id, worker="w")
     with session_scope(engine) as s:
-        flagged = crud.cancel_job(s, job_id=running.id)
+        flagged = job_store.cancel_job(s, job_id=running.id)
         assert flagged.status == JobStatus.RUNNING and flagged.cancel_requested
-        job = crud.report_job_progress(
+        job = job_store.report_job_progress(
             s, job_id=running.id, attempt=1, progress=0.1, message="epoch 1"
         )
         assert job.cancel_requested, "the worker learns of it at its next report"
     with session_scope(engine) as s:
-        crud.finish_job(s, job_id=running.id, status=JobStatus.CANCELLED)
+        job_store.finish_job(s, job_id=running.id, status=JobStatus.CANCELLED)
     with session_scope(engine) as s:
-        assert crud.cancel_job(s, job_id=running.id).status == JobStatus.CANCELLED, "idempotent"
-        done = crud.create_job(s, job=JobCreate(params={}))
-        crud.finish_job(s, job_id=done.id, status=JobStatus.SUCCEEDED)
+        assert job_store.cancel_job(s, job_id=running.id).status == JobStatus.CANCELLED, (
+            "idempotent"
+        )
+        done = job_store.create_job(s, job=JobCreate(params={}))
+        job_store.finish_job(s, job_id=done.id, status=JobStatus.SUCCEEDED)
     with pytest.raises(FailedPrecondition, match="already finished"):
         with session_scope(engine) as s:
-            crud.cancel_job(s, job_id=done.id)
+            job_store.cancel_job(s, job_id=done.id)
 
 
 def later(seconds: float):
-    from shared.models import utcnow
+    from shared.storage.tables import utcnow
 
     return utcnow() + timedelta(seconds=seconds)
 
@@ -389,56 +411,58 @@ def test_the_reaper_requeues_a_lost_attempt_then_fails_the_last(engine) -> None:
     """A clock passed in, no sleeps: a lost attempt is requeued as the next one while
     attempts remain, the stale attempt's writes are refused, and the last lost attempt
     fails the job and frees the lock."""
-    from shared.errors import StaleAttempt
+    from shared.wire.errors import StaleAttempt
 
     with session_scope(engine) as s:
-        job = crud.create_job(s, job=JobCreate(params={}))
+        job = job_store.create_job(s, job=JobCreate(params={}))
     with session_scope(engine) as s:
-        assert crud.claim_job(s, job_id=job.id, worker="dead-host:9") == 1
+        assert job_store.claim_job(s, job_id=job.id, worker="dead-host:9") == 1
     with session_scope(engine) as s:
-        found = crud.reap_lost_jobs(s, lost_after_s=60, max_attempts=2, now=later(1))
+        found = job_store.reap_lost_jobs(s, lost_after_s=60, max_attempts=2, now=later(1))
         assert found == ([], []), "a fresh heartbeat is alive"
     with session_scope(engine) as s:
-        assert crud.heartbeat_job(s, job_id=job.id, attempt=1)
-        found = crud.reap_lost_jobs(s, lost_after_s=60, max_attempts=2, now=later(61))
+        assert job_store.heartbeat_job(s, job_id=job.id, attempt=1)
+        found = job_store.reap_lost_jobs(s, lost_after_s=60, max_attempts=2, now=later(61))
         assert found == ([job.id], [])
     with session_scope(engine) as s:
-        requeued = crud.get_job(s, job_id=job.id)
+        requeued = job_store.get_job(s, job_id=job.id)
         assert requeued.status == JobStatus.QUEUED and requeued.lock_key is not None
         assert "attempt 1 lost: dead-host:9" in requeued.log[-1]
-        assert not crud.heartbeat_job(s, job_id=job.id, attempt=1), "the stale beat is refused"
+        assert not job_store.heartbeat_job(s, job_id=job.id, attempt=1), "the stale beat is refused"
     with session_scope(engine) as s:
-        assert crud.claim_job(s, job_id=job.id, worker="other-host:3") == 2
+        assert job_store.claim_job(s, job_id=job.id, worker="other-host:3") == 2
     for stale_write in (
-        lambda s: crud.report_job_progress(s, job_id=job.id, attempt=1, progress=1, message="x"),
-        lambda s: crud.finish_job(s, job_id=job.id, attempt=1, status=JobStatus.SUCCEEDED),
-        lambda s: crud.set_job_watermark(s, job_id=job.id, attempt=1, watermark=5),
-        lambda s: crud.fence(s, job_id=job.id, attempt=1),
+        lambda s: job_store.report_job_progress(
+            s, job_id=job.id, attempt=1, progress=1, message="x"
+        ),
+        lambda s: job_store.finish_job(s, job_id=job.id, attempt=1, status=JobStatus.SUCCEEDED),
+        lambda s: job_store.set_job_watermark(s, job_id=job.id, attempt=1, watermark=5),
+        lambda s: job_store.fence(s, job_id=job.id, attempt=1),
     ):
         with pytest.raises(StaleAttempt), session_scope(engine) as s:
             stale_write(s)
     with session_scope(engine) as s:
-        assert crud.reap_lost_jobs(s, lost_after_s=60, max_attempts=2, now=later(61)) == (
+        assert job_store.reap_lost_jobs(s, lost_after_s=60, max_attempts=2, now=later(61)) == (
             [],
             [job.id],
         )
     with session_scope(engine) as s:
-        lost = crud.get_job(s, job_id=job.id)
+        lost = job_store.get_job(s, job_id=job.id)
         assert lost.status == JobStatus.FAILED and lost.lock_key is None
         assert "attempt 2 lost: other-host:3" in lost.error and "of 2" in lost.error
 
 
 def test_a_job_whose_message_was_lost_fails_after_the_queue_timeout(engine) -> None:
     with session_scope(engine) as s:
-        job = crud.create_job(s, job=JobCreate(params={}))
+        job = job_store.create_job(s, job=JobCreate(params={}))
     with session_scope(engine) as s:
-        assert crud.expire_queued_jobs(s, queue_timeout_s=600, now=later(10)) == []
-        assert crud.expire_queued_jobs(s, queue_timeout_s=600, now=later(601)) == [job.id]
+        assert job_store.expire_queued_jobs(s, queue_timeout_s=600, now=later(10)) == []
+        assert job_store.expire_queued_jobs(s, queue_timeout_s=600, now=later(601)) == [job.id]
     with session_scope(engine) as s:
-        expired = crud.get_job(s, job_id=job.id)
+        expired = job_store.get_job(s, job_id=job.id)
         assert expired.status == JobStatus.FAILED and expired.lock_key is None
         assert "worker.queue_timeout_s" in expired.error
-        crud.create_job(s, job=JobCreate(params={}))  # the lock is free again
+        job_store.create_job(s, job=JobCreate(params={}))  # the lock is free again
 
 
 def test_migrations_match_the_models(engine) -> None:
@@ -456,10 +480,10 @@ def test_event_pages_stream_every_user_in_time_order(engine, tmp_path: Path) -> 
     """Pages cut users anywhere; order is user, event time, then arrival (row id)."""
     events = [ev(str(n), f"u{n % 3}", f"i{n}", 100 - n // 2) for n in range(30)]
     with session_scope(engine) as s:
-        crud.insert_events(s, events=events)
+        event_store.insert_events(s, events=events)
     with session_scope(engine) as s:
-        watermark = crud.max_event_row(s)
-        pages = list(crud.user_event_pages(s, watermark=watermark, batch_rows=4))
+        watermark = event_store.max_event_row(s)
+        pages = list(event_store.user_event_pages(s, watermark=watermark, batch_rows=4))
         assert [len(page) for page in pages] == [4] * 7 + [2]
         rows = [row for page in pages for row in page]
         assert [user for user, _ in rows] == sorted(user for user, _ in rows)
@@ -467,17 +491,20 @@ def test_event_pages_stream_every_user_in_time_order(engine, tmp_path: Path) -> 
             numbers = [n for n in range(30) if f"u{n % 3}" == user]
             by_time = sorted(numbers, key=lambda n: (100 - n // 2, n))
             assert [item for u, item in rows if u == user] == [f"i{n}" for n in by_time]
-        assert sum(map(len, crud.user_event_pages(s, watermark=watermark - 5, batch_rows=4))) == 25
+        assert (
+            sum(map(len, event_store.user_event_pages(s, watermark=watermark - 5, batch_rows=4)))
+            == 25
+        )
 
 
 def test_retention_deletes_old_impressions_and_keeps_events_by_default(engine, tmp_path) -> None:
     from shared.config import Settings, WorkerSettings
-    from shared.models import Impression, utcnow
-    from shared.retention import apply_data_retention
+    from shared.storage.retention import apply_data_retention
+    from shared.storage.tables import Impression, utcnow
 
     now = utcnow()
     with session_scope(engine) as s:
-        crud.insert_events(
+        event_store.insert_events(
             s,
             events=[
                 FeedbackEventCreate(
@@ -506,7 +533,7 @@ def test_retention_deletes_old_impressions_and_keeps_events_by_default(engine, t
     yearly = settings.model_copy(update={"worker": WorkerSettings(retain_events_days=365)})
     assert apply_data_retention(yearly, engine, now=now).events == 3
     with session_scope(engine) as s:
-        assert crud.count_events(s) == 1
+        assert event_store.count_events(s) == 1
 
 
 def test_postgres_sessions_pin_synchronous_commit(postgres_url: str) -> None:

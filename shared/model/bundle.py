@@ -31,7 +31,7 @@ import numpy as np
 from pydantic import Field
 
 from shared.config import ModelArchitecture
-from shared.errors import BundleError
+from shared.wire.errors import BundleError
 
 CONFIG = "config.json"
 VOCAB = "vocab.json"

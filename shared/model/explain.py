@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from shared.histories import left_pad
+from shared.model.histories import left_pad
 
 Encode = Callable[[np.ndarray], np.ndarray]
 """int64 [B, L] left-padded model rows -> float32 [B, D] user states."""

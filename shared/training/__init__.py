@@ -1,0 +1,1 @@
+"""Training jobs: the one submission door, and the job log."""
