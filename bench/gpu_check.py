@@ -31,7 +31,7 @@ def _throughput(encode: Any, history: np.ndarray, seconds: float = 1.0) -> float
 def main(argv: list[str]) -> int:
     import torch
 
-    from bench.serve import BENCH_CONFIG
+    from bench.serve_stage import BENCH_CONFIG
     from server.backends.onnxruntime import OnnxRuntimeBackend
     from server.backends.torch_cuda import TorchBackend
     from shared.model import bundle as bundle_format

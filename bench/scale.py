@@ -196,7 +196,7 @@ def activate(settings: Settings, bundle: Path) -> None:
 
 def serve(settings: Settings, size: Size, *, use_index: bool, duration: float) -> dict[str, Any]:
     from bench.processes import ServerProcess
-    from bench.serve import measure, warm_histories
+    from bench.serve_measure import measure, warm_histories
 
     users = [f"s{u}" for u in range(0, size.users, max(1, size.users // 2000))][:2000]
     items = [f"item{i}" for i in range(min(size.items, 10_000))]

@@ -26,7 +26,8 @@ from typing import Any
 from bench.ingest import cpu_model
 from bench.loadgen import LoadResult, LoadSpec, run_load, summarize
 from bench.processes import ServerProcess, rss_mb, threads
-from bench.serve import P99_LIMIT_MS, measure, prepare, warm_histories
+from bench.serve_measure import P99_LIMIT_MS, measure, warm_histories
+from bench.serve_stage import prepare
 from shared.client import Client
 from shared.proto.recserve.v1 import admin_pb2
 from shared.storage import model_store

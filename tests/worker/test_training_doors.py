@@ -202,7 +202,7 @@ def test_the_triggers(log: tuple[str, Settings], trigger: str) -> None:
 
 
 def test_the_drills_staging(tmp_path: Path) -> None:
-    from bench.drill import stage
+    from bench.drill_stage import stage
 
     with stage(tmp_path, postgres=False) as staged:
         engine = make_engine(staged.settings.db_url)
