@@ -59,73 +59,70 @@ def print_models(models: list[admin_pb2.ModelVersion], active: int) -> None:
         )
 
 
+def _version(args: argparse.Namespace) -> int:
+    if args.version is None:
+        raise SystemExit(f"recserve models {args.action} needs a VERSION")
+    return int(args.version)
+
+
+def models_list(args: argparse.Namespace) -> None:
+    request = admin_pb2.ListModelsRequest()
+    answer = call(args, lambda c: c.admin.ListModels(request, metadata=c.metadata))
+    print_models(list(answer.models), answer.active_version)
+
+
+def models_build_engine(args: argparse.Namespace) -> None:
+    request = admin_pb2.BuildEngineRequest(version=_version(args), precision=args.precision)
+    job = call(args, lambda c: c.admin.BuildEngine(request, metadata=c.metadata))
+    print(f"build-engine job {job.id} queued for version {args.version} ({args.precision})")
+
+
+def models_activate(args: argparse.Namespace) -> None:
+    request = admin_pb2.ActivateModelRequest(version=_version(args))
+    model = call(args, lambda c: c.admin.ActivateModel(request, metadata=c.metadata, timeout=120))
+    print(f"model version {model.version} is now {model.status}")
+
+
+def models_show(args: argparse.Namespace) -> None:
+    request = admin_pb2.GetModelRequest(version=_version(args))
+    details = call(args, lambda c: c.admin.GetModelDetails(request, metadata=c.metadata))
+    print_models([details.model], 0)
+    print(f"bundle: {details.model.artifact_path}  problem: {details.problem or 'none'}")
+    for f in details.files:
+        print(f"  {'ok ' if f.ok else 'BAD'} {f.name:24} {f.size_bytes:>12,}  {f.sha256}")
+    for a in details.activations:
+        print(
+            f"  activated {_when(a.activated_at_ms)} after {a.previous_version or '-'} ({a.reason})"
+        )
+    print_choices(list(details.training))
+
+
+def models_rollback(args: argparse.Namespace) -> None:
+    request = admin_pb2.RollbackModelRequest()
+    model = call(args, lambda c: c.admin.RollbackModel(request, metadata=c.metadata, timeout=120))
+    print(f"rolled back: model version {model.version} is now {model.status}")
+
+
+def models_prune(args: argparse.Namespace) -> None:
+    request = admin_pb2.PruneModelsRequest(keep=args.keep or 0, dry_run=args.dry_run)
+    result = call(args, lambda c: c.admin.PruneModels(request, metadata=c.metadata))
+    verb = "would prune" if args.dry_run else "pruned"
+    versions = ", ".join(map(str, result.pruned)) or "nothing"
+    print(f"{verb} {versions} ({result.freed_bytes / 1e6:.1f} MB)")
+
+
+MODEL_ACTIONS = {
+    "list": models_list,
+    "build-engine": models_build_engine,
+    "activate": models_activate,
+    "show": models_show,
+    "rollback": models_rollback,
+    "prune": models_prune,
+}
+
+
 def cmd_models(args: argparse.Namespace) -> int:
-    action = args.action
-    if action == "list":
-        answer = call(
-            args, lambda c: c.admin.ListModels(admin_pb2.ListModelsRequest(), metadata=c.metadata)
-        )
-        print_models(list(answer.models), answer.active_version)
-    elif action == "build-engine":
-        if args.version is None:
-            raise SystemExit("recserve models build-engine needs a VERSION")
-        job = call(
-            args,
-            lambda c: c.admin.BuildEngine(
-                admin_pb2.BuildEngineRequest(version=args.version, precision=args.precision),
-                metadata=c.metadata,
-            ),
-        )
-        print(f"build-engine job {job.id} queued for version {args.version} ({args.precision})")
-    elif action in ("activate", "show"):
-        if args.version is None:
-            raise SystemExit(f"recserve models {action} needs a VERSION")
-        if action == "activate":
-            model = call(
-                args,
-                lambda c: c.admin.ActivateModel(
-                    admin_pb2.ActivateModelRequest(version=args.version),
-                    metadata=c.metadata,
-                    timeout=120,
-                ),
-            )
-            print(f"model version {model.version} is now {model.status}")
-        else:
-            details = call(
-                args,
-                lambda c: c.admin.GetModelDetails(
-                    admin_pb2.GetModelRequest(version=args.version), metadata=c.metadata
-                ),
-            )
-            print_models([details.model], 0)
-            print(f"bundle: {details.model.artifact_path}  problem: {details.problem or 'none'}")
-            for f in details.files:
-                print(f"  {'ok ' if f.ok else 'BAD'} {f.name:24} {f.size_bytes:>12,}  {f.sha256}")
-            for a in details.activations:
-                print(
-                    f"  activated {_when(a.activated_at_ms)} after {a.previous_version or '-'}"
-                    f" ({a.reason})"
-                )
-            print_choices(list(details.training))
-    elif action == "rollback":
-        model = call(
-            args,
-            lambda c: c.admin.RollbackModel(
-                admin_pb2.RollbackModelRequest(), metadata=c.metadata, timeout=120
-            ),
-        )
-        print(f"rolled back: model version {model.version} is now {model.status}")
-    elif action == "prune":
-        result = call(
-            args,
-            lambda c: c.admin.PruneModels(
-                admin_pb2.PruneModelsRequest(keep=args.keep or 0, dry_run=args.dry_run),
-                metadata=c.metadata,
-            ),
-        )
-        verb = "would prune" if args.dry_run else "pruned"
-        versions = ", ".join(map(str, result.pruned)) or "nothing"
-        print(f"{verb} {versions} ({result.freed_bytes / 1e6:.1f} MB)")
+    MODEL_ACTIONS[args.action](args)
     return 0
 
 

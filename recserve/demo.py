@@ -121,6 +121,29 @@ def _reason(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+async def _load_demo_data(running: RunningServer, client: AsyncClient) -> None:
+    """The demo catalogue, and the synthetic log sent through FeedbackStream unless the
+    database holds it already."""
+    spec = synthetic.SyntheticSpec()
+    with session_scope(running.engine) as session:
+        have = event_store.count_events(session, id_prefix="demo-")
+        catalogue = synthetic.catalogue(spec)
+        items = [Item(item_id=i.item_id, title=i.title, labels=i.labels) for i in catalogue]
+        item_store.upsert_items(session, items=items)
+    if have >= sum(1 for _ in synthetic.events(spec)):
+        print(f"the database already holds the {have:,} demo events; not re-sending them")
+        return
+    print("sending the synthetic demo log through FeedbackStream ...")
+    started = datetime.now(UTC)
+    # Event ids make a resent stream harmless: stored events count as duplicates.
+    answer = await retrying(
+        lambda: client.recommender.FeedbackStream(_stream(spec), metadata=client.metadata),
+        what="FeedbackStream",
+    )
+    took = (datetime.now(UTC) - started).total_seconds()
+    print(f"  stored {answer.stored:,} events, {answer.duplicates:,} duplicates in {took:.1f}s")
+
+
 async def _steps(
     settings: Settings,
     running: RunningServer,
@@ -132,28 +155,7 @@ async def _steps(
 ) -> bool:
     """Loads the demo data, trains if needed, shows a recommendation; False when the
     training did not succeed."""
-    spec = synthetic.SyntheticSpec()
-    with session_scope(running.engine) as session:
-        have = event_store.count_events(session, id_prefix="demo-")
-        item_store.upsert_items(
-            session,
-            items=[
-                Item(item_id=i.item_id, title=i.title, labels=i.labels)
-                for i in synthetic.catalogue(spec)
-            ],
-        )
-    if have < sum(1 for _ in synthetic.events(spec)):
-        print("sending the synthetic demo log through FeedbackStream ...")
-        started = datetime.now(UTC)
-        # Event ids make a resent stream harmless: stored events count as duplicates.
-        answer = await retrying(
-            lambda: client.recommender.FeedbackStream(_stream(spec), metadata=client.metadata),
-            what="FeedbackStream",
-        )
-        took = (datetime.now(UTC) - started).total_seconds()
-        print(f"  stored {answer.stored:,} events, {answer.duplicates:,} duplicates in {took:.1f}s")
-    else:
-        print(f"the database already holds the {have:,} demo events; not re-sending them")
+    await _load_demo_data(running, client)
     models = await retrying(
         lambda: client.admin.ListModels(admin_pb2.ListModelsRequest(), metadata=client.metadata),
         what="ListModels",

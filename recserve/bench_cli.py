@@ -1,0 +1,158 @@
+"""The benchmark and drill commands (`recserve bench KIND`, `recserve drill`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from recserve.args import Add, parse_params, settings_from
+
+
+def bench_quality(args: argparse.Namespace) -> int:
+    from bench.quality import run_quality_bench
+
+    if not args.data:
+        raise SystemExit("bench quality needs --data PATH")
+    data = Path(args.data)
+    settings = settings_from(args)
+    if not args.data_dir:
+        settings = settings.model_copy(update={"data_dir": Path("var/bench") / data.stem})
+    run_quality_bench(
+        settings,
+        data,
+        fmt=args.format,
+        params=parse_params(args.param, args.params),
+        output=Path(args.output) if args.output else None,
+    )
+    return 0
+
+
+def bench_soak(args: argparse.Namespace) -> int:
+    from bench.soak import run_soak
+
+    report = run_soak(
+        Path(args.data_dir or "var/bench/serve"),
+        minutes=args.minutes,
+        rate=args.rate,
+        clients=args.clients or 2,
+        output=Path(args.output or "bench-results/soak.json"),
+    )
+    return 0 if report["passed"] else 1
+
+
+def bench_scale(args: argparse.Namespace) -> int:
+    from bench.scale import DEFAULT_SIZES, Size, run_scale_bench
+
+    sizes = DEFAULT_SIZES
+    if args.sizes:
+        sizes = tuple(
+            Size(*(int(float(n)) for n in triple.split(":"))) for triple in args.sizes.split(",")
+        )
+    run_scale_bench(
+        Path(args.data_dir or "var/bench/scale"),
+        sizes=sizes,
+        steps=args.steps,
+        duration=args.duration or 10.0,
+        output=Path(args.output or "bench-results/scale.json"),
+    )
+    return 0
+
+
+def bench_ingest(args: argparse.Namespace) -> int:
+    from bench.ingest import IngestSpec, run_ingest_bench
+
+    settings = settings_from(args)
+    if not args.data_dir:
+        settings = settings.model_copy(update={"data_dir": Path("var/bench/ingest")})
+    given = {"duration": args.duration, "streams": args.streams, "callers": args.callers}
+    spec = IngestSpec(**{k: v for k, v in given.items() if v is not None})
+    output = Path(args.output or "bench-results/ingest.json")
+    run_ingest_bench(settings, database_url=args.database_url, spec=spec, output=output)
+    return 0
+
+
+def bench_serve(args: argparse.Namespace) -> int:
+    from bench.serve import run_serve_bench
+
+    return run_serve_bench(args)
+
+
+BENCHES = {
+    "quality": bench_quality,
+    "serve": bench_serve,
+    "ingest": bench_ingest,
+    "soak": bench_soak,
+    "scale": bench_scale,
+}
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    return BENCHES[args.kind](args)
+
+
+def cmd_drill(args: argparse.Namespace) -> int:
+    from bench.drill import main_args
+
+    return main_args(args)
+
+
+def add_bench_parsers(add: Add) -> None:
+    """The benchmark and drill commands."""
+    p = add("bench", cmd_bench, "Benchmarks: quality (train + evaluate) or serve (load test).")
+    p.add_argument("kind", choices=list(BENCHES))
+    p.add_argument("--data", help="quality: the interaction file to train on")
+    p.add_argument("--format", choices=["seq", "movielens", "inter", "csv"])
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="quality: training parameter (repeatable)",
+    )
+    p.add_argument("--params", help="quality: training parameters as JSON")
+    p.add_argument("--output", help="JSON output path")
+    p.add_argument(
+        "--bundle",
+        help="serve: a trained bundle to serve (default: random weights "
+        "of the ML-1M-sized architecture)",
+    )
+    p.add_argument("--levels", help="serve: closed-loop concurrency levels, e.g. 1,4,16,64")
+    p.add_argument("--duration", type=float, help="serve: seconds measured per level")
+    p.add_argument("--clients", type=int, help="serve: load-generator processes")
+    p.add_argument("--servers", help="serve: which of noop,naive,recserve to run (default all)")
+    p.add_argument(
+        "--before",
+        help="serve: another checkout (an earlier commit) also served, as 'before', "
+        "interleaved with this one at every level",
+    )
+    p.add_argument("--rounds", type=int, help="serve: rounds per level, median kept (default 1)")
+    p.add_argument(
+        "--sweeps-only",
+        action="store_true",
+        help="serve: only the idle rounds, the closed-loop sweeps and the stage latencies",
+    )
+    p.add_argument(
+        "--database-url",
+        help="ingest: the database server to create bench databases on "
+        "(default: PostgreSQL at 127.0.0.1:5432; a sqlite:/// URL for SQLite)",
+    )
+    p.add_argument("--streams", type=int, help="ingest: concurrent FeedbackStream calls")
+    p.add_argument("--minutes", type=int, default=10, help="soak: length in minutes")
+    p.add_argument(
+        "--sizes",
+        help="scale: ITEMS:USERS:EVENTS,... "
+        "(default 1e4:5e4:1e6,1e4:2e5:4e6,1e5:1e5:2e6,1e6:2e5:4e6)",
+    )
+    p.add_argument("--steps", type=int, default=200, help="scale: timed training steps")
+    p.add_argument("--rate", type=float, help="soak: requests/s (default: 70%% of sustainable)")
+    p.add_argument("--callers", type=int, help="ingest: concurrent unary Feedback callers")
+
+    p = add(
+        "drill",
+        cmd_drill,
+        "Fault drills on real processes under traffic (database, broker, worker, bundle, "
+        "sigterm, hot-swap, disk-full): acknowledged events lost, INTERNAL errors, checks.",
+    )
+    p.add_argument("--drills", help="comma-separated drills (default: all)")
+    p.add_argument("--seconds", type=float, default=2.0, help="length of each phase")
+    p.add_argument("--output", help="JSON output (default bench-results/drills.json)")
