@@ -19,7 +19,7 @@ from server.batcher import timed
 from server.compose import Parts
 from server.history import HistoryCache
 from server.pipeline.encoder import Encoder, Encoding
-from server.registry import ServingModel
+from server.served_model import ServingModel
 from server.state_cache import StateCache
 from server.stats import ServerStats
 from shared.config import Settings

@@ -53,7 +53,7 @@ from bench.serve_phases import (
     swap_phase,
 )
 from bench.serve_stage import prepare
-from server.registry import inflight_batches
+from server.model_loader import inflight_batches
 from shared.config import Settings
 from shared.model import bundle as bundle_format
 from shared.storage import model_store

@@ -161,7 +161,7 @@ def _prefixed(metrics: dict[str, float]) -> dict[str, float]:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from recserve.reports import print_evaluation_table
-    from worker.pipeline import evaluate_model_version
+    from worker.model_eval import evaluate_model_version
 
     settings = settings_from(args)
     ks = tuple(int(k) for k in args.ks.split(","))

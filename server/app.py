@@ -35,7 +35,8 @@ from server.guard import CallGuard, CallSlots
 from server.history import HistoryCache
 from server.loop_watch import LoopWatch
 from server.memory import tune_allocator
-from server.registry import BackendFactory, ModelRegistry
+from server.model_loader import BackendFactory
+from server.registry import ModelRegistry
 from server.servicers import ModelAdminServicer, RecommenderServicer
 from server.stats import ServerStats
 from server.wire import add_servicer

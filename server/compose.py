@@ -28,6 +28,7 @@ from server.catalogue import Catalogue
 from server.feedback import FeedbackWriter
 from server.history import HistoryCache
 from server.impressions import ImpressionLog
+from server.model_loader import BackendFactory, inflight_batches
 from server.pipeline.eligibility import EligibilityPolicy
 from server.pipeline.encoder import Encoder
 from server.pipeline.explain import Explainer
@@ -37,7 +38,7 @@ from server.pipeline.prewarm import Prewarm
 from server.pipeline.rank import Ranker
 from server.pipeline.service import FeedbackService, HistoryStage, RecommendService
 from server.pipeline.tasks import BackgroundTasks
-from server.registry import BackendFactory, ModelRegistry, inflight_batches
+from server.registry import ModelRegistry
 from server.serving import ServingHealth
 from server.state_cache import StateCache
 from server.stats import ServerStats

@@ -18,165 +18,31 @@ replaces the current one, so requests never see a half-loaded model.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import os
-import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import TypeVar
 
-import numpy as np
 from sqlalchemy.engine import Engine
 
 from server import metrics
-from server.backends.base import Backend
-from server.batcher import DynamicBatcher
-from server.memory import trim_heap
-from shared.config import ServerSettings, Settings
-from shared.model import bundle as bundle_format
-from shared.model.ann import ItemIndex
-from shared.model.rerank import log_share
-from shared.storage import event_store, experiment_store, item_store, model_store
+from server.arms import Arm, pick_arm
+from server.model_loader import (
+    BackendFactory,
+    ModelLoader,
+    unavailable_rows,
+)
+from server.registry_state import RegistryState, Retirements, read_state
+from server.served_model import Candidate, Fallback, ServingModel
+from shared.config import Settings
+from shared.storage import model_store
 from shared.storage.engine import session_scope
 from shared.storage.tables import ModelVersion
-from shared.wire.errors import BundleError, NotFound
+from shared.wire.errors import BundleError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-RETRY_FAILED_S = 60.0
-POPULARITY_ITEMS = 1000
-
-BackendFactory = Callable[[ServerSettings, bundle_format.Bundle], Backend]
-
-
-class Encoded(NamedTuple):
-    """One history's share of a model run."""
-
-    state: np.ndarray
-    """float32 [D], the user state."""
-    scores: np.ndarray | None
-    """float32 [N+1], state @ item_embeddings.T, computed with the batch; None for
-    catalogues above BATCH_SCORING_MAX_ITEMS (then scored per request)."""
-
-
-BATCH_SCORING_MAX_ITEMS = 200_000
-"""Above this many items a batch's score matrix ([B, N+1] floats) gets too large."""
-
-
-@dataclass(frozen=True)
-class BatchOutput:
-    states: np.ndarray  # float32 [B, D]
-    scores: np.ndarray | None  # float32 [B, N+1]
-
-    def __getitem__(self, i: int) -> Encoded:
-        return Encoded(self.states[i], None if self.scores is None else self.scores[i])
-
-
-def encode_and_score(
-    backend: Backend, item_embeddings: np.ndarray, *, score: bool = True
-) -> Callable[[np.ndarray], BatchOutput]:
-    """The batcher's run: the backend's states, then every item's score for the whole
-    batch in one matrix product, in the model's thread (BLAS releases the GIL), so the
-    event loop only masks and picks the top k. A backend that computes the scores where
-    the model runs (TensorRT, torch on CUDA) gives them with its states, and they are not
-    computed again. ``score`` False (a model ranked through its item index): states only."""
-    table = np.ascontiguousarray(item_embeddings.T)  # [D, N+1]
-    score = score and table.shape[1] <= BATCH_SCORING_MAX_ITEMS
-
-    def run(histories: np.ndarray) -> BatchOutput:
-        if score and backend.computes_scores:  # computed where the model ran: not again here
-            return BatchOutput(*backend.encode_with_scores(histories))
-        states = backend.encode(histories)
-        if not score:
-            return BatchOutput(states, None)
-        if len(states) == 1:  # a lone request: a matrix-vector product, one BLAS thread
-            return BatchOutput(states, (item_embeddings @ states[0])[None])
-        return BatchOutput(states, states @ table)
-
-    return run
-
-
-@dataclass
-class ServingModel:
-    """A loaded bundle with its backend and a batcher whose runs give Encoded rows."""
-
-    version: int
-    bundle: bundle_format.Bundle
-    backend: Backend
-    batcher: DynamicBatcher
-    rows: dict[str, int]
-    popularity: np.ndarray  # float32 [N+1], share of training events; row 0 = -inf
-    unavailable_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    index: ItemIndex | None = None
-    """The bundle's approximate top-k index, when it has one and the server uses it."""
-    log_share: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
-    """float32 [N+1], log of each item's share of training events (popularity debiasing)."""
-
-
-@dataclass
-class Fallback:
-    """Popularity from the database, for when no model is loaded yet."""
-
-    items: list[tuple[str, float]]
-
-
-@dataclass(frozen=True)
-class _Candidate:
-    version: int
-    path: Path
-    checksum: str
-
-
-@dataclass
-class _State:
-    """What a poll reads from the database."""
-
-    active: _Candidate | None
-    unavailable: set[str]
-    fallback: Fallback | None
-    arms: list[tuple[_Candidate, float, bool]] = field(default_factory=list)
-    """The traffic split: (version, weight, is the shadow)."""
-
-
-@dataclass(frozen=True)
-class Arm:
-    """A version serving a share of users (or, as the shadow, also ranking a share of
-    requests)."""
-
-    version: int
-    weight: float
-    model: ServingModel
-
-    @property
-    def name(self) -> str:
-        return arm_name(self.version)
-
-
-def arm_name(version: int) -> str:
-    """How impressions and online metrics name the arm that serves ``version``."""
-    return f"v{version}"
-
-
-def user_bucket(user_id: str) -> float:
-    """A user's fixed place in [0, 1): a hash of the id, the same on every replica."""
-    digest = hashlib.blake2b(user_id.encode(), digest_size=8, person=b"recserve-ab").digest()
-    return int.from_bytes(digest, "big") / 2.0**64
-
-
-def pick_arm(arms: Sequence[Arm], user_id: str) -> Arm:
-    """The arm a user belongs to: arms own consecutive slices of [0, 1) sized by their
-    normalised weights, in the order given."""
-    total = sum(arm.weight for arm in arms)
-    point = user_bucket(user_id) * total
-    for arm in arms:
-        point -= arm.weight
-        if point < 0:
-            return arm
-    return arms[-1]
 
 
 class ModelRegistry:
@@ -196,9 +62,8 @@ class ModelRegistry:
         self._settings = settings.server
         self._engine = engine
         self._executor = executor
-        self._model_executor = model_executor
-        self._factory = backend_factory
         self._on_batch = on_batch
+        self._loader = ModelLoader(settings, model_executor, backend_factory, on_batch=on_batch)
         self._on_change = on_change
         self.current: ServingModel | None = None
         self.arms: list[Arm] = []
@@ -217,10 +82,9 @@ class ModelRegistry:
         """The version the database names active (0: none)."""
         self.note = ""
         """Why the served version differs from configured_version, if it does."""
-        self._failed: dict[int, tuple[float, str]] = {}
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
-        self._retiring: set[asyncio.Task[None]] = set()
+        self._retiring = Retirements()
 
     def record_batch(self, size: int, seconds: float) -> None:
         """Counts a model run made outside the batcher (a benchmark's naive baseline)."""
@@ -235,8 +99,7 @@ class ModelRegistry:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        if self._retiring:
-            await asyncio.gather(*self._retiring, return_exceptions=True)
+        await self._retiring.wait()
         self.arms, self.shadow = [], None
         for model in [self.current, *self._extra.values()]:
             if model is not None:
@@ -272,11 +135,11 @@ class ModelRegistry:
         row = await loop.run_in_executor(self._executor, self._model_row, version)
         if row.status != "active":
             model_store.check_activatable(row)
-        model = await self._load_once(self._candidate(row))
+        model = await self._loader.load_once(self._loader.candidate(row), self.unavailable)
         self._extra[version] = model
         return model
 
-    async def _apply_split(self, arms: list[tuple[_Candidate, float, bool]]) -> None:
+    async def _apply_split(self, arms: list[tuple[Candidate, float, bool]]) -> None:
         """Loads the split's versions (a version that does not load is left out, and its
         users go to the active version) and retires loaded versions it no longer names."""
         serving: list[Arm] = []
@@ -285,7 +148,7 @@ class ModelRegistry:
             model = self.loaded(candidate.version)
             if model is None:
                 try:
-                    model = await self._load_once(candidate)
+                    model = await self._loader.load_once(candidate, self.unavailable)
                 except BundleError:
                     continue
                 self._extra[candidate.version] = model
@@ -300,7 +163,7 @@ class ModelRegistry:
         for version in [v for v in self._extra if v not in named or v == current]:
             model = self._extra.pop(version)
             if model is not self.current:
-                self._start_retiring(model)
+                self._retiring.start(model)
 
     async def _poll(self) -> None:
         while True:
@@ -314,13 +177,15 @@ class ModelRegistry:
         """Loads the active version if it differs from the one being served."""
         async with self._lock:
             loop = asyncio.get_running_loop()
-            state = await loop.run_in_executor(self._executor, self._read_state)
+            state = await loop.run_in_executor(
+                self._executor, read_state, self._engine, self._loader, self.current is None
+            )
             await self._refresh_active(state)
             await self._apply_split(state.arms)
             for model in self._extra.values():
-                model.unavailable_rows = self._unavailable_rows(model.rows)
+                model.unavailable_rows = unavailable_rows(self.unavailable, model.rows)
 
-    async def _refresh_active(self, state: _State) -> None:
+    async def _refresh_active(self, state: RegistryState) -> None:
         """Serves the version the database names active, if it is not served yet."""
         self.unavailable = state.unavailable
         if state.fallback is not None:
@@ -331,20 +196,22 @@ class ModelRegistry:
         if active is None:
             self.note = "" if current is None else "no version is active in the database"
             if current is not None:
-                current.unavailable_rows = self._unavailable_rows(current.rows)
+                current.unavailable_rows = unavailable_rows(self.unavailable, current.rows)
             return
         if current is not None and current.version == active.version:
-            current.unavailable_rows = self._unavailable_rows(current.rows)
+            current.unavailable_rows = unavailable_rows(self.unavailable, current.rows)
             self.note = ""
             return
         try:
-            loaded = self._extra.pop(active.version, None) or await self._load_once(active)
+            loaded = self._extra.pop(active.version, None) or await self._loader.load_once(
+                active, self.unavailable
+            )
         except BundleError as exc:
             self.note = f"active version {active.version} cannot be served here: {exc}"
             if current is None:
                 await self._serve_newest_good(active.version)
             elif current is not None:
-                current.unavailable_rows = self._unavailable_rows(current.rows)
+                current.unavailable_rows = unavailable_rows(self.unavailable, current.rows)
                 self.note += f"; still serving version {current.version}"
             return
         self.note = ""
@@ -373,9 +240,11 @@ class ModelRegistry:
         loaded: ServingModel | None = None
         in_split = version in self._extra  # an arm or the shadow: already loaded
         if current is None or current.version != version:
-            candidate = _Candidate(version, self._root.bundle_path(row.artifact_path), row.checksum)
+            candidate = self._loader.candidate(row)
             try:
-                loaded = self._extra.get(version) or await in_background(self._load, candidate)
+                loaded = self._extra.get(version) or await self._loader.load_now(
+                    candidate, self.unavailable
+                )
             except BundleError as exc:
                 message = f"model version {version} cannot be activated: {exc}"
                 raise BundleError(message) from exc
@@ -388,7 +257,7 @@ class ModelRegistry:
             raise
         self._extra.pop(version, None)
         self.configured_version, self.note = version, ""
-        self._failed.pop(version, None)
+        self._loader.forget_failure(version)
         if loaded is not None:
             await self._warm(loaded)
             self._swap(loaded)
@@ -410,19 +279,6 @@ class ModelRegistry:
         with session_scope(self._engine) as session:
             return model_store.activate_model(session, version=version, reason=reason)
 
-    async def _load_once(self, candidate: _Candidate) -> ServingModel:
-        """Loads a candidate; a version that failed within RETRY_FAILED_S fails again
-        without another attempt (the reason is kept)."""
-        failed = self._failed.get(candidate.version)
-        if failed is not None and time.monotonic() - failed[0] < RETRY_FAILED_S:
-            raise BundleError(failed[1])
-        try:
-            return await in_background(self._load, candidate)
-        except BundleError as exc:
-            self._failed[candidate.version] = (time.monotonic(), str(exc))
-            log.error("cannot serve model version %s: %s", candidate.version, exc)
-            raise
-
     async def _serve_newest_good(self, broken: int) -> None:
         """With nothing served and the active version broken: the newest version that loads,
         else the popularity fallback."""
@@ -432,7 +288,7 @@ class ModelRegistry:
             if candidate.version == broken:
                 continue
             try:
-                loaded = await self._load_once(candidate)
+                loaded = await self._loader.load_once(candidate, self.unavailable)
             except BundleError:
                 continue
             self.note += f"; serving version {candidate.version}, the newest that loads"
@@ -471,176 +327,8 @@ class ModelRegistry:
             if any(arm.model is current for arm in [*self.arms, *filter(None, [self.shadow])]):
                 self._extra[current.version] = current  # still an arm: kept
             else:
-                self._start_retiring(current)
+                self._retiring.start(current)
 
-    def _start_retiring(self, model: ServingModel) -> None:
-        task = asyncio.create_task(self._retire(model), name="retire-model")
-        self._retiring.add(task)
-        task.add_done_callback(self._retired)
-
-    def _retired(self, task: asyncio.Task[None]) -> None:
-        self._retiring.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("retiring a model failed", exc_info=task.exception())
-
-    async def _retire(self, old: ServingModel) -> None:
-        await old.batcher.close()  # in-flight requests of the old model finish first
-        old.backend.close()
-        del old
-        # At normal priority: the trim holds the heap's lock, and a niced thread holding
-        # it would stall every allocating thread for as long as it waits for a core.
-        await asyncio.to_thread(trim_heap)
-
-    def _read_state(self) -> _State:
+    def _servable(self) -> list[Candidate]:
         with session_scope(self._engine) as session:
-            active = model_store.get_active_model(session)
-            unavailable = item_store.unavailable_items(session)
-            fallback = None
-            if self.current is None:
-                counts = event_store.item_popularity(session, limit=POPULARITY_ITEMS)
-                total = float(sum(n for _, n in counts)) or 1.0
-                fallback = Fallback([(item, n / total) for item, n in counts]) if counts else None
-            arms = []
-            for arm in experiment_store.traffic_arms(session):
-                try:
-                    model = model_store.get_model_version(session, version=arm.version)
-                except NotFound:
-                    continue  # deleted since the split was set: its users go to the active
-                arms.append((self._candidate(model), arm.weight, arm.shadow))
-        return _State(self._candidate(active) if active else None, unavailable, fallback, arms)
-
-    def _servable(self) -> list[_Candidate]:
-        with session_scope(self._engine) as session:
-            return [self._candidate(m) for m in model_store.servable_models(session)]
-
-    def _candidate(self, model: ModelVersion) -> _Candidate:
-        return _Candidate(
-            int(model.version or 0), self._root.bundle_path(model.artifact_path), model.checksum
-        )
-
-    def _load(self, candidate: _Candidate) -> ServingModel:
-        """Verifies, loads and checks a bundle (in the executor). Raises BundleError."""
-        loaded = bundle_format.load(candidate.path)
-        if candidate.checksum and loaded.checksum != candidate.checksum:
-            raise BundleError(
-                f"bundle {candidate.path}: its checksums.json is not the one recorded when "
-                "the version was registered (the bundle was replaced or altered)"
-            )
-        try:
-            backend = self._factory(self._settings, loaded)
-            # Warm up so the first request does not pay for graph initialisation.
-            state = backend.encode(np.ones((1, 1), dtype=np.int64))
-        except BundleError:
-            raise
-        except Exception as exc:
-            raise BundleError(f"bundle {candidate.path}: the model does not load: {exc}") from exc
-        check_output_widths(loaded, backend, state)
-        index = load_item_index(loaded.path) if self._settings.use_item_index else None
-        batcher = DynamicBatcher(
-            encode_and_score(backend, loaded.item_embeddings, score=index is None),
-            self._model_executor,
-            max_batch=self._settings.max_batch_size,
-            max_run_s=self._settings.max_batch_run_ms / 1000.0,
-            max_wait_s=self._settings.max_batch_wait_ms / 1000.0,
-            max_inflight=inflight_batches(self._settings, backend.device),
-            lone_runs=self._settings.lone_runs if backend.device == "cpu" else 0,
-            max_queue_wait_s=self._settings.max_queue_wait_ms / 1000.0,
-            max_queued=self._settings.max_queued_histories
-            or 4 * self._settings.max_batch_size * inflight_batches(self._settings, backend.device),
-            on_batch=self._on_batch,
-        )
-        total = float(loaded.popularity.sum()) or 1.0
-        popularity = (loaded.popularity / total).astype(np.float32)
-        popularity[0] = -np.inf
-        rows = loaded.row_of()
-        return ServingModel(
-            candidate.version,
-            loaded,
-            backend,
-            batcher,
-            rows,
-            popularity,
-            self._unavailable_rows(rows),
-            index,
-            log_share(loaded.popularity),
-        )
-
-    def _unavailable_rows(self, rows: dict[str, int]) -> np.ndarray:
-        return np.array([rows[i] for i in self.unavailable if i in rows], dtype=np.int64)
-
-
-def load_item_index(directory: Path) -> ItemIndex | None:
-    """The bundle's item index, or None when it has none or faiss is not installed (then
-    every item is scored, as for a small catalogue)."""
-    try:
-        return ItemIndex.load(directory)
-    except ImportError:
-        log.warning(
-            "bundle %s carries an item index but faiss is not installed "
-            "(pip install 'recserve[server]'): scoring every item instead",
-            directory,
-        )
-        return None
-
-
-BACKGROUND_NICENESS = 10
-
-
-async def in_background(work: Callable[..., T], *args: Any) -> T:
-    """Runs ``work`` on a thread of its own at a lower CPU priority (niceness +10, Linux),
-    for a hot swap's loading and clean-up: on a busy machine they then take the cores the
-    event loop and the model runs leave idle, instead of slowing every request down. The
-    thread ends with the work, so its priority never leaks into a pooled thread."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-
-    def run() -> None:
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICENESS)
-        except (AttributeError, OSError):  # not Linux, or not allowed: normal priority
-            pass
-        try:
-            result = work(*args)
-        except BaseException as exc:  # handed to the awaiting coroutine
-            loop.call_soon_threadsafe(_settle, future, None, exc)
-        else:
-            loop.call_soon_threadsafe(_settle, future, result, None)
-
-    threading.Thread(target=run, name="recserve-background", daemon=True).start()
-    return await future
-
-
-def _settle(future: asyncio.Future[T], result: T | None, error: BaseException | None) -> None:
-    if future.cancelled():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)  # type: ignore[arg-type]
-
-
-def check_output_widths(loaded: bundle_format.Bundle, backend: Backend, state: np.ndarray) -> None:
-    """The model's outputs must fit its item map: a user state as wide as the scoring
-    table's rows, and (where the backend can tell) one score per item row."""
-    rows, width = loaded.item_embeddings.shape
-    if state.ndim != 2 or state.shape[1] != width:
-        raise BundleError(
-            f"bundle {loaded.path}: the model returns states of shape {state.shape}, "
-            f"but item_embeddings.npy has width {width}"
-        )
-    scores = backend.scores_width()
-    if scores is not None and scores != rows:
-        raise BundleError(
-            f"bundle {loaded.path}: the model scores {scores} item rows, but its item map "
-            f"has {rows} (vocab.json: {len(loaded.vocab)} items + padding)"
-        )
-
-
-def inflight_batches(settings: ServerSettings, device: str) -> int:
-    """settings.max_inflight_batches, or when it is 0 (auto): on the CPU, as many runs of
-    intra_op_threads threads as fill this process's share of the cores; on a GPU, 1."""
-    if settings.max_inflight_batches:
-        return settings.max_inflight_batches
-    if device != "cpu":
-        return 1
-    return max(1, (os.cpu_count() or 1) // (settings.run_threads * settings.workers))
+            return [self._loader.candidate(m) for m in model_store.servable_models(session)]

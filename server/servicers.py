@@ -12,7 +12,9 @@ from typing import Any, TypeVar
 
 import grpc
 
-from server.admin import AdminService, ExperimentView, ItemView, StatsView
+from server.admin import AdminService, StatsView
+from server.admin_catalogue import ItemView
+from server.admin_experiments import ExperimentView
 from server.errors import RpcOptions, rpc
 from server.pipeline.request import FeedbackEventIn, Recommendation, RecommendQuery
 from server.pipeline.service import FeedbackService, RecommendService

@@ -9,7 +9,7 @@ import asyncio
 
 from grpc_health.v1 import health, health_pb2
 
-from server.registry import ServingModel
+from server.served_model import ServingModel
 from shared.proto.recserve.v1 import admin_pb2, recommender_pb2
 
 RECOMMENDER = recommender_pb2.DESCRIPTOR.services_by_name["Recommender"].full_name

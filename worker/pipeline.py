@@ -23,25 +23,24 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
 
 from shared.config import Settings
 from shared.model import bundle as bundle_format
 from shared.model.params import TrainingParams, parse_training_params
-from shared.storage import event_store, item_store, job_store, model_store, user_store
+from shared.storage import event_store, job_store, model_store, user_store
 from shared.storage.engine import engine_for, session_scope
 from shared.storage.tables import JobStatus, ModelStatus, ModelVersion
-from shared.wire.errors import FailedPrecondition, JobCancelled, RecserveError, StaleAttempt
+from shared.wire.errors import JobCancelled, RecserveError, StaleAttempt
 from worker.dataset import EvalSet, Split, UserSequences, leave_one_out, snapshot
-from worker.evaluation import Scorer, evaluate, popularity_scorer
+from worker.evaluation import evaluate, popularity_scorer
 from worker.metrics import job_finished
+from worker.model_eval import evaluate_active, row_labels, should_activate
 from worker.recipe import apply_recipe
 
 log = logging.getLogger(__name__)
@@ -265,17 +264,57 @@ def _train_snapshot(
     watermark: int,
     started: float,
 ) -> int:
-    from worker.export import write_bundle
-    from worker.training import torch_scorer, train
+    """Resolves the parameters, trains, evaluates, writes the bundle and registers it:
+    the job's result, or an exception."""
+    from worker.training import train
 
-    engine, job_id = attempt.engine, attempt.job_id
+    params, resolved, split = _resolve(
+        attempt, params, given, from_settings, report, sequences, watermark
+    )
+    result = train(
+        split, params, progress=lambda f, m, point=None: report(0.05 + 0.8 * f, m, point)
+    )
+    report(0.86, f"trained {result.epochs_run} epochs in {result.seconds:.1f}s; evaluating")
+    metrics = _test_metrics(settings, attempt.engine, split, result)
+    metrics.update(
+        train_events=float(len(sequences.flat)),
+        users=float(len(sequences)),
+        wall_seconds=time.perf_counter() - started,
+    )
+    report(
+        0.9,
+        f"test ndcg@10 {metrics['ndcg@10']:.4f} hr@10 {metrics['hr@10']:.4f} | popularity "
+        f"ndcg@10 {metrics['pop_ndcg@10']:.4f} hr@10 {metrics['pop_hr@10']:.4f}",
+    )
+    relative, checksum, metrics = _write(settings, attempt, params, split, result, metrics, report)
+    config = {
+        "model": result.model.config.model_dump(),
+        "training": params.model_dump(),
+        "sources": resolved,
+    }
+    return _register(
+        settings, attempt, params, relative, checksum, metrics, config, watermark, started
+    )
+
+
+def _resolve(
+    attempt: Attempt,
+    params: TrainingParams,
+    given: set[str],
+    from_settings: set[str],
+    report: JobReporter,
+    sequences: UserSequences,
+    watermark: int,
+) -> tuple[TrainingParams, list[dict[str, Any]], Split]:
+    """The recipe fills what was not given, from the data; the choices are recorded on
+    the job and reported; then the leave-one-out split."""
     params, decisions, choices = apply_recipe(
         params, given, sequences.lengths, len(sequences.vocab), from_settings=from_settings
     )
     resolved = [asdict(choice) for choice in choices]
-    with session_scope(engine) as session:
+    with session_scope(attempt.engine) as session:
         job_store.set_job_resolved(
-            session, job_id=job_id, attempt=attempt.number, resolved=resolved
+            session, job_id=attempt.job_id, attempt=attempt.number, resolved=resolved
         )
     split = leave_one_out(sequences, validation_users=params.validation_users, seed=params.seed)
     if len(split.test.targets) < MIN_USERS:
@@ -283,40 +322,38 @@ def _train_snapshot(
             f"not enough data to train: {len(split.test.targets)} users have 3 or more events; "
             f"at least {MIN_USERS} are needed (send more Feedback or run `recserve import`)"
         )
-    events = len(sequences.flat)
     report(
         0.02,
-        f"loaded {events} events (watermark {watermark}): "
+        f"loaded {len(sequences.flat)} events (watermark {watermark}): "
         f"{len(sequences)} users, {split.num_items} items",
     )
     for line in decisions:
         report(0.03, line)
-    result = train(
-        split, params, progress=lambda f, m, point=None: report(0.05 + 0.8 * f, m, point)
-    )
-    report(0.86, f"trained {result.epochs_run} epochs in {result.seconds:.1f}s; evaluating")
+    return params, resolved, split
+
+
+def _test_metrics(
+    settings: Settings, engine: Engine, split: Split, result: Any
+) -> dict[str, float]:
+    """The trained model, popularity and the active model on the test users, and the
+    training's own figures."""
+    from worker.training import torch_scorer
+
     device = next(result.model.parameters()).device
     with session_scope(engine) as session:
         labels = row_labels(session, split.vocab.items)
-    metrics = evaluate(
-        torch_scorer(result.model, device),
-        split.test,
-        split.num_items,
-        popularity=split.popularity,
-        labels=labels,
-    )
+    common: dict[str, Any] = {"popularity": split.popularity, "labels": labels}
+    metrics = evaluate(torch_scorer(result.model, device), split.test, split.num_items, **common)
     metrics.update(
         evaluate(
             popularity_scorer(split.popularity),
             split.test,
             split.num_items,
             prefix="pop_",
-            popularity=split.popularity,
-            labels=labels,
-        )
+            **common,
+        )  # fmt: skip
     )
-    active_metrics = _evaluate_active(settings, engine, split)
-    metrics.update(active_metrics)
+    metrics.update(evaluate_active(settings, engine, split))
     metrics.update(
         {
             "epochs": float(result.epochs_run),
@@ -325,19 +362,27 @@ def _train_snapshot(
             "val_ndcg@10": result.best_val_ndcg,
             "train_seconds": result.seconds,
             "seconds_per_epoch": result.seconds_per_epoch,
-            "train_events": float(events),
-            "users": float(len(sequences)),
             "items": float(split.num_items),
             "peak_rss_mb": peak_rss_mb(),
-            "wall_seconds": time.perf_counter() - started,
         }
     )
-    report(
-        0.9,
-        f"test ndcg@10 {metrics['ndcg@10']:.4f} hr@10 {metrics['hr@10']:.4f} | popularity "
-        f"ndcg@10 {metrics['pop_ndcg@10']:.4f} hr@10 {metrics['pop_hr@10']:.4f}",
-    )
-    relative = bundle_format.job_dir_name(job_id, attempt.number)
+    return metrics
+
+
+def _write(
+    settings: Settings,
+    attempt: Attempt,
+    params: TrainingParams,
+    split: Split,
+    result: Any,
+    metrics: dict[str, float],
+    report: JobReporter,
+) -> tuple[str, str, dict[str, float]]:
+    """The bundle in this attempt's own folder, verified as ActivateModel verifies:
+    (its path under the bundles folder, its checksum, the metrics with the export's)."""
+    from worker.export import write_bundle
+
+    relative = bundle_format.job_dir_name(attempt.job_id, attempt.number)
     directory = settings.bundles_dir.resolve() / relative
     index_states = None
     if params.index_min_items and split.num_items >= params.index_min_items:
@@ -354,12 +399,27 @@ def _train_snapshot(
     parity = metrics["onnx_parity_max_rel_diff"]
     # The last point where a cancel takes effect: nothing is registered yet.
     report(0.95, f"bundle written to {directory} (ONNX parity {parity:.1e})")
-    # Verified as ActivateModel verifies, against the checksum about to be registered.
+    # Verified against the checksum about to be registered.
     if bundle_format.verify(directory) != checksum:
         raise RecserveError(f"bundle {directory} changed after it was written")
-    # One transaction, fenced: the version, its activation and the job's result are
-    # all this attempt's, or none of them is recorded.
-    with session_scope(engine) as session:
+    return relative, checksum, metrics
+
+
+def _register(
+    settings: Settings,
+    attempt: Attempt,
+    params: TrainingParams,
+    relative: str,
+    checksum: str,
+    metrics: dict[str, float],
+    config: dict[str, Any],
+    watermark: int,
+    started: float,
+) -> int:
+    """One transaction, fenced: the version, its activation and the job's result are all
+    this attempt's, or none of them is recorded. Returns the version."""
+    job_id = attempt.job_id
+    with session_scope(attempt.engine) as session:
         job_store.fence(session, job_id=job_id, attempt=attempt.number)
         model = model_store.create_model_version(
             session,
@@ -368,14 +428,10 @@ def _train_snapshot(
                 metrics={k: float(v) for k, v in metrics.items()},
                 artifact_path=relative,
                 data_watermark=watermark,
-                config={
-                    "model": result.model.config.model_dump(),
-                    "training": params.model_dump(),
-                    "sources": resolved,
-                },
+                config=config,
                 checksum=checksum,
                 job_id=job_id,
-                size_bytes=bundle_format.size_bytes(directory),
+                size_bytes=bundle_format.size_bytes(settings.bundles_dir.resolve() / relative),
             ),
         )
         version = int(model.version or 0)
@@ -408,224 +464,3 @@ def encode_states(model: Any, eval_set: EvalSet, batch_size: int = 256) -> np.nd
             batch = torch.from_numpy(left_pad(chunk, model.config.max_len))
             states.append(model.encode_last(batch).float().numpy())
     return np.concatenate(states) if states else np.zeros((0, model.config.d_model), np.float32)
-
-
-def should_activate(
-    params: TrainingParams, metrics: dict[str, float], *, has_active: bool
-) -> tuple[bool, str]:
-    """The promotion rule, with the reason in words."""
-    if params.activate == "never":
-        return False, "not activated (activate=never)"
-    if params.activate == "always":
-        return True, "activated (activate=always)"
-    ndcg = metrics["ndcg@10"]
-    if ndcg <= metrics["pop_ndcg@10"]:
-        return False, f"not activated: ndcg@10 {ndcg:.4f} does not beat popularity"
-    if not has_active:
-        return True, "activated: no model was active"
-    if ndcg <= metrics["active_ndcg@10"]:
-        return False, (
-            f"not activated: ndcg@10 {ndcg:.4f} does not beat the active model's "
-            f"{metrics['active_ndcg@10']:.4f} on the same split"
-        )
-    return (
-        True,
-        f"activated: ndcg@10 {ndcg:.4f} beats the active model's {metrics['active_ndcg@10']:.4f}",
-    )
-
-
-def _evaluate_active(settings: Settings, engine: Engine, split: Split) -> dict[str, float]:
-    """The active model's metrics on this split (prefix active_), or {} when none is active
-    or its bundle cannot be loaded."""
-    with session_scope(engine) as session:
-        active = model_store.get_active_model(session)
-    if active is None:
-        return {}
-    try:
-        loaded = bundle_format.load(settings.bundle_path(active.artifact_path))
-    except RecserveError as exc:
-        log.warning("active model %s cannot be evaluated: %s", active.version, exc)
-        return {}
-    metrics = evaluate(
-        bundle_scorer(loaded, split.vocab.items),
-        split.test,
-        split.num_items,
-        prefix="active_",
-        sampled=False,
-    )
-    metrics["active_version"] = float(active.version or 0)
-    return metrics
-
-
-def bundle_scorer(loaded: bundle_format.Bundle, items: Sequence[str]) -> Scorer:
-    """Scores histories given in the rows of ``items`` with a bundle's ONNX graph.
-
-    Items the bundle has never seen are dropped from histories and score -inf.
-    """
-    import onnxruntime as ort
-
-    from shared.model.histories import left_pad
-
-    session = ort.InferenceSession(str(loaded.onnx_path), providers=["CPUExecutionProvider"])
-    to_bundle = bundle_rows(loaded, items)
-    known = to_bundle >= 0
-
-    def score(histories: Sequence[np.ndarray]) -> np.ndarray:
-        mapped = [to_bundle[h][to_bundle[h] > 0] for h in histories]
-        batch = left_pad(mapped, loaded.config.max_len)
-        _, scores = session.run(None, {"history": batch})
-        out = np.full((len(histories), len(to_bundle)), -np.inf, dtype=np.float32)
-        out[:, known] = scores[:, to_bundle[known]]
-        return out
-
-    return score
-
-
-def row_labels(session: Session, items: Sequence[str]) -> list[frozenset[str]] | None:
-    """Each split row's catalogue labels (row 0 and unlabelled items: empty), or None
-    when no item has labels."""
-    labelled = item_store.labelled_items(session)
-    if not labelled:
-        return None
-    empty: frozenset[str] = frozenset()
-    return [empty] + [labelled.get(item, empty) for item in items]
-
-
-def bundle_rows(loaded: bundle_format.Bundle, items: Sequence[str]) -> np.ndarray:
-    """int64 [len(items)+1]: the bundle's row of each split row (row 0 -> 0; items the
-    bundle has never seen -> -1)."""
-    rows = loaded.row_of()
-    return np.array([0] + [rows.get(item, -1) for item in items], dtype=np.int64)
-
-
-def explanation_faithfulness(
-    loaded: bundle_format.Bundle, split: Split, users: int, newest: int, seed: int = 0
-) -> dict[str, float]:
-    """shared.model.explain.deletion_test on ``users`` test users drawn at random (fixed seed),
-    with the bundle's ONNX graph: the explanations a server computes for this version."""
-    import onnxruntime as ort
-
-    from shared.model.explain import deletion_test
-
-    session = ort.InferenceSession(str(loaded.onnx_path), providers=["CPUExecutionProvider"])
-
-    def encode(batch: np.ndarray) -> np.ndarray:
-        (states,) = session.run(["state"], {"history": batch})
-        return np.asarray(states)
-
-    to_bundle = bundle_rows(loaded, split.vocab.items)
-    rng = np.random.default_rng(seed)
-    count = len(split.test.targets)
-    picks = rng.choice(count, size=min(users, count), replace=False)
-    histories = []
-    for user in picks:
-        mapped = to_bundle[split.test.histories[user]]
-        histories.append(mapped[mapped > 0])
-    return deletion_test(
-        encode, loaded.item_embeddings, histories, loaded.config.max_len, rng, newest
-    )
-
-
-def evaluate_model_version(
-    settings: Settings,
-    version: int | None = None,
-    *,
-    ks: Sequence[int] = (1, 5, 10, 20),
-    explanations: int = 0,
-    rerank: Sequence[float] = (),
-) -> dict[str, object]:
-    """Re-evaluates a registered model (default: the active one) on the leave-one-out
-    split of the events up to its data watermark, beside popularity on the same split.
-
-    Returns {"version", "watermark", "users", "items", "model": {...}, "popularity": {...}}
-    with HR@K, NDCG@K and MRR under full ranking (seen items filtered) and 100 sampled
-    negatives (fixed seed), and with ``explanations`` > 0 "explanations": the deletion
-    test of explanation faithfulness on that many users (explanation_faithfulness), and
-    with ``rerank`` weights "rerank": {weight: metrics} of the popularity-debiased
-    ranking (shared/model/rerank.py) at each weight, full ranking only.
-    """
-    engine = engine_for(settings)
-    try:
-        with session_scope(engine) as session:
-            model = (
-                model_store.get_model_version(session, version=version)
-                if version is not None
-                else model_store.get_active_model(session)
-            )
-            if model is None:
-                raise FailedPrecondition(
-                    "no model version is active, so there is nothing to evaluate by default; "
-                    "pass --version (recserve models list shows them)"
-                )
-            loaded = bundle_format.load(settings.bundle_path(model.artifact_path))
-            with tempfile.TemporaryDirectory(prefix="recserve-evaluate-") as scratch:
-                sequences = snapshot(
-                    event_store.user_event_pages(session, watermark=model.data_watermark),
-                    Path(scratch),
-                )
-                split = leave_one_out(sequences)
-                scorer = bundle_scorer(loaded, split.vocab.items)
-                labels = row_labels(session, split.vocab.items)
-                scored = evaluate(
-                    scorer,
-                    split.test,
-                    split.num_items,
-                    ks=ks,
-                    popularity=split.popularity,
-                    labels=labels,
-                )
-                popular = evaluate(
-                    popularity_scorer(split.popularity),
-                    split.test,
-                    split.num_items,
-                    ks=ks,
-                    popularity=split.popularity,
-                    labels=labels,
-                )
-                reranked = {
-                    f"{weight:g}": evaluate(
-                        debiased_scorer(scorer, split.popularity, weight),
-                        split.test,
-                        split.num_items,
-                        ks=ks,
-                        sampled=False,
-                        unfiltered=False,
-                        popularity=split.popularity,
-                        labels=labels,
-                    )
-                    for weight in rerank
-                }
-                faithfulness = (
-                    explanation_faithfulness(
-                        loaded, split, explanations, settings.server.explain_events
-                    )
-                    if explanations
-                    else None
-                )
-    finally:
-        engine.dispose()
-    result: dict[str, object] = {
-        "version": model.version,
-        "watermark": model.data_watermark,
-        "users": len(split.test.targets),
-        "items": split.num_items,
-        "model": scored,
-        "popularity": popular,
-    }
-    if faithfulness is not None:
-        result["explanations"] = faithfulness
-    if reranked:
-        result["rerank"] = reranked
-    return result
-
-
-def debiased_scorer(scorer: Scorer, popularity: np.ndarray, weight: float) -> Scorer:
-    """``scorer`` re-ranked by popularity debiasing at ``weight`` (shared/model/rerank.py)."""
-    from shared.model.rerank import debias, log_share
-
-    shares = log_share(popularity)
-
-    def score(histories: Sequence[np.ndarray]) -> np.ndarray:
-        return debias(np.asarray(scorer(histories)), shares, weight)
-
-    return score

@@ -23,7 +23,8 @@ import numpy as np
 
 from server.catalogue import Catalogue
 from server.pipeline.request import RecommendQuery
-from server.registry import ModelRegistry, ServingModel
+from server.registry import ModelRegistry
+from server.served_model import ServingModel
 
 
 class Eligible:

@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from server.history import HistoryCache
-from server.registry import ServingModel
+from server.served_model import ServingModel
 from server.state_cache import StateCache, UserState
 
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from server.catalogue import Catalogue
 from server.pipeline.request import Recommendation, Support
-from server.registry import ServingModel
+from server.served_model import ServingModel
 from shared.model.explain import (
     candidate_offset,
     leave_one_out_variants,

@@ -10,6 +10,7 @@ import logging
 import random
 import time
 
+from server.arms import Arm, arm_name
 from server.history import HistoryCache
 from server.impressions import ImpressionLog
 from server.pipeline.eligibility import EligibilityPolicy
@@ -17,7 +18,7 @@ from server.pipeline.encoder import known_rows, run_model
 from server.pipeline.rank import Ranker
 from server.pipeline.request import Recommendation, RecommendQuery
 from server.pipeline.tasks import BackgroundTasks
-from server.registry import Arm, ModelRegistry, arm_name
+from server.registry import ModelRegistry
 from shared.storage.tables import utcnow
 
 log = logging.getLogger(__name__)

@@ -33,7 +33,7 @@ import numpy as np
 from server.history import Entry
 from server.pipeline.encoder import Encoder, known_rows, run_model
 from server.pipeline.tasks import BackgroundTasks
-from server.registry import ServingModel
+from server.served_model import ServingModel
 from server.state_cache import UserState
 from shared.config import ServerSettings
 from shared.model.histories import left_pad

@@ -20,7 +20,8 @@ import numpy as np
 
 from server.pipeline.eligibility import Eligible
 from server.pipeline.encoder import Encoding
-from server.registry import ModelRegistry, ServingModel
+from server.registry import ModelRegistry
+from server.served_model import ServingModel
 from shared.config import ServerSettings
 from shared.model.rerank import debias
 from shared.wire.errors import Unavailable

@@ -27,7 +27,8 @@ from server.pipeline.rank import Ranker
 from server.pipeline.request import FeedbackEventIn, FeedbackResult, Recommendation, RecommendQuery
 from server.pipeline.tasks import BackgroundTasks
 from server.pipeline.validate import validate_batch, validate_events, validate_query
-from server.registry import ModelRegistry, ServingModel
+from server.registry import ModelRegistry
+from server.served_model import ServingModel
 from shared.config import ServerSettings
 from shared.storage.ingest import first_per_event_id
 from shared.wire.errors import DatabaseUnavailable

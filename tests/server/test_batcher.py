@@ -169,7 +169,7 @@ def test_a_history_read_again_unchanged_keeps_its_state() -> None:
 
 
 def test_auto_inflight_batches_fill_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
-    from server.registry import inflight_batches
+    from server.model_loader import inflight_batches
     from shared.config import ServerSettings
 
     monkeypatch.setattr("os.cpu_count", lambda: 8)

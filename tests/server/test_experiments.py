@@ -12,7 +12,7 @@ import grpc
 import pytest
 from sqlmodel import select
 
-from server.registry import Arm, pick_arm
+from server.arms import Arm, pick_arm
 from shared.proto.recserve.v1 import admin_pb2
 from shared.proto.recserve.v1 import recommender_pb2 as pb
 from shared.storage.engine import make_engine, session_scope

@@ -12,7 +12,8 @@ from shared.model.params import TrainingParams
 from shared.storage import job_store, model_store
 from shared.storage.engine import make_engine, session_scope
 from shared.storage.tables import JobCreate, JobStatus, ModelStatus
-from worker.pipeline import run_train_job, should_activate
+from worker.model_eval import should_activate
+from worker.pipeline import run_train_job
 
 
 def test_trained_model_beats_popularity(trained_template: Path) -> None:
