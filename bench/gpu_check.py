@@ -28,6 +28,32 @@ def _throughput(encode: Any, history: np.ndarray, seconds: float = 1.0) -> float
     return runs * history.shape[0] / (time.perf_counter() - started)
 
 
+def check_backend(
+    name: str, backend: Any, reference: Any, rng: np.random.Generator
+) -> tuple[float, float, dict[int, float]]:
+    """A backend's largest difference from the ONNX Runtime CPU reference over padded and
+    full histories, its tolerance, and its sequences per second by batch size."""
+    from bench.serve_stage import BENCH_CONFIG
+
+    worst = 0.0
+    for batch, length in [(1, 1), (3, 17), (64, 200), (256, 200)]:
+        history = rng.integers(1, BENCH_CONFIG.num_items + 1, size=(batch, length))
+        history[0, : length // 2] = 0
+        diff = np.abs(backend.encode(history) - reference.encode(history)).max()
+        worst = max(worst, float(diff))
+    tolerance = 5e-2 if "fp16" in name else 1e-3
+    rates = {}
+    for batch in (1, 16, 64, 256) if name != "onnxruntime-cpu" else (1, 16, 64):
+        history = rng.integers(1, BENCH_CONFIG.num_items + 1, size=(batch, 200))
+        rates[batch] = _throughput(backend.encode, history)
+    print(
+        f"{name:<20} parity {worst:.2e} (tol {tolerance:g})  "
+        + "  ".join(f"b{b}: {r:,.0f}/s" for b, r in rates.items()),
+        flush=True,
+    )
+    return worst, tolerance, rates
+
+
 def main(argv: list[str]) -> int:
     import torch
 
@@ -69,26 +95,10 @@ def main(argv: list[str]) -> int:
         }
         ok = True
         for name, backend in backends.items():
-            worst = 0.0
-            for batch, length in [(1, 1), (3, 17), (64, 200), (256, 200)]:
-                history = rng.integers(1, BENCH_CONFIG.num_items + 1, size=(batch, length))
-                history[0, : length // 2] = 0
-                worst = max(
-                    worst, float(np.abs(backend.encode(history) - reference.encode(history)).max())
-                )
-            tolerance = 5e-2 if "fp16" in name else 1e-3
+            worst, tolerance, rates = check_backend(name, backend, reference, rng)
             result["parity"][name] = {"max_abs_diff": worst, "tolerance": tolerance}
-            ok &= worst <= tolerance
-            rates = {}
-            for batch in (1, 16, 64, 256) if name != "onnxruntime-cpu" else (1, 16, 64):
-                history = rng.integers(1, BENCH_CONFIG.num_items + 1, size=(batch, 200))
-                rates[batch] = _throughput(backend.encode, history)
             result["seq_per_s"][name] = rates
-            print(
-                f"{name:<20} parity {worst:.2e} (tol {tolerance:g})  "
-                + "  ".join(f"b{b}: {r:,.0f}/s" for b, r in rates.items()),
-                flush=True,
-            )
+            ok &= worst <= tolerance
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")
     return 0 if ok else 1

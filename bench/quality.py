@@ -155,28 +155,11 @@ def _recserve(
     return done
 
 
-def run_quality_bench(
-    settings: Settings,
-    data: Path,
-    *,
-    fmt: str | None,
-    params: dict[str, Any],
-    output: Path | None,
-) -> dict[str, Any]:
-    from bench.processes import free_port
-    from shared.client import Client, wait_serving
-    from shared.proto.recserve.v1 import admin_pb2
-
-    # A fresh folder per run: a model left by an earlier run would compete for activation.
-    folder = Path(settings.data_dir) / time.strftime("run-%Y%m%d-%H%M%S")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSERVE_TRAINING__")}
-    env.update({"RECSERVE_DATA_DIR": str(folder), "RECSERVE_TELEMETRY__METRICS_PORT": "0"})
-    held = hold_out_last(data, fmt, folder / "bench-input")
-    print(
-        f"{data}: {len(held.seen):,} users; holding out {len(held.targets):,} last events, "
-        f"importing {held.events:,}",
-        flush=True,
-    )
+def import_and_train(
+    held: HeldOut, env: dict[str, str], params: dict[str, Any]
+) -> tuple[int, float, float]:
+    """`recserve import` of the training file, then `recserve train --wait` with only
+    ``params``: (the job's id, import seconds, training wall seconds)."""
     started = time.perf_counter()
     imported = _recserve(["import", str(held.train_file), "--format", held.train_format], env)
     import_s = time.perf_counter() - started
@@ -186,6 +169,41 @@ def run_quality_bench(
     trained = _recserve(train_args, env)
     train_wall = time.perf_counter() - started
     job_id = int(trained.stdout.split("queued train job ")[1].split()[0])
+    return job_id, import_s, train_wall
+
+
+def serve_trained(target: str, job_id: int) -> tuple[Any, str]:
+    """The job's model details; the model activated as an operator would if the job did
+    not promote it (it did not beat what was active, or popularity), with the job's last
+    log line saying why, which the result reports."""
+    from shared.client import Client
+    from shared.proto.recserve.v1 import admin_pb2
+
+    activated = ""
+    client = Client(target)
+    try:
+        job = client.admin.GetJob(admin_pb2.GetJobRequest(id=job_id), timeout=30)
+        listing = client.admin.ListModels(admin_pb2.ListModelsRequest(), timeout=30)
+        if listing.active_version != job.model_version:
+            activated = job.log[-1] if job.log else ""
+            request = admin_pb2.ActivateModelRequest(version=job.model_version)
+            client.admin.ActivateModel(request, timeout=120)
+        details = client.admin.GetModelDetails(
+            admin_pb2.GetModelRequest(version=job.model_version), timeout=30
+        )
+    finally:
+        client.close()
+    return details, activated
+
+
+def rank_through_server(
+    env: dict[str, str], job_id: int, held: HeldOut
+) -> tuple[Any, str, Any, Any, float]:
+    """`recserve serve` on the trained model, and every held-out user asked by id:
+    (model details, activation note, ranks, their sources, seconds)."""
+    from bench.processes import free_port
+    from shared.client import wait_serving
+
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "recserve", "serve", "--port", str(port)],
@@ -198,28 +216,11 @@ def run_quality_bench(
         stderr=subprocess.DEVNULL,
     )
     target = f"127.0.0.1:{port}"
-    activated = ""
     try:
         alive = lambda: server.poll() is None  # noqa: E731
         if not wait_serving(target, timeout=300, alive=alive, require_model=False):
             raise RuntimeError("recserve serve did not come up")
-        client = Client(target)
-        try:
-            job = client.admin.GetJob(admin_pb2.GetJobRequest(id=job_id), timeout=30)
-            listing = client.admin.ListModels(admin_pb2.ListModelsRequest(), timeout=30)
-            if listing.active_version != job.model_version:
-                # Not promoted (it did not beat what was active, or popularity): the
-                # benchmark measures the trained model all the same, activated as an
-                # operator would, and says so.
-                activated = job.log[-1] if job.log else ""
-                client.admin.ActivateModel(
-                    admin_pb2.ActivateModelRequest(version=job.model_version), timeout=120
-                )
-            details = client.admin.GetModelDetails(
-                admin_pb2.GetModelRequest(version=job.model_version), timeout=30
-            )
-        finally:
-            client.close()
+        details, activated = serve_trained(target, job_id)
         if not wait_serving(target, timeout=120, alive=alive):
             raise RuntimeError("recserve serve did not load the trained model")
         started = time.perf_counter()
@@ -228,6 +229,29 @@ def run_quality_bench(
     finally:
         server.terminate()
         server.wait(timeout=60)
+    return details, activated, ranks, sources, serve_s
+
+
+def run_quality_bench(
+    settings: Settings,
+    data: Path,
+    *,
+    fmt: str | None,
+    params: dict[str, Any],
+    output: Path | None,
+) -> dict[str, Any]:
+    # A fresh folder per run: a model left by an earlier run would compete for activation.
+    folder = Path(settings.data_dir) / time.strftime("run-%Y%m%d-%H%M%S")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSERVE_TRAINING__")}
+    env.update({"RECSERVE_DATA_DIR": str(folder), "RECSERVE_TELEMETRY__METRICS_PORT": "0"})
+    held = hold_out_last(data, fmt, folder / "bench-input")
+    print(
+        f"{data}: {len(held.seen):,} users; holding out {len(held.targets):,} last events, "
+        f"importing {held.events:,}",
+        flush=True,
+    )
+    job_id, import_s, train_wall = import_and_train(held, env, params)
+    details, activated, ranks, sources, serve_s = rank_through_server(env, job_id, held)
     metrics = details.model.metrics
     resolved = {c.name: (json.loads(c.value_json), c.source) for c in details.training}
     result: dict[str, Any] = {
@@ -255,8 +279,7 @@ def run_quality_bench(
         "machine": {"platform": platform.platform()},
     }
     print_quality_table(result)
-    seed = result["seed"]
-    out = output or Path("bench-results") / f"quality-{data.stem}-seed{seed}.json"
+    out = output or Path("bench-results") / f"quality-{data.stem}-seed{result['seed']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, sort_keys=True))
     print(f"\nwrote {out}")

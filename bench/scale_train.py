@@ -12,6 +12,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,6 +27,29 @@ from worker.export import write_bundle
 from worker.pipeline import INDEX_CALIBRATION_USERS, encode_states, peak_rss_mb
 from worker.recipe import apply_recipe
 from worker.training import Windows, _loss, length_buckets, model_config, sampling_distribution
+
+
+def timed_steps(model: Any, split: Any, params: Any, steps: int) -> tuple[int, float]:
+    """``steps`` training steps after a first untimed one (it pays one-off costs), as the
+    worker trains: (targets trained on, seconds)."""
+    windows = Windows(split.train, params.max_len, params.windows)
+    q = torch.from_numpy(sampling_distribution(split.popularity)).float()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=params.learning_rate)
+    batches = length_buckets(windows.lengths, params.batch_size, np.random.default_rng(0))
+    model.train()
+    targets, timed = 0, 0.0
+    for step, rows in enumerate(batches[: steps + 1]):
+        began = time.perf_counter()
+        x, y = windows.batch(rows)
+        x_t, y_t = torch.from_numpy(x), torch.from_numpy(y)
+        loss = _loss(model, model(x_t), y_t, params, x_t, q)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step:
+            timed += time.perf_counter() - began
+            targets += int((y != 0).sum())
+    return targets, timed
 
 
 def main() -> None:
@@ -52,23 +76,7 @@ def main() -> None:
         )
         print("\n".join(decisions), flush=True)
         model = SASRec(model_config(params, split.num_items))
-        windows = Windows(split.train, params.max_len, params.windows)
-        q = torch.from_numpy(sampling_distribution(split.popularity)).float()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=params.learning_rate)
-        batches = length_buckets(windows.lengths, params.batch_size, np.random.default_rng(0))
-        model.train()
-        targets, timed = 0, 0.0
-        for step, rows in enumerate(batches[: args.steps + 1]):
-            began = time.perf_counter()
-            x, y = windows.batch(rows)
-            x_t, y_t = torch.from_numpy(x), torch.from_numpy(y)
-            loss = _loss(model, model(x_t), y_t, params, x_t, q)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if step:  # the first step pays one-off costs
-                timed += time.perf_counter() - began
-                targets += int((y != 0).sum())
+        targets, timed = timed_steps(model, split, params, args.steps)
         training_rss = peak_rss_mb()
         model.eval()
         users = len(split.valid.targets)

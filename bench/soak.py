@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,115 @@ def second_version(settings: Any) -> int:
         engine.dispose()
 
 
+def sustainable_rate(
+    server: ServerProcess, items: list[str], users: list[str], clients: int
+) -> float:
+    """80% of the best mixed closed-loop throughput with p99 within the limit."""
+    best = 0.0
+    for level in (8, 16, 24, 32):
+        row = measure(server, "mixed", items, users, concurrency=level, clients=clients, duration=5)
+        print(f"closed loop c={level}: {row['throughput']:.0f}/s p99 {row['p99_ms']:.1f} ms")
+        if row["p99_ms"] <= P99_LIMIT_MS and not row["errors"]:
+            best = max(best, row["throughput"])
+    return 0.8 * best
+
+
+def open_load(
+    server: ServerProcess, items: list[str], users: list[str], rate: float, clients: int, seed: int
+) -> LoadResult:
+    """30 s of mixed open-loop traffic at ``rate`` from ``clients`` processes."""
+    specs = [
+        LoadSpec(
+            target=server.target,
+            traffic="mixed",
+            loop="open",
+            rate=rate / clients,
+            duration_s=30,
+            warmup_s=0,
+            items=tuple(items),
+            users=tuple(users),
+            seed=seed + i,
+        )
+        for i in range(clients)
+    ]
+    return run_load(specs)
+
+
+def soak_minute(
+    server: ServerProcess,
+    client: Client,
+    load: Callable[[int], LoadResult],
+    version: int,
+) -> tuple[dict[str, Any], LoadResult]:
+    """Half a minute steady, then half a minute from a hot swap to ``version``: the
+    minute's row, with the server's own view of it per 5 s."""
+
+    def swap() -> None:
+        client.admin.ActivateModel(admin_pb2.ActivateModelRequest(version=version), timeout=60)
+
+    steady = load(0)
+    swapper = threading.Thread(target=swap, daemon=True)
+    swapper.start()
+    swapping = load(1)
+    swapper.join(60)
+    both = LoadResult(users_per_call=steady.users_per_call)
+    both.add(steady)
+    both.add(swapping)
+    summary = summarize(both)
+    row = {
+        "calls": summary["requests"] + summary["feedback_calls"],
+        "errors": summary["errors"],
+        "error_details": dict(both.details),
+        "p50_ms": summary["p50_ms"],
+        "p99_ms": summary["p99_ms"],
+        "p99_steady_ms": summarize(steady)["p99_ms"],
+        "p99_swap_ms": summarize(swapping)["p99_ms"],
+        "feedback_p99_ms": summary["feedback_p99_ms"],
+        "rss_mb": rss_mb(server.proc.pid),
+        "threads": threads(server.proc.pid),
+        "swapped_to": version,
+    }
+    stats = client.admin.GetServerStats(admin_pb2.GetServerStatsRequest(), timeout=10)
+    row["server_series"] = [
+        {
+            "at_ms": sample.at_ms,
+            "p99_ms": sample.latency_p99_ms,
+            "error_rate": sample.error_rate,
+            "mean_batch_size": sample.mean_batch_size,
+            "loop_lag_max_ms": sample.loop_lag_max_ms,
+            "gc_ms": sample.gc_ms,
+            "mean_run_ms": sample.mean_run_ms,
+        }
+        for sample in stats.series[-12:]
+    ]
+    return row, both
+
+
+def print_minute(minute: int, row: dict[str, Any], both: LoadResult) -> None:
+    errors = sum(row["errors"].values())
+    print(
+        f"minute {minute:>2}: {row['calls']:>7} calls  errors {errors}  p50 "
+        f"{row['p50_ms']:6.2f} ms  p99 {row['p99_ms']:6.2f} ms (first half "
+        f"{row['p99_steady_ms']:.1f}, from the swap {row['p99_swap_ms']:.1f})  RSS "
+        f"{row['rss_mb']:6.1f} MB, {row['threads']} threads  (swapped to v{row['swapped_to']})",
+        flush=True,
+    )
+    series = row["server_series"]
+    print(
+        f"           Feedback p99 {row['feedback_p99_ms']:.1f} ms; the server's "
+        f"Recommend p99 per 5 s: {per_interval(series, 'p99_ms', 0)}\n"
+        "           event loop's largest lag per 5 s (ms): "
+        f"{per_interval(series, 'loop_lag_max_ms', 0)}; garbage collection (ms): "
+        f"{per_interval(series, 'gc_ms', 0)}\n"
+        "           model runs per 5 s: histories per run "
+        f"{per_interval(series, 'mean_batch_size', 1)}; mean run (ms): "
+        f"{per_interval(series, 'mean_run_ms', 2)}",
+        flush=True,
+    )
+    for detail, count in both.details.items():
+        print(f"           {count} x {detail}", flush=True)
+
+
 def run_soak(
     data_dir: Path, *, minutes: int, rate: float | None, clients: int, output: Path
 ) -> dict[str, Any]:
@@ -79,115 +189,35 @@ def run_soak(
     # INFO: the log then holds each swap's loading and pre-encoding times.
     server = ServerProcess(settings, "soak", env={"RECSERVE_LOG_LEVEL": "INFO"})
     client = Client(server.target)
+    rows: list[dict[str, Any]] = []
     try:
         with session_scope(engine_for(settings)) as session:
             active = model_store.get_active_model(session)
             first = int(active.version or 0) if active else 0
         warm_histories(server, users)
-        if rate is None:
-            best = 0.0
-            for level in (8, 16, 24, 32):
-                row = measure(
-                    server, "mixed", items, users, concurrency=level, clients=clients, duration=5
-                )
-                print(
-                    f"closed loop c={level}: {row['throughput']:.0f}/s p99 {row['p99_ms']:.1f} ms"
-                )
-                if row["p99_ms"] <= P99_LIMIT_MS and not row["errors"]:
-                    best = max(best, row["throughput"])
-            sustainable = 0.8 * best
-            rate = 0.7 * sustainable
-        else:
-            sustainable = rate / 0.7
+        sustainable = (
+            sustainable_rate(server, items, users, clients) if rate is None else rate / 0.7
+        )
+        rate = 0.7 * sustainable if rate is None else rate
         print(f"soak: {rate:.0f} requests/s ({minutes} minutes, a hot swap each minute)")
-        rows = []
-        versions = [other, first]
         for minute in range(1, minutes + 1):
-            version = versions[minute % 2]
+            version = [other, first][minute % 2]
 
-            def load(half: int, minute: int = minute) -> LoadResult:
-                specs = [
-                    LoadSpec(
-                        target=server.target,
-                        traffic="mixed",
-                        loop="open",
-                        rate=rate / clients,
-                        duration_s=30,
-                        warmup_s=0,
-                        items=tuple(items),
-                        users=tuple(users),
-                        seed=minute * 100 + half * 10 + i,
-                    )
-                    for i in range(clients)
-                ]
-                return run_load(specs)
+            def load(half: int, minute: int = minute, rate: float = rate) -> LoadResult:
+                return open_load(server, items, users, rate, clients, minute * 100 + half * 10)
 
-            def swap(v: int = version) -> None:
-                client.admin.ActivateModel(admin_pb2.ActivateModelRequest(version=v), timeout=60)
-
-            steady = load(0)
-            swapper = threading.Thread(target=swap, daemon=True)
-            swapper.start()
-            swapping = load(1)
-            swapper.join(60)
-            both = LoadResult(users_per_call=steady.users_per_call)
-            both.add(steady)
-            both.add(swapping)
-            summary = summarize(both)
-            row = {
-                "minute": minute,
-                "calls": summary["requests"] + summary["feedback_calls"],
-                "errors": summary["errors"],
-                "error_details": dict(both.details),
-                "p50_ms": summary["p50_ms"],
-                "p99_ms": summary["p99_ms"],
-                "p99_steady_ms": summarize(steady)["p99_ms"],
-                "p99_swap_ms": summarize(swapping)["p99_ms"],
-                "feedback_p99_ms": summary["feedback_p99_ms"],
-                "rss_mb": rss_mb(server.proc.pid),
-                "threads": threads(server.proc.pid),
-                "swapped_to": version,
-            }
-            stats = client.admin.GetServerStats(admin_pb2.GetServerStatsRequest(), timeout=10)
-            # The server's own view of the minute, per 5 s: where in it the time went.
-            row["server_series"] = [
-                {
-                    "at_ms": sample.at_ms,
-                    "p99_ms": sample.latency_p99_ms,
-                    "error_rate": sample.error_rate,
-                    "mean_batch_size": sample.mean_batch_size,
-                    "loop_lag_max_ms": sample.loop_lag_max_ms,
-                    "gc_ms": sample.gc_ms,
-                    "mean_run_ms": sample.mean_run_ms,
-                }
-                for sample in stats.series[-12:]
-            ]
-            rows.append(row)
-            errors = sum(row["errors"].values())
-            print(
-                f"minute {minute:>2}: {row['calls']:>7} calls  errors {errors}  p50 "
-                f"{row['p50_ms']:6.2f} ms  p99 {row['p99_ms']:6.2f} ms (first half "
-                f"{row['p99_steady_ms']:.1f}, from the swap {row['p99_swap_ms']:.1f})  RSS "
-                f"{row['rss_mb']:6.1f} MB, {row['threads']} threads  (swapped to v{version})",
-                flush=True,
-            )
-            series = row["server_series"]
-            print(
-                f"           Feedback p99 {row['feedback_p99_ms']:.1f} ms; the server's "
-                f"Recommend p99 per 5 s: {per_interval(series, 'p99_ms', 0)}\n"
-                "           event loop's largest lag per 5 s (ms): "
-                f"{per_interval(series, 'loop_lag_max_ms', 0)}; garbage collection (ms): "
-                f"{per_interval(series, 'gc_ms', 0)}\n"
-                "           model runs per 5 s: histories per run "
-                f"{per_interval(series, 'mean_batch_size', 1)}; mean run (ms): "
-                f"{per_interval(series, 'mean_run_ms', 2)}",
-                flush=True,
-            )
-            for detail, count in both.details.items():
-                print(f"           {count} x {detail}", flush=True)
+            row, both = soak_minute(server, client, load, version)
+            rows.append({"minute": minute, **row})
+            print_minute(minute, row, both)
     finally:
         client.close()
         server.stop()
+    return soak_report(rows, rate, sustainable, output)
+
+
+def soak_report(
+    rows: list[dict[str, Any]], rate: float, sustainable: float, output: Path
+) -> dict[str, Any]:
     errors = sum(sum(r["errors"].values()) for r in rows)
     later = [r["rss_mb"] for r in rows[2:]]
     baseline = rows[1]["rss_mb"] if len(rows) > 1 else 0.0

@@ -17,6 +17,7 @@ import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
@@ -158,6 +159,56 @@ def call_guard(settings: Settings, slots: CallSlots) -> CallGuard:
     return CallGuard(policy, slots, stream_idle_timeout_s=settings.server.stream_idle_timeout_s)
 
 
+def listening_server(
+    settings: Settings, slots: CallSlots, health_servicer: Any
+) -> tuple[grpc.aio.Server, int]:
+    """A gRPC server bound to settings.server.host:port (port 0 picks a free one), with
+    the call guard, health and reflection; refuses a listener that would be open to
+    anyone (check_listen_safety). Returns it, not yet started, and its port."""
+    check_listen_safety(settings.server)
+    credentials = server_credentials(settings.server)
+    # No maximum_concurrent_rpcs: gRPC's cap counts streams and health checks too, so a
+    # few idle streams could refuse everyone; the guard counts unary calls alone.
+    server = grpc.aio.server(
+        options=grpc_options(settings), interceptors=[call_guard(settings, slots)]
+    )
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (RECOMMENDER, MODEL_ADMIN, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    address = f"{settings.server.host}:{settings.server.port}"
+    port = (
+        server.add_secure_port(address, credentials)
+        if credentials is not None
+        else server.add_insecure_port(address)
+    )
+    if port == 0:
+        raise RuntimeError(f"cannot listen on {address}")
+    return server, port
+
+
+def add_services(
+    server: grpc.aio.Server, settings: Settings, built: Components, slots: CallSlots
+) -> tuple[AdminService, Deployment]:
+    """Recommender and ModelAdmin on ``server``, over the built components."""
+    deployment = Deployment(settings, built.engine, built.executor, built.registry, built.health)
+    admin = AdminService(
+        settings, built.engine, built.executor, built.registry, built.history, built.states,
+        built.catalogue, built.stats, deployment, slots,
+    )  # fmt: skip
+    options = RpcOptions(
+        default_deadline_s=settings.server.default_deadline_s,
+        access_log=settings.telemetry.access_log,
+    )
+    add_servicer(
+        server,
+        RecommenderServicer(built.recommend, built.feedback, built.stats, options),
+        RECOMMENDER_SERVICE,
+    )
+    add_servicer(server, ModelAdminServicer(admin, options), ADMIN_SERVICE)
+    return admin, deployment
+
+
 async def start_server(
     settings: Settings,
     *,
@@ -177,44 +228,12 @@ async def start_server(
         parts=parts,
         background_checkpoints=checkpoints_s > 0,
     )
-    check_listen_safety(settings.server)
-    credentials = server_credentials(settings.server)
-    # No maximum_concurrent_rpcs: gRPC's cap counts streams and health checks too, so a
-    # few idle streams could refuse everyone; the guard counts unary calls alone.
     slots = CallSlots(
         max_unary=settings.server.max_concurrent_rpcs,
         max_streams_per_caller=settings.server.max_streams_per_caller,
     )
-    server = grpc.aio.server(
-        options=grpc_options(settings), interceptors=[call_guard(settings, slots)]
-    )
-    health_pb2_grpc.add_HealthServicer_to_server(built.health.servicer, server)
-    reflection.enable_server_reflection(
-        (RECOMMENDER, MODEL_ADMIN, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
-    address = f"{settings.server.host}:{settings.server.port}"
-    port = (
-        server.add_secure_port(address, credentials)
-        if credentials is not None
-        else server.add_insecure_port(address)
-    )
-    if port == 0:
-        raise RuntimeError(f"cannot listen on {address}")
-    deployment = Deployment(settings, built.engine, built.executor, built.registry, built.health)
-    admin = AdminService(
-        settings, built.engine, built.executor, built.registry, built.history, built.states,
-        built.catalogue, built.stats, deployment, slots,
-    )  # fmt: skip
-    options = RpcOptions(
-        default_deadline_s=settings.server.default_deadline_s,
-        access_log=settings.telemetry.access_log,
-    )
-    add_servicer(
-        server,
-        RecommenderServicer(built.recommend, built.feedback, built.stats, options),
-        RECOMMENDER_SERVICE,
-    )
-    add_servicer(server, ModelAdminServicer(admin, options), ADMIN_SERVICE)
+    server, port = listening_server(settings, slots, built.health.servicer)
+    admin, deployment = add_services(server, settings, built, slots)
     metrics.watch_queue("feedback_writer", lambda: built.writer.queued_events)
     registry = built.registry
     metrics.watch_queue(

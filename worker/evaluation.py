@@ -71,18 +71,16 @@ def evaluate(
             top_lists.append(top)
             lifts.append(popularity_lift(top, histories, popularity))
     metrics = summarize(np.concatenate(full_ranks) if full_ranks else np.array([]), ks, prefix)
-    if unfiltered_ranks:
-        metrics.update(summarize(np.concatenate(unfiltered_ranks), ks, f"{prefix}unfiltered_"))
-    if sampled_ranks:
-        metrics.update(summarize(np.concatenate(sampled_ranks), ks, f"{prefix}sampled_"))
+    for name, ranks in (("unfiltered_", unfiltered_ranks), ("sampled_", sampled_ranks)):
+        if ranks:
+            metrics.update(summarize(np.concatenate(ranks), ks, f"{prefix}{name}"))
     metrics[f"{prefix}users"] = float(len(eval_set.targets))
     if popularity is not None and top_lists:
         metrics.update(beyond_accuracy(np.concatenate(top_lists), popularity, prefix))
         metrics[f"{prefix}popularity_lift@{BEYOND_K}"] = float(np.mean(np.concatenate(lifts)))
-        if labels is not None:
-            ild = intra_list_diversity(np.concatenate(top_lists), labels)
-            if ild is not None:
-                metrics[f"{prefix}ild@{BEYOND_K}"] = ild
+        ild = intra_list_diversity(np.concatenate(top_lists), labels) if labels else None
+        if ild is not None:
+            metrics[f"{prefix}ild@{BEYOND_K}"] = ild
     return metrics
 
 

@@ -60,12 +60,11 @@ def compute_online_metrics(settings: Settings, *, window_hours: float = 24.0) ->
         engine.dispose()
 
 
-def summarize(
-    impressions: Sequence[Impression],
-    events: Sequence[tuple[str, str, datetime, str | None]],
-    hours: float,
-) -> list[OnlineMetric]:
-    """The figures of one window (see the module docstring)."""
+def attributed_clicks(
+    impressions: Sequence[Impression], events: Sequence[tuple[str, str, datetime, str | None]]
+) -> tuple[float, set[str]]:
+    """The share of events attributed to a list (their recommendation id names a list
+    served to that user that held that item), and the ids of the lists clicked so."""
     listed_by_id = {imp.recommendation_id: (imp.user_id, set(imp.items)) for imp in impressions}
     attributed = [
         rec
@@ -75,8 +74,16 @@ def summarize(
         and found[0] == user
         and item in found[1]
     ]
-    attributed_share = len(attributed) / len(events) if events else 0.0
-    clicked_ids = set(attributed)
+    return (len(attributed) / len(events) if events else 0.0), set(attributed)
+
+
+def summarize(
+    impressions: Sequence[Impression],
+    events: Sequence[tuple[str, str, datetime, str | None]],
+    hours: float,
+) -> list[OnlineMetric]:
+    """The figures of one window (see the module docstring)."""
+    attributed_share, clicked_ids = attributed_clicks(impressions, events)
     acted: dict[str, list[tuple[float, str]]] = defaultdict(list)
     for user, item, when, _ in events:
         acted[user].append((as_utc(when).timestamp(), item))

@@ -19,7 +19,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -156,97 +156,148 @@ def train(
     windows = Windows(split.train, config.max_len, params.windows)
     if len(windows) == 0:
         raise ValueError("no training sequences: every user needs at least 2 events")
-    lengths = windows.lengths
     q = torch.from_numpy(sampling_distribution(split.popularity)).float().to(device)
-    optimizer = torch.optim.AdamW(
-        model.parameters(),
-        lr=params.learning_rate,
-        weight_decay=params.weight_decay,
-        betas=(0.9, 0.98),
-    )
     steps_per_epoch = -(-len(windows) // params.batch_size)
     planned = params.epochs
-    schedule = Schedule(params, steps_per_epoch, planned * steps_per_epoch)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    optimizer, schedule, scheduler = _optimizing(model, params, steps_per_epoch)
     started = time.perf_counter()
-    best_state = copy.deepcopy(model.state_dict())
-    best_ndcg, best_epoch, epochs_run, stale = -1.0, 0, 0, 0
+    best = _Best(copy.deepcopy(model.state_dict()))
     epoch_log: list[dict[str, float]] = []
     epoch = 0
     while epoch < planned:
         epoch += 1
-        model.train()
-        total, batches = 0.0, 0
-        for idx in length_buckets(lengths, params.batch_size, rng):
-            x, y = windows.batch(idx)
-            x_t = torch.from_numpy(x).to(device)
-            y_t = torch.from_numpy(y).to(device)
-            hidden = model(x_t)  # [B, L, D]
-            loss = _loss(model, hidden, y_t, params, x_t, q)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            total += float(loss.detach())
-            batches += 1
-        epochs_run = epoch
-        entry: dict[str, float] = {"epoch": epoch, "loss": total / max(1, batches)}
+        loss = _epoch(model, windows, params, rng, device, q, (optimizer, scheduler))
+        entry: dict[str, float] = {"epoch": epoch, "loss": loss}
         if epoch % params.eval_every == 0 or epoch == planned:
-            model.eval()
-            val = evaluate(
-                torch_scorer(model, device),
-                split.valid,
-                split.num_items,
-                ks=(10,),
-                sampled=False,
-                unfiltered=False,
+            entry["val_ndcg@10"] = _validate(model, split, device)
+            best.offer(
+                entry["val_ndcg@10"], epoch, model, counts=epoch > params.patience_from * planned
             )
-            entry["val_ndcg@10"] = val.get("ndcg@10", 0.0)
-            if entry["val_ndcg@10"] > best_ndcg:
-                best_ndcg, best_epoch, stale = entry["val_ndcg@10"], epoch, 0
-                best_state = copy.deepcopy(model.state_dict())
-            elif epoch > params.patience_from * planned:
-                stale += 1
         elapsed = time.perf_counter() - started
         entry["seconds"] = elapsed
         epoch_log.append(entry)
         if params.time_budget_s and epoch == min(PLAN_AFTER, planned):
-            durations = np.diff([0.0, *(e["seconds"] for e in epoch_log)])
-            epoch_s = float(durations.min())
-            left = params.time_budget_s - elapsed
-            planned = max(epoch, min(params.epochs, epoch + int(left / epoch_s)))
+            planned = _plan_from_budget(params, epoch, planned, epoch_log, report)
             schedule.total_steps = planned * steps_per_epoch
-            report(
-                epoch / planned,
-                f"time budget {params.time_budget_s:.0f}s: {planned} epochs planned (an epoch "
-                f"took {epoch_s:.1f}s; epochs={planned} without a budget trains the same model)",
-            )
-        eta = elapsed / epoch * (planned - epoch)
-        report(
-            epoch / planned,
-            f"epoch {epoch}/{planned} loss {entry['loss']:.4f} "
-            f"val ndcg@10 {entry.get('val_ndcg@10', float('nan')):.4f} "
-            f"best {best_ndcg:.4f}@{best_epoch} eta<={eta:.0f}s",
-            dict(entry),
-        )
-        if stale >= params.patience:
-            report(epoch / planned, f"early stop at epoch {epoch}: best epoch {best_epoch}")
+        best.report(report, entry, planned)
+        if best.stale >= params.patience:
+            report(epoch / planned, f"early stop at epoch {epoch}: best epoch {best.epoch}")
             break
         if params.time_budget_s and elapsed >= OVERRUN * params.time_budget_s:
             report(epoch / planned, f"stopped at epoch {epoch}: past the time budget")
             break
-    model.load_state_dict(best_state)
+    model.load_state_dict(best.state)
     model.eval()
     return TrainResult(
         model=model,
-        best_epoch=best_epoch,
-        epochs_run=epochs_run,
-        best_val_ndcg=best_ndcg,
+        best_epoch=best.epoch,
+        epochs_run=epoch,
+        best_val_ndcg=best.ndcg,
         seconds=time.perf_counter() - started,
         epoch_log=epoch_log,
         planned_epochs=planned,
     )
+
+
+def _optimizing(
+    model: SASRec, params: TrainingParams, steps_per_epoch: int
+) -> tuple[torch.optim.Optimizer, Schedule, Any]:
+    """AdamW and the learning-rate schedule over the planned epochs."""
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay,
+        betas=(0.9, 0.98),
+    )  # fmt: skip
+    schedule = Schedule(params, steps_per_epoch, params.epochs * steps_per_epoch)
+    return optimizer, schedule, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+@dataclass
+class _Best:
+    """The best validation so far, its epoch and weights, and the evaluations since it
+    (counted only once the patience applies)."""
+
+    state: dict[str, Any]
+    ndcg: float = -1.0
+    epoch: int = 0
+    stale: int = 0
+
+    def report(self, report: Callable[..., None], entry: dict[str, float], planned: int) -> None:
+        """The epoch's line and learning-curve point, with the best so far."""
+        epoch = int(entry["epoch"])
+        eta = entry["seconds"] / epoch * (planned - epoch)
+        report(
+            epoch / planned,
+            f"epoch {epoch}/{planned} loss {entry['loss']:.4f} "
+            f"val ndcg@10 {entry.get('val_ndcg@10', float('nan')):.4f} "
+            f"best {self.ndcg:.4f}@{self.epoch} eta<={eta:.0f}s",
+            dict(entry),
+        )
+
+    def offer(self, ndcg: float, epoch: int, model: SASRec, *, counts: bool) -> None:
+        if ndcg > self.ndcg:
+            self.ndcg, self.epoch, self.stale = ndcg, epoch, 0
+            self.state = copy.deepcopy(model.state_dict())
+        elif counts:
+            self.stale += 1
+
+
+def _epoch(
+    model: SASRec,
+    windows: Windows,
+    params: TrainingParams,
+    rng: np.random.Generator,
+    device: torch.device,
+    q: torch.Tensor,
+    optimizing: tuple[torch.optim.Optimizer, Any],
+) -> float:
+    """One pass over the training windows in length buckets; the mean loss."""
+    optimizer, scheduler = optimizing
+    model.train()
+    total, batches = 0.0, 0
+    for idx in length_buckets(windows.lengths, params.batch_size, rng):
+        x, y = windows.batch(idx)
+        x_t = torch.from_numpy(x).to(device)
+        y_t = torch.from_numpy(y).to(device)
+        hidden = model(x_t)  # [B, L, D]
+        loss = _loss(model, hidden, y_t, params, x_t, q)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        total += float(loss.detach())
+        batches += 1
+    return total / max(1, batches)
+
+
+def _validate(model: SASRec, split: Split, device: torch.device) -> float:
+    """NDCG@10 on the validation users, full ranking, seen items filtered."""
+    model.eval()
+    val = evaluate(
+        torch_scorer(model, device), split.valid, split.num_items, ks=(10,), sampled=False,
+        unfiltered=False,
+    )  # fmt: skip
+    return val.get("ndcg@10", 0.0)
+
+
+def _plan_from_budget(
+    params: TrainingParams,
+    epoch: int,
+    planned: int,
+    epoch_log: list[dict[str, float]],
+    report: Callable[..., None],
+) -> int:
+    """The epochs that fit the time budget, from the fastest epoch so far."""
+    durations = np.diff([0.0, *(e["seconds"] for e in epoch_log)])
+    epoch_s = float(durations.min())
+    left = params.time_budget_s - epoch_log[-1]["seconds"]
+    planned = max(epoch, min(params.epochs, epoch + int(left / epoch_s)))
+    report(
+        epoch / planned,
+        f"time budget {params.time_budget_s:.0f}s: {planned} epochs planned (an epoch "
+        f"took {epoch_s:.1f}s; epochs={planned} without a budget trains the same model)",
+    )
+    return planned
 
 
 PLAN_AFTER = 2
