@@ -82,7 +82,8 @@ def status_for(exc: Exception, default_deadline_s: float = 10.0) -> tuple[grpc.S
 
 
 class _Status(
-    collections.namedtuple("_Status", ("code", "details", "trailing_metadata")), grpc.Status
+    collections.namedtuple("_Status", ("code", "details", "trailing_metadata")),
+    grpc.Status,  # type: ignore[misc]  # grpc ships no annotations for it
 ):
     pass
 
@@ -147,7 +148,7 @@ def rpc(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
                     return await method(self, request, context)
             return await method(self, request, context)
         except (grpc.aio.AbortError, grpc.aio.UsageError):
-            code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[assignment]
+            code = context.code() or grpc.StatusCode.UNKNOWN
             raise
         except Exception as exc:
             code, message = status_for(exc, options.default_deadline_s)

@@ -84,7 +84,8 @@ async def idle_limited(
         yield request
 
 
-class CallGuard(grpc.aio.ServerInterceptor):
+# grpc ships no annotations for its interceptor base class.
+class CallGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Applies the access policy and the call slots to every call (module docstring)."""
 
     def __init__(

@@ -70,7 +70,7 @@ class ServingModel:
     version: int
     bundle: bundle_format.Bundle
     backend: Backend
-    batcher: DynamicBatcher
+    batcher: DynamicBatcher[Encoded]
     rows: dict[str, int]
     popularity: np.ndarray  # float32 [N+1], share of training events; row 0 = -inf
     unavailable_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))

@@ -57,7 +57,7 @@ class TorchBackend(Backend):
         )
 
     def encode(self, history: np.ndarray) -> np.ndarray:
-        return self._states(history).float().cpu().numpy()
+        return np.asarray(self._states(history).float().cpu().numpy())
 
     def encode_with_scores(self, history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """States and every item's score, the product computed on the device."""
@@ -101,4 +101,5 @@ class TorchBackend(Backend):
             with torch.cuda.graph(graph), torch.inference_mode():
                 static_out = self._model.encode_last(static_in)
             graphs[key] = (graph, static_in, static_out)
-        return graphs[key]
+        captured: tuple[Any, Any, Any] = graphs[key]
+        return captured

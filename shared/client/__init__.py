@@ -18,7 +18,10 @@ def channel_credentials(tls: ClientSettings | None) -> grpc.ChannelCredentials |
     certificate; None for a plaintext channel."""
     if tls is None or not (tls.tls_ca or tls.tls_cert):
         return None
-    read = lambda path: Path(path).read_bytes() if path else None  # noqa: E731
+
+    def read(path: Path | None) -> bytes | None:
+        return Path(path).read_bytes() if path else None
+
     return grpc.ssl_channel_credentials(
         root_certificates=read(tls.tls_ca),
         private_key=read(tls.tls_key),

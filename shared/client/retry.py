@@ -39,9 +39,9 @@ def to_stderr(line: str) -> None:
 def transient(exc: BaseException) -> str | None:
     """Why ``exc`` is worth a retry ("UNAVAILABLE: ..."), or None when it is not."""
     if isinstance(exc, grpc.RpcError):
-        code = exc.code()  # type: ignore[attr-defined]
+        code = exc.code()
         if code in RETRYABLE:
-            return f"{code.name}: {exc.details()}"  # type: ignore[attr-defined]
+            return f"{code.name}: {exc.details()}"
     if isinstance(exc, DatabaseUnavailable):
         return f"database unavailable: {exc}"
     return None

@@ -60,7 +60,7 @@ def support_weights(states: np.ndarray, item_vectors: np.ndarray) -> np.ndarray:
     history minus its score without event j. ``states`` from leave_one_out_states;
     ``item_vectors`` [K, D] the items' output embeddings."""
     scores = states @ item_vectors.T  # [L+1, K]
-    return scores[0][None, :] - scores[1:]
+    return np.asarray(scores[0][None, :] - scores[1:])
 
 
 def top_support(

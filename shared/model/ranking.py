@@ -21,7 +21,7 @@ def target_ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
     Returns int64 [B].
     """
     target_scores = scores[np.arange(len(targets)), targets][:, None]
-    return (scores > target_scores).sum(axis=1).astype(np.int64)
+    return np.asarray((scores > target_scores).sum(axis=1), dtype=np.int64)
 
 
 def summarize(

@@ -51,9 +51,7 @@ class _ByteMaskDropout(torch.autograd.Function):
     """x * keep / (1 - p), with keep drawn 8 bytes per 64-bit random number."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx, x: Tensor, p: float
-    ) -> Tensor:
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor, p: float) -> Tensor:
         threshold = round(p * 256)  # p in steps of 1/256
         count = x.numel()
         words = torch.empty((count + 7) // 8, dtype=torch.int64, device=x.device)
@@ -65,9 +63,7 @@ class _ByteMaskDropout(torch.autograd.Function):
         return x.mul(keep).mul_(scale)
 
     @staticmethod
-    def backward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx, grad: Tensor
-    ) -> tuple[Tensor, None]:
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor, None]:
         (keep,) = ctx.saved_tensors  # type: ignore[attr-defined]
         return grad.mul(keep).mul_(ctx.scale), None  # type: ignore[attr-defined]
 
@@ -90,7 +86,8 @@ class Dropout(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0 or x.device.type != "cpu":
             return F.dropout(x, self.p, self.training)
-        return _ByteMaskDropout.apply(x, self.p)  # type: ignore[no-any-return]
+        out: Tensor = _ByteMaskDropout.apply(x, self.p)  # type: ignore[no-untyped-call]
+        return out
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
@@ -146,7 +143,8 @@ class SelfAttention(nn.Module):
         scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim) + bias  # [B, H, Q, L]
         weights = self.dropout(torch.softmax(scores, dim=-1))
         context = (weights @ v).transpose(1, 2).reshape(b, q_len, d)  # [B, Q, D]
-        return self.out(context)
+        out: Tensor = self.out(context)
+        return out
 
 
 class FeedForward(nn.Module):
@@ -165,7 +163,8 @@ class FeedForward(nn.Module):
             h = F.silu(gate) * value
         else:
             h = F.gelu(h)
-        return self.down(self.dropout(h))
+        out: Tensor = self.down(self.dropout(h))
+        return out
 
 
 class Block(nn.Module):
@@ -193,7 +192,8 @@ class Block(nn.Module):
         else:
             residual, queries = x[:, -query_len:], normed[:, -query_len:]
         h = residual + self.dropout(self.attn(queries, normed, bias, rotary))
-        return h + self.dropout(self.ffn(self.ffn_norm(h)))
+        out: Tensor = h + self.dropout(self.ffn(self.ffn_norm(h)))
+        return out
 
 
 class SASRec(nn.Module):
@@ -228,7 +228,8 @@ class SASRec(nn.Module):
         if self.position_embedding is not None:
             x = x + self.position_embedding(positions)[None]
         x = self.embedding_dropout(x)
-        return x * (history != 0).unsqueeze(-1).to(x.dtype)  # [B, L, D]
+        out: Tensor = x * (history != 0).unsqueeze(-1).to(x.dtype)  # [B, L, D]
+        return out
 
     def forward(self, history: Tensor) -> Tensor:
         """Hidden states at every position: history [B, L] -> [B, L, D] (training; pass
@@ -238,7 +239,8 @@ class SASRec(nn.Module):
         x = self.embed(history)
         for block in self.blocks:
             x = block(x, bias, rotary=rotary)
-        return self.final_norm(x)
+        out: Tensor = self.final_norm(x)
+        return out
 
     def _rotary(self, history: Tensor) -> Rotary | None:
         if self.config.positions != "rotary":

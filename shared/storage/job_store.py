@@ -106,7 +106,7 @@ def claim_job(session: Session, *, job_id: int, worker: str) -> int | None:
         .values(
             status=JobStatus.RUNNING,
             worker=worker[:128],
-            attempts=Job.attempts + 1,  # type: ignore[operator]
+            attempts=Job.attempts + 1,
             started_at=now,
             heartbeat_at=now,
             finished_at=None,
