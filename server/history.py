@@ -101,8 +101,18 @@ def expiry(ttl_s: float) -> Callable[[str, object, float], float]:
 
 
 class HistoryCache:
-    def __init__(self, engine: Engine, executor: Executor, *, max_bytes: int, ttl_s: float) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        executor: Executor,
+        *,
+        max_bytes: int,
+        ttl_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._engine = engine
+        self._clock = clock
+        """Seconds on a monotonic clock (injectable, so that tests move time on)."""
         self._executor = executor
         self._max_bytes = max_bytes
         # Least recently used out first; entries older than their time to live are
@@ -126,7 +136,7 @@ class HistoryCache:
 
     def _fresh(self, user_id: str) -> _Cached | None:
         cached = self._cache.get(user_id)
-        if cached is None or time.monotonic() > cached.fresh_until:
+        if cached is None or self._clock() > cached.fresh_until:
             return None
         return cached
 
@@ -139,7 +149,7 @@ class HistoryCache:
         """The user's item ids and a version that changes whenever they change (0 when the
         history is not cached, so it must not be used as a cache key)."""
         cached = self._cache.get(user_id)
-        if cached is not None and time.monotonic() <= cached.fresh_until:
+        if cached is not None and self._clock() <= cached.fresh_until:
             metrics.HISTORY_HIT.inc()
             return [item for _, item in cached.events], cached.version
         metrics.HISTORY_MISS.inc()
@@ -275,7 +285,7 @@ class HistoryCache:
         return entry.version
 
     def _fresh_until(self, user_id: str) -> float:
-        return math.inf if self._ttu is None else self._ttu(user_id, None, time.monotonic())
+        return math.inf if self._ttu is None else self._ttu(user_id, None, self._clock())
 
     def _read(self, user_id: str) -> tuple[list[Entry], int]:
         """The newest events and how many the user has stored, in one transaction. Raises

@@ -6,15 +6,15 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
 
 from shared.client import Client
 from shared.proto.recserve.v1 import recommender_pb2 as pb
-from shared.storage import model_store
+from shared.storage import impression_store, model_store
 from shared.storage.engine import make_engine, session_scope
 from shared.storage.tables import ModelStatus, ModelVersion
 from tests.support.models import register_copy
 from tests.support.processes import ServerProcess, process_env
+from tests.support.waits import wait_until
 
 
 def recserve(settings, *args: str) -> subprocess.CompletedProcess[str]:
@@ -88,6 +88,11 @@ def test_models_and_jobs_commands(settings) -> None:
         server.stop()
 
 
+def stored_impressions(engine) -> int:
+    with session_scope(engine) as session:
+        return impression_store.count_impressions(session)
+
+
 def test_experiment_commands(settings) -> None:
     engine = make_engine(settings.db_url)
     assert register_copy(engine) == 2
@@ -108,7 +113,11 @@ def test_experiment_commands(settings) -> None:
                 client.recommender.Recommend(request, timeout=10)
         finally:
             client.close()
-        time.sleep(1.5)  # impressions are written in batches every half second
+        engine = make_engine(settings.db_url)
+        try:  # impressions are written in batches every half second
+            wait_until(lambda: stored_impressions(engine) >= 30, "30 impressions stored")
+        finally:
+            engine.dispose()
         measured = recserve(settings, "experiment", "measure", *target)
         assert measured.returncode == 0, measured.stderr
         rows = [line.split() for line in measured.stdout.splitlines() if line[:7].strip()]

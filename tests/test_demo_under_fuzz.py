@@ -13,12 +13,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.support.processes import free_port
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.timeout(600)
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,11 +47,12 @@ def test_the_fuzzer_against_the_demo_during_its_first_training(tmp_path: Path) -
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 180
-        while "following it" not in (tmp_path / "demo.log").read_text():
+
+        def training() -> bool:
             assert demo.poll() is None, (tmp_path / "demo.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "the demo did not start training"
-            time.sleep(0.2)
+            return "following it" in (tmp_path / "demo.log").read_text()
+
+        wait_until(training, "the demo started training", timeout=180, every=0.2)
         fuzz = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "-x",
              "tests/fuzz/test_fuzz.py", "-k", "not postgresql"],

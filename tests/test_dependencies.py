@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 from shared.client import Client, wait_serving
 from shared.config import Settings
@@ -17,6 +16,7 @@ from shared.storage import job_store
 from shared.storage.engine import make_engine, session_scope
 from shared.storage.tables import JobStatus
 from tests.support.processes import WorkerProcess, free_port, process_env
+from tests.support.waits import wait_until
 
 NOT_IN_SERVER = ("celery", "billiard", "torch", "onnx", "onnxscript", "textual", "honcho")
 
@@ -72,14 +72,14 @@ def test_a_server_without_worker_or_console_packages_serves_and_queues_training(
         assert queued.status == JobStatus.QUEUED and queued.celery_id
         # The message the Celery-less server published is a task the worker runs.
         worker = WorkerProcess(settings)
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
+
+        def finished() -> object:
+            assert worker.alive(), worker.tail()
             with session_scope(engine) as session:
                 job = job_store.get_job(session, job_id=started.id)
-            if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
-                break
-            assert worker.alive(), worker.tail()
-            time.sleep(0.5)
+            return job if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED) else None
+
+        job = wait_until(finished, "the job finished", timeout=180, every=0.5)
         assert job.status == JobStatus.SUCCEEDED, job.error or worker.tail()
     finally:
         if worker is not None:

@@ -20,17 +20,16 @@ from shared.storage import event_store
 from shared.storage.engine import make_engine, migrate, session_scope
 from tests.conftest import TINY_SPEC, event_rows, make_settings, require_service
 from tests.support.processes import ServerProcess, WorkerProcess
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.timeout(300)
 
 
 def wait(condition, what: str, timeout: float = 120.0, *processes) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            logs = "\n".join(p.tail() for p in processes)
-            raise AssertionError(f"{what}: not reached in {timeout}s\n{logs}")
-        time.sleep(0.2)
+    wait_until(
+        condition, what, timeout=timeout, every=0.2,
+        explain=lambda: "\n".join(p.tail() for p in processes),
+    )  # fmt: skip
 
 
 def serving_version(client: Client) -> int:

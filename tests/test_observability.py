@@ -5,7 +5,6 @@ in trailing metadata and in JSON logs."""
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 
 import grpc
@@ -19,6 +18,7 @@ from shared.storage.engine import make_engine, migrate, session_scope
 from shared.training.jobs import submit_training
 from tests.conftest import TINY_SPEC, event_rows, make_settings
 from tests.support.processes import ServerProcess, WorkerProcess, free_port
+from tests.support.waits import wait_until
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -115,18 +115,19 @@ def test_worker_metrics(tmp_path) -> None:
     worker = WorkerProcess(settings, "worker", TELEMETRY__METRICS_PORT=str(port))
     try:
         job = submit_training(settings, engine, {"epochs": 2, "d_model": 8, "max_len": 8})
-        deadline = time.monotonic() + 120
-        while True:
+
+        def succeeded() -> bool:
             with session_scope(engine) as s:
-                if job_store.get_job(s, job_id=int(job.id or 0)).status == "succeeded":
-                    break
-            assert time.monotonic() < deadline, worker.tail()
-            time.sleep(0.3)
-        for _ in range(50):  # the counter is written right after the job row
+                return job_store.get_job(s, job_id=int(job.id or 0)).status == "succeeded"
+
+        wait_until(succeeded, "the job succeeded", timeout=120, every=0.3, explain=worker.tail)
+
+        def counted() -> dict:  # the counter is written right after the job row
             samples = scrape(port)
-            if value(samples, "recserve_jobs_total", kind="train", outcome="succeeded"):
-                break
-            time.sleep(0.1)
+            done = value(samples, "recserve_jobs_total", kind="train", outcome="succeeded")
+            return samples if done else {}
+
+        samples = wait_until(counted, "the finished job counted", timeout=5, every=0.1)
         assert value(samples, "recserve_jobs_total", kind="train", outcome="succeeded") == 1
         assert value(samples, "recserve_job_seconds_count", kind="train", outcome="succeeded") == 1
         assert value(samples, "recserve_jobs", status="queued") == 0

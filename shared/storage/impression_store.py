@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, func
 from sqlmodel import Session, col, select
 
 from shared.storage.tables import (
@@ -19,6 +19,10 @@ def delete_impressions_before(session: Session, *, before: datetime, limit: int)
     ids = select(Impression.id).where(col(Impression.served_at) < before).limit(limit)
     result = session.execute(delete(Impression).where(col(Impression.id).in_(ids)))
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def count_impressions(session: Session) -> int:
+    return int(session.exec(select(func.count()).select_from(Impression)).one())
 
 
 def insert_impressions(session: Session, *, rows: Sequence[dict[str, Any]]) -> None:

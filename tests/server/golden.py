@@ -25,6 +25,7 @@ from shared.config import ServerSettings, Settings
 from shared.storage import event_store, item_store, model_store
 from shared.storage.engine import make_engine, migrate, session_scope
 from shared.storage.tables import FeedbackEventCreate, Item, ModelStatus, ModelVersion
+from tests.support.waits import eventually
 
 ANSWERS = Path(__file__).with_name("golden_answers.json")
 SPEC = synthetic.SyntheticSpec(n_users=60, n_topics=5, items_per_topic=8, seed=21)
@@ -188,10 +189,8 @@ async def record_all(folder: Path) -> dict[str, Any]:
         running = await start_server(settings)
         try:
             if with_model:
-                for _ in range(100):
-                    if running.registry.current is not None:
-                        break
-                    await asyncio.sleep(0.1)
+                registry = running.registry
+                await eventually(lambda: registry.current, "the model loaded")  # noqa: B023
             got = await answers(running.target)
         finally:
             await running.stop(0)

@@ -14,6 +14,7 @@ from shared.proto.recserve.v1 import recommender_pb2 as pb
 from shared.storage import model_store
 from shared.storage.engine import session_scope
 from shared.storage.tables import JobStatus, ModelStatus, ModelVersion
+from tests.support.waits import eventually
 
 
 def _register_copy(server, status: ModelStatus = ModelStatus.READY, corrupt: bool = False) -> int:
@@ -76,14 +77,12 @@ async def test_activation_through_the_database_is_polled(client, server) -> None
     version = _register_copy(server)
     with session_scope(server.engine) as session:
         model_store.activate_model(session, version=version, reason="test")
-    for _ in range(50):  # model_poll_s is 0.2 s in tests
-        response = await client.recommender.Recommend(pb.RecommendRequest(user_id="u00002"))
-        if response.model_version == version:
-            break
-        import asyncio
 
-        await asyncio.sleep(0.1)
-    assert response.model_version == version
+    async def served() -> bool:  # model_poll_s is 0.2 s in tests
+        response = await client.recommender.Recommend(pb.RecommendRequest(user_id="u00002"))
+        return response.model_version == version
+
+    await eventually(served, f"version {version} served")
 
 
 async def test_corrupt_bundle_is_refused_and_old_model_keeps_serving(client, server) -> None:
@@ -191,7 +190,7 @@ async def test_hot_swaps_under_load_fail_no_request(client, server) -> None:
     for i in range(10):
         version = other if i % 2 == 0 else 1
         await client.admin.ActivateModel(admin_pb2.ActivateModelRequest(version=version))
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # pacing: the callers keep calling between swaps
     stop.set()
     await asyncio.gather(*callers)
     assert len(codes) > 20 and set(codes) == {"OK"}

@@ -62,14 +62,16 @@ async def test_idle_server_runs_a_lone_request_at_once(backend) -> None:
 
 
 async def test_cancelled_requests_are_dropped_before_the_run(backend) -> None:
+    runs = GatedRuns(asyncio.get_running_loop(), backend.encode)
     with ThreadPoolExecutor(1) as pool:
-        batcher = DynamicBatcher(backend.encode, pool, max_batch=16)
+        batcher = DynamicBatcher(runs, pool, max_batch=16)
         first = asyncio.ensure_future(batcher.submit(np.array([1])))
-        await asyncio.sleep(0.005)  # first is running; these queue behind it
+        await runs.until_started(1)  # first is running; these queue behind it
         doomed = asyncio.ensure_future(batcher.submit(np.array([2, 3, 4, 5, 6, 7])))
         kept = asyncio.ensure_future(batcher.submit(np.array([8])))
         await asyncio.sleep(0)
         doomed.cancel()
+        runs.release.set()
         await asyncio.gather(first, kept)
         await batcher.close()
     assert backend.batches == [(1, 1), (1, 1)]
@@ -78,16 +80,19 @@ async def test_cancelled_requests_are_dropped_before_the_run(backend) -> None:
 async def test_background_work_waits_for_an_idle_gap(backend) -> None:
     """Pre-encoding before a hot swap yields: it runs only once no request is running or
     queued, and a request queued before it goes first."""
+    runs = GatedRuns(asyncio.get_running_loop(), backend.encode)
     with ThreadPoolExecutor(1) as pool:
-        batcher = DynamicBatcher(backend.encode, pool, max_batch=8)
+        batcher = DynamicBatcher(runs, pool, max_batch=8)
         running = asyncio.ensure_future(batcher.submit(np.array([1])))
-        await asyncio.sleep(0.005)  # running holds the only run slot
+        await runs.until_started(1)  # running holds the only run slot
         queued = asyncio.ensure_future(batcher.submit(np.array([2, 3])))
         background = asyncio.ensure_future(
             batcher.run_when_idle(lambda: backend.encode(np.array([[4, 5, 6]])))
         )
         await asyncio.sleep(0)
         late = asyncio.ensure_future(batcher.submit(np.array([7, 8, 9, 10])))
+        await asyncio.sleep(0)
+        runs.release.set()
         states = await background
         await asyncio.gather(running, queued, late)
         await batcher.close()
@@ -208,9 +213,13 @@ async def test_a_run_beside_the_queue_yields_to_queued_requests_between_chunks(b
     with ThreadPoolExecutor(2) as pool:
         batcher = DynamicBatcher(backend.encode, pool, max_batch=4, max_inflight=1)
         histories = np.arange(1, 9, dtype=np.int64)[None].repeat(16, axis=0)
-        beside = asyncio.ensure_future(batcher.run_beside(backend.encode, histories))
-        await asyncio.sleep(0.005)  # the first chunk runs
-        queued = await batcher.submit(np.array([7]))
+        chunks = GatedRuns(asyncio.get_running_loop(), backend.encode)
+        beside = asyncio.ensure_future(batcher.run_beside(chunks, histories))
+        await chunks.until_started(1)  # the first chunk runs
+        waiting = asyncio.ensure_future(batcher.submit(np.array([7])))
+        await asyncio.sleep(0)
+        chunks.release.set()
+        queued = await waiting
         assert not beside.done(), "served before the long run ended"
         states = await beside
         await batcher.close()
@@ -223,10 +232,11 @@ class GatedRuns:
     """A model run that blocks until released, and tells the event loop each time one
     starts (no polling)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, run=None) -> None:
         import threading
 
         self.loop = loop
+        self.run = run
         self.release = threading.Event()
         self.started: list[int] = []
         self.changed = asyncio.Event()
@@ -235,7 +245,7 @@ class GatedRuns:
         self.started.append(len(histories))
         self.loop.call_soon_threadsafe(self.changed.set)
         self.release.wait(10)
-        return histories[:, -1:].astype(np.float32)
+        return self.run(histories) if self.run else histories[:, -1:].astype(np.float32)
 
     async def until_started(self, runs: int) -> None:
         async with asyncio.timeout(5):

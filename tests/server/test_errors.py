@@ -3,7 +3,6 @@ in the log, not in the answer), and the history TTL re-reads what another writer
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import UTC, datetime
 
@@ -16,6 +15,7 @@ from shared.proto.recserve.v1 import recommender_pb2 as pb
 from shared.storage import event_store
 from shared.storage.engine import session_scope
 from shared.storage.ingest import EventRow
+from tests.support.waits import eventually
 
 
 async def test_an_unexpected_error_is_internal_and_logged(server, client, caplog) -> None:
@@ -52,9 +52,12 @@ async def test_the_history_ttl_reads_events_another_writer_stored(settings) -> N
             )
         cached = await client.recommender.Recommend(pb.RecommendRequest(user_id="fresh"))
         assert cached.history_used == 0, "still the cached history"
-        await asyncio.sleep(0.6)
-        expired = await client.recommender.Recommend(pb.RecommendRequest(user_id="fresh"))
-        assert expired.history_used == 1, "read again after the TTL"
+
+        async def read_again() -> bool:
+            answer = await client.recommender.Recommend(pb.RecommendRequest(user_id="fresh"))
+            return answer.history_used == 1
+
+        await eventually(read_again, "the history read again after the TTL", timeout=10)
     finally:
         await client.close()
         await running.stop(0)

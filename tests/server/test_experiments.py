@@ -4,7 +4,6 @@ an answer, and the online metrics are computed from what was logged."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 
@@ -18,6 +17,7 @@ from shared.proto.recserve.v1 import recommender_pb2 as pb
 from shared.storage.engine import make_engine, session_scope
 from shared.storage.tables import FeedbackEvent, Impression
 from tests.server.test_model_lifecycle import copy_version, rpc_error
+from tests.support.waits import eventually
 from worker.online import compute_online_metrics
 
 USERS = [f"u{n:05d}" for n in range(40)]
@@ -140,13 +140,13 @@ async def test_shadow_never_changes_an_answer_and_records_overlap(client, server
         assert [i.score for i in after.items] == pytest.approx(
             [i.score for i in before[user].items], rel=1e-5
         )
-    for _ in range(100):  # the shadow ranks in the background
-        await server.parts.impressions.flush()
-        shadowed = [row for row in impressions(server) if row.shadow_version == v2]
-        if len(shadowed) == 12:
-            break
-        await asyncio.sleep(0.02)
-    assert len(shadowed) == 12
+
+    async def shadow_rows() -> list:
+        await server.parts.impressions.flush()  # the shadow ranks in the background
+        rows = [row for row in impressions(server) if row.shadow_version == v2]
+        return rows if len(rows) == 12 else []
+
+    shadowed = await eventually(shadow_rows, "12 shadow-ranked impressions")
     # The same weights under another version number: the same lists.
     assert all(row.shadow_overlap == 1.0 and row.shadow_ms > 0 for row in shadowed)
     metrics = compute_online_metrics(server.admin.settings, window_hours=1)

@@ -33,10 +33,22 @@ def test_a_cached_history_is_untracked_by_the_collector() -> None:
     assert not gc.is_tracked(events) and not any(gc.is_tracked(e) for e in events)
 
 
+class FakeClock:
+    """A monotonic clock that moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 async def test_an_expired_history_is_revalidated_by_a_count_and_read_only_when_changed(
     settings,
 ) -> None:
-    import asyncio
     from concurrent.futures import ThreadPoolExecutor
     from datetime import UTC, datetime
 
@@ -46,13 +58,14 @@ async def test_an_expired_history_is_revalidated_by_a_count_and_read_only_when_c
 
     engine = make_engine(settings.db_url)
     with ThreadPoolExecutor(2) as pool:
-        cache = HistoryCache(engine, pool, max_bytes=2**20, ttl_s=0.05)
+        clock = FakeClock()
+        cache = HistoryCache(engine, pool, max_bytes=2**20, ttl_s=0.05, clock=clock)
         reads = []
         read = cache._read
         cache._read = lambda user: reads.append(user) or read(user)  # type: ignore[method-assign]
         items, version = await cache.get_versioned("u00001")
         assert items and len(reads) == 1
-        await asyncio.sleep(0.06)
+        clock.advance(0.06)
         assert not cache.is_cached("u00001"), "expired"
         again, same = await cache.get_versioned("u00001")
         assert (again, same) == (items, version), "unchanged: the same version"
@@ -64,7 +77,7 @@ async def test_an_expired_history_is_revalidated_by_a_count_and_read_only_when_c
                     EventRow("elsewhere-1", "u00001", "i000-002", "click", 1.0, datetime.now(UTC))
                 ],
             )
-        await asyncio.sleep(0.06)
+        clock.advance(0.06)
         changed, newer = await cache.get_versioned("u00001")
         assert len(reads) == 2 and newer != version
         assert changed[-1] == "i000-002"
@@ -72,7 +85,6 @@ async def test_an_expired_history_is_revalidated_by_a_count_and_read_only_when_c
 
 
 async def test_an_expired_history_is_served_while_the_database_is_unreachable(settings) -> None:
-    import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
     from shared.storage.engine import make_engine
@@ -80,9 +92,10 @@ async def test_an_expired_history_is_served_while_the_database_is_unreachable(se
 
     engine = make_engine(settings.db_url)
     with ThreadPoolExecutor(2) as pool:
-        cache = HistoryCache(engine, pool, max_bytes=2**20, ttl_s=0.05)
+        clock = FakeClock()
+        cache = HistoryCache(engine, pool, max_bytes=2**20, ttl_s=0.05, clock=clock)
         items, version = await cache.get_versioned("u00002")
-        await asyncio.sleep(0.06)
+        clock.advance(0.06)
 
         def down(user_id: str) -> int:
             raise DatabaseUnavailable("the database is unavailable right now; retry the call")

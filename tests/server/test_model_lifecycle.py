@@ -18,6 +18,7 @@ from shared.storage.engine import session_scope
 from shared.storage.tables import Item, ModelStatus
 from tests.conftest import TINY_SPEC
 from tests.support.models import register_copy
+from tests.support.waits import eventually
 
 
 def copy_version(server, *, status: ModelStatus = ModelStatus.READY) -> int:
@@ -132,11 +133,12 @@ async def test_feedback_during_pre_encoding_is_encoded_for_the_incoming_model(
             events=[pb.Event(event_id="mid-swap", user_id=users[0], item_id="i000-001")]
         )
     )
-    for _ in range(200):  # the incoming model's state for the new history
+
+    def staged() -> bool:  # the incoming model's state for the new history
         staging = core.feedback.prewarm._incoming
-        if staging and users[0] in staging.states:
-            break
-        await asyncio.sleep(0.01)
+        return bool(staging and users[0] in staging.states)
+
+    await eventually(staged, "the new history encoded by the incoming model", timeout=10)
     go.set()
     await activation
     misses = core.states.misses

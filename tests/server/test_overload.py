@@ -14,6 +14,7 @@ from server.app import start_server
 from server.backends.fake import FakeBackend
 from shared.client import AsyncClient
 from shared.proto.recserve.v1 import recommender_pb2 as pb
+from tests.support.waits import eventually
 
 
 def slow(delay_s: float):
@@ -139,7 +140,7 @@ async def test_a_failed_commit_fails_only_its_own_call_and_says_nothing_else(
         pb.FeedbackRequest(events=[pb.Event(event_id="warm", user_id="u1", item_id="i")])
     )
     task = asyncio.ensure_future(first)
-    await asyncio.sleep(0.1)
+    await eventually(lambda: calls["n"] >= 1, "the first commit under way")
     good = client.recommender.Feedback(
         pb.FeedbackRequest(events=[pb.Event(event_id="good", user_id="u2", item_id="i")])
     )

@@ -12,6 +12,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from shared.proto.recserve.v1 import recommender_pb2 as pb
 from tests.conftest import TINY_SPEC
+from tests.support.waits import eventually
 
 USER = "u00007"
 
@@ -250,13 +251,12 @@ async def test_returning_user_reuses_state_and_feedback_refreshes_it(client, ser
             ]
         )
     )
-    for _ in range(50):  # the state is re-encoded in the background
+
+    async def refreshed() -> bool:  # the state is re-encoded in the background
         _, version = await core.history.get_versioned("u00011")
-        if core.states.get("u00011", 1, version) is not None:
-            break
-        await asyncio.sleep(0.02)
-    else:
-        raise AssertionError("state was not refreshed after Feedback")
+        return core.states.get("u00011", 1, version) is not None
+
+    await eventually(refreshed, "the state refreshed after Feedback", timeout=5)
     after = await client.recommender.Recommend(pb.RecommendRequest(user_id="u00011", k=5))
     assert after.history_used >= 1
     assert "i001-003" not in [i.item_id for i in after.items]

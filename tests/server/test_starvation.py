@@ -15,6 +15,7 @@ from shared.config import ServerSettings, Settings
 from shared.proto.recserve.v1 import recommender_pb2 as pb
 from shared.proto.recserve.v1 import recommender_pb2_grpc
 from tests.support.processes import ServerProcess
+from tests.support.waits import eventually
 
 READ_SECRET, WRITE_SECRET = "frontend-secret-1", "ingest-secret-22"
 PRODUCTION = ServerSettings()
@@ -36,10 +37,7 @@ async def never(stop: asyncio.Event):  # a request stream that sends nothing
 
 
 async def until(condition, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met within the deadline"
-        await asyncio.sleep(0.02)
+    await eventually(condition, "the condition", timeout=timeout)
 
 
 async def test_idle_streams_and_bodiless_calls_do_not_starve_a_recommend(settings) -> None:

@@ -17,6 +17,7 @@ from shared.storage.engine import make_engine, migrate, session_scope
 from shared.storage.tables import JobStatus, ModelStatus
 from shared.training.jobs import submit_training
 from tests.conftest import TINY_SPEC, event_rows, make_settings, require_service
+from tests.support.waits import wait_until
 
 FAST = {"epochs": 3, "d_model": 8, "n_heads": 1, "max_len": 8, "activate": "always"}
 
@@ -46,14 +47,14 @@ def _run_job_on_worker(settings: Settings, tmp_path: Path) -> None:
     try:
         job = submit_training(settings, engine, FAST)
         assert job.celery_id
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
+
+        def finished() -> object:
+            assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
             with session_scope(engine) as s:
                 current = job_store.get_job(s, job_id=job.id)
-            if current.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
-                break
-            assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
-            time.sleep(0.5)
+            return current if current.status in (JobStatus.SUCCEEDED, JobStatus.FAILED) else None
+
+        current = wait_until(finished, "the job finished", timeout=180, every=0.5)
         assert current.status == JobStatus.SUCCEEDED, (
             current.error or (tmp_path / "worker.log").read_text()[-3000:]
         )

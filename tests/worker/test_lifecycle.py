@@ -19,6 +19,7 @@ from shared.training.jobs import submit_training
 from shared.wire.errors import Unavailable
 from tests.conftest import TINY_SPEC, event_rows, make_settings, require_service
 from tests.support.processes import WorkerProcess
+from tests.support.waits import holds_for, wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -51,12 +52,10 @@ def _job(settings: Settings, job_id: int) -> Job:
 
 
 def _wait(condition: Callable[[], bool], what: str, timeout: float = 90, logs: tuple = ()) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            tails = "\n".join(w.tail() for w in logs)
-            raise AssertionError(f"{what}: not reached in {timeout}s\n{tails}")
-        time.sleep(0.2)
+    wait_until(
+        condition, what, timeout=timeout, every=0.2,
+        explain=lambda: "\n".join(w.tail() for w in logs),
+    )  # fmt: skip
 
 
 def _queue_settings(settings: Settings, **update: object) -> Settings:
@@ -200,9 +199,12 @@ def test_beat_schedule_trains_and_promotes_with_nobody_acting(tmp_path: Path) ->
         assert job.trigger == JobTrigger.SCHEDULE and job.status == JobStatus.SUCCEEDED
         assert active is not None and active.job_id == job.id
         assert active.status == ModelStatus.ACTIVE
-        time.sleep(3)
-        with session_scope(engine) as s:
-            assert len(job_store.list_jobs(s, limit=10)) == 1, "the next run is 2 minutes away"
+
+        def one_job() -> bool:
+            with session_scope(engine) as s:
+                return len(job_store.list_jobs(s, limit=10)) == 1
+
+        holds_for(one_job, "no second job: the next run is 2 minutes away", seconds=3)
     finally:
         worker.stop()
         engine.dispose()
