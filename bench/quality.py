@@ -296,10 +296,15 @@ def print_quality_table(result: dict[str, Any]) -> None:
     )
     if result["activated_by_the_bench"]:
         print(f"not promoted by the job ({result['activated_by_the_bench']}); activated to measure")
-    print(f"given: {json.dumps(result['given'])}; the recipe chose:")
-    for name, choice in sorted(result["resolved"].items()):
-        if choice["source"] == "recipe":
-            print(f"  {name} = {choice['value']}")
+    chosen = {
+        n: c["value"] for n, c in sorted(result["resolved"].items()) if c["source"] == "recipe"
+    }
+    if chosen:
+        print(f"given: {json.dumps(result['given'])}; the recipe chose:")
+        for name, value in chosen.items():
+            print(f"  {name} = {value}")
+    else:
+        print(f"given: {json.dumps(result['given'])}; the recipe chose nothing (settings or given)")
     print(f"\n{'metric':<10}{'served model':>14}{'popularity':>12}")
     for k in KS:
         for kind in ("hr", "ndcg"):

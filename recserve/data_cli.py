@@ -143,6 +143,19 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_similar(args: argparse.Namespace) -> int:
+    from recserve.admin_cli import call
+
+    fields: dict[str, Any] = {"user_id": args.user or "", "include_titles": True}
+    response = call(args, lambda c: c.similar_items(args.items, args.k, **fields))
+    print(f"model version {response.model_version}")
+    if response.unknown_item_ids:
+        print(f"unknown to the model (not counted): {', '.join(response.unknown_item_ids)}")
+    for rank, item in enumerate(response.items, start=1):
+        print(f"{rank:3d}. {item.item_id}  {item.score:.4f}  {item.title}".rstrip())
+    return 0
+
+
 def print_rerank_table(result: dict[str, Any], reranked: dict[str, dict[str, float]]) -> None:
     """Accuracy against coverage and popularity, per popularity-debiasing weight."""
     names = ("ndcg@10", "hr@10", "coverage@10", "gini@10", "arp@10", "novelty@10", "ild@10")
@@ -230,6 +243,13 @@ def add_data_parsers(add: Add) -> None:
     p.add_argument("--user", required=True)
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--history", nargs="*", help="inline session history (item ids)")
+    p.add_argument("--token", help="bearer token (default RECSERVE_CLIENT__TOKEN)")
+
+    p = add("similar", cmd_similar, "Call SimilarItems: items like the given ones.")
+    p.add_argument("items", nargs="+", help="item ids (several: a cart, their vectors averaged)")
+    p.add_argument("--target", default="127.0.0.1:50051")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--user", help="leave out this user's seen items")
     p.add_argument("--token", help="bearer token (default RECSERVE_CLIENT__TOKEN)")
     add_evaluate_parser(add)
 

@@ -26,6 +26,7 @@ from sqlalchemy.engine import Engine
 
 from server import metrics
 from server.admin import AdminService
+from server.admin_servicer import ModelAdminServicer
 from server.auth import AccessPolicy, check_listen_safety, server_credentials
 from server.backends import create_backend
 from server.checkpoints import WalCheckpoints
@@ -38,7 +39,7 @@ from server.loop_watch import LoopWatch
 from server.memory import tune_allocator
 from server.model_loader import BackendFactory
 from server.registry import ModelRegistry
-from server.servicers import ModelAdminServicer, RecommenderServicer
+from server.servicers import RecommenderServicer
 from server.stats import ServerStats
 from server.wire import add_servicer
 from shared.config import Settings
@@ -202,7 +203,7 @@ def add_services(
     )
     add_servicer(
         server,
-        RecommenderServicer(built.recommend, built.feedback, built.stats, options),
+        RecommenderServicer(built.recommend, built.feedback, built.similar, built.stats, options),
         RECOMMENDER_SERVICE,
     )
     add_servicer(server, ModelAdminServicer(admin, options), ADMIN_SERVICE)

@@ -3,7 +3,7 @@ default, and the rule that a server reachable from other hosts authenticates its
 
 Roles, each a superset of the one before:
 
-    read   Recommend, RecommendBatch
+    read   Recommend, RecommendBatch, SimilarItems
     write  Feedback, FeedbackStream        (and read)
     admin  every ModelAdmin method         (and read and write)
 
@@ -60,6 +60,7 @@ _ADMIN_METHODS = (
 METHOD_ROLES: dict[str, str] = {
     "/recserve.v1.Recommender/Recommend": "read",
     "/recserve.v1.Recommender/RecommendBatch": "read",
+    "/recserve.v1.Recommender/SimilarItems": "read",
     "/recserve.v1.Recommender/Feedback": "write",
     "/recserve.v1.Recommender/FeedbackStream": "write",
     **{f"/recserve.v1.ModelAdmin/{name}": "admin" for name in _ADMIN_METHODS},

@@ -37,6 +37,7 @@ from server.pipeline.measure import Measurement
 from server.pipeline.prewarm import Prewarm
 from server.pipeline.rank import Ranker
 from server.pipeline.service import FeedbackService, HistoryStage, RecommendService
+from server.pipeline.similar import SimilarItemsService
 from server.pipeline.tasks import BackgroundTasks
 from server.registry import ModelRegistry
 from server.serving import ServingHealth
@@ -84,7 +85,27 @@ class Components:
     """Whether this process listens for other replicas' invalidations."""
     recommend: RecommendService
     feedback: FeedbackService
+    similar: SimilarItemsService
     background: BackgroundTasks
+
+
+def following(
+    engine: Engine, origin: str, history: HistoryCache, encoder: Encoder, poll_s: float
+) -> invalidation.Invalidations:
+    """The other replicas' invalidations: a user they stored events for is read again
+    from the database on their next request here."""
+
+    def forget(user_ids: list[str]) -> None:
+        history.invalidate(user_ids)
+        encoder.forget(user_ids)
+
+    def forget_all() -> None:
+        history.clear()
+        encoder.forget_everyone()
+
+    return invalidation.Invalidations(
+        engine, origin=origin, forget=forget, forget_all=forget_all, poll_s=poll_s
+    )
 
 
 def build(
@@ -147,31 +168,15 @@ def build(
         if server.log_impressions and parts.log_impressions
         else None
     )
-
-    def forget(user_ids: list[str]) -> None:
-        """Another replica stored events for these users: their next Recommend here
-        reads the database again."""
-        history.invalidate(user_ids)
-        encoder.forget(user_ids)
-
-    def forget_all() -> None:
-        history.clear()
-        encoder.forget_everyone()
-
-    invalidations = invalidation.Invalidations(
-        engine,
-        origin=origin,
-        forget=forget,
-        forget_all=forget_all,
-        poll_s=server.invalidation_poll_s,
-    )
+    invalidations = following(engine, origin, history, encoder, server.invalidation_poll_s)
     listening = server.invalidation and (invalidations.mode == "notify" or server.workers > 1)
     eligibility = EligibilityPolicy(catalogue, registry)
     ranker = Ranker(server, registry)
+    history_stage = HistoryStage(history, invalidations if listening else None)
     recommend = RecommendService(
         server,
         registry,
-        HistoryStage(history, invalidations if listening else None),
+        history_stage,
         eligibility,
         encoder,
         ranker,
@@ -189,7 +194,9 @@ def build(
         background,
         refresh_states=bool(states.max_users),
     )
+    similar = SimilarItemsService(server, registry, history_stage, eligibility, ranker, catalogue)
     return Components(
         settings, engine, executor, model_executor, stats, health, history, states, registry,
-        catalogue, writer, impressions, invalidations, listening, recommend, feedback, background,
+        catalogue, writer, impressions, invalidations, listening, recommend, feedback, similar,
+        background,
     )  # fmt: skip

@@ -2,31 +2,27 @@
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from collections.abc import AsyncIterator, Awaitable
-from dataclasses import asdict
-from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import grpc
 
-from server.admin import AdminService, StatsView
-from server.admin_catalogue import ItemView
-from server.admin_experiments import ExperimentView
 from server.errors import RpcOptions, rpc
-from server.pipeline.request import FeedbackEventIn, Recommendation, RecommendQuery
+from server.pipeline.request import (
+    FeedbackEventIn,
+    Recommendation,
+    RecommendQuery,
+    Similar,
+    SimilarQuery,
+)
 from server.pipeline.service import FeedbackService, RecommendService
+from server.pipeline.similar import SimilarItemsService
 from server.stats import ServerStats
-from shared.model.params import TrainingOption
 from shared.proto.recserve.v1 import (
-    admin_pb2,
-    admin_pb2_grpc,
     recommender_pb2,
     recommender_pb2_grpc,
 )
-from shared.storage.tables import Job, ModelActivation, ModelVersion, as_utc
 
 T = TypeVar("T")
 SOURCES = {
@@ -56,6 +52,17 @@ def _query(request: recommender_pb2.RecommendRequest) -> RecommendQuery:
         explain=request.explain,
         include_labels=request.include_labels,
         exclude_labels=request.exclude_labels,
+    )
+
+
+def _similar_response(result: Similar) -> recommender_pb2.SimilarItemsResponse:
+    return recommender_pb2.SimilarItemsResponse(
+        items=[
+            recommender_pb2.ScoredItem(item_id=i, score=s, title=result.titles.get(i, ""))
+            for i, s in result.items
+        ],
+        model_version=result.model_version,
+        unknown_item_ids=result.unknown_item_ids,
     )
 
 
@@ -89,11 +96,13 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
         self,
         recommend: RecommendService,
         feedback: FeedbackService,
+        similar: SimilarItemsService,
         stats: ServerStats,
         options: RpcOptions,
     ) -> None:
         self.recommend = recommend
         self.feedback = feedback
+        self.similar = similar
         self.stats = stats
         self.options = options
 
@@ -132,6 +141,28 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
         return recommender_pb2.RecommendBatchResponse(responses=[_response(r) for r in results])
 
     @rpc
+    async def SimilarItems(  # noqa: N802
+        self, request: recommender_pb2.SimilarItemsRequest, context: grpc.aio.ServicerContext
+    ) -> recommender_pb2.SimilarItemsResponse:
+        return await self._timed(self._similar(request))
+
+    async def _similar(
+        self, request: recommender_pb2.SimilarItemsRequest
+    ) -> recommender_pb2.SimilarItemsResponse:
+        query = SimilarQuery(
+            item_ids=request.item_ids,
+            k=request.k,
+            user_id=request.user_id,
+            exclude_item_ids=request.exclude_item_ids,
+            candidate_item_ids=request.candidate_item_ids,
+            allow_seen=request.allow_seen,
+            include_titles=request.include_titles,
+            include_labels=request.include_labels,
+            exclude_labels=request.exclude_labels,
+        )
+        return _similar_response(await self.similar.similar(query))
+
+    @rpc
     async def Feedback(  # noqa: N802
         self, request: recommender_pb2.FeedbackRequest, context: grpc.aio.ServicerContext
     ) -> recommender_pb2.FeedbackResponse:
@@ -152,317 +183,3 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
             stored += result.stored
             duplicates += result.duplicates
         return recommender_pb2.FeedbackResponse(stored=stored, duplicates=duplicates)
-
-
-def _ms(when: datetime | None) -> int:
-    return int(as_utc(when).timestamp() * 1000) if when else 0
-
-
-def model_to_proto(model: ModelVersion) -> admin_pb2.ModelVersion:
-    return admin_pb2.ModelVersion(
-        version=model.version or 0,
-        status=str(model.status),
-        metrics={k: float(v) for k, v in (model.metrics or {}).items()},
-        artifact_path=model.artifact_path,
-        data_watermark=model.data_watermark,
-        config_json=json.dumps(model.config or {}, sort_keys=True),
-        checksum=model.checksum,
-        created_at_ms=_ms(model.created_at),
-        job_id=model.job_id or 0,
-        activated_at_ms=_ms(model.activated_at),
-        size_bytes=model.size_bytes,
-    )
-
-
-def _point(point: dict[str, float]) -> admin_pb2.EpochPoint:
-    return admin_pb2.EpochPoint(
-        epoch=int(point.get("epoch", 0)),
-        loss=float(point.get("loss", math.nan)),
-        val_ndcg_at_10=float(point.get("val_ndcg@10", math.nan)),
-        seconds=float(point.get("seconds", 0.0)),
-    )
-
-
-def job_to_proto(job: Job) -> admin_pb2.Job:
-    return admin_pb2.Job(
-        id=job.id or 0,
-        kind=str(job.kind),
-        status=str(job.status),
-        progress=job.progress,
-        message=job.message,
-        error=job.error,
-        params_json=json.dumps(job.params or {}, sort_keys=True),
-        created_at_ms=_ms(job.created_at),
-        started_at_ms=_ms(job.started_at),
-        finished_at_ms=_ms(job.finished_at),
-        model_version=job.model_version or 0,
-        log=list(job.log or []),
-        trigger=str(job.trigger),
-        worker=job.worker,
-        attempts=job.attempts,
-        heartbeat_at_ms=_ms(job.heartbeat_at),
-        cancel_requested=job.cancel_requested,
-        curve=[_point(p) for p in job.curve or []],
-        resolved=param_choices(job.resolved or []),
-    )
-
-
-def param_choices(resolved: list[dict[str, Any]]) -> list[admin_pb2.ParamChoice]:
-    return [
-        admin_pb2.ParamChoice(
-            name=str(choice.get("name", "")),
-            value_json=json.dumps(choice.get("value")),
-            source=str(choice.get("source", "")),
-            reason=str(choice.get("reason", "")),
-        )
-        for choice in resolved
-    ]
-
-
-def _activation(record: ModelActivation) -> admin_pb2.Activation:
-    return admin_pb2.Activation(
-        version=record.version,
-        previous_version=record.previous_version or 0,
-        activated_at_ms=_ms(record.activated_at),
-        reason=record.reason,
-    )
-
-
-def _option(option: TrainingOption) -> admin_pb2.TrainingOption:
-    return admin_pb2.TrainingOption(
-        name=option.name,
-        type=option.type,
-        default_json=json.dumps(option.default),
-        minimum=option.minimum,
-        maximum=option.maximum,
-        exclusive_minimum=option.exclusive_minimum,
-        exclusive_maximum=option.exclusive_maximum,
-        choices=option.choices,
-        help=option.help,
-        nullable=option.nullable,
-        source=option.source,
-    )
-
-
-def stats_to_proto(view: StatsView) -> admin_pb2.ServerStats:
-    return admin_pb2.ServerStats(
-        **view.figures,
-        backend=view.backend,
-        device=view.device,
-        active_version=view.serving_version,
-        configured_version=view.configured_version,
-        note=view.note,
-        requests_total=view.requests_total,
-        feedback_events_total=view.feedback_events_total,
-        cached_users=view.cached_users,
-        history_cache_bytes=view.history_cache_bytes,
-        label_cache_entries=view.label_cache_entries,
-        calls_in_progress=view.calls_in_progress,
-        streams_open=view.streams_open,
-        batches_total=view.batches_total,
-        batched_histories_total=view.batched_histories_total,
-        state_cache_hits=view.state_cache_hits,
-        replica_id=view.replica_id,
-        series=[admin_pb2.StatsSample(**asdict(sample)) for sample in view.series],
-        replicas=[admin_pb2.Replica(**asdict(replica)) for replica in view.replicas],
-    )
-
-
-class ModelAdminServicer(admin_pb2_grpc.ModelAdminServicer):
-    """ModelAdmin: protobuf to AdminService calls and back. Who may call it is decided
-    by the call guard (server/guard.py)."""
-
-    def __init__(self, admin: AdminService, options: RpcOptions) -> None:
-        self.admin = admin
-        self.options = options
-
-    @rpc
-    async def ListModels(  # noqa: N802  (gRPC method name)
-        self, request: admin_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
-    ) -> admin_pb2.ListModelsResponse:
-        models, active = await self.admin.list_models(request.limit)
-        return admin_pb2.ListModelsResponse(
-            models=[model_to_proto(m) for m in models], active_version=active
-        )
-
-    @rpc
-    async def GetModel(  # noqa: N802
-        self, request: admin_pb2.GetModelRequest, context: grpc.aio.ServicerContext
-    ) -> admin_pb2.ModelVersion:
-        return model_to_proto(await self.admin.get_model(request.version))
-
-    @rpc
-    async def GetModelDetails(  # noqa: N802
-        self, request: admin_pb2.GetModelRequest, context: grpc.aio.ServicerContext
-    ) -> admin_pb2.ModelDetails:
-        details = await self.admin.model_details(request.version)
-        return admin_pb2.ModelDetails(
-            model=model_to_proto(details.model),
-            files=[admin_pb2.BundleFile(**asdict(f)) for f in details.files],
-            problem=details.problem,
-            activations=[_activation(a) for a in details.activations],
-            training=param_choices((details.model.config or {}).get("sources", [])),
-        )
-
-    @rpc
-    async def ActivateModel(  # noqa: N802
-        self, request: admin_pb2.ActivateModelRequest, context: grpc.aio.ServicerContext
-    ) -> admin_pb2.ModelVersion:
-        return model_to_proto(await self.admin.activate(request.version))
-
-    @rpc
-    async def RollbackModel(  # noqa: N802
-        self, request: admin_pb2.RollbackModelRequest, context: grpc.aio.ServicerContext
-    ) -> admin_pb2.ModelVersion:
-        return model_to_proto(await self.admin.rollback())
-
-    @rpc
-    async def ListActivations(  # noqa: N802
-        self, request: admin_pb2.ListActivationsRequest, context: grpc.aio.ServicerContext
-    ) -> admin_pb2.ListActivationsResponse:
-        records = await self.admin.list_activations(request.limit)
-        return admin_pb2.ListActivationsResponse(activations=[_activation(a) for a in records])
-
-    @rpc
-    async def PruneModels(  # noqa: N802
-        self, request: admin_pb2.PruneModelsRequest, context: grpc.aio.ServicerContext
-    ) -> admin_pb2.PruneModelsResponse:
-        result = await self.admin.prune(request.keep, request.dry_run)
-        return admin_pb2.PruneModelsResponse(pruned=result.pruned, freed_bytes=result.freed_bytes)
-
-    @rpc
-    async def StartTraining(  # noqa: N802
-        self, request: admin_pb2.StartTrainingRequest, context: grpc.aio.ServicerContext
-    ) -> admin_pb2.Job:
-        return job_to_proto(await self.admin.start_training(request.params_json))
-
-    @rpc
-    async def BuildEngine(  # noqa: N802
-        self, request: admin_pb2.BuildEngineRequest, context: grpc.aio.ServicerContext
-    ) -> admin_pb2.Job:
-        return job_to_proto(await self.admin.build_engine(request.version, request.precision))
-
-    @rpc
-    async def GetTrainingOptions(  # noqa: N802
-        self, request: admin_pb2.GetTrainingOptionsRequest, context: grpc.aio.ServicerContext
-    ) -> admin_pb2.TrainingOptions:
-        options = await self.admin.training_options()
-        return admin_pb2.TrainingOptions(options=[_option(o) for o in options])
-
-    @rpc
-    async def ListJobs(  # noqa: N802
-        self, request: admin_pb2.ListJobsRequest, context: grpc.aio.ServicerContext
-    ) -> admin_pb2.ListJobsResponse:
-        jobs = await self.admin.list_jobs(request.limit)
-        return admin_pb2.ListJobsResponse(jobs=[job_to_proto(j) for j in jobs])
-
-    @rpc
-    async def GetJob(  # noqa: N802
-        self, request: admin_pb2.GetJobRequest, context: grpc.aio.ServicerContext
-    ) -> admin_pb2.Job:
-        return job_to_proto(await self.admin.get_job(request.id))
-
-    @rpc
-    async def CancelJob(  # noqa: N802
-        self, request: admin_pb2.CancelJobRequest, context: grpc.aio.ServicerContext
-    ) -> admin_pb2.Job:
-        return job_to_proto(await self.admin.cancel_job(request.id))
-
-    @rpc
-    async def GetServerStats(  # noqa: N802
-        self, request: admin_pb2.GetServerStatsRequest, context: grpc.aio.ServicerContext
-    ) -> admin_pb2.ServerStats:
-        return stats_to_proto(self.admin.server_stats())
-
-    @rpc
-    async def GetUserHistory(  # noqa: N802
-        self, request: admin_pb2.GetUserHistoryRequest, context: grpc.aio.ServicerContext
-    ) -> admin_pb2.UserHistory:
-        events = await self.admin.user_history(request.user_id, request.limit)
-        return admin_pb2.UserHistory(
-            user_id=request.user_id,
-            events=[
-                admin_pb2.HistoryEvent(
-                    item_id=e.item_id, title=e.title, kind=e.kind, timestamp_ms=_ms(e.event_time)
-                )
-                for e in events
-            ],
-        )
-
-    @rpc
-    async def ListItems(  # noqa: N802
-        self, request: admin_pb2.ListItemsRequest, context: grpc.aio.ServicerContext
-    ) -> admin_pb2.ListItemsResponse:
-        items = await self.admin.list_items(
-            request.query, request.limit, request.unavailable_only, list(request.item_ids)
-        )
-        return admin_pb2.ListItemsResponse(
-            items=[admin_pb2.CatalogueItem(**asdict(item)) for item in items]
-        )
-
-    @rpc
-    async def UpsertItems(  # noqa: N802
-        self, request: admin_pb2.UpsertItemsRequest, context: grpc.aio.ServicerContext
-    ) -> admin_pb2.UpsertItemsResponse:
-        created, updated = await self.admin.upsert_items(
-            [
-                ItemView(
-                    i.item_id, i.title, list(i.labels), i.available, True, i.created_at_ms, False
-                )
-                for i in request.items
-            ]
-        )
-        return admin_pb2.UpsertItemsResponse(created=created, updated=updated)
-
-    @rpc
-    async def SetItemAvailability(  # noqa: N802
-        self, request: admin_pb2.SetItemAvailabilityRequest, context: grpc.aio.ServicerContext
-    ) -> admin_pb2.SetItemAvailabilityResponse:
-        updated = await self.admin.set_item_availability(list(request.item_ids), request.available)
-        return admin_pb2.SetItemAvailabilityResponse(updated=updated)
-
-    @rpc
-    async def SetTrafficSplit(  # noqa: N802
-        self, request: admin_pb2.SetTrafficSplitRequest, context: grpc.aio.ServicerContext
-    ) -> admin_pb2.Experiment:
-        arms = [(a.version, a.weight) for a in request.arms]
-        view = await self.admin.set_traffic_split(
-            arms, request.shadow_version, request.shadow_share
-        )
-        return experiment_to_proto(view)
-
-    @rpc
-    async def GetExperiment(  # noqa: N802
-        self, request: admin_pb2.GetExperimentRequest, context: grpc.aio.ServicerContext
-    ) -> admin_pb2.Experiment:
-        return experiment_to_proto(await self.admin.experiment())
-
-    @rpc
-    async def PromoteArm(  # noqa: N802
-        self, request: admin_pb2.PromoteArmRequest, context: grpc.aio.ServicerContext
-    ) -> admin_pb2.Experiment:
-        return experiment_to_proto(await self.admin.promote_arm(request.version))
-
-
-def experiment_to_proto(view: ExperimentView) -> admin_pb2.Experiment:
-    return admin_pb2.Experiment(
-        arms=[admin_pb2.TrafficArm(version=v, weight=w) for v, w in view.arms],
-        shadow_version=view.shadow_version,
-        shadow_share=view.shadow_share,
-        metrics=[
-            admin_pb2.OnlineMetric(
-                model_version=m.model_version,
-                arm=m.arm,
-                computed_at_ms=_ms(m.computed_at),
-                window_hours=m.window_hours,
-                impressions=m.impressions,
-                ctr=m.ctr,
-                hit_rate=m.hit_rate,
-                attributed_share=m.attributed_share,
-                shadow_requests=m.shadow_requests,
-                shadow_overlap=m.shadow_overlap,
-                shadow_p50_ms=m.shadow_p50_ms,
-            )
-            for m in view.metrics
-        ],
-    )

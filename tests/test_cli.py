@@ -53,6 +53,14 @@ def test_models_and_jobs_commands(settings) -> None:
         assert lines[0].split()[:3] == ["version", "status", "ndcg@10"]
         assert any(line.split()[:2] == ["1*", "active"] for line in lines)
 
+        similar = recserve(settings, "similar", "i003-002", "nope", "-k", "3", *target)
+        assert similar.returncode == 0, similar.stderr
+        shown = similar.stdout.splitlines()
+        assert shown[:2] == ["model version 1", "unknown to the model (not counted): nope"]
+        assert [line.split(".")[0].strip() for line in shown[2:]] == ["1", "2", "3"]
+        missing = recserve(settings, "similar", "nope", *target)
+        assert missing.returncode == 2 and "NOT_FOUND: item_ids" in missing.stderr
+
         activated = recserve(settings, "models", "activate", "4", *target)
         assert activated.stdout.strip() == "model version 4 is now active", activated.stderr
         rolled = recserve(settings, "models", "rollback", *target)

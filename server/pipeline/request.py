@@ -21,6 +21,29 @@ class RecommendQuery:
     exclude_labels: Sequence[str] = ()
 
 
+@dataclass(frozen=True)
+class SimilarQuery:
+    """SimilarItems: items like ``item_ids`` (their vectors averaged)."""
+
+    item_ids: Sequence[str]
+    k: int = 0
+    user_id: str = ""
+    exclude_item_ids: Sequence[str] = ()
+    candidate_item_ids: Sequence[str] = ()
+    allow_seen: bool = False
+    include_titles: bool = False
+    include_labels: Sequence[str] = ()
+    exclude_labels: Sequence[str] = ()
+
+
+@dataclass
+class Similar:
+    items: list[tuple[str, float]]
+    model_version: int
+    unknown_item_ids: list[str] = field(default_factory=list)
+    titles: dict[str, str] = field(default_factory=dict)
+
+
 class Support(NamedTuple):
     """A history event supporting a recommended item (see shared/model/explain.py)."""
 

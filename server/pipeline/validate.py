@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from server.pipeline.request import FeedbackEventIn, RecommendQuery
+from server.pipeline.request import FeedbackEventIn, RecommendQuery, SimilarQuery
 from shared.config import ServerSettings
 from shared.storage.ingest import EventRow
 from shared.wire.errors import InvalidArgument
@@ -78,12 +78,29 @@ def validate_query(settings: ServerSettings, query: RecommendQuery) -> int:
             check_id("user_id", query.user_id)
     else:
         check_id("user_id", query.user_id)
+    check_list("history", query.history, settings.max_history_items)
+    return check_filters(settings, query)
+
+
+def validate_similar(settings: ServerSettings, query: SimilarQuery) -> int:
+    """Checks every field of a SimilarItems; returns the effective k."""
+    limit = settings.max_similar_query_items
+    if not query.item_ids:
+        raise InvalidArgument("item_ids", f"is empty; accepted: 1..{limit} item ids")
+    check_list("item_ids", query.item_ids, limit)
+    if query.user_id:
+        check_id("user_id", query.user_id)
+    return check_filters(settings, query)
+
+
+def check_filters(settings: ServerSettings, query: RecommendQuery | SimilarQuery) -> int:
+    """k, the item lists and the label filters, as Recommend and SimilarItems share
+    them; returns the effective k."""
     k = query.k or DEFAULT_K
     if not 1 <= k <= settings.max_k:
         raise InvalidArgument(
             "k", f"is {query.k}; accepted: 1..{settings.max_k} (0 means {DEFAULT_K})"
         )
-    check_list("history", query.history, settings.max_history_items)
     check_list("exclude_item_ids", query.exclude_item_ids, settings.max_list_items)
     check_list("candidate_item_ids", query.candidate_item_ids, settings.max_list_items)
     for name in ("include_labels", "exclude_labels"):

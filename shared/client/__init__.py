@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 
 from shared.config import ClientSettings, Settings
-from shared.proto.recserve.v1 import admin_pb2_grpc, recommender_pb2_grpc
+from shared.proto.recserve.v1 import admin_pb2_grpc, recommender_pb2, recommender_pb2_grpc
 
 
 def channel_credentials(tls: ClientSettings | None) -> grpc.ChannelCredentials | None:
@@ -65,6 +66,17 @@ class Client:
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
         return bearer(self.token)
+
+    def similar_items(
+        self, item_ids: Sequence[str], k: int = 10, *, timeout: float = 10.0, **fields: Any
+    ) -> recommender_pb2.SimilarItemsResponse:
+        """SimilarItems for ``item_ids`` (other request fields by name: user_id,
+        include_labels, include_titles, ...)."""
+        request = recommender_pb2.SimilarItemsRequest(item_ids=list(item_ids), k=k, **fields)
+        response: recommender_pb2.SimilarItemsResponse = self.recommender.SimilarItems(
+            request, metadata=self.metadata, timeout=timeout
+        )
+        return response
 
     def close(self) -> None:
         self.channel.close()

@@ -45,6 +45,8 @@ class ServerSettings(BaseModel):
     """Largest inline history a Recommend call may carry."""
     max_list_items: int = Field(10000, ge=1)
     """Largest exclude or candidate list a Recommend call may carry."""
+    max_similar_query_items: int = Field(20, ge=1, le=1000)
+    """Most query items (a cart) one SimilarItems call may name."""
     max_feedback_batch: int = Field(10000, ge=1)
     """Most events one Feedback request may carry."""
     max_batch_requests: int = Field(256, ge=1, le=100_000)

@@ -410,3 +410,30 @@ async def test_a_history_read_again_unchanged_costs_no_model_run(client, server)
     server.history.invalidate(["u00003"])
     await client.recommender.Recommend(request)
     assert server.stats.batched_histories_total > runs, "a changed history is encoded again"
+
+
+async def test_similar_items_over_the_wire(client, server) -> None:
+    query = "i003-002"
+    response = await client.recommender.SimilarItems(
+        pb.SimilarItemsRequest(item_ids=[query, "no-such-item"], k=5, include_titles=True)
+    )
+    ids = [item.item_id for item in response.items]
+    assert response.model_version == 1 and len(ids) == 5 and query not in ids
+    assert list(response.unknown_item_ids) == ["no-such-item"]
+    scores = [item.score for item in response.items]
+    assert scores == sorted(scores, reverse=True)
+    # The synthetic log walks each topic's series in order: its neighbours share the topic.
+    assert sum(item.startswith("i003-") for item in ids) >= 3, ids
+    history = await server.history.get(USER)
+    mine = await client.recommender.SimilarItems(
+        pb.SimilarItemsRequest(item_ids=[history[-1]], user_id=USER, k=20)
+    )
+    assert mine.items and not {i.item_id for i in mine.items} & set(history), "seen left out"
+    for request, code, field in [
+        (pb.SimilarItemsRequest(), grpc.StatusCode.INVALID_ARGUMENT, "item_ids"),
+        (pb.SimilarItemsRequest(item_ids=["x"], k=-2), grpc.StatusCode.INVALID_ARGUMENT, "k"),
+        (pb.SimilarItemsRequest(item_ids=["nothing"]), grpc.StatusCode.NOT_FOUND, "item_ids"),
+    ]:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await client.recommender.SimilarItems(request)
+        assert caught.value.code() == code and field in caught.value.details()

@@ -191,6 +191,10 @@ async def test_jobs_form_validates_then_starts_and_cancel_works(server) -> None:
         await until(pilot, lambda: table.get_row("2")[3] == "cancelled")
 
 
+def summary_of(app: RecserveConsole) -> object:
+    return app.query_one("#preview-summary", Static).render()
+
+
 async def test_preview_shows_history_and_titled_recommendations(server) -> None:
     with_catalogue(server)
     app = RecserveConsole(server.target, refresh_s=0.2)
@@ -218,6 +222,12 @@ async def test_preview_shows_history_and_titled_recommendations(server) -> None:
         await pilot.press("enter")
         await until(pilot, lambda: history.row_count == 2)
         assert history.get_row_at(0)[2] == "Topic 0 part 1"
+        # Items like those two (SimilarItems), never the two themselves.
+        await pilot.click("#preview-similar")
+        await until(pilot, lambda: "similar to 2 of 2" in str(summary_of(app)))
+        similar = [results.get_row_at(r)[1] for r in range(results.row_count)]
+        assert len(similar) == 10 and not {"i000-000", "i000-001"} & set(similar)
+        assert [history.get_row_at(r)[3] for r in range(2)] == ["query", "query"]
 
 
 async def test_items_hide_and_restore_changes_recommendations(server, client) -> None:

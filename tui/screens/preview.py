@@ -45,6 +45,7 @@ class PreviewPane(Pane):
             yield Input(value="10", type="integer", id="preview-k", classes="narrow")
             yield Checkbox("allow seen", id="preview-allow-seen")
             yield Button("Recommend", id="preview-go", variant="primary")
+            yield Button("Similar items", id="preview-similar")
         yield Static("Type a user id (or item ids) and press Enter", id="preview-summary")
         with Horizontal(id="preview-tables"):
             with Vertical():
@@ -77,6 +78,45 @@ class PreviewPane(Pane):
         self.preview(user, history, int(k_text), allow_seen)
         # Out of the text field: the number keys switch screens again.
         self.query_one("#preview-results", DataTable).focus()
+
+    @on(Button.Pressed, "#preview-similar")
+    def submit_similar(self) -> None:
+        """SimilarItems for the item ids typed as the history (a cart), leaving out the
+        user's seen items when a user id is typed too."""
+        user = self.query_one("#preview-user", Input).value.strip()
+        items = parse_history(self.query_one("#preview-history", Input).value)
+        k_text = self.query_one("#preview-k", Input).value.strip() or "10"
+        if not items:
+            self.notify("Type item ids to find similar items", title="Preview", severity="warning")
+            return
+        if not k_text.isdigit() or not 1 <= int(k_text) <= 1000:
+            self.notify("k must be a whole number 1..1000", title="Preview", severity="error")
+            return
+        allow_seen = self.query_one("#preview-allow-seen", Checkbox).value
+        self.similar(user, items, int(k_text), allow_seen)
+        self.query_one("#preview-results", DataTable).focus()
+
+    @work(exclusive=True, group="preview")
+    async def similar(self, user: str, items: list[str], k: int, allow_seen: bool) -> None:
+        request = recommender_pb2.SimilarItemsRequest(
+            item_ids=items, k=k, user_id=user, allow_seen=allow_seen, include_titles=True
+        )
+        answer = await self.connection.recommender("SimilarItems", request)
+        if answer is None:
+            return
+        query = self.query_one("#preview-history-table", DataTable)
+        query.clear()
+        unknown = set(answer.unknown_item_ids)
+        for i, item in enumerate(items, start=1):
+            query.add_row(str(i), item, "", "unknown" if item in unknown else "query", "")
+        ranked = self.query_one("#preview-results", DataTable)
+        ranked.clear()
+        for rank, item in enumerate(answer.items, start=1):
+            ranked.add_row(str(rank), item.item_id, item.title, f"{item.score:.4f}", "similar")
+        self.query_one("#preview-summary", Static).update(
+            f"{len(answer.items)} items similar to {len(items) - len(unknown)} of "
+            f"{len(items)} query items, model version {answer.model_version}"
+        )
 
     @work(exclusive=True, group="preview")
     async def preview(self, user: str, history: list[str], k: int, allow_seen: bool) -> None:

@@ -123,3 +123,35 @@ class FeedbackResponse(_message.Message):
     stored: int
     duplicates: int
     def __init__(self, stored: _Optional[int] = ..., duplicates: _Optional[int] = ...) -> None: ...
+
+class SimilarItemsRequest(_message.Message):
+    __slots__ = ("item_ids", "k", "user_id", "exclude_item_ids", "candidate_item_ids", "allow_seen", "include_titles", "include_labels", "exclude_labels")
+    ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_SEEN_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_TITLES_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_LABELS_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_LABELS_FIELD_NUMBER: _ClassVar[int]
+    item_ids: _containers.RepeatedScalarFieldContainer[str]
+    k: int
+    user_id: str
+    exclude_item_ids: _containers.RepeatedScalarFieldContainer[str]
+    candidate_item_ids: _containers.RepeatedScalarFieldContainer[str]
+    allow_seen: bool
+    include_titles: bool
+    include_labels: _containers.RepeatedScalarFieldContainer[str]
+    exclude_labels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, item_ids: _Optional[_Iterable[str]] = ..., k: _Optional[int] = ..., user_id: _Optional[str] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., candidate_item_ids: _Optional[_Iterable[str]] = ..., allow_seen: _Optional[bool] = ..., include_titles: _Optional[bool] = ..., include_labels: _Optional[_Iterable[str]] = ..., exclude_labels: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SimilarItemsResponse(_message.Message):
+    __slots__ = ("items", "model_version", "unknown_item_ids")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[ScoredItem]
+    model_version: int
+    unknown_item_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., model_version: _Optional[int] = ..., unknown_item_ids: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -54,6 +54,11 @@ class RecommenderStub:
                 request_serializer=recserve_dot_v1_dot_recommender__pb2.FeedbackRequest.SerializeToString,
                 response_deserializer=recserve_dot_v1_dot_recommender__pb2.FeedbackResponse.FromString,
                 _registered_method=True)
+        self.SimilarItems = channel.unary_unary(
+                '/recserve.v1.Recommender/SimilarItems',
+                request_serializer=recserve_dot_v1_dot_recommender__pb2.SimilarItemsRequest.SerializeToString,
+                response_deserializer=recserve_dot_v1_dot_recommender__pb2.SimilarItemsResponse.FromString,
+                _registered_method=True)
 
 
 class RecommenderServicer:
@@ -90,6 +95,15 @@ class RecommenderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SimilarItems(self, request, context):
+        """Items like the given ones ("customers who viewed this also viewed"): the inner
+        product of the model's item vectors, under the same eligibility rules as
+        Recommend. The query items themselves are never returned.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecommenderServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -112,6 +126,11 @@ def add_RecommenderServicer_to_server(servicer, server):
                     servicer.FeedbackStream,
                     request_deserializer=recserve_dot_v1_dot_recommender__pb2.FeedbackRequest.FromString,
                     response_serializer=recserve_dot_v1_dot_recommender__pb2.FeedbackResponse.SerializeToString,
+            ),
+            'SimilarItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.SimilarItems,
+                    request_deserializer=recserve_dot_v1_dot_recommender__pb2.SimilarItemsRequest.FromString,
+                    response_serializer=recserve_dot_v1_dot_recommender__pb2.SimilarItemsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -222,6 +241,33 @@ class Recommender:
             '/recserve.v1.Recommender/FeedbackStream',
             recserve_dot_v1_dot_recommender__pb2.FeedbackRequest.SerializeToString,
             recserve_dot_v1_dot_recommender__pb2.FeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SimilarItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recserve.v1.Recommender/SimilarItems',
+            recserve_dot_v1_dot_recommender__pb2.SimilarItemsRequest.SerializeToString,
+            recserve_dot_v1_dot_recommender__pb2.SimilarItemsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,92 @@
+"""SimilarItems: items like the given ones, through the same stages as Recommend.
+
+The query is a vector in the model's item space: the mean of the query items' rows of
+the item table (the output embeddings the model scores items with). Every item's score
+is its inner product with that vector, exact over the whole catalogue, or through the
+item index where the bundle carries one (the ranker chooses, as for Recommend). The
+eligibility rule is Recommend's, with the query items added to the request's excluded
+items: they are never returned. A user, when named, contributes their seen items (not
+returned unless allow_seen), nothing else: the list is the same for everyone otherwise,
+so a product page can cache it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from server.catalogue import Catalogue
+from server.pipeline.eligibility import EligibilityPolicy
+from server.pipeline.encoder import Encoding, known_rows
+from server.pipeline.rank import Ranker
+from server.pipeline.request import RecommendQuery, Similar, SimilarQuery
+from server.pipeline.service import STAGES, HistoryStage
+from server.pipeline.validate import validate_similar
+from server.registry import ModelRegistry
+from shared.config import ServerSettings
+from shared.wire.errors import NotFound, Unavailable
+
+
+class SimilarItemsService:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        registry: ModelRegistry,
+        history: HistoryStage,
+        eligibility: EligibilityPolicy,
+        ranker: Ranker,
+        catalogue: Catalogue,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.history = history
+        self.eligibility = eligibility
+        self.ranker = ranker
+        self.catalogue = catalogue
+
+    async def similar(self, query: SimilarQuery) -> Similar:
+        started = time.perf_counter()
+        k = validate_similar(self.settings, query)
+        mark = time.perf_counter()
+        STAGES["validate"].observe(mark - started)
+        model = self.registry.current
+        if model is None:
+            raise Unavailable(
+                "no model is loaded: SimilarItems ranks by the model's item vectors; "
+                "train a model (StartTraining) or wait for this replica to load one"
+            )
+        rows = known_rows(model, query.item_ids)
+        unknown = [item for item in query.item_ids if item not in model.rows]
+        if not rows.size:
+            raise NotFound(
+                f"item_ids: none of the {len(query.item_ids)} items is known to model "
+                f"version {model.version} (items with no events when it was trained)"
+            )
+        request = RecommendQuery(
+            user_id=query.user_id,
+            k=k,
+            exclude_item_ids=[*query.exclude_item_ids, *query.item_ids],
+            candidate_item_ids=query.candidate_item_ids,
+            allow_seen=query.allow_seen,
+            include_labels=query.include_labels,
+            exclude_labels=query.exclude_labels,
+        )
+        await self.eligibility.prepare(model, request)
+        STAGES["resolve"].observe(time.perf_counter() - mark)
+        mark = time.perf_counter()
+        seen: list[str] = []
+        if query.user_id and not query.allow_seen:
+            await self.history.caught_up()
+            seen, _ = await self.history.read(request)
+        STAGES["history"].observe(time.perf_counter() - mark)
+        mark = time.perf_counter()
+        eligible = self.eligibility.for_request(request, seen)
+        vector = model.bundle.item_embeddings[rows].mean(axis=0, dtype=np.float32)
+        encoding = Encoding(vector, None, known_rows(model, seen))
+        items = self.ranker.by_model(model, encoding, eligible, k)
+        STAGES["rank"].observe(time.perf_counter() - mark)
+        result = Similar(items, model.version, unknown)
+        if query.include_titles:
+            result.titles = await self.catalogue.titles([item for item, _ in items])
+        return result
