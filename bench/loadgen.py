@@ -8,7 +8,8 @@ with the server or with each other. Two loops:
 Two traffic shapes:
 - cold: every request carries an inline history of ``history_len`` random items;
 - mixed: returning users (stored histories); before about ``feedback_share`` of the
-  requests the caller sends a Feedback event for that user first.
+  requests the caller sends a Feedback event for that user first;
+- similar: SimilarItems for one random catalogue item (no user).
 With ``bulk`` > 0, each call is one RecommendBatch of ``bulk`` cold requests, and
 throughput counts users (requests inside the batches), not calls.
 """
@@ -33,7 +34,7 @@ from shared.proto.recserve.v1 import recommender_pb2_grpc
 @dataclass(frozen=True)
 class LoadSpec:
     target: str
-    traffic: str  # "cold" | "mixed"
+    traffic: str  # "cold" | "mixed" | "similar"
     loop: str  # "closed" | "open"
     concurrency: int = 1  # closed loop: callers in this process
     rate: float = 0.0  # open loop: requests per second from this process
@@ -97,6 +98,15 @@ class Payloads:
 def _payloads(spec: LoadSpec, rng: np.random.Generator) -> Payloads:
     if spec.traffic == "cold":
         return Payloads([_cold(spec, rng).SerializeToString() for _ in range(POOL)], {})
+    if spec.traffic == "similar":
+        picks = rng.integers(0, len(spec.items), size=POOL)
+        return Payloads(
+            [
+                pb.SimilarItemsRequest(item_ids=[spec.items[i]], k=spec.k).SerializeToString()
+                for i in picks
+            ],
+            {},
+        )
     return Payloads(
         [],
         {
@@ -109,7 +119,7 @@ def _payloads(spec: LoadSpec, rng: np.random.Generator) -> Payloads:
 def _request(
     spec: LoadSpec, rng: np.random.Generator, payloads: Payloads
 ) -> tuple[bytes, str | None]:
-    if spec.traffic == "cold":
+    if spec.traffic in ("cold", "similar"):
         return payloads.cold[int(rng.integers(0, len(payloads.cold)))], None
     user = spec.users[int(rng.integers(0, len(spec.users)))]
     return payloads.users[user], user
@@ -187,8 +197,9 @@ async def _run(spec: LoadSpec) -> LoadResult:
     async with grpc.aio.insecure_channel(spec.target) as channel:
         stub = recommender_pb2_grpc.RecommenderStub(channel)
         # Pre-serialised requests out, raw bytes back: only the status is looked at.
+        method = "SimilarItems" if spec.traffic == "similar" else "Recommend"
         recommend = channel.unary_unary(
-            "/recserve.v1.Recommender/Recommend",
+            f"/recserve.v1.Recommender/{method}",
             request_serializer=lambda raw: raw,
             response_deserializer=lambda raw: raw,
         )

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.ingest import cpu_model
 from shared.config import Settings
 from shared.storage.importers import guess_format, read_events
 
@@ -311,10 +312,3 @@ def print_quality_table(result: dict[str, Any]) -> None:
             name = f"{kind}@{k}"
             print(f"{name:<10}{model[name]:>14.4f}{pop[name]:>12.4f}")
     print("(full ranking over the catalogue, the user's imported items excluded)")
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()

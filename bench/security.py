@@ -23,6 +23,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from bench.ingest import cpu_model
 from bench.security_access import (
     anonymous_admin,
     concurrent_activations,
@@ -40,7 +41,6 @@ from bench.security_lab import (
     Attack,
     Lab,
     Row,
-    cpu_model,
 )
 from bench.security_load import (
     history_budget,

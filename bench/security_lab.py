@@ -4,7 +4,6 @@ and the helpers every attack row uses."""
 from __future__ import annotations
 
 import asyncio
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -121,10 +120,3 @@ class Lab:
         for server in (self._guarded, self._open):
             if server is not None:
                 server.stop()
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()

@@ -50,6 +50,7 @@ from bench.serve_phases import (
     explain_phase,
     model_ceiling,
     overload_summary,
+    similar_phase,
     swap_phase,
 )
 from bench.serve_stage import prepare
@@ -209,6 +210,7 @@ def phases(
         "hot_swap": swap,
         "bulk": bulk_phase(ours, load.items, load.users, load.clients, load.duration),
         "explain": explain_phase(ours, load.items, load.users, load.clients, load.duration),
+        "similar": similar_phase(ours, load.items, load.users, load.clients, load.duration),
         "open_loop": open_loop(ours, load, best_cold, rows),
     }
 
@@ -313,6 +315,7 @@ def summary(
         "hot_swap": extra.get("hot_swap", {}),
         "bulk": bulk,
         "explain": extra.get("explain", {}),
+        "similar": extra.get("similar", {}),
         "bulk_vs_single": ratio(bulk.get("best_users_per_s", 0.0), best["recserve_cold"]),
         "idle_vs_naive": ratio(idle["recserve"], idle["naive"]),
         "impression_logging_cost": 1.0

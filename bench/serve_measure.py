@@ -26,6 +26,7 @@ def measure(
     duration: float,
     bulk: int = 0,
     explain: bool = False,
+    feedback_share: float = 0.2,
 ) -> dict[str, Any]:
     clients = max(1, min(clients, concurrency if loop == "closed" else clients))
     per = [concurrency // clients + (1 if i < concurrency % clients else 0) for i in range(clients)]
@@ -42,6 +43,7 @@ def measure(
             seed=1000 * i + concurrency,
             bulk=bulk,
             explain=explain,
+            feedback_share=feedback_share,
         )
         for i in range(clients)
     ]

@@ -267,3 +267,45 @@ def explain_phase(
             flush=True,
         )
     return out
+
+
+SIMILAR_LEVEL = 8
+SIMILAR_ROUNDS = 3
+
+
+def similar_phase(
+    server: ServerProcess, items: list[str], users: list[str], clients: int, duration: float
+) -> dict[str, Any]:
+    """SimilarItems (one random item, k=10) beside Recommend for returning users (no
+    Feedback in between), closed loop at SIMILAR_LEVEL callers, interleaved for
+    SIMILAR_ROUNDS rounds: the median p99 of each and their ratio."""
+    rounds: dict[str, list[dict[str, Any]]] = {"recommend": [], "similar": []}
+    for _ in range(SIMILAR_ROUNDS):
+        for name, traffic in (("recommend", "mixed"), ("similar", "similar")):
+            row = measure(
+                server, traffic, items, users, concurrency=SIMILAR_LEVEL, clients=clients,
+                duration=duration, feedback_share=0.0,
+            )  # fmt: skip
+            rounds[name].append(row)
+    p99 = {name: float(np.median([r["p99_ms"] for r in rows])) for name, rows in rounds.items()}
+    rate = {
+        name: float(np.median([r["throughput"] for r in rows])) for name, rows in rounds.items()
+    }
+    errors = sum(sum(r["errors"].values()) for rows in rounds.values() for r in rows)
+    out = {
+        "concurrency": SIMILAR_LEVEL,
+        "rounds": SIMILAR_ROUNDS,
+        "recommend_p99_ms": p99["recommend"],
+        "similar_p99_ms": p99["similar"],
+        "p99_ratio": p99["similar"] / max(1e-9, p99["recommend"]),
+        "recommend_throughput": rate["recommend"],
+        "similar_throughput": rate["similar"],
+        "errors": errors,
+    }
+    print(
+        f"SimilarItems at {SIMILAR_LEVEL} callers: p99 {p99['similar']:.2f} ms vs Recommend "
+        f"{p99['recommend']:.2f} ms = {out['p99_ratio']:.2f} x ({rate['similar']:.0f} vs "
+        f"{rate['recommend']:.0f} req/s; median of {SIMILAR_ROUNDS} interleaved rounds)",
+        flush=True,
+    )
+    return out

@@ -71,6 +71,18 @@ def bench_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def bench_similar(args: argparse.Namespace) -> int:
+    from bench.similar import run_similar_bench
+
+    if not args.data or not args.data_dir:
+        raise SystemExit(
+            "bench similar needs --data PATH and --data-dir (a `bench quality` run's folder)"
+        )
+    output = Path(args.output) if args.output else None
+    run_similar_bench(Path(args.data), Path(args.data_dir), fmt=args.format, output=output)
+    return 0
+
+
 def bench_serve(args: argparse.Namespace) -> int:
     from bench.serve import run_serve_bench
 
@@ -83,6 +95,7 @@ BENCHES = {
     "ingest": bench_ingest,
     "soak": bench_soak,
     "scale": bench_scale,
+    "similar": bench_similar,
 }
 
 

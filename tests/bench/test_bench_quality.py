@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from bench.quality import run_quality_bench
+from bench.similar import run_similar_bench
 from recserve.cli import main
 from shared import synthetic
 from tests.conftest import TINY_SPEC, make_settings
@@ -60,3 +61,11 @@ def test_bench_quality_then_evaluate(tmp_path: Path, monkeypatch, capsys) -> Non
     assert strong["arp@10"] < plain["arp@10"]
     assert strong["novelty@10"] > plain["novelty@10"]
     assert "debiased, weight 2" in capsys.readouterr().out
+
+    # SimilarItems on the same run: each user's last item from the one before it.
+    similar = run_similar_bench(data, run, fmt=None, output=tmp_path / "similar.json")
+    assert similar["users"] == TINY_SPEC.n_users and similar["unknown_queries"] == 0
+    # The synthetic log walks each topic's series in order: the next part is the answer,
+    # which co-occurrence finds almost always and the item vectors often.
+    assert similar["cooccurrence"]["hr@10"] > 0.5
+    assert similar["similar_items"]["hr@10"] > 0.2

@@ -12,7 +12,7 @@ USERS = tuple(f"u{u:05d}" for u in range(20))
 
 
 async def test_closed_and_open_loops(server) -> None:
-    for traffic in ("cold", "mixed"):
+    for traffic in ("cold", "mixed", "similar"):
         for loop, extra in (("closed", {"concurrency": 3}), ("open", {"rate": 100.0})):
             spec = LoadSpec(
                 target=server.target,
