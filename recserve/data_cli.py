@@ -30,7 +30,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from shared.storage.engine import engine_for, migrate
-    from shared.storage.importers import import_file, import_items
+    from shared.storage.importers import import_file
     from shared.wire.errors import InvalidArgument
 
     settings = settings_from(args)
@@ -80,12 +80,29 @@ def cmd_import(args: argparse.Namespace) -> int:
     report_path.write_text(json.dumps(summary.quality, indent=2))
     print_quality(summary.quality)
     print(f"data-quality report: {report_path}")
-    if args.items:
-        n = import_items(
-            engine, Path(args.items), id_map=Path(args.item_map) if args.item_map else None
-        )
-        print(f"imported {n:,} item titles from {args.items}")
     return 0
+
+
+def cmd_import_items(args: argparse.Namespace) -> int:
+    from shared.storage.engine import engine_for, migrate
+    from shared.storage.item_files import import_item_file
+
+    settings = settings_from(args)
+    migrate(settings.db_url)
+    engine = engine_for(settings)
+    item_map = Path(args.item_map) if args.item_map else None
+    result = import_item_file(engine, Path(args.file), fmt=args.format, item_map=item_map)
+    for error in result.errors[:50]:
+        print(f"not stored: {error}", file=sys.stderr)
+    if len(result.errors) > 50:
+        print(f"... and {len(result.errors) - 50} more rows not stored", file=sys.stderr)
+    print(
+        f"imported {args.file}: {result.created:,} items created, {result.updated:,} updated, "
+        f"{len(result.errors):,} rows not stored"
+        + (f", {result.skipped:,} not in --item-map" if item_map else "")
+    )
+    engine.dispose()
+    return 0 if not result.errors else 1
 
 
 def default_report_path(settings: Settings, path: Path) -> Path:
@@ -230,13 +247,21 @@ def add_data_parsers(add: Add) -> None:
     p.add_argument(
         "--skip-bad", action="store_true", help="skip malformed lines instead of aborting"
     )
-    p.add_argument("--items", help="item metadata file (MovieLens movies.dat)")
     p.add_argument(
         "--report",
         help="where to save the data-quality report as JSON "
         "(default: DATA_DIR/import-reports/FILE-TIME.json)",
     )
-    p.add_argument("--item-map", help="'our_id original_id' per line, for --items")
+
+    p = add(
+        "import-items",
+        cmd_import_items,
+        "Import item metadata with typed properties (CSV, JSONL, MovieLens movies.dat, "
+        "RecBole .item); docs/data.md has the schema.",
+    )
+    p.add_argument("file", help="the catalogue file")
+    p.add_argument("--format", choices=["csv", "jsonl", "movielens", "item-tsv"])
+    p.add_argument("--item-map", help="'our_id original_id' per line: the events' ids")
 
     p = add("recommend", cmd_recommend, "Call Recommend on a running server.")
     p.add_argument("--target", default="127.0.0.1:50051")

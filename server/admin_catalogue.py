@@ -4,11 +4,13 @@ history (a part of AdminService, server/admin.py)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from server.admin_base import MAX_LIMIT, AdminBase, check_limit, check_size
 from server.pipeline.validate import MAX_ID_LEN, MAX_LABEL_LEN, check_epoch_ms, check_id
+from shared.model.properties import PropertyError, checked
 from shared.storage import event_store, item_store
 from shared.storage.tables import (
     Item,
@@ -34,6 +36,8 @@ class ItemView:
     in_catalogue: bool
     created_at_ms: int = 0
     in_model: bool = True
+    properties: dict[str, Any] = field(default_factory=dict)
+    properties_version: int = 0
 
 
 class CatalogueAdmin(AdminBase):
@@ -76,6 +80,8 @@ class CatalogueAdmin(AdminBase):
                 True,
                 int(as_utc(r.created_at).timestamp() * 1000) if r.created_at else 0,
                 r.item_id in known,
+                dict(r.properties or {}),
+                r.properties_version or 0,
             )
             for r in rows
         ]
@@ -117,6 +123,10 @@ class CatalogueAdmin(AdminBase):
             for j, label in enumerate(item.labels):
                 check_id(f"items[{i}].labels[{j}]", label, MAX_LABEL_LEN)
             check_epoch_ms(f"items[{i}].created_at_ms", item.created_at_ms, zero="keep or now")
+            try:
+                properties = checked(item.properties, f"items[{i}].properties")
+            except PropertyError as exc:
+                raise InvalidArgument(exc.field, exc.reason) from None
             created = (
                 datetime.fromtimestamp(item.created_at_ms / 1000, UTC)
                 if item.created_at_ms
@@ -128,6 +138,7 @@ class CatalogueAdmin(AdminBase):
                     title=item.title,
                     labels=list(item.labels),
                     available=item.available,
+                    properties=properties,
                     created_at=created,
                 )
             )

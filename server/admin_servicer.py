@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
@@ -137,6 +138,40 @@ def stats_to_proto(view: StatsView) -> admin_pb2.ServerStats:
     )
 
 
+def properties_from_proto(properties: Sequence[admin_pb2.Property]) -> dict[str, Any]:
+    """Typed properties from the wire; a property that sets none or several of
+    categories, number and text keeps a value the checks refuse, naming it."""
+    out: dict[str, Any] = {}
+    for p in properties:
+        given = [
+            v
+            for v, present in (
+                (list(p.categories), bool(p.categories)),
+                (p.number, p.HasField("number")),
+                (p.text, p.HasField("text")),
+            )
+            if present
+        ]
+        out[p.key] = given[0] if len(given) == 1 else None
+    return out
+
+
+def item_to_proto(item: ItemView) -> admin_pb2.CatalogueItem:
+    fields = asdict(item)
+    properties = fields.pop("properties")
+    return admin_pb2.CatalogueItem(
+        **fields,
+        properties=[
+            admin_pb2.Property(key=k, categories=v)
+            if isinstance(v, list)
+            else admin_pb2.Property(key=k, number=v)
+            if isinstance(v, int | float)
+            else admin_pb2.Property(key=k, text=v)
+            for k, v in sorted(properties.items())
+        ],
+    )
+
+
 class ModelAdminServicer(admin_pb2_grpc.ModelAdminServicer):
     """ModelAdmin: protobuf to AdminService calls and back. Who may call it is decided
     by the call guard (server/guard.py)."""
@@ -265,9 +300,7 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServicer):
         items = await self.admin.list_items(
             request.query, request.limit, request.unavailable_only, list(request.item_ids)
         )
-        return admin_pb2.ListItemsResponse(
-            items=[admin_pb2.CatalogueItem(**asdict(item)) for item in items]
-        )
+        return admin_pb2.ListItemsResponse(items=[item_to_proto(item) for item in items])
 
     @rpc
     async def UpsertItems(  # noqa: N802
@@ -276,8 +309,15 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServicer):
         created, updated = await self.admin.upsert_items(
             [
                 ItemView(
-                    i.item_id, i.title, list(i.labels), i.available, True, i.created_at_ms, False
-                )
+                    i.item_id,
+                    i.title,
+                    list(i.labels),
+                    i.available,
+                    True,
+                    i.created_at_ms,
+                    False,
+                    properties_from_proto(i.properties),
+                )  # fmt: skip
                 for i in request.items
             ]
         )

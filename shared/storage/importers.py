@@ -29,7 +29,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from shared.storage import item_store, user_store
+from shared.storage import user_store
 from shared.storage.engine import session_scope
 from shared.storage.ingest import EventRow, EventStore
 from shared.wire.errors import InvalidArgument
@@ -354,31 +354,3 @@ def import_file(
     summary.seconds = time.perf_counter() - started
     summary.quality = {**quality.report(summary), "newly_flagged_users": flagged}
     return summary
-
-
-def import_items(engine: Engine, path: Path, *, id_map: Path | None = None) -> int:
-    """Imports MovieLens-style item metadata ``id::title::genres`` (ISO-8859-1).
-
-    ``id_map`` (e.g. sas_to_original_items.txt, ``our_id original_id`` per line) maps the
-    ids used in the events to the file's ids.
-    """
-    from shared.storage.tables import Item
-
-    originals: dict[str, str] = {}
-    if id_map is not None:
-        for line in id_map.read_text().split("\n"):
-            parts = line.split()
-            if len(parts) == 2:
-                originals[parts[1]] = parts[0]
-    items: list[Item] = []
-    for line in open(path, encoding="latin-1"):
-        parts = line.rstrip("\n").split("::")
-        if len(parts) < 2:
-            continue
-        item_id = originals.get(parts[0], parts[0] if id_map is None else "")
-        if not item_id:
-            continue
-        labels = parts[2].split("|") if len(parts) > 2 else []
-        items.append(Item(item_id=item_id, title=parts[1], labels=labels, available=True))
-    with session_scope(engine) as session:
-        return sum(item_store.upsert_items(session, items=items))

@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
+from shared.model.properties import labels_of
 from shared.storage.engine import IN_CHUNK
 from shared.storage.tables import (
     Item,
@@ -17,6 +18,18 @@ from shared.storage.tables import (
 
 def unavailable_items(session: Session) -> set[str]:
     return set(session.exec(select(Item.item_id).where(col(Item.available).is_(False))).all())
+
+
+def get_items(session: Session, *, item_ids: Sequence[str]) -> list[Item]:
+    """The catalogue entries of ``item_ids`` that exist, in the order asked."""
+    found: dict[str, Item] = {}
+    for start in range(0, len(item_ids), IN_CHUNK):
+        chunk = list(item_ids[start : start + IN_CHUNK])
+        found.update(
+            (row.item_id, row)
+            for row in session.exec(select(Item).where(col(Item.item_id).in_(chunk)))
+        )
+    return [found[i] for i in item_ids if i in found]
 
 
 def item_titles(session: Session, *, item_ids: Sequence[str]) -> dict[str, str]:
@@ -80,7 +93,10 @@ def set_item_availability(session: Session, *, item_ids: Sequence[str], availabl
 
 def upsert_items(session: Session, *, items: Iterable[Item]) -> tuple[int, int]:
     """Creates or replaces catalogue entries; an item with no created_at keeps its own
-    (or gets now). Returns (created, updated)."""
+    (or gets now). The stored labels are the item's own and those its categorical
+    properties stand for (``key:value``); a change of properties bumps their version.
+    Properties must have been checked (shared/model/properties.py). Returns (created,
+    updated)."""
     by_id = {item.item_id: item for item in items}  # the last of repeated ids wins
     existing: dict[str, Item] = {}
     ids = list(by_id)
@@ -93,19 +109,26 @@ def upsert_items(session: Session, *, items: Iterable[Item]) -> tuple[int, int]:
     now = utcnow()
     for item_id, item in by_id.items():
         row = existing.get(item_id)
+        properties = dict(item.properties or {})
+        labels = list(dict.fromkeys([*item.labels, *labels_of(properties)]))
         if row is None:
             session.add(
                 Item(
                     item_id=item_id,
                     title=item.title,
-                    labels=list(item.labels),
+                    labels=labels,
                     available=item.available,
+                    properties=properties,
+                    properties_version=1 if properties else 0,
                     created_at=item.created_at or now,
                     updated_at=now,
                 )
             )
         else:
-            row.title, row.labels, row.available = item.title, list(item.labels), item.available
+            if (row.properties or {}) != properties:
+                row.properties_version = (row.properties_version or 0) + 1
+            row.title, row.labels, row.available = item.title, labels, item.available
+            row.properties = properties
             row.created_at = item.created_at or row.created_at
             row.updated_at = now
             session.add(row)

@@ -188,6 +188,11 @@ class ItemBase(SQLModel):
     labels: list[str] = Field(default_factory=list, sa_column=Column(JSON))
     available: bool = True
     """Unavailable items are never recommended."""
+    properties: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    """Typed properties (shared/model/properties.py); the categorical ones are also
+    among ``labels`` as ``key:value``."""
+    properties_version: int = 0
+    """Counts the changes of ``properties`` (0: never set)."""
 
 
 class Item(ItemBase, table=True):

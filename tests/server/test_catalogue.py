@@ -54,12 +54,57 @@ async def test_upsert_and_list_items(client) -> None:
         (admin_pb2.CatalogueItem(item_id="x", labels=["ok", "bad\x00"]), "items[0].labels[1]"),
         (admin_pb2.CatalogueItem(item_id="x", title="t" * 1025), "items[0].title"),
         (admin_pb2.CatalogueItem(item_id="x", created_at_ms=-5), "items[0].created_at_ms"),
+        (
+            admin_pb2.CatalogueItem(item_id="x", properties=[admin_pb2.Property(key="Bad Key")]),
+            "items[0].properties.Bad Key",
+        ),
+        (
+            admin_pb2.CatalogueItem(item_id="x", properties=[admin_pb2.Property(key="year")]),
+            "items[0].properties.year",
+        ),
+        (
+            admin_pb2.CatalogueItem(
+                item_id="x", properties=[admin_pb2.Property(key="price", number=float("nan"))]
+            ),
+            "items[0].properties.price",
+        ),
     ],
 )
 async def test_bad_items_name_the_field(client, item, field) -> None:
     error = await rpc_error(client.admin.UpsertItems(admin_pb2.UpsertItemsRequest(items=[item])))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error.details().startswith(field), error.details()
+
+
+async def test_item_properties_are_typed_versioned_and_labels(client) -> None:
+    def item(brand: str, price: float) -> admin_pb2.CatalogueItem:
+        return admin_pb2.CatalogueItem(
+            item_id=ITEMS[1],
+            title="An anvil",
+            available=True,
+            properties=[
+                admin_pb2.Property(key="brand", categories=[brand]),
+                admin_pb2.Property(key="price", number=price),
+                admin_pb2.Property(key="summary", text="heavy"),
+            ],
+        )
+
+    await client.admin.UpsertItems(admin_pb2.UpsertItemsRequest(items=[item("acme", 9.5)]))
+    (found,) = (await client.admin.ListItems(admin_pb2.ListItemsRequest(item_ids=[ITEMS[1]]))).items
+    assert {p.key: (list(p.categories), p.number, p.text) for p in found.properties} == {
+        "brand": (["acme"], 0.0, ""),
+        "price": ([], 9.5, ""),
+        "summary": ([], 0.0, "heavy"),
+    }
+    assert list(found.labels) == ["brand:acme"] and found.properties_version == 1
+    # One namespace: the categorical property filters Recommend as a label does.
+    only = await client.recommender.Recommend(
+        pb.RecommendRequest(user_id="u00003", k=5, include_labels=["brand:acme"])
+    )
+    assert [i.item_id for i in only.items] == [ITEMS[1]]
+    await client.admin.UpsertItems(admin_pb2.UpsertItemsRequest(items=[item("zenith", 9.5)]))
+    (found,) = (await client.admin.ListItems(admin_pb2.ListItemsRequest(item_ids=[ITEMS[1]]))).items
+    assert list(found.labels) == ["brand:zenith"] and found.properties_version == 2
 
 
 async def test_label_filters(client) -> None:

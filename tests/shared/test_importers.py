@@ -8,7 +8,8 @@ import pytest
 
 from shared.storage import event_store, item_store, user_store
 from shared.storage.engine import make_engine, session_scope
-from shared.storage.importers import ImportLineError, guess_format, import_file, import_items
+from shared.storage.importers import ImportLineError, guess_format, import_file
+from shared.storage.item_files import import_item_file
 
 
 @pytest.fixture
@@ -79,16 +80,82 @@ def test_malformed_line_aborts_or_is_skipped(engine, tmp_path: Path) -> None:
     assert skipped == [2] and summary.skipped == 1
 
 
-def test_item_titles(engine, tmp_path: Path) -> None:
+def test_movielens_items_with_genres_and_year(engine, tmp_path: Path) -> None:
     movies = tmp_path / "movies.dat"
     movies.write_text(
         "1::Toy Story (1995)::Animation|Comedy\n2::Jumanji (1995)::Adventure\n", encoding="latin-1"
     )
     mapping = tmp_path / "map.txt"
-    mapping.write_text("10 1\n11 2\n")
-    assert import_items(engine, movies, id_map=mapping) == 2
+    mapping.write_text("10 1\n")
+    result = import_item_file(engine, movies, item_map=mapping)
+    assert (result.created, result.skipped, result.errors) == (1, 1, [])
     with session_scope(engine) as s:
         assert item_store.item_titles(s, item_ids=["10"]) == {"10": "Toy Story (1995)"}
+        (item,) = item_store.get_items(s, item_ids=["10"])
+    assert item.properties == {"genre": ["Animation", "Comedy"], "year": 1995.0}
+    assert item.labels == ["genre:Animation", "genre:Comedy"], "one namespace with labels"
+    assert item.properties_version == 1
+
+
+def test_item_tsv_of_ml_100k(engine, tmp_path: Path) -> None:
+    path = tmp_path / "ml-100k.item"
+    path.write_text(
+        "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
+        "1\tToy Story\t1995\tAnimation Children's Comedy\n2\tGoldenEye\t\tAction\n"
+    )
+    assert import_item_file(engine, path).created == 2
+    with session_scope(engine) as s:
+        first, second = item_store.get_items(s, item_ids=["1", "2"])
+    assert first.properties == {"genre": ["Animation", "Children's", "Comedy"], "year": 1995.0}
+    assert second.properties == {"genre": ["Action"]}, "no year given, none stored"
+
+
+def test_csv_and_jsonl_items_report_bad_rows_and_store_the_rest(engine, tmp_path: Path) -> None:
+    path = tmp_path / "items.csv"
+    path.write_text(
+        "item_id,title,labels,cat:brand,num:price,text:summary\n"
+        "a,Anvil,heavy|sale,acme,9.5,An anvil\n"
+        "b,Bad price,,acme,cheap,\n"
+        ",No id,,acme,1,\n"
+        "c,Cup,,acme|zenith,,\n"
+    )
+    result = import_item_file(engine, path)
+    assert result.created == 2
+    assert [(e.row, e.field) for e in result.errors] == [(3, "num:price"), (4, "item_id")]
+    assert "accepted: a number" in str(result.errors[0])
+    with session_scope(engine) as s:
+        anvil, cup = item_store.get_items(s, item_ids=["a", "c"])
+    assert anvil.properties == {"brand": ["acme"], "price": 9.5, "summary": "An anvil"}
+    assert anvil.labels == ["heavy", "sale", "brand:acme"]
+    assert cup.properties == {"brand": ["acme", "zenith"]}
+
+    jsonl = tmp_path / "items.jsonl"
+    jsonl.write_text(
+        '{"item_id": "a", "title": "Anvil", "properties": {"brand": ["acme"], "price": 12}}\n'
+        "not json\n"
+        '{"item_id": "d", "properties": {"Bad Key": 1}}\n'
+        '{"item_id": "e", "properties": {"year": true}}\n'
+        '{"item_id": "f", "available": false, "properties": {"size": ["XL"]}}\n'
+    )
+    result = import_item_file(engine, jsonl)
+    assert (result.created, result.updated) == (1, 1)
+    assert [(e.row, e.field) for e in result.errors] == [
+        (2, "line"),
+        (3, "properties.Bad Key"),
+        (4, "properties.year"),
+    ]
+    with session_scope(engine) as s:
+        anvil, fresh = item_store.get_items(s, item_ids=["a", "f"])
+    assert anvil.properties == {"brand": ["acme"], "price": 12.0}
+    assert anvil.properties_version == 2, "a change of properties is a new version"
+    assert fresh.available is False and fresh.labels == ["size:XL"]
+
+
+def test_an_unknown_csv_column_is_refused_before_any_row(engine, tmp_path: Path) -> None:
+    path = tmp_path / "items.csv"
+    path.write_text("item_id,colour\na,red\n")
+    result = import_item_file(engine, path)
+    assert result.created == 0 and [(e.row, e.field) for e in result.errors] == [(1, "colour")]
 
 
 def test_import_reports_the_quality_of_what_it_read(engine, tmp_path: Path) -> None:

@@ -476,7 +476,7 @@ class UserHistory(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., events: _Optional[_Iterable[_Union[HistoryEvent, _Mapping]]] = ...) -> None: ...
 
 class CatalogueItem(_message.Message):
-    __slots__ = ("item_id", "title", "labels", "available", "in_catalogue", "created_at_ms", "in_model")
+    __slots__ = ("item_id", "title", "labels", "available", "in_catalogue", "created_at_ms", "in_model", "properties", "properties_version")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
@@ -484,6 +484,8 @@ class CatalogueItem(_message.Message):
     IN_CATALOGUE_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     IN_MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROPERTIES_FIELD_NUMBER: _ClassVar[int]
+    PROPERTIES_VERSION_FIELD_NUMBER: _ClassVar[int]
     item_id: str
     title: str
     labels: _containers.RepeatedScalarFieldContainer[str]
@@ -491,7 +493,21 @@ class CatalogueItem(_message.Message):
     in_catalogue: bool
     created_at_ms: int
     in_model: bool
-    def __init__(self, item_id: _Optional[str] = ..., title: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., available: _Optional[bool] = ..., in_catalogue: _Optional[bool] = ..., created_at_ms: _Optional[int] = ..., in_model: _Optional[bool] = ...) -> None: ...
+    properties: _containers.RepeatedCompositeFieldContainer[Property]
+    properties_version: int
+    def __init__(self, item_id: _Optional[str] = ..., title: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., available: _Optional[bool] = ..., in_catalogue: _Optional[bool] = ..., created_at_ms: _Optional[int] = ..., in_model: _Optional[bool] = ..., properties: _Optional[_Iterable[_Union[Property, _Mapping]]] = ..., properties_version: _Optional[int] = ...) -> None: ...
+
+class Property(_message.Message):
+    __slots__ = ("key", "categories", "number", "text")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    categories: _containers.RepeatedScalarFieldContainer[str]
+    number: float
+    text: str
+    def __init__(self, key: _Optional[str] = ..., categories: _Optional[_Iterable[str]] = ..., number: _Optional[float] = ..., text: _Optional[str] = ...) -> None: ...
 
 class UpsertItemsRequest(_message.Message):
     __slots__ = ("items",)
