@@ -33,7 +33,7 @@ from sqlalchemy.engine import Engine
 from shared.config import Settings
 from shared.model import bundle as bundle_format
 from shared.model.params import TrainingParams, parse_training_params
-from shared.storage import event_store, job_store, model_store, user_store
+from shared.storage import event_store, item_store, job_store, model_store, user_store
 from shared.storage.engine import engine_for, session_scope
 from shared.storage.tables import JobStatus, ModelStatus, ModelVersion
 from shared.wire.errors import JobCancelled, RecserveError, StaleAttempt
@@ -268,6 +268,7 @@ def _train_snapshot(
     the job's result, or an exception."""
     from worker.training import train
 
+    catalogue = catalogue_snapshot(attempt.engine)
     params, resolved, split = _resolve(
         attempt, params, given, from_settings, report, sequences, watermark
     )
@@ -291,10 +292,18 @@ def _train_snapshot(
         "model": result.model.config.model_dump(),
         "training": params.model_dump(),
         "sources": resolved,
+        "catalogue": catalogue,
     }
     return _register(
         settings, attempt, params, relative, checksum, metrics, config, watermark, started
     )
+
+
+def catalogue_snapshot(engine: Engine) -> dict[str, Any]:
+    """Which catalogue a training run saw: its entries and its newest change."""
+    with session_scope(engine) as session:
+        entries, newest = item_store.catalogue_stamp(session)
+    return {"items": entries, "changed_at": newest.isoformat() if newest else None}
 
 
 def _resolve(

@@ -35,6 +35,7 @@ def test_trained_model_beats_popularity(trained_template: Path) -> None:
     assert any(line.startswith("recipe: lr_schedule='cosine'") for line in lines)
     assert model.config["training"]["lr_schedule"] == "cosine"
     assert model.config["training"]["epochs"] == 12
+    assert set(model.config["catalogue"]) == {"items", "changed_at"}, "the catalogue it saw"
     assert 50 < model.metrics["peak_rss_mb"] < 8192
     assert model.metrics["wall_seconds"] >= model.metrics["train_seconds"] > 0
     m = model.metrics
