@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
 from shared import synthetic
 from shared.config import ServerSettings, Settings, TrainingSettings
@@ -150,6 +151,36 @@ async def client(server: object) -> AsyncIterator[object]:
         await c.close()
 
 
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def module_server(
+    tmp_path_factory: pytest.TempPathFactory, trained_template: Path
+) -> AsyncIterator[object]:
+    """One server for a whole module, for tests that only read or are refused (they
+    run on the module's event loop: ``@pytest.mark.asyncio(loop_scope="module")``)."""
+    from server.app import start_server
+
+    target = tmp_path_factory.mktemp("module") / "var"
+    target.mkdir()
+    shutil.copy(trained_template / "recserve.db", target / "recserve.db")
+    shutil.copytree(trained_template / "models", target / "models")
+    running = await start_server(make_settings(target))
+    try:
+        yield running
+    finally:
+        await running.stop(0)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def module_client(module_server: object) -> AsyncIterator[object]:
+    from shared.client import AsyncClient
+
+    c = AsyncClient(module_server.target)  # type: ignore[attr-defined]
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL database, dropped afterwards."""
@@ -201,7 +232,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             sources[path] = item.path.read_text()
         fixtures = set(getattr(item, "fixturenames", ()))
         uses_processes = any(word in sources[path] for word in PROCESS_WORDS)
-        if fixtures & {"server", "client"} or uses_processes:
+        if fixtures & {"server", "client", "module_server", "module_client"} or uses_processes:
             item.add_marker(pytest.mark.e2e)
         else:
             item.add_marker(pytest.mark.integration)

@@ -71,7 +71,9 @@ def _field_of(error: grpc.aio.AioRpcError) -> str:
 @pytest.mark.parametrize(
     ("request_", "field"), RECOMMEND_CASES, ids=[f for _, f in RECOMMEND_CASES]
 )
-async def test_recommend_rejects(client, request_, field) -> None:
+@pytest.mark.asyncio(loop_scope="module")
+async def test_recommend_rejects(module_client, request_, field) -> None:
+    client = module_client
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await client.recommender.Recommend(request_)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -81,7 +83,9 @@ async def test_recommend_rejects(client, request_, field) -> None:
 
 
 @pytest.mark.parametrize(("request_", "field"), FEEDBACK_CASES, ids=[f for _, f in FEEDBACK_CASES])
-async def test_feedback_rejects(client, server, request_, field) -> None:
+@pytest.mark.asyncio(loop_scope="module")
+async def test_feedback_rejects(module_client, module_server, request_, field) -> None:
+    client, server = module_client, module_server
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await client.recommender.Feedback(request_)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -117,7 +121,9 @@ async def test_feedback_rejects(client, server, request_, field) -> None:
     ],
     ids=["empty", "too-many", "k", "history", "explained-beyond-the-cap"],
 )
-async def test_recommend_batch_rejects(client, request_, field) -> None:
+@pytest.mark.asyncio(loop_scope="module")
+async def test_recommend_batch_rejects(module_client, request_, field) -> None:
+    client = module_client
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await client.recommender.RecommendBatch(request_)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -226,7 +232,9 @@ ADMIN_CASES = [
     ADMIN_CASES,
     ids=[f"{m}-{n}" for m, _, _, n in ADMIN_CASES],
 )
-async def test_admin_rejects(client, method, request_, code, needle) -> None:
+@pytest.mark.asyncio(loop_scope="module")
+async def test_admin_rejects(module_client, method, request_, code, needle) -> None:
+    client = module_client
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await getattr(client.admin, method)(request_)
     assert err.value.code() == code
