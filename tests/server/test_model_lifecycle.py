@@ -336,7 +336,9 @@ async def test_model_only_items_are_listed_for_the_operator(client) -> None:
         (admin_pb2.CancelJobRequest(), "id"),
     ],
 )
-async def test_bad_admin_input_names_the_field(client, request_, field) -> None:
+@pytest.mark.asyncio(loop_scope="module")
+async def test_bad_admin_input_names_the_field(module_client, request_, field) -> None:
+    client = module_client
     method = {
         admin_pb2.SetItemAvailabilityRequest: client.admin.SetItemAvailability,
         admin_pb2.GetUserHistoryRequest: client.admin.GetUserHistory,

@@ -345,7 +345,9 @@ METHODS = [
 
 
 @pytest.mark.parametrize("garbage", [b"\xff\xff\xff", b"\x0a\x64ab"], ids=["tag", "length"])
-async def test_malformed_bytes_get_invalid_argument_on_every_method(server, garbage) -> None:
+@pytest.mark.asyncio(loop_scope="module")
+async def test_malformed_bytes_get_invalid_argument_on_every_method(module_server, garbage) -> None:
+    server = module_server
     async with grpc.aio.insecure_channel(server.target) as channel:
         for method, kind in METHODS:
             identity = dict(request_serializer=lambda b: b, response_deserializer=lambda b: b)
@@ -364,7 +366,11 @@ async def test_malformed_bytes_get_invalid_argument_on_every_method(server, garb
     ("bad", "code_point"),
     [("nul\x00user", "U+0000"), ("bell\x07", "U+0007"), ("rtl\u202eresu", "U+202E")],
 )
-async def test_control_and_bidi_characters_in_ids_are_refused(client, bad, code_point) -> None:
+@pytest.mark.asyncio(loop_scope="module")
+async def test_control_and_bidi_characters_in_ids_are_refused(
+    module_client, bad, code_point
+) -> None:
+    client = module_client
     for call, field in (
         (client.recommender.Recommend(pb.RecommendRequest(user_id=bad)), "user_id"),
         (
