@@ -52,14 +52,29 @@ class FakeHistory:
         return list(self.seen.get(query.user_id, [])), 1
 
 
+class FakeBatcher:
+    """The model's encoding of a history, faked: the mean of its items' vectors."""
+
+    def __init__(self, embeddings: np.ndarray) -> None:
+        self.embeddings = embeddings
+        self.runs = 0
+
+    async def submit(self, rows: np.ndarray) -> Any:
+        self.runs += 1
+        return SimpleNamespace(state=self.embeddings[rows].mean(axis=0), scores=None)
+
+
 def fake_model() -> Any:
     embeddings = np.zeros((len(VOCAB) + 1, 2), np.float32)
     embeddings[1:, 0], embeddings[1:, 1] = np.cos(ANGLES), np.sin(ANGLES)
     return SimpleNamespace(
+        batcher=FakeBatcher(embeddings),
         rows={item: n + 1 for n, item in enumerate(VOCAB)},
         version=3,
         unavailable_rows=np.zeros(0, np.int64),
-        bundle=SimpleNamespace(vocab=VOCAB, item_embeddings=embeddings),
+        bundle=SimpleNamespace(
+            vocab=VOCAB, item_embeddings=embeddings, config=SimpleNamespace(max_len=8)
+        ),
         index=None,
         log_share=np.zeros(len(VOCAB) + 1, np.float32),
     )
@@ -92,7 +107,18 @@ def test_the_nearest_items_come_first_and_the_query_item_never() -> None:
     assert scores == sorted(scores, reverse=True)
 
 
-def test_a_cart_ranks_by_its_mean_vector() -> None:
+def test_a_query_is_encoded_once_per_model_version() -> None:
+    model = fake_model()
+    similar_items = service(model)
+    for _ in range(3):
+        asyncio.run(similar_items.similar(SimilarQuery(item_ids=["i0"], k=2)))
+    assert model.batcher.runs == 1, "the query's encoding is cached"
+    model.version = 4
+    asyncio.run(similar_items.similar(SimilarQuery(item_ids=["i0"], k=2)))
+    assert model.batcher.runs == 2, "a new model version encodes again"
+
+
+def test_a_cart_is_encoded_as_a_short_history() -> None:
     result = similar(SimilarQuery(item_ids=["i2", "i4"], k=3))
     ids = [item for item, _ in result.items]
     assert ids[0] == "i3", "between the two"
