@@ -12,7 +12,7 @@ from shared.config import Settings
 
 def test_ingest_bench_runs_and_reports(tmp_path: Path, capsys) -> None:
     output = tmp_path / "ingest.json"
-    spec = IngestSpec(duration=0.5, streams=1, batch=200, callers=4)
+    spec = IngestSpec(duration=0.1, streams=1, batch=100, callers=4)
     report = run_ingest_bench(
         Settings(data_dir=tmp_path / "bench"),
         database_url=f"sqlite:///{tmp_path / 'unused.db'}",
