@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -222,10 +223,14 @@ def both_engines(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[obj
 PROCESS_WORDS = ("ServerProcess", "WorkerProcess", "subprocess", "start_server", "pexpect")
 
 
+LAYERS = ("unit", "integration", "e2e")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks each test with its layer, then runs the layers in order, fastest first."""
     sources: dict[str, str] = {}
     for item in items:
-        if item.get_closest_marker("unit"):
+        if any(item.get_closest_marker(layer) for layer in LAYERS):
             continue
         path = str(item.path)
         if path not in sources:
@@ -236,6 +241,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.e2e)
         else:
             item.add_marker(pytest.mark.integration)
+    order = {layer: n for n, layer in enumerate(LAYERS)}
+    items.sort(key=lambda item: order[next(x for x in LAYERS if item.get_closest_marker(x))])
+
+
+LAYER_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    layer = next((x for x in LAYERS if x in report.keywords), "")
+    if layer:
+        LAYER_SECONDS[layer] = LAYER_SECONDS.get(layer, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if LAYER_SECONDS:
+        times = ", ".join(f"{x} {LAYER_SECONDS[x]:.1f} s" for x in LAYERS if x in LAYER_SECONDS)
+        terminalreporter.write_line(f"time per layer (setup, call and teardown): {times}")
 
 
 class UnitLayerViolation(AssertionError):

@@ -6,11 +6,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from bench.quality import run_quality_bench
 from bench.similar import run_similar_bench
 from recserve.cli import main
 from shared import synthetic
 from tests.conftest import TINY_SPEC, make_settings
+
+# It starts `recserve serve` processes through the benchmark's own code.
+pytestmark = pytest.mark.e2e
 
 
 def test_bench_quality_then_evaluate(tmp_path: Path, monkeypatch, capsys) -> None:

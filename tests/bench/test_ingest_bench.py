@@ -6,8 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from bench.ingest import IngestSpec, run_ingest_bench
 from shared.config import Settings
+
+# It starts `recserve serve` processes through the benchmark's own code.
+pytestmark = pytest.mark.e2e
 
 
 def test_ingest_bench_runs_and_reports(tmp_path: Path, capsys) -> None:

@@ -6,7 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from recserve.cli import main
+
+# It starts `recserve serve` processes through the benchmark's own code.
+pytestmark = pytest.mark.e2e
 
 
 def test_bench_scale_writes_every_figure(tmp_path: Path, capsys) -> None:

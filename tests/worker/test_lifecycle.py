@@ -26,7 +26,7 @@ pytestmark = pytest.mark.timeout(240)
 # Long enough to be caught mid-training: early stopping never ends it.
 SLOW = {"epochs": 2000, "patience": 2000, "d_model": 8, "n_heads": 1, "max_len": 8}
 # Caught mid-training too, but it ends (a few seconds of epochs) when run again.
-FINITE = {"epochs": 40, "patience": 40, "d_model": 8, "n_heads": 1, "max_len": 8}
+FINITE = {"epochs": 20, "patience": 20, "d_model": 8, "n_heads": 1, "max_len": 8}
 FAST_LIFECYCLE = {
     "WORKER__HEARTBEAT_S": "0.5",
     "WORKER__JOB_LOST_AFTER_S": "4",
@@ -182,7 +182,7 @@ def test_beat_schedule_trains_and_promotes_with_nobody_acting(tmp_path: Path) ->
         "worker-beat",
         "--beat",
         WORKER__RETRAIN_EVERY_S="120",
-        WORKER__TRIGGER_CHECK_S="1",
+        WORKER__TRIGGER_CHECK_S="0.5",
     )
     engine = make_engine(settings.db_url)
     try:
@@ -204,7 +204,7 @@ def test_beat_schedule_trains_and_promotes_with_nobody_acting(tmp_path: Path) ->
             with session_scope(engine) as s:
                 return len(job_store.list_jobs(s, limit=10)) == 1
 
-        holds_for(one_job, "no second job: the next run is 2 minutes away", seconds=3)
+        holds_for(one_job, "no second job: the next run is 2 minutes away", seconds=1.5)
     finally:
         worker.stop()
         engine.dispose()
