@@ -1,0 +1,47 @@
+"""The serving benchmark's options and figures, from measurements given by hand."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from bench.serve import Options, summary
+
+pytestmark = pytest.mark.unit
+
+
+def test_options_take_the_flags_and_their_defaults() -> None:
+    plain = Options.from_args(argparse.Namespace())
+    assert plain.levels[:3] == [1, 4, 8] and plain.duration == 5.0 and plain.clients == 2
+    assert plain.servers == ["noop", "naive", "recserve", "recserve-nolog"]
+    assert plain.output == Path("bench-results/serve.json") and plain.before is None
+    given = Options.from_args(
+        argparse.Namespace(levels="2,6", rounds=3, before="/tmp/old", servers="recserve")
+    )
+    assert given.levels == [2, 6] and given.rounds == 3
+    assert given.servers == ["recserve", "before"], "an earlier checkout is served too"
+
+
+def test_the_figures_are_ratios_of_one_run() -> None:
+    best = {"noop_cold": 1000.0, "naive_cold": 400.0, "recserve_cold": 500.0}
+    best |= {"naive_mixed": 400.0, "recserve_mixed": 600.0, "recserve-nolog_mixed": 660.0}
+    rows = [
+        {"server": "recserve", "traffic": "cold", "concurrency": 4, "throughput": 480.0},
+        {"server": "naive", "traffic": "cold", "concurrency": 4, "throughput": 400.0},
+    ]
+    ceiling = {"best_seq_per_s": 1000.0, "batch1_latency_ms": 2.0}
+    extra = {"bulk": {"best_users_per_s": 1500.0}, "similar": {"p99_ratio": 1.2}}
+    rounds = {"recserve": [3.0, 4.0, 5.0], "naive": [2.0, 3.0, 4.0], "noop": [0.5, 0.5, 0.5]}
+    result = summary(best, rounds, ceiling, extra, rows)
+    assert result["combined_bound"] == pytest.approx(500.0)
+    assert result["efficiency"] == pytest.approx(1.0)
+    assert result["speedup_vs_naive"] == pytest.approx(1.25)
+    assert result["mixed_vs_naive"] == pytest.approx(1.5)
+    assert result["bulk_vs_single"] == pytest.approx(3.0)
+    assert result["idle_vs_naive"] == pytest.approx(4.0 / 3.0)
+    assert result["idle_bound_ms"] == pytest.approx(2 * (2.0 + 0.5))
+    assert result["impression_logging_cost"] == pytest.approx(1 - 600 / 660)
+    assert result["vs_naive_by_level"] == {"cold": {4: pytest.approx(1.2)}}
+    assert result["similar"] == {"p99_ratio": 1.2} and result["overload"] == {}
