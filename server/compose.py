@@ -132,6 +132,7 @@ def build(
         executor,
         max_bytes=server.history_cache_max_bytes if parts.cache_histories else 0,
         ttl_s=server.history_ttl_s,
+        negative=settings.events.negative,
     )
     states = StateCache(server.state_cache_users if parts.cache_states else 0)
     background = BackgroundTasks()
@@ -186,14 +187,9 @@ def build(
         catalogue,
     )
     feedback = FeedbackService(
-        server,
-        writer,
-        history,
-        registry,
-        prewarm,
-        background,
-        refresh_states=bool(states.max_users),
-    )
+        server, writer, history, registry, prewarm, background,
+        refresh_states=bool(states.max_users), negative=settings.events.negative,
+    )  # fmt: skip
     similar = SimilarItemsService(server, registry, history_stage, eligibility, ranker, catalogue)
     return Components(
         settings, engine, executor, model_executor, stats, health, history, states, registry,

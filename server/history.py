@@ -54,6 +54,14 @@ def event_bytes(entry: Entry) -> int:
     return _ENTRY_BYTES + sys.getsizeof(entry[1])
 
 
+def negatives_bytes(negatives: frozenset[str]) -> int:
+    """What a user's set of negative items holds (nothing for none: the empty frozenset
+    is shared)."""
+    if not negatives:
+        return 0
+    return sys.getsizeof(negatives) + sum(map(sys.getsizeof, negatives))
+
+
 def history_bytes(user_id: str, events: tuple[Entry, ...]) -> int:
     """What a cached history takes in memory, as sys.getsizeof measures its parts (the
     tests compare it with tracemalloc)."""
@@ -76,6 +84,9 @@ class _Cached:
     """Unique across loads and appends, so (user, version) names one exact history."""
     stored: int = 0
     """The user's events in the database as of the read, plus those appended since."""
+    negatives: frozenset[str] = frozenset()
+    """Items of the user's negative events (settings.events): never recommended to them,
+    and not in ``events``, the model's input."""
     fresh_until: float = math.inf
     """time.monotonic() past which the entry is revalidated."""
 
@@ -109,8 +120,11 @@ class HistoryCache:
         max_bytes: int,
         ttl_s: float,
         clock: Callable[[], float] = time.monotonic,
+        negative: Callable[[str, float], bool] | None = None,
     ) -> None:
         self._engine = engine
+        self._negative = negative
+        """Whether an event (kind, value) is negative; None: every event is positive."""
         self._clock = clock
         """Seconds on a monotonic clock (injectable, so that tests move time on)."""
         self._executor = executor
@@ -182,12 +196,16 @@ class HistoryCache:
                     unchanged = True  # served as it is; revalidated on a later call
                 if unchanged:
                     return [item for _, item in expired.events], expired.version
-            events, stored = await loop.run_in_executor(self._executor, self._read, user_id)
+            events, negatives, stored = await loop.run_in_executor(
+                self._executor, self._read, user_id
+            )
             for _ in range(3):  # a read that began before another replica's commit
                 if not loading.stale:
                     break
                 loading.stale = False
-                events, stored = await loop.run_in_executor(self._executor, self._read, user_id)
+                events, negatives, stored = await loop.run_in_executor(
+                    self._executor, self._read, user_id
+                )
         finally:
             self._loading.pop(user_id, None)
         for entry in loading.appended:  # committed while the read was in flight
@@ -195,7 +213,7 @@ class HistoryCache:
                 bisect.insort(events, entry)
                 stored += 1
         events = events[-HISTORY_KEEP:]
-        version = self._store(user_id, events, stored)
+        version = self._store(user_id, events, stored, frozenset(negatives))
         return [item for _, item in events], version
 
     def cached_version(self, user_id: str) -> int:
@@ -238,8 +256,19 @@ class HistoryCache:
     def is_cached(self, user_id: str) -> bool:
         return self._fresh(user_id) is not None
 
-    def append(self, user_id: str, item_id: str, event_time: float) -> None:
+    def negatives(self, user_id: str) -> frozenset[str]:
+        """Items of the user's negative events, from the cached history (empty when it is
+        not cached: a request reads the history first)."""
+        cached = self._fresh(user_id)
+        return frozenset() if cached is None else cached.negatives
+
+    def append(
+        self, user_id: str, item_id: str, event_time: float, *, negative: bool = False
+    ) -> None:
         """Records a committed event for the user (no database access)."""
+        if negative:
+            self._append_negative(user_id, item_id)
+            return
         entry = (event_time, item_id)
         loading = self._loading.get(user_id)
         if loading is not None:
@@ -270,15 +299,41 @@ class HistoryCache:
         else:
             self._cache.pop(user_id, None)
 
-    def _store(self, user_id: str, events: list[Entry], stored: int = 0) -> int:
+    def _append_negative(self, user_id: str, item_id: str) -> None:
+        """A committed negative event: the item joins the user's negatives (a read in
+        flight reads again, so that it sees it)."""
+        loading = self._loading.get(user_id)
+        if loading is not None:
+            loading.stale = True
+        cached = self._cache.get(user_id)
+        if cached is None:
+            return
+        grown = cached.negatives | {item_id}
+        cached.nbytes += negatives_bytes(grown) - negatives_bytes(cached.negatives)
+        cached.negatives = grown
+        cached.version = next(_versions)
+        cached.stored += 1
+        if cached.nbytes <= self._max_bytes:
+            self._cache[user_id] = cached
+        else:
+            self._cache.pop(user_id, None)
+
+    def _store(
+        self,
+        user_id: str,
+        events: list[Entry],
+        stored: int = 0,
+        negatives: frozenset[str] = frozenset(),
+    ) -> int:
         if self._max_bytes == 0:
             return 0
         kept = tuple(events)
         entry = _Cached(
             kept,
             stored=stored,
+            negatives=negatives,
             fresh_until=self._fresh_until(user_id),
-            nbytes=history_bytes(user_id, kept),
+            nbytes=history_bytes(user_id, kept) + negatives_bytes(negatives),
         )
         if entry.nbytes <= self._max_bytes:  # a budget below one history caches nothing
             self._cache[user_id] = entry
@@ -287,14 +342,17 @@ class HistoryCache:
     def _fresh_until(self, user_id: str) -> float:
         return math.inf if self._ttu is None else self._ttu(user_id, None, self._clock())
 
-    def _read(self, user_id: str) -> tuple[list[Entry], int]:
-        """The newest events and how many the user has stored, in one transaction. Raises
+    def _read(self, user_id: str) -> tuple[list[Entry], set[str], int]:
+        """The newest positive events, the items of the negative ones among the newest,
+        and how many events the user has stored, in one transaction. Raises
         DatabaseUnavailable when the database cannot be reached."""
         with unavailable_on_db_error(), session_scope(self._engine) as session:
-            events = event_store.recent_history_times(session, user_id=user_id, limit=HISTORY_KEEP)
-            if len(events) < HISTORY_KEEP:  # every event the user has: nothing to count
-                return events, len(events)
-            return events, event_store.count_user_events(session, user_id=user_id)
+            events, negatives, read = event_store.recent_history_split(
+                session, user_id=user_id, limit=HISTORY_KEEP, negative=self._negative
+            )
+            if read < HISTORY_KEEP:  # every event the user has: nothing to count
+                return events, negatives, read
+            return events, negatives, event_store.count_user_events(session, user_id=user_id)
 
     def _count(self, user_id: str) -> int:
         with unavailable_on_db_error(), session_scope(self._engine) as session:

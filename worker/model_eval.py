@@ -167,7 +167,9 @@ def evaluate_model_version(
             model = _model_to_evaluate(session, version)
             loaded = bundle_format.load(settings.bundle_path(model.artifact_path))
             with tempfile.TemporaryDirectory(prefix="recserve-evaluate-") as scratch:
-                pages = event_store.user_event_pages(session, watermark=model.data_watermark)
+                pages = event_store.user_event_pages(
+                    session, watermark=model.data_watermark, negative=settings.events.negative
+                )
                 split = leave_one_out(snapshot(pages, Path(scratch)))
                 labels = row_labels(session, split.vocab.items)
                 result = _evaluate_on(settings, loaded, split, labels, ks, explanations, rerank)

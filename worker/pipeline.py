@@ -242,8 +242,12 @@ def _train_and_register(
     with tempfile.TemporaryDirectory(prefix=f"recserve-job-{job_id}-") as scratch:
         with session_scope(engine) as session:
             flagged = user_store.flagged_user_ids(session) if params.exclude_flagged else set()
+            # A negative event (settings.events) is never a target nor an input.
             pages = event_store.user_event_pages(
-                session, watermark=watermark, exclude_users=flagged
+                session,
+                watermark=watermark,
+                exclude_users=flagged,
+                negative=settings.events.negative,
             )
             sequences = snapshot(pages, Path(scratch))
         if flagged:

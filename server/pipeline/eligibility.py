@@ -3,6 +3,7 @@
 An item is eligible when it is
 
 - not seen (an item of the user's history), unless the request allows seen items;
+- not an item the user gave a negative event (settings.events), whatever the request;
 - not excluded by the request (``exclude_item_ids``);
 - among the request's candidates, when it names any (``candidate_item_ids``);
 - available in the catalogue;
@@ -37,9 +38,11 @@ class Eligible:
         seen: Iterable[str] | Callable[[], Iterable[str]],
         unavailable: Set[str],
         catalogue: Catalogue,
+        negatives: Callable[[], Set[str]] = frozenset,
     ) -> None:
         self.query = query
         self._seen = seen
+        self._negatives = negatives
         self.unavailable = unavailable
         self.catalogue = catalogue
 
@@ -51,6 +54,11 @@ class Eligible:
             return frozenset()
         seen = self._seen
         return frozenset(seen() if callable(seen) else seen)
+
+    @cached_property
+    def negatives(self) -> Set[str]:
+        """Items the user gave a negative event: never returned."""
+        return self._negatives()
 
     @cached_property
     def _excluded(self) -> frozenset[str]:
@@ -72,6 +80,8 @@ class Eligible:
         """Whether the item may be returned (the id-based paths)."""
         if item_id in self.seen or item_id in self.unavailable or item_id in self._excluded:
             return False
+        if item_id in self.negatives:
+            return False
         if self.query.candidate_item_ids and item_id not in self._candidates:
             return False
         if self.labelled:
@@ -88,6 +98,9 @@ class Eligible:
         if query.exclude_item_ids:
             excluded = [rows[i] for i in query.exclude_item_ids if i in rows]
             scores[np.asarray(excluded, dtype=np.int64)] = -np.inf
+        if self.negatives:
+            disliked = [rows[i] for i in self.negatives if i in rows]
+            scores[np.asarray(disliked, dtype=np.int64)] = -np.inf
         for label in query.exclude_labels:
             scores[self.catalogue.label_rows(model.version, rows, label)] = -np.inf
         if query.include_labels:
@@ -127,6 +140,8 @@ class Eligible:
             banned.append(seen_rows)
         if query.exclude_item_ids:
             banned.append(np.asarray([rows[i] for i in query.exclude_item_ids if i in rows]))
+        if self.negatives:
+            banned.append(np.asarray([rows[i] for i in self.negatives if i in rows]))
         for label in query.exclude_labels:
             banned.append(self.catalogue.label_rows(model.version, rows, label))
         return np.unique(np.concatenate(banned).astype(np.int64))
@@ -153,6 +168,9 @@ class EligibilityPolicy:
             await self._catalogue.prepare_labels(model.version, model.rows, labels)
 
     def for_request(
-        self, query: RecommendQuery, seen: Iterable[str] | Callable[[], Iterable[str]] = ()
+        self,
+        query: RecommendQuery,
+        seen: Iterable[str] | Callable[[], Iterable[str]] = (),
+        negatives: Callable[[], Set[str]] = frozenset,
     ) -> Eligible:
-        return Eligible(query, seen, self._registry.unavailable, self._catalogue)
+        return Eligible(query, seen, self._registry.unavailable, self._catalogue, negatives)

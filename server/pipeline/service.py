@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass
 
 import numpy as np
@@ -164,7 +164,7 @@ class RecommendService:
             items, version = await self.history.read(query)
         STAGES["history"].observe(time.perf_counter() - mark)
         seen_ids = items if items is not None else lambda: self._peek(query.user_id)
-        eligible = self.eligibility.for_request(query, seen_ids)
+        eligible = self.eligibility.for_request(query, seen_ids, self._negatives(query))
         if model is None:
             ranked = self.ranker.without_model(eligible, k)
             return Recommendation(ranked, 0, "popularity", 0), None, eligible
@@ -184,6 +184,12 @@ class RecommendService:
         used = min(int(encoding.seen.size), model.bundle.config.max_len)
         result = Recommendation(ranked, model.version, "model", used)
         return result, Basis(model, encoding.seen), eligible
+
+    def _negatives(self, query: RecommendQuery) -> Callable[[], Set[str]]:
+        """The stored user's negative items (an inline history is a session's own)."""
+        if query.history:
+            return frozenset
+        return lambda: self.history.cache.negatives(query.user_id)
 
     def _peek(self, user_id: str) -> list[str]:
         cached = self.history.cache.peek(user_id)
@@ -212,7 +218,9 @@ class FeedbackService:
         prewarm: Prewarm,
         background: BackgroundTasks,
         refresh_states: bool,
+        negative: Callable[[str, float], bool] | None = None,
     ) -> None:
+        self.negative = negative
         self.settings = settings
         self.writer = writer
         self.history = history
@@ -229,7 +237,9 @@ class FeedbackService:
         # naming another user never reaches that user's cached history.
         for row in first_per_event_id(rows):
             if row.event_id in stored:
-                self.history.append(row.user_id, row.item_id, row.event_time.timestamp())
+                negative = self.negative is not None and self.negative(row.kind, row.value)
+                when = row.event_time.timestamp()
+                self.history.append(row.user_id, row.item_id, when, negative=negative)
                 touched.add(row.user_id)
         if touched and self.refresh_states:
             self.background.run(

@@ -20,11 +20,13 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from shared.config.events import EventSettings
 from shared.config.server import ServerSettings
 from shared.config.training import ModelArchitecture, TrainingSettings, WorkerSettings
 
 __all__ = [
     "ClientSettings",
+    "EventSettings",
     "ModelArchitecture",
     "ServerSettings",
     "Settings",
@@ -90,6 +92,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     training: TrainingSettings = TrainingSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
+    events: EventSettings = EventSettings()
     client: ClientSettings = ClientSettings()
     db_connect_timeout_s: float = Field(5.0, gt=0.0)
     """Seconds to wait for a database connection before the call fails (UNAVAILABLE)."""

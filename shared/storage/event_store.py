@@ -9,6 +9,7 @@ from functools import cache
 from typing import Any, Protocol
 
 from sqlalchemy import String, cast, delete, func, tuple_
+from sqlalchemy import select as sa_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlmodel import Session, col, select
@@ -143,20 +144,43 @@ def recent_history_times(session: Session, *, user_id: str, limit: int) -> list[
     read, so it skips the ORM's row objects, and on SQLite reads the stored time text
     and parses it with ``datetime.fromisoformat`` (the generic date-time processing was
     half of a 512-event read)."""
+    events, _, _ = recent_history_split(session, user_id=user_id, limit=limit, negative=None)
+    return events
+
+
+def recent_history_split(
+    session: Session,
+    *,
+    user_id: str,
+    limit: int,
+    negative: Callable[[str, float], bool] | None,
+) -> tuple[list[tuple[float, str]], set[str], int]:
+    """As recent_history_times, with the events that ``negative(kind, value)`` calls
+    negative left out of the history and returned apart, as the set of their items; and
+    how many rows were read (positive and negative)."""
     table = FeedbackEvent.__table__  # type: ignore[attr-defined]
     sqlite_text = session.get_bind().dialect.name == "sqlite"
     when = cast(table.c.event_time, String) if sqlite_text else table.c.event_time
+    columns = [table.c.item_id, when]
+    if negative is not None:
+        columns += [table.c.kind, table.c.value]
     statement = (
-        select(table.c.item_id, when)
+        select(*columns)
         .where(table.c.user_id == user_id)
         .order_by(table.c.event_time.desc(), table.c.id.desc())
         .limit(limit)
     )
     rows = session.connection().execute(statement).all()
+    read = len(rows)
+    negatives: set[str] = set()
+    if negative is not None:
+        negatives = {row[0] for row in rows if negative(row[2], row[3])}
+        rows = [row for row in rows if not negative(row[2], row[3])]
     if sqlite_text:  # naive UTC text; minus the naive epoch is what .timestamp() computes
         parse, epoch = datetime.fromisoformat, NAIVE_EPOCH
-        return sorted(((parse(t) - epoch).total_seconds(), item) for item, t in rows)
-    return sorted((t.timestamp(), item) for item, t in rows)
+        events = sorted(((parse(r[1]) - epoch).total_seconds(), r[0]) for r in rows)
+        return events, negatives, read
+    return sorted((r[1].timestamp(), r[0]) for r in rows), negatives, read
 
 
 def count_user_events(session: Session, *, user_id: str) -> int:
@@ -200,30 +224,41 @@ def user_event_pages(
     watermark: int,
     batch_rows: int = 100_000,
     exclude_users: frozenset[str] | set[str] = frozenset(),
+    negative: Callable[[str, float], bool] | None = None,
 ) -> Iterator[list[tuple[str, str]]]:
     """(user_id, item_id) of every event with id <= watermark, ordered by user, then
     event time, then row id, in pages of ``batch_rows``.
 
     Keyset pagination on (user_id, event_time, id) walks ix_feedback_user_time, so each
     page is an index range scan and memory holds one page, however many events there are.
-    Events of ``exclude_users`` are dropped from the pages.
+    Events of ``exclude_users``, and those ``negative(kind, value)`` calls negative, are
+    dropped from the pages.
     """
     key = tuple_(col(FeedbackEvent.user_id), col(FeedbackEvent.event_time), col(FeedbackEvent.id))
     after: tuple[str, datetime, int] | None = None
     while True:
-        query = select(
-            FeedbackEvent.user_id, FeedbackEvent.item_id, FeedbackEvent.event_time, FeedbackEvent.id
+        query = sa_select(
+            col(FeedbackEvent.user_id),
+            col(FeedbackEvent.item_id),
+            col(FeedbackEvent.event_time),
+            col(FeedbackEvent.id),
+            col(FeedbackEvent.kind),
+            col(FeedbackEvent.value),
         ).where(col(FeedbackEvent.id) <= watermark)
         if after is not None:
             query = query.where(key > tuple_(*after))
-        rows = session.exec(
+        rows = session.execute(
             query.order_by(
                 col(FeedbackEvent.user_id), col(FeedbackEvent.event_time), col(FeedbackEvent.id)
             ).limit(batch_rows)
         ).all()
         if not rows:
             return
-        yield [(user, item) for user, item, _, _ in rows if user not in exclude_users]
+        yield [
+            (user, item)
+            for user, item, _, _, kind, value in rows
+            if user not in exclude_users and (negative is None or not negative(kind, value))
+        ]
         last = rows[-1]
         after = (last[0], last[2], int(last[3] or 0))
 

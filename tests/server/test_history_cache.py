@@ -156,3 +156,39 @@ def test_the_measured_size_matches_what_the_allocator_holds() -> None:
     held = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     assert 0.75 <= cache.nbytes / held <= 1.25, (cache.nbytes, held)
+
+
+async def test_negative_events_leave_the_history_and_join_the_negatives(settings) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+    from datetime import UTC, datetime
+
+    from shared.config import EventSettings
+    from shared.storage import event_store
+    from shared.storage.engine import make_engine, session_scope
+    from shared.storage.ingest import EventRow
+
+    events = EventSettings()
+    engine = make_engine(settings.db_url)
+    now = datetime.now(UTC)
+    with session_scope(engine) as session:
+        event_store.insert_events(
+            session,
+            events=[
+                EventRow("neg-1", "u00001", "disliked-1", "dislike", 0.0, now),
+                EventRow("pos-1", "u00001", "liked-1", "purchase", 0.0, now),
+            ],
+        )
+        pages = event_store.user_event_pages(session, watermark=10**9, negative=events.negative)
+        trained = [item for page in pages for user, item in page if user == "u00001"]
+    assert "liked-1" in trained and "disliked-1" not in trained, "never a training target"
+    with ThreadPoolExecutor(2) as pool:
+        cache = HistoryCache(engine, pool, max_bytes=2**20, ttl_s=0, negative=events.negative)
+        items = await cache.get("u00001")
+        assert "liked-1" in items and "disliked-1" not in items, "not the model's input"
+        assert cache.negatives("u00001") == {"disliked-1"}
+        _, version = cache.peek("u00001") or ([], 0)
+        cache.append("u00001", "disliked-2", now.timestamp(), negative=True)
+        assert cache.negatives("u00001") == {"disliked-1", "disliked-2"}
+        assert await cache.get("u00001") == items, "the model's input is unchanged"
+        assert cache.cached_version("u00001") != version, "but the entry changed"
+    engine.dispose()

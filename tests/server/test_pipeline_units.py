@@ -148,3 +148,19 @@ def test_a_batch_names_the_request_that_is_wrong() -> None:
     assert raised.value.field == "requests[1].user_id"
     with pytest.raises(InvalidArgument, match="requests"):
         validate_batch(ServerSettings(), [])
+
+
+@pytest.mark.parametrize("allow_seen", [False, True])
+def test_a_disliked_item_is_never_returned_whatever_allow_seen_says(allow_seen: bool) -> None:
+    query = RecommendQuery(user_id="u", k=len(VOCAB), allow_seen=allow_seen)
+    model = fake_model()
+    disliked = frozenset({"i3", "i5"})
+    eligible = Eligible(query, SEEN, UNAVAILABLE, FakeCatalogue(), lambda: disliked)  # type: ignore[arg-type]
+    seen_rows = np.asarray([model.rows[i] for i in SEEN], np.int64)
+    by_model = ranker().by_model(
+        model, Encoding(np.ones(2, np.float32), None, seen_rows), eligible, query.k
+    )
+    want = [item for item in expected(query) if item not in disliked]
+    assert [item for item, _ in by_model] == want
+    assert [item for item in VOCAB if eligible.allows(item)] == want
+    assert set(model.rows[i] for i in disliked) <= set(eligible.index_bans(model, seen_rows))

@@ -437,3 +437,17 @@ async def test_similar_items_over_the_wire(client, server) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await client.recommender.SimilarItems(request)
         assert caught.value.code() == code and field in caught.value.details()
+
+
+async def test_a_disliked_item_is_never_recommended_again(client) -> None:
+    user = "u00021"
+    request = pb.RecommendRequest(user_id=user, k=10, allow_seen=True)
+    top = (await client.recommender.Recommend(request)).items[0].item_id
+    dislike = pb.Event(event_id="dislike-1", user_id=user, item_id=top, kind="dislike")
+    assert (await client.recommender.Feedback(pb.FeedbackRequest(events=[dislike]))).stored == 1
+    after = await client.recommender.Recommend(request)
+    assert after.items and top not in [item.item_id for item in after.items]
+    similar = await client.recommender.SimilarItems(
+        pb.SimilarItemsRequest(item_ids=[after.items[0].item_id], user_id=user, k=30)
+    )
+    assert top not in [item.item_id for item in similar.items]

@@ -44,6 +44,7 @@ class FakeCatalogue:
 class FakeHistory:
     def __init__(self, seen: dict[str, list[str]]) -> None:
         self.seen = seen
+        self.cache = SimpleNamespace(negatives=lambda user: frozenset())
 
     async def caught_up(self) -> None:
         return None
