@@ -2,14 +2,14 @@
 
 SQLite's default copies the write-ahead log back into the database file (a checkpoint)
 inside whichever commit makes the log pass 1,000 pages, so every few seconds one Feedback
-commit also does the checkpoint's writes and fsync. On the soak's database with the
-impression log writing alongside, that put single commits at 130-180 ms against a p99 of
-4-6 ms. The server therefore turns the automatic checkpoint off on its own connections
-(``shared.storage.engine.make_engine(background_checkpoints=True)``) and runs a PASSIVE checkpoint
-every ``server.wal_checkpoint_s`` on a thread of its own: it copies what no reader still
-needs and waits for nobody, and commits no longer pay for it (the same run: commit max
-11 ms). Other processes on the file (workers, the CLI) keep SQLite's automatic
-checkpoints. Not used on PostgreSQL, nor with ``wal_checkpoint_s`` 0.
+commit also does the checkpoint's writes and fsync, and its caller waits many times a
+commit's usual time. The server therefore turns the automatic checkpoint off on its own
+connections (``shared.storage.engine.make_engine(background_checkpoints=True)``) and runs
+a PASSIVE checkpoint every ``server.wal_checkpoint_s`` on a thread of its own: it copies
+what no reader still needs and waits for nobody, and commits no longer pay for it
+(docs/benchmarks.md has the soak's figures). Other processes on the file (workers, the
+CLI) keep SQLite's automatic checkpoints. Not used on PostgreSQL, nor with
+``wal_checkpoint_s`` 0.
 """
 
 from __future__ import annotations

@@ -11,9 +11,8 @@ An entry older than its time to live (the safety net behind the cross-replica
 invalidations) is revalidated: one query counts the user's stored events, and only when
 the count differs from the entry's (the events read plus those appended since) is the
 history read again. An unchanged history keeps its version, so its encoded states still
-hold. Re-reading every expired history in full (512 rows each through SQLAlchemy) made
-the soak's callers' p99 creep from about 20 to 35-49 ms once the first entries expired
-(the model runs and the collector doing the extra work). With the database unreachable,
+hold: re-reading every expired history in full would make each expiry a burst of
+database reads, re-encodings and collector work under load. With the database unreachable,
 an expired entry is served as it is until the database answers again.
 """
 
@@ -75,9 +74,8 @@ class _Cached:
     events: tuple[Entry, ...]
     """A tuple of (time, item) tuples, replaced (never changed) by an append: once the
     collector has seen them, tuples of numbers and strings are untracked, so a full
-    collection skips the whole history. As lists, the 512 events of each cached user
-    were visited by every full collection (2,000 users: about 1M visits, 60-130 ms with
-    the event loop stopped)."""
+    collection skips the whole history. As lists, every event of every cached user would
+    be visited by each full collection, with the event loop stopped meanwhile."""
     nbytes: int = 0
     """history_bytes() of the entry, kept up to date by appends (the LRU's weight)."""
     version: int = field(default_factory=lambda: next(_versions))
@@ -132,8 +130,8 @@ class HistoryCache:
         # Least recently used out first; entries older than their time to live are
         # revalidated (module docstring). Appends keep an entry's age. Each user's time to
         # live lies between ttl_s / 2 and ttl_s, fixed by a hash of the id: users warmed
-        # together then do not all expire in the same instant, which under load was a
-        # two-second stall of database reads and re-encodings.
+        # together then do not all expire in the same instant (a burst of database reads
+        # and re-encodings at once).
         self._cache: LRUCache[str, _Cached] = LRUCache(
             max(1, max_bytes), getsizeof=lambda cached: cached.nbytes
         )

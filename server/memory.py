@@ -8,10 +8,8 @@ glibc's heap, which every session shares, do the pooling:
 - ``tune_allocator`` (at process start) fixes glibc's mmap threshold high, so a model
   run's large temporaries (attention scores, activations: megabytes each) come from the
   heap and are reused on the next run instead of being mapped and unmapped every time
-  (which costs as much as the run: measured on a 2-core AMD EPYC, batch 64 x 200 events,
-  no arena 72.7 ms against 49.7 ms with one; with the threshold fixed, 51.6 against
-  53.9), and fixes the trim threshold high, so ``free`` does not give pages back
-  between runs;
+  (which can cost as much as the run itself), and fixes the trim threshold high, so
+  ``free`` does not give pages back between runs;
 - it also caps glibc's heaps at ``HEAPS`` (one per thread by default, up to 8 per core,
   each keeping its own peak): the model runs' threads share them;
 - ``trim_heap`` gives every free page back after a retired model's session is freed, so
