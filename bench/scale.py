@@ -38,10 +38,9 @@ from typing import Any
 import numpy as np
 
 from bench.ingest import cpu_model
+from bench.serve_stage import activate_bundle
 from shared.config import Settings
-from shared.storage import model_store
 from shared.storage.engine import engine_for, migrate, session_scope
-from shared.storage.tables import ModelStatus, ModelVersion
 
 SERIES = 20
 CHUNK = 50_000
@@ -179,18 +178,7 @@ def activate(settings: Settings, bundle: Path) -> None:
     loaded = bundle_format.load(bundle)
     engine = engine_for(settings)
     with session_scope(engine) as session:
-        row = model_store.create_model_version(
-            session,
-            model=ModelVersion(
-                status=ModelStatus.READY,
-                artifact_path=str(bundle.resolve()),
-                checksum=loaded.checksum,
-                config={"model": loaded.config.model_dump()},
-            ),
-        )
-        model_store.activate_model(
-            session, version=int(row.version or 0), reason="recserve bench scale"
-        )
+        activate_bundle(session, bundle, loaded, reason="recserve bench scale")
     engine.dispose()
 
 

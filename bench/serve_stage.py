@@ -40,7 +40,9 @@ def random_bundle(path: Path) -> None:
     write_bundle(path, model=model, vocab=vocab, popularity=popularity, metrics={})
 
 
-def activate_bundle(session: Any, bundle_path: Path, loaded: Any) -> None:
+def activate_bundle(
+    session: Any, bundle_path: Path, loaded: Any, reason: str = "recserve bench serve"
+) -> None:
     """Registers and activates ``bundle_path`` unless it is the active version already."""
     active = model_store.get_active_model(session)
     if active is not None and Path(active.artifact_path) == bundle_path.resolve():
@@ -54,9 +56,7 @@ def activate_bundle(session: Any, bundle_path: Path, loaded: Any) -> None:
             config={"model": loaded.config.model_dump()},
         ),
     )
-    model_store.activate_model(
-        session, version=int(model_row.version or 0), reason="recserve bench serve"
-    )
+    model_store.activate_model(session, version=int(model_row.version or 0), reason=reason)
 
 
 def store_histories(engine: Any, users: list[str], items: list[str], length: int | None) -> None:

@@ -174,8 +174,13 @@ def recent_history_split(
     read = len(rows)
     negatives: set[str] = set()
     if negative is not None:
-        negatives = {row[0] for row in rows if negative(row[2], row[3])}
-        rows = [row for row in rows if not negative(row[2], row[3])]
+        positives = []
+        for row in rows:
+            if negative(row[2], row[3]):
+                negatives.add(row[0])
+            else:
+                positives.append(row)
+        rows = positives
     if sqlite_text:  # naive UTC text; minus the naive epoch is what .timestamp() computes
         parse, epoch = datetime.fromisoformat, NAIVE_EPOCH
         events = sorted(((parse(r[1]) - epoch).total_seconds(), r[0]) for r in rows)
