@@ -14,6 +14,7 @@ from sqlmodel import Session
 from server.admin_base import MAX_LIMIT, check_limit, check_positive
 from server.admin_catalogue import CatalogueAdmin
 from server.admin_experiments import ExperimentAdmin
+from server.admin_rules import RulesAdmin
 from server.deployment import ReplicaView
 from server.stats import Sample
 from shared.model import bundle as bundle_format
@@ -68,9 +69,9 @@ class StatsView:
     replicas: list[ReplicaView]
 
 
-class AdminService(CatalogueAdmin, ExperimentAdmin):
-    """The operator API: models, jobs and the server's figures here; the catalogue and
-    experiments in their own parts."""
+class AdminService(CatalogueAdmin, ExperimentAdmin, RulesAdmin):
+    """The operator API: models, jobs and the server's figures here; the catalogue,
+    experiments and business rules in their own parts."""
 
     # --- models --------------------------------------------------------------------------
 

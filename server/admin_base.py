@@ -15,6 +15,7 @@ from server.catalogue import Catalogue
 from server.deployment import Deployment
 from server.guard import CallSlots
 from server.history import HistoryCache
+from server.pipeline.rules import RuleBook
 from server.registry import ModelRegistry
 from server.state_cache import StateCache
 from server.stats import ServerStats
@@ -64,7 +65,9 @@ class AdminBase:
         stats: ServerStats,
         deployment: Deployment,
         slots: CallSlots,
+        rules: RuleBook,
     ) -> None:
+        self.rules = rules
         self.settings = settings
         self.engine = engine
         self.executor = executor

@@ -7,7 +7,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -16,12 +16,14 @@ from server.admin import AdminService, StatsView
 from server.admin_catalogue import ItemView
 from server.admin_experiments import ExperimentView
 from server.errors import RpcOptions, rpc
+from server.pipeline.validate import check_epoch_ms
 from shared.model.params import TrainingOption
+from shared.model.rules import Rule, RuleSet
 from shared.proto.recserve.v1 import (
     admin_pb2,
     admin_pb2_grpc,
 )
-from shared.storage.tables import Job, ModelActivation, ModelVersion, as_utc
+from shared.storage.tables import Job, ModelActivation, ModelVersion, as_utc, utcnow
 
 
 def _ms(when: datetime | None) -> int:
@@ -169,6 +171,36 @@ def item_to_proto(item: ItemView) -> admin_pb2.CatalogueItem:
             else admin_pb2.Property(key=k, text=v)
             for k, v in sorted(properties.items())
         ],
+    )
+
+
+def _when(field: str, ms: int) -> datetime | None:
+    check_epoch_ms(field, ms, zero="open (no bound)")
+    return datetime.fromtimestamp(ms / 1000.0, tz=UTC) if ms else None
+
+
+def rule_set_from_proto(message: admin_pb2.RuleSet) -> RuleSet:
+    return RuleSet(
+        name=message.name,
+        rules=tuple(
+            Rule(r.kind, r.label, r.factor, r.max_items, r.item_id, r.slot) for r in message.rules
+        ),
+        active_from=_when("rule_set.active_from_ms", message.active_from_ms),
+        active_until=_when("rule_set.active_until_ms", message.active_until_ms),
+        description=message.description,
+    )
+
+
+def rule_set_to_proto(rule_set: RuleSet, now: datetime) -> admin_pb2.RuleSet:
+    return admin_pb2.RuleSet(
+        name=rule_set.name,
+        rules=[admin_pb2.Rule(**rule.to_json()) for rule in rule_set.rules],  # type: ignore[arg-type]
+        active_from_ms=_ms(rule_set.active_from),
+        active_until_ms=_ms(rule_set.active_until),
+        description=rule_set.description,
+        updated_ms=_ms(rule_set.updated_at),
+        updated_by=rule_set.updated_by,
+        active=rule_set.active(now),
     )
 
 
@@ -351,6 +383,28 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServicer):
         self, request: admin_pb2.PromoteArmRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.Experiment:
         return experiment_to_proto(await self.admin.promote_arm(request.version))
+
+    @rpc
+    async def ListRuleSets(  # noqa: N802
+        self, request: admin_pb2.ListRuleSetsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListRuleSetsResponse:
+        now = utcnow()
+        found = await self.admin.list_rule_sets()
+        return admin_pb2.ListRuleSetsResponse(rule_sets=[rule_set_to_proto(r, now) for r in found])
+
+    @rpc
+    async def PutRuleSet(  # noqa: N802
+        self, request: admin_pb2.PutRuleSetRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.RuleSet:
+        stored = await self.admin.put_rule_set(rule_set_from_proto(request.rule_set))
+        return rule_set_to_proto(stored, utcnow())
+
+    @rpc
+    async def DeleteRuleSet(  # noqa: N802
+        self, request: admin_pb2.DeleteRuleSetRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.DeleteRuleSetResponse:
+        await self.admin.delete_rule_set(request.name)
+        return admin_pb2.DeleteRuleSetResponse(deleted=True)
 
 
 def experiment_to_proto(view: ExperimentView) -> admin_pb2.Experiment:

@@ -114,6 +114,7 @@ class RunningServer:
         if self.checkpoints is not None:
             await self.checkpoints.stop()
         await parts.catalogue.stop()
+        await parts.rules.stop()
         parts.executor.shutdown(wait=False, cancel_futures=True)
         parts.model_executor.shutdown(wait=False, cancel_futures=True)
         parts.engine.dispose()
@@ -195,7 +196,7 @@ def add_services(
     deployment = Deployment(settings, built.engine, built.executor, built.registry, built.health)
     admin = AdminService(
         settings, built.engine, built.executor, built.registry, built.history, built.states,
-        built.catalogue, built.stats, deployment, slots,
+        built.catalogue, built.stats, deployment, slots, built.rules,
     )  # fmt: skip
     options = RpcOptions(
         default_deadline_s=settings.server.default_deadline_s,
@@ -254,6 +255,7 @@ async def start_server(
     if checkpoints is not None:
         checkpoints.start()
     await built.catalogue.start()
+    await built.rules.start()
     # The active model is loaded before the port opens: with several processes on one
     # port, the kernel hands connections to any listener, and one that listened while
     # still loading would answer from the popularity fallback while its siblings used

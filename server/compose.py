@@ -4,8 +4,8 @@ given what it needs through its constructor. Nothing is wired after construction
     settings -> engine, executors, stats, health
              -> history cache, state cache, encoder, pre-encoding      (the user's state)
              -> registry (pre-encoding before each hot swap, health on each change)
-             -> catalogue, eligibility policy, ranker, exploration, explainer
-             -> feedback writer, impression log, invalidations
+             -> catalogue, rule book, eligibility policy, ranker, exploration, explainer
+             -> feedback writer, impression log, invalidations (events and changes)
              -> request pipeline (RecommendService, FeedbackService)
              -> guard, servicers, admin, deployment
 
@@ -36,6 +36,7 @@ from server.pipeline.explore import ExplorationSlots
 from server.pipeline.measure import Measurement
 from server.pipeline.prewarm import Prewarm
 from server.pipeline.rank import Ranker
+from server.pipeline.rules import RuleBook
 from server.pipeline.service import FeedbackService, HistoryStage, RecommendService
 from server.pipeline.similar import SimilarItemsService
 from server.pipeline.tasks import BackgroundTasks
@@ -78,6 +79,7 @@ class Components:
     states: StateCache
     registry: ModelRegistry
     catalogue: Catalogue
+    rules: RuleBook
     writer: FeedbackWriter
     impressions: ImpressionLog | None
     invalidations: invalidation.Invalidations
@@ -90,10 +92,15 @@ class Components:
 
 
 def following(
-    engine: Engine, origin: str, history: HistoryCache, encoder: Encoder, poll_s: float
+    engine: Engine,
+    origin: str,
+    history: HistoryCache,
+    encoder: Encoder,
+    rules: RuleBook,
+    poll_s: float,
 ) -> invalidation.Invalidations:
     """The other replicas' invalidations: a user they stored events for is read again
-    from the database on their next request here."""
+    from the database on their next request here; a rule set change is loaded again."""
 
     def forget(user_ids: list[str]) -> None:
         history.invalidate(user_ids)
@@ -103,9 +110,23 @@ def following(
         history.clear()
         encoder.forget_everyone()
 
+    def changed(topic: str, _subject: str) -> None:
+        if topic in ("rules", "*"):
+            rules.changed()
+
     return invalidation.Invalidations(
-        engine, origin=origin, forget=forget, forget_all=forget_all, poll_s=poll_s
-    )
+        engine, origin=origin, forget=forget, forget_all=forget_all, poll_s=poll_s,
+        changed=changed,
+    )  # fmt: skip
+
+
+def impression_log(
+    settings: Settings, parts: Parts, engine: Engine, executor: ThreadPoolExecutor
+) -> ImpressionLog | None:
+    server = settings.server
+    if not (server.log_impressions and parts.log_impressions):
+        return None
+    return ImpressionLog(engine, executor, max_queued=server.max_queued_impressions)
 
 
 def build(
@@ -164,12 +185,10 @@ def build(
         notify_channel=invalidation.CHANNEL if server.invalidation else None,
         origin=origin,
     )
-    impressions = (
-        ImpressionLog(engine, executor, max_queued=server.max_queued_impressions)
-        if server.log_impressions and parts.log_impressions
-        else None
-    )
-    invalidations = following(engine, origin, history, encoder, server.invalidation_poll_s)
+    impressions = impression_log(settings, parts, engine, executor)
+    rules = RuleBook(engine, executor, catalogue)
+    poll_s = server.invalidation_poll_s
+    invalidations = following(engine, origin, history, encoder, rules, poll_s)
     listening = server.invalidation and (invalidations.mode == "notify" or server.workers > 1)
     eligibility = EligibilityPolicy(catalogue, registry)
     ranker = Ranker(server, registry)
@@ -185,6 +204,7 @@ def build(
         Explainer(catalogue, newest=server.explain_events, top=server.explain_top),
         Measurement(impressions, registry, history, eligibility, ranker, background),
         catalogue,
+        rules,
     )
     feedback = FeedbackService(
         server, writer, history, registry, prewarm, background,
@@ -193,6 +213,6 @@ def build(
     similar = SimilarItemsService(server, registry, history_stage, eligibility, ranker, catalogue)
     return Components(
         settings, engine, executor, model_executor, stats, health, history, states, registry,
-        catalogue, writer, impressions, invalidations, listening, recommend, feedback, similar,
-        background,
+        catalogue, rules, writer, impressions, invalidations, listening, recommend, feedback,
+        similar, background,
     )  # fmt: skip

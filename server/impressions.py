@@ -1,8 +1,9 @@
 """Impression log: every served list, written in batches off the request path.
 
 Recommend names each non-empty answer with a recommendation_id and hands the
-impression (user, items in order, model version, experiment arm, and the shadow's
-result when a shadow candidate also ranked the request) to ``record``, which only
+impression (user, items in order, model version, experiment arm, the business rules'
+effects, and the shadow's result when a shadow candidate also ranked the request) to
+``record``, which only
 appends to an in-memory queue. A background task writes the queue every ``flush_s``
 in one multi-row INSERT on the database executor. Impressions are measurement, not
 acknowledged data: past ``max_queued`` waiting rows they are dropped and counted
@@ -70,8 +71,10 @@ class ImpressionLog:
         *,
         served_at: datetime | None = None,
         shadow: tuple[int, float, float] | None = None,
+        rules: list[dict[str, str]] | None = None,
     ) -> None:
-        """Queues one impression; ``shadow``: (version, overlap, milliseconds)."""
+        """Queues one impression; ``shadow``: (version, overlap, milliseconds);
+        ``rules``: what the business rules did to the list (its audit)."""
         if len(self._queue) >= self._max_queued:
             self.dropped += 1
             metrics.IMPRESSIONS_DROPPED.inc()
@@ -86,6 +89,7 @@ class ImpressionLog:
             "shadow_version": None,
             "shadow_overlap": None,
             "shadow_ms": None,
+            "rules": rules or None,
         }
         if shadow is not None:
             row["shadow_version"], row["shadow_overlap"], row["shadow_ms"] = shadow

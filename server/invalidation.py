@@ -21,6 +21,11 @@ database again.
   ``caught_up()`` waits, at most CATCH_UP_S, while a notification is on the listening
   socket unread or read but not yet applied: one non-blocking ``select`` per Recommend.
 - The history TTL (``server.history_ttl_s``) stays as a safety net only.
+- **Other changes** (a rule set put or deleted) travel the same way: on PostgreSQL a
+  NOTIFY on change_feed.CHANGES, sent when the change commits; elsewhere the change
+  table, polled with the events. Each is handed to ``changed(topic, subject)`` on the
+  event loop, this replica's own included (applying a change twice is harmless). After a
+  lost connection, ``changed("*", "")``: everything may have changed.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ CATCH_UP_S = 0.02
 """The longest a Recommend waits for notifications already on their way."""
 Forget = Callable[[list[str]], None]
 """Called on the event loop with the user ids to drop; [] with ``everyone`` set."""
+Changed = Callable[[str, str], None]
+"""Called on the event loop with a change's topic and subject."""
 
 
 class Invalidations:
@@ -58,7 +65,9 @@ class Invalidations:
         forget: Forget,
         forget_all: Callable[[], None],
         poll_s: float,
+        changed: Changed | None = None,
     ) -> None:
+        self._changed = changed
         self._engine = engine
         self._origin = origin
         self._forget = forget
@@ -97,6 +106,10 @@ class Invalidations:
         self.applied += 1
         self._forget(users)
 
+    def _deliver_change(self, topic: str, subject: str) -> None:
+        if self._changed is not None and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._changed, topic, subject)
+
     def behind(self) -> bool:
         """True while a notification is unread on the listening socket, or read and not
         yet applied."""
@@ -129,15 +142,20 @@ class Invalidations:
             try:
                 with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
                     change_feed.listen(conn, CHANNEL)
+                    change_feed.listen(conn, change_feed.CHANGES)
                     self._fd = conn.fileno()
                     if not first and self._loop is not None:
                         # Notifications sent while we were away are lost: start afresh.
                         self._loop.call_soon_threadsafe(self._forget_all)
+                        self._deliver_change("*", "")
                     first = False
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=0.5):
                             origin, _, body = note.payload.partition("\n")
-                            if origin != self._origin:
+                            if note.channel == change_feed.CHANGES:
+                                topic, _, subject = body.partition("\n")
+                                self._deliver_change(topic, subject)
+                            elif origin != self._origin:
                                 self._deliver(body.split("\n"))
                 self._fd = None
             except Exception:
@@ -150,17 +168,22 @@ class Invalidations:
                 self._stop.wait(1.0)
 
     def _poll(self) -> None:
-        last = None
+        last = last_change = None
         while not self._stop.wait(self._poll_s):
             try:
                 with self._engine.connect() as conn:
-                    if last is None:
+                    if last is None or last_change is None:
                         last = event_store.max_event_row(conn)
+                        last_change = change_feed.latest_change(conn)
                         continue
                     rows = event_store.users_after(conn, row=last, limit=POLL_ROWS)
+                    changes = change_feed.changes_after(conn, after=last_change, limit=POLL_ROWS)
             except Exception:
                 log.warning("invalidation poll failed", exc_info=True)
                 continue
             if rows:
                 last = rows[-1][0]
                 self._deliver(sorted({user for _, user in rows}))
+            for change_id, topic, subject, _ in changes:
+                last_change = change_id
+                self._deliver_change(topic, subject)

@@ -52,6 +52,9 @@ def _query(request: recommender_pb2.RecommendRequest) -> RecommendQuery:
         explain=request.explain,
         include_labels=request.include_labels,
         exclude_labels=request.exclude_labels,
+        boost=[(b.label, b.factor) for b in request.boost],
+        bury=[(b.label, b.factor) for b in request.bury],
+        skip_rule_sets=request.skip_rule_sets,
     )
 
 
@@ -66,8 +69,21 @@ def _similar_response(result: Similar) -> recommender_pb2.SimilarItemsResponse:
     )
 
 
-def _response(result: Recommendation) -> recommender_pb2.RecommendResponse:
+def _rules(result: Recommendation, explain: bool) -> dict[str, list[recommender_pb2.RuleEffect]]:
+    """Per item, what the business rules did to it (shown under ``explain``)."""
+    found: dict[str, list[recommender_pb2.RuleEffect]] = {}
+    if explain:
+        for e in result.rule_effects:
+            effect = recommender_pb2.RuleEffect(
+                rule=e["rule"], source=e["source"], effect=e["effect"]
+            )
+            found.setdefault(e["item_id"], []).append(effect)
+    return found
+
+
+def _response(result: Recommendation, explain: bool = False) -> recommender_pb2.RecommendResponse:
     titles = result.titles
+    rules = _rules(result, explain)
     return recommender_pb2.RecommendResponse(
         items=[
             recommender_pb2.ScoredItem(
@@ -81,6 +97,7 @@ def _response(result: Recommendation) -> recommender_pb2.RecommendResponse:
                     )
                     for e in result.explanations.get(i, ())
                 ],
+                rules=rules.get(i, ()),
             )
             for i, s in result.items
         ],
@@ -126,7 +143,7 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
     async def _recommend(
         self, request: recommender_pb2.RecommendRequest
     ) -> recommender_pb2.RecommendResponse:
-        return _response(await self.recommend.recommend(_query(request)))
+        return _response(await self.recommend.recommend(_query(request)), request.explain)
 
     @rpc
     async def RecommendBatch(  # noqa: N802
@@ -138,7 +155,12 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
         self, request: recommender_pb2.RecommendBatchRequest
     ) -> recommender_pb2.RecommendBatchResponse:
         results = await self.recommend.recommend_many([_query(r) for r in request.requests])
-        return recommender_pb2.RecommendBatchResponse(responses=[_response(r) for r in results])
+        return recommender_pb2.RecommendBatchResponse(
+            responses=[
+                _response(result, r.explain)
+                for result, r in zip(results, request.requests, strict=True)
+            ]
+        )
 
     @rpc
     async def SimilarItems(  # noqa: N802

@@ -58,6 +58,7 @@ class Measurement:
             [item for item, _ in result.items],
             result.model_version,
             result.arm,
+            rules=result.rule_effects,
         )
 
     async def _shadow(
@@ -99,4 +100,5 @@ class Measurement:
             served.arm,
             served_at=served_at,
             shadow=shadowed,
+            rules=served.rule_effects,
         )

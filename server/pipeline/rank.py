@@ -12,14 +12,21 @@ Candidate sources, chosen per request:
   found, and the whole catalogue is scored instead;
 - **popularity**, for a user with no usable history (the model's training counts) or
   before any model is loaded (the database's counts), through the same rule.
+
+When business rules apply (``steer``, server/pipeline/rules.py), every item is scored,
+the boosts and buries move the masked scores, the caps pick the list best first, and
+the caller places the pins.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import numpy as np
 
 from server.pipeline.eligibility import Eligible
 from server.pipeline.encoder import Encoding
+from server.pipeline.rules import Steering
 from server.registry import ModelRegistry
 from server.served_model import ServingModel
 from shared.config import ServerSettings
@@ -53,6 +60,20 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return best
 
 
+def best_first(scores: np.ndarray, vocab: list[str], start: int) -> Iterator[tuple[str, float]]:
+    """The unmasked rows of ``scores`` (row r is vocab[r-1]) best first: ``start`` of
+    them, then four times more each time, so a list that caps thin out is filled without
+    sorting the whole catalogue up front."""
+    fetch, done = max(1, start), 0
+    while True:
+        rows = top_k(scores, fetch)
+        for row in rows[done:]:
+            yield vocab[row - 1], float(scores[row])
+        if len(rows) < fetch or fetch >= scores.shape[0]:
+            return
+        done, fetch = len(rows), min(scores.shape[0], fetch * 4)
+
+
 class Ranker:
     def __init__(self, settings: ServerSettings, registry: ModelRegistry) -> None:
         self._debias = settings.popularity_debias
@@ -60,11 +81,17 @@ class Ranker:
         self._registry = registry
 
     def by_model(
-        self, model: ServingModel, encoding: Encoding, eligible: Eligible, k: int
+        self,
+        model: ServingModel,
+        encoding: Encoding,
+        eligible: Eligible,
+        k: int,
+        steer: Steering | None = None,
     ) -> Items:
         """The top k eligible items for an encoded history."""
         if (
-            encoding.scores is None
+            steer is None
+            and encoding.scores is None
             and model.index is not None
             and self._use_index
             and not self._debias
@@ -77,22 +104,39 @@ class Ranker:
             scores = model.bundle.item_embeddings @ encoding.state  # [N+1, D] @ [D] -> [N+1]
         if self._debias:
             scores = debias(scores, model.log_share, self._debias)
-        return self.masked_top_k(model, scores, eligible, encoding.seen, k)
+        return self.masked_top_k(model, scores, eligible, encoding.seen, k, steer)
 
     @staticmethod
     def masked_top_k(
-        model: ServingModel, scores: np.ndarray, eligible: Eligible, seen: np.ndarray, k: int
+        model: ServingModel,
+        scores: np.ndarray,
+        eligible: Eligible,
+        seen: np.ndarray,
+        k: int,
+        steer: Steering | None = None,
+        *,
+        logits: bool = True,
     ) -> Items:
-        """``scores`` (float32 [N+1], changed in place) masked by the rule, top k."""
+        """``scores`` (float32 [N+1], changed in place) masked by the rule, top k (moved
+        and capped by the business rules when ``steer`` is given)."""
         scores = eligible.mask(model, scores, seen)
         vocab = model.bundle.vocab
-        return [(vocab[r - 1], float(scores[r])) for r in top_k(scores, k)]
+        if steer is None:
+            return [(vocab[r - 1], float(scores[r])) for r in top_k(scores, k)]
+        steer.adjust_rows(model, scores, logits=logits)
+        chosen = steer.choose(best_first(scores, vocab, 2 * k), k)
+        steer.note_factors(chosen)
+        return chosen
 
-    def by_popularity(self, model: ServingModel, eligible: Eligible, k: int) -> Items:
+    def by_popularity(
+        self, model: ServingModel, eligible: Eligible, k: int, steer: Steering | None = None
+    ) -> Items:
         """A user with no usable history: the model's training popularity."""
-        return self.masked_top_k(model, model.popularity.copy(), eligible, np.zeros(0, np.int64), k)
+        no_history = np.zeros(0, np.int64)
+        popularity = model.popularity.copy()
+        return self.masked_top_k(model, popularity, eligible, no_history, k, steer, logits=False)
 
-    def without_model(self, eligible: Eligible, k: int) -> Items:
+    def without_model(self, eligible: Eligible, k: int, steer: Steering | None = None) -> Items:
         """Before any model is loaded: the database's popularity, through the same rule."""
         fallback = self._registry.fallback
         if fallback is None:
@@ -100,6 +144,11 @@ class Ranker:
                 "no model is loaded and there is no feedback for a popularity fallback yet; "
                 "send Feedback and train a model (StartTraining)"
             )
+        if steer is not None:
+            allowed = [entry for entry in fallback.items if eligible.allows(entry[0])]
+            chosen = steer.choose(steer.adjust_items(allowed), k)
+            steer.note_factors(chosen)
+            return chosen
         ranked: Items = []
         for item, score in fallback.items:
             if eligible.allows(item):

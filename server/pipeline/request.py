@@ -19,6 +19,12 @@ class RecommendQuery:
     explain: bool = False
     include_labels: Sequence[str] = ()
     exclude_labels: Sequence[str] = ()
+    boost: Sequence[tuple[str, float]] = ()
+    """(label, factor in (1, 100]) pairs: business rules of this request alone."""
+    bury: Sequence[tuple[str, float]] = ()
+    """(label, factor in [0.01, 1)) pairs."""
+    skip_rule_sets: bool = False
+    """Rank without the server's rule sets (the request's own boosts still apply)."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,8 @@ class Recommendation:
     """Items placed by the exploration slot."""
     explanations: dict[str, list[Support]] = field(default_factory=dict)
     """Per item, the history events that support it, when the query asked for them."""
+    rule_effects: list[dict[str, str]] = field(default_factory=list)
+    """What the business rules did: item_id, rule, source and effect per entry."""
 
 
 @dataclass(frozen=True)

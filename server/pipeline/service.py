@@ -25,6 +25,7 @@ from server.pipeline.measure import Measurement
 from server.pipeline.prewarm import Prewarm
 from server.pipeline.rank import Ranker
 from server.pipeline.request import FeedbackEventIn, FeedbackResult, Recommendation, RecommendQuery
+from server.pipeline.rules import RuleBook, Steering
 from server.pipeline.tasks import BackgroundTasks
 from server.pipeline.validate import validate_batch, validate_events, validate_query
 from server.registry import ModelRegistry
@@ -82,7 +83,9 @@ class RecommendService:
         explainer: Explainer,
         measurement: Measurement,
         catalogue: Catalogue,
+        rules: RuleBook,
     ) -> None:
+        self.rules = rules
         self.settings = settings
         self.registry = registry
         self.history = history
@@ -151,6 +154,9 @@ class RecommendService:
         STAGES["validate"].observe(mark - started)
         model, _ = self.registry.model_for(query.user_id)
         await self.eligibility.prepare(model, query)
+        steer = self.rules.plan(query)
+        if steer is not None:
+            await steer.prepare(model)
         STAGES["resolve"].observe(time.perf_counter() - mark)
         mark = time.perf_counter()
         encoding = None
@@ -166,24 +172,39 @@ class RecommendService:
         seen_ids = items if items is not None else lambda: self._peek(query.user_id)
         eligible = self.eligibility.for_request(query, seen_ids, self._negatives(query))
         if model is None:
-            ranked = self.ranker.without_model(eligible, k)
-            return Recommendation(ranked, 0, "popularity", 0), None, eligible
+            ranked = self.ranker.without_model(eligible, k, steer)
+            result = Recommendation(ranked, 0, "popularity", 0)
+            return self._pinned(result, steer, eligible, k), None, eligible
         mark = time.perf_counter()
         if encoding is None:
             assert items is not None
             seen = known_rows(model, items)
             if not seen.size:
-                ranked = self.ranker.by_popularity(model, eligible, k)
+                ranked = self.ranker.by_popularity(model, eligible, k, steer)
+                result = Recommendation(ranked, model.version, "popularity", 0)
+                result = self._pinned(result, steer, eligible, k)
                 STAGES["rank"].observe(time.perf_counter() - mark)
-                return Recommendation(ranked, model.version, "popularity", 0), None, eligible
+                return result, None, eligible
             encoding = await self.encoder.encode(model, query.user_id, version, seen)
         now = time.perf_counter()
         STAGES["score"].observe(now - mark)
-        ranked = self.ranker.by_model(model, encoding, eligible, k)
-        STAGES["rank"].observe(time.perf_counter() - now)
+        ranked = self.ranker.by_model(model, encoding, eligible, k, steer)
         used = min(int(encoding.seen.size), model.bundle.config.max_len)
-        result = Recommendation(ranked, model.version, "model", used)
+        result = self._pinned(
+            Recommendation(ranked, model.version, "model", used), steer, eligible, k
+        )
+        STAGES["rank"].observe(time.perf_counter() - now)
         return result, Basis(model, encoding.seen), eligible
+
+    @staticmethod
+    def _pinned(
+        result: Recommendation, steer: Steering | None, eligible: Eligible, k: int
+    ) -> Recommendation:
+        """The rules' last step, pins; the rules' effects go with the answer."""
+        if steer is not None:
+            result.items = steer.pin(result.items, k, eligible.allows)
+            result.rule_effects = steer.effects
+        return result
 
     def _negatives(self, query: RecommendQuery) -> Callable[[], Set[str]]:
         """The stored user's negative items (an inline history is a session's own)."""

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from server.pipeline.request import FeedbackEventIn, RecommendQuery, SimilarQuery
 from shared.config import ServerSettings
+from shared.model.rules import request_rules
 from shared.storage.ingest import EventRow
 from shared.wire.errors import InvalidArgument
 
@@ -79,6 +80,8 @@ def validate_query(settings: ServerSettings, query: RecommendQuery) -> int:
     else:
         check_id("user_id", query.user_id)
     check_list("history", query.history, settings.max_history_items)
+    if query.boost or query.bury:
+        request_rules(query.boost, query.bury)
     return check_filters(settings, query)
 
 

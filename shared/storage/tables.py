@@ -141,6 +141,9 @@ class Impression(SQLModel, table=True):
     """Share of the served list that the shadow's list of the same length also holds."""
     shadow_ms: float | None = None
     """The shadow's own time to rank, in milliseconds."""
+    rules: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
+    """The business rules that moved items of this list (shared/model/rules.py): per
+    effect, the item, the rule, its source and what it did; NULL when none applied."""
 
 
 class TrafficArm(SQLModel, table=True):
@@ -289,6 +292,36 @@ class Replica(SQLModel, table=True):
     note: str = Field(default="", max_length=512)
     started_at: datetime = Field(default_factory=utcnow)
     last_seen: datetime = Field(default_factory=utcnow)
+
+
+# --- rules and changes ------------------------------------------------------------------
+
+
+class RuleSetRow(SQLModel, table=True):
+    """A named set of business rules (shared/model/rules.py) and its schedule."""
+
+    __tablename__ = "rule_set"
+
+    name: str = Field(primary_key=True, max_length=64)
+    rules: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
+    description: str = Field(default="", max_length=512)
+    active_from: datetime | None = None
+    active_until: datetime | None = None
+    updated_at: datetime = Field(default_factory=utcnow)
+    updated_by: str = Field(default="", max_length=64)
+
+
+class Change(SQLModel, table=True):
+    """A change every server replica must apply beside new events (a rule set put or
+    deleted): replicas on PostgreSQL hear of it by NOTIFY, the others poll this table."""
+
+    __tablename__ = "change"
+
+    id: int | None = bigint_key()
+    topic: str = Field(max_length=32)
+    subject: str = Field(default="", max_length=256)
+    origin: str = Field(default="", max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
 
 
 # --- jobs --------------------------------------------------------------------------------

@@ -6,6 +6,70 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class Rule(_message.Message):
+    __slots__ = ("kind", "label", "factor", "max_items", "item_id", "slot")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    FACTOR_FIELD_NUMBER: _ClassVar[int]
+    MAX_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    label: str
+    factor: float
+    max_items: int
+    item_id: str
+    slot: int
+    def __init__(self, kind: _Optional[str] = ..., label: _Optional[str] = ..., factor: _Optional[float] = ..., max_items: _Optional[int] = ..., item_id: _Optional[str] = ..., slot: _Optional[int] = ...) -> None: ...
+
+class RuleSet(_message.Message):
+    __slots__ = ("name", "rules", "active_from_ms", "active_until_ms", "description", "updated_ms", "updated_by", "active")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FROM_MS_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_MS_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_BY_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    rules: _containers.RepeatedCompositeFieldContainer[Rule]
+    active_from_ms: int
+    active_until_ms: int
+    description: str
+    updated_ms: int
+    updated_by: str
+    active: bool
+    def __init__(self, name: _Optional[str] = ..., rules: _Optional[_Iterable[_Union[Rule, _Mapping]]] = ..., active_from_ms: _Optional[int] = ..., active_until_ms: _Optional[int] = ..., description: _Optional[str] = ..., updated_ms: _Optional[int] = ..., updated_by: _Optional[str] = ..., active: _Optional[bool] = ...) -> None: ...
+
+class ListRuleSetsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListRuleSetsResponse(_message.Message):
+    __slots__ = ("rule_sets",)
+    RULE_SETS_FIELD_NUMBER: _ClassVar[int]
+    rule_sets: _containers.RepeatedCompositeFieldContainer[RuleSet]
+    def __init__(self, rule_sets: _Optional[_Iterable[_Union[RuleSet, _Mapping]]] = ...) -> None: ...
+
+class PutRuleSetRequest(_message.Message):
+    __slots__ = ("rule_set",)
+    RULE_SET_FIELD_NUMBER: _ClassVar[int]
+    rule_set: RuleSet
+    def __init__(self, rule_set: _Optional[_Union[RuleSet, _Mapping]] = ...) -> None: ...
+
+class DeleteRuleSetRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DeleteRuleSetResponse(_message.Message):
+    __slots__ = ("deleted",)
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    deleted: bool
+    def __init__(self, deleted: _Optional[bool] = ...) -> None: ...
+
 class TrafficArm(_message.Message):
     __slots__ = ("version", "weight")
     VERSION_FIELD_NUMBER: _ClassVar[int]

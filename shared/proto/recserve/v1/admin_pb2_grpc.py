@@ -139,6 +139,21 @@ class ModelAdminStub:
                 request_serializer=recserve_dot_v1_dot_admin__pb2.PromoteArmRequest.SerializeToString,
                 response_deserializer=recserve_dot_v1_dot_admin__pb2.Experiment.FromString,
                 _registered_method=True)
+        self.ListRuleSets = channel.unary_unary(
+                '/recserve.v1.ModelAdmin/ListRuleSets',
+                request_serializer=recserve_dot_v1_dot_admin__pb2.ListRuleSetsRequest.SerializeToString,
+                response_deserializer=recserve_dot_v1_dot_admin__pb2.ListRuleSetsResponse.FromString,
+                _registered_method=True)
+        self.PutRuleSet = channel.unary_unary(
+                '/recserve.v1.ModelAdmin/PutRuleSet',
+                request_serializer=recserve_dot_v1_dot_admin__pb2.PutRuleSetRequest.SerializeToString,
+                response_deserializer=recserve_dot_v1_dot_admin__pb2.RuleSet.FromString,
+                _registered_method=True)
+        self.DeleteRuleSet = channel.unary_unary(
+                '/recserve.v1.ModelAdmin/DeleteRuleSet',
+                request_serializer=recserve_dot_v1_dot_admin__pb2.DeleteRuleSetRequest.SerializeToString,
+                response_deserializer=recserve_dot_v1_dot_admin__pb2.DeleteRuleSetResponse.FromString,
+                _registered_method=True)
 
 
 class ModelAdminServicer:
@@ -324,6 +339,31 @@ class ModelAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListRuleSets(self, request, context):
+        """Business rules (docs/rules.md): named rule sets that boost, bury, cap and pin
+        items in every Recommend and RecommendBatch while their schedule is active
+        (a request can skip them with skip_rule_sets). Every replica applies a change
+        within 2 seconds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutRuleSet(self, request, context):
+        """Creates or replaces the rule set of that name (at most 200 rules; at most 100
+        rule sets). INVALID_ARGUMENT names the field at fault (rules[3].factor).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteRuleSet(self, request, context):
+        """NOT_FOUND when there is no rule set of that name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -431,6 +471,21 @@ def add_ModelAdminServicer_to_server(servicer, server):
                     servicer.PromoteArm,
                     request_deserializer=recserve_dot_v1_dot_admin__pb2.PromoteArmRequest.FromString,
                     response_serializer=recserve_dot_v1_dot_admin__pb2.Experiment.SerializeToString,
+            ),
+            'ListRuleSets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRuleSets,
+                    request_deserializer=recserve_dot_v1_dot_admin__pb2.ListRuleSetsRequest.FromString,
+                    response_serializer=recserve_dot_v1_dot_admin__pb2.ListRuleSetsResponse.SerializeToString,
+            ),
+            'PutRuleSet': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutRuleSet,
+                    request_deserializer=recserve_dot_v1_dot_admin__pb2.PutRuleSetRequest.FromString,
+                    response_serializer=recserve_dot_v1_dot_admin__pb2.RuleSet.SerializeToString,
+            ),
+            'DeleteRuleSet': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteRuleSet,
+                    request_deserializer=recserve_dot_v1_dot_admin__pb2.DeleteRuleSetRequest.FromString,
+                    response_serializer=recserve_dot_v1_dot_admin__pb2.DeleteRuleSetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1000,6 +1055,87 @@ class ModelAdmin:
             '/recserve.v1.ModelAdmin/PromoteArm',
             recserve_dot_v1_dot_admin__pb2.PromoteArmRequest.SerializeToString,
             recserve_dot_v1_dot_admin__pb2.Experiment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRuleSets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recserve.v1.ModelAdmin/ListRuleSets',
+            recserve_dot_v1_dot_admin__pb2.ListRuleSetsRequest.SerializeToString,
+            recserve_dot_v1_dot_admin__pb2.ListRuleSetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutRuleSet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recserve.v1.ModelAdmin/PutRuleSet',
+            recserve_dot_v1_dot_admin__pb2.PutRuleSetRequest.SerializeToString,
+            recserve_dot_v1_dot_admin__pb2.RuleSet.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteRuleSet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recserve.v1.ModelAdmin/DeleteRuleSet',
+            recserve_dot_v1_dot_admin__pb2.DeleteRuleSetRequest.SerializeToString,
+            recserve_dot_v1_dot_admin__pb2.DeleteRuleSetResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -17,7 +17,7 @@ SOURCE_MODEL: Source
 SOURCE_POPULARITY_FALLBACK: Source
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("user_id", "k", "history", "exclude_item_ids", "candidate_item_ids", "allow_seen", "include_titles", "explain", "include_labels", "exclude_labels")
+    __slots__ = ("user_id", "k", "history", "exclude_item_ids", "candidate_item_ids", "allow_seen", "include_titles", "explain", "include_labels", "exclude_labels", "boost", "bury", "skip_rule_sets")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     HISTORY_FIELD_NUMBER: _ClassVar[int]
@@ -28,6 +28,9 @@ class RecommendRequest(_message.Message):
     EXPLAIN_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_LABELS_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_LABELS_FIELD_NUMBER: _ClassVar[int]
+    BOOST_FIELD_NUMBER: _ClassVar[int]
+    BURY_FIELD_NUMBER: _ClassVar[int]
+    SKIP_RULE_SETS_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     k: int
     history: _containers.RepeatedScalarFieldContainer[str]
@@ -38,7 +41,18 @@ class RecommendRequest(_message.Message):
     explain: bool
     include_labels: _containers.RepeatedScalarFieldContainer[str]
     exclude_labels: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, user_id: _Optional[str] = ..., k: _Optional[int] = ..., history: _Optional[_Iterable[str]] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., candidate_item_ids: _Optional[_Iterable[str]] = ..., allow_seen: _Optional[bool] = ..., include_titles: _Optional[bool] = ..., explain: _Optional[bool] = ..., include_labels: _Optional[_Iterable[str]] = ..., exclude_labels: _Optional[_Iterable[str]] = ...) -> None: ...
+    boost: _containers.RepeatedCompositeFieldContainer[LabelFactor]
+    bury: _containers.RepeatedCompositeFieldContainer[LabelFactor]
+    skip_rule_sets: bool
+    def __init__(self, user_id: _Optional[str] = ..., k: _Optional[int] = ..., history: _Optional[_Iterable[str]] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., candidate_item_ids: _Optional[_Iterable[str]] = ..., allow_seen: _Optional[bool] = ..., include_titles: _Optional[bool] = ..., explain: _Optional[bool] = ..., include_labels: _Optional[_Iterable[str]] = ..., exclude_labels: _Optional[_Iterable[str]] = ..., boost: _Optional[_Iterable[_Union[LabelFactor, _Mapping]]] = ..., bury: _Optional[_Iterable[_Union[LabelFactor, _Mapping]]] = ..., skip_rule_sets: _Optional[bool] = ...) -> None: ...
+
+class LabelFactor(_message.Message):
+    __slots__ = ("label", "factor")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    FACTOR_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    factor: float
+    def __init__(self, label: _Optional[str] = ..., factor: _Optional[float] = ...) -> None: ...
 
 class RecommendBatchRequest(_message.Message):
     __slots__ = ("requests",)
@@ -47,18 +61,30 @@ class RecommendBatchRequest(_message.Message):
     def __init__(self, requests: _Optional[_Iterable[_Union[RecommendRequest, _Mapping]]] = ...) -> None: ...
 
 class ScoredItem(_message.Message):
-    __slots__ = ("item_id", "score", "title", "explanations", "explored")
+    __slots__ = ("item_id", "score", "title", "explanations", "explored", "rules")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
     EXPLANATIONS_FIELD_NUMBER: _ClassVar[int]
     EXPLORED_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
     item_id: str
     score: float
     title: str
     explanations: _containers.RepeatedCompositeFieldContainer[Explanation]
     explored: bool
-    def __init__(self, item_id: _Optional[str] = ..., score: _Optional[float] = ..., title: _Optional[str] = ..., explanations: _Optional[_Iterable[_Union[Explanation, _Mapping]]] = ..., explored: _Optional[bool] = ...) -> None: ...
+    rules: _containers.RepeatedCompositeFieldContainer[RuleEffect]
+    def __init__(self, item_id: _Optional[str] = ..., score: _Optional[float] = ..., title: _Optional[str] = ..., explanations: _Optional[_Iterable[_Union[Explanation, _Mapping]]] = ..., explored: _Optional[bool] = ..., rules: _Optional[_Iterable[_Union[RuleEffect, _Mapping]]] = ...) -> None: ...
+
+class RuleEffect(_message.Message):
+    __slots__ = ("rule", "source", "effect")
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    EFFECT_FIELD_NUMBER: _ClassVar[int]
+    rule: str
+    source: str
+    effect: str
+    def __init__(self, rule: _Optional[str] = ..., source: _Optional[str] = ..., effect: _Optional[str] = ...) -> None: ...
 
 class Explanation(_message.Message):
     __slots__ = ("item_id", "title", "weight", "events_ago")
