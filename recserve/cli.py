@@ -11,6 +11,7 @@ recserve drill     fault drills on real processes under traffic
 recserve recommend  call Recommend on a running server
 recserve models     list, inspect, activate, roll back, prune model versions
 recserve jobs       list, show, cancel jobs
+recserve rules      business rule sets: boost, bury, cap, pin
 recserve tui        the operator console
 recserve migrate    bring the database schema up to date
 """
@@ -25,6 +26,7 @@ from recserve.admin_cli import add_parsers as add_admin_parsers
 from recserve.bench_cli import add_bench_parsers
 from recserve.data_cli import add_data_parsers
 from recserve.deploy_secrets import add_parser as add_deploy_secrets_parser
+from recserve.rules_cli import add_parser as add_rules_parser
 from recserve.run_cli import add_run_parsers, cmd_migrate
 from shared.config import Settings
 
@@ -70,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--token", help="admin token (default RECSERVE_SERVER__ADMIN_TOKEN)")
 
     add_admin_parsers(sub, remote)
+    add_rules_parser(sub, remote)
     add_deploy_secrets_parser(sub)
     add("migrate", cmd_migrate, "Create or upgrade the database schema.")
     return parser

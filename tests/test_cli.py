@@ -136,3 +136,43 @@ def test_experiment_commands(settings) -> None:
         assert "traffic split: none" in promoted.stdout
     finally:
         server.stop()
+
+
+def test_rules_commands(settings, tmp_path) -> None:
+    server = ServerProcess(settings)
+    target = ("--target", server.target)
+    try:
+        put = recserve(
+            settings, "rules", "put", "spring", "--boost", "topic-1=2", "--bury", "topic-2=0.5",
+            "--cap", "topic:*=2", "--pin", "i003-002=1", "--from", "2026-03-01",
+            "--until", "2026-04-01", "--description", "spring sale", *target,
+        )  # fmt: skip
+        assert put.returncode == 0, put.stderr
+        assert put.stdout.splitlines()[0].startswith(
+            "spring  (inactive; from 2026-03-01 00:00:00 until 2026-04-01 00:00:00;"
+        ), put.stdout
+        assert "  pin i003-002 at 1" in put.stdout and "  cap topic:* 2" in put.stdout
+        spec = tmp_path / "always.json"
+        spec.write_text('{"rules": [{"kind": "pin", "itemId": "i003-002", "slot": 1}]}')
+        filed = recserve(settings, "rules", "put", "always", "--file", str(spec), *target)
+        assert filed.returncode == 0 and "always  (active;" in filed.stdout, filed.stderr
+        listed = recserve(settings, "rules", "list", *target)
+        names = [line.split()[0] for line in listed.stdout.splitlines() if not line.startswith(" ")]
+        assert names == ["always", "spring"], listed.stdout
+        client = Client(server.target)
+        try:
+            request = pb.RecommendRequest(user_id="someone-new", k=3)
+            answer = client.recommender.Recommend(request, timeout=10)
+            assert answer.items[0].item_id == "i003-002", answer
+        finally:
+            client.close()
+        bad = recserve(settings, "rules", "put", "x", "--boost", "topic-1=0.5", *target)
+        assert bad.returncode == 2 and "INVALID_ARGUMENT: rules[0].factor" in bad.stderr, bad.stderr
+        typo = recserve(settings, "rules", "put", "x", "--pin", "sku", *target)
+        assert typo.returncode == 2 and "expected e.g. sku-42=1" in typo.stderr, typo.stderr
+        deleted = recserve(settings, "rules", "delete", "always", *target)
+        assert deleted.stdout.strip() == "deleted rule set always", deleted.stderr
+        missing = recserve(settings, "rules", "delete", "always", *target)
+        assert missing.returncode == 2 and "NOT_FOUND" in missing.stderr
+    finally:
+        server.stop()

@@ -237,6 +237,10 @@ class Steering:
             pinned.add(rule.item_id)
         if not claimed:
             return items
+        # A pinned item a cap left out is in the list after all: only the pin is its effect.
+        self.effects = [
+            e for e in self.effects if not (e["item_id"] in pinned and e["effect"] == "left out")
+        ]
         rest = iter([entry for entry in items if entry[0] not in pinned])
         scores = [score for _, score in items]
         out: Items = []

@@ -8,7 +8,8 @@ with status ``pruned``, so its metrics and activation history remain readable.
 Data (``apply_data_retention``, on beat's schedule): feedback events older than
 ``worker.retain_events_days`` (kept forever by default) and impressions older than
 ``worker.retain_impressions_days`` (90 days) are deleted, in batches of short
-transactions so that writers never wait long behind them.
+transactions so that writers never wait long behind them. Changes that replicas follow
+(rule sets put or deleted) are kept CHANGES_KEPT: every replica has polled them long since.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from sqlalchemy.engine import Engine
 
 from shared.config import Settings
 from shared.model.bundle import size_bytes
-from shared.storage import event_store, impression_store, model_store
+from shared.storage import change_feed, event_store, impression_store, model_store
 from shared.storage.engine import session_scope
 from shared.storage.tables import utcnow
 
@@ -72,6 +73,9 @@ RETENTION_BATCH = 10_000
 """Rows one retention transaction deletes."""
 
 
+CHANGES_KEPT = timedelta(days=1)
+
+
 @dataclass
 class RetentionResult:
     events: int = 0
@@ -91,6 +95,8 @@ def apply_data_retention(
     if worker.retain_impressions_days:
         before = now - timedelta(days=worker.retain_impressions_days)
         result.impressions = _in_batches(engine, impression_store.delete_impressions_before, before)
+    with session_scope(engine) as session:
+        change_feed.delete_changes_before(session, before=now - CHANGES_KEPT)
     if result.events or result.impressions:
         log.info(
             "retention deleted %d events and %d impressions", result.events, result.impressions

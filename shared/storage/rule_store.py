@@ -62,5 +62,6 @@ def delete_rule_set(session: Session, *, name: str, origin: str) -> bool:
     if row is None:
         return False
     session.delete(row)
+    session.flush()
     change_feed.record(session, topic=TOPIC, subject=name, origin=origin)
     return True

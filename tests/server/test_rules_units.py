@@ -116,7 +116,9 @@ def test_a_factor_multiplies_the_odds_against_every_other_candidate(sign: float)
     model = fake_model(logits)
     plain, _ = serve(RecommendQuery(user_id="u", k=len(VOCAB)), book(), model=model)
     boosted, steer = serve(
-        RecommendQuery(user_id="u", k=len(VOCAB), boost=[("promo", 1.3)], bury=[("clearance", 0.5)]),
+        RecommendQuery(
+            user_id="u", k=len(VOCAB), boost=[("promo", 1.3)], bury=[("clearance", 0.5)]
+        ),
         book(),
         model=model,
     )
@@ -137,17 +139,26 @@ def test_a_big_boost_lifts_an_item_from_the_bottom_and_is_audited() -> None:
     ranked, steer = serve(query, book())
     # i11 and i12 trail i1 by 10 and 11 logits; log(100) = 4.6 is not enough for that...
     assert "i11" not in names(ranked)
-    close = fake_model(np.asarray([3, 2.9, 2.8, 2.7, 2.6, 2.5, 2.4, 2.3, 2.2, 2.1, 2.0, 1.9], np.float32))
+    close = fake_model(
+        np.asarray([3, 2.9, 2.8, 2.7, 2.6, 2.5, 2.4, 2.3, 2.2, 2.1, 2.0, 1.9], np.float32)
+    )
     ranked, steer = serve(query, book(), model=close)
     # ...but on close scores it lifts both promoted items to the top.
     assert names(ranked)[:2] == ["i11", "i12"]
     assert steer is not None
-    assert {"item_id": "i11", "rule": "boost promo x100", "source": "request", "effect": "boosted"} in steer.effects
+    assert {
+        "item_id": "i11",
+        "rule": "boost promo x100",
+        "source": "request",
+        "effect": "boosted",
+    } in steer.effects
 
 
 def test_caps_per_value_then_pins_in_that_order() -> None:
     rules = book(
-        RuleSet("shelf", (Rule("cap", label="brand:*", max_items=2), Rule("pin", item_id="i9", slot=1)))
+        RuleSet(
+            "shelf", (Rule("cap", label="brand:*", max_items=2), Rule("pin", item_id="i9", slot=1))
+        )
     )
     ranked, steer = serve(RecommendQuery(user_id="u", k=6), rules)
     # Two of brand a (i1, i2), two of brand b (i5, i6), then unbranded; i9 pinned first.
@@ -157,7 +168,12 @@ def test_caps_per_value_then_pins_in_that_order() -> None:
     assert steer is not None
     left_out = {e["item_id"] for e in steer.effects if e["effect"] == "left out"}
     assert left_out == {"i3", "i4", "i7"}
-    assert {"item_id": "i9", "rule": "pin i9 at 1", "source": "rule set shelf", "effect": "pinned at 1"} in steer.effects
+    assert {
+        "item_id": "i9",
+        "rule": "pin i9 at 1",
+        "source": "rule set shelf",
+        "effect": "pinned at 1",
+    } in steer.effects
 
 
 def test_a_cap_on_one_label_and_a_pin_that_exceeds_it() -> None:
@@ -169,7 +185,9 @@ def test_a_cap_on_one_label_and_a_pin_that_exceeds_it() -> None:
 
 
 def test_a_pin_never_places_an_ineligible_item() -> None:
-    rules = book(RuleSet("x", (Rule("pin", item_id="i9", slot=1), Rule("pin", item_id="i4", slot=2))))
+    rules = book(
+        RuleSet("x", (Rule("pin", item_id="i9", slot=1), Rule("pin", item_id="i4", slot=2)))
+    )
     query = RecommendQuery(user_id="u", k=3, exclude_item_ids=["i9"])
     ranked, _ = serve(query, rules, seen=("i4",))
     assert names(ranked) == ["i1", "i2", "i3"]
@@ -194,11 +212,17 @@ def test_rules_never_return_an_ineligible_item() -> None:
         for _ in range(rng.randint(1, 6)):
             kind = rng.choice(["boost", "bury", "cap", "pin"])
             if kind == "boost":
-                rule_list.append(Rule(kind, label=rng.choice(labels), factor=rng.uniform(1.01, 100)))
+                rule_list.append(
+                    Rule(kind, label=rng.choice(labels), factor=rng.uniform(1.01, 100))
+                )
             elif kind == "bury":
-                rule_list.append(Rule(kind, label=rng.choice(labels), factor=rng.uniform(0.01, 0.99)))
+                rule_list.append(
+                    Rule(kind, label=rng.choice(labels), factor=rng.uniform(0.01, 0.99))
+                )
             elif kind == "cap":
-                rule_list.append(Rule(kind, label=rng.choice([*labels, "brand:*"]), max_items=rng.randint(1, 3)))
+                rule_list.append(
+                    Rule(kind, label=rng.choice([*labels, "brand:*"]), max_items=rng.randint(1, 3))
+                )
             else:
                 rule_list.append(Rule(kind, item_id=rng.choice(VOCAB), slot=rng.randint(1, 6)))
         query = RecommendQuery(
@@ -248,14 +272,18 @@ def test_a_request_can_skip_the_rule_sets_but_not_its_own_rules() -> None:
     rules = book(RuleSet("x", (Rule("pin", item_id="i12", slot=1),)))
     query = RecommendQuery(user_id="u", k=2, skip_rule_sets=True)
     assert rules.plan(query) is None
-    steer = rules.plan(RecommendQuery(user_id="u", k=2, skip_rule_sets=True, bury=[("brand:a", 0.5)]))
+    steer = rules.plan(
+        RecommendQuery(user_id="u", k=2, skip_rule_sets=True, bury=[("brand:a", 0.5)])
+    )
     assert steer is not None and not steer.plan.pins and len(steer.plan.factors) == 1
 
 
 async def test_the_boosted_labels_are_prepared_off_the_loop() -> None:
     catalogue = FakeCatalogue()
     rules = RuleBook(None, None, catalogue, clock=lambda: NOW)  # type: ignore[arg-type]
-    steer = rules.plan(RecommendQuery(user_id="u", boost=[("promo", 2.0)], bury=[("clearance", 0.5)]))
+    steer = rules.plan(
+        RecommendQuery(user_id="u", boost=[("promo", 2.0)], bury=[("clearance", 0.5)])
+    )
     assert steer is not None
     await steer.prepare(fake_model())
     assert catalogue.prepared == ["promo", "clearance"]
@@ -266,7 +294,9 @@ async def test_exploration_slots_go_around_pins() -> None:
     registry = SimpleNamespace(loaded=lambda version: fake_model())
     slots = ExplorationSlots(1, catalogue, registry)  # type: ignore[arg-type]
     result = Recommendation([("i1", 3.0), ("i2", 2.0), ("i9", 1.0)], 3, "model")
-    result.rule_effects = [{"item_id": "i9", "rule": "pin i9 at 3", "source": "rule set x", "effect": "pinned at 3"}]
+    result.rule_effects = [
+        {"item_id": "i9", "rule": "pin i9 at 3", "source": "rule set x", "effect": "pinned at 3"}
+    ]
     eligible = Eligible(RecommendQuery(user_id="u", k=3), (), set(), FakeCatalogue())  # type: ignore[arg-type]
     await slots.place(result, eligible, 3)
     assert result.items == [("i1", 3.0), ("n1", 2.0), ("i9", 1.0)] and result.explored == {"n1"}
@@ -301,7 +331,10 @@ def test_a_bad_request_rule_names_its_field(fields: dict[str, Any], field: str) 
         (RuleSet("x", ()), "rules"),
         (RuleSet("x", (Rule("shove", label="a"),)), "rules[0].kind"),
         (RuleSet("x", (Rule("cap", label="brand:*", max_items=0),)), "rules[0].max_items"),
-        (RuleSet("x", (Rule("pin", item_id="a", slot=1), Rule("pin", item_id="b", slot=1))), "rules[1].slot"),
+        (
+            RuleSet("x", (Rule("pin", item_id="a", slot=1), Rule("pin", item_id="b", slot=1))),
+            "rules[1].slot",
+        ),
         (RuleSet("x", (Rule("pin", item_id="a", slot=0),)), "rules[0].slot"),
         (RuleSet("x", (Rule("bury", label="a", factor=2.0),)), "rules[0].factor"),
         (RuleSet("x", tuple(Rule("boost", label="a", factor=2.0) for _ in range(201))), "rules"),
