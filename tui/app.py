@@ -1,7 +1,7 @@
 """recserve operator console (`recserve tui --target HOST:PORT`).
 
-Five screens in tabs, switched with the keys 1-5: dashboard, models, jobs, preview and
-items. The visible one refreshes every ``refresh_s`` seconds, in place. / moves into the
+Six screens in tabs, switched with the keys 1-6: dashboard, models, jobs, preview,
+items and rules. The visible one refreshes every ``refresh_s`` seconds, in place. / moves into the
 screen's text field and Escape out of it; q quits, r refreshes now, ctrl+s saves an SVG
 screenshot of the screen (to $RECSERVE_SCREENSHOT_DIR, default var/screenshots).
 """
@@ -23,6 +23,7 @@ from tui.screens.items import ItemsPane
 from tui.screens.jobs import JobsPane
 from tui.screens.models import ModelsPane
 from tui.screens.preview import PreviewPane
+from tui.screens.rules import RulesPane
 
 TABS = [
     ("dashboard", "Dashboard", DashboardPane),
@@ -30,6 +31,7 @@ TABS = [
     ("jobs", "Jobs", JobsPane),
     ("preview", "Preview", PreviewPane),
     ("items", "Items", ItemsPane),
+    ("rules", "Rules", RulesPane),
 ]
 
 

@@ -188,6 +188,30 @@ ITEMS = [
 ]
 
 
+RULE_SETS = [
+    admin_pb2.RuleSet(
+        name="brand-variety",
+        rules=[admin_pb2.Rule(kind="cap", label="brand:*", max_items=2)],
+        updated_ms=T0_MS,
+        updated_by="ops",
+        active=True,
+    ),
+    admin_pb2.RuleSet(
+        name="winter-sale",
+        rules=[
+            admin_pb2.Rule(kind="boost", label="season:winter", factor=1.5),
+            admin_pb2.Rule(kind="bury", label="clearance", factor=0.5),
+            admin_pb2.Rule(kind="pin", item_id="i000-003", slot=1),
+        ],
+        active_from_ms=T0_MS + 86_400_000,
+        active_until_ms=T0_MS + 8 * 86_400_000,
+        description="winter sale week",
+        updated_ms=T0_MS,
+        updated_by="merchandising",
+    ),
+]
+
+
 class FakeConnection(Connection):
     def __init__(self) -> None:
         super().__init__("fake:50051", None, lambda *_: None)
@@ -234,6 +258,8 @@ class FakeConnection(Connection):
             )
         if method == "GetServerStats":
             return _stats()
+        if method == "ListRuleSets":
+            return admin_pb2.ListRuleSetsResponse(rule_sets=RULE_SETS)
         if method == "ListItems":
             wanted = set(request.item_ids)
             return admin_pb2.ListItemsResponse(

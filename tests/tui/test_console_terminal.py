@@ -63,6 +63,22 @@ def test_console_in_a_real_terminal_visits_every_screen_and_survives_the_server(
         terminal.press("5")
         terminal.wait_for("i000-000")
         assert terminal.child.isalive()
+        # 6 Rules: a rule set written, saved, shown active, and deleted.
+        terminal.press("6")
+        terminal.wait_for("n new rule set")
+        terminal.press("n")
+        terminal.wait_for("New rule set")
+        terminal.type("weekend")
+        terminal.press("tab", "tab", "tab", "tab")
+        terminal.type("pin i000-001 at 1\rcap topic:* 2")
+        terminal.press("ctrl+t")
+        screen = terminal.wait_for("rule set weekend saved: active")
+        screen = terminal.wait_for("pin i000-001 at 1; cap topic:* 2")
+        assert "ACTIVE" in screen
+        terminal.press("d")
+        terminal.wait_for("Delete rule set weekend?")
+        terminal.press("y")
+        terminal.wait_for("rule set weekend deleted")
 
         # The server goes away: the console says so and keeps running.
         terminal.press("1")

@@ -14,6 +14,7 @@ from textual.widgets._progress_bar import Bar
 from tests.tui.fake_server import FakeConnection
 from tui.app import RecserveConsole
 from tui.dialogs.model_details import ModelDetailsDialog
+from tui.dialogs.rule_set_form import RuleSetForm
 from tui.dialogs.training_form import TrainingForm
 
 SIZE = (150, 44)
@@ -26,7 +27,13 @@ def console() -> RecserveConsole:
 
 
 PREVIEW_TABLES = ("preview-results",)
-TABLES = {"1": "#replicas-table", "2": "#models-table", "3": "#jobs-table", "5": "#items-table"}
+TABLES = {
+    "1": "#replicas-table",
+    "2": "#models-table",
+    "3": "#jobs-table",
+    "5": "#items-table",
+    "6": "#rules-table",
+}
 
 
 async def until(pilot: Pilot, ready) -> None:
@@ -70,7 +77,7 @@ def showing(tab: str, *keys: str, dialog: type[Screen] | None = None):
     return run_before
 
 
-@pytest.mark.parametrize("tab", ["1", "2", "3", "5"])
+@pytest.mark.parametrize("tab", ["1", "2", "3", "5", "6"])
 def test_screen(snap_compare, tab: str) -> None:
     assert snap_compare(console(), terminal_size=SIZE, run_before=showing(tab))
 
@@ -96,4 +103,10 @@ def test_model_details_dialog(snap_compare) -> None:
 def test_training_form(snap_compare) -> None:
     assert snap_compare(
         console(), terminal_size=SIZE, run_before=showing("3", "n", dialog=TrainingForm)
+    )
+
+
+def test_rule_set_form(snap_compare) -> None:
+    assert snap_compare(
+        console(), terminal_size=SIZE, run_before=showing("6", "down", "e", dialog=RuleSetForm)
     )
