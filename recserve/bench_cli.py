@@ -89,6 +89,20 @@ def bench_serve(args: argparse.Namespace) -> int:
     return run_serve_bench(args)
 
 
+def bench_rules(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bench.rules import run_rules_bench
+
+    data_dir = Path(args.data_dir or "var/bench-rules")
+    output = Path(args.output or data_dir / "bench-rules.json")
+    bundle = Path(args.bundle) if args.bundle else None
+    run_rules_bench(
+        data_dir, bundle, rounds=args.rounds or 3, duration=args.duration or 10.0, output=output
+    )
+    return 0
+
+
 BENCHES = {
     "quality": bench_quality,
     "serve": bench_serve,
@@ -96,6 +110,7 @@ BENCHES = {
     "soak": bench_soak,
     "scale": bench_scale,
     "similar": bench_similar,
+    "rules": bench_rules,
 }
 
 

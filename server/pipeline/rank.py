@@ -124,9 +124,7 @@ class Ranker:
         if steer is None:
             return [(vocab[r - 1], float(scores[r])) for r in top_k(scores, k)]
         steer.adjust_rows(model, scores, logits=logits)
-        chosen = steer.choose(best_first(scores, vocab, 2 * k), k)
-        steer.note_factors(chosen)
-        return chosen
+        return steer.choose(best_first(scores, vocab, 2 * k), k)
 
     def by_popularity(
         self, model: ServingModel, eligible: Eligible, k: int, steer: Steering | None = None
@@ -146,9 +144,7 @@ class Ranker:
             )
         if steer is not None:
             allowed = [entry for entry in fallback.items if eligible.allows(entry[0])]
-            chosen = steer.choose(steer.adjust_items(allowed), k)
-            steer.note_factors(chosen)
-            return chosen
+            return steer.choose(steer.adjust_items(allowed), k)
         ranked: Items = []
         for item, score in fallback.items:
             if eligible.allows(item):

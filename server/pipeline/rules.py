@@ -21,10 +21,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 from sqlalchemy.engine import Engine
@@ -45,6 +45,8 @@ REQUEST = "request"
 PAST = {"boost": "boosted", "bury": "buried"}
 MAX_EFFECTS = 200
 """The most effects one list records (caps can leave out many items on the way)."""
+MAX_PROFILES = 1_000_000
+"""The most items whose profile under one compiled plan is cached."""
 Items = list[tuple[str, float]]
 
 
@@ -62,6 +64,7 @@ class RuleBook:
         self._clock = clock
         self.sets: tuple[RuleSet, ...] = ()
         self.loads = 0
+        self._compiled: tuple[tuple[int, ...], Compiled] | None = None
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
@@ -102,29 +105,112 @@ class RuleBook:
         return [rule_set for rule_set in self.sets if rule_set.active(when)]
 
     def plan(self, query: RecommendQuery) -> Steering | None:
-        """The rules that apply to ``query`` (validated), or None when none does."""
-        plan = RulePlan()
-        for label, factor in query.boost:
-            plan.add(Rule("boost", label=label, factor=factor), REQUEST)
-        for label, factor in query.bury:
-            plan.add(Rule("bury", label=label, factor=factor), REQUEST)
-        if not query.skip_rule_sets and self.sets:
-            for rule_set in self.active():
-                for rule in rule_set.rules:
-                    plan.add(rule, f"rule set {rule_set.name}")
-        return Steering(plan, self._catalogue) if plan else None
+        """The rules that apply to ``query`` (validated), or None when none does. The
+        rule sets' part is compiled once per set of active rule sets and shared."""
+        active = self.active() if self.sets and not query.skip_rule_sets else []
+        if not query.boost and not query.bury:
+            if not active:
+                return None
+            key = tuple(id(rule_set) for rule_set in active)
+            if self._compiled is None or self._compiled[0] != key:
+                self._compiled = (key, Compiled(_plan((), (), active)))
+            return Steering(self._compiled[1], self._catalogue)
+        return Steering(Compiled(_plan(query.boost, query.bury, active)), self._catalogue)
 
 
-@dataclass
+def _plan(
+    boost: Sequence[tuple[str, float]], bury: Sequence[tuple[str, float]], sets: list[RuleSet]
+) -> RulePlan:
+    plan = RulePlan()
+    for label, factor in boost:
+        plan.add(Rule("boost", label=label, factor=factor), REQUEST)
+    for label, factor in bury:
+        plan.add(Rule("bury", label=label, factor=factor), REQUEST)
+    for rule_set in sets:
+        for rule in rule_set.rules:
+            plan.add(rule, f"rule set {rule_set.name}")
+    return plan
+
+
+Profile = tuple[tuple[tuple[int, str], ...], tuple[int, ...]]
+"""An item under a plan: (cap index, the label value it counts) for each cap it falls
+under, and the indices of the boosts and buries that move it."""
+EMPTY: frozenset[str] = frozenset()
+
+
+class Compiled:
+    """A plan made ready to apply: the factors' logarithms, the caps' prefixes, the pins
+    in slot order, and each item's profile, cached per catalogue snapshot (at most
+    MAX_PROFILES items; the catalogue bounds them too)."""
+
+    def __init__(self, plan: RulePlan) -> None:
+        self.plan = plan
+        self.log_factors = [np.float32(math.log(s.rule.factor)) for s in plan.factors]
+        self.caps = [
+            (s.rule.label[:-1] if s.rule.label.endswith(PER_VALUE) else s.rule.label,
+             s.rule.label.endswith(PER_VALUE), s.rule.max_items)
+            for s in plan.caps
+        ]  # fmt: skip
+        self.limits = [cap[2] for cap in self.caps]
+        self.pins = sorted(plan.pins, key=lambda s: s.rule.slot)
+        self._shift: tuple[tuple[int, object], np.ndarray] | None = None
+        """Per (model version, catalogue snapshot): log(factor) summed per model row."""
+        self._profiles: dict[str, Profile] = {}
+        self._snapshot: object = None
+
+    def shift(self, model: ServingModel, catalogue: Catalogue) -> np.ndarray:
+        """float32 [N+1]: every row's summed log(factor), built once per model version and
+        catalogue snapshot (the labels' rows ready in the catalogue's cache)."""
+        key = (model.version, catalogue.snapshot)
+        if self._shift is None or self._shift[0][0] != key[0] or self._shift[0][1] is not key[1]:
+            shift = np.zeros(len(model.bundle.vocab) + 1, np.float32)
+            for sourced, log_factor in zip(self.plan.factors, self.log_factors, strict=True):
+                shift[catalogue.label_rows(model.version, model.rows, sourced.rule.label)] += (
+                    log_factor
+                )
+            self._shift = (key, shift)
+        return self._shift[1]
+
+    def profiles(self, snapshot: Any) -> dict[str, Profile]:
+        """The cached profiles under ``snapshot`` (emptied when the catalogue changed)."""
+        if snapshot is not self._snapshot:
+            self._profiles, self._snapshot = {}, snapshot
+        return self._profiles
+
+    def build(self, item: str, snapshot: Any) -> Profile:
+        labels = snapshot.labels.get(item, EMPTY)
+        groups: list[tuple[int, str]] = []
+        for i, (label, per_value, _) in enumerate(self.caps):
+            if per_value:
+                groups.extend((i, own) for own in labels if own.startswith(label))
+            elif label in labels:
+                groups.append((i, label))
+        factors = tuple(i for i, s in enumerate(self.plan.factors) if s.rule.label in labels)
+        found = (tuple(groups), factors)
+        profiles = self.profiles(snapshot)
+        if len(profiles) < MAX_PROFILES:
+            profiles[item] = found
+        return found
+
+
+def _entry(item: str, sourced: Sourced, effect: str) -> dict[str, str]:
+    return {"item_id": item, "rule": sourced.described, "source": sourced.source, "effect": effect}
+
+
 class Steering:
-    """One request's plan and the effects it had."""
+    """One request's rules (a shared compiled plan) and the effects they had."""
 
-    plan: RulePlan
-    catalogue: Catalogue
-    effects: list[dict[str, str]] = field(default_factory=list)
+    def __init__(self, compiled: Compiled, catalogue: Catalogue) -> None:
+        self.compiled = compiled
+        self.plan = compiled.plan
+        self.catalogue = catalogue
+        self.effects: list[dict[str, str]] = []
+        self._masked: tuple[np.ndarray, dict[str, int]] | None = None
 
-    def labels_of(self, item_id: str) -> frozenset[str]:
-        return self.catalogue.snapshot.labels.get(item_id, frozenset())
+    def _profile(self, item: str) -> Profile:
+        snapshot = self.catalogue.snapshot
+        found = self.compiled.profiles(snapshot).get(item)
+        return found if found is not None else self.compiled.build(item, snapshot)
 
     async def prepare(self, model: ServingModel | None) -> None:
         """Readies the boosted and buried labels' model rows off the event loop."""
@@ -134,104 +220,97 @@ class Steering:
     def _effect(self, item: str, sourced: Sourced, effect: str) -> None:
         if len(self.effects) >= MAX_EFFECTS:
             return
-        self.effects.append(
-            {"item_id": item, "rule": sourced.rule.describe(), "source": sourced.source,
-             "effect": effect}
-        )  # fmt: skip
+        self.effects.append(_entry(item, sourced, effect))
 
     # --- boost and bury ----------------------------------------------------------------
 
     def adjust_rows(self, model: ServingModel, scores: np.ndarray, *, logits: bool) -> None:
-        """Moves the scores (float32 [N+1] over ``model``'s rows, in place) of every row
-        carrying a boosted or buried label: + log(factor) for logits, x factor for
-        popularity shares."""
-        for sourced in self.plan.factors:
-            rows = self.catalogue.label_rows(model.version, model.rows, sourced.rule.label)
-            if not rows.size:
-                continue
-            if logits:
-                scores[rows] += np.float32(math.log(sourced.rule.factor))
-            else:
-                scores[rows] *= np.float32(sourced.rule.factor)
+        """Moves the scores (float32 [N+1] over ``model``'s rows, masked by the eligibility
+        rule, in place) of every row carrying a boosted or buried label: + log(factor)
+        for logits, x factor for popularity shares. The masked array is kept: a pin's
+        eligibility is then one lookup."""
+        self._masked = (scores, model.rows)
+        if not self.plan.factors:
+            return
+        shift = self.compiled.shift(model, self.catalogue)
+        if logits:
+            scores += shift  # -inf (ineligible) stays -inf
+        else:
+            scores *= np.exp(shift)
 
     def adjust_items(self, items: Items) -> Items:
         """The same on an id list of popularity shares, re-sorted best first."""
         factors = self.plan.factors
         moved = []
         for item, score in items:
-            labels = self.labels_of(item)
-            for sourced in factors:
-                if sourced.rule.label in labels:
-                    score *= sourced.rule.factor
+            for i in self._profile(item)[1]:
+                score *= factors[i].rule.factor
             moved.append((item, score))
         moved.sort(key=lambda entry: -entry[1])
         return moved
 
-    def note_factors(self, items: Items) -> None:
-        """Records, for every listed item, the boosts and buries that moved it."""
-        for item, _ in items:
-            labels = self.labels_of(item)
-            for sourced in self.plan.factors:
-                if sourced.rule.label in labels:
-                    self._effect(item, sourced, PAST[sourced.rule.kind])
-
     # --- caps --------------------------------------------------------------------------
 
     def choose(self, ranked: Iterable[tuple[str, float]], k: int) -> Items:
-        """The first k of ``ranked`` (best first) that no cap refuses."""
-        if not self.plan.caps:
-            out: Items = []
-            for entry in ranked:
-                out.append(entry)
-                if len(out) == k:
-                    break
-            return out
-        counts: dict[tuple[int, str], int] = {}
+        """The first k of ``ranked`` (best first) that no cap refuses; the boosts and
+        buries that moved each chosen item, and the caps that left items out, are
+        recorded as effects."""
         chosen: Items = []
+        plan, compiled = self.plan, self.compiled
+        profiles = compiled.profiles(self.catalogue.snapshot)
+        factors, caps, limits = plan.factors, plan.caps, compiled.limits
+        counts: dict[tuple[int, str], int] = {}
+        effects = self.effects
         for item, score in ranked:
             if len(chosen) == k:
                 break
-            groups = list(self._cap_groups(item, self.labels_of(item)))
-            refused = next(
-                (self.plan.caps[i] for i, group in groups
-                 if counts.get((i, group), 0) >= self.plan.caps[i].rule.max_items),
-                None,
-            )  # fmt: skip
-            if refused is not None:
-                self._effect(item, refused, "left out")
-                continue
-            for key in groups:
-                counts[key] = counts.get(key, 0) + 1
+            profile = profiles.get(item)
+            if profile is None:
+                profile = compiled.build(item, self.catalogue.snapshot)
+            groups = profile[0]
+            if groups:
+                refused = -1
+                for key in groups:
+                    if counts.get(key, 0) >= limits[key[0]]:
+                        refused = key[0]
+                        break
+                if refused >= 0:
+                    if len(effects) < MAX_EFFECTS:
+                        effects.append(_entry(item, caps[refused], "left out"))
+                    continue
+                for key in groups:
+                    counts[key] = counts.get(key, 0) + 1
+            for i in profile[1]:
+                if len(effects) < MAX_EFFECTS:
+                    effects.append(_entry(item, factors[i], PAST[factors[i].rule.kind]))
             chosen.append((item, score))
         return chosen
 
-    def _cap_groups(self, item: str, labels: frozenset[str]) -> Iterator[tuple[int, str]]:
-        """(cap index, the label value it counts) for each cap the item falls under."""
-        for i, sourced in enumerate(self.plan.caps):
-            label = sourced.rule.label
-            if label.endswith(PER_VALUE):
-                prefix = label[:-1]  # "brand:"
-                for own in labels:
-                    if own.startswith(prefix):
-                        yield i, own
-            elif label in labels:
-                yield i, label
-
     # --- pins --------------------------------------------------------------------------
+
+    def _allows(self, item: str, allows: Callable[[str], bool]) -> bool:
+        """Eligibility of a pinned item: its row of the masked scores when the model
+        knows it (the rule already applied there), else the rule by id."""
+        if self._masked is not None:
+            scores, rows = self._masked
+            row = rows.get(item)
+            if row is not None:
+                return bool(scores[row] > -np.inf)
+        return allows(item)
 
     def pin(self, items: Items, k: int, allows: Callable[[str], bool]) -> Items:
         """Each pinned item at its slot (the first pin of a slot wins; a list shorter than
         the slot gets it last), if the eligibility rule allows it. A pinned item takes the
         score of the item whose place it took, so the list stays sorted."""
-        if not self.plan.pins:
+        if not self.compiled.pins:
             return items
         claimed: dict[int, tuple[str, Sourced]] = {}
         pinned: set[str] = set()
-        for sourced in sorted(self.plan.pins, key=lambda s: s.rule.slot):
+        for sourced in self.compiled.pins:
             rule = sourced.rule
             if rule.slot > k or rule.slot in claimed or rule.item_id in pinned:
                 continue
-            if not allows(rule.item_id):
+            if not self._allows(rule.item_id, allows):
                 continue
             claimed[rule.slot] = (rule.item_id, sourced)
             pinned.add(rule.item_id)
@@ -243,6 +322,7 @@ class Steering:
         ]
         rest = iter([entry for entry in items if entry[0] not in pinned])
         scores = [score for _, score in items]
+        last = scores[-1] if scores else 0.0
         out: Items = []
         for slot in range(1, k + 1):
             if slot in claimed:
@@ -258,15 +338,8 @@ class Steering:
                     # Shorter than the slots: the remaining pins close up behind.
                     for later in sorted(s for s in claimed if s > slot):
                         item, sourced = claimed[later]
-                        score = scores[-1] if scores else 0.0
-                        out.append((item, score))
+                        out.append((item, last))
                         self._effect(item, sourced, f"pinned at {len(out)}")
                     break
                 out.append(entry)
         return out
-
-    def by_item(self) -> dict[str, list[dict[str, str]]]:
-        found: dict[str, list[dict[str, str]]] = {}
-        for effect in self.effects:
-            found.setdefault(effect["item_id"], []).append(effect)
-        return found

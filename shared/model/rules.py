@@ -105,6 +105,8 @@ class Sourced:
 
     rule: Rule
     source: str
+    described: str = ""
+    """``rule.describe()``, once (an audit entry names it)."""
 
 
 @dataclass
@@ -125,7 +127,7 @@ class RulePlan:
         return list(dict.fromkeys(s.rule.label for s in self.factors))
 
     def add(self, rule: Rule, source: str) -> None:
-        sourced = Sourced(rule, source)
+        sourced = Sourced(rule, source, rule.describe())
         if rule.kind in ("boost", "bury"):
             self.factors.append(sourced)
         elif rule.kind == "cap":

@@ -1,0 +1,137 @@
+"""`recserve bench rules`: what business rules cost a Recommend, on the user's path.
+
+One `recserve serve` process with the ML-1M-sized model (random weights unless --bundle
+names a trained one) and its catalogue labelled through UpsertItems (a brand per item,
+a tenth on promotion, a tenth in clearance). Closed-loop Recommend traffic for returning
+users at RULES_LEVEL callers, interleaved for --rounds rounds (default 3): without rules,
+then with one rule set of 10 rules put through PutRuleSet (2 boosts, 2 buries, 3 caps
+and 3 pins), which is deleted again before the next round. The medians of p99 and
+throughput, and their ratios, go to a table and to JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.ingest import cpu_model
+from bench.processes import ServerProcess
+from bench.serve_measure import measure, warm_histories
+from bench.serve_stage import prepare
+from shared.client import Client
+from shared.proto.recserve.v1 import admin_pb2
+
+RULES_LEVEL = 8
+BRANDS = 40
+
+
+def labels_for(items: list[str]) -> list[admin_pb2.CatalogueItem]:
+    out = []
+    for n, item in enumerate(items):
+        labels = [f"brand:b{n % BRANDS}"]
+        if n % 10 == 3:
+            labels.append("promo")
+        if n % 10 == 7:
+            labels.append("clearance")
+        out.append(admin_pb2.CatalogueItem(item_id=item, title=item, labels=labels, available=True))
+    return out
+
+
+def ten_rules(items: list[str]) -> admin_pb2.RuleSet:
+    rule = admin_pb2.Rule
+    return admin_pb2.RuleSet(
+        name="bench-ten",
+        rules=[
+            rule(kind="boost", label="promo", factor=2.0),
+            rule(kind="boost", label="brand:b1", factor=1.5),
+            rule(kind="bury", label="clearance", factor=0.5),
+            rule(kind="bury", label="brand:b2", factor=0.7),
+            rule(kind="cap", label="brand:*", max_items=2),
+            rule(kind="cap", label="promo", max_items=3),
+            rule(kind="cap", label="clearance", max_items=1),
+            rule(kind="pin", item_id=items[5], slot=1),
+            rule(kind="pin", item_id=items[50], slot=4),
+            rule(kind="pin", item_id=items[500], slot=8),
+        ],
+    )
+
+
+def run_rules_bench(
+    data_dir: Path, bundle: Path | None, *, rounds: int, duration: float, output: Path
+) -> dict[str, Any]:
+    settings, items, users = prepare(data_dir, bundle)
+    server = ServerProcess(settings, "recserve", {})
+    rows: dict[str, list[dict[str, Any]]] = {"none": [], "ten rules": []}
+    try:
+        client = Client(server.target)
+        try:
+            for start in range(0, len(items), 5000):
+                request = admin_pb2.UpsertItemsRequest(
+                    items=labels_for(items[start : start + 5000])
+                )
+                client.admin.UpsertItems(request, timeout=60)
+            warm_histories(server, users)
+            rule_set = ten_rules(items)
+            for _ in range(rounds):
+                for name in rows:
+                    if name == "ten rules":
+                        put = admin_pb2.PutRuleSetRequest(rule_set=rule_set)
+                        client.admin.PutRuleSet(put, timeout=30)
+                    row = measure(
+                        server, "mixed", items, users, concurrency=RULES_LEVEL, clients=2,
+                        duration=duration, feedback_share=0.0,
+                    )  # fmt: skip
+                    if name == "ten rules":
+                        gone = admin_pb2.DeleteRuleSetRequest(name=rule_set.name)
+                        client.admin.DeleteRuleSet(gone, timeout=30)
+                    rows[name].append(row)
+                    print(
+                        f"{name:>10}: {row['throughput']:8.1f} req/s  p50 {row['p50_ms']:6.2f} ms"
+                        f"  p99 {row['p99_ms']:6.2f} ms  errors {sum(row['errors'].values())}",
+                        flush=True,
+                    )
+        finally:
+            client.close()
+    finally:
+        server.stop()
+    median = {
+        name: {
+            key: statistics.median(r[key] for r in found)
+            for key in ("throughput", "p50_ms", "p99_ms")
+        }
+        for name, found in rows.items()
+    }
+    result = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "cpu": cpu_model(),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "concurrency": RULES_LEVEL,
+        "rounds": rounds,
+        "duration_s": duration,
+        "median": median,
+        "p99_ratio": median["ten rules"]["p99_ms"] / max(1e-9, median["none"]["p99_ms"]),
+        "throughput_ratio": median["ten rules"]["throughput"]
+        / max(1e-9, median["none"]["throughput"]),
+        "errors": sum(sum(r["errors"].values()) for found in rows.values() for r in found),
+        "rounds_detail": rows,
+    }
+    print(f"\nmedian of {rounds} interleaved rounds at {RULES_LEVEL} callers ({result['cpu']}):")
+    print(f"{'':>10}  {'req/s':>8}  {'p50 ms':>7}  {'p99 ms':>7}")
+    for name, figures in median.items():
+        print(
+            f"{name:>10}  {figures['throughput']:8.1f}  {figures['p50_ms']:7.2f}  "
+            f"{figures['p99_ms']:7.2f}"
+        )
+    print(
+        f"ten rules / none: p99 {result['p99_ratio']:.3f}x, throughput "
+        f"{result['throughput_ratio']:.3f}x"
+    )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2, sort_keys=True))
+    print(f"wrote {output.resolve()}")
+    return result
