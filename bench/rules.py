@@ -61,51 +61,57 @@ def ten_rules(items: list[str]) -> admin_pb2.RuleSet:
     )
 
 
+def interleaved(
+    server: ServerProcess, items: list[str], users: list[str], rounds: int, duration: float
+) -> dict[str, list[dict[str, Any]]]:
+    """The catalogue labelled, then ``rounds`` rounds of: no rules, ten rules."""
+    rows: dict[str, list[dict[str, Any]]] = {"none": [], "ten rules": []}
+    client = Client(server.target)
+    try:
+        for start in range(0, len(items), 5000):
+            request = admin_pb2.UpsertItemsRequest(items=labels_for(items[start : start + 5000]))
+            client.admin.UpsertItems(request, timeout=60)
+        warm_histories(server, users)
+        rule_set = ten_rules(items)
+        for _ in range(rounds):
+            for name, found in rows.items():
+                if name == "ten rules":
+                    client.admin.PutRuleSet(
+                        admin_pb2.PutRuleSetRequest(rule_set=rule_set), timeout=30
+                    )
+                row = measure(
+                    server, "mixed", items, users, concurrency=RULES_LEVEL, clients=2,
+                    duration=duration, feedback_share=0.0,
+                )  # fmt: skip
+                if name == "ten rules":
+                    gone = admin_pb2.DeleteRuleSetRequest(name=rule_set.name)
+                    client.admin.DeleteRuleSet(gone, timeout=30)
+                found.append(row)
+                print(
+                    f"{name:>10}: {row['throughput']:8.1f} req/s  p50 {row['p50_ms']:6.2f} ms"
+                    f"  p99 {row['p99_ms']:6.2f} ms  errors {sum(row['errors'].values())}",
+                    flush=True,
+                )
+    finally:
+        client.close()
+    return rows
+
+
 def run_rules_bench(
     data_dir: Path, bundle: Path | None, *, rounds: int, duration: float, output: Path
 ) -> dict[str, Any]:
     settings, items, users = prepare(data_dir, bundle)
     server = ServerProcess(settings, "recserve", {})
-    rows: dict[str, list[dict[str, Any]]] = {"none": [], "ten rules": []}
     try:
-        client = Client(server.target)
-        try:
-            for start in range(0, len(items), 5000):
-                request = admin_pb2.UpsertItemsRequest(
-                    items=labels_for(items[start : start + 5000])
-                )
-                client.admin.UpsertItems(request, timeout=60)
-            warm_histories(server, users)
-            rule_set = ten_rules(items)
-            for _ in range(rounds):
-                for name in rows:
-                    if name == "ten rules":
-                        put = admin_pb2.PutRuleSetRequest(rule_set=rule_set)
-                        client.admin.PutRuleSet(put, timeout=30)
-                    row = measure(
-                        server, "mixed", items, users, concurrency=RULES_LEVEL, clients=2,
-                        duration=duration, feedback_share=0.0,
-                    )  # fmt: skip
-                    if name == "ten rules":
-                        gone = admin_pb2.DeleteRuleSetRequest(name=rule_set.name)
-                        client.admin.DeleteRuleSet(gone, timeout=30)
-                    rows[name].append(row)
-                    print(
-                        f"{name:>10}: {row['throughput']:8.1f} req/s  p50 {row['p50_ms']:6.2f} ms"
-                        f"  p99 {row['p99_ms']:6.2f} ms  errors {sum(row['errors'].values())}",
-                        flush=True,
-                    )
-        finally:
-            client.close()
+        rows = interleaved(server, items, users, rounds, duration)
     finally:
         server.stop()
+    keys = ("throughput", "p50_ms", "p99_ms")
     median = {
-        name: {
-            key: statistics.median(r[key] for r in found)
-            for key in ("throughput", "p50_ms", "p99_ms")
-        }
+        name: {key: statistics.median(r[key] for r in found) for key in keys}
         for name, found in rows.items()
     }
+    none, ten = median["none"], median["ten rules"]
     result = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "cpu": cpu_model(),
@@ -114,9 +120,8 @@ def run_rules_bench(
         "rounds": rounds,
         "duration_s": duration,
         "median": median,
-        "p99_ratio": median["ten rules"]["p99_ms"] / max(1e-9, median["none"]["p99_ms"]),
-        "throughput_ratio": median["ten rules"]["throughput"]
-        / max(1e-9, median["none"]["throughput"]),
+        "p99_ratio": ten["p99_ms"] / max(1e-9, none["p99_ms"]),
+        "throughput_ratio": ten["throughput"] / max(1e-9, none["throughput"]),
         "errors": sum(sum(r["errors"].values()) for found in rows.values() for r in found),
         "rounds_detail": rows,
     }

@@ -38,6 +38,7 @@ from server.pipeline.prewarm import Prewarm
 from server.pipeline.rank import Ranker
 from server.pipeline.rules import RuleBook
 from server.pipeline.service import FeedbackService, HistoryStage, RecommendService
+from server.pipeline.shown import ShownLog
 from server.pipeline.similar import SimilarItemsService
 from server.pipeline.tasks import BackgroundTasks
 from server.registry import ModelRegistry
@@ -97,6 +98,7 @@ def following(
     history: HistoryCache,
     encoder: Encoder,
     rules: RuleBook,
+    shown: ShownLog,
     poll_s: float,
 ) -> invalidation.Invalidations:
     """The other replicas' invalidations: a user they stored events for is read again
@@ -109,10 +111,13 @@ def following(
     def forget_all() -> None:
         history.clear()
         encoder.forget_everyone()
+        shown.forget_everyone()
 
-    def changed(topic: str, _subject: str) -> None:
+    def changed(topic: str, subject: str) -> None:
         if topic in ("rules", "*"):
             rules.changed()
+        if topic == "shown":
+            shown.forget(subject.split("\n"))
 
     return invalidation.Invalidations(
         engine, origin=origin, forget=forget, forget_all=forget_all, poll_s=poll_s,
@@ -121,12 +126,12 @@ def following(
 
 
 def impression_log(
-    settings: Settings, parts: Parts, engine: Engine, executor: ThreadPoolExecutor
+    settings: Settings, parts: Parts, engine: Engine, executor: ThreadPoolExecutor, origin: str
 ) -> ImpressionLog | None:
     server = settings.server
     if not (server.log_impressions and parts.log_impressions):
         return None
-    return ImpressionLog(engine, executor, max_queued=server.max_queued_impressions)
+    return ImpressionLog(engine, executor, max_queued=server.max_queued_impressions, origin=origin)
 
 
 def build(
@@ -160,15 +165,9 @@ def build(
     encoder = parts.encoder(history, states, stats, model_executor)
     prewarm = Prewarm(server, encoder, background)
     registry = ModelRegistry(
-        settings,
-        engine,
-        executor,
-        model_executor,
-        backend_factory,
-        on_batch=stats.record_batch,
-        on_change=health.model_changed,
-        before_swap=prewarm.warm,
-    )
+        settings, engine, executor, model_executor, backend_factory,
+        on_batch=stats.record_batch, on_change=health.model_changed, before_swap=prewarm.warm,
+    )  # fmt: skip
     catalogue = Catalogue(
         engine,
         executor,
@@ -185,10 +184,11 @@ def build(
         notify_channel=invalidation.CHANNEL if server.invalidation else None,
         origin=origin,
     )
-    impressions = impression_log(settings, parts, engine, executor)
-    rules = RuleBook(engine, executor, catalogue)
-    poll_s = server.invalidation_poll_s
-    invalidations = following(engine, origin, history, encoder, rules, poll_s)
+    impressions = impression_log(settings, parts, engine, executor, origin)
+    rules, shown = RuleBook(engine, executor, catalogue), ShownLog(engine, executor, server)
+    invalidations = following(
+        engine, origin, history, encoder, rules, shown, server.invalidation_poll_s
+    )
     listening = server.invalidation and (invalidations.mode == "notify" or server.workers > 1)
     eligibility = EligibilityPolicy(catalogue, registry)
     ranker = Ranker(server, registry)
@@ -205,6 +205,7 @@ def build(
         Measurement(impressions, registry, history, eligibility, ranker, background),
         catalogue,
         rules,
+        shown,
     )
     feedback = FeedbackService(
         server, writer, history, registry, prewarm, background,

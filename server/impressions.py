@@ -46,7 +46,9 @@ class ImpressionLog:
         *,
         max_queued: int,
         flush_s: float = FLUSH_S,
+        origin: str = "",
     ) -> None:
+        self._origin = origin
         self._engine = engine
         self._executor = executor
         self._max_queued = max_queued
@@ -128,7 +130,7 @@ class ImpressionLog:
         rows stored; raises when the database cannot be reached at all."""
         try:
             with session_scope(self._engine) as session:
-                impression_store.insert_impressions(session, rows=rows)
+                impression_store.insert_impressions(session, rows=rows, origin=self._origin)
             return len(rows)
         except OperationalError:
             raise  # unreachable, or out of space: every row would fail the same way
@@ -140,7 +142,7 @@ class ImpressionLog:
         for row in rows:
             try:
                 with session_scope(self._engine) as session:
-                    impression_store.insert_impressions(session, rows=[row])
+                    impression_store.insert_impressions(session, rows=[row], origin=self._origin)
                 stored += 1
             except OperationalError:
                 raise

@@ -21,9 +21,10 @@ database again.
   ``caught_up()`` waits, at most CATCH_UP_S, while a notification is on the listening
   socket unread or read but not yet applied: one non-blocking ``select`` per Recommend.
 - The history TTL (``server.history_ttl_s``) stays as a safety net only.
-- **Other changes** (a rule set put or deleted) travel the same way: on PostgreSQL a
-  NOTIFY on change_feed.CHANGES, sent when the change commits; elsewhere the change
-  table, polled with the events. Each is handed to ``changed(topic, subject)`` on the
+- **Other changes** (a rule set put or deleted; lists shown to users, for shown-item
+  capping) travel the same way: on PostgreSQL a NOTIFY on change_feed.CHANGES, sent when
+  the change commits; elsewhere the change table (and the impression table), polled with
+  the events. Each is handed to ``changed(topic, subject)`` on the
   event loop, this replica's own included (applying a change twice is harmless). After a
   lost connection, ``changed("*", "")``: everything may have changed.
 """
@@ -39,13 +40,15 @@ from collections.abc import Callable
 
 from sqlalchemy.engine import Engine, make_url
 
-from shared.storage import change_feed, event_store
+from shared.storage import change_feed, event_store, impression_store
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "recserve_feedback"
 POLL_ROWS = 10_000
 """Events read per poll where there is no change feed (SQLite)."""
+START_WAIT_S = 5.0
+"""The longest start() waits for the first LISTEN or the poller's starting point."""
 CATCH_UP_S = 0.02
 """The longest a Recommend waits for notifications already on their way."""
 Forget = Callable[[list[str]], None]
@@ -74,6 +77,7 @@ class Invalidations:
         self._forget_all = forget_all
         self._poll_s = poll_s
         self._stop = threading.Event()
+        self._ready = threading.Event()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.received = 0
@@ -87,10 +91,14 @@ class Invalidations:
         return "notify" if self._engine.dialect.name == "postgresql" else "poll"
 
     def start(self) -> None:
+        """Starts following, and returns once the listener listens (or the poller knows
+        where to start), at most START_WAIT_S: what the caller loads next (the rule sets)
+        then cannot miss a change made meanwhile."""
         self._loop = asyncio.get_running_loop()
         target = self._listen if self.mode == "notify" else self._poll
         self._thread = threading.Thread(target=target, name="invalidations", daemon=True)
         self._thread.start()
+        self._ready.wait(START_WAIT_S)
 
     def stop(self) -> None:
         self._stop.set()
@@ -144,6 +152,7 @@ class Invalidations:
                     change_feed.listen(conn, CHANNEL)
                     change_feed.listen(conn, change_feed.CHANGES)
                     self._fd = conn.fileno()
+                    self._ready.set()
                     if not first and self._loop is not None:
                         # Notifications sent while we were away are lost: start afresh.
                         self._loop.call_soon_threadsafe(self._forget_all)
@@ -154,7 +163,9 @@ class Invalidations:
                             origin, _, body = note.payload.partition("\n")
                             if note.channel == change_feed.CHANGES:
                                 topic, _, subject = body.partition("\n")
-                                self._deliver_change(topic, subject)
+                                # A replica counts its own showings when it serves them.
+                                if topic != "shown" or origin != self._origin:
+                                    self._deliver_change(topic, subject)
                             elif origin != self._origin:
                                 self._deliver(body.split("\n"))
                 self._fd = None
@@ -168,16 +179,23 @@ class Invalidations:
                 self._stop.wait(1.0)
 
     def _poll(self) -> None:
-        last = last_change = None
-        while not self._stop.wait(self._poll_s):
+        last = last_change = last_shown = None
+        wait = 0.0  # the starting point at once (start() waits for it), then every poll_s
+        while not self._stop.wait(wait):
+            wait = self._poll_s
             try:
                 with self._engine.connect() as conn:
-                    if last is None or last_change is None:
+                    if last is None or last_change is None or last_shown is None:
                         last = event_store.max_event_row(conn)
                         last_change = change_feed.latest_change(conn)
+                        last_shown = impression_store.latest_impression(conn)
+                        self._ready.set()
                         continue
                     rows = event_store.users_after(conn, row=last, limit=POLL_ROWS)
                     changes = change_feed.changes_after(conn, after=last_change, limit=POLL_ROWS)
+                    shown = impression_store.users_shown_after(
+                        conn, after=last_shown, limit=POLL_ROWS
+                    )
             except Exception:
                 log.warning("invalidation poll failed", exc_info=True)
                 continue
@@ -187,3 +205,6 @@ class Invalidations:
             for change_id, topic, subject, _ in changes:
                 last_change = change_id
                 self._deliver_change(topic, subject)
+            if shown:  # lists other processes served (and this one's: read again, harmless)
+                last_shown = shown[-1][0]
+                self._deliver_change("shown", "\n".join(sorted({u for _, u in shown})))

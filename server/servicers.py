@@ -55,6 +55,8 @@ def _query(request: recommender_pb2.RecommendRequest) -> RecommendQuery:
         boost=[(b.label, b.factor) for b in request.boost],
         bury=[(b.label, b.factor) for b in request.bury],
         skip_rule_sets=request.skip_rule_sets,
+        shown_cap=request.shown_cap,
+        shown_window_hours=request.shown_window_hours,
     )
 
 

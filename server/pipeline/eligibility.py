@@ -7,7 +7,9 @@ An item is eligible when it is
 - not excluded by the request (``exclude_item_ids``);
 - among the request's candidates, when it names any (``candidate_item_ids``);
 - available in the catalogue;
-- carrying one of ``include_labels`` (when given) and none of ``exclude_labels``.
+- carrying one of ``include_labels`` (when given) and none of ``exclude_labels``;
+- not shown to the user too often without an interaction (shown-item capping,
+  server/pipeline/shown.py: the ``shown_out`` items).
 
 Every path that returns items asks this object, and nothing else: the model's full
 ranking (``mask``, over model rows), the item index (``index_bans`` and
@@ -39,8 +41,10 @@ class Eligible:
         unavailable: Set[str],
         catalogue: Catalogue,
         negatives: Callable[[], Set[str]] = frozenset,
+        shown_out: frozenset[str] = frozenset(),
     ) -> None:
         self.query = query
+        self.shown_out = shown_out
         self._seen = seen
         self._negatives = negatives
         self.unavailable = unavailable
@@ -80,7 +84,7 @@ class Eligible:
         """Whether the item may be returned (the id-based paths)."""
         if item_id in self.seen or item_id in self.unavailable or item_id in self._excluded:
             return False
-        if item_id in self.negatives:
+        if item_id in self.negatives or item_id in self.shown_out:
             return False
         if self.query.candidate_item_ids and item_id not in self._candidates:
             return False
@@ -101,6 +105,9 @@ class Eligible:
         if self.negatives:
             disliked = [rows[i] for i in self.negatives if i in rows]
             scores[np.asarray(disliked, dtype=np.int64)] = -np.inf
+        if self.shown_out:
+            capped = [rows[i] for i in self.shown_out if i in rows]
+            scores[np.asarray(capped, dtype=np.int64)] = -np.inf
         for label in query.exclude_labels:
             scores[self.catalogue.label_rows(model.version, rows, label)] = -np.inf
         if query.include_labels:
@@ -142,6 +149,8 @@ class Eligible:
             banned.append(np.asarray([rows[i] for i in query.exclude_item_ids if i in rows]))
         if self.negatives:
             banned.append(np.asarray([rows[i] for i in self.negatives if i in rows]))
+        if self.shown_out:
+            banned.append(np.asarray([rows[i] for i in self.shown_out if i in rows]))
         for label in query.exclude_labels:
             banned.append(self.catalogue.label_rows(model.version, rows, label))
         return np.unique(np.concatenate(banned).astype(np.int64))
@@ -172,5 +181,8 @@ class EligibilityPolicy:
         query: RecommendQuery,
         seen: Iterable[str] | Callable[[], Iterable[str]] = (),
         negatives: Callable[[], Set[str]] = frozenset,
+        shown_out: frozenset[str] = frozenset(),
     ) -> Eligible:
-        return Eligible(query, seen, self._registry.unavailable, self._catalogue, negatives)
+        return Eligible(
+            query, seen, self._registry.unavailable, self._catalogue, negatives, shown_out
+        )

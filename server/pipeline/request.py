@@ -25,6 +25,10 @@ class RecommendQuery:
     """(label, factor in [0.01, 1)) pairs."""
     skip_rule_sets: bool = False
     """Rank without the server's rule sets (the request's own boosts still apply)."""
+    shown_cap: int = 0
+    """Shown-item capping: 0 the server's setting, -1 off, N this cap."""
+    shown_window_hours: float = 0.0
+    """0: the server's window."""
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from server.pipeline.prewarm import Prewarm
 from server.pipeline.rank import Ranker
 from server.pipeline.request import FeedbackEventIn, FeedbackResult, Recommendation, RecommendQuery
 from server.pipeline.rules import RuleBook, Steering
+from server.pipeline.shown import ShownLog
 from server.pipeline.tasks import BackgroundTasks
 from server.pipeline.validate import validate_batch, validate_events, validate_query
 from server.registry import ModelRegistry
@@ -84,8 +85,10 @@ class RecommendService:
         measurement: Measurement,
         catalogue: Catalogue,
         rules: RuleBook,
+        shown: ShownLog,
     ) -> None:
         self.rules = rules
+        self.shown = shown
         self.settings = settings
         self.registry = registry
         self.history = history
@@ -170,7 +173,8 @@ class RecommendService:
             items, version = await self.history.read(query)
         STAGES["history"].observe(time.perf_counter() - mark)
         seen_ids = items if items is not None else lambda: self._peek(query.user_id)
-        eligible = self.eligibility.for_request(query, seen_ids, self._negatives(query))
+        shown_out = await self._shown_out(query)
+        eligible = self.eligibility.for_request(query, seen_ids, self._negatives(query), shown_out)
         if model is None:
             ranked = self.ranker.without_model(eligible, k, steer)
             result = Recommendation(ranked, 0, "popularity", 0)
@@ -212,6 +216,24 @@ class RecommendService:
             return frozenset
         return lambda: self.history.cache.negatives(query.user_id)
 
+    async def _shown_out(self, query: RecommendQuery) -> frozenset[str]:
+        """The items shown-item capping leaves out of this user's list."""
+        cap, window_s = self.shown.limits(query.shown_cap, query.shown_window_hours)
+        if not cap or not query.user_id:
+            return frozenset()
+        return await self.shown.capped(
+            query.user_id, cap, window_s, lambda: self._last_events(query)
+        )
+
+    def _last_events(self, query: RecommendQuery) -> dict[str, float]:
+        """Per item, the user's newest event time (a session's inline history has none)."""
+        found = None if query.history else self.history.cache.peek_events(query.user_id)
+        newest: dict[str, float] = {}
+        for when, item in found[0] if found else ():
+            if when > newest.get(item, -1.0):
+                newest[item] = when
+        return newest
+
     def _peek(self, user_id: str) -> list[str]:
         cached = self.history.cache.peek(user_id)
         return cached[0] if cached else []
@@ -223,6 +245,8 @@ class RecommendService:
         mark = time.perf_counter()
         await self.exploration.place(result, eligible, k)
         self.measurement.record(query, k, result)
+        if result.items and query.user_id:
+            self.shown.record(query.user_id, result.recommendation_id, [i for i, _ in result.items])
         STAGES["respond"].observe(time.perf_counter() - mark)
 
 

@@ -82,6 +82,16 @@ def validate_query(settings: ServerSettings, query: RecommendQuery) -> int:
     check_list("history", query.history, settings.max_history_items)
     if query.boost or query.bury:
         request_rules(query.boost, query.bury)
+    if not -1 <= query.shown_cap <= 1000:
+        raise InvalidArgument(
+            "shown_cap",
+            f"is {query.shown_cap}; accepted: 1..1000, 0 (the server's setting) or -1 (off)",
+        )
+    window = query.shown_window_hours
+    if not (window == 0 or 0 < window <= 720):  # NaN fails both
+        raise InvalidArgument(
+            "shown_window_hours", f"is {window}; accepted: (0, 720], or 0 (the server's setting)"
+        )
     return check_filters(settings, query)
 
 

@@ -109,6 +109,17 @@ class ServerSettings(BaseModel):
     can send back: the online metrics and A/B arms are computed from it."""
     max_queued_impressions: int = Field(100_000, ge=1)
     """Impressions waiting for their batch write; beyond it they are dropped (counted)."""
+    shown_cap: int = Field(0, ge=0, le=1000)
+    """Shown-item capping: an item shown to a user this many times in the last
+    ``shown_window_h`` hours with no event of the user on it since is left out of that
+    user's lists (a request can override it, or switch it off). Counted when a list is
+    served, on this replica at once and on the others through the impression log within
+    2 s (so across replicas it needs ``log_impressions``). 0 (default): off."""
+    shown_window_h: float = Field(24.0, gt=0.0, le=720.0)
+    """The window of shown-item capping, in hours."""
+    shown_cache_users: int = Field(10_000, ge=1)
+    """Users whose recent showings this replica keeps (LRU); a user beyond it is read
+    from the impression log again on their next capped request."""
     exploration_slots: int = Field(0, ge=0, le=100)
     """Places at the end of every list given to items new since the served model was
     trained (catalogue entries it does not know, most recently popular first), until

@@ -13,6 +13,8 @@ from sqlmodel import Session, col, select
 
 from shared.storage.tables import Change
 
+MAX_PAYLOAD = 7000
+"""Bytes of subject per notification (PostgreSQL refuses payloads of 8000 bytes)."""
 CHANGES = "recserve_changes"
 """The channel of changes other than new events; a payload is ``origin\ntopic\nsubject``."""
 
@@ -37,10 +39,16 @@ def record(session: Session, *, topic: str, subject: str = "", origin: str = "")
     CHANGES when (and only if) that transaction commits."""
     session.add(Change(topic=topic, subject=subject[:256], origin=origin))
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(
-            text("SELECT pg_notify(:channel, :payload)"),
-            {"channel": CHANGES, "payload": f"{origin}\n{topic}\n{subject}"},
-        )
+        announce(session, topic=topic, subject=subject, origin=origin)
+
+
+def announce(session: Session, *, topic: str, subject: str, origin: str) -> None:
+    """A NOTIFY on CHANGES in the session's transaction (PostgreSQL), without a row: for
+    changes that pollers find in their own table (impressions)."""
+    session.execute(
+        text("SELECT pg_notify(:channel, :payload)"),
+        {"channel": CHANGES, "payload": f"{origin}\n{topic}\n{subject}"},
+    )
 
 
 def latest_change(session: Any) -> int:

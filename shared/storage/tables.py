@@ -129,7 +129,7 @@ class Impression(SQLModel, table=True):
 
     id: int | None = bigint_key()
     recommendation_id: str = Field(max_length=64, unique=True)
-    user_id: str = Field(max_length=256)
+    user_id: str = Field(max_length=256, index=True)
     items: list[str] = Field(default_factory=list, sa_column=Column(JSON))
     model_version: int = bigint()
     arm: str = Field(default="", max_length=32)

@@ -24,41 +24,41 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1drecserve/v1/recommender.proto\x12\x0brecserve.v1\"\xcb\x02\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x0f\n\x07history\x18\x03 \x03(\t\x12\x18\n\x10\x65xclude_item_ids\x18\x04 \x03(\t\x12\x1a\n\x12\x63\x61ndidate_item_ids\x18\x05 \x03(\t\x12\x12\n\nallow_seen\x18\x06 \x01(\x08\x12\x16\n\x0einclude_titles\x18\x07 \x01(\x08\x12\x0f\n\x07\x65xplain\x18\x08 \x01(\x08\x12\x16\n\x0einclude_labels\x18\t \x03(\t\x12\x16\n\x0e\x65xclude_labels\x18\n \x03(\t\x12\'\n\x05\x62oost\x18\x0b \x03(\x0b\x32\x18.recserve.v1.LabelFactor\x12&\n\x04\x62ury\x18\x0c \x03(\x0b\x32\x18.recserve.v1.LabelFactor\x12\x16\n\x0eskip_rule_sets\x18\r \x01(\x08\",\n\x0bLabelFactor\x12\r\n\x05label\x18\x01 \x01(\t\x12\x0e\n\x06\x66\x61\x63tor\x18\x02 \x01(\x01\"H\n\x15RecommendBatchRequest\x12/\n\x08requests\x18\x01 \x03(\x0b\x32\x1d.recserve.v1.RecommendRequest\"\xa5\x01\n\nScoredItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05title\x18\x03 \x01(\t\x12.\n\x0c\x65xplanations\x18\x04 \x03(\x0b\x32\x18.recserve.v1.Explanation\x12\x10\n\x08\x65xplored\x18\x05 \x01(\x08\x12&\n\x05rules\x18\x06 \x03(\x0b\x32\x17.recserve.v1.RuleEffect\":\n\nRuleEffect\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0e\n\x06\x65\x66\x66\x65\x63t\x18\x03 \x01(\t\"Q\n\x0b\x45xplanation\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0e\n\x06weight\x18\x03 \x01(\x02\x12\x12\n\nevents_ago\x18\x04 \x01(\x05\"\xa8\x01\n\x11RecommendResponse\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.recserve.v1.ScoredItem\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\x12#\n\x06source\x18\x03 \x01(\x0e\x32\x13.recserve.v1.Source\x12\x14\n\x0chistory_used\x18\x04 \x01(\x05\x12\x19\n\x11recommendation_id\x18\x05 \x01(\t\"K\n\x16RecommendBatchResponse\x12\x31\n\tresponses\x18\x01 \x03(\x0b\x32\x1e.recserve.v1.RecommendResponse\"\x89\x01\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\r\n\x05value\x18\x05 \x01(\x01\x12\x14\n\x0ctimestamp_ms\x18\x06 \x01(\x03\x12\x19\n\x11recommendation_id\x18\x07 \x01(\t\"5\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.recserve.v1.Event\"6\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x03\x12\x12\n\nduplicates\x18\x02 \x01(\x03\"\xd5\x01\n\x13SimilarItemsRequest\x12\x10\n\x08item_ids\x18\x01 \x03(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x18\n\x10\x65xclude_item_ids\x18\x04 \x03(\t\x12\x1a\n\x12\x63\x61ndidate_item_ids\x18\x05 \x03(\t\x12\x12\n\nallow_seen\x18\x06 \x01(\x08\x12\x16\n\x0einclude_titles\x18\x07 \x01(\x08\x12\x16\n\x0einclude_labels\x18\x08 \x03(\t\x12\x16\n\x0e\x65xclude_labels\x18\t \x03(\t\"o\n\x14SimilarItemsResponse\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.recserve.v1.ScoredItem\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\x12\x18\n\x10unknown_item_ids\x18\x03 \x03(\t*R\n\x06Source\x12\x16\n\x12SOURCE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSOURCE_MODEL\x10\x01\x12\x1e\n\x1aSOURCE_POPULARITY_FALLBACK\x10\x02\x32\xa3\x03\n\x0bRecommender\x12J\n\tRecommend\x12\x1d.recserve.v1.RecommendRequest\x1a\x1e.recserve.v1.RecommendResponse\x12Y\n\x0eRecommendBatch\x12\".recserve.v1.RecommendBatchRequest\x1a#.recserve.v1.RecommendBatchResponse\x12G\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1c.recserve.v1.FeedbackRequest\x1a\x1d.recserve.v1.FeedbackResponse\x12O\n\x0e\x46\x65\x65\x64\x62\x61\x63kStream\x12\x1c.recserve.v1.FeedbackRequest\x1a\x1d.recserve.v1.FeedbackResponse(\x01\x12S\n\x0cSimilarItems\x12 .recserve.v1.SimilarItemsRequest\x1a!.recserve.v1.SimilarItemsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1drecserve/v1/recommender.proto\x12\x0brecserve.v1\"\xfa\x02\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x0f\n\x07history\x18\x03 \x03(\t\x12\x18\n\x10\x65xclude_item_ids\x18\x04 \x03(\t\x12\x1a\n\x12\x63\x61ndidate_item_ids\x18\x05 \x03(\t\x12\x12\n\nallow_seen\x18\x06 \x01(\x08\x12\x16\n\x0einclude_titles\x18\x07 \x01(\x08\x12\x0f\n\x07\x65xplain\x18\x08 \x01(\x08\x12\x16\n\x0einclude_labels\x18\t \x03(\t\x12\x16\n\x0e\x65xclude_labels\x18\n \x03(\t\x12\'\n\x05\x62oost\x18\x0b \x03(\x0b\x32\x18.recserve.v1.LabelFactor\x12&\n\x04\x62ury\x18\x0c \x03(\x0b\x32\x18.recserve.v1.LabelFactor\x12\x16\n\x0eskip_rule_sets\x18\r \x01(\x08\x12\x11\n\tshown_cap\x18\x0e \x01(\x05\x12\x1a\n\x12shown_window_hours\x18\x0f \x01(\x01\",\n\x0bLabelFactor\x12\r\n\x05label\x18\x01 \x01(\t\x12\x0e\n\x06\x66\x61\x63tor\x18\x02 \x01(\x01\"H\n\x15RecommendBatchRequest\x12/\n\x08requests\x18\x01 \x03(\x0b\x32\x1d.recserve.v1.RecommendRequest\"\xa5\x01\n\nScoredItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05title\x18\x03 \x01(\t\x12.\n\x0c\x65xplanations\x18\x04 \x03(\x0b\x32\x18.recserve.v1.Explanation\x12\x10\n\x08\x65xplored\x18\x05 \x01(\x08\x12&\n\x05rules\x18\x06 \x03(\x0b\x32\x17.recserve.v1.RuleEffect\":\n\nRuleEffect\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0e\n\x06\x65\x66\x66\x65\x63t\x18\x03 \x01(\t\"Q\n\x0b\x45xplanation\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0e\n\x06weight\x18\x03 \x01(\x02\x12\x12\n\nevents_ago\x18\x04 \x01(\x05\"\xa8\x01\n\x11RecommendResponse\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.recserve.v1.ScoredItem\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\x12#\n\x06source\x18\x03 \x01(\x0e\x32\x13.recserve.v1.Source\x12\x14\n\x0chistory_used\x18\x04 \x01(\x05\x12\x19\n\x11recommendation_id\x18\x05 \x01(\t\"K\n\x16RecommendBatchResponse\x12\x31\n\tresponses\x18\x01 \x03(\x0b\x32\x1e.recserve.v1.RecommendResponse\"\x89\x01\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\r\n\x05value\x18\x05 \x01(\x01\x12\x14\n\x0ctimestamp_ms\x18\x06 \x01(\x03\x12\x19\n\x11recommendation_id\x18\x07 \x01(\t\"5\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.recserve.v1.Event\"6\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x03\x12\x12\n\nduplicates\x18\x02 \x01(\x03\"\xd5\x01\n\x13SimilarItemsRequest\x12\x10\n\x08item_ids\x18\x01 \x03(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x18\n\x10\x65xclude_item_ids\x18\x04 \x03(\t\x12\x1a\n\x12\x63\x61ndidate_item_ids\x18\x05 \x03(\t\x12\x12\n\nallow_seen\x18\x06 \x01(\x08\x12\x16\n\x0einclude_titles\x18\x07 \x01(\x08\x12\x16\n\x0einclude_labels\x18\x08 \x03(\t\x12\x16\n\x0e\x65xclude_labels\x18\t \x03(\t\"o\n\x14SimilarItemsResponse\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.recserve.v1.ScoredItem\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\x12\x18\n\x10unknown_item_ids\x18\x03 \x03(\t*R\n\x06Source\x12\x16\n\x12SOURCE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSOURCE_MODEL\x10\x01\x12\x1e\n\x1aSOURCE_POPULARITY_FALLBACK\x10\x02\x32\xa3\x03\n\x0bRecommender\x12J\n\tRecommend\x12\x1d.recserve.v1.RecommendRequest\x1a\x1e.recserve.v1.RecommendResponse\x12Y\n\x0eRecommendBatch\x12\".recserve.v1.RecommendBatchRequest\x1a#.recserve.v1.RecommendBatchResponse\x12G\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1c.recserve.v1.FeedbackRequest\x1a\x1d.recserve.v1.FeedbackResponse\x12O\n\x0e\x46\x65\x65\x64\x62\x61\x63kStream\x12\x1c.recserve.v1.FeedbackRequest\x1a\x1d.recserve.v1.FeedbackResponse(\x01\x12S\n\x0cSimilarItems\x12 .recserve.v1.SimilarItemsRequest\x1a!.recserve.v1.SimilarItemsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'recserve.v1.recommender_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SOURCE']._serialized_start=1639
-  _globals['_SOURCE']._serialized_end=1721
+  _globals['_SOURCE']._serialized_start=1686
+  _globals['_SOURCE']._serialized_end=1768
   _globals['_RECOMMENDREQUEST']._serialized_start=47
-  _globals['_RECOMMENDREQUEST']._serialized_end=378
-  _globals['_LABELFACTOR']._serialized_start=380
-  _globals['_LABELFACTOR']._serialized_end=424
-  _globals['_RECOMMENDBATCHREQUEST']._serialized_start=426
-  _globals['_RECOMMENDBATCHREQUEST']._serialized_end=498
-  _globals['_SCOREDITEM']._serialized_start=501
-  _globals['_SCOREDITEM']._serialized_end=666
-  _globals['_RULEEFFECT']._serialized_start=668
-  _globals['_RULEEFFECT']._serialized_end=726
-  _globals['_EXPLANATION']._serialized_start=728
-  _globals['_EXPLANATION']._serialized_end=809
-  _globals['_RECOMMENDRESPONSE']._serialized_start=812
-  _globals['_RECOMMENDRESPONSE']._serialized_end=980
-  _globals['_RECOMMENDBATCHRESPONSE']._serialized_start=982
-  _globals['_RECOMMENDBATCHRESPONSE']._serialized_end=1057
-  _globals['_EVENT']._serialized_start=1060
-  _globals['_EVENT']._serialized_end=1197
-  _globals['_FEEDBACKREQUEST']._serialized_start=1199
-  _globals['_FEEDBACKREQUEST']._serialized_end=1252
-  _globals['_FEEDBACKRESPONSE']._serialized_start=1254
-  _globals['_FEEDBACKRESPONSE']._serialized_end=1308
-  _globals['_SIMILARITEMSREQUEST']._serialized_start=1311
-  _globals['_SIMILARITEMSREQUEST']._serialized_end=1524
-  _globals['_SIMILARITEMSRESPONSE']._serialized_start=1526
-  _globals['_SIMILARITEMSRESPONSE']._serialized_end=1637
-  _globals['_RECOMMENDER']._serialized_start=1724
-  _globals['_RECOMMENDER']._serialized_end=2143
+  _globals['_RECOMMENDREQUEST']._serialized_end=425
+  _globals['_LABELFACTOR']._serialized_start=427
+  _globals['_LABELFACTOR']._serialized_end=471
+  _globals['_RECOMMENDBATCHREQUEST']._serialized_start=473
+  _globals['_RECOMMENDBATCHREQUEST']._serialized_end=545
+  _globals['_SCOREDITEM']._serialized_start=548
+  _globals['_SCOREDITEM']._serialized_end=713
+  _globals['_RULEEFFECT']._serialized_start=715
+  _globals['_RULEEFFECT']._serialized_end=773
+  _globals['_EXPLANATION']._serialized_start=775
+  _globals['_EXPLANATION']._serialized_end=856
+  _globals['_RECOMMENDRESPONSE']._serialized_start=859
+  _globals['_RECOMMENDRESPONSE']._serialized_end=1027
+  _globals['_RECOMMENDBATCHRESPONSE']._serialized_start=1029
+  _globals['_RECOMMENDBATCHRESPONSE']._serialized_end=1104
+  _globals['_EVENT']._serialized_start=1107
+  _globals['_EVENT']._serialized_end=1244
+  _globals['_FEEDBACKREQUEST']._serialized_start=1246
+  _globals['_FEEDBACKREQUEST']._serialized_end=1299
+  _globals['_FEEDBACKRESPONSE']._serialized_start=1301
+  _globals['_FEEDBACKRESPONSE']._serialized_end=1355
+  _globals['_SIMILARITEMSREQUEST']._serialized_start=1358
+  _globals['_SIMILARITEMSREQUEST']._serialized_end=1571
+  _globals['_SIMILARITEMSRESPONSE']._serialized_start=1573
+  _globals['_SIMILARITEMSRESPONSE']._serialized_end=1684
+  _globals['_RECOMMENDER']._serialized_start=1771
+  _globals['_RECOMMENDER']._serialized_end=2190
 # @@protoc_insertion_point(module_scope)

@@ -17,7 +17,7 @@ SOURCE_MODEL: Source
 SOURCE_POPULARITY_FALLBACK: Source
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("user_id", "k", "history", "exclude_item_ids", "candidate_item_ids", "allow_seen", "include_titles", "explain", "include_labels", "exclude_labels", "boost", "bury", "skip_rule_sets")
+    __slots__ = ("user_id", "k", "history", "exclude_item_ids", "candidate_item_ids", "allow_seen", "include_titles", "explain", "include_labels", "exclude_labels", "boost", "bury", "skip_rule_sets", "shown_cap", "shown_window_hours")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     HISTORY_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,8 @@ class RecommendRequest(_message.Message):
     BOOST_FIELD_NUMBER: _ClassVar[int]
     BURY_FIELD_NUMBER: _ClassVar[int]
     SKIP_RULE_SETS_FIELD_NUMBER: _ClassVar[int]
+    SHOWN_CAP_FIELD_NUMBER: _ClassVar[int]
+    SHOWN_WINDOW_HOURS_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     k: int
     history: _containers.RepeatedScalarFieldContainer[str]
@@ -44,7 +46,9 @@ class RecommendRequest(_message.Message):
     boost: _containers.RepeatedCompositeFieldContainer[LabelFactor]
     bury: _containers.RepeatedCompositeFieldContainer[LabelFactor]
     skip_rule_sets: bool
-    def __init__(self, user_id: _Optional[str] = ..., k: _Optional[int] = ..., history: _Optional[_Iterable[str]] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., candidate_item_ids: _Optional[_Iterable[str]] = ..., allow_seen: _Optional[bool] = ..., include_titles: _Optional[bool] = ..., explain: _Optional[bool] = ..., include_labels: _Optional[_Iterable[str]] = ..., exclude_labels: _Optional[_Iterable[str]] = ..., boost: _Optional[_Iterable[_Union[LabelFactor, _Mapping]]] = ..., bury: _Optional[_Iterable[_Union[LabelFactor, _Mapping]]] = ..., skip_rule_sets: _Optional[bool] = ...) -> None: ...
+    shown_cap: int
+    shown_window_hours: float
+    def __init__(self, user_id: _Optional[str] = ..., k: _Optional[int] = ..., history: _Optional[_Iterable[str]] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., candidate_item_ids: _Optional[_Iterable[str]] = ..., allow_seen: _Optional[bool] = ..., include_titles: _Optional[bool] = ..., explain: _Optional[bool] = ..., include_labels: _Optional[_Iterable[str]] = ..., exclude_labels: _Optional[_Iterable[str]] = ..., boost: _Optional[_Iterable[_Union[LabelFactor, _Mapping]]] = ..., bury: _Optional[_Iterable[_Union[LabelFactor, _Mapping]]] = ..., skip_rule_sets: _Optional[bool] = ..., shown_cap: _Optional[int] = ..., shown_window_hours: _Optional[float] = ...) -> None: ...
 
 class LabelFactor(_message.Message):
     __slots__ = ("label", "factor")

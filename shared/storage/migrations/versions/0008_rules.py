@@ -1,4 +1,5 @@
-"""business rule sets, the change log replicas follow, the rules in each impression
+"""business rule sets, the change log replicas follow, the rules in each impression,
+impressions by user (shown-item capping)
 
 Revision ID: 0008
 Revises: 0007
@@ -45,10 +46,12 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_change_created_at"), ["created_at"], unique=False)
     with op.batch_alter_table("impression", schema=None) as batch_op:
         batch_op.add_column(sa.Column("rules", sa.JSON(), nullable=True))
+        batch_op.create_index(batch_op.f("ix_impression_user_id"), ["user_id"], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table("impression", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_impression_user_id"))
         batch_op.drop_column("rules")
     op.drop_table("change")
     op.drop_table("rule_set")
