@@ -12,6 +12,7 @@ recserve recommend  call Recommend on a running server
 recserve models     list, inspect, activate, roll back, prune model versions
 recserve jobs       list, show, cancel jobs
 recserve rules      business rule sets: boost, bury, cap, pin
+recserve delete-user / export-user / audit   a user's data, and its audit
 recserve tui        the operator console
 recserve migrate    bring the database schema up to date
 """
@@ -28,6 +29,7 @@ from recserve.data_cli import add_data_parsers
 from recserve.deploy_secrets import add_parser as add_deploy_secrets_parser
 from recserve.rules_cli import add_parser as add_rules_parser
 from recserve.run_cli import add_run_parsers, cmd_migrate
+from recserve.users_cli import add_parsers as add_users_parsers
 from shared.config import Settings
 
 EXTRAS = {
@@ -73,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_admin_parsers(sub, remote)
     add_rules_parser(sub, remote)
+    add_users_parsers(sub, remote)
     add_deploy_secrets_parser(sub)
     add("migrate", cmd_migrate, "Create or upgrade the database schema.")
     return parser

@@ -75,6 +75,11 @@ def cmd_import(args: argparse.Namespace) -> int:
         f"{summary.stored:,} stored, {summary.duplicates:,} duplicates, "
         f"{summary.skipped:,} skipped, {summary.users:,} users in {summary.seconds:.1f}s"
     )
+    if summary.deleted_user_events:
+        print(
+            f"not stored: {summary.deleted_user_events:,} events of deleted users, timed before "
+            "their deletion (recserve delete-user)"
+        )
     report_path = Path(args.report) if args.report else default_report_path(settings, path)
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(json.dumps(summary.quality, indent=2))

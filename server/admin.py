@@ -15,6 +15,7 @@ from server.admin_base import MAX_LIMIT, check_limit, check_positive
 from server.admin_catalogue import CatalogueAdmin
 from server.admin_experiments import ExperimentAdmin
 from server.admin_rules import RulesAdmin
+from server.admin_users import UsersAdmin
 from server.deployment import ReplicaView
 from server.stats import Sample
 from shared.model import bundle as bundle_format
@@ -69,9 +70,9 @@ class StatsView:
     replicas: list[ReplicaView]
 
 
-class AdminService(CatalogueAdmin, ExperimentAdmin, RulesAdmin):
+class AdminService(CatalogueAdmin, ExperimentAdmin, RulesAdmin, UsersAdmin):
     """The operator API: models, jobs and the server's figures here; the catalogue,
-    experiments and business rules in their own parts."""
+    experiments, business rules and users' data in their own parts."""
 
     # --- models --------------------------------------------------------------------------
 

@@ -66,8 +66,10 @@ class AdminBase:
         deployment: Deployment,
         slots: CallSlots,
         rules: RuleBook,
+        forget_user: Callable[[str], None],
     ) -> None:
         self.rules = rules
+        self.forget_user = forget_user
         self.settings = settings
         self.engine = engine
         self.executor = executor

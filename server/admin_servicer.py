@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 
 from server.admin import AdminService, StatsView
+from server.admin_base import check_limit
 from server.admin_catalogue import ItemView
 from server.admin_experiments import ExperimentView
 from server.errors import RpcOptions, rpc
@@ -405,6 +406,37 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServicer):
     ) -> admin_pb2.DeleteRuleSetResponse:
         await self.admin.delete_rule_set(request.name)
         return admin_pb2.DeleteRuleSetResponse(deleted=True)
+
+    @rpc
+    async def DeleteUser(  # noqa: N802
+        self, request: admin_pb2.DeleteUserRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.DeleteUserResponse:
+        done = await self.admin.delete_user(request.user_id)
+        return admin_pb2.DeleteUserResponse(deleted_at_ms=done.deleted_at_ms, **done.counts)
+
+    @rpc
+    async def ExportUser(  # noqa: N802
+        self, request: admin_pb2.ExportUserRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ExportUserResponse:
+        page, token = await self.admin.export_user(
+            request.user_id, request.page_token, request.page_size
+        )
+        return admin_pb2.ExportUserResponse(json=page, next_page_token=token)
+
+    @rpc
+    async def ListAuditEntries(  # noqa: N802
+        self, request: admin_pb2.ListAuditEntriesRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListAuditEntriesResponse:
+        entries = await self.admin.audit(check_limit("limit", request.limit, 100))
+        return admin_pb2.ListAuditEntriesResponse(
+            entries=[
+                admin_pb2.AuditEntry(
+                    at_ms=_ms(e.at), action=e.action, subject=e.subject, by=e.by,
+                    detail_json=json.dumps(e.detail, sort_keys=True),
+                )  # fmt: skip
+                for e in entries
+            ]
+        )
 
 
 def experiment_to_proto(view: ExperimentView) -> admin_pb2.Experiment:

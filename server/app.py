@@ -196,7 +196,7 @@ def add_services(
     deployment = Deployment(settings, built.engine, built.executor, built.registry, built.health)
     admin = AdminService(
         settings, built.engine, built.executor, built.registry, built.history, built.states,
-        built.catalogue, built.stats, deployment, slots, built.rules,
+        built.catalogue, built.stats, deployment, slots, built.rules, built.forget_user,
     )  # fmt: skip
     options = RpcOptions(
         default_deadline_s=settings.server.default_deadline_s,

@@ -56,7 +56,7 @@ _ADMIN_METHODS = (
     "ListJobs",
     "GetJob", "CancelJob", "GetServerStats", "GetUserHistory", "ListItems",
     "SetItemAvailability", "UpsertItems", "SetTrafficSplit", "GetExperiment", "PromoteArm",
-    "ListRuleSets", "PutRuleSet", "DeleteRuleSet",
+    "ListRuleSets", "PutRuleSet", "DeleteRuleSet", "DeleteUser", "ExportUser", "ListAuditEntries",
 )  # fmt: skip
 METHOD_ROLES: dict[str, str] = {
     "/recserve.v1.Recommender/Recommend": "read",

@@ -81,6 +81,8 @@ class Components:
     registry: ModelRegistry
     catalogue: Catalogue
     rules: RuleBook
+    forget_user: Callable[[str], None]
+    """Drops everything this replica holds about a deleted user."""
     writer: FeedbackWriter
     impressions: ImpressionLog | None
     invalidations: invalidation.Invalidations
@@ -92,6 +94,22 @@ class Components:
     background: BackgroundTasks
 
 
+def forgetting(
+    history: HistoryCache, encoder: Encoder, shown: ShownLog, impressions: ImpressionLog | None
+) -> Callable[[str], None]:
+    """What a deleted user leaves on a replica, dropped: history, state and any encoding
+    in flight, showings, impressions waiting to be written."""
+
+    def forget_user(user_id: str) -> None:
+        history.invalidate([user_id])
+        encoder.forget([user_id])
+        shown.drop(user_id)
+        if impressions is not None:
+            impressions.forget_user(user_id)
+
+    return forget_user
+
+
 def following(
     engine: Engine,
     origin: str,
@@ -99,6 +117,7 @@ def following(
     encoder: Encoder,
     rules: RuleBook,
     shown: ShownLog,
+    forget_user: Callable[[str], None],
     poll_s: float,
 ) -> invalidation.Invalidations:
     """The other replicas' invalidations: a user they stored events for is read again
@@ -118,6 +137,8 @@ def following(
             rules.changed()
         if topic == "shown":
             shown.forget(subject.split("\n"))
+        if topic == "user_deleted":
+            forget_user(subject)
 
     return invalidation.Invalidations(
         engine, origin=origin, forget=forget, forget_all=forget_all, poll_s=poll_s,
@@ -186,8 +207,9 @@ def build(
     )
     impressions = impression_log(settings, parts, engine, executor, origin)
     rules, shown = RuleBook(engine, executor, catalogue), ShownLog(engine, executor, server)
+    forget_user = forgetting(history, encoder, shown, impressions)
     invalidations = following(
-        engine, origin, history, encoder, rules, shown, server.invalidation_poll_s
+        engine, origin, history, encoder, rules, shown, forget_user, server.invalidation_poll_s
     )
     listening = server.invalidation and (invalidations.mode == "notify" or server.workers > 1)
     eligibility = EligibilityPolicy(catalogue, registry)
@@ -214,6 +236,6 @@ def build(
     similar = SimilarItemsService(server, registry, history_stage, eligibility, ranker, catalogue)
     return Components(
         settings, engine, executor, model_executor, stats, health, history, states, registry,
-        catalogue, rules, writer, impressions, invalidations, listening, recommend, feedback,
-        similar, background,
+        catalogue, rules, forget_user, writer, impressions, invalidations, listening, recommend,
+        feedback, similar, background,
     )  # fmt: skip

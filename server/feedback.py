@@ -26,6 +26,9 @@ from shared.wire.errors import Overloaded, StorageError
 
 log = logging.getLogger(__name__)
 
+Written = tuple[set[str], set[str]]
+"""(event ids stored, event ids refused because their user was deleted after them)."""
+
 
 class FeedbackWriter:
     def __init__(
@@ -44,7 +47,7 @@ class FeedbackWriter:
         self._max_queued = max_queued
         self._queued = 0
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="feedback-writer")
-        self._pending: deque[tuple[list[EventRow], asyncio.Future[set[str]]]] = deque()
+        self._pending: deque[tuple[list[EventRow], asyncio.Future[Written]]] = deque()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         # Used only on the writer thread.
@@ -55,16 +58,17 @@ class FeedbackWriter:
         """Events waiting for a commit (a gauge of the writer's queue)."""
         return self._queued
 
-    async def write(self, events: list[EventRow]) -> set[str]:
-        """Stores ``events``; returns the event ids that were new (the rest were
-        duplicates). Raises StorageError when the database does not store them, and
-        Overloaded (at once) when max_queued events already wait for a commit."""
+    async def write(self, events: list[EventRow]) -> Written:
+        """Stores ``events``; returns the event ids that were new, and those refused
+        because their user was deleted after the event (the rest were duplicates). Raises
+        StorageError when the database does not store them, and Overloaded (at once)
+        when max_queued events already wait for a commit."""
         if self._queued and self._queued + len(events) > self._max_queued:
             raise Overloaded(
                 f"{self._queued} feedback events are waiting for a commit; the server is at "
                 "its limit (server.max_queued_events): retry with backoff"
             )
-        future: asyncio.Future[set[str]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Written] = asyncio.get_running_loop().create_future()
         self._queued += len(events)
         self._pending.append((events, future))
         self._wakeup.set()
@@ -99,19 +103,23 @@ class FeedbackWriter:
                     size += len(batch[-1][0])
                 events = [event for request, _ in batch for event in request]
                 try:
-                    stored = await loop.run_in_executor(self._executor, self._commit, events)
+                    stored, refused = await loop.run_in_executor(
+                        self._executor, self._commit, events
+                    )
                 except Exception:
                     log.exception("feedback commit of %d events failed", len(events))
                     # One call's bad data must not fail the others: each call again, alone.
                     for request, future in batch if len(batch) > 1 else []:
                         try:
-                            mine = await loop.run_in_executor(self._executor, self._commit, request)
+                            alone = await loop.run_in_executor(
+                                self._executor, self._commit, request
+                            )
                         except Exception:
                             log.exception("feedback commit of one call failed")
                             self._fail(future)
                         else:
                             if not future.done():
-                                future.set_result(mine)
+                                future.set_result(alone)
                     if len(batch) == 1:
                         self._fail(batch[0][1])
                     continue
@@ -121,11 +129,12 @@ class FeedbackWriter:
                 for request, future in batch:
                     mine = {e.event_id for e in request if e.event_id in stored} - claimed
                     claimed |= mine
+                    theirs = {e.event_id for e in request if e.event_id in refused}
                     if not future.done():
-                        future.set_result(mine)
+                        future.set_result((mine, theirs))
 
     @staticmethod
-    def _fail(future: asyncio.Future[set[str]]) -> None:
+    def _fail(future: asyncio.Future[Written]) -> None:
         """The caller learns that nothing of its call was stored; never why in detail
         (the database's message can hold SQL and other callers' values: it is logged)."""
         if not future.done():
@@ -136,12 +145,13 @@ class FeedbackWriter:
                 )
             )
 
-    def _commit(self, events: list[EventRow]) -> set[str]:
+    def _commit(self, events: list[EventRow]) -> Written:
         """Runs on the writer thread."""
         if self._group_commit:
-            return {event_id for event_id, _ in self._store.store(events)}
-        stored: set[str] = set()
+            stored = {event_id for event_id, _ in self._store.store(events)}
+            return stored, {event_id for event_id, _ in self._store.refused}
+        stored = set()
         for event in events:  # the baseline: a transaction per event
             with self._engine.begin() as connection:
                 stored |= event_store.insert_events(connection, events=[event])
-        return stored
+        return stored, set()

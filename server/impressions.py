@@ -97,6 +97,10 @@ class ImpressionLog:
             row["shadow_version"], row["shadow_overlap"], row["shadow_ms"] = shadow
         self._queue.append(row)
 
+    def forget_user(self, user_id: str) -> None:
+        """A deleted user: their lists waiting for the next write are never written."""
+        self._queue = [row for row in self._queue if row["user_id"] != user_id]
+
     @property
     def queued(self) -> int:
         return len(self._queue)

@@ -192,7 +192,11 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
     ) -> recommender_pb2.FeedbackResponse:
         result = await self.feedback.feedback(_events(request))
         self.stats.record_feedback(result.stored, result.duplicates)
-        return recommender_pb2.FeedbackResponse(stored=result.stored, duplicates=result.duplicates)
+        return recommender_pb2.FeedbackResponse(
+            stored=result.stored,
+            duplicates=result.duplicates,
+            deleted_user_events=result.deleted_user_events,
+        )
 
     @rpc
     async def FeedbackStream(  # noqa: N802
@@ -200,10 +204,13 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
         request_iterator: AsyncIterator[recommender_pb2.FeedbackRequest],
         context: grpc.aio.ServicerContext,
     ) -> recommender_pb2.FeedbackResponse:
-        stored = duplicates = 0
+        stored = duplicates = deleted = 0
         async for request in request_iterator:
             result = await self.feedback.feedback(_events(request))
             self.stats.record_feedback(result.stored, result.duplicates)
             stored += result.stored
             duplicates += result.duplicates
-        return recommender_pb2.FeedbackResponse(stored=stored, duplicates=duplicates)
+            deleted += result.deleted_user_events
+        return recommender_pb2.FeedbackResponse(
+            stored=stored, duplicates=duplicates, deleted_user_events=deleted
+        )

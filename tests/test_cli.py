@@ -3,6 +3,7 @@ and `recserve train` as processes, against a real server process."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -138,7 +139,7 @@ def test_experiment_commands(settings) -> None:
         server.stop()
 
 
-def test_rules_commands(settings, tmp_path) -> None:
+def test_rules_and_user_data_commands(settings, tmp_path) -> None:
     server = ServerProcess(settings)
     target = ("--target", server.target)
     try:
@@ -174,5 +175,19 @@ def test_rules_commands(settings, tmp_path) -> None:
         assert deleted.stdout.strip() == "deleted rule set always", deleted.stderr
         missing = recserve(settings, "rules", "delete", "always", *target)
         assert missing.returncode == 2 and "NOT_FOUND" in missing.stderr
+
+        out = tmp_path / "u00003.json"
+        exported = recserve(settings, "export-user", "u00003", "--output", str(out), *target)
+        assert exported.returncode == 0, exported.stderr
+        data = json.loads(out.read_text())
+        assert data["user_id"] == "u00003" and len(data["events"]) > 0
+        unconfirmed = recserve(settings, "delete-user", "u00003", *target)
+        assert unconfirmed.returncode != 0 and "--yes" in unconfirmed.stderr
+        deleted = recserve(settings, "delete-user", "u00003", "--yes", *target)
+        assert deleted.returncode == 0, deleted.stderr
+        assert f"deleted user u00003: {len(data['events']):,} events" in deleted.stdout
+        audit = recserve(settings, "audit", *target)
+        rows = [line.split()[2:4] for line in audit.stdout.splitlines()[1:]]
+        assert rows[:2] == [["delete_user", "u00003"], ["export_user", "u00003"]], audit.stdout
     finally:
         server.stop()

@@ -1,9 +1,10 @@
 """recserve operator console (`recserve tui --target HOST:PORT`).
 
-Six screens in tabs, switched with the keys 1-6: dashboard, models, jobs, preview,
-items and rules. The visible one refreshes every ``refresh_s`` seconds, in place. / moves into the
-screen's text field and Escape out of it; q quits, r refreshes now, ctrl+s saves an SVG
-screenshot of the screen (to $RECSERVE_SCREENSHOT_DIR, default var/screenshots).
+Seven screens in tabs, switched with the keys 1-7: dashboard, models, jobs, preview,
+items, rules and the audit of users' data. The visible one refreshes every
+``refresh_s`` seconds, in place. / moves into the screen's text field and Escape out of
+it; q quits, r refreshes now, ctrl+s saves an SVG screenshot of the screen (to
+$RECSERVE_SCREENSHOT_DIR, default var/screenshots).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from textual.widgets import DataTable, Footer, Header, Input, TabbedContent, Tab
 from shared.config import ClientSettings
 from tui.connection import Connection
 from tui.screens import Pane
+from tui.screens.audit import AuditPane
 from tui.screens.dashboard import DashboardPane
 from tui.screens.items import ItemsPane
 from tui.screens.jobs import JobsPane
@@ -32,6 +34,7 @@ TABS = [
     ("preview", "Preview", PreviewPane),
     ("items", "Items", ItemsPane),
     ("rules", "Rules", RulesPane),
+    ("audit", "Audit", AuditPane),
 ]
 
 

@@ -433,7 +433,8 @@ def _register(
     this attempt's, or none of them is recorded. Returns the version."""
     job_id = attempt.job_id
     with session_scope(attempt.engine) as session:
-        job_store.fence(session, job_id=job_id, attempt=attempt.number)
+        job = job_store.fence(session, job_id=job_id, attempt=attempt.number)
+        deleted = user_store.deleted_since(session, since=job.started_at or job.created_at)
         model = model_store.create_model_version(
             session,
             model=ModelVersion(
@@ -458,7 +459,13 @@ def _register(
             status=JobStatus.SUCCEEDED,
             model_version=version,
             message=f"registered model version {version}; {reason} "
-            f"(total {time.perf_counter() - started:.1f}s)",
+            f"(total {time.perf_counter() - started:.1f}s)"
+            + (
+                f"; {deleted} user(s) were deleted (DeleteUser) while this job ran: their "
+                "events may be in this model, so train again to forget them"
+                if deleted
+                else ""
+            ),
         )
     return version
 

@@ -97,7 +97,9 @@ class Encoder:
         self._inflight[key] = future
 
         def store(done: asyncio.Future[Encoding]) -> None:
-            self._inflight.pop(key, None)
+            if self._inflight.get(key) is not done:
+                return  # forgotten while running (the user deleted): keep nothing
+            del self._inflight[key]
             if not done.cancelled() and done.exception() is None:
                 state, _, rows = done.result()
                 self.states.put(user_id, model.version, history_version, UserState(state, rows))
@@ -106,7 +108,12 @@ class Encoder:
         return future
 
     def forget(self, user_ids: list[str]) -> None:
+        """Drops the users' states, and the runs in flight for them (their results are
+        then kept nowhere)."""
         self.states.invalidate(user_ids)
+        gone = set(user_ids)
+        for key in [key for key in self._inflight if key[0] in gone]:
+            del self._inflight[key]
 
     def forget_everyone(self) -> None:
         self.states.clear()

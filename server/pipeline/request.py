@@ -99,3 +99,5 @@ class FeedbackResult:
     stored: int
     duplicates: int
     stored_ids: set[str] = field(default_factory=set)
+    deleted_user_events: int = 0
+    """Refused: their user was deleted (DeleteUser) after the event's time."""

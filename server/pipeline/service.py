@@ -276,7 +276,7 @@ class FeedbackService:
 
     async def feedback(self, events: Sequence[FeedbackEventIn]) -> FeedbackResult:
         rows = validate_events(self.settings, events)
-        stored = await self.writer.write(rows)
+        stored, refused = await self.writer.write(rows)
         touched: set[str] = set()
         # The first of repeated ids is the one stored (as in the database), so a repeat
         # naming another user never reaches that user's cached history.
@@ -290,4 +290,5 @@ class FeedbackService:
             self.background.run(
                 self.prewarm.refresh(self.registry.current, touched), "refresh-states"
             )
-        return FeedbackResult(len(stored), len(rows) - len(stored), stored)
+        duplicates = len(rows) - len(stored) - len(refused)
+        return FeedbackResult(len(stored), duplicates, stored, len(refused))

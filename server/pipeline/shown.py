@@ -99,6 +99,10 @@ class ShownLog:
             if user is not None:
                 user.stale = True
 
+    def drop(self, user_id: str) -> None:
+        """A deleted user: nothing of theirs is kept."""
+        self._users.pop(user_id, None)
+
     def forget_everyone(self) -> None:
         for user in self._users.values():
             user.stale = True

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from functools import cache
 from typing import Any, Protocol
@@ -326,27 +326,51 @@ def recent_item_counts(
     return counts
 
 
-def insert_rows_sqlite(raw: Any, rows: Iterable[Any]) -> list[tuple[str, str]]:
+def insert_rows_sqlite(
+    raw: Any, rows: Sequence[Any]
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """Stores event rows (EventRow tuples: event_id, user_id, item_id, kind, value,
     event_time, recommendation_id) through a SQLite DBAPI connection, one prepared
-    statement each; returns (event_id, user_id) of those that were new. The caller
-    commits."""
+    statement each; returns (event_id, user_id) of those that were new, and of those
+    refused because their user was deleted after the event's time (user_tombstone). The
+    caller commits."""
     to_db = sqlite_time_processor()
     now = to_db(utcnow())
     stored: list[tuple[str, str]] = []
+    refused: list[tuple[str, str]] = []
     cursor = raw.cursor()
     try:
+        deleted = _tombstones_sqlite(cursor, {e.user_id for e in rows})
         for e in rows:
+            when = to_db(e.event_time)
+            if e.user_id in deleted and when < deleted[e.user_id]:
+                refused.append((e.event_id, e.user_id))
+                continue
             row = (
                 *(e.event_id, e.user_id, e.item_id, e.kind, e.value),
-                *(to_db(e.event_time), e.recommendation_id, now),
+                *(when, e.recommendation_id, now),
             )
             cursor.execute(SQLITE_INSERT_EVENT, row)
             if cursor.fetchall():
                 stored.append((e.event_id, e.user_id))
     finally:
         cursor.close()
-    return stored
+    return stored, refused
+
+
+def _tombstones_sqlite(cursor: Any, users: set[str]) -> dict[str, str]:
+    """user -> deletion time (as stored text) for the deleted users among ``users``."""
+    found: dict[str, str] = {}
+    listed = sorted(users)
+    for start in range(0, len(listed), 500):
+        chunk = listed[start : start + 500]
+        cursor.execute(
+            "SELECT user_id, deleted_at FROM user_tombstone"
+            f" WHERE user_id IN ({', '.join('?' * len(chunk))})",
+            chunk,
+        )
+        found.update(cursor.fetchall())
+    return found
 
 
 def create_incoming_table(cursor: Any) -> None:
@@ -360,17 +384,25 @@ def create_incoming_table(cursor: Any) -> None:
     )
 
 
-def insert_rows_postgres(cursor: Any, rows: Sequence[Any]) -> list[tuple[str, str]]:
+def insert_rows_postgres(
+    cursor: Any, rows: Sequence[Any]
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """COPYs event rows into the incoming table, then moves the new ones into
     feedback_event in arrival order (the first of repeated ids wins) with one
-    ``INSERT ... ON CONFLICT DO NOTHING RETURNING``; returns (event_id, user_id) of those
-    stored. ``cursor`` is a psycopg cursor; the caller commits."""
+    ``INSERT ... ON CONFLICT DO NOTHING RETURNING``, leaving out events of users deleted
+    after the event's time (user_tombstone); returns (event_id, user_id) of those stored,
+    and of those refused so. ``cursor`` is a psycopg cursor; the caller commits."""
     with cursor.copy(
         "COPY recserve_incoming (ord, event_id, user_id, item_id, kind, value,"
         " event_time, recommendation_id) FROM STDIN"
     ) as copy:
         for i, e in enumerate(rows):
             copy.write_row((i, *e[:6], e.recommendation_id))  # EventRow's fields, in order
+    cursor.execute(
+        "SELECT DISTINCT i.event_id, i.user_id FROM recserve_incoming i"
+        " JOIN user_tombstone t ON t.user_id = i.user_id AND i.event_time < t.deleted_at"
+    )
+    refused = [(event_id, user_id) for event_id, user_id in cursor.fetchall()]
     cursor.execute(
         "INSERT INTO feedback_event"
         " (event_id, user_id, item_id, kind, value, event_time, recommendation_id,"
@@ -379,11 +411,13 @@ def insert_rows_postgres(cursor: Any, rows: Sequence[Any]) -> list[tuple[str, st
         "  %s FROM ("
         "  SELECT DISTINCT ON (event_id) * FROM recserve_incoming"
         "  ORDER BY event_id, ord) AS fresh"
+        " WHERE NOT EXISTS (SELECT 1 FROM user_tombstone t"
+        "  WHERE t.user_id = fresh.user_id AND fresh.event_time < t.deleted_at)"
         " ORDER BY ord"
         " ON CONFLICT (event_id) DO NOTHING RETURNING event_id, user_id",
         (utcnow(),),
     )
-    return [(event_id, user_id) for event_id, user_id in cursor.fetchall()]
+    return [(event_id, user_id) for event_id, user_id in cursor.fetchall()], refused
 
 
 def users_after(session: Session | Connection, *, row: int, limit: int) -> list[tuple[int, str]]:

@@ -51,6 +51,8 @@ class ImportSummary:
     stored: int = 0
     duplicates: int = 0
     skipped: int = 0
+    deleted_user_events: int = 0
+    """Refused: their user was deleted (DeleteUser) after the event's time."""
     users: int = 0
     seconds: float = 0.0
     quality: dict[str, Any] = field(default_factory=dict)
@@ -317,10 +319,14 @@ def import_file(
     chunk: list[EventRow] = []
     store = EventStore(engine)  # the Feedback writer's path: COPY on PostgreSQL
 
+    deleted_users: set[str] = set()
+
     def flush() -> None:
         stored = store.store(chunk)
         summary.stored += len(stored)
-        summary.duplicates += len(chunk) - len(stored)
+        summary.deleted_user_events += len(store.refused)
+        deleted_users.update(user for _, user in store.refused)
+        summary.duplicates += len(chunk) - len(stored) - len(store.refused)
         chunk.clear()
 
     quality = DataQuality(timestamps=fmt != "seq")
@@ -345,6 +351,8 @@ def import_file(
         flush()
     store.close()
     summary.users = len(quality.per_user)
+    for user in deleted_users:  # a deleted user is neither flagged nor named again
+        quality.bots.pop(user, None)
     flags = {
         user: ("bot", f"{count} events in one minute (more than {BOT_EVENTS_PER_MINUTE})")
         for user, count in quality.bots.items()

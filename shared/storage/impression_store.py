@@ -12,6 +12,8 @@ from sqlmodel import Session, col, select
 from shared.storage import change_feed
 from shared.storage.tables import (
     Impression,
+    UserTombstone,
+    as_utc,
 )
 
 
@@ -32,11 +34,37 @@ def insert_impressions(
     """Stores impression rows (column -> value) in one statement. On PostgreSQL, with an
     ``origin``, the transaction also announces the users shown a list (topic "shown" on
     the change feed) when it commits, so that other replicas count those lists."""
+    rows = _without_deleted_users(session, rows)
+    if not rows:
+        return
     session.execute(Impression.__table__.insert(), list(rows))  # type: ignore[attr-defined]
     if origin and session.get_bind().dialect.name == "postgresql":
         users = sorted({row["user_id"] for row in rows})
         for chunk in _chunks(users, change_feed.MAX_PAYLOAD):
             change_feed.announce(session, topic="shown", subject="\n".join(chunk), origin=origin)
+
+
+def _without_deleted_users(
+    session: Session, rows: Sequence[dict[str, Any]]
+) -> Sequence[dict[str, Any]]:
+    """The rows, less those served to a user deleted since (a list queued on a replica
+    when another deleted its user is never stored)."""
+    users = list({row["user_id"] for row in rows})
+    deleted = {
+        user: as_utc(when)
+        for user, when in session.exec(
+            select(UserTombstone.user_id, UserTombstone.deleted_at).where(
+                col(UserTombstone.user_id).in_(users)
+            )
+        ).all()
+    }
+    if not deleted:
+        return rows
+    return [
+        row
+        for row in rows
+        if row["user_id"] not in deleted or as_utc(row["served_at"]) >= deleted[row["user_id"]]
+    ]
 
 
 def _chunks(values: list[str], limit: int) -> list[list[str]]:

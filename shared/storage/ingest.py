@@ -80,10 +80,15 @@ class EventStore:
         self._origin = origin
         self._raw: Any = None
         self._temp_ready = False
+        self.refused: list[tuple[str, str]] = []
+        """(event_id, user_id) of the last batch's events refused because their user was
+        deleted after the event's time (DeleteUser's tombstone)."""
 
     def store(self, events: Sequence[EventRow]) -> list[tuple[str, str]]:
         """Stores the events whose ids are new, in one committed transaction; returns
-        (event_id, user_id) of those stored. Raises on failure (nothing is stored)."""
+        (event_id, user_id) of those stored (``refused`` holds those of deleted users).
+        Raises on failure (nothing is stored)."""
+        self.refused = []
         if not events:
             return []
         if self._dialect not in ("sqlite", "postgresql"):
@@ -108,7 +113,8 @@ class EventStore:
             raise
 
     def _store_sqlite(self, events: Sequence[EventRow]) -> list[tuple[str, str]]:
-        return event_store.insert_rows_sqlite(self._raw, first_per_event_id(events))
+        stored, self.refused = event_store.insert_rows_sqlite(self._raw, first_per_event_id(events))
+        return stored
 
     def _store_postgres(self, events: Sequence[EventRow]) -> list[tuple[str, str]]:
         connection = self._raw.driver_connection  # psycopg.Connection
@@ -116,7 +122,7 @@ class EventStore:
             if not self._temp_ready:
                 event_store.create_incoming_table(cursor)
                 self._temp_ready = True
-            stored = event_store.insert_rows_postgres(cursor, events)
+            stored, self.refused = event_store.insert_rows_postgres(cursor, events)
             if self._channel and stored:
                 payloads = notify_payloads(self._origin, (u for _, u in stored))
                 change_feed.notify(cursor, self._channel, payloads)

@@ -218,6 +218,32 @@ class FlaggedUser(SQLModel, table=True):
     flagged_at: datetime = Field(default_factory=utcnow)
 
 
+class UserTombstone(SQLModel, table=True):
+    """A deleted user (DeleteUser): an event of theirs whose time is before
+    ``deleted_at`` (the server's receipt time of the deletion) is never stored again, so a
+    replayed event or a re-imported old file cannot bring their data back. Never purged."""
+
+    __tablename__ = "user_tombstone"
+
+    user_id: str = Field(primary_key=True, max_length=256)
+    deleted_at: datetime = Field(default_factory=utcnow)
+    deleted_by: str = Field(default="", max_length=64)
+
+
+class AuditEntry(SQLModel, table=True):
+    """Who did what to whose data: a user deleted or exported (the token's name, when,
+    how many rows)."""
+
+    __tablename__ = "audit_entry"
+
+    id: int | None = bigint_key()
+    at: datetime = Field(default_factory=utcnow, index=True)
+    action: str = Field(max_length=32)
+    subject: str = Field(default="", max_length=256)
+    by: str = Field(default="", max_length=64)
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+
+
 # --- model versions ----------------------------------------------------------------------
 
 

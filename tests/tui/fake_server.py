@@ -258,6 +258,27 @@ class FakeConnection(Connection):
             )
         if method == "GetServerStats":
             return _stats()
+        if method == "ListAuditEntries":
+            return admin_pb2.ListAuditEntriesResponse(
+                entries=[
+                    admin_pb2.AuditEntry(
+                        at_ms=T0_MS + 3_600_000,
+                        action="delete_user",
+                        subject="u01234",
+                        by="ops",
+                        detail_json=json.dumps(
+                            {"events": 212, "flags": 0, "impressions": 35, "import_reports": 1}
+                        ),
+                    ),
+                    admin_pb2.AuditEntry(
+                        at_ms=T0_MS + 3_000_000,
+                        action="export_user",
+                        subject="u01234",
+                        by="ops",
+                        detail_json='{"events": 212, "impressions": 35, "page_token": ""}',
+                    ),
+                ]
+            )
         if method == "ListRuleSets":
             return admin_pb2.ListRuleSetsResponse(rule_sets=RULE_SETS)
         if method == "ListItems":

@@ -79,6 +79,9 @@ def test_console_in_a_real_terminal_visits_every_screen_and_survives_the_server(
         terminal.wait_for("Delete rule set weekend?")
         terminal.press("y")
         terminal.wait_for("rule set weekend deleted")
+        # 7 Audit: user deletions and exports.
+        terminal.press("7")
+        terminal.wait_for("User deletions and exports")
 
         # The server goes away: the console says so and keeps running.
         terminal.press("1")

@@ -33,6 +33,7 @@ TABLES = {
     "3": "#jobs-table",
     "5": "#items-table",
     "6": "#rules-table",
+    "7": "#audit-table",
 }
 
 
@@ -77,7 +78,7 @@ def showing(tab: str, *keys: str, dialog: type[Screen] | None = None):
     return run_before
 
 
-@pytest.mark.parametrize("tab", ["1", "2", "3", "5", "6"])
+@pytest.mark.parametrize("tab", ["1", "2", "3", "5", "6", "7"])
 def test_screen(snap_compare, tab: str) -> None:
     assert snap_compare(console(), terminal_size=SIZE, run_before=showing(tab))
 

@@ -6,6 +6,70 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class DeleteUserRequest(_message.Message):
+    __slots__ = ("user_id",)
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    def __init__(self, user_id: _Optional[str] = ...) -> None: ...
+
+class DeleteUserResponse(_message.Message):
+    __slots__ = ("events", "impressions", "flags", "import_reports", "deleted_at_ms")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    IMPRESSIONS_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    IMPORT_REPORTS_FIELD_NUMBER: _ClassVar[int]
+    DELETED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    events: int
+    impressions: int
+    flags: int
+    import_reports: int
+    deleted_at_ms: int
+    def __init__(self, events: _Optional[int] = ..., impressions: _Optional[int] = ..., flags: _Optional[int] = ..., import_reports: _Optional[int] = ..., deleted_at_ms: _Optional[int] = ...) -> None: ...
+
+class ExportUserRequest(_message.Message):
+    __slots__ = ("user_id", "page_token", "page_size")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    page_token: str
+    page_size: int
+    def __init__(self, user_id: _Optional[str] = ..., page_token: _Optional[str] = ..., page_size: _Optional[int] = ...) -> None: ...
+
+class ExportUserResponse(_message.Message):
+    __slots__ = ("json", "next_page_token")
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    json: str
+    next_page_token: str
+    def __init__(self, json: _Optional[str] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ListAuditEntriesRequest(_message.Message):
+    __slots__ = ("limit",)
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    def __init__(self, limit: _Optional[int] = ...) -> None: ...
+
+class AuditEntry(_message.Message):
+    __slots__ = ("at_ms", "action", "subject", "by", "detail_json")
+    AT_MS_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    BY_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_JSON_FIELD_NUMBER: _ClassVar[int]
+    at_ms: int
+    action: str
+    subject: str
+    by: str
+    detail_json: str
+    def __init__(self, at_ms: _Optional[int] = ..., action: _Optional[str] = ..., subject: _Optional[str] = ..., by: _Optional[str] = ..., detail_json: _Optional[str] = ...) -> None: ...
+
+class ListAuditEntriesResponse(_message.Message):
+    __slots__ = ("entries",)
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[AuditEntry]
+    def __init__(self, entries: _Optional[_Iterable[_Union[AuditEntry, _Mapping]]] = ...) -> None: ...
+
 class Rule(_message.Message):
     __slots__ = ("kind", "label", "factor", "max_items", "item_id", "slot")
     KIND_FIELD_NUMBER: _ClassVar[int]

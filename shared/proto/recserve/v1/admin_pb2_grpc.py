@@ -154,6 +154,21 @@ class ModelAdminStub:
                 request_serializer=recserve_dot_v1_dot_admin__pb2.DeleteRuleSetRequest.SerializeToString,
                 response_deserializer=recserve_dot_v1_dot_admin__pb2.DeleteRuleSetResponse.FromString,
                 _registered_method=True)
+        self.DeleteUser = channel.unary_unary(
+                '/recserve.v1.ModelAdmin/DeleteUser',
+                request_serializer=recserve_dot_v1_dot_admin__pb2.DeleteUserRequest.SerializeToString,
+                response_deserializer=recserve_dot_v1_dot_admin__pb2.DeleteUserResponse.FromString,
+                _registered_method=True)
+        self.ExportUser = channel.unary_unary(
+                '/recserve.v1.ModelAdmin/ExportUser',
+                request_serializer=recserve_dot_v1_dot_admin__pb2.ExportUserRequest.SerializeToString,
+                response_deserializer=recserve_dot_v1_dot_admin__pb2.ExportUserResponse.FromString,
+                _registered_method=True)
+        self.ListAuditEntries = channel.unary_unary(
+                '/recserve.v1.ModelAdmin/ListAuditEntries',
+                request_serializer=recserve_dot_v1_dot_admin__pb2.ListAuditEntriesRequest.SerializeToString,
+                response_deserializer=recserve_dot_v1_dot_admin__pb2.ListAuditEntriesResponse.FromString,
+                _registered_method=True)
 
 
 class ModelAdminServicer:
@@ -364,6 +379,34 @@ class ModelAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteUser(self, request, context):
+        """Deletes everything stored about a user: events, impressions, flags, their
+        mentions in stored import reports, and every replica's cached history, state,
+        showings and encoding in flight. A tombstone at the server's time now makes a
+        replayed event, or a re-imported old file, store nothing of theirs timed before
+        it (Feedback reports them as deleted_user_events). Audited. See
+        docs/privacy.md for what it means for models trained before.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportUser(self, request, context):
+        """Everything stored about a user as JSON (events, impressions, flags, experiment
+        arm), a page at a time: call again with next_page_token until it is empty.
+        Audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAuditEntries(self, request, context):
+        """The newest audit entries: user deletions and exports (who, when, how many rows).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -486,6 +529,21 @@ def add_ModelAdminServicer_to_server(servicer, server):
                     servicer.DeleteRuleSet,
                     request_deserializer=recserve_dot_v1_dot_admin__pb2.DeleteRuleSetRequest.FromString,
                     response_serializer=recserve_dot_v1_dot_admin__pb2.DeleteRuleSetResponse.SerializeToString,
+            ),
+            'DeleteUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUser,
+                    request_deserializer=recserve_dot_v1_dot_admin__pb2.DeleteUserRequest.FromString,
+                    response_serializer=recserve_dot_v1_dot_admin__pb2.DeleteUserResponse.SerializeToString,
+            ),
+            'ExportUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportUser,
+                    request_deserializer=recserve_dot_v1_dot_admin__pb2.ExportUserRequest.FromString,
+                    response_serializer=recserve_dot_v1_dot_admin__pb2.ExportUserResponse.SerializeToString,
+            ),
+            'ListAuditEntries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEntries,
+                    request_deserializer=recserve_dot_v1_dot_admin__pb2.ListAuditEntriesRequest.FromString,
+                    response_serializer=recserve_dot_v1_dot_admin__pb2.ListAuditEntriesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1136,6 +1194,87 @@ class ModelAdmin:
             '/recserve.v1.ModelAdmin/DeleteRuleSet',
             recserve_dot_v1_dot_admin__pb2.DeleteRuleSetRequest.SerializeToString,
             recserve_dot_v1_dot_admin__pb2.DeleteRuleSetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recserve.v1.ModelAdmin/DeleteUser',
+            recserve_dot_v1_dot_admin__pb2.DeleteUserRequest.SerializeToString,
+            recserve_dot_v1_dot_admin__pb2.DeleteUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recserve.v1.ModelAdmin/ExportUser',
+            recserve_dot_v1_dot_admin__pb2.ExportUserRequest.SerializeToString,
+            recserve_dot_v1_dot_admin__pb2.ExportUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditEntries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recserve.v1.ModelAdmin/ListAuditEntries',
+            recserve_dot_v1_dot_admin__pb2.ListAuditEntriesRequest.SerializeToString,
+            recserve_dot_v1_dot_admin__pb2.ListAuditEntriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -147,12 +147,14 @@ class FeedbackRequest(_message.Message):
     def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...
 
 class FeedbackResponse(_message.Message):
-    __slots__ = ("stored", "duplicates")
+    __slots__ = ("stored", "duplicates", "deleted_user_events")
     STORED_FIELD_NUMBER: _ClassVar[int]
     DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    DELETED_USER_EVENTS_FIELD_NUMBER: _ClassVar[int]
     stored: int
     duplicates: int
-    def __init__(self, stored: _Optional[int] = ..., duplicates: _Optional[int] = ...) -> None: ...
+    deleted_user_events: int
+    def __init__(self, stored: _Optional[int] = ..., duplicates: _Optional[int] = ..., deleted_user_events: _Optional[int] = ...) -> None: ...
 
 class SimilarItemsRequest(_message.Message):
     __slots__ = ("item_ids", "k", "user_id", "exclude_item_ids", "candidate_item_ids", "allow_seen", "include_titles", "include_labels", "exclude_labels")
