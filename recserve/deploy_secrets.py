@@ -109,7 +109,8 @@ def _strings(node: object) -> list[str]:
 def compose_problems(document: dict[str, Any]) -> list[str]:
     """What makes a parsed compose document unsafe to ship: a literal secret, a secret
     with a default or not written by deploy-secrets, a published port other than the
-    servers' gRPC, a role of the servers left without tokens."""
+    servers' gRPC (and their HTTP/JSON port, only where it is enabled), a role of the
+    servers left without tokens."""
     problems: list[str] = []
     for text in _strings(document):
         for name, operator, _ in _REFERENCE.findall(text):
@@ -131,8 +132,13 @@ def compose_problems(document: dict[str, Any]) -> list[str]:
             elif secret and not _REFERENCE.search(text):
                 problems.append(f"{service_name}.{variable} holds a literal secret")
         ports = [str(port) for port in service.get("ports", [])]
-        if ports and (service_name != "server" or ports != ["50051"]):
-            problems.append(f"{service_name} publishes {ports}; only the server's 50051 may be")
+        http = str(environment.get("RECSERVE_SERVER__HTTP_ENABLED", "")).lower() == "true"
+        allowed = [["50051"], ["50051", "8080"]] if http else [["50051"]]
+        if ports and (service_name != "server" or ports not in allowed):
+            problems.append(
+                f"{service_name} publishes {ports}; only the server's 50051 may be (and 8080 "
+                "with RECSERVE_SERVER__HTTP_ENABLED=true)"
+            )
     server = document.get("services", {}).get("server", {}).get("environment") or {}
     for role in ("READ", "WRITE", "ADMIN"):
         if f"RECSERVE_SERVER__{role}_TOKENS" not in server:

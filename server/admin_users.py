@@ -84,40 +84,10 @@ class UsersAdmin(AdminBase):
         by = caller_name.get() or "anonymous"
 
         def read(session: Session) -> tuple[dict[str, Any], str]:
-            events, impressions = user_store.export_page(
-                session, user_id=user_id, after_event=after_event,
-                after_impression=after_impression, limit=size,
-            )  # fmt: skip
-            page: dict[str, Any] = {
-                "user_id": user_id,
-                "events": [
-                    {"event_id": e.event_id, "item_id": e.item_id, "kind": e.kind,
-                     "value": e.value, "event_time": _when(e.event_time),
-                     "received_time": _when(e.received_time),
-                     "recommendation_id": e.recommendation_id or ""}
-                    for e in events
-                ],
-                "impressions": [
-                    {"recommendation_id": i.recommendation_id, "items": i.items,
-                     "model_version": i.model_version, "arm": i.arm,
-                     "served_at": _when(i.served_at), "rules": i.rules or []}
-                    for i in impressions
-                ],
-            }  # fmt: skip
-            if not page_token:  # the first page: what is not paged
-                page["flags"] = [
-                    {"reason": f.reason, "detail": f.detail, "flagged_at": _when(f.flagged_at)}
-                    for f in user_store.flags_of(session, user_id=user_id)
-                ]
-                stone = user_store.tombstone(session, user_id=user_id)
-                page["deleted_at"] = _when(stone.deleted_at) if stone else ""
-            full = len(events) == size or len(impressions) == size
-            last_event = events[-1].id if events else after_event
-            last_impression = impressions[-1].id if impressions else after_impression
-            token = f"e{last_event}.i{last_impression}" if full else ""
+            page, token = _page(session, user_id, page_token, after_event, after_impression, size)
             user_store.record_audit(
                 session, action="export_user", subject=user_id, by=by,
-                detail={"events": len(events), "impressions": len(impressions),
+                detail={"events": len(page["events"]), "impressions": len(page["impressions"]),
                         "page_token": page_token},
             )  # fmt: skip
             return page, token
@@ -136,3 +106,44 @@ class UsersAdmin(AdminBase):
 
     async def audit(self, limit: int) -> list[AuditEntry]:
         return await self._db(lambda s: user_store.audit_entries(s, limit=limit))
+
+
+def _page(
+    session: Session,
+    user_id: str,
+    page_token: str,
+    after_event: int,
+    after_impression: int,
+    size: int,
+) -> tuple[dict[str, Any], str]:
+    """One page of the export and the next page's token."""
+    events, impressions = user_store.export_page(
+        session, user_id=user_id, after_event=after_event,
+        after_impression=after_impression, limit=size,
+    )  # fmt: skip
+    page: dict[str, Any] = {
+        "user_id": user_id,
+        "events": [
+            {"event_id": e.event_id, "item_id": e.item_id, "kind": e.kind, "value": e.value,
+             "event_time": _when(e.event_time), "received_time": _when(e.received_time),
+             "recommendation_id": e.recommendation_id or ""}
+            for e in events
+        ],
+        "impressions": [
+            {"recommendation_id": i.recommendation_id, "items": i.items,
+             "model_version": i.model_version, "arm": i.arm,
+             "served_at": _when(i.served_at), "rules": i.rules or []}
+            for i in impressions
+        ],
+    }  # fmt: skip
+    if not page_token:  # the first page: what is not paged
+        page["flags"] = [
+            {"reason": f.reason, "detail": f.detail, "flagged_at": _when(f.flagged_at)}
+            for f in user_store.flags_of(session, user_id=user_id)
+        ]
+        stone = user_store.tombstone(session, user_id=user_id)
+        page["deleted_at"] = _when(stone.deleted_at) if stone else ""
+    full = len(events) == size or len(impressions) == size
+    last_event = events[-1].id if events else after_event
+    last_impression = impressions[-1].id if impressions else after_impression
+    return page, (f"e{last_event}.i{last_impression}" if full else "")

@@ -35,6 +35,7 @@ from server.deployment import Deployment
 from server.errors import RpcOptions
 from server.guard import CallGuard, CallSlots
 from server.history import HistoryCache
+from server.http import HttpDoor
 from server.loop_watch import LoopWatch
 from server.memory import tune_allocator
 from server.model_loader import BackendFactory
@@ -70,6 +71,8 @@ class RunningServer:
     loop_watch: LoopWatch
     checkpoints: WalCheckpoints | None
     """SQLite's WAL checkpoints, off the commit path (None: PostgreSQL, or turned off)."""
+    http: HttpDoor | None = None
+    """The HTTP/JSON door, when server.http_enabled."""
 
     @property
     def target(self) -> str:
@@ -103,6 +106,8 @@ class RunningServer:
         commit what the feedback writer holds and release everything."""
         parts = self.parts
         await self.drain(0)
+        if self.http is not None:
+            await self.http.stop()
         await self.server.stop(grace)
         await self.loop_watch.stop()
         parts.invalidations.stop()
@@ -142,9 +147,9 @@ def grpc_options(settings: Settings) -> list[tuple[str, int]]:
     ]
 
 
-def call_guard(settings: Settings, slots: CallSlots) -> CallGuard:
-    """The access policy and call slots every call passes (server/guard.py); logs what
-    is open to callers without a credential."""
+def access_policy(settings: Settings) -> AccessPolicy:
+    """Who may call what, for both doors (server/auth.py); logs what is open to callers
+    without a credential."""
     policy = AccessPolicy(settings.server)
     if not policy.authenticated:
         log.warning(
@@ -158,11 +163,11 @@ def call_guard(settings: Settings, slots: CallSlots) -> CallGuard:
             "anonymous callers have the %s role(s) (server.anonymous_roles)",
             ", ".join(sorted(policy.anonymous_roles)),
         )
-    return CallGuard(policy, slots, stream_idle_timeout_s=settings.server.stream_idle_timeout_s)
+    return policy
 
 
 def listening_server(
-    settings: Settings, slots: CallSlots, health_servicer: Any
+    settings: Settings, slots: CallSlots, health_servicer: Any, policy: AccessPolicy
 ) -> tuple[grpc.aio.Server, int]:
     """A gRPC server bound to settings.server.host:port (port 0 picks a free one), with
     the call guard, health and reflection; refuses a listener that would be open to
@@ -171,9 +176,8 @@ def listening_server(
     credentials = server_credentials(settings.server)
     # No maximum_concurrent_rpcs: gRPC's cap counts streams and health checks too, so a
     # few idle streams could refuse everyone; the guard counts unary calls alone.
-    server = grpc.aio.server(
-        options=grpc_options(settings), interceptors=[call_guard(settings, slots)]
-    )
+    guard = CallGuard(policy, slots, stream_idle_timeout_s=settings.server.stream_idle_timeout_s)
+    server = grpc.aio.server(options=grpc_options(settings), interceptors=[guard])
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (RECOMMENDER, MODEL_ADMIN, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -191,8 +195,9 @@ def listening_server(
 
 def add_services(
     server: grpc.aio.Server, settings: Settings, built: Components, slots: CallSlots
-) -> tuple[AdminService, Deployment]:
-    """Recommender and ModelAdmin on ``server``, over the built components."""
+) -> tuple[AdminService, Deployment, dict[str, Any]]:
+    """Recommender and ModelAdmin on ``server``, over the built components; returns the
+    admin, the deployment and the servicers' methods by gRPC method (for HTTP)."""
     deployment = Deployment(settings, built.engine, built.executor, built.registry, built.health)
     admin = AdminService(
         settings, built.engine, built.executor, built.registry, built.history, built.states,
@@ -202,13 +207,35 @@ def add_services(
         default_deadline_s=settings.server.default_deadline_s,
         access_log=settings.telemetry.access_log,
     )
-    add_servicer(
-        server,
-        RecommenderServicer(built.recommend, built.feedback, built.similar, built.stats, options),
-        RECOMMENDER_SERVICE,
+    recommender = RecommenderServicer(
+        built.recommend, built.feedback, built.similar, built.stats, options
     )
-    add_servicer(server, ModelAdminServicer(admin, options), ADMIN_SERVICE)
-    return admin, deployment
+    admin_servicer = ModelAdminServicer(admin, options)
+    add_servicer(server, recommender, RECOMMENDER_SERVICE)
+    add_servicer(server, admin_servicer, ADMIN_SERVICE)
+    methods = {
+        f"/{service.full_name}/{method.name}": getattr(servicer, method.name)
+        for servicer, service in (
+            (recommender, RECOMMENDER_SERVICE),
+            (admin_servicer, ADMIN_SERVICE),
+        )
+        for method in service.methods
+    }
+    return admin, deployment, methods
+
+
+def http_door(
+    settings: Settings,
+    policy: AccessPolicy,
+    slots: CallSlots,
+    methods: dict[str, Any],
+    built: Components,
+) -> HttpDoor | None:
+    """The HTTP/JSON door over the same servicers, policy and slots (when enabled)."""
+    if not settings.server.http_enabled:
+        return None
+    health = built.health
+    return HttpDoor(settings.server, policy, slots, methods, lambda: not health.draining)
 
 
 async def start_server(
@@ -234,8 +261,10 @@ async def start_server(
         max_unary=settings.server.max_concurrent_rpcs,
         max_streams_per_caller=settings.server.max_streams_per_caller,
     )
-    server, port = listening_server(settings, slots, built.health.servicer)
-    admin, deployment = add_services(server, settings, built, slots)
+    policy = access_policy(settings)
+    server, port = listening_server(settings, slots, built.health.servicer, policy)
+    admin, deployment, methods = add_services(server, settings, built, slots)
+    http = http_door(settings, policy, slots, methods, built)
     metrics.watch_queue("feedback_writer", lambda: built.writer.queued_events)
     registry = built.registry
     metrics.watch_queue(
@@ -262,9 +291,11 @@ async def start_server(
     # the model.
     await registry.start()
     await server.start()
+    if http is not None:
+        await http.start()
     await deployment.start(port)
     log.info("recserve listening on %s:%s", settings.server.host, port)
-    return RunningServer(server, port, built, admin, deployment, loop_watch, checkpoints)
+    return RunningServer(server, port, built, admin, deployment, loop_watch, checkpoints, http)
 
 
 async def serve_forever(settings: Settings, parts: Parts = Parts()) -> None:

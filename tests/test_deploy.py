@@ -98,3 +98,23 @@ def test_deploy_secrets_writes_every_variable_privately(tmp_path: Path) -> None:
         timeout=60,
     )
     assert again.returncode == 2 and "--force" in again.stdout, "never overwritten silently"
+
+
+def merged(base: dict, layer: dict) -> dict:
+    """compose's merge of two files, as far as these files need: maps merged, ports
+    appended."""
+    out = copy.deepcopy(base)
+    for name, service in layer["services"].items():
+        target = out["services"][name]
+        target.setdefault("environment", {}).update(service.get("environment", {}))
+        target["ports"] = [*target.get("ports", []), *service.get("ports", [])]
+    return out
+
+
+def test_http_is_published_only_where_it_is_enabled() -> None:
+    layer = yaml.safe_load((ROOT / "deploy" / "compose.http.yaml").read_text())
+    assert compose_problems(merged(compose(), layer)) == []
+    assert "8080" not in compose()["services"]["server"]["ports"], "off unless layered"
+    published_only = copy.deepcopy(compose())
+    published_only["services"]["server"]["ports"].append("8080")
+    assert any("8080" in p for p in compose_problems(published_only))

@@ -109,6 +109,15 @@ class ServerSettings(BaseModel):
     can send back: the online metrics and A/B arms are computed from it."""
     max_queued_impressions: int = Field(100_000, ge=1)
     """Impressions waiting for their batch write; beyond it they are dropped (counted)."""
+    http_enabled: bool = False
+    """The HTTP/JSON door (server/http.py, docs/http.md) beside gRPC, on ``http_port``.
+    Off by default. Beyond loopback it needs tokens (HTTP callers authenticate with
+    ``Authorization: Bearer``; client certificates are for gRPC)."""
+    http_port: int = Field(8080, ge=0, le=65535)
+    """The HTTP/JSON door's port (0 picks a free one)."""
+    http_cors_origins: list[str] = []
+    """Origins a browser may call the HTTP door from ("*" for any). Empty (default): no
+    CORS headers, so browsers refuse cross-origin calls."""
     shown_cap: int = Field(0, ge=0, le=1000)
     """Shown-item capping: an item shown to a user this many times in the last
     ``shown_window_h`` hours with no event of the user on it since is left out of that

@@ -299,6 +299,19 @@ def read_events(path: Path, fmt: str) -> Iterator[Parsed]:
     raise InvalidArgument("format", f"is {fmt!r}; accepted: {', '.join(FORMATS)}")
 
 
+def flag_bots(engine: Engine, quality: DataQuality, deleted_users: set[str]) -> int:
+    """Flags the suspected bots an import found (a deleted user is neither flagged nor
+    named in the report again); returns how many were new."""
+    for user in deleted_users:
+        quality.bots.pop(user, None)
+    flags = {
+        user: ("bot", f"{count} events in one minute (more than {BOT_EVENTS_PER_MINUTE})")
+        for user, count in quality.bots.items()
+    }
+    with session_scope(engine) as session:
+        return user_store.flag_users(session, flags=flags)
+
+
 def import_file(
     engine: Engine,
     path: Path,
@@ -351,14 +364,7 @@ def import_file(
         flush()
     store.close()
     summary.users = len(quality.per_user)
-    for user in deleted_users:  # a deleted user is neither flagged nor named again
-        quality.bots.pop(user, None)
-    flags = {
-        user: ("bot", f"{count} events in one minute (more than {BOT_EVENTS_PER_MINUTE})")
-        for user, count in quality.bots.items()
-    }
-    with session_scope(engine) as session:
-        flagged = user_store.flag_users(session, flags=flags)
+    flagged = flag_bots(engine, quality, deleted_users)
     summary.seconds = time.perf_counter() - started
     summary.quality = {**quality.report(summary), "newly_flagged_users": flagged}
     return summary
