@@ -11,15 +11,10 @@ throughput, and their ratios, go to a table and to JSON.
 
 from __future__ import annotations
 
-import json
-import os
-import platform
-import statistics
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.ingest import cpu_model
+from bench.interleaved import report
 from bench.processes import ServerProcess
 from bench.serve_measure import measure, warm_histories
 from bench.serve_stage import prepare
@@ -106,37 +101,8 @@ def run_rules_bench(
         rows = interleaved(server, items, users, rounds, duration)
     finally:
         server.stop()
-    keys = ("throughput", "p50_ms", "p99_ms")
-    median = {
-        name: {key: statistics.median(r[key] for r in found) for key in keys}
-        for name, found in rows.items()
-    }
-    none, ten = median["none"], median["ten rules"]
-    result = {
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "cpu": cpu_model(),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "concurrency": RULES_LEVEL,
-        "rounds": rounds,
-        "duration_s": duration,
-        "median": median,
-        "p99_ratio": ten["p99_ms"] / max(1e-9, none["p99_ms"]),
-        "throughput_ratio": ten["throughput"] / max(1e-9, none["throughput"]),
-        "errors": sum(sum(r["errors"].values()) for found in rows.values() for r in found),
-        "rounds_detail": rows,
-    }
-    print(f"\nmedian of {rounds} interleaved rounds at {RULES_LEVEL} callers ({result['cpu']}):")
-    print(f"{'':>10}  {'req/s':>8}  {'p50 ms':>7}  {'p99 ms':>7}")
-    for name, figures in median.items():
-        print(
-            f"{name:>10}  {figures['throughput']:8.1f}  {figures['p50_ms']:7.2f}  "
-            f"{figures['p99_ms']:7.2f}"
-        )
-    print(
-        f"ten rules / none: p99 {result['p99_ratio']:.3f}x, throughput "
-        f"{result['throughput_ratio']:.3f}x"
-    )
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2, sort_keys=True))
-    print(f"wrote {output.resolve()}")
-    return result
+    errors = sum(sum(r["errors"].values()) for found in rows.values() for r in found)
+    return report(
+        rows, baseline="none", candidate="ten rules", title="ten rules / none",
+        level=RULES_LEVEL, duration=duration, output=output, errors=errors,
+    )  # fmt: skip

@@ -89,17 +89,18 @@ def bench_serve(args: argparse.Namespace) -> int:
     return run_serve_bench(args)
 
 
-def bench_rules(args: argparse.Namespace) -> int:
+def _ab_bench(args: argparse.Namespace, name: str) -> int:
+    """`bench rules` and `bench http`: one server, two sides interleaved."""
     from pathlib import Path
 
+    from bench.http_bench import run_http_bench
     from bench.rules import run_rules_bench
 
-    data_dir = Path(args.data_dir or "var/bench-rules")
-    output = Path(args.output or data_dir / "bench-rules.json")
+    run = {"rules": run_rules_bench, "http": run_http_bench}[name]
+    data_dir = Path(args.data_dir or f"var/bench-{name}")
+    output = Path(args.output or data_dir / f"bench-{name}.json")
     bundle = Path(args.bundle) if args.bundle else None
-    run_rules_bench(
-        data_dir, bundle, rounds=args.rounds or 3, duration=args.duration or 10.0, output=output
-    )
+    run(data_dir, bundle, rounds=args.rounds or 3, duration=args.duration or 10.0, output=output)
     return 0
 
 
@@ -110,7 +111,8 @@ BENCHES = {
     "soak": bench_soak,
     "scale": bench_scale,
     "similar": bench_similar,
-    "rules": bench_rules,
+    "rules": lambda args: _ab_bench(args, "rules"),
+    "http": lambda args: _ab_bench(args, "http"),
 }
 
 

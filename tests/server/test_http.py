@@ -22,8 +22,15 @@ READ, WRITE, ADMIN = (
 ORIGIN = "https://shop.example"
 
 
-def curl(port: int, path: str, body: Any = None, *, token: str = "", headers: dict[str, str] | None = None,
-         raw: bytes | None = None) -> tuple[int, dict[str, str], Any]:  # fmt: skip
+def curl(
+    port: int,
+    path: str,
+    body: Any = None,
+    *,
+    token: str = "",
+    headers: dict[str, str] | None = None,
+    raw: bytes | None = None,
+) -> tuple[int, dict[str, str], Any]:
     """(status, headers, JSON body) of one curl call."""
     command = ["curl", "-sS", "-i", "--max-time", "30", f"http://127.0.0.1:{port}{path}"]
     if body is not None or raw is not None:
@@ -124,10 +131,8 @@ async def test_the_http_door_with_curl(http_server) -> None:
     )
     assert status == 413 and "max_message_mb" in error["error"]["message"]
 
-    status, _, stored = await call(
-        "/v1/feedback", {"events": [{"eventId": "http-1", "userId": "u00009", "itemId": "i003-002"}]},
-        token=WRITE,
-    )  # fmt: skip
+    event = {"eventId": "http-1", "userId": "u00009", "itemId": "i003-002"}
+    status, _, stored = await call("/v1/feedback", {"events": [event]}, token=WRITE)
     assert status == 200 and stored["stored"] == "1"
     status, _, page = await call("/v1/export-user", {"userId": "u00009"}, token=ADMIN)
     assert status == 200 and "http-1" in page["json"]
