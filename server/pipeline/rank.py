@@ -20,8 +20,6 @@ the caller places the pins.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 
 from server.pipeline.eligibility import Eligible
@@ -58,20 +56,6 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     if picked[-1] == -np.inf:  # fewer than k unmasked items: drop the masked ones
         best = best[picked > -np.inf]
     return best
-
-
-def best_first(scores: np.ndarray, vocab: list[str], start: int) -> Iterator[tuple[str, float]]:
-    """The unmasked rows of ``scores`` (row r is vocab[r-1]) best first: ``start`` of
-    them, then four times more each time, so a list that caps thin out is filled without
-    sorting the whole catalogue up front."""
-    fetch, done = max(1, start), 0
-    while True:
-        rows = top_k(scores, fetch)
-        for row in rows[done:]:
-            yield vocab[row - 1], float(scores[row])
-        if len(rows) < fetch or fetch >= scores.shape[0]:
-            return
-        done, fetch = len(rows), min(scores.shape[0], fetch * 4)
 
 
 class Ranker:
@@ -124,7 +108,7 @@ class Ranker:
         if steer is None:
             return [(vocab[r - 1], float(scores[r])) for r in top_k(scores, k)]
         steer.adjust_rows(model, scores, logits=logits)
-        return steer.choose(best_first(scores, vocab, 2 * k), k)
+        return steer.choose_rows(scores, vocab, k, top_k)
 
     def by_popularity(
         self, model: ServingModel, eligible: Eligible, k: int, steer: Steering | None = None

@@ -158,18 +158,24 @@ class Compiled:
         self._profiles: dict[str, Profile] = {}
         self._snapshot: object = None
 
+    def has_shift(self, model: ServingModel, catalogue: Catalogue) -> bool:
+        found = self._shift
+        return (
+            found is not None and found[0][0] == model.version and found[0][1] is catalogue.snapshot
+        )
+
     def shift(self, model: ServingModel, catalogue: Catalogue) -> np.ndarray:
         """float32 [N+1]: every row's summed log(factor), built once per model version and
         catalogue snapshot (the labels' rows ready in the catalogue's cache)."""
-        key = (model.version, catalogue.snapshot)
-        if self._shift is None or self._shift[0][0] != key[0] or self._shift[0][1] is not key[1]:
-            shift = np.zeros(len(model.bundle.vocab) + 1, np.float32)
-            for sourced, log_factor in zip(self.plan.factors, self.log_factors, strict=True):
-                shift[catalogue.label_rows(model.version, model.rows, sourced.rule.label)] += (
-                    log_factor
-                )
-            self._shift = (key, shift)
-        return self._shift[1]
+        found = self._shift
+        if found is not None and self.has_shift(model, catalogue):
+            return found[1]
+        shift = np.zeros(len(model.bundle.vocab) + 1, np.float32)
+        for sourced, log_factor in zip(self.plan.factors, self.log_factors, strict=True):
+            rows = catalogue.label_rows(model.version, model.rows, sourced.rule.label)
+            shift[rows] += log_factor
+        self._shift = ((model.version, catalogue.snapshot), shift)
+        return shift
 
     def profiles(self, snapshot: Any) -> dict[str, Profile]:
         """The cached profiles under ``snapshot`` (emptied when the catalogue changed)."""
@@ -213,8 +219,13 @@ class Steering:
         return found if found is not None else self.compiled.build(item, snapshot)
 
     async def prepare(self, model: ServingModel | None) -> None:
-        """Readies the boosted and buried labels' model rows off the event loop."""
-        if model is not None and self.plan.factors:
+        """Readies the boosted and buried labels' model rows off the event loop (once per
+        model version and catalogue snapshot: the summed shift is kept after)."""
+        if (
+            model is not None
+            and self.plan.factors
+            and not self.compiled.has_shift(model, self.catalogue)
+        ):
             await self.catalogue.prepare_labels(model.version, model.rows, self.plan.labels)
 
     def _effect(self, item: str, sourced: Sourced, effect: str) -> None:
@@ -256,18 +267,50 @@ class Steering:
         buries that moved each chosen item, and the caps that left items out, are
         recorded as effects."""
         chosen: Items = []
-        plan, compiled = self.plan, self.compiled
-        profiles = compiled.profiles(self.catalogue.snapshot)
-        factors, caps, limits = plan.factors, plan.caps, compiled.limits
+        self._walk(ranked, k, chosen, {})
+        return chosen
+
+    def choose_rows(
+        self, scores: np.ndarray, vocab: list[str], k: int, top: Callable[..., np.ndarray]
+    ) -> Items:
+        """``choose`` over the unmasked rows of ``scores`` (row r is vocab[r-1]), best
+        first: the best 2k at once, four times more while the caps thin the list out
+        (``top``: rank.top_k)."""
+        if not self.plan.caps and not self.plan.factors:  # pins only: the plain top k
+            rows = top(scores, k)
+            names = [vocab[r - 1] for r in rows.tolist()]
+            return list(zip(names, scores[rows].tolist(), strict=True))
+        chosen: Items = []
         counts: dict[tuple[int, str], int] = {}
+        fetch, done = 2 * k, 0
+        while True:
+            rows = top(scores, fetch)
+            batch = rows[done:]
+            names = [vocab[r - 1] for r in batch.tolist()]
+            ranked = zip(names, scores[batch].tolist(), strict=True)
+            self._walk(ranked, k, chosen, counts)
+            if len(chosen) >= k or len(rows) < fetch or fetch >= scores.shape[0]:
+                return chosen
+            done, fetch = len(rows), min(scores.shape[0], fetch * 4)
+
+    def _walk(
+        self,
+        ranked: Iterable[tuple[str, float]],
+        k: int,
+        chosen: Items,
+        counts: dict[tuple[int, str], int],
+    ) -> None:
+        compiled, snapshot = self.compiled, self.catalogue.snapshot
+        profiles = compiled.profiles(snapshot)
+        factors, caps, limits = self.plan.factors, self.plan.caps, compiled.limits
         effects = self.effects
         for item, score in ranked:
             if len(chosen) == k:
-                break
+                return
             profile = profiles.get(item)
             if profile is None:
-                profile = compiled.build(item, self.catalogue.snapshot)
-            groups = profile[0]
+                profile = compiled.build(item, snapshot)
+            groups, moved = profile
             if groups:
                 refused = -1
                 for key in groups:
@@ -280,11 +323,10 @@ class Steering:
                     continue
                 for key in groups:
                     counts[key] = counts.get(key, 0) + 1
-            for i in profile[1]:
+            for i in moved:
                 if len(effects) < MAX_EFFECTS:
                     effects.append(_entry(item, factors[i], PAST[factors[i].rule.kind]))
             chosen.append((item, score))
-        return chosen
 
     # --- pins --------------------------------------------------------------------------
 
