@@ -125,7 +125,8 @@ bench-ingest: $(STAMP)
 
 ## Property-based fuzzing of every RPC against a real server: about 10,000 calls.
 fuzz: $(STAMP)
-	RECSERVE_FUZZ=long $(BIN)/python -m pytest -q -p no:cacheprovider -s tests/fuzz
+	RECSERVE_FUZZ=long $(BIN)/python -m pytest -q -p no:cacheprovider -s tests/fuzz \
+		tests/test_demo_under_fuzz.py
 
 ## Ten minutes of mixed traffic at 70% of the sustainable rate, a hot swap each minute.
 soak: $(STAMP)

@@ -20,7 +20,9 @@ import pytest
 from tests.support.processes import free_port
 from tests.support.waits import wait_until
 
-pytestmark = pytest.mark.timeout(600)
+# Half a minute of fuzzing a live demo: it runs with `make fuzz`, beside the fuzzer's own
+# long run, not in `make test`.
+pytestmark = [pytest.mark.timeout(600), pytest.mark.drill]
 ROOT = Path(__file__).resolve().parent.parent
 
 

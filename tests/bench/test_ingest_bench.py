@@ -15,7 +15,8 @@ from shared.config import Settings
 pytestmark = pytest.mark.e2e
 
 
-def test_ingest_bench_runs_and_reports(tmp_path: Path, capsys) -> None:
+def test_ingest_bench_runs_and_reports(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("RECSERVE_SERVER__DRAIN_S", "0")  # each server stops at once
     output = tmp_path / "ingest.json"
     spec = IngestSpec(duration=0.1, streams=1, batch=100, callers=4)
     report = run_ingest_bench(

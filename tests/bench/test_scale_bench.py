@@ -14,7 +14,8 @@ from recserve.cli import main
 pytestmark = pytest.mark.e2e
 
 
-def test_bench_scale_writes_every_figure(tmp_path: Path, capsys) -> None:
+def test_bench_scale_writes_every_figure(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("RECSERVE_SERVER__DRAIN_S", "0")  # the servers stop at once
     out = tmp_path / "scale.json"
     code = main(
         [

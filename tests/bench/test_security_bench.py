@@ -8,8 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
-def test_the_fast_attacks_all_fail_as_expected(data_dir: Path, tmp_path: Path) -> None:
+
+def test_the_fast_attacks_all_fail_as_expected(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RECSERVE_SERVER__DRAIN_S", "0")  # the servers stop at once
     output = tmp_path / "security.json"
     done = subprocess.run(
         [
