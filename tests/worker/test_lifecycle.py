@@ -97,6 +97,10 @@ def _sigkill_mid_training(settings: Settings) -> None:
         with session_scope(engine) as s:
             (model,) = model_store.list_model_versions(s, limit=10)
         assert model.artifact_path == f"job-{job_id}-2" and done.lock_key is None
+        # The surviving worker process trained it to the end: registered, promoted
+        # (nothing was active), exported.
+        assert model.status == ModelStatus.ACTIVE and model.job_id == job_id
+        assert settings.bundle_path(model.artifact_path).joinpath("model.onnx").exists()
         assert not (settings.bundles_dir / f"job-{job_id}-1").exists()
     finally:
         first.stop()
