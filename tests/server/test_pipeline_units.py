@@ -164,3 +164,21 @@ def test_a_disliked_item_is_never_returned_whatever_allow_seen_says(allow_seen: 
     assert [item for item, _ in by_model] == want
     assert [item for item in VOCAB if eligible.allows(item)] == want
     assert set(model.rows[i] for i in disliked) <= set(eligible.index_bans(model, seen_rows))
+
+
+def test_shown_item_capping_is_part_of_the_rule_on_every_path() -> None:
+    """Items capped for being shown too often (server/pipeline/shown.py) are left out by
+    the model's ranking, the id-based paths and the item index's bans alike."""
+    query = RecommendQuery(user_id="u", k=len(VOCAB))
+    model = fake_model()
+    capped = frozenset({"i3", "i5"})
+    eligible = Eligible(query, (), set(), FakeCatalogue(), shown_out=capped)  # type: ignore[arg-type]
+    ranked = ranker().by_model(
+        model, Encoding(np.ones(2, np.float32), None, np.zeros(0, np.int64)), eligible, query.k
+    )
+    names = [item for item, _ in ranked]
+    assert not capped & set(names) and len(names) == len(VOCAB) - 2 - len(UNAVAILABLE)
+    assert not any(eligible.allows(item) for item in capped)
+    assert not capped & {item for item, _ in ranker().without_model(eligible, query.k)}
+    bans = eligible.index_bans(model, np.zeros(0, np.int64))
+    assert {model.rows["i3"], model.rows["i5"]} <= set(bans.tolist())
