@@ -17,7 +17,7 @@ TOOLS := .venv-tools
 TOOLS_STAMP := $(TOOLS)/.installed-stamp
 LATEST := .venv-latest
 
-.PHONY: install lock lock-check test-latest protos run run-distributed test test-unit test-integration test-e2e lint \
+.PHONY: install lock lock-check test-latest protos run run-distributed test test-bench test-unit test-integration test-e2e lint \
 	bench-quality bench-serve bench-ingest fuzz drill soak security deploy-secrets clean
 
 # Two steps: the lock, hash-checked, then the project itself without dependencies. A
@@ -83,9 +83,14 @@ test: $(STAMP)
 	$(BIN)/lint-imports
 	@types=$$(mktemp); \
 	$(BIN)/mypy shared server worker tui recserve bench > $$types 2>&1 & checking=$$!; \
-	$(PYTEST) -m "not drill" $(PYTEST_ARGS); tests=$$?; \
+	$(PYTEST) -m "not drill and not bench" $(PYTEST_ARGS); tests=$$?; \
 	wait $$checking; typed=$$?; echo "mypy:"; cat $$types; rm -f $$types; \
 	test $$tests -eq 0 && test $$typed -eq 0
+
+## The benchmarks' own runs at tiny sizes (quality, ingest, scale, security): CI runs them
+## after `make test`.
+test-bench: $(STAMP)
+	$(PYTEST) -m "bench and not drill" $(PYTEST_ARGS)
 
 ## The unit layer alone: no sockets, no sleeps (seconds).
 test-unit: $(STAMP)

@@ -15,7 +15,7 @@ from shared import synthetic
 from tests.conftest import TINY_SPEC, make_settings
 
 # It starts `recserve serve` processes through the benchmark's own code.
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.bench]
 
 
 def test_bench_quality_then_evaluate(tmp_path: Path, monkeypatch, capsys) -> None:

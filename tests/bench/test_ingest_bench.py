@@ -12,7 +12,7 @@ from bench.ingest import IngestSpec, run_ingest_bench
 from shared.config import Settings
 
 # It starts `recserve serve` processes through the benchmark's own code.
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.bench]
 
 
 def test_ingest_bench_runs_and_reports(tmp_path: Path, capsys, monkeypatch) -> None:

@@ -11,7 +11,7 @@ import pytest
 from recserve.cli import main
 
 # It starts `recserve serve` processes through the benchmark's own code.
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.bench]
 
 
 def test_bench_scale_writes_every_figure(tmp_path: Path, capsys, monkeypatch) -> None:
