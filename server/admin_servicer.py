@@ -431,7 +431,10 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServicer):
         return admin_pb2.ListAuditEntriesResponse(
             entries=[
                 admin_pb2.AuditEntry(
-                    at_ms=_ms(e.at), action=e.action, subject=e.subject, by=e.by,
+                    at_ms=_ms(e.at),
+                    action=e.action,
+                    subject=e.subject,
+                    by=e.by,
                     detail_json=json.dumps(e.detail, sort_keys=True),
                 )  # fmt: skip
                 for e in entries
