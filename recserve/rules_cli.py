@@ -20,6 +20,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from recserve.admin_cli import _when, call
+from shared.model.rules import Rule
 from shared.proto.recserve.v1 import admin_pb2
 
 
@@ -74,11 +75,9 @@ def print_rule_sets(rule_sets: list[admin_pb2.RuleSet]) -> None:
 
 
 def describe(rule: admin_pb2.Rule) -> str:
-    if rule.kind in ("boost", "bury"):
-        return f"{rule.kind} {rule.label} x{rule.factor:g}"
-    if rule.kind == "cap":
-        return f"cap {rule.label} {rule.max_items}"
-    return f"pin {rule.item_id} at {rule.slot}"
+    return Rule(
+        rule.kind, rule.label, rule.factor, rule.max_items, rule.item_id, rule.slot
+    ).describe()
 
 
 def _rule_set(args: argparse.Namespace) -> admin_pb2.RuleSet:

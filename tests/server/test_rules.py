@@ -14,10 +14,9 @@ from sqlmodel import select
 
 from shared.proto.recserve.v1 import admin_pb2
 from shared.proto.recserve.v1 import recommender_pb2 as pb
-from shared.storage import event_store
-from shared.storage.engine import make_engine, migrate, session_scope
+from shared.storage.engine import make_engine, session_scope
 from shared.storage.tables import Impression
-from tests.conftest import TINY_SPEC, event_rows, make_settings
+from tests.support.replicas import two_replicas
 from tests.support.waits import eventually
 
 USER = "u00005"
@@ -137,22 +136,7 @@ async def test_a_rule_set_reaches_another_replica_within_two_seconds(
 ) -> None:
     """Two replicas on one database, no model (the popularity fallback): a pin put
     through A is served by B within 2 s, and so is its deletion."""
-    from server.app import start_server
-    from shared.client import AsyncClient
-
-    settings = make_settings(tmp_path / "var", workers=2)  # workers > 1: SQLite polls
-    if engine_name == "postgresql":
-        settings = settings.model_copy(
-            update={"database_url": request.getfixturevalue("postgres_url")}
-        )
-    migrate(settings.db_url)
-    engine = make_engine(settings.db_url)
-    with session_scope(engine) as s:
-        event_store.insert_events(s, events=event_rows(TINY_SPEC))
-    engine.dispose()
-    a, b = await start_server(settings), await start_server(settings)
-    client_a, client_b = AsyncClient(a.target), AsyncClient(b.target)
-    try:
+    async with two_replicas(request, tmp_path, engine_name) as (_, _, client_a, client_b):
         first = await client_b.recommender.Recommend(pb.RecommendRequest(user_id="new", k=3))
         assert first.source == pb.SOURCE_POPULARITY_FALLBACK
         plain = [i.item_id for i in first.items]
@@ -170,8 +154,3 @@ async def test_a_rule_set_reaches_another_replica_within_two_seconds(
         await client_a.admin.DeleteRuleSet(admin_pb2.DeleteRuleSetRequest(name="sponsor"))
         await eventually(lambda: b_serves(plain[0]), "B drops the pin", timeout=2.0, every=0.02)
         print(f"rule set change on the other replica ({engine_name}): {lag * 1000:.0f} ms")
-    finally:
-        await client_a.close()
-        await client_b.close()
-        await a.stop(0)
-        await b.stop(0)

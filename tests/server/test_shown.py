@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 from shared.proto.recserve.v1 import recommender_pb2 as pb
-from shared.storage import event_store
-from shared.storage.engine import make_engine, migrate, session_scope
-from tests.conftest import TINY_SPEC, event_rows, make_settings
+from tests.conftest import make_settings
+from tests.support.replicas import two_replicas
 from tests.support.waits import eventually
 
 N = 2
@@ -69,22 +68,12 @@ async def test_a_user_who_ignores_every_list_sees_none_of_the_first_in_the_n_plu
 async def test_a_list_served_by_one_replica_counts_on_another_within_two_seconds(
     request: pytest.FixtureRequest, tmp_path: Path, engine_name: str
 ) -> None:
-    from server.app import start_server
-    from shared.client import AsyncClient
-
-    settings = make_settings(tmp_path / "var", workers=2, shown_cap=N)  # workers: SQLite polls
-    if engine_name == "postgresql":
-        settings = settings.model_copy(
-            update={"database_url": request.getfixturevalue("postgres_url")}
-        )
-    migrate(settings.db_url)
-    engine = make_engine(settings.db_url)
-    with session_scope(engine) as s:
-        event_store.insert_events(s, events=event_rows(TINY_SPEC))
-    engine.dispose()
-    a, b = await start_server(settings), await start_server(settings)
-    client_a, client_b = AsyncClient(a.target), AsyncClient(b.target)
-    try:
+    async with two_replicas(request, tmp_path, engine_name, shown_cap=N) as (
+        a,
+        b,
+        client_a,
+        client_b,
+    ):
         ask = pb.RecommendRequest(user_id="visitor", k=4)
         shown_b = b.parts.recommend.shown
         # B reads the user's (empty) showings first: only the invalidation can change them.
@@ -98,8 +87,3 @@ async def test_a_list_served_by_one_replica_counts_on_another_within_two_seconds
         await eventually(b_counts_them, "B counts A's lists", timeout=2.0, every=0.05)
         answer = listed(await client_b.recommender.Recommend(ask))
         assert answer and not set(served[0]) & set(answer), answer
-    finally:
-        await client_a.close()
-        await client_b.close()
-        await a.stop(0)
-        await b.stop(0)

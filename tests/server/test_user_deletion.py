@@ -16,11 +16,12 @@ from sqlmodel import select
 
 from shared.proto.recserve.v1 import admin_pb2
 from shared.proto.recserve.v1 import recommender_pb2 as pb
-from shared.storage import event_store, user_store
-from shared.storage.engine import make_engine, migrate, session_scope
+from shared.storage import user_store
+from shared.storage.engine import make_engine, session_scope
 from shared.storage.importers import import_file
 from shared.storage.tables import FeedbackEvent, FlaggedUser, Impression
-from tests.conftest import TINY_SPEC, event_rows, make_settings
+from tests.conftest import TINY_SPEC, event_rows
+from tests.support.replicas import two_replicas
 from tests.support.waits import eventually
 
 USER = "u00007"
@@ -35,32 +36,22 @@ def stored_rows(engine, table) -> int:
 async def test_delete_and_export_a_user_across_two_replicas(
     request: pytest.FixtureRequest, tmp_path: Path, engine_name: str
 ) -> None:
-    from server.app import start_server
-    from shared.client import AsyncClient
-
-    settings = make_settings(tmp_path / "var", workers=2)  # workers > 1: SQLite polls
-    if engine_name == "postgresql":
-        settings = settings.model_copy(
-            update={"database_url": request.getfixturevalue("postgres_url")}
-        )
-    migrate(settings.db_url)
-    engine = make_engine(settings.db_url)
-    events = [e for e in event_rows(TINY_SPEC)]
+    events = list(event_rows(TINY_SPEC))
     mine = [e for e in events if e.user_id == USER]
-    with session_scope(engine) as s:
-        event_store.insert_events(s, events=events)
-        user_store.flag_users(s, flags={USER: ("bot", "a test flag")})
-    reports = settings.data_dir / "import-reports"
-    reports.mkdir(parents=True)
-    (reports / "old.json").write_text(json.dumps({"suspected_bot_users": [USER, "u00001"]}))
     old_file = tmp_path / "old.csv"
     old_file.write_text(
         "user_id,item_id,timestamp\n"
         + "".join(f"{USER},{e.item_id},{int(e.event_time.timestamp())}\n" for e in mine)
     )
-    a, b = await start_server(settings), await start_server(settings)
-    client_a, client_b = AsyncClient(a.target), AsyncClient(b.target)
-    try:
+    replicas = two_replicas(request, tmp_path, engine_name, events=events)
+    async with replicas as (a, b, client_a, client_b):
+        settings = a.admin.settings
+        engine = make_engine(settings.db_url)
+        with session_scope(engine) as s:
+            user_store.flag_users(s, flags={USER: ("bot", "a test flag")})
+        reports = settings.data_dir / "import-reports"
+        reports.mkdir(parents=True)
+        (reports / "old.json").write_text(json.dumps({"suspected_bot_users": [USER, "u00001"]}))
         # B caches the user's history and queues an impression of theirs.
         await client_b.recommender.Recommend(pb.RecommendRequest(user_id=USER, k=3))
         assert b.parts.history.is_cached(USER)
@@ -130,9 +121,4 @@ async def test_delete_and_export_a_user_across_two_replicas(
         assert actions[0] == ("delete_user", USER, "anonymous")
         assert json.loads(audit.entries[0].detail_json)["events"] == len(mine)
         assert actions.count(("export_user", USER, "anonymous")) == len(pages)
-    finally:
-        await client_a.close()
-        await client_b.close()
-        await a.stop(0)
-        await b.stop(0)
         engine.dispose()

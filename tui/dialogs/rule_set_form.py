@@ -19,6 +19,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static, TextArea
 
+from shared.model.rules import Rule
 from shared.proto.recserve.v1 import admin_pb2
 
 
@@ -43,11 +44,10 @@ def parse_rule(line: str) -> admin_pb2.Rule:
 
 
 def format_rule(rule: admin_pb2.Rule) -> str:
-    if rule.kind in ("boost", "bury"):
-        return f"{rule.kind} {rule.label} x{rule.factor:g}"
-    if rule.kind == "cap":
-        return f"cap {rule.label} {rule.max_items}"
-    return f"pin {rule.item_id} at {rule.slot}"
+    """The rule as the rule sets list it (shared/model/rules.py's Rule.describe)."""
+    return Rule(
+        rule.kind, rule.label, rule.factor, rule.max_items, rule.item_id, rule.slot
+    ).describe()
 
 
 def parse_time(text: str) -> int:
