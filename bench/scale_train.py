@@ -40,7 +40,7 @@ def timed_steps(model: Any, split: Any, params: Any, steps: int) -> tuple[int, f
     targets, timed = 0, 0.0
     for step, rows in enumerate(batches[: steps + 1]):
         began = time.perf_counter()
-        x, y = windows.batch(rows)
+        x, y, _ = windows.batch(rows)
         x_t, y_t = torch.from_numpy(x), torch.from_numpy(y)
         loss = _loss(model, model(x_t), y_t, params, x_t, q)
         optimizer.zero_grad(set_to_none=True)

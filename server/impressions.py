@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Sequence
 from concurrent.futures import Executor
 from datetime import datetime
 from typing import Any
@@ -29,6 +30,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from server import metrics
+from shared.model.rules import Effect
 from shared.storage import impression_store
 from shared.storage.engine import session_scope
 from shared.storage.tables import utcnow
@@ -73,7 +75,7 @@ class ImpressionLog:
         *,
         served_at: datetime | None = None,
         shadow: tuple[int, float, float] | None = None,
-        rules: list[dict[str, str]] | None = None,
+        rules: Sequence[Effect] | None = None,
     ) -> None:
         """Queues one impression; ``shadow``: (version, overlap, milliseconds);
         ``rules``: what the business rules did to the list (its audit)."""
@@ -131,7 +133,11 @@ class ImpressionLog:
     def _insert(self, rows: list[dict[str, Any]]) -> int:
         """Stores ``rows`` in one statement, or, when the database refuses it, one by one
         (each its own transaction), skipping and logging the rows it refuses. Returns the
-        rows stored; raises when the database cannot be reached at all."""
+        rows stored; raises when the database cannot be reached at all. The rules'
+        effects become JSON here, off the event loop."""
+        for row in rows:
+            if row["rules"]:
+                row["rules"] = [e.to_json() if isinstance(e, Effect) else e for e in row["rules"]]
         try:
             with session_scope(self._engine) as session:
                 impression_store.insert_impressions(session, rows=rows, origin=self._origin)

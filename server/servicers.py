@@ -77,9 +77,9 @@ def _rules(result: Recommendation, explain: bool) -> dict[str, list[recommender_
     if explain:
         for e in result.rule_effects:
             effect = recommender_pb2.RuleEffect(
-                rule=e["rule"], source=e["source"], effect=e["effect"]
+                rule=e.sourced.described, source=e.sourced.source, effect=e.effect
             )
-            found.setdefault(e["item_id"], []).append(effect)
+            found.setdefault(e.item_id, []).append(effect)
     return found
 
 

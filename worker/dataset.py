@@ -46,10 +46,17 @@ class Vocabulary:
 
 class Ragged(Sequence[np.ndarray]):
     """Rows of one flat array: row i is ``flat[starts[i]:ends[i]]``, a view (nothing is
-    copied, so rows over a memory-mapped snapshot stay on disk until read)."""
+    copied, so rows over a memory-mapped snapshot stay on disk until read). ``weights``,
+    when the events weigh differently: float32, aligned with ``flat``."""
 
-    def __init__(self, flat: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> None:
-        self.flat, self.starts, self.ends = flat, starts, ends
+    def __init__(
+        self,
+        flat: np.ndarray,
+        starts: np.ndarray,
+        ends: np.ndarray,
+        weights: np.ndarray | None = None,
+    ) -> None:
+        self.flat, self.starts, self.ends, self.weights = flat, starts, ends, weights
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -60,7 +67,7 @@ class Ragged(Sequence[np.ndarray]):
     def __getitem__(self, index: slice) -> Ragged: ...
     def __getitem__(self, index: int | slice) -> np.ndarray | Ragged:
         if isinstance(index, slice):
-            return Ragged(self.flat, self.starts[index], self.ends[index])
+            return Ragged(self.flat, self.starts[index], self.ends[index], self.weights)
         return np.asarray(self.flat[self.starts[index] : self.ends[index]], dtype=np.int64)
 
     @property
@@ -72,11 +79,13 @@ class Ragged(Sequence[np.ndarray]):
 class UserSequences:
     """Every user's events as model rows, oldest first, users in id order: user i's
     events are ``flat[offsets[i]:offsets[i + 1]]``. 4 bytes an event (int32), in memory or
-    in a memory-mapped file (``snapshot``)."""
+    in a memory-mapped file (``snapshot``); ``weights`` (float32, aligned with ``flat``)
+    when the events do not all weigh the same."""
 
     flat: np.ndarray
     offsets: np.ndarray  # int64 [U + 1]
     vocab: Vocabulary
+    weights: np.ndarray | None = None
 
     @classmethod
     def from_mapping(cls, sequences: Mapping[str, Sequence[str]]) -> UserSequences:
@@ -97,9 +106,12 @@ class UserSequences:
         return len(self.offsets) - 1
 
 
-def snapshot(pages: Iterable[list[tuple[str, str]]], directory: Path) -> UserSequences:
+def snapshot(
+    pages: Iterable[Sequence[tuple[str, str] | tuple[str, str, float]]], directory: Path
+) -> UserSequences:
     """Writes (user, item) pages, ordered by user and then time, to ``directory``/events.i32
-    and returns the sequences over a memory map of it.
+    and returns the sequences over a memory map of it. Rows of (user, item, weight) also
+    write the weights to ``directory``/weights.f32; they are kept when they differ.
 
     Memory holds one page, the item vocabulary and one int64 per user; the events go to
     the file as they arrive. Items get provisional rows as first seen and are renumbered
@@ -107,30 +119,37 @@ def snapshot(pages: Iterable[list[tuple[str, str]]], directory: Path) -> UserSeq
     Vocabulary.from_sequences on the same data.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "events.i32"
+    path, weights_path = directory / "events.i32", directory / "weights.f32"
     first_seen: dict[str, int] = {}
     offsets = array("q", [0])
-    total, previous = 0, None
-    with path.open("wb") as out:
+    total, previous, uneven = 0, None, False
+    first_weight: float | None = None
+    with path.open("wb") as out, weights_path.open("wb") as weights_out:
         for page in pages:
             rows = np.fromiter(
-                (first_seen.setdefault(item, len(first_seen) + 1) for _, item in page),
+                (first_seen.setdefault(row[1], len(first_seen) + 1) for row in page),
                 dtype=np.int32,
                 count=len(page),
             )
-            for position, (user, _) in enumerate(page):
-                if user != previous:
+            if page and len(page[0]) > 2:
+                weights = np.fromiter((row[2] for row in page), np.float32, len(page))  # type: ignore[misc]
+                if first_weight is None:
+                    first_weight = float(weights[0])
+                uneven = uneven or bool((weights != first_weight).any())
+                weights_out.write(weights.tobytes())
+            for position, row in enumerate(page):
+                if row[0] != previous:
                     if previous is not None:
                         offsets.append(total + position)
-                    previous = user
+                    previous = row[0]
             total += len(page)
             out.write(rows.tobytes())
     if previous is not None:
         offsets.append(total)
     vocab = Vocabulary(sorted(first_seen))
     renumber = np.zeros(len(first_seen) + 1, dtype=np.int32)
-    for row, item in enumerate(vocab.items, start=1):
-        renumber[first_seen[item]] = row
+    for row_number, item in enumerate(vocab.items, start=1):
+        renumber[first_seen[item]] = row_number
     del first_seen
     if total == 0:
         return UserSequences(np.zeros(0, dtype=np.int32), np.zeros(1, dtype=np.int64), vocab)
@@ -138,10 +157,14 @@ def snapshot(pages: Iterable[list[tuple[str, str]]], directory: Path) -> UserSeq
     for start in range(0, total, SNAPSHOT_CHUNK):
         flat[start : start + SNAPSHOT_CHUNK] = renumber[flat[start : start + SNAPSHOT_CHUNK]]
     flat.flush()
+    kept = None
+    if uneven and weights_path.stat().st_size == 4 * total:
+        kept = np.memmap(weights_path, dtype=np.float32, mode="r", shape=(total,))
     return UserSequences(
         np.memmap(path, dtype=np.int32, mode="r", shape=(total,)),
         np.frombuffer(offsets, dtype=np.int64).copy(),
         vocab,
+        kept,
     )
 
 
@@ -205,7 +228,7 @@ def leave_one_out(
     vs, ve = starts[validated], ends[validated]
     return Split(
         vocab=sequences.vocab,
-        train=Ragged(flat, starts[trained], train_ends[trained]),
+        train=Ragged(flat, starts[trained], train_ends[trained], sequences.weights),
         valid=EvalSet(Ragged(flat, vs, ve - 2), np.asarray(flat[ve - 2], dtype=np.int64)),
         test=EvalSet(Ragged(flat, s, e - 1), np.asarray(flat[e - 1], dtype=np.int64)),
         popularity=popularity,

@@ -242,16 +242,20 @@ def _train_and_register(
     with tempfile.TemporaryDirectory(prefix=f"recserve-job-{job_id}-") as scratch:
         with session_scope(engine) as session:
             flagged = user_store.flagged_user_ids(session) if params.exclude_flagged else set()
-            # A negative event (settings.events) is never a target nor an input.
+            # A negative event (settings.events) is never a target nor an input; the
+            # others weigh in the loss as the kind table says.
             pages = event_store.user_event_pages(
                 session,
                 watermark=watermark,
                 exclude_users=flagged,
                 negative=settings.events.negative,
+                weight=settings.events.weight if settings.events.weighted else None,
             )
             sequences = snapshot(pages, Path(scratch))
         if flagged:
             report(0.01, f"left out flagged users: {len(flagged):,} (training.exclude_flagged)")
+        if sequences.weights is not None:
+            report(0.01, "the loss weighs each target by its kind (events.kinds, events.ratings)")
         return _train_snapshot(
             settings, attempt, params, given, from_settings, report, sequences, watermark, started
         )

@@ -81,7 +81,7 @@ class Windows:
     """
 
     def __init__(self, train: Ragged, max_len: int, windows: int = 1) -> None:
-        self.flat, self.max_len = train.flat, max_len
+        self.flat, self.max_len, self.weights = train.flat, max_len, train.weights
         starts, ends = train.starts, train.ends
         count = np.maximum(0, -(-(ends - starts - 1) // max_len))
         if windows:
@@ -100,18 +100,25 @@ class Windows:
         """Targets in each window."""
         return self.ends - self.starts - 1
 
-    def batch(self, rows: np.ndarray | Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        """Inputs and next-item targets, int64 [B, L], left-padded to the batch's longest."""
+    def batch(
+        self, rows: np.ndarray | Sequence[int]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Inputs and next-item targets, int64 [B, L], left-padded to the batch's longest;
+        and the targets' weights, float32 [B, L], when the events weigh differently."""
         starts, ends = self.starts[rows], self.ends[rows]
         width = int((ends - starts).max()) - 1
         inputs = np.zeros((len(starts), width), dtype=np.int64)
         targets = np.zeros((len(starts), width), dtype=np.int64)
+        weights = None if self.weights is None else np.zeros((len(starts), width), np.float32)
         for i, (start, end) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
             window = self.flat[start:end]
             n = end - start - 1
             inputs[i, width - n :] = window[:-1]
             targets[i, width - n :] = window[1:]
-        return inputs, targets
+            if weights is not None:
+                assert self.weights is not None
+                weights[i, width - n :] = self.weights[start + 1 : end]
+        return inputs, targets, weights
 
 
 def length_buckets(
@@ -255,11 +262,12 @@ def _epoch(
     model.train()
     total, batches = 0.0, 0
     for idx in length_buckets(windows.lengths, params.batch_size, rng):
-        x, y = windows.batch(idx)
+        x, y, w = windows.batch(idx)
         x_t = torch.from_numpy(x).to(device)
         y_t = torch.from_numpy(y).to(device)
+        w_t = None if w is None else torch.from_numpy(w).to(device)
         hidden = model(x_t)  # [B, L, D]
-        loss = _loss(model, hidden, y_t, params, x_t, q)
+        loss = _loss(model, hidden, y_t, params, x_t, q, w_t)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -341,7 +349,8 @@ class FullSoftmaxCrossEntropy(torch.autograd.Function):
     softmax in place, minus the one-hot, and straight into the two gradient products, so
     the logits never leave the CPU cache and no [T, N] tensor exists; the backward only
     scales the saved gradients. Same value and gradients as
-    ``F.cross_entropy(h @ table.T, targets)`` (tested against autograd).
+    ``F.cross_entropy(h @ table.T, targets)`` (tested against autograd). With ``weights``
+    [T], the weighted mean: sum(weight x loss) / sum(weight), and the gradients to match.
 
     ``banned`` (optional): ``banned(start, stop)`` gives int64 [stop - start, M], the
     columns left out of each of those rows' softmax (their logit is -inf, their gradient
@@ -360,6 +369,7 @@ class FullSoftmaxCrossEntropy(torch.autograd.Function):
         table: torch.Tensor,
         targets: torch.Tensor,
         banned: Callable[[int, int], torch.Tensor] | None = None,
+        weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
         count = h.shape[0]
         grad_h = torch.empty_like(h)
@@ -378,21 +388,26 @@ class FullSoftmaxCrossEntropy(torch.autograd.Function):
             peak = logits.amax(dim=1, keepdim=True)  # finite: the target is never banned
             grad = logits.sub_(peak).exp_()  # one exp pass (logsumexp would add another)
             norm = grad.sum(dim=1, keepdim=True)
-            total += (peak[:, 0] + norm[:, 0].log() - picked).sum()
+            losses = peak[:, 0] + norm[:, 0].log() - picked
             grad.div_(norm)  # softmax, in place
             grad[rows, wanted] -= 1.0
+            if weights is not None:
+                weight = weights[start:stop]
+                losses = losses * weight
+                grad.mul_(weight[:, None])
+            total += losses.sum()
             torch.mm(grad, table, out=grad_h[start:stop])
             grad_table.addmm_(grad.T, part)
-        scale = 1.0 / count
+        scale = 1.0 / (count if weights is None else float(weights.sum()))
         ctx.save_for_backward(grad_h.mul_(scale), grad_table.mul_(scale))
         return total * scale
 
     @staticmethod
     def backward(  # type: ignore[override]
         ctx: torch.autograd.function.FunctionCtx, grad_output: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, None, None]:
+    ) -> tuple[torch.Tensor, torch.Tensor, None, None, None]:
         grad_h, grad_table = ctx.saved_tensors  # type: ignore[attr-defined]
-        return grad_h * grad_output, grad_table * grad_output, None, None
+        return grad_h * grad_output, grad_table * grad_output, None, None, None
 
 
 class PrefixBan:
@@ -431,22 +446,25 @@ def _loss(
     params: TrainingParams,
     inputs: torch.Tensor,
     q: torch.Tensor | None,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """hidden [B, L, D], targets and inputs [B, L] (0 = no target) -> scalar loss.
-    ``q``: the sampled loss's sampling distribution over rows 0..N."""
+    ``q``: the sampled loss's sampling distribution over rows 0..N. ``weights`` [B, L]:
+    each target's weight (shared/config/events.py); the loss is then the weighted mean."""
     mask = targets != 0
     h = model.query(hidden[mask])  # [T, D]
     y = targets[mask]  # [T]
+    w = None if weights is None else weights[mask]  # [T]
     table = model.output_table()
     if params.loss == "ce":
         if params.exclude_seen:
             # Every row of the table; column 0 (padding) is banned in every row.
             ban = PrefixBan(inputs, targets)
-            return FullSoftmaxCrossEntropy.apply(h, table, y, ban.rows)
+            return FullSoftmaxCrossEntropy.apply(h, table, y, ban.rows, w)
         # Rows 1..N only: the padding row is never a target nor a candidate.
-        return FullSoftmaxCrossEntropy.apply(h, table[1:], y - 1)
+        return FullSoftmaxCrossEntropy.apply(h, table[1:], y - 1, None, w)
     assert q is not None, "the sampled loss needs its sampling distribution"
-    return sampled_softmax(h, table, y, params.num_negatives, q, inputs, targets)
+    return sampled_softmax(h, table, y, params.num_negatives, q, inputs, targets, w)
 
 
 SEEN_MASK_CELLS = 64_000_000
@@ -473,6 +491,7 @@ def sampled_softmax(
     q: torch.Tensor,
     inputs: torch.Tensor,
     targets: torch.Tensor,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sampled softmax with logQ correction: ``count`` negatives drawn from ``q`` (shared
     by the batch), every logit (the target's too) minus log q of its item. A draw of the
@@ -493,4 +512,7 @@ def sampled_softmax(
         hit = seen[batch][:, negatives] & (negatives[None, :] != y[:, None])  # [T, K]
         negative = negative.masked_fill(hit, float("-inf"))
     logits = torch.cat([positive, negative], dim=1)
-    return F.cross_entropy(logits, torch.zeros(len(y), dtype=torch.long, device=h.device))
+    first = torch.zeros(len(y), dtype=torch.long, device=h.device)
+    if weights is None:
+        return F.cross_entropy(logits, first)
+    return (F.cross_entropy(logits, first, reduction="none") * weights).sum() / weights.sum()

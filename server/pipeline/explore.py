@@ -34,7 +34,7 @@ class ExplorationSlots:
                 picks.append(item)
         if not picks:
             return
-        pinned = {e["item_id"] for e in result.rule_effects if e["effect"].startswith("pinned")}
+        pinned = {e.item_id for e in result.rule_effects if e.effect.startswith("pinned")}
         if pinned:
             self._around_pins(result, picks, pinned, k)
             return

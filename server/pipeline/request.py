@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from shared.model.rules import Effect
+
 
 @dataclass(frozen=True)
 class RecommendQuery:
@@ -79,8 +81,8 @@ class Recommendation:
     """Items placed by the exploration slot."""
     explanations: dict[str, list[Support]] = field(default_factory=dict)
     """Per item, the history events that support it, when the query asked for them."""
-    rule_effects: list[dict[str, str]] = field(default_factory=list)
-    """What the business rules did: item_id, rule, source and effect per entry."""
+    rule_effects: list[Effect] = field(default_factory=list)
+    """What the business rules did: item, rule (and where it came from) and effect."""
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from sqlalchemy.engine import Engine
 from server.catalogue import Catalogue
 from server.pipeline.request import RecommendQuery
 from server.served_model import ServingModel
-from shared.model.rules import PER_VALUE, Rule, RulePlan, RuleSet, Sourced
+from shared.model.rules import PER_VALUE, Effect, Rule, RulePlan, RuleSet, Sourced
 from shared.storage import rule_store
 from shared.storage.engine import session_scope
 from shared.storage.tables import utcnow
@@ -62,9 +62,12 @@ class RuleBook:
         self._engine = engine
         self._executor = executor
         self._clock = clock
-        self.sets: tuple[RuleSet, ...] = ()
+        self._sets: tuple[RuleSet, ...] = ()
         self.loads = 0
-        self._compiled: tuple[tuple[int, ...], Compiled] | None = None
+        self._compiled: tuple[tuple[RuleSet, ...], Compiled] | None = None
+        self._active: tuple[tuple[RuleSet, ...], datetime | None, datetime | None] | None = None
+        """(the sets active, from, until): the answer of active() between two schedule
+        boundaries, dropped when the sets change."""
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
@@ -87,10 +90,21 @@ class RuleBook:
         async with self._lock:  # reloads in order: the last one reads the newest state
             loop = asyncio.get_running_loop()
             try:
-                self.sets = tuple(await loop.run_in_executor(self._executor, self._read))
+                sets = tuple(await loop.run_in_executor(self._executor, self._read))
                 self.loads += 1
             except Exception as exc:
                 log.warning("rule sets not reloaded (the last ones stay): %s", exc)
+                return
+            if sets != self.sets:  # unchanged sets keep their compiled plan
+                self.sets = sets
+
+    @property
+    def sets(self) -> tuple[RuleSet, ...]:
+        return self._sets
+
+    @sets.setter
+    def sets(self, sets: tuple[RuleSet, ...]) -> None:
+        self._sets, self._active = sets, None
 
     def _read(self) -> list[RuleSet]:
         with session_scope(self._engine) as session:
@@ -100,26 +114,41 @@ class RuleBook:
         """A change was announced (called on the event loop): reload in the background."""
         asyncio.get_running_loop().create_task(self.reload())
 
-    def active(self, now: datetime | None = None) -> list[RuleSet]:
+    def active(self, now: datetime | None = None) -> tuple[RuleSet, ...]:
+        """The sets within their schedule at ``now`` (the clock's time when not given);
+        worked out again only when ``now`` crosses a set's start or end."""
         when = now or self._clock()
-        return [rule_set for rule_set in self.sets if rule_set.active(when)]
+        found = self._active
+        if (
+            found is not None
+            and (found[1] is None or when >= found[1])
+            and (found[2] is None or when < found[2])
+        ):
+            return found[0]
+        active = tuple(rule_set for rule_set in self.sets if rule_set.active(when))
+        starts = [b for r in self.sets for b in (r.active_from, r.active_until) if b and b <= when]
+        ends = [b for r in self.sets for b in (r.active_from, r.active_until) if b and b > when]
+        self._active = (active, max(starts, default=None), min(ends, default=None))
+        return active
 
     def plan(self, query: RecommendQuery) -> Steering | None:
         """The rules that apply to ``query`` (validated), or None when none does. The
         rule sets' part is compiled once per set of active rule sets and shared."""
-        active = self.active() if self.sets and not query.skip_rule_sets else []
+        active = self.active() if self._sets and not query.skip_rule_sets else ()
         if not query.boost and not query.bury:
             if not active:
                 return None
-            key = tuple(id(rule_set) for rule_set in active)
-            if self._compiled is None or self._compiled[0] != key:
-                self._compiled = (key, Compiled(_plan((), (), active)))
-            return Steering(self._compiled[1], self._catalogue)
+            found = self._compiled
+            if found is None or (found[0] is not active and found[0] != active):
+                found = self._compiled = (active, Compiled(_plan((), (), active)))
+            return Steering(found[1], self._catalogue)
         return Steering(Compiled(_plan(query.boost, query.bury, active)), self._catalogue)
 
 
 def _plan(
-    boost: Sequence[tuple[str, float]], bury: Sequence[tuple[str, float]], sets: list[RuleSet]
+    boost: Sequence[tuple[str, float]],
+    bury: Sequence[tuple[str, float]],
+    sets: Sequence[RuleSet],
 ) -> RulePlan:
     plan = RulePlan()
     for label, factor in boost:
@@ -132,9 +161,10 @@ def _plan(
     return plan
 
 
-Profile = tuple[tuple[tuple[int, str], ...], tuple[int, ...]]
-"""An item under a plan: (cap index, the label value it counts) for each cap it falls
-under, and the indices of the boosts and buries that move it."""
+Profile = tuple[tuple[int, ...], tuple[int, ...]]
+"""An item under a plan: the cap groups it counts in (one per cap label, or per label
+value of a ``key:*`` cap; ids into Compiled.group_cap) and the indices of the boosts and
+buries that move it."""
 EMPTY: frozenset[str] = frozenset()
 
 
@@ -151,12 +181,16 @@ class Compiled:
              s.rule.label.endswith(PER_VALUE), s.rule.max_items)
             for s in plan.caps
         ]  # fmt: skip
-        self.limits = [cap[2] for cap in self.caps]
         self.pins = sorted(plan.pins, key=lambda s: s.rule.slot)
+        self.moved = [PAST[s.rule.kind] for s in plan.factors]
         self._shift: tuple[tuple[int, object], np.ndarray] | None = None
         """Per (model version, catalogue snapshot): log(factor) summed per model row."""
         self._profiles: dict[str, Profile] = {}
         self._snapshot: object = None
+        self._groups: dict[tuple[int, str], int] = {}
+        self.group_cap: list[int] = []
+        """Per cap group id: the index of its cap (so its limit and its rule)."""
+        self.group_limit: list[int] = []
 
     def has_shift(self, model: ServingModel, catalogue: Catalogue) -> bool:
         found = self._shift
@@ -183,24 +217,29 @@ class Compiled:
             self._profiles, self._snapshot = {}, snapshot
         return self._profiles
 
+    def _group(self, cap: int, value: str) -> int:
+        key = (cap, value)
+        found = self._groups.get(key)
+        if found is None:
+            found = self._groups[key] = len(self.group_cap)
+            self.group_cap.append(cap)
+            self.group_limit.append(self.caps[cap][2])
+        return found
+
     def build(self, item: str, snapshot: Any) -> Profile:
         labels = snapshot.labels.get(item, EMPTY)
-        groups: list[tuple[int, str]] = []
+        groups: list[int] = []
         for i, (label, per_value, _) in enumerate(self.caps):
             if per_value:
-                groups.extend((i, own) for own in labels if own.startswith(label))
+                groups.extend(self._group(i, own) for own in labels if own.startswith(label))
             elif label in labels:
-                groups.append((i, label))
+                groups.append(self._group(i, label))
         factors = tuple(i for i, s in enumerate(self.plan.factors) if s.rule.label in labels)
         found = (tuple(groups), factors)
         profiles = self.profiles(snapshot)
         if len(profiles) < MAX_PROFILES:
             profiles[item] = found
         return found
-
-
-def _entry(item: str, sourced: Sourced, effect: str) -> dict[str, str]:
-    return {"item_id": item, "rule": sourced.described, "source": sourced.source, "effect": effect}
 
 
 class Steering:
@@ -210,7 +249,7 @@ class Steering:
         self.compiled = compiled
         self.plan = compiled.plan
         self.catalogue = catalogue
-        self.effects: list[dict[str, str]] = []
+        self.effects: list[Effect] = []
         self._masked: tuple[np.ndarray, dict[str, int]] | None = None
 
     def _profile(self, item: str) -> Profile:
@@ -231,7 +270,7 @@ class Steering:
     def _effect(self, item: str, sourced: Sourced, effect: str) -> None:
         if len(self.effects) >= MAX_EFFECTS:
             return
-        self.effects.append(_entry(item, sourced, effect))
+        self.effects.append(Effect(item, sourced, effect))
 
     # --- boost and bury ----------------------------------------------------------------
 
@@ -281,14 +320,13 @@ class Steering:
             names = [vocab[r - 1] for r in rows.tolist()]
             return list(zip(names, scores[rows].tolist(), strict=True))
         chosen: Items = []
-        counts: dict[tuple[int, str], int] = {}
+        counts: dict[int, int] = {}
         fetch, done = 2 * k, 0
         while True:
             rows = top(scores, fetch)
             batch = rows[done:]
             names = [vocab[r - 1] for r in batch.tolist()]
-            ranked = zip(names, scores[batch].tolist(), strict=True)
-            self._walk(ranked, k, chosen, counts)
+            self._walk(zip(names, scores[batch].tolist(), strict=True), k, chosen, counts)
             if len(chosen) >= k or len(rows) < fetch or fetch >= scores.shape[0]:
                 return chosen
             done, fetch = len(rows), min(scores.shape[0], fetch * 4)
@@ -298,11 +336,12 @@ class Steering:
         ranked: Iterable[tuple[str, float]],
         k: int,
         chosen: Items,
-        counts: dict[tuple[int, str], int],
+        counts: dict[int, int],
     ) -> None:
         compiled, snapshot = self.compiled, self.catalogue.snapshot
         profiles = compiled.profiles(snapshot)
-        factors, caps, limits = self.plan.factors, self.plan.caps, compiled.limits
+        factors, caps, moved_as = self.plan.factors, self.plan.caps, compiled.moved
+        limits, group_cap = compiled.group_limit, compiled.group_cap
         effects = self.effects
         for item, score in ranked:
             if len(chosen) == k:
@@ -313,19 +352,18 @@ class Steering:
             groups, moved = profile
             if groups:
                 refused = -1
-                for key in groups:
-                    if counts.get(key, 0) >= limits[key[0]]:
-                        refused = key[0]
+                for group in groups:
+                    if counts.get(group, 0) >= limits[group]:
+                        refused = group
                         break
                 if refused >= 0:
                     if len(effects) < MAX_EFFECTS:
-                        effects.append(_entry(item, caps[refused], "left out"))
+                        effects.append(Effect(item, caps[group_cap[refused]], "left out"))
                     continue
-                for key in groups:
-                    counts[key] = counts.get(key, 0) + 1
-            for i in moved:
-                if len(effects) < MAX_EFFECTS:
-                    effects.append(_entry(item, factors[i], PAST[factors[i].rule.kind]))
+                for group in groups:
+                    counts[group] = counts.get(group, 0) + 1
+            if moved and len(effects) < MAX_EFFECTS:
+                effects.extend(Effect(item, factors[i], moved_as[i]) for i in moved)
             chosen.append((item, score))
 
     # --- pins --------------------------------------------------------------------------
@@ -359,9 +397,10 @@ class Steering:
         if not claimed:
             return items
         # A pinned item a cap left out is in the list after all: only the pin is its effect.
-        self.effects = [
-            e for e in self.effects if not (e["item_id"] in pinned and e["effect"] == "left out")
-        ]
+        if any(e.effect == "left out" and e.item_id in pinned for e in self.effects):
+            self.effects = [
+                e for e in self.effects if not (e.item_id in pinned and e.effect == "left out")
+            ]
         rest = iter([entry for entry in items if entry[0] not in pinned])
         scores = [score for _, score in items]
         last = scores[-1] if scores else 0.0

@@ -8,8 +8,16 @@ says. Kinds not in the table are positive with weight 1.0, so a log with no kind
 kinds of its own) trains as before.
 
 ``ratings`` maps the ``value`` of events of kind ``rating`` to a role by range, first
-match wins; ranges that no rule covers fall back to the kind table. The weights are
-recorded for training's loss (a purchase worth more than a view).
+match wins; ranges that no rule covers fall back to the kind table.
+
+The **weight** of a positive event scales its term in training's loss: each target's
+cross-entropy is multiplied by it, and the batch's loss is the weighted mean (the sum of
+weight x loss over the sum of the weights), so the weights' scale does not change the
+learning rate, and a log whose events all weigh the same trains exactly as an unweighted
+one. The defaults only make ``dislike``, ``not_interested`` and ``return`` negative, so
+an existing log trains as before; a shop sets its funnel, for example
+``RECSERVE_EVENTS__KINDS='{"purchase": {"weight": 1.0}, "add_to_cart": {"weight": 0.5},
+"view": {"weight": 0.1}, "return": {"role": "negative"}}'`` (docs/configuration.md).
 """
 
 from __future__ import annotations
@@ -57,3 +65,14 @@ class EventSettings(BaseModel):
 
     def negative(self, kind: str, value: float) -> bool:
         return self.role(kind, value)[0] == "negative"
+
+    def weight(self, kind: str, value: float) -> float:
+        return self.role(kind, value)[1]
+
+    @property
+    def weighted(self) -> bool:
+        """Whether any positive kind or rating range weighs other than 1.0 (training
+        then reads each event's weight)."""
+        weights = [k.weight for k in self.kinds.values() if k.role == "positive"]
+        weights += [r.weight for r in self.ratings if r.role == "positive"]
+        return any(w != 1.0 for w in weights)

@@ -28,6 +28,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 from shared.wire.errors import InvalidArgument
 
@@ -107,6 +108,23 @@ class Sourced:
     source: str
     described: str = ""
     """``rule.describe()``, once (an audit entry names it)."""
+
+
+class Effect(NamedTuple):
+    """What one rule did to one item of a list: the audit kept with the impression."""
+
+    item_id: str
+    sourced: Sourced
+    effect: str
+
+    def to_json(self) -> dict[str, str]:
+        sourced = self.sourced
+        return {
+            "item_id": self.item_id,
+            "rule": sourced.described,
+            "source": sourced.source,
+            "effect": self.effect,
+        }
 
 
 @dataclass

@@ -223,6 +223,10 @@ def max_event_row(session: Session | Connection) -> int:
     return int(session.execute(select(func.max(FeedbackEvent.id))).scalar() or 0)
 
 
+EventRow = tuple[str, str] | tuple[str, str, float]
+"""(user_id, item_id), or (user_id, item_id, weight) where the weights were asked for."""
+
+
 def user_event_pages(
     session: Session,
     *,
@@ -230,9 +234,11 @@ def user_event_pages(
     batch_rows: int = 100_000,
     exclude_users: frozenset[str] | set[str] = frozenset(),
     negative: Callable[[str, float], bool] | None = None,
-) -> Iterator[list[tuple[str, str]]]:
+    weight: Callable[[str, float], float] | None = None,
+) -> Iterator[list[EventRow]]:
     """(user_id, item_id) of every event with id <= watermark, ordered by user, then
-    event time, then row id, in pages of ``batch_rows``.
+    event time, then row id, in pages of ``batch_rows``; with ``weight``, (user_id,
+    item_id, weight(kind, value)) instead (training's loss weighs each target by it).
 
     Keyset pagination on (user_id, event_time, id) walks ix_feedback_user_time, so each
     page is an index range scan and memory holds one page, however many events there are.
@@ -259,11 +265,15 @@ def user_event_pages(
         ).all()
         if not rows:
             return
-        yield [
-            (user, item)
-            for user, item, _, _, kind, value in rows
-            if user not in exclude_users and (negative is None or not negative(kind, value))
+        kept = [
+            row
+            for row in rows
+            if row[0] not in exclude_users and (negative is None or not negative(row[4], row[5]))
         ]
+        if weight is None:
+            yield [(user, item) for user, item, *_ in kept]
+        else:
+            yield [(user, item, weight(kind, value)) for user, item, _, _, kind, value in kept]
         last = rows[-1]
         after = (last[0], last[2], int(last[3] or 0))
 
@@ -275,8 +285,8 @@ def user_sequences(
     Python lists: for small data and tests; training streams user_event_pages instead."""
     sequences: dict[str, list[str]] = defaultdict(list)
     for page in user_event_pages(session, watermark=watermark, batch_rows=batch_rows):
-        for user, item in page:
-            sequences[user].append(item)
+        for row in page:
+            sequences[row[0]].append(row[1])
     return dict(sequences)
 
 

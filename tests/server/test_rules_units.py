@@ -20,7 +20,7 @@ from server.pipeline.request import Recommendation, RecommendQuery
 from server.pipeline.rules import RuleBook, Steering
 from server.pipeline.validate import validate_query
 from shared.config import ServerSettings
-from shared.model.rules import Rule, RuleSet, check_rule_set
+from shared.model.rules import Effect, Rule, RuleSet, Sourced, check_rule_set
 from shared.wire.errors import InvalidArgument
 
 pytestmark = pytest.mark.unit
@@ -130,7 +130,7 @@ def test_a_factor_multiplies_the_odds_against_every_other_candidate(sign: float)
     assert names(boosted).index("i11") <= names(plain).index("i11")
     assert names(boosted).index("i1") >= names(plain).index("i1")
     assert steer is not None
-    effects = {(e["item_id"], e["effect"]) for e in steer.effects}
+    effects = {(e.item_id, e.effect) for e in steer.effects}
     assert ("i11", "boosted") in effects and ("i1", "buried") in effects
 
 
@@ -151,7 +151,7 @@ def test_a_big_boost_lifts_an_item_from_the_bottom_and_is_audited() -> None:
         "rule": "boost promo x100",
         "source": "request",
         "effect": "boosted",
-    } in steer.effects
+    } in [e.to_json() for e in steer.effects]
 
 
 def test_caps_per_value_then_pins_in_that_order() -> None:
@@ -166,14 +166,14 @@ def test_caps_per_value_then_pins_in_that_order() -> None:
     scores = [score for _, score in ranked]
     assert scores == sorted(scores, reverse=True), "a pinned item takes its place's score"
     assert steer is not None
-    left_out = {e["item_id"] for e in steer.effects if e["effect"] == "left out"}
+    left_out = {e.item_id for e in steer.effects if e.effect == "left out"}
     assert left_out == {"i3", "i4", "i7"}
     assert {
         "item_id": "i9",
         "rule": "pin i9 at 1",
         "source": "rule set shelf",
         "effect": "pinned at 1",
-    } in steer.effects
+    } in [e.to_json() for e in steer.effects]
 
 
 def test_a_cap_on_one_label_and_a_pin_that_exceeds_it() -> None:
@@ -294,9 +294,8 @@ async def test_exploration_slots_go_around_pins() -> None:
     registry = SimpleNamespace(loaded=lambda version: fake_model())
     slots = ExplorationSlots(1, catalogue, registry)  # type: ignore[arg-type]
     result = Recommendation([("i1", 3.0), ("i2", 2.0), ("i9", 1.0)], 3, "model")
-    result.rule_effects = [
-        {"item_id": "i9", "rule": "pin i9 at 3", "source": "rule set x", "effect": "pinned at 3"}
-    ]
+    pin = Sourced(Rule("pin", item_id="i9", slot=3), "rule set x", "pin i9 at 3")
+    result.rule_effects = [Effect("i9", pin, "pinned at 3")]
     eligible = Eligible(RecommendQuery(user_id="u", k=3), (), set(), FakeCatalogue())  # type: ignore[arg-type]
     await slots.place(result, eligible, 3)
     assert result.items == [("i1", 3.0), ("n1", 2.0), ("i9", 1.0)] and result.explored == {"n1"}

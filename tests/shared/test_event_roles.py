@@ -35,3 +35,14 @@ def test_a_table_and_rating_ranges_from_the_environment(monkeypatch) -> None:
     assert events.role("rating", 3.0) == ("positive", 0.1)
     assert events.role("rating", 1.0) == ("negative", 1.0)
     assert events.negative("return", 0.0) and not events.negative("dislike", 0.0), "replaced"
+
+
+def test_weights_are_read_only_when_some_positive_weighs_other_than_one() -> None:
+    assert not EventSettings().weighted  # the defaults: negatives only
+    funnel = EventSettings(kinds={"purchase": {"weight": 1.0}, "view": {"weight": 0.1}})
+    assert funnel.weighted and funnel.weight("view", 0.0) == 0.1
+    assert funnel.weight("click", 0.0) == 1.0  # not in the table
+    ratings = EventSettings(ratings=[{"low": 3, "high": 3, "weight": 0.2}])
+    assert ratings.weighted and ratings.weight("rating", 3.0) == 0.2
+    negatives_only = EventSettings(kinds={"skip": {"role": "negative", "weight": 3.0}})
+    assert not negatives_only.weighted  # a negative's weight never reaches the loss

@@ -497,6 +497,29 @@ def test_event_pages_stream_every_user_in_time_order(engine, tmp_path: Path) -> 
         )
 
 
+def test_event_pages_carry_each_events_weight_when_asked(engine) -> None:
+    from shared.config import EventSettings
+
+    events = EventSettings(kinds={"view": {"weight": 0.1}, "return": {"role": "negative"}})
+    kinds = ["view", "purchase", "return", "view"]
+    rows = [
+        ev(str(n), "u1", f"i{n}", n).model_copy(update={"kind": kind})
+        for n, kind in enumerate(kinds)
+    ]
+    with session_scope(engine) as s:
+        event_store.insert_events(s, events=rows)
+    with session_scope(engine) as s:
+        watermark = event_store.max_event_row(s)
+        pages = event_store.user_event_pages(
+            s, watermark=watermark, negative=events.negative, weight=events.weight
+        )
+        assert [row for page in pages for row in page] == [
+            ("u1", "i0", pytest.approx(0.1)),
+            ("u1", "i1", 1.0),
+            ("u1", "i3", pytest.approx(0.1)),
+        ]
+
+
 def test_retention_deletes_old_impressions_and_keeps_events_by_default(engine, tmp_path) -> None:
     from shared.config import Settings, WorkerSettings
     from shared.storage.retention import apply_data_retention

@@ -124,3 +124,21 @@ def test_intra_list_diversity_by_labels() -> None:
     # Unlabelled items are left out of the pairs; a list with none labelled has no pair.
     assert intra_list_diversity(np.array([[1, 3, 4]]), labels) == 1.0
     assert intra_list_diversity(np.array([[4, 0]]), labels) is None
+
+
+def test_snapshot_keeps_uneven_weights_aligned_with_the_events(tmp_path: Path) -> None:
+    sequences = mapping()
+    rows = [(user, item) for user in sorted(sequences) for item in sequences[user]]
+    weight = {item: 0.1 if item.endswith("3") else 1.0 for _, item in rows}
+    weighted = [(user, item, weight[item]) for user, item in rows]
+    pages_of = [weighted[start : start + 5] for start in range(0, len(weighted), 5)]
+    streamed = snapshot(pages_of, tmp_path / "uneven")
+    assert streamed.weights is not None and len(streamed.weights) == len(streamed.flat)
+    items = streamed.vocab.items
+    for row, w in zip(streamed.flat.tolist(), streamed.weights.tolist(), strict=True):
+        assert w == pytest.approx(weight[items[row - 1]])
+    split = leave_one_out(streamed)
+    assert split.train.weights is streamed.weights
+    even = [(user, item, 0.5) for user, item in rows]
+    assert snapshot([even], tmp_path / "even").weights is None  # the same weight: no weights
+    assert snapshot([rows], tmp_path / "plain").weights is None
