@@ -29,6 +29,8 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -157,12 +159,12 @@ def _recserve(
 
 
 def import_and_train(
-    held: HeldOut, env: dict[str, str], params: dict[str, Any]
+    train_file: Path, train_format: str, env: dict[str, str], params: dict[str, Any]
 ) -> tuple[int, float, float]:
     """`recserve import` of the training file, then `recserve train --wait` with only
     ``params``: (the job's id, import seconds, training wall seconds)."""
     started = time.perf_counter()
-    imported = _recserve(["import", str(held.train_file), "--format", held.train_format], env)
+    imported = _recserve(["import", str(train_file), "--format", train_format], env)
     import_s = time.perf_counter() - started
     print(imported.stdout.strip().splitlines()[0] if imported.stdout.strip() else "imported")
     train_args = ["train", "--wait"] + (["--params", json.dumps(params)] if params else [])
@@ -197,11 +199,10 @@ def serve_trained(target: str, job_id: int) -> tuple[Any, str]:
     return details, activated
 
 
-def rank_through_server(
-    env: dict[str, str], job_id: int, held: HeldOut
-) -> tuple[Any, str, Any, Any, float]:
-    """`recserve serve` on the trained model, and every held-out user asked by id:
-    (model details, activation note, ranks, their sources, seconds)."""
+@contextmanager
+def serving(env: dict[str, str], job_id: int) -> Iterator[tuple[str, Any]]:
+    """`recserve serve` (exploration slots and re-ranking off) on the job's model,
+    activated if the job did not promote it: (its address, the model's details)."""
     from bench.processes import free_port
     from shared.client import wait_serving
 
@@ -221,15 +222,24 @@ def rank_through_server(
         alive = lambda: server.poll() is None  # noqa: E731
         if not wait_serving(target, timeout=300, alive=alive, require_model=False):
             raise RuntimeError("recserve serve did not come up")
-        details, activated = serve_trained(target, job_id)
+        details = serve_trained(target, job_id)
         if not wait_serving(target, timeout=120, alive=alive):
             raise RuntimeError("recserve serve did not load the trained model")
-        started = time.perf_counter()
-        ranks, sources = asyncio.run(served_ranks(target, held, max(KS)))
-        serve_s = time.perf_counter() - started
+        yield target, details
     finally:
         server.terminate()
         server.wait(timeout=60)
+
+
+def rank_through_server(
+    env: dict[str, str], job_id: int, held: HeldOut
+) -> tuple[Any, str, Any, Any, float]:
+    """`recserve serve` on the trained model, and every held-out user asked by id:
+    (model details, activation note, ranks, their sources, seconds)."""
+    with serving(env, job_id) as (target, (details, activated)):
+        started = time.perf_counter()
+        ranks, sources = asyncio.run(served_ranks(target, held, max(KS)))
+        serve_s = time.perf_counter() - started
     return details, activated, ranks, sources, serve_s
 
 
@@ -251,7 +261,7 @@ def run_quality_bench(
         f"importing {held.events:,}",
         flush=True,
     )
-    job_id, import_s, train_wall = import_and_train(held, env, params)
+    job_id, import_s, train_wall = import_and_train(held.train_file, held.train_format, env, params)
     details, activated, ranks, sources, serve_s = rank_through_server(env, job_id, held)
     metrics = details.model.metrics
     resolved = {c.name: (json.loads(c.value_json), c.source) for c in details.training}

@@ -83,6 +83,27 @@ def bench_similar(args: argparse.Namespace) -> int:
     return 0
 
 
+def bench_kinds(args: argparse.Namespace) -> int:
+    from bench.kinds import run_kinds_bench
+
+    if not args.data:
+        raise SystemExit("bench kinds needs --data PATH (a rated log, e.g. ml-100k.inter)")
+    data = Path(args.data)
+    try:
+        seeds = [int(seed) for seed in (args.seeds or "42,1").split(",")]
+    except ValueError:
+        message = f"--seeds: expected integers separated by commas, got {args.seeds!r}"
+        raise SystemExit(message) from None
+    run_kinds_bench(
+        data,
+        Path(args.data_dir or Path("var/bench") / f"kinds-{data.stem}"),
+        seeds=seeds,
+        params=parse_params(args.param, args.params),
+        output=Path(args.output) if args.output else None,
+    )
+    return 0
+
+
 def bench_serve(args: argparse.Namespace) -> int:
     from bench.serve import run_serve_bench
 
@@ -111,6 +132,7 @@ BENCHES = {
     "soak": bench_soak,
     "scale": bench_scale,
     "similar": bench_similar,
+    "kinds": bench_kinds,
     "rules": lambda args: _ab_bench(args, "rules"),
     "http": lambda args: _ab_bench(args, "http"),
 }
@@ -141,6 +163,7 @@ def add_bench_parsers(add: Add) -> None:
     )
     p.add_argument("--params", help="quality: training parameters as JSON")
     p.add_argument("--output", help="JSON output path")
+    p.add_argument("--seeds", help="kinds: training seeds, comma separated (default 42,1)")
     p.add_argument(
         "--bundle",
         help="serve: a trained bundle to serve (default: random weights "
