@@ -1,4 +1,5 @@
-"""`recserve bench rules`: what business rules cost a Recommend, on the user's path.
+"""`recserve bench rules`: what business rules cost a Recommend, on the user's path (and
+`recserve bench similar-latency`: SimilarItems beside Recommend, the same way).
 
 One `recserve serve` process with the ML-1M-sized model (random weights unless --bundle
 names a trained one) and its catalogue labelled through UpsertItems (a brand per item,
@@ -104,5 +105,33 @@ def run_rules_bench(
     errors = sum(sum(r["errors"].values()) for found in rows.values() for r in found)
     return report(
         rows, baseline="none", candidate="ten rules", title="ten rules / none",
+        level=RULES_LEVEL, duration=duration, output=output, errors=errors,
+    )  # fmt: skip
+
+
+def run_similar_latency_bench(
+    data_dir: Path, bundle: Path | None, *, rounds: int, duration: float, output: Path
+) -> dict[str, Any]:
+    """`recserve bench similar-latency`: SimilarItems (one random item, k=10) against
+    Recommend for returning users, closed loop at RULES_LEVEL callers on one server,
+    interleaved for ``rounds`` rounds; the same table and JSON as the rules' cost."""
+    settings, items, users = prepare(data_dir, bundle)
+    server = ServerProcess(settings, "recserve", {})
+    rows: dict[str, list[dict[str, Any]]] = {"Recommend": [], "SimilarItems": []}
+    try:
+        warm_histories(server, users)
+        for _ in range(rounds):
+            for name, traffic in (("Recommend", "mixed"), ("SimilarItems", "similar")):
+                row = measure(
+                    server, traffic, items, users, concurrency=RULES_LEVEL, clients=2,
+                    duration=duration, feedback_share=0.0,
+                )  # fmt: skip
+                rows[name].append(row)
+                print(f"{name:>12}: {row['throughput']:8.1f} req/s  p99 {row['p99_ms']:6.2f} ms")
+    finally:
+        server.stop()
+    errors = sum(sum(r["errors"].values()) for found in rows.values() for r in found)
+    return report(
+        rows, baseline="Recommend", candidate="SimilarItems", title="SimilarItems / Recommend",
         level=RULES_LEVEL, duration=duration, output=output, errors=errors,
     )  # fmt: skip

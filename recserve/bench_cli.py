@@ -111,13 +111,19 @@ def bench_serve(args: argparse.Namespace) -> int:
 
 
 def _ab_bench(args: argparse.Namespace, name: str) -> int:
-    """`bench rules` and `bench http`: one server, two sides interleaved."""
+    """`bench rules`, `bench http` and `bench similar-latency`: one server, two sides
+    interleaved."""
     from pathlib import Path
 
     from bench.http_bench import run_http_bench
-    from bench.rules import run_rules_bench
+    from bench.rules import run_rules_bench, run_similar_latency_bench
 
-    run = {"rules": run_rules_bench, "http": run_http_bench}[name]
+    runs = {
+        "rules": run_rules_bench,
+        "http": run_http_bench,
+        "similar-latency": run_similar_latency_bench,
+    }
+    run = runs[name]
     data_dir = Path(args.data_dir or f"var/bench-{name}")
     output = Path(args.output or data_dir / f"bench-{name}.json")
     bundle = Path(args.bundle) if args.bundle else None
@@ -135,6 +141,7 @@ BENCHES = {
     "kinds": bench_kinds,
     "rules": lambda args: _ab_bench(args, "rules"),
     "http": lambda args: _ab_bench(args, "http"),
+    "similar-latency": lambda args: _ab_bench(args, "similar-latency"),
 }
 
 
