@@ -401,26 +401,15 @@ class Steering:
             self.effects = [
                 e for e in self.effects if not (e.item_id in pinned and e.effect == "left out")
             ]
-        rest = iter([entry for entry in items if entry[0] not in pinned])
         scores = [score for _, score in items]
-        last = scores[-1] if scores else 0.0
-        out: Items = []
-        for slot in range(1, k + 1):
-            if slot in claimed:
-                item, sourced = claimed[slot]
-                score = (
-                    scores[slot - 1] if slot - 1 < len(scores) else (scores[-1] if scores else 0.0)
-                )
-                out.append((item, score))
+        out = [entry for entry in items if entry[0] not in pinned]
+        for slot in sorted(claimed):  # each insertion leaves the earlier pins in place
+            item, sourced = claimed[slot]
+            if slot - 1 <= len(out):
+                score = scores[min(slot, len(scores)) - 1] if scores else 0.0
+                out.insert(slot - 1, (item, score))
                 self._effect(item, sourced, f"pinned at {slot}")
-            else:
-                entry = next(rest, None)
-                if entry is None:
-                    # Shorter than the slots: the remaining pins close up behind.
-                    for later in sorted(s for s in claimed if s > slot):
-                        item, sourced = claimed[later]
-                        out.append((item, last))
-                        self._effect(item, sourced, f"pinned at {len(out)}")
-                    break
-                out.append(entry)
-        return out
+            else:  # the list is shorter than the slot: the pin closes up behind it
+                out.append((item, scores[-1] if scores else 0.0))
+                self._effect(item, sourced, f"pinned at {len(out)}")
+        return out[:k]
