@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from shared.model import bundle as bundle_format
-from shared.model.sasrec import InferenceGraph, SASRec
+from shared.model.item_features import MAX_TOKENS, ItemFeatures
+from shared.model.sasrec import InferenceGraph, ItemEncoderGraph, SASRec
 from shared.wire.errors import ParityError
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,37 @@ def check_parity(model: SASRec, onnx_path: Path, *, trials: int = 4, seed: int =
     return worst
 
 
+def export_item_encoder(model: SASRec, path: Path) -> float:
+    """Writes item_encoder.onnx (a model with properties): ``tokens`` int64 [batch, T] ->
+    ``vectors`` float32 [batch, D]; returns its parity with torch on random tokens (max
+    relative difference), or raises ParityError."""
+    import onnxruntime as ort
+
+    model = model.eval().cpu()
+    assert model.property_embedding is not None
+    graph = ItemEncoderGraph(model)
+    size = model.config.property_tokens
+    example = torch.randint(0, size, (2, MAX_TOKENS))
+    torch.onnx.export(
+        graph, (example,), str(path), input_names=["tokens"], output_names=["vectors"],
+        dynamic_axes={"tokens": {0: "batch"}, "vectors": {0: "batch"}},
+        opset_version=OPSET, dynamo=False,
+    )  # fmt: skip
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    tokens = np.random.default_rng(0).integers(0, size, size=(16, MAX_TOKENS))
+    tokens[0] = 0  # an item with no known token
+    with torch.no_grad():
+        expected = graph(torch.from_numpy(tokens)).numpy()
+    (vectors,) = session.run(None, {"tokens": tokens.astype(np.int64)})
+    worst = float(np.abs(vectors - expected).max()) / max(1.0, float(np.abs(expected).max()))
+    if worst > PARITY_ATOL:
+        raise ParityError(
+            f"the exported {path.name} and torch disagree: max relative difference "
+            f"{worst:.2e}, more than {PARITY_ATOL:.0e}; the bundle was not written"
+        )
+    return worst
+
+
 def write_bundle(
     directory: Path,
     *,
@@ -83,6 +115,7 @@ def write_bundle(
     popularity: np.ndarray,
     metrics: dict[str, Any],
     index_states: np.ndarray | None = None,
+    features: ItemFeatures | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """Writes a complete bundle into ``directory`` (replaced if present); returns its
     checksum and the metrics as written: ``metrics`` with the ONNX/torch parity (max
@@ -90,7 +123,8 @@ def write_bundle(
 
     With ``index_states`` (float32 [S, D], user states of the training data) the bundle
     also carries an approximate top-k index of the items (shared/model/ann.py), calibrated on
-    those states; its recall and size join the metrics.
+    those states; its recall and size join the metrics. A model with item properties also
+    writes ``features`` (its token vocabulary) and the item encoder.
 
     The files go to a temporary sibling first and are renamed into place, so a reader
     never sees half a bundle.
@@ -107,6 +141,11 @@ def write_bundle(
     export_onnx(model, tmp / bundle_format.ONNX)
     parity = check_parity(model, tmp / bundle_format.ONNX)
     metrics = {**metrics, "onnx_parity_max_rel_diff": parity}
+    if model.property_embedding is not None:
+        assert features is not None, "a model with properties needs its token vocabulary"
+        (tmp / bundle_format.FEATURES).write_text(json.dumps(features.to_json()))
+        encoder = export_item_encoder(model, tmp / bundle_format.ENCODER)
+        metrics["encoder_parity_max_rel_diff"] = encoder
     if index_states is not None:
         from shared.model.ann import ItemIndex
 

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from shared.config import ModelArchitecture
 from shared.model.bundle import ModelConfig
+from shared.model.item_features import ItemFeatures
 from shared.model.params import TrainingParams
 from shared.model.sasrec import SASRec
 from worker.dataset import Ragged, Split
@@ -57,15 +58,17 @@ class TrainResult:
     seconds: float
     epoch_log: list[dict[str, float]] = field(default_factory=list)
     planned_epochs: int = 0
+    features: ItemFeatures | None = None
+    """The property-token vocabulary the model learnt from (None: ids only)."""
 
     @property
     def seconds_per_epoch(self) -> float:
         return self.seconds / max(1, self.epochs_run)
 
 
-def model_config(params: TrainingParams, num_items: int) -> ModelConfig:
+def model_config(params: TrainingParams, num_items: int, property_tokens: int = 0) -> ModelConfig:
     architecture = {name: getattr(params, name) for name in ModelArchitecture.model_fields}
-    return ModelConfig(num_items=num_items, **architecture)
+    return ModelConfig(num_items=num_items, property_tokens=property_tokens, **architecture)
 
 
 class Windows:
@@ -153,14 +156,22 @@ def train(
     *,
     progress: Progress | None = None,
     device: torch.device | None = None,
+    features: ItemFeatures | None = None,
+    item_tokens: np.ndarray | None = None,
 ) -> TrainResult:
+    """Trains on ``split``; with ``features`` (the catalogue's property vocabulary) and
+    ``item_tokens`` (int64 [N+1, T], its table over the split's vocabulary), the model
+    learns from item properties as well as ids."""
     report = progress or _log_progress
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(params.seed)
     rng = np.random.default_rng(params.seed)
-    config = model_config(params, split.num_items)
-    model = SASRec(config).to(device)
-    windows = Windows(split.train, config.max_len, params.windows)
+    with_properties = features is not None and bool(features) and item_tokens is not None
+    tokens_size = features.size if features is not None and with_properties else 0
+    model = SASRec(model_config(params, split.num_items, tokens_size)).to(device)
+    if item_tokens is not None and with_properties:
+        model.item_tokens.copy_(torch.from_numpy(item_tokens))
+    windows = Windows(split.train, model.config.max_len, params.windows)
     if len(windows) == 0:
         raise ValueError("no training sequences: every user needs at least 2 events")
     q = torch.from_numpy(sampling_distribution(split.popularity)).float().to(device)
@@ -203,6 +214,7 @@ def train(
         seconds=time.perf_counter() - started,
         epoch_log=epoch_log,
         planned_epochs=planned,
+        features=features if with_properties else None,
     )
 
 

@@ -101,6 +101,11 @@ class ModelArchitecture(BaseModel):
     scores carry that scaling, so scores = state @ item_embeddings.T either way)."""
     temperature: float = Field(0.05, gt=0.0, le=10.0)
     """cosine only: the temperature dividing the logits."""
+    id_dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    """Catalogues with item properties only: the share of items whose id embedding each
+    training step leaves out (per history event and per scored row), so that an item
+    known by its properties alone (one with no events yet) gets a vector on the same
+    scale as the others (shared/model/item_features.py)."""
 
 
 class TrainingSettings(ModelArchitecture):

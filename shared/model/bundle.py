@@ -8,6 +8,8 @@
     weights.pt           torch state_dict, for fine-tuning
     metrics.json         evaluation results
     items.ivf, index.json  the approximate top-k index (large catalogues only)
+    item_features.json   the property-token vocabulary (models with item properties only)
+    item_encoder.onnx    property tokens [B, T] int64 -> item vectors [B, D] (the same)
     checksums.json       sha256 of every file above
     engines/             TensorRT engines, built on the machine that runs them, each
       checksums.json     recorded here with its sha256 when it is built
@@ -31,6 +33,7 @@ import numpy as np
 from pydantic import Field
 
 from shared.config import ModelArchitecture
+from shared.model.item_features import ItemFeatures
 from shared.wire.errors import BundleError
 
 CONFIG = "config.json"
@@ -41,6 +44,8 @@ POPULARITY = "popularity.json"
 WEIGHTS = "weights.pt"
 METRICS = "metrics.json"
 CHECKSUMS = "checksums.json"
+FEATURES = "item_features.json"
+ENCODER = "item_encoder.onnx"
 ENGINES = "engines"
 REQUIRED = (CONFIG, VOCAB, ONNX, EMBEDDINGS, POPULARITY)
 
@@ -52,6 +57,9 @@ class ModelConfig(ModelArchitecture):
     architecture: Literal["sasrec"] = "sasrec"
     num_items: int = Field(ge=1)
     """Catalogue size N. Rows 1..N are items, row 0 is padding."""
+    property_tokens: int = Field(0, ge=0)
+    """Rows of the item-property token embedding (the vocabulary and padding); 0: the
+    model knows items by id only (shared/model/item_features.py)."""
 
 
 def sha256_file(path: Path) -> str:
@@ -212,10 +220,16 @@ class Bundle:
     popularity: np.ndarray  # float64 [N+1], training counts per row
     metrics: dict[str, Any]
     checksum: str
+    features: ItemFeatures | None = None
+    """The property-token vocabulary, for a model that learnt from item properties."""
 
     @property
     def onnx_path(self) -> Path:
         return self.path / ONNX
+
+    @property
+    def encoder_path(self) -> Path:
+        return self.path / ENCODER
 
     @property
     def engines_dir(self) -> Path:
@@ -236,6 +250,14 @@ def load(directory: Path) -> Bundle:
         popularity = np.asarray(json.loads((directory / POPULARITY).read_text()), np.float64)
         metrics_path = directory / METRICS
         metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+        features = None
+        if config.property_tokens:
+            features = ItemFeatures.from_json(json.loads((directory / FEATURES).read_text()))
+            if features.size != config.property_tokens or not (directory / ENCODER).is_file():
+                raise ValueError(
+                    f"{FEATURES} has {features.size} token rows and the config "
+                    f"{config.property_tokens}, or {ENCODER} is missing"
+                )
     except (ValueError, OSError) as exc:
         raise BundleError(f"bundle {directory} cannot be read: {exc}") from exc
     n = config.num_items
@@ -248,4 +270,4 @@ def load(directory: Path) -> Bundle:
         )
     if popularity.shape != (n + 1,):
         raise BundleError(f"bundle {directory}: popularity has {popularity.shape[0]} rows")
-    return Bundle(directory, config, vocab, embeddings, popularity, metrics, checksum)
+    return Bundle(directory, config, vocab, embeddings, popularity, metrics, checksum, features)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from shared.model.bundle import ModelConfig
+from shared.model.item_features import MAX_TOKENS
 
 NEG_INF = -1e9
 
@@ -197,10 +198,21 @@ class Block(nn.Module):
 
 
 class SASRec(nn.Module):
+    item_tokens: Tensor
+    """Models with properties: row r holds item r's property tokens, 0-padded."""
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
         self.item_embedding = nn.Embedding(config.num_items + 1, config.d_model, padding_idx=0)
+        self.property_embedding: nn.Embedding | None = None
+        if config.property_tokens:
+            self.property_embedding = nn.Embedding(
+                config.property_tokens, config.d_model, padding_idx=0
+            )
+            self.register_buffer(
+                "item_tokens", torch.zeros(config.num_items + 1, MAX_TOKENS, dtype=torch.long)
+            )
         self.position_embedding = (
             nn.Embedding(config.max_len, config.d_model) if config.positions == "learned" else None
         )
@@ -215,6 +227,10 @@ class SASRec(nn.Module):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
         nn.init.normal_(self.item_embedding.weight, std=self.config.d_model**-0.5)
+        if self.property_embedding is not None:
+            nn.init.normal_(self.property_embedding.weight, std=self.config.d_model**-0.5)
+            with torch.no_grad():
+                self.property_embedding.weight[0].zero_()
         if self.position_embedding is not None:
             nn.init.normal_(self.position_embedding.weight, std=0.02)
         with torch.no_grad():
@@ -224,7 +240,7 @@ class SASRec(nn.Module):
         """history int64 [B, L] (L <= max_len, left-padded) -> [B, L, D]."""
         length = history.shape[1]
         positions = (length - 1) - torch.arange(length, device=history.device)  # newest = 0
-        x = self.item_embedding(history) * math.sqrt(self.config.d_model)
+        x = self.item_vectors(history) * math.sqrt(self.config.d_model)
         if self.position_embedding is not None:
             x = x + self.position_embedding(positions)[None]
         x = self.embedding_dropout(x)
@@ -269,10 +285,36 @@ class SASRec(nn.Module):
             return hidden
         return F.normalize(hidden, dim=-1) / self.config.temperature
 
+    def item_vectors(self, rows: Tensor) -> Tensor:
+        """Item rows [...] -> [..., D]: the id embedding, plus the mean of the property
+        tokens' embeddings where the model has properties. Training leaves out the id
+        part of a random ``id_dropout`` share of the items that have properties."""
+        ids: Tensor = self.item_embedding(rows)
+        if self.property_embedding is None:
+            return ids
+        tokens = self.item_tokens[rows]  # [..., T]
+        if self.training and self.config.id_dropout > 0.0:
+            dropped = torch.rand(rows.shape, device=rows.device) < self.config.id_dropout
+            ids = ids.masked_fill((dropped & (tokens[..., 0] != 0))[..., None], 0.0)
+        return ids + self.property_vectors(tokens)
+
+    def property_vectors(self, tokens: Tensor) -> Tensor:
+        """Property tokens [..., T] (0 pads) -> the mean of their embeddings [..., D];
+        zero for an item with none. Alone, the vector of an item the model has no id
+        row for."""
+        assert self.property_embedding is not None
+        count = (tokens != 0).sum(-1, keepdim=True).clamp(min=1).to(torch.float32)
+        out: Tensor = self.property_embedding(tokens).sum(-2) / count
+        return out
+
     def output_table(self) -> Tensor:
-        """[N+1, D] rows that states are scored against: the item embeddings (dot), or
-        the same scaled to unit length (cosine; the padding row stays 0)."""
-        weight = self.item_embedding.weight
+        """[N+1, D] rows that states are scored against: the item vectors (dot), or the
+        same scaled to unit length (cosine; the padding row stays 0)."""
+        if self.property_embedding is None:
+            weight = self.item_embedding.weight
+        else:
+            rows = torch.arange(self.config.num_items + 1, device=self.item_tokens.device)
+            weight = self.item_vectors(rows)
         return weight if self.config.similarity == "dot" else F.normalize(weight, dim=-1)
 
     def score(self, state: Tensor) -> Tensor:
@@ -290,3 +332,18 @@ class InferenceGraph(nn.Module):
     def forward(self, history: Tensor) -> tuple[Tensor, Tensor]:
         state = self.model.encode_last(history)
         return state, self.model.score(state)
+
+
+class ItemEncoderGraph(nn.Module):
+    """What item_encoder.onnx computes (models with properties): property tokens [B, T]
+    int64 -> the scoring-table rows [B, D] of items the model has no id row for."""
+
+    def __init__(self, model: SASRec) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        vectors = self.model.property_vectors(tokens)
+        if self.model.config.similarity == "dot":
+            return vectors
+        return F.normalize(vectors, dim=-1)

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
-from shared.model.properties import labels_of
+from shared.model.properties import Properties, labels_of
 from shared.storage.engine import IN_CHUNK
 from shared.storage.tables import (
     Item,
@@ -40,6 +40,14 @@ def item_titles(session: Session, *, item_ids: Sequence[str]) -> dict[str, str]:
         rows = session.exec(select(Item.item_id, Item.title).where(col(Item.item_id).in_(chunk)))
         titles.update({item_id: title for item_id, title in rows.all()})
     return titles
+
+
+def item_properties(session: Session) -> dict[str, Properties]:
+    """Every catalogue item that has properties, with them (what training learns from)."""
+    rows = session.exec(
+        select(Item.item_id, Item.properties).where(col(Item.properties_version) > 0)
+    )
+    return {item_id: dict(properties) for item_id, properties in rows.all() if properties}
 
 
 def labelled_items(session: Session) -> dict[str, frozenset[str]]:

@@ -119,3 +119,35 @@ def test_training_leaves_out_flagged_users(settings, tmp_path: Path) -> None:
     vocab = bundle_format.load(settings.bundles_dir / model.artifact_path).vocab
     assert not any(item.startswith("bot-item") for item in vocab)
     assert any("left out flagged users: 1 " in line for line in log_lines)
+
+
+def test_a_catalogue_with_properties_trains_a_model_that_learns_from_them(settings) -> None:
+    """The job reads the catalogue's properties, trains with them, and the bundle carries
+    the token vocabulary and the item encoder, both verified on load."""
+    from shared.model import properties as props
+    from shared.storage import event_store, item_store
+    from shared.storage.tables import Item
+
+    engine = make_engine(settings.db_url)
+    with session_scope(engine) as s:
+        known = [item for item, _ in event_store.item_popularity(s, limit=10**6)]
+    catalogue = [  # synthetic ids are i<topic>-<position>: the topic as a property
+        Item(item_id=item, properties=props.checked({"topic": [item[:4]], "year": 1990.0 + n % 7}))
+        for n, item in enumerate(known)
+    ]
+    with session_scope(engine) as s:
+        item_store.upsert_items(s, items=catalogue)
+        job = job_store.create_job(s, job=JobCreate(params={"epochs": 1, "activate": "never"}))
+    version = run_train_job(settings, int(job.id or 0))
+    with session_scope(engine) as s:
+        model = model_store.get_model_version(s, version=version)
+        log_lines = job_store.get_job(s, job_id=job.id).log
+    engine.dispose()
+    loaded = bundle_format.load(settings.bundles_dir / model.artifact_path)
+    assert (
+        loaded.features is not None and "topic=" + catalogue[0].item_id[:4] in loaded.features.vocab
+    )
+    assert loaded.config.property_tokens == loaded.features.size
+    assert loaded.encoder_path.is_file()
+    assert model.metrics["encoder_parity_max_rel_diff"] < 1e-4
+    assert any("item properties: " in line for line in log_lines)
