@@ -18,6 +18,7 @@ from shared.wire.errors import ParityError
 
 log = logging.getLogger(__name__)
 OPSET = 17
+EXTRA_TOKENS = bundle_format.EXTRA_TOKENS
 PARITY_ATOL = 1e-4
 
 
@@ -29,17 +30,22 @@ def export_onnx(model: SASRec, path: Path) -> None:
     """
     model = model.eval().cpu()
     example = torch.randint(1, model.config.num_items + 1, (2, min(8, model.config.max_len)))
+    inputs: tuple[torch.Tensor, ...] = (example,)
+    names = ["history"]
+    axes = {"history": {0: "batch", 1: "length"}, "state": {0: "batch"}, "scores": {0: "batch"}}
+    if model.property_embedding is not None:
+        inputs = (example, torch.zeros((3, MAX_TOKENS), dtype=torch.long))
+        names.append(EXTRA_TOKENS)
+        axes[EXTRA_TOKENS] = {0: "extra"}
+    # The wrapper in eval mode too: the exporter restores the wrapper's mode afterwards,
+    # and a wrapper left in training mode would put the model back in training.
     torch.onnx.export(
-        InferenceGraph(model),
-        (example,),
+        InferenceGraph(model).eval(),
+        inputs,
         str(path),
-        input_names=["history"],
+        input_names=names,
         output_names=["state", "scores"],
-        dynamic_axes={
-            "history": {0: "batch", 1: "length"},
-            "state": {0: "batch"},
-            "scores": {0: "batch"},
-        },
+        dynamic_axes=axes,
         opset_version=OPSET,
         dynamo=False,
     )
@@ -58,13 +64,20 @@ def check_parity(model: SASRec, onnx_path: Path, *, trials: int = 4, seed: int =
     for trial in range(trials):
         batch = int(rng.integers(1, 9))
         length = int(rng.integers(1, model.config.max_len + 1)) if trial else model.config.max_len
-        history = rng.integers(1, model.config.num_items + 1, size=(batch, length))
+        extra = rng.integers(0, max(2, model.config.property_tokens), size=(3, MAX_TOKENS))
+        rows = model.config.num_items + (len(extra) if model.property_embedding else 0)
+        history = rng.integers(1, rows + 1, size=(batch, length))
         pads = rng.integers(0, length, size=batch)
         for i, pad in enumerate(pads):
             history[i, :pad] = 0
+        feeds = {"history": history.astype(np.int64)}
+        given = None
+        if model.property_embedding is not None:
+            feeds[EXTRA_TOKENS] = extra.astype(np.int64)
+            given = torch.from_numpy(feeds[EXTRA_TOKENS])
         with torch.no_grad():
-            expected = model.score(model.encode_last(torch.from_numpy(history))).numpy()
-        state, scores = session.run(None, {"history": history.astype(np.int64)})
+            expected = model.score(model.encode_last(torch.from_numpy(history), given)).numpy()
+        state, scores = session.run(None, feeds)
         scale = max(1.0, float(np.abs(expected).max()))
         diff = float(np.abs(scores - expected).max())
         worst = max(worst, diff / scale)
@@ -84,7 +97,7 @@ def export_item_encoder(model: SASRec, path: Path) -> float:
 
     model = model.eval().cpu()
     assert model.property_embedding is not None
-    graph = ItemEncoderGraph(model)
+    graph = ItemEncoderGraph(model).eval()
     size = model.config.property_tokens
     example = torch.randint(0, size, (2, MAX_TOKENS))
     torch.onnx.export(

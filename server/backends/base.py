@@ -19,6 +19,17 @@ class Backend(ABC):
     computes_scores: bool = False
     """Whether ``encode_with_scores`` gives every item's score as computed where the model
     runs (a GPU): the server then ranks with those and does not compute them again."""
+    extra_tokens: np.ndarray | None = None
+    """Models with item properties: int64 [E, T], the property tokens of the items added
+    after training (history rows N+1..N+E), fed to every run; a row of zeros until one
+    is added. None for a model that knows items by id only."""
+
+    def set_extra_tokens(self, tokens: np.ndarray) -> None:
+        """Replaces the added items' tokens (one reference swap: a run in progress keeps
+        the array it started with)."""
+        if self.extra_tokens is None:
+            raise RuntimeError(f"the {self.name} backend's model has no item properties")
+        self.extra_tokens = np.ascontiguousarray(tokens, dtype=np.int64)
 
     @abstractmethod
     def encode(self, history: np.ndarray) -> np.ndarray:

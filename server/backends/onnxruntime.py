@@ -10,6 +10,7 @@ import onnxruntime as ort
 
 from server.backends.base import Backend
 from server.memory import heap_pools_runs
+from shared.model.bundle import EXTRA_TOKENS
 
 
 class OnnxRuntimeBackend(Backend):
@@ -37,11 +38,21 @@ class OnnxRuntimeBackend(Backend):
             str(onnx_path), options, providers=["CPUExecutionProvider"]
         )
         self.device = "cpu"
+        for graph_input in self._session.get_inputs():
+            if graph_input.name == EXTRA_TOKENS:
+                self.extra_tokens = np.zeros((1, int(graph_input.shape[1])), np.int64)
+
+    def _feeds(self, history: np.ndarray) -> dict[str, np.ndarray]:
+        feeds = {"history": history.astype(np.int64, copy=False)}
+        extra = self.extra_tokens
+        if extra is not None:
+            feeds[EXTRA_TOKENS] = extra
+        return feeds
 
     def encode(self, history: np.ndarray) -> np.ndarray:
-        (state,) = self._session.run(["state"], {"history": history.astype(np.int64, copy=False)})
+        (state,) = self._session.run(["state"], self._feeds(history))
         return np.asarray(state, dtype=np.float32)
 
     def scores_width(self) -> int:
-        (scores,) = self._session.run(["scores"], {"history": np.ones((1, 1), dtype=np.int64)})
+        (scores,) = self._session.run(["scores"], self._feeds(np.ones((1, 1), dtype=np.int64)))
         return int(np.asarray(scores).shape[1])

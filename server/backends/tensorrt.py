@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from server.backends.base import Backend
-from shared.model.bundle import Bundle
+from shared.model.bundle import EXTRA_TOKENS, Bundle
 from shared.model.tensorrt_engine import Precision, cached_engine, current_key
 
 
@@ -36,6 +36,9 @@ class TensorRTBackend(Backend):
             raise RuntimeError(f"TensorRT could not deserialize engine {path}")
         self._max_batch = max_batch
         self._d_model = bundle.config.d_model
+        if bundle.config.property_tokens:
+            width = int(self._engine.get_tensor_shape(EXTRA_TOKENS)[1])
+            self.extra_tokens = np.zeros((1, width), np.int64)
         self._local = threading.local()
         self.device = torch.cuda.get_device_name()
 
@@ -76,6 +79,11 @@ class TensorRTBackend(Backend):
             item_scores = torch.empty((batch, *scores_shape), dtype=torch.float32, device="cuda")
             context.set_input_shape("history", tuple(inputs.shape))
             context.set_tensor_address("history", inputs.data_ptr())
+            extra = self.extra_tokens
+            if extra is not None:
+                tokens = torch.from_numpy(extra).cuda(non_blocking=True)
+                context.set_input_shape(EXTRA_TOKENS, tuple(tokens.shape))
+                context.set_tensor_address(EXTRA_TOKENS, tokens.data_ptr())
             context.set_tensor_address("state", state.data_ptr())
             context.set_tensor_address("scores", item_scores.data_ptr())
             if not context.execute_async_v3(stream.cuda_stream):

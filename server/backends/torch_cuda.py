@@ -46,7 +46,13 @@ class TorchBackend(Backend):
         with torch.inference_mode():
             self._table = self._model.output_table().detach().to(self._device)  # [N+1, D]
         self._max_len = bundle.config.max_len
-        self._graphs_enabled = cuda_graphs and self._device.type == "cuda"
+        if model.property_embedding is not None:
+            self.extra_tokens = np.zeros((1, model.item_tokens.shape[1]), np.int64)
+        # CUDA graphs fix their inputs' shapes: a model whose added items change the
+        # extra tokens' shape runs without them.
+        self._graphs_enabled = (
+            cuda_graphs and self._device.type == "cuda" and self.extra_tokens is None
+        )
         self._local = threading.local()
         self.name = "torch-cuda" if self._device.type == "cuda" else "torch-cpu"
         # On a GPU the scores come from the device; on a CPU the server's own product is
@@ -72,9 +78,11 @@ class TorchBackend(Backend):
         torch = self._torch
         batch, length = history.shape
         if not self._graphs_enabled:
+            extra = self.extra_tokens
             with torch.inference_mode():
                 tensor = torch.from_numpy(history.astype(np.int64, copy=False)).to(self._device)
-                return self._model.encode_last(tensor)
+                tokens = None if extra is None else torch.from_numpy(extra).to(self._device)
+                return self._model.encode_last(tensor, tokens)
         b, L = _bucket_batch(batch), _bucket_length(length, self._max_len)
         graph, static_in, static_out = self._graph(b, L)
         static_in.zero_()

@@ -46,6 +46,11 @@ METRICS = "metrics.json"
 CHECKSUMS = "checksums.json"
 FEATURES = "item_features.json"
 ENCODER = "item_encoder.onnx"
+EXTRA_TOKENS = "extra_tokens"
+"""model.onnx's second input, for models with properties: int64 [E, T], the property
+tokens of the items added after training (history rows N+1..N+E)."""
+MAX_EXTRA_ITEMS = 65_536
+"""The most items a served model takes on after training (the TensorRT profile's bound)."""
 ENGINES = "engines"
 REQUIRED = (CONFIG, VOCAB, ONNX, EMBEDDINGS, POPULARITY)
 

@@ -236,11 +236,18 @@ class SASRec(nn.Module):
         with torch.no_grad():
             self.item_embedding.weight[0].zero_()
 
-    def embed(self, history: Tensor) -> Tensor:
-        """history int64 [B, L] (L <= max_len, left-padded) -> [B, L, D]."""
+    def embed(self, history: Tensor, extra_tokens: Tensor | None = None) -> Tensor:
+        """history int64 [B, L] (L <= max_len, left-padded) -> [B, L, D]. With
+        ``extra_tokens`` (int64 [E, T], models with properties), rows N+1..N+E of the
+        history are items added after training, known by those tokens alone."""
         length = history.shape[1]
         positions = (length - 1) - torch.arange(length, device=history.device)  # newest = 0
-        x = self.item_vectors(history) * math.sqrt(self.config.d_model)
+        vectors = (
+            self.item_vectors(history)
+            if extra_tokens is None
+            else self._vectors_with_extra(history, extra_tokens)
+        )
+        x = vectors * math.sqrt(self.config.d_model)
         if self.position_embedding is not None:
             x = x + self.position_embedding(positions)[None]
         x = self.embedding_dropout(x)
@@ -264,14 +271,15 @@ class SASRec(nn.Module):
         head_dim = self.config.d_model // self.config.n_heads
         return rotary_tables(history.shape[1], head_dim, history.device)
 
-    def encode_last(self, history: Tensor) -> Tensor:
-        """The user state after the newest event: history [B, L] -> [B, D] (inference).
+    def encode_last(self, history: Tensor, extra_tokens: Tensor | None = None) -> Tensor:
+        """The user state after the newest event: history [B, L] -> [B, D] (inference);
+        ``extra_tokens`` as in ``embed``.
 
         The final block computes only the last position; earlier blocks need all of them.
         """
         full_bias = attention_bias(history, history.shape[1])
         rotary = self._rotary(history)
-        x = self.embed(history)
+        x = self.embed(history, extra_tokens)
         for block in self.blocks[:-1]:
             x = block(x, full_bias, rotary=rotary)
         last_bias = full_bias[:, :, -1:, :]  # [B, 1, 1, L]
@@ -296,6 +304,17 @@ class SASRec(nn.Module):
         if self.training and self.config.id_dropout > 0.0:
             dropped = torch.rand(rows.shape, device=rows.device) < self.config.id_dropout
             ids = ids.masked_fill((dropped & (tokens[..., 0] != 0))[..., None], 0.0)
+        return ids + self.property_vectors(tokens)
+
+    def _vectors_with_extra(self, history: Tensor, extra_tokens: Tensor) -> Tensor:
+        """item_vectors where rows above N are extra items: their tokens, no id part.
+        Gathers only the history's rows (no table is copied per run)."""
+        known = history <= self.config.num_items
+        zero = torch.zeros_like(history)
+        base = torch.where(known, history, zero)
+        extra = torch.where(known, zero, history - (self.config.num_items + 1))
+        tokens = torch.where(known[..., None], self.item_tokens[base], extra_tokens[extra])
+        ids: Tensor = self.item_embedding(base)  # row 0 (zero) for an extra item
         return ids + self.property_vectors(tokens)
 
     def property_vectors(self, tokens: Tensor) -> Tensor:
@@ -323,14 +342,17 @@ class SASRec(nn.Module):
 
 
 class InferenceGraph(nn.Module):
-    """What model.onnx computes: history [B, L] int64 -> (state [B, D], scores [B, N+1])."""
+    """What model.onnx computes: history [B, L] int64 -> (state [B, D], scores [B, N+1]).
+    A model with properties also takes ``extra_tokens`` [E, T] int64: the tokens of the
+    items added after training, history rows N+1..N+E (E >= 1; a row of zeros when there
+    are none). Their scores are the server's: state @ their rows of its item table."""
 
     def __init__(self, model: SASRec) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, history: Tensor) -> tuple[Tensor, Tensor]:
-        state = self.model.encode_last(history)
+    def forward(self, history: Tensor, extra_tokens: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        state = self.model.encode_last(history, extra_tokens)
         return state, self.model.score(state)
 
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from shared.model.bundle import EXTRA_TOKENS, MAX_EXTRA_ITEMS
+
 log = logging.getLogger(__name__)
 
 Precision = Literal["fp32", "fp16", "bf16"]
@@ -86,6 +88,11 @@ def build_engine(onnx_path: Path, key: EngineKey, *, workspace_bytes: int = 1 <<
     profile = builder.create_optimization_profile()
     opt_batch = max(1, min(key.max_batch, 16))
     profile.set_shape("history", (1, 1), (opt_batch, key.max_len), (key.max_batch, key.max_len))
+    for index in range(network.num_inputs):  # a model with item properties
+        tensor = network.get_input(index)
+        if tensor.name == EXTRA_TOKENS:
+            width = tensor.shape[1]
+            profile.set_shape(EXTRA_TOKENS, (1, width), (1024, width), (MAX_EXTRA_ITEMS, width))
     config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:

@@ -106,3 +106,30 @@ def test_properties_let_the_model_score_an_item_it_never_saw() -> None:
         cold_score = float(model.property_vectors(cold)[0] @ state)
     x_scores = [float(scores[row[f"x{n}"]]) for n in range(9)]
     assert cold_score > max(x_scores), (cold_score, max(x_scores))
+
+
+def test_the_onnx_backend_reads_items_added_after_training(tmp_path: Path) -> None:
+    """Rows above N in a history are the items whose tokens the backend was given: the
+    state is torch's for the same tokens, and changes when they change."""
+    from server.backends.onnxruntime import OnnxRuntimeBackend
+
+    torch.manual_seed(0)
+    tokens = np.random.default_rng(1).integers(0, 6, size=(21, MAX_TOKENS))
+    tokens[0] = 0
+    model = _model(tokens, 6)
+    export_onnx(model, tmp_path / "model.onnx")
+    backend = OnnxRuntimeBackend(tmp_path / "model.onnx", intra_op_threads=1)
+    assert backend.extra_tokens is not None and backend.extra_tokens.shape == (1, MAX_TOKENS)
+    history = np.array([[0, 3, 21, 22], [5, 6, 7, 8]])  # rows 21 and 22: added items
+    added = np.zeros((2, MAX_TOKENS), np.int64)
+    added[0, :2], added[1, :1] = [1, 2], [4]
+    backend.set_extra_tokens(added)
+    with torch.no_grad():
+        expected = model.encode_last(torch.from_numpy(history), torch.from_numpy(added))
+    assert np.allclose(backend.encode(history), expected.numpy(), atol=1e-4)
+    added[1, :1] = [5]
+    backend.set_extra_tokens(added)
+    assert not np.allclose(backend.encode(history)[0], expected.numpy()[0], atol=1e-4)
+    plain = SASRec(model_config(TrainingParams(**TINY_TRAINING.model_dump()), 20))
+    export_onnx(plain.eval(), tmp_path / "plain.onnx")
+    assert OnnxRuntimeBackend(tmp_path / "plain.onnx").extra_tokens is None
