@@ -41,7 +41,7 @@ from shared.storage.importers import guess_format, read_events
 LIKE, DISLIKE = 4.0, 2.0
 """A rating >= LIKE is a like, <= DISLIKE a dislike, anything between a view."""
 VIEW_WEIGHT = 0.1
-DEFAULT_BUDGET_S = 240.0
+DEFAULT_BUDGET_S = 180.0
 K = 10
 ARMS = {
     "kinds": json.dumps(
