@@ -185,29 +185,34 @@ def run_kinds_bench(
                 f"({row['epochs']} epochs, {row['train_seconds']:.0f} s)",
                 flush=True,
             )
-    result = {
-        "data": str(data),
-        "date": time.strftime("%Y-%m-%d"),
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "given": given,
-        "users": len(split.targets),
-        "view_weight": VIEW_WEIGHT,
-        "runs": runs,
-        "mean": {
-            arm: {
-                key: statistics.fmean(r[key] for r in rows)
-                for key in (f"hr@{K}", f"ndcg@{K}", "disliked_share")
-            }
-            for arm, rows in runs.items()
-        },
-    }
+    result = summary(data, given, len(split.targets), runs)
     print_kinds_table(result)
     out = output or Path("bench-results") / f"kinds-{data.stem}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, sort_keys=True))
     print(f"\nwrote {out}")
     return result
+
+
+def summary(
+    data: Path, given: dict[str, Any], users: int, runs: dict[str, list[dict[str, Any]]]
+) -> dict[str, Any]:
+    """The runs with their machine, and each arm's mean over the seeds."""
+    keys = (f"hr@{K}", f"ndcg@{K}", "disliked_share")
+    return {
+        "data": str(data),
+        "date": time.strftime("%Y-%m-%d"),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "given": given,
+        "users": users,
+        "view_weight": VIEW_WEIGHT,
+        "runs": runs,
+        "mean": {
+            arm: {key: statistics.fmean(r[key] for r in rows) for key in keys}
+            for arm, rows in runs.items()
+        },
+    }
 
 
 def print_kinds_table(result: dict[str, Any]) -> None:

@@ -24,9 +24,10 @@ from shared.storage import event_store
 from shared.storage.engine import engine_for, session_scope
 from worker.dataset import EvalSet, leave_one_out, snapshot
 from worker.export import write_bundle
+from worker.losses import batch_loss, sampling_distribution
 from worker.pipeline import INDEX_CALIBRATION_USERS, encode_states, peak_rss_mb
 from worker.recipe import apply_recipe
-from worker.training import Windows, _loss, length_buckets, model_config, sampling_distribution
+from worker.training import Windows, length_buckets, model_config
 
 
 def timed_steps(model: Any, split: Any, params: Any, steps: int) -> tuple[int, float]:
@@ -42,7 +43,7 @@ def timed_steps(model: Any, split: Any, params: Any, steps: int) -> tuple[int, f
         began = time.perf_counter()
         x, y, _ = windows.batch(rows)
         x_t, y_t = torch.from_numpy(x), torch.from_numpy(y)
-        loss = _loss(model, model(x_t), y_t, params, x_t, q)
+        loss = batch_loss(model, model(x_t), y_t, params, x_t, q)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

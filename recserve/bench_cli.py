@@ -162,13 +162,10 @@ def add_bench_parsers(add: Add) -> None:
     p.add_argument("--data", help="quality: the interaction file to train on")
     p.add_argument("--format", choices=["seq", "movielens", "inter", "csv"])
     p.add_argument(
-        "--param",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="quality: training parameter (repeatable)",
-    )
-    p.add_argument("--params", help="quality: training parameters as JSON")
+        "--param", action="append", default=[], metavar="KEY=VALUE",
+        help="quality, kinds: training parameter (repeatable)",
+    )  # fmt: skip
+    p.add_argument("--params", help="quality, kinds: training parameters as JSON")
     p.add_argument("--output", help="JSON output path")
     p.add_argument("--seeds", help="kinds: training seeds, comma separated (default 42,1)")
     p.add_argument(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from server.served_model import ServingModel
 
@@ -44,3 +44,13 @@ def pick_arm(arms: Sequence[Arm], user_id: str) -> Arm:
         if point < 0:
             return arm
     return arms[-1]
+
+
+def with_model(
+    arms: list[Arm], shadow: Arm | None, old: ServingModel, new: ServingModel
+) -> tuple[list[Arm], Arm | None]:
+    """The arms and shadow with ``old`` replaced by ``new`` (the same version, extended)."""
+    arms = [replace(arm, model=new) if arm.model is old else arm for arm in arms]
+    if shadow is not None and shadow.model is old:
+        shadow = replace(shadow, model=new)
+    return arms, shadow

@@ -69,8 +69,9 @@ class Catalogue:
         self._poll_s = poll_s
         self._window = timedelta(hours=exploration_window_h)
         self.snapshot = Snapshot()
-        self._rows: LRUCache[tuple[int, str], np.ndarray] = LRUCache(label_cache_max_entries)
-        """Per (model version, label): the model rows carrying the label."""
+        self._rows: LRUCache[tuple[int, int, str], np.ndarray] = LRUCache(label_cache_max_entries)
+        """Per (model version, its item rows, label): the model rows carrying the label
+        (a model takes on rows as items are added after training, never loses any)."""
         self._new: dict[int, tuple[float, list[str]]] = {}
         """Per model version: (when ranked, new items best first)."""
         self._task: asyncio.Task[None] | None = None
@@ -134,7 +135,7 @@ class Catalogue:
     ) -> None:
         """Computes, in the executor, the rows of the labels not cached yet, so that
         ranking finds them in the cache instead of on the event loop."""
-        missing = [x for x in dict.fromkeys(labels) if (version, x) not in self._rows]
+        missing = [x for x in dict.fromkeys(labels) if (version, len(rows), x) not in self._rows]
         if not missing:
             return
         loop = asyncio.get_running_loop()
@@ -142,7 +143,7 @@ class Catalogue:
             self._executor, self._compute_rows, self.snapshot, rows, missing
         )
         for label, label_rows in found.items():
-            self._rows[(version, label)] = label_rows
+            self._rows[(version, len(rows), label)] = label_rows
 
     @staticmethod
     def _compute_rows(
@@ -160,7 +161,7 @@ class Catalogue:
         """int64 model rows of the items that carry ``label``: from the cache that
         ``prepare_labels`` filled (computed here only if evicted since, which takes more
         distinct labels during one request than the cache holds)."""
-        key = (version, label)
+        key = (version, len(rows), label)
         found = self._rows.get(key)
         if found is None:
             found = self._compute_rows(self.snapshot, rows, [label])[label]

@@ -27,7 +27,7 @@ from typing import TypeVar
 from sqlalchemy.engine import Engine
 
 from server import metrics
-from server.arms import Arm, pick_arm
+from server.arms import Arm, pick_arm, with_model
 from server.model_loader import (
     BackendFactory,
     ModelLoader,
@@ -114,6 +114,19 @@ class ModelRegistry:
             return self.current, ""
         arm = pick_arm(arms, user_id)
         return arm.model, arm.name
+
+    async def extend(
+        self, version: int, build: Callable[[ServingModel], Awaitable[ServingModel | None]]
+    ) -> None:
+        """Replaces loaded ``version`` by what ``build`` makes of it (None: leaves it),
+        wherever it is referenced, under the lock that swaps and splits take."""
+        async with self._lock:
+            old = self.loaded(version)
+            new = None if old is None else await build(old)
+            if old is not None and new is not None:
+                self.current = new if self.current is old else self.current
+                self._extra = {v: new if m is old else m for v, m in self._extra.items()}
+                self.arms, self.shadow = with_model(self.arms, self.shadow, old, new)
 
     def loaded(self, version: int) -> ServingModel | None:
         current = self.current

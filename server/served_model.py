@@ -4,7 +4,7 @@ index; how a batch of histories becomes states and scores; and the popularity fa
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -78,6 +78,33 @@ class ServingModel:
     """The bundle's approximate top-k index, when it has one and the server uses it."""
     log_share: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     """float32 [N+1], log of each item's share of training events (popularity debiasing)."""
+
+    @property
+    def trained_items(self) -> int:
+        """N: rows 1..N are the items the model was trained with; rows above are items
+        added since, known by their properties (server/new_items.py)."""
+        return self.bundle.config.num_items
+
+    def with_items(self, items: list[str], table: np.ndarray) -> ServingModel:
+        """This model with ``items`` appended as rows after its own, and ``table`` (its
+        item table with their rows, float32 [N+1+E, D]) for scoring. A new object: a
+        request holding this one keeps a consistent view."""
+        rows = dict(self.rows)
+        for row, item in enumerate(items, start=len(self.bundle.vocab) + 1):
+            rows[item] = row
+        added = len(items)
+        floor = self.log_share[1:].min() if self.log_share.size > 1 else np.float32(0.0)
+        return replace(
+            self,
+            bundle=replace(self.bundle, vocab=[*self.bundle.vocab, *items], item_embeddings=table),
+            rows=rows,
+            popularity=np.concatenate([self.popularity, np.zeros(added, np.float32)]),
+            log_share=(
+                np.concatenate([self.log_share, np.full(added, floor, np.float32)])
+                if self.log_share.size
+                else self.log_share
+            ),
+        )
 
 
 @dataclass

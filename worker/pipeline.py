@@ -32,12 +32,12 @@ from sqlalchemy.engine import Engine
 
 from shared.config import Settings
 from shared.model import bundle as bundle_format
-from shared.model.item_features import ItemFeatures
 from shared.model.params import TrainingParams, parse_training_params
-from shared.storage import event_store, item_store, job_store, model_store, user_store
+from shared.storage import event_store, job_store, model_store, user_store
 from shared.storage.engine import engine_for, session_scope
 from shared.storage.tables import JobStatus, ModelStatus, ModelVersion
 from shared.wire.errors import JobCancelled, RecserveError, StaleAttempt
+from worker.catalogue import catalogue_snapshot, item_features
 from worker.dataset import EvalSet, Split, UserSequences, leave_one_out, snapshot
 from worker.evaluation import evaluate, popularity_scorer
 from worker.metrics import job_finished
@@ -281,13 +281,11 @@ def _train_snapshot(
     params, resolved, split = _resolve(
         attempt, params, given, from_settings, report, sequences, watermark
     )
-    features, tokens = _item_features(attempt.engine, split, report)
     result = train(
         split,
         params,
         progress=lambda f, m, point=None: report(0.05 + 0.8 * f, m, point),
-        features=features,
-        item_tokens=tokens,
+        properties=item_features(attempt.engine, split, report),
     )
     report(0.86, f"trained {result.epochs_run} epochs in {result.seconds:.1f}s; evaluating")
     metrics = _test_metrics(settings, attempt.engine, split, result)
@@ -311,35 +309,6 @@ def _train_snapshot(
     return _register(
         settings, attempt, params, relative, checksum, metrics, config, watermark, started
     )
-
-
-def _item_features(
-    engine: Engine, split: Split, report: JobReporter
-) -> tuple[ItemFeatures | None, np.ndarray | None]:
-    """The catalogue's property vocabulary and its token table over the split's items,
-    when the catalogue has properties (the model then learns from them); else None."""
-    with session_scope(engine) as session:
-        properties = item_store.item_properties(session)
-    if not properties:
-        return None, None
-    features = ItemFeatures.learn(properties.values())
-    if not features:
-        return None, None
-    tokens = features.table(split.vocab.items, properties)
-    covered = int((tokens[1:, 0] != 0).sum())
-    report(
-        0.04,
-        f"item properties: {len(features.vocab):,} tokens from {len(properties):,} items; "
-        f"{covered:,} of the {split.num_items:,} trained items carry some",
-    )
-    return features, tokens
-
-
-def catalogue_snapshot(engine: Engine) -> dict[str, Any]:
-    """Which catalogue a training run saw: its entries and its newest change."""
-    with session_scope(engine) as session:
-        entries, newest = item_store.catalogue_stamp(session)
-    return {"items": entries, "changed_at": newest.isoformat() if newest else None}
 
 
 def _resolve(

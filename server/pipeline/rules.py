@@ -183,8 +183,8 @@ class Compiled:
         ]  # fmt: skip
         self.pins = sorted(plan.pins, key=lambda s: s.rule.slot)
         self.moved = [PAST[s.rule.kind] for s in plan.factors]
-        self._shift: tuple[tuple[int, object], np.ndarray] | None = None
-        """Per (model version, catalogue snapshot): log(factor) summed per model row."""
+        self._shift: tuple[tuple[tuple[int, int], object], np.ndarray] | None = None
+        """Per ((model version, its rows), catalogue snapshot): log(factor) per row."""
         self._profiles: dict[str, Profile] = {}
         self._snapshot: object = None
         self._groups: dict[tuple[int, str], int] = {}
@@ -195,7 +195,9 @@ class Compiled:
     def has_shift(self, model: ServingModel, catalogue: Catalogue) -> bool:
         found = self._shift
         return (
-            found is not None and found[0][0] == model.version and found[0][1] is catalogue.snapshot
+            found is not None
+            and found[0][0] == (model.version, len(model.rows))
+            and found[0][1] is catalogue.snapshot
         )
 
     def shift(self, model: ServingModel, catalogue: Catalogue) -> np.ndarray:
@@ -208,7 +210,7 @@ class Compiled:
         for sourced, log_factor in zip(self.plan.factors, self.log_factors, strict=True):
             rows = catalogue.label_rows(model.version, model.rows, sourced.rule.label)
             shift[rows] += log_factor
-        self._shift = ((model.version, catalogue.snapshot), shift)
+        self._shift = (((model.version, len(model.rows)), catalogue.snapshot), shift)
         return shift
 
     def profiles(self, snapshot: Any) -> dict[str, Profile]:

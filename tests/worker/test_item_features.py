@@ -95,7 +95,7 @@ def test_properties_let_the_model_score_an_item_it_never_saw() -> None:
     split = leave_one_out(sequences)
     table = features.table(split.vocab.items, catalogue)
     params = TrainingParams(**{**TINY_TRAINING.model_dump(), "epochs": 25, "patience": 100})
-    result = train(split, params, device=torch.device("cpu"), features=features, item_tokens=table)
+    result = train(split, params, device=torch.device("cpu"), properties=(features, table))
     model = result.model.eval()
     row = split.vocab.rows()
     history = torch.tensor([[row[f"y{n}"] for n in range(3)]])

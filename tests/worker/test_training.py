@@ -15,16 +15,13 @@ from shared.model.params import TrainingParams
 from shared.model.sasrec import SASRec
 from tests.conftest import TINY_SPEC, TINY_TRAINING
 from worker.dataset import Ragged, UserSequences, leave_one_out
-from worker.training import (
+from worker.losses import (
     FullSoftmaxCrossEntropy,
     PrefixBan,
-    Schedule,
-    Windows,
-    model_config,
     sampled_softmax,
     sampling_distribution,
-    train,
 )
+from worker.training import Schedule, Windows, model_config, train
 
 
 def test_fused_cross_entropy_matches_autograd() -> None:
