@@ -118,6 +118,7 @@ class RunningServer:
             await parts.impressions.close()
         if self.checkpoints is not None:
             await self.checkpoints.stop()
+        await parts.new_items.stop()
         await parts.catalogue.stop()
         await parts.rules.stop()
         parts.executor.shutdown(wait=False, cancel_futures=True)
@@ -290,6 +291,7 @@ async def start_server(
     # still loading would answer from the popularity fallback while its siblings used
     # the model.
     await registry.start()
+    await built.new_items.start()
     await server.start()
     if http is not None:
         await http.start()

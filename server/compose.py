@@ -4,7 +4,8 @@ given what it needs through its constructor. Nothing is wired after construction
     settings -> engine, executors, stats, health
              -> history cache, state cache, encoder, pre-encoding      (the user's state)
              -> registry (pre-encoding before each hot swap, health on each change)
-             -> catalogue, rule book, eligibility policy, ranker, exploration, explainer
+             -> catalogue, rule book, added items, eligibility policy, ranker, exploration,
+                explainer
              -> feedback writer, impression log, invalidations (events and changes)
              -> request pipeline (RecommendService, FeedbackService)
              -> guard, servicers, admin, deployment
@@ -29,6 +30,7 @@ from server.feedback import FeedbackWriter
 from server.history import HistoryCache
 from server.impressions import ImpressionLog
 from server.model_loader import BackendFactory, inflight_batches
+from server.new_items import NewItems
 from server.pipeline.eligibility import EligibilityPolicy
 from server.pipeline.encoder import Encoder
 from server.pipeline.explain import Explainer
@@ -81,6 +83,8 @@ class Components:
     registry: ModelRegistry
     catalogue: Catalogue
     rules: RuleBook
+    new_items: NewItems
+    """Items added to the catalogue after training, taken on by models with properties."""
     forget_user: Callable[[str], None]
     """Drops everything this replica holds about a deleted user."""
     writer: FeedbackWriter
@@ -207,6 +211,7 @@ def build(
     )
     impressions = impression_log(settings, parts, engine, executor, origin)
     rules, shown = RuleBook(engine, executor, catalogue), ShownLog(engine, executor, server)
+    new_items = NewItems(catalogue, registry, engine, executor, poll_s=server.model_poll_s)
     forget_user = forgetting(history, encoder, shown, impressions)
     invalidations = following(
         engine, origin, history, encoder, rules, shown, forget_user, server.invalidation_poll_s
@@ -236,6 +241,6 @@ def build(
     similar = SimilarItemsService(server, registry, history_stage, eligibility, ranker, catalogue)
     return Components(
         settings, engine, executor, model_executor, stats, health, history, states, registry,
-        catalogue, rules, forget_user, writer, impressions, invalidations, listening, recommend,
-        feedback, similar, background,
+        catalogue, rules, new_items, forget_user, writer, impressions, invalidations, listening,
+        recommend, feedback, similar, background,
     )  # fmt: skip

@@ -6,10 +6,10 @@ Candidate sources, chosen per request:
 - **the whole catalogue**: every item's score (the batch's, or state @ item table),
   re-ranked (popularity debiasing), masked by the eligibility rule, then the top k;
 - **the item index** (large catalogues whose bundle carries one, when no scores came
-  with the batch and no re-ranking is asked): k plus the rule's bans fetched from the
-  index and the banned dropped; a rule that restricts to a set (include labels,
-  candidates) is a filtered search, exact over that set; too many bans, or too few
-  found, and the whole catalogue is scored instead;
+  with the batch, no re-ranking is asked and no item was added since training): k plus
+  the rule's bans fetched from the index and the banned dropped; a rule that restricts
+  to a set (include labels, candidates) is a filtered search, exact over that set; too
+  many bans, or too few found, and the whole catalogue is scored instead;
 - **popularity**, for a user with no usable history (the model's training counts) or
   before any model is loaded (the database's counts), through the same rule.
 
@@ -73,19 +73,23 @@ class Ranker:
         steer: Steering | None = None,
     ) -> Items:
         """The top k eligible items for an encoded history."""
+        table = model.bundle.item_embeddings
         if (
             steer is None
             and encoding.scores is None
             and model.index is not None
             and self._use_index
             and not self._debias
+            and len(table) == model.trained_items + 1  # the index holds the trained items
         ):
             found = self._from_index(model, encoding, eligible, k)
             if found is not None:
                 return found
         scores = encoding.scores
         if scores is None:
-            scores = model.bundle.item_embeddings @ encoding.state  # [N+1, D] @ [D] -> [N+1]
+            scores = table @ encoding.state  # [N+1, D] @ [D] -> [N+1]
+        elif len(scores) < len(table):  # the batch scored the trained items; added ones here
+            scores = np.concatenate([scores, table[len(scores) :] @ encoding.state])
         if self._debias:
             scores = debias(scores, model.log_share, self._debias)
         return self.masked_top_k(model, scores, eligible, encoding.seen, k, steer)
