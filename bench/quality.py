@@ -145,7 +145,7 @@ async def served_ranks(target: str, held: HeldOut, k: int) -> tuple[list[int | N
     return ranks, sources
 
 
-def _recserve(
+def run_recserve(
     args: list[str], env: dict[str, str], **kwargs: Any
 ) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
@@ -164,12 +164,12 @@ def import_and_train(
     """`recserve import` of the training file, then `recserve train --wait` with only
     ``params``: (the job's id, import seconds, training wall seconds)."""
     started = time.perf_counter()
-    imported = _recserve(["import", str(train_file), "--format", train_format], env)
+    imported = run_recserve(["import", str(train_file), "--format", train_format], env)
     import_s = time.perf_counter() - started
     print(imported.stdout.strip().splitlines()[0] if imported.stdout.strip() else "imported")
     train_args = ["train", "--wait"] + (["--params", json.dumps(params)] if params else [])
     started = time.perf_counter()
-    trained = _recserve(train_args, env)
+    trained = run_recserve(train_args, env)
     train_wall = time.perf_counter() - started
     job_id = int(trained.stdout.split("queued train job ")[1].split()[0])
     return job_id, import_s, train_wall

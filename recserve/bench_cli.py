@@ -83,21 +83,44 @@ def bench_similar(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seeds(text: str | None) -> list[int]:
+    try:
+        return [int(seed) for seed in (text or "42,1").split(",")]
+    except ValueError:
+        message = f"--seeds: expected integers separated by commas, got {text!r}"
+        raise SystemExit(message) from None
+
+
 def bench_kinds(args: argparse.Namespace) -> int:
     from bench.kinds import run_kinds_bench
 
     if not args.data:
         raise SystemExit("bench kinds needs --data PATH (a rated log, e.g. ml-100k.inter)")
     data = Path(args.data)
-    try:
-        seeds = [int(seed) for seed in (args.seeds or "42,1").split(",")]
-    except ValueError:
-        message = f"--seeds: expected integers separated by commas, got {args.seeds!r}"
-        raise SystemExit(message) from None
     run_kinds_bench(
         data,
         Path(args.data_dir or Path("var/bench") / f"kinds-{data.stem}"),
-        seeds=seeds,
+        seeds=_seeds(args.seeds),
+        params=parse_params(args.param, args.params),
+        output=Path(args.output) if args.output else None,
+    )
+    return 0
+
+
+def bench_cold(args: argparse.Namespace) -> int:
+    from bench.cold import run_cold_bench
+
+    if not args.data or not args.items or not args.item_map:
+        raise SystemExit(
+            "bench cold needs --data (a `user item` log), --items (its metadata, e.g. "
+            "movies.dat) and --item-map (the log's item id, then the metadata's, per line)"
+        )
+    data = Path(args.data)
+    run_cold_bench(
+        data,
+        (Path(args.items), Path(args.item_map)),
+        Path(args.data_dir or Path("var/bench") / f"cold-{data.stem}"),
+        seeds=_seeds(args.seeds),
         params=parse_params(args.param, args.params),
         output=Path(args.output) if args.output else None,
     )
@@ -139,6 +162,7 @@ BENCHES = {
     "scale": bench_scale,
     "similar": bench_similar,
     "kinds": bench_kinds,
+    "cold": bench_cold,
     "rules": lambda args: _ab_bench(args, "rules"),
     "http": lambda args: _ab_bench(args, "http"),
     "similar-latency": lambda args: _ab_bench(args, "similar-latency"),
@@ -167,7 +191,9 @@ def add_bench_parsers(add: Add) -> None:
     )  # fmt: skip
     p.add_argument("--params", help="quality, kinds: training parameters as JSON")
     p.add_argument("--output", help="JSON output path")
-    p.add_argument("--seeds", help="kinds: training seeds, comma separated (default 42,1)")
+    p.add_argument("--seeds", help="kinds, cold: training seeds, comma separated (default 42,1)")
+    p.add_argument("--items", help="cold: the item metadata (movies.dat, a CSV or JSONL)")
+    p.add_argument("--item-map", help="cold: 'log id metadata id' per line")
     p.add_argument(
         "--bundle",
         help="serve: a trained bundle to serve (default: random weights "

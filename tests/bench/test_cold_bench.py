@@ -1,0 +1,59 @@
+"""`recserve bench cold`: items held out of training, taken on by the served model through
+their properties, on a tiny synthetic log whose items' genre is their topic."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.cold import run_cold_bench, split_cold
+from shared import synthetic
+from tests.conftest import TINY_SPEC
+
+pytestmark = [pytest.mark.e2e, pytest.mark.bench]
+
+
+def tiny_log(folder: Path) -> tuple[Path, Path, Path]:
+    """A `user item` log of integer ids, a movies.dat of the items' topics as genres, and
+    the map between them."""
+    ids: dict[str, int] = {}
+    users: dict[str, int] = {}
+    lines = []
+    for event in synthetic.events(TINY_SPEC):
+        item = ids.setdefault(event.item_id, len(ids) + 1)
+        lines.append(f"{users.setdefault(event.user_id, len(users) + 1)} {item}")
+    data, movies, mapping = folder / "log.txt", folder / "movies.dat", folder / "map.txt"
+    data.write_text("\n".join(lines) + "\n")
+    movies.write_text(
+        "".join(f"{1000 + n}::Item {n} (1990)::Topic{name[1:4]}\n" for name, n in ids.items())
+    )
+    mapping.write_text("".join(f"{n} {1000 + n}\n" for n in ids.values()))
+    return data, movies, mapping
+
+
+def test_the_split_keeps_held_out_items_out_of_training(tmp_path: Path) -> None:
+    data, _, _ = tiny_log(tmp_path)
+    split = split_cold(data, tmp_path / "input")
+    trained = {line.split(",")[1] for line in split.train_file.read_text().splitlines()[1:]}
+    later = {line.split(",")[1] for line in split.later_file.read_text().splitlines()[1:]}
+    assert split.cold and not trained & split.cold and later <= split.cold
+    assert any(target in split.cold for target in split.targets.values())
+
+
+def test_bench_cold_ranks_held_out_items_by_their_properties(tmp_path: Path) -> None:
+    data, movies, mapping = tiny_log(tmp_path)
+    out = tmp_path / "cold.json"
+    result = run_cold_bench(
+        data, (movies, mapping), tmp_path / "var", seeds=[3],
+        params={"epochs": 12, "id_dropout": 0.5}, output=out,
+    )  # fmt: skip
+    saved = json.loads(out.read_text())
+    assert saved["cold_users"] > 0 and saved["given"] == {"epochs": 12, "id_dropout": 0.5}
+    with_properties, id_only = saved["runs"]["properties"][0], saved["runs"]["id only"][0]
+    assert id_only["cold"]["hr@10"] == 0.0, "an id-only model cannot rank an unseen item"
+    assert with_properties["cold"]["hr@10"] > 2 * saved["baselines"]["random cold"]["hr@10"]
+    assert saved["baselines"]["content cold"]["hr@10"] > saved["baselines"]["random cold"]["hr@10"]
+    assert with_properties["warm"]["hr@10"] > 0 and id_only["warm"]["hr@10"] > 0
+    assert result["users"] == TINY_SPEC.n_users
