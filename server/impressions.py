@@ -37,7 +37,7 @@ from shared.storage.tables import utcnow
 
 log = logging.getLogger(__name__)
 
-FLUSH_S = 0.5
+FLUSH_S = 0.1
 
 
 class ImpressionLog:
