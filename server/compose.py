@@ -156,7 +156,10 @@ def impression_log(
     server = settings.server
     if not (server.log_impressions and parts.log_impressions):
         return None
-    return ImpressionLog(engine, executor, max_queued=server.max_queued_impressions, origin=origin)
+    return ImpressionLog(
+        engine, executor, max_queued=server.max_queued_impressions,
+        flush_s=server.impression_flush_ms / 1000.0, origin=origin,
+    )  # fmt: skip
 
 
 def build(

@@ -5,6 +5,7 @@ impression (user, items in order, model version, experiment arm, the business ru
 effects, and the shadow's result when a shadow candidate also ranked the request) to
 ``record``, which only
 appends to an in-memory queue. A background task writes the queue every ``flush_s``
+(server.impression_flush_ms)
 in one multi-row INSERT on the database executor. Impressions are measurement, not
 acknowledged data: past ``max_queued`` waiting rows they are dropped and counted
 (recserve_impressions_dropped_total), and serving never waits for them. When the
@@ -38,6 +39,7 @@ from shared.storage.tables import utcnow
 log = logging.getLogger(__name__)
 
 FLUSH_S = 0.1
+"""The default of server.impression_flush_ms."""
 
 
 class ImpressionLog:

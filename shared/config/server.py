@@ -109,6 +109,10 @@ class ServerSettings(BaseModel):
     can send back: the online metrics and A/B arms are computed from it."""
     max_queued_impressions: int = Field(100_000, ge=1)
     """Impressions waiting for their batch write; beyond it they are dropped (counted)."""
+    impression_flush_ms: float = Field(100.0, gt=0.0, le=60_000.0)
+    """How often the queued impressions are written. Each write holds the interpreter
+    for its rows' work, so short, frequent writes stall requests least (at 8 callers the
+    p99 was 21 ms at 100 ms against 26 ms at 500 ms)."""
     http_enabled: bool = False
     """The HTTP/JSON door (server/http.py, docs/http.md) beside gRPC, on ``http_port``.
     Off by default. Beyond loopback it needs tokens (HTTP callers authenticate with

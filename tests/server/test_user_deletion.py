@@ -43,7 +43,10 @@ async def test_delete_and_export_a_user_across_two_replicas(
         "user_id,item_id,timestamp\n"
         + "".join(f"{USER},{e.item_id},{int(e.event_time.timestamp())}\n" for e in mine)
     )
-    replicas = two_replicas(request, tmp_path, engine_name, events=events)
+    # Impressions are written when the test says (B's list must still be queued).
+    replicas = two_replicas(
+        request, tmp_path, engine_name, events=events, impression_flush_ms=60_000
+    )
     async with replicas as (a, b, client_a, client_b):
         settings = a.admin.settings
         engine = make_engine(settings.db_url)

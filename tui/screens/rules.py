@@ -14,7 +14,11 @@ from tui.dialogs.rule_set_form import RuleSetForm, format_rule, format_time
 from tui.screens import Pane, while_mounted
 from tui.widgets.tables import selected_key, sync_table
 
-COLUMNS = ("rule set", "state", "from", "until", "rules", "put by")
+COLUMNS = (
+    ("rule set", 20), ("state", 8), ("from", 16), ("until", 16), ("rules", 60), ("put by", 16),
+)  # fmt: skip
+"""Fixed widths: the table does not jump as rule sets come and go, and a long rule list
+is cut at the edge of its column (the edit dialog shows it whole)."""
 
 
 class RulesPane(Pane):
@@ -35,7 +39,8 @@ class RulesPane(Pane):
             classes="hint",
         )
         table: DataTable[str] = DataTable(id="rules-table", cursor_type="row")
-        table.add_columns(*COLUMNS)
+        for label, width in COLUMNS:
+            table.add_column(label, width=width)
         yield table
 
     @work(exclusive=True, group="rules")
