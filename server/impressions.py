@@ -59,6 +59,7 @@ class ImpressionLog:
         self._flush_s = flush_s
         self._queue: list[dict[str, Any]] = []
         self._task: asyncio.Task[None] | None = None
+        self._writing = asyncio.Lock()
         self.written = 0
         self.dropped = 0
 
@@ -118,6 +119,12 @@ class ImpressionLog:
             await self.flush()
 
     async def flush(self) -> None:
+        """Writes what is queued; when it returns, every impression recorded before the
+        call is written (a write already under way is waited for, not overtaken)."""
+        async with self._writing:
+            await self._write()
+
+    async def _write(self) -> None:
         if not self._queue:
             return
         batch, self._queue = self._queue, []
