@@ -39,8 +39,7 @@ from typing import Any
 import numpy as np
 
 from bench.ingest import cpu_model
-from bench.kinds import recommended
-from bench.quality import import_and_train, rank_metrics, run_recserve, serving
+from bench.quality import import_and_train, rank_metrics, recommend_all, run_recserve, serving
 
 COLD_SHARE = 0.1
 MIN_EVENTS = 5
@@ -146,7 +145,7 @@ def measure_arm(
     with serving(env, job_id) as (target, (details, _)):
         if items is not None:
             asyncio.run(_taken_on(target, sorted(split.cold)[0]))
-        lists = asyncio.run(recommended(target, list(split.targets)))
+        lists, _ = asyncio.run(recommend_all(target, list(split.targets), K))
     ranks: dict[str, list[int | None]] = {"cold": [], "warm": []}
     for user, wanted in split.targets.items():
         found = lists.get(user, [])

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.ingest import cpu_model
-from bench.quality import import_and_train, rank_metrics, serving
+from bench.quality import import_and_train, rank_metrics, recommend_all, serving
 from shared.storage.importers import guess_format, read_events
 
 LIKE, DISLIKE = 4.0, 2.0
@@ -96,37 +96,11 @@ def split_on_last_like(data: Path, folder: Path) -> RatedSplit:
     return RatedSplit(targets, disliked, train_file, events, held_out)
 
 
-async def recommended(target: str, users: list[str]) -> dict[str, list[str]]:
-    """Recommend (k = K) by user id for every user, as RecommendBatch calls of 64."""
-    from shared.client import AsyncClient
-    from shared.client.retry import retrying
-    from shared.proto.recserve.v1 import recommender_pb2 as pb
-
-    client = AsyncClient(target)
-    lists: dict[str, list[str]] = {}
-    try:
-        for start in range(0, len(users), 64):
-            chunk = users[start : start + 64]
-            request = pb.RecommendBatchRequest(
-                requests=[pb.RecommendRequest(user_id=u, k=K) for u in chunk]
-            )
-
-            async def ask(batch: pb.RecommendBatchRequest = request) -> Any:
-                return await client.recommender.RecommendBatch(batch, timeout=60)
-
-            answer = await retrying(ask, what="RecommendBatch")
-            for user, response in zip(chunk, answer.responses, strict=True):
-                lists[user] = [item.item_id for item in response.items]
-    finally:
-        await client.close()
-    return lists
-
-
 def measure_arm(split: RatedSplit, env: dict[str, str], params: dict[str, Any]) -> dict[str, Any]:
     """One arm and seed: import, train, serve, ask; its figures."""
     job_id, _, train_wall = import_and_train(split.train_file, "csv", env, params)
     with serving(env, job_id) as (target, (details, _)):
-        lists = asyncio.run(recommended(target, list(split.targets)))
+        lists, _ = asyncio.run(recommend_all(target, list(split.targets), K))
     ranks: list[int | None] = []
     shown = bad = 0
     for user, wanted in split.targets.items():

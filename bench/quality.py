@@ -114,15 +114,17 @@ def popularity_ranks(held: HeldOut, k: int) -> list[int | None]:
     return ranks
 
 
-async def served_ranks(target: str, held: HeldOut, k: int) -> tuple[list[int | None], Counter[str]]:
-    """The rank of each user's held-out event in what Recommend returns for the user."""
+async def recommend_all(
+    target: str, users: list[str], k: int
+) -> tuple[dict[str, list[str]], Counter[str]]:
+    """Recommend by user id for every user, as RecommendBatch calls of BATCH users: each
+    user's list, and how many answers came from each source."""
     from shared.client import AsyncClient
     from shared.client.retry import retrying
     from shared.proto.recserve.v1 import recommender_pb2 as pb
 
     client = AsyncClient(target)
-    users = list(held.targets)
-    ranks: list[int | None] = []
+    lists: dict[str, list[str]] = {}
     sources: Counter[str] = Counter()
     try:
         for start in range(0, len(users), BATCH):
@@ -136,12 +138,20 @@ async def served_ranks(target: str, held: HeldOut, k: int) -> tuple[list[int | N
 
             answer = await retrying(ask, what="RecommendBatch")
             for user, response in zip(chunk, answer.responses, strict=True):
-                items = [item.item_id for item in response.items]
+                lists[user] = [item.item_id for item in response.items]
                 sources[pb.Source.Name(response.source)] += 1
-                wanted = held.targets[user]
-                ranks.append(items.index(wanted) + 1 if wanted in items else None)
     finally:
         await client.close()
+    return lists, sources
+
+
+async def served_ranks(target: str, held: HeldOut, k: int) -> tuple[list[int | None], Counter[str]]:
+    """The rank of each user's held-out event in what Recommend returns for the user."""
+    lists, sources = await recommend_all(target, list(held.targets), k)
+    ranks: list[int | None] = []
+    for user, wanted in held.targets.items():
+        items = lists[user]
+        ranks.append(items.index(wanted) + 1 if wanted in items else None)
     return ranks, sources
 
 
