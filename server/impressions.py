@@ -143,10 +143,7 @@ class ImpressionLog:
         """Stores ``rows`` in one statement, or, when the database refuses it, one by one
         (each its own transaction), skipping and logging the rows it refuses. Returns the
         rows stored; raises when the database cannot be reached at all. The rules'
-        effects become JSON here, off the event loop."""
-        for row in rows:
-            if row["rules"]:
-                row["rules"] = [e.to_json() if isinstance(e, Effect) else e for e in row["rules"]]
+        effects become JSON in the store, here off the event loop."""
         try:
             with session_scope(self._engine) as session:
                 impression_store.insert_impressions(session, rows=rows, origin=self._origin)

@@ -23,11 +23,14 @@ exploration slots. Every error names the field and what would be accepted.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
+from json.encoder import encode_basestring_ascii
 from typing import NamedTuple
 
 from shared.wire.errors import InvalidArgument
@@ -109,6 +112,12 @@ class Sourced:
     described: str = ""
     """``rule.describe()``, once (an audit entry names it)."""
 
+    @cached_property
+    def audit_fields(self) -> str:
+        """``"rule": ..., "source": ...`` as JSON text, encoded once per rule: every
+        audit entry of this rule repeats it."""
+        return json.dumps({"rule": self.described, "source": self.source})[1:-1]
+
 
 class Effect(NamedTuple):
     """What one rule did to one item of a list: the audit kept with the impression."""
@@ -125,6 +134,18 @@ class Effect(NamedTuple):
             "source": sourced.source,
             "effect": self.effect,
         }
+
+
+def audit_json(effects: Sequence[Effect]) -> str:
+    """``[e.to_json() for e in effects]`` as JSON text, built from each rule's encoded
+    fields: the impression writer encodes thousands of these a second, off the event loop
+    but under the interpreter lock."""
+    quote = encode_basestring_ascii  # what json.dumps does to a string, without its layers
+    entries = [
+        f'{{"item_id": {quote(e.item_id)}, {e.sourced.audit_fields}, "effect": {quote(e.effect)}}}'
+        for e in effects
+    ]
+    return f"[{', '.join(entries)}]"
 
 
 @dataclass

@@ -65,7 +65,7 @@ def _first_per_event_id(events: Sequence[EventLike]) -> dict[str, EventLike]:
 
 @cache
 def sqlite_time_processor() -> Callable[[datetime], str]:
-    """SQLAlchemy's own datetime -> text conversion for the event_time column on SQLite,
+    """SQLAlchemy's own datetime -> text conversion on SQLite (every time column is the same),
     so that rows written on a raw connection are stored exactly as the ORM stores them."""
     from sqlalchemy.dialects.sqlite import pysqlite
 

@@ -226,7 +226,7 @@ class UserTombstone(SQLModel, table=True):
     __tablename__ = "user_tombstone"
 
     user_id: str = Field(primary_key=True, max_length=256)
-    deleted_at: datetime = Field(default_factory=utcnow)
+    deleted_at: datetime = Field(default_factory=utcnow, index=True)
     deleted_by: str = Field(default="", max_length=64)
 
 

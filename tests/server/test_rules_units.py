@@ -3,6 +3,7 @@ no database, no sockets, no sleeps (the unit layer)."""
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from datetime import UTC, datetime, timedelta
@@ -20,7 +21,7 @@ from server.pipeline.request import Recommendation, RecommendQuery
 from server.pipeline.rules import RuleBook, Steering
 from server.pipeline.validate import validate_query
 from shared.config import ServerSettings
-from shared.model.rules import Effect, Rule, RuleSet, Sourced, check_rule_set
+from shared.model.rules import Effect, Rule, RuleSet, Sourced, audit_json, check_rule_set
 from shared.wire.errors import InvalidArgument
 
 pytestmark = pytest.mark.unit
@@ -152,6 +153,8 @@ def test_a_big_boost_lifts_an_item_from_the_bottom_and_is_audited() -> None:
         "source": "request",
         "effect": "boosted",
     } in [e.to_json() for e in steer.effects]
+    # The impression writer's encoding is the same JSON as the objects'.
+    assert json.loads(audit_json(steer.effects)) == [e.to_json() for e in steer.effects]
 
 
 def test_caps_per_value_then_pins_in_that_order() -> None:

@@ -115,6 +115,50 @@ def test_event_store_stores_what_the_orm_stores(engine) -> None:
         assert second[0] == first[0].replace("00:01:00", "00:02:00")  # the ORM's exact format
 
 
+def test_impressions_are_stored_as_the_orm_stores_them(engine) -> None:
+    """The impression writer's driver-level insert (ready tuples, JSON encoded once per
+    rule) stores exactly what SQLAlchemy's own insert of the same values stores, times
+    to the microsecond, audits included."""
+    from sqlmodel import select
+
+    from shared.model.rules import Effect, Rule, Sourced
+    from shared.storage import impression_store
+    from shared.storage.tables import Impression
+
+    label = 'genre:b\u00e9bop "live"'
+    boost = Sourced(Rule("boost", label=label, factor=2.0), "request", f"boost {label} x2")
+    pin = Sourced(Rule("pin", item_id="i9", slot=3), "rule set x", "pin i9 at 3")
+    effects = [Effect("i1", boost, "moved up"), Effect('i"9', pin, "pinned")]
+    row = {
+        "user_id": "u", "items": ["i1", 'i"9', "\u00e9"], "model_version": 3, "arm": "v3",
+        "served_at": T0 + MICRO, "shadow_version": 4, "shadow_overlap": 0.5, "shadow_ms": 1.25,
+    }  # fmt: skip
+    with session_scope(engine) as s:
+        impression_store.insert_impressions(
+            s, rows=[{**row, "recommendation_id": "fast", "rules": effects}]
+        )
+        s.add(
+            Impression(
+                **{**row, "recommendation_id": "orm", "rules": [e.to_json() for e in effects]}
+            )
+        )
+        impression_store.insert_impressions(
+            s, rows=[{**row, "recommendation_id": "none", "rules": None, "shadow_version": None}]
+        )
+    with session_scope(engine) as s:
+        stored = {i.recommendation_id: i for i in s.exec(select(Impression)).all()}
+    fast, orm = stored["fast"], stored["orm"]
+    assert [fast.items, fast.rules, fast.served_at] == [orm.items, orm.rules, orm.served_at]
+    assert fast.rules[1] == {"item_id": 'i"9', "rule": "pin i9 at 3", "source": "rule set x",
+                             "effect": "pinned"}  # fmt: skip
+    assert (fast.shadow_version, fast.shadow_overlap, fast.shadow_ms) == (4, 0.5, 1.25)
+    assert stored["none"].rules is None and stored["none"].shadow_version is None
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as c:
+            texts = c.exec_driver_sql("SELECT served_at FROM impression ORDER BY id").scalars()
+            assert len(set(texts)) == 1, "the same time text from both paths"
+
+
 def test_postgres_store_notifies_other_replicas(postgres_url: str) -> None:
     import psycopg
 
