@@ -13,6 +13,7 @@ import torch
 
 from shared.model import bundle as bundle_format
 from shared.model.item_features import MAX_TOKENS, ItemFeatures
+from shared.model.next_items import NextItems
 from shared.model.sasrec import InferenceGraph, ItemEncoderGraph, SASRec
 from shared.wire.errors import ParityError
 
@@ -129,6 +130,7 @@ def write_bundle(
     metrics: dict[str, Any],
     index_states: np.ndarray | None = None,
     features: ItemFeatures | None = None,
+    next_items: NextItems | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """Writes a complete bundle into ``directory`` (replaced if present); returns its
     checksum and the metrics as written: ``metrics`` with the ONNX/torch parity (max
@@ -137,7 +139,8 @@ def write_bundle(
     With ``index_states`` (float32 [S, D], user states of the training data) the bundle
     also carries an approximate top-k index of the items (shared/model/ann.py), calibrated on
     those states; its recall and size join the metrics. A model with item properties also
-    writes ``features`` (its token vocabulary) and the item encoder.
+    writes ``features`` (its token vocabulary) and the item encoder; ``next_items``, the
+    training transitions, are written for SimilarItems.
 
     The files go to a temporary sibling first and are renamed into place, so a reader
     never sees half a bundle.
@@ -159,6 +162,8 @@ def write_bundle(
         (tmp / bundle_format.FEATURES).write_text(json.dumps(features.to_json()))
         encoder = export_item_encoder(model, tmp / bundle_format.ENCODER)
         metrics["encoder_parity_max_rel_diff"] = encoder
+    if next_items is not None:
+        next_items.save(tmp / bundle_format.NEXT_ITEMS)
     if index_states is not None:
         from shared.model.ann import ItemIndex
 

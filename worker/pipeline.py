@@ -32,6 +32,7 @@ from sqlalchemy.engine import Engine
 
 from shared.config import Settings
 from shared.model import bundle as bundle_format
+from shared.model.next_items import NextItems
 from shared.model.params import TrainingParams, parse_training_params
 from shared.storage import event_store, job_store, model_store, user_store
 from shared.storage.engine import engine_for, session_scope
@@ -410,6 +411,9 @@ def _write(
         metrics=metrics,
         index_states=index_states,
         features=result.features,
+        next_items=NextItems.count(
+            split.train.flat, split.train.starts, split.train.ends, split.num_items + 1
+        ),
     )
     parity = metrics["onnx_parity_max_rel_diff"]
     # The last point where a cancel takes effect: nothing is registered yet.

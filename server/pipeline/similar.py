@@ -7,10 +7,13 @@ product of that vector with the item's row of the item table, the output embeddi
 model scores items with: exact over the whole catalogue, or through the item index where
 the bundle carries one (the ranker chooses, as for Recommend). So "similar" means what a
 viewer of these items goes on to: the model learnt it from every user's sequence, which
-is what item-to-item co-occurrence approximates by counting. Measured on ML-1M, the
-encoding beat both co-occurrence and the plain inner product of the output embeddings
-of the query items with the others (docs/benchmarks.md). Encodings of the same query
-items are kept per model version in a bounded cache: a product page asks again and again.
+is what item-to-item co-occurrence approximates by counting. Where the bundle carries the
+training transitions (shared/model/next_items.py: each item's most frequent next items),
+they are blended in: each item ranks by how often it followed the query items plus the
+model's probability of it, worth a few observations (``blend``). An item seen often is
+ranked mostly by what its viewers went on to, a rare or new one by the model; measured
+on ML-1M in docs/benchmarks.md. Encodings of the same query items are kept per model
+version in a bounded cache: a product page asks again and again.
 
 The eligibility rule is Recommend's, with the query items added to the request's
 excluded items: they are never returned. A user, when named, contributes their seen
@@ -35,6 +38,7 @@ from server.pipeline.validate import validate_similar
 from server.registry import ModelRegistry
 from server.served_model import ServingModel
 from shared.config import ServerSettings
+from shared.model.next_items import blend
 from shared.wire.errors import NotFound, Unavailable
 
 QUERY_STATES = 10_000
@@ -67,6 +71,17 @@ class SimilarItemsService:
             encoded = await model.batcher.submit(rows[-model.bundle.config.max_len :])
             state = self._states[key] = np.asarray(encoded.state, dtype=np.float32)
         return state
+
+    @staticmethod
+    def _scores(model: ServingModel, rows: np.ndarray, state: np.ndarray) -> np.ndarray | None:
+        """Every item's score, the model's blended with the query items' training
+        transitions when the bundle has them (None: the ranker scores by the model,
+        through the item index where there is one)."""
+        transitions = model.bundle.next_items
+        if transitions is None:
+            return None
+        logits = model.bundle.item_embeddings @ state
+        return blend(logits, transitions.after(rows))
 
     async def similar(self, query: SimilarQuery) -> Similar:
         started = time.perf_counter()
@@ -107,7 +122,7 @@ class SimilarItemsService:
         negatives = self.history.cache.negatives(query.user_id) if query.user_id else frozenset()
         eligible = self.eligibility.for_request(request, seen, lambda: negatives)
         state = await self._query_state(model, rows)
-        encoding = Encoding(state, None, known_rows(model, seen))
+        encoding = Encoding(state, self._scores(model, rows, state), known_rows(model, seen))
         items = self.ranker.by_model(model, encoding, eligible, k)
         STAGES["rank"].observe(time.perf_counter() - mark)
         result = Similar(items, model.version, unknown)

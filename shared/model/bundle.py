@@ -10,6 +10,7 @@
     items.ivf, index.json  the approximate top-k index (large catalogues only)
     item_features.json   the property-token vocabulary (models with item properties only)
     item_encoder.onnx    property tokens [B, T] int64 -> item vectors [B, D] (the same)
+    next_items.npz       each item's most frequent next items in training (SimilarItems)
     checksums.json       sha256 of every file above
     engines/             TensorRT engines, built on the machine that runs them, each
       checksums.json     recorded here with its sha256 when it is built
@@ -34,6 +35,7 @@ from pydantic import Field
 
 from shared.config import ModelArchitecture
 from shared.model.item_features import ItemFeatures
+from shared.model.next_items import NextItems
 from shared.wire.errors import BundleError
 
 CONFIG = "config.json"
@@ -46,6 +48,7 @@ METRICS = "metrics.json"
 CHECKSUMS = "checksums.json"
 FEATURES = "item_features.json"
 ENCODER = "item_encoder.onnx"
+NEXT_ITEMS = "next_items.npz"
 EXTRA_TOKENS = "extra_tokens"
 """model.onnx's second input, for models with properties: int64 [E, T], the property
 tokens of the items added after training (history rows N+1..N+E)."""
@@ -227,6 +230,9 @@ class Bundle:
     checksum: str
     features: ItemFeatures | None = None
     """The property-token vocabulary, for a model that learnt from item properties."""
+    next_items: NextItems | None = None
+    """The training transitions SimilarItems blends in (bundles written before them have
+    none, and SimilarItems ranks by the model alone)."""
 
     @property
     def onnx_path(self) -> Path:
@@ -263,6 +269,9 @@ def load(directory: Path) -> Bundle:
                     f"{FEATURES} has {features.size} token rows and the config "
                     f"{config.property_tokens}, or {ENCODER} is missing"
                 )
+        next_items = None
+        if (directory / NEXT_ITEMS).is_file():
+            next_items = NextItems.load(directory / NEXT_ITEMS, config.num_items + 1)
     except (ValueError, OSError) as exc:
         raise BundleError(f"bundle {directory} cannot be read: {exc}") from exc
     n = config.num_items
@@ -275,4 +284,6 @@ def load(directory: Path) -> Bundle:
         )
     if popularity.shape != (n + 1,):
         raise BundleError(f"bundle {directory}: popularity has {popularity.shape[0]} rows")
-    return Bundle(directory, config, vocab, embeddings, popularity, metrics, checksum, features)
+    return Bundle(
+        directory, config, vocab, embeddings, popularity, metrics, checksum, features, next_items
+    )

@@ -73,13 +73,20 @@ def test_an_altered_metrics_or_weights_file_is_refused(
 ) -> None:
     import shutil
 
-    for name in ("metrics.json", "weights.pt", "popularity.json", "vocab.json"):
+    for name in ("metrics.json", "weights.pt", "popularity.json", "vocab.json", "next_items.npz"):
         copy = tmp_path / name
         shutil.copytree(next((trained_template / "models").iterdir()), copy)
         with (copy / name).open("ab") as handle:
             handle.write(b" ")
         with pytest.raises(BundleError, match=f"{name} fails its sha256"):
             bundle_format.verify(copy)
+
+
+def test_a_trained_bundle_carries_its_training_transitions(trained_template: Path) -> None:
+    bundle = bundle_format.load(next((trained_template / "models").iterdir()))
+    assert bundle.next_items is not None
+    assert bundle.next_items.num_rows == bundle.config.num_items + 1
+    assert len(bundle.next_items.rows) > 0, "the synthetic log has repeated transitions"
 
 
 def test_engines_are_recorded_and_checked(tmp_path: Path, trained_template: Path) -> None:
