@@ -7,7 +7,9 @@ split (`recserve bench quality` leaves its data folder: pass it as --data-dir), 
 target was seen in training. For every user, SimilarItems(query, k=10) is asked over
 gRPC, and the target's rank in the answer gives HR@10 and NDCG@10.
 
-The baseline ranks, for the same query, the items that most often came right after it
+The served SimilarItems blends the model with the training transitions; the same server
+with server.similar_transitions off gives the model alone. The baseline ranks, for the
+same query, the items that most often came right after it
 in the training histories of every user (item-to-item co-occurrence, the classic "also
 viewed"). Neither excludes the user's seen items: the question is about the item, not the
 user. Prints a table and writes JSON (bench-results/similar-<data>.json by default).
@@ -102,19 +104,20 @@ async def similar_ranks(target: str, pairs: dict[str, tuple[str, str]]) -> tuple
     return (ranks, unknown), time.perf_counter() - started
 
 
-def run_similar_bench(
-    data: Path, data_dir: Path, *, fmt: str | None, output: Path | None
-) -> dict[str, Any]:
-    from bench.ingest import cpu_model
+def served_ranks(
+    data_dir: Path, pairs: dict[str, tuple[str, str]], *, transitions: bool
+) -> tuple[tuple[list[int | None], int], float]:
+    """The ranks from SimilarItems of a `recserve serve` on ``data_dir``, with the
+    training transitions blended in or the model alone (server.similar_transitions)."""
     from bench.processes import free_port
     from shared.client import wait_serving
 
-    pairs, following = queries_and_transitions(data, fmt)
     port = free_port()
     env = {
         **os.environ,
         "RECSERVE_DATA_DIR": str(data_dir),
         "RECSERVE_TELEMETRY__METRICS_PORT": "0",
+        "RECSERVE_SERVER__SIMILAR_TRANSITIONS": str(transitions).lower(),
     }
     server = subprocess.Popen(
         [sys.executable, "-m", "recserve", "serve", "--port", str(port)],
@@ -124,10 +127,27 @@ def run_similar_bench(
     try:
         if not wait_serving(target, timeout=300, alive=lambda: server.poll() is None):
             raise RuntimeError(f"recserve serve on {data_dir} did not load a model")
-        (ranks, unknown), seconds = asyncio.run(similar_ranks(target, pairs))
+        return asyncio.run(similar_ranks(target, pairs))
     finally:
         server.terminate()
         server.wait(timeout=60)
+
+
+ARMS = {
+    "similar_items": "SimilarItems (served: model + transitions)",
+    "model_alone": "SimilarItems, model alone",
+    "cooccurrence": "co-occurrence",
+}
+
+
+def run_similar_bench(
+    data: Path, data_dir: Path, *, fmt: str | None, output: Path | None
+) -> dict[str, Any]:
+    from bench.ingest import cpu_model
+
+    pairs, following = queries_and_transitions(data, fmt)
+    (ranks, unknown), seconds = served_ranks(data_dir, pairs, transitions=True)
+    (alone, _), _ = served_ranks(data_dir, pairs, transitions=False)
     result = {
         "data": str(data),
         "data_dir": str(data_dir),
@@ -136,15 +156,15 @@ def run_similar_bench(
         "users": len(pairs),
         "unknown_queries": unknown,
         "similar_items": rank_metrics(ranks, (1, 5, 10)),
+        "model_alone": rank_metrics(alone, (1, 5, 10)),
         "cooccurrence": rank_metrics(cooccurrence_ranks(pairs, following), (1, 5, 10)),
         "seconds": seconds,
     }
     print(f"{data}: {len(pairs):,} users, the last item from the one before it (k={K})")
-    print(f"\n{'metric':<10}{'SimilarItems':>14}{'co-occurrence':>15}")
-    for name in ("hr@10", "ndcg@10", "hr@1"):
-        print(
-            f"{name:<10}{result['similar_items'][name]:>14.4f}{result['cooccurrence'][name]:>15.4f}"
-        )
+    print(f"\n{'arm':<46}{'hr@10':>8}{'ndcg@10':>9}{'hr@1':>8}")
+    for arm, label in ARMS.items():
+        row = result[arm]
+        print(f"{label:<46}{row['hr@10']:>8.4f}{row['ndcg@10']:>9.4f}{row['hr@1']:>8.4f}")
     out = output or Path("bench-results") / f"similar-{data.stem}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, sort_keys=True))

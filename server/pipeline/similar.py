@@ -72,13 +72,14 @@ class SimilarItemsService:
             state = self._states[key] = np.asarray(encoded.state, dtype=np.float32)
         return state
 
-    @staticmethod
-    def _scores(model: ServingModel, rows: np.ndarray, state: np.ndarray) -> np.ndarray | None:
+    def _scores(
+        self, model: ServingModel, rows: np.ndarray, state: np.ndarray
+    ) -> np.ndarray | None:
         """Every item's score, the model's blended with the query items' training
         transitions when the bundle has them (None: the ranker scores by the model,
         through the item index where there is one)."""
         transitions = model.bundle.next_items
-        if transitions is None:
+        if transitions is None or not self.settings.similar_transitions:
             return None
         logits = model.bundle.item_embeddings @ state
         return blend(logits, transitions.after(rows))

@@ -103,6 +103,10 @@ class ServerSettings(BaseModel):
     events), which lifts less popular items (shared/model/rerank.py; `recserve evaluate
     --rerank` measures the accuracy/coverage trade-off). 0 (default): the model's own
     ranking. Above 0 every item is scored (the approximate index is not used)."""
+    similar_transitions: bool = True
+    """SimilarItems blends the model with the training transitions its bundle carries
+    (what viewers of the query items went on to; server/pipeline/similar.py). False: the
+    model alone ranks, through the item index where the bundle has one."""
     log_impressions: bool = True
     """Log every served list (user, items, model version, arm) in the impression table,
     in batches off the request path, and name it with a recommendation_id that Feedback
