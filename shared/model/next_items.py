@@ -117,8 +117,8 @@ def blend(
     if not len(rows):
         return logits
     shifted = logits.astype(np.float64) - logits[1:].max()
-    log_z = np.log(np.exp(shifted[1:]).sum())
-    scores = shifted + (np.log(prior_weight) - log_z)  # log(w * p_model), never -inf
+    log_z = float(np.log(np.exp(shifted[1:]).sum()))
+    scores: np.ndarray = shifted + (np.log(prior_weight) - log_z)  # log(w * p_model), never -inf
     scores[rows] = np.logaddexp(scores[rows], np.log(counts))
     scores[0] = logits[0]
     return scores.astype(np.float32)
