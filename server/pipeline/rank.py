@@ -74,14 +74,7 @@ class Ranker:
     ) -> Items:
         """The top k eligible items for an encoded history."""
         table = model.bundle.item_embeddings
-        if (
-            steer is None
-            and encoding.scores is None
-            and model.index is not None
-            and self._use_index
-            and not self._debias
-            and len(table) == model.trained_items + 1  # the index holds the trained items
-        ):
+        if steer is None and self.indexed(model, encoding):
             found = self._from_index(model, encoding, eligible, k)
             if found is not None:
                 return found
@@ -93,6 +86,16 @@ class Ranker:
         if self._debias:
             scores = debias(scores, model.log_share, self._debias)
         return self.masked_top_k(model, scores, eligible, encoding.seen, k, steer)
+
+    def indexed(self, model: ServingModel, encoding: Encoding) -> bool:
+        """Whether an unsteered ranking of ``encoding`` goes through the item index."""
+        return (
+            encoding.scores is None
+            and model.index is not None
+            and self._use_index
+            and not self._debias
+            and len(model.bundle.item_embeddings) == model.trained_items + 1  # trained items
+        )
 
     @staticmethod
     def masked_top_k(

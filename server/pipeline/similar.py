@@ -29,9 +29,9 @@ import numpy as np
 from cachetools import LRUCache
 
 from server.catalogue import Catalogue
-from server.pipeline.eligibility import EligibilityPolicy
+from server.pipeline.eligibility import EligibilityPolicy, Eligible
 from server.pipeline.encoder import Encoding, known_rows
-from server.pipeline.rank import Ranker
+from server.pipeline.rank import Items, Ranker
 from server.pipeline.request import RecommendQuery, Similar, SimilarQuery
 from server.pipeline.service import STAGES, HistoryStage
 from server.pipeline.validate import validate_similar
@@ -72,17 +72,23 @@ class SimilarItemsService:
             state = self._states[key] = np.asarray(encoded.state, dtype=np.float32)
         return state
 
-    def _scores(
-        self, model: ServingModel, rows: np.ndarray, state: np.ndarray
-    ) -> np.ndarray | None:
-        """Every item's score, the model's blended with the query items' training
-        transitions when the bundle has them (None: the ranker scores by the model,
-        through the item index where there is one)."""
+    def _rank(
+        self, model: ServingModel, rows: np.ndarray, encoding: Encoding, eligible: Eligible, k: int
+    ) -> Items:
+        """The top k: by the model, blended with the query items' training transitions
+        when the bundle has them. Where the ranker goes through the item index, the blend
+        is over the index's head (k plus one per follower) and the eligible followers, the
+        model's probabilities normalised over those candidates."""
         transitions = model.bundle.next_items
         if transitions is None or not self.settings.similar_transitions:
-            return None
-        logits = model.bundle.item_embeddings @ state
-        return blend(logits, transitions.after(rows))
+            return self.ranker.by_model(model, encoding, eligible, k)
+        followers = transitions.after(rows)
+        if not self.ranker.indexed(model, encoding):
+            logits = model.bundle.item_embeddings @ encoding.state
+            blended = Encoding(encoding.state, blend(logits, followers), encoding.seen)
+            return self.ranker.by_model(model, blended, eligible, k)
+        head = self.ranker.by_model(model, encoding, eligible, k + len(followers[0]))
+        return blend_head(model, encoding.state, head, followers, eligible, k)
 
     async def similar(self, query: SimilarQuery) -> Similar:
         started = time.perf_counter()
@@ -123,10 +129,36 @@ class SimilarItemsService:
         negatives = self.history.cache.negatives(query.user_id) if query.user_id else frozenset()
         eligible = self.eligibility.for_request(request, seen, lambda: negatives)
         state = await self._query_state(model, rows)
-        encoding = Encoding(state, self._scores(model, rows, state), known_rows(model, seen))
-        items = self.ranker.by_model(model, encoding, eligible, k)
+        items = self._rank(model, rows, Encoding(state, None, known_rows(model, seen)), eligible, k)
         STAGES["rank"].observe(time.perf_counter() - mark)
         result = Similar(items, model.version, unknown)
         if query.include_titles:
             result.titles = await self.catalogue.titles([item for item, _ in items])
         return result
+
+
+def blend_head(
+    model: ServingModel,
+    state: np.ndarray,
+    head: Items,
+    followers: tuple[np.ndarray, np.ndarray],
+    eligible: Eligible,
+    k: int,
+) -> Items:
+    """``blend`` over a few candidates: the model's head (item, score) and the eligible
+    followers (scored exactly), best k first."""
+    vocab, table = model.bundle.vocab, model.bundle.item_embeddings
+    candidates = {model.rows[item]: score for item, score in head}
+    rows, counts = followers
+    for row in rows.tolist():
+        if row not in candidates and row <= len(vocab) and eligible.allows(vocab[row - 1]):
+            candidates[row] = float(table[row] @ state)
+    if not candidates:
+        return []
+    local = {row: n for n, row in enumerate(candidates, start=1)}  # slot 0: blend's padding
+    logits = np.asarray([0.0, *candidates.values()], np.float32)
+    kept = [n for n, row in enumerate(rows.tolist()) if row in local]
+    scores = blend(logits, (np.asarray([local[rows[n]] for n in kept], np.int64), counts[kept]))
+    order = np.argsort(-scores[1:], kind="stable")[:k]
+    chosen = list(candidates)
+    return [(vocab[chosen[n] - 1], float(scores[n + 1])) for n in order.tolist()]

@@ -13,7 +13,7 @@ import pytest
 from server.pipeline.eligibility import EligibilityPolicy
 from server.pipeline.rank import Ranker
 from server.pipeline.request import SimilarQuery
-from server.pipeline.similar import SimilarItemsService
+from server.pipeline.similar import SimilarItemsService, blend_head
 from shared.config import ServerSettings
 from shared.model.next_items import NextItems
 from shared.wire.errors import InvalidArgument, NotFound, Unavailable
@@ -129,6 +129,17 @@ def test_what_viewers_went_on_to_is_blended_with_the_model() -> None:
     # Without transitions for the query item, the model alone ranks.
     alone = similar(SimilarQuery(item_ids=["i2"], k=2), table)
     assert {item for item, _ in alone.items} == {"i1", "i3"}
+
+
+def test_over_the_item_index_the_blend_ranks_its_head_and_the_eligible_followers() -> None:
+    model = fake_model()
+    state = model.bundle.item_embeddings[1]  # i0's own vector
+    head = [("i1", 0.87), ("i11", 0.87), ("i2", 0.5)]
+    followers = (np.asarray([7, 6], np.int64), np.asarray([40.0, 30.0], np.float32))  # i6, i5
+    eligible = SimpleNamespace(allows=lambda item: item != "i5")
+    items = blend_head(model, state, head, followers, eligible, k=3)  # type: ignore[arg-type]
+    assert [item for item, _ in items] == ["i6", "i1", "i11"], "i5 is not eligible"
+    assert blend_head(model, state, [], followers, eligible, k=3)[0][0] == "i6"  # type: ignore[arg-type]
 
 
 def test_a_query_is_encoded_once_per_model_version() -> None:
