@@ -77,7 +77,7 @@ run-distributed: protos
 # (tests/conftest.py says which test is in which, orders them and prints each layer's
 # time); mypy checks beside the first layers, on the other core. The fault drills (real
 # processes under traffic, a minute each) run in `make drill`, not here.
-PYTEST = $(BIN)/python -m pytest -q -p no:cacheprovider
+PYTEST = $(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
