@@ -83,7 +83,7 @@ def test_a_server_without_worker_or_console_packages_serves_and_queues_training(
         assert job.status == JobStatus.SUCCEEDED, job.error or worker.tail()
     finally:
         if worker is not None:
-            worker.stop()
+            worker.discard()
         server.terminate()
         server.wait(timeout=30)
 

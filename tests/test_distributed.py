@@ -67,7 +67,7 @@ def deployment(tmp_path: Path, postgres_url: str):
         for r in replicas:
             r.stop()
         for w in workers:
-            w.stop()
+            w.discard()
 
 
 def test_two_replicas_two_workers_train_serve_and_agree(deployment) -> None:

@@ -134,5 +134,5 @@ def test_worker_metrics(tmp_path) -> None:
         assert value(samples, "recserve_jobs", status="running") == 0
         assert ("recserve_broker_queue_depth", (("queue", settings.worker.queue),)) in samples
     finally:
-        worker.stop()
+        worker.discard()
         engine.dispose()

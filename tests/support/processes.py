@@ -135,10 +135,18 @@ class WorkerProcess:
         self.proc.wait()
 
     def stop(self, timeout: float = 30.0) -> None:
+        """A warm shutdown (SIGTERM), as an operator stops a worker: it finishes its task
+        first, and an idle one still waits out its broker poll (2-4 s)."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
+        self.log.close()
+
+    def discard(self) -> None:
+        """The end of a test that no longer needs the worker: SIGKILL, no warm shutdown
+        (tests of stopping call ``stop``)."""
+        self.kill()
         self.log.close()

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.timeout(240)
 # Long enough to be caught mid-training: early stopping never ends it.
 SLOW = {"epochs": 2000, "patience": 2000, "d_model": 8, "n_heads": 1, "max_len": 8}
 # Caught mid-training too, but it ends (a few seconds of epochs) when run again.
-FINITE = {"epochs": 20, "patience": 20, "d_model": 8, "n_heads": 1, "max_len": 8}
+FINITE = {"epochs": 8, "patience": 8, "d_model": 8, "n_heads": 1, "max_len": 8}
 FAST_LIFECYCLE = {
     "WORKER__HEARTBEAT_S": "0.5",
     "WORKER__JOB_LOST_AFTER_S": "4",
@@ -103,9 +103,9 @@ def _sigkill_mid_training(settings: Settings) -> None:
         assert settings.bundle_path(model.artifact_path).joinpath("model.onnx").exists()
         assert not (settings.bundles_dir / f"job-{job_id}-1").exists()
     finally:
-        first.stop()
+        first.discard()
         if second is not None:
-            second.stop()
+            second.discard()
         engine.dispose()
 
 
@@ -172,7 +172,7 @@ def test_cancel_running_and_queued_jobs(tmp_path: Path) -> None:
         )
         assert _job(settings, int(queued.id or 0)).attempts == 0
     finally:
-        worker.stop()
+        worker.discard()
         engine.dispose()
 
 
@@ -210,7 +210,7 @@ def test_beat_schedule_trains_and_promotes_with_nobody_acting(tmp_path: Path) ->
 
         holds_for(one_job, "no second job: the next run is 2 minutes away", seconds=1.5)
     finally:
-        worker.stop()
+        worker.discard()
         engine.dispose()
 
 
