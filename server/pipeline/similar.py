@@ -10,7 +10,7 @@ viewer of these items goes on to: the model learnt it from every user's sequence
 is what item-to-item co-occurrence approximates by counting. Where the bundle carries the
 training transitions (shared/model/next_items.py: each item's most frequent next items),
 they are blended in: each item ranks by how often it followed the query items plus the
-model's probability of it, worth a few observations (``blend``). An item seen often is
+model's probability of it, worth a hundred observations (``blend``). An item seen often is
 ranked mostly by what its viewers went on to, a rare or new one by the model; measured
 on ML-1M in docs/benchmarks.md. Encodings of the same query items are kept per model
 version in a bounded cache: a product page asks again and again.

@@ -17,8 +17,11 @@ import numpy as np
 
 KEEP = 64
 """Followers kept per item: the blend only needs the head of each list."""
-PRIOR_WEIGHT = 5.0
-"""How many observed transitions the model's distribution is worth in the blend."""
+PRIOR_WEIGHT = 100.0
+"""How many observed transitions the model's distribution is worth in the blend. Chosen
+on ML-1M's validation pairs (each user's last two training events, the pair's own count
+taken out of the table; docs/benchmarks.md), never on its test pairs: HR@10 0.1773 at
+1-10, 0.1791 at 50, 0.1815 at 100, 0.1796 at 1,000; co-occurrence alone 0.1732."""
 
 
 @dataclass(frozen=True)

@@ -47,12 +47,12 @@ def test_blend_counts_observations_and_leans_on_the_model_where_there_are_few() 
     assert blend(logits, (np.zeros(0, np.int64), np.zeros(0, np.float32))) is logits
     # Three observed 1 -> 3 transitions outweigh the model's 0.9 on row 1 (5 x 0.9 = 4.5
     # against 3 + 5 x 0.03)...
-    many = blend(logits, (np.array([3]), np.array([3.0], np.float32)))
+    many = blend(logits, (np.array([3]), np.array([3.0], np.float32)), 5.0)
     assert np.argsort(-many[1:]).tolist()[:2] == [0, 2]  # rows 1 then 3: 4.5 > 3.15
-    heavy = blend(logits, (np.array([3]), np.array([10.0], np.float32)))
+    heavy = blend(logits, (np.array([3]), np.array([10.0], np.float32)), 5.0)
     assert int(np.argmax(heavy[1:])) + 1 == 3
     # ...one does not, and every item keeps a finite score (none is dropped as masked).
-    one = blend(logits, (np.array([3]), np.array([1.0], np.float32)))
+    one = blend(logits, (np.array([3]), np.array([1.0], np.float32)), 5.0)
     assert int(np.argmax(one[1:])) + 1 == 1
     assert np.isfinite(
         blend(np.asarray([0, 900, -900], np.float32), (np.array([1]), np.ones(1)))
