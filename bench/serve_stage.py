@@ -29,6 +29,7 @@ def random_bundle(path: Path) -> None:
         return
     import torch
 
+    from shared.model.next_items import NextItems
     from shared.model.sasrec import SASRec
     from worker.export import write_bundle
 
@@ -37,7 +38,14 @@ def random_bundle(path: Path) -> None:
     vocab = [str(i) for i in range(1, BENCH_CONFIG.num_items + 1)]
     popularity = np.ones(BENCH_CONFIG.num_items + 1)
     popularity[0] = 0
-    write_bundle(path, model=model, vocab=vocab, popularity=popularity, metrics={})
+    # Transitions of random sequences, so that SimilarItems does its served blend.
+    rows = np.random.default_rng(0).integers(1, BENCH_CONFIG.num_items + 1, 300_000)
+    starts = np.arange(0, len(rows), 150)
+    transitions = NextItems.count(rows, starts, starts + 150, BENCH_CONFIG.num_items + 1)
+    write_bundle(
+        path, model=model, vocab=vocab, popularity=popularity, metrics={},
+        next_items=transitions,
+    )  # fmt: skip
 
 
 def activate_bundle(
