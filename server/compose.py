@@ -158,7 +158,8 @@ def impression_log(
         return None
     return ImpressionLog(
         engine, executor, max_queued=server.max_queued_impressions,
-        flush_s=server.impression_flush_ms / 1000.0, origin=origin,
+        flush_s=server.impression_flush_ms / 1000.0,
+        flush_rows=server.impression_flush_rows, origin=origin,
     )  # fmt: skip
 
 

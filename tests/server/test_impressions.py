@@ -3,6 +3,7 @@ impressions (counted), never requests."""
 
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
 from sqlmodel import select
@@ -39,6 +40,45 @@ async def test_batches_bound_and_failures(both_engines) -> None:
         stored = {r.recommendation_id for r in s.exec(select(Impression)).all()}
     assert stored == {*ids[:3], *fresh}
     executor.shutdown()
+
+
+async def test_written_once_enough_rows_wait_or_at_the_time_bound(tmp_path) -> None:
+    """flush_rows lists are written at once; fewer wait for flush_s at most."""
+    from shared.storage.engine import make_engine, migrate
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    migrate(url)
+    engine = make_engine(url)
+    executor = ThreadPoolExecutor(1)
+
+    def stored() -> int:
+        with session_scope(engine) as s:
+            return len(s.exec(select(Impression)).all())
+
+    async def until(count: int, deadline_s: float) -> float:
+        started = loop.time()
+        while stored() < count:
+            assert loop.time() - started < deadline_s, f"{stored()} of {count} written"
+            await asyncio.sleep(0.01)
+        return loop.time() - started
+
+    loop = asyncio.get_running_loop()
+    by_rows = ImpressionLog(engine, executor, max_queued=100, flush_s=60, flush_rows=3)
+    by_rows.start()
+    for n in range(3):
+        by_rows.record(by_rows.new_id(), f"user-{n}", ["a"], 1, "")
+    await until(3, deadline_s=5)  # long before the 60 s bound
+    by_rows.record(by_rows.new_id(), "user-3", ["a"], 1, "")
+    await asyncio.sleep(0.2)
+    assert stored() == 3, "one list waits for the time bound"
+    await by_rows.close()
+    by_time = ImpressionLog(engine, executor, max_queued=100, flush_s=0.3, flush_rows=100)
+    by_time.start()
+    by_time.record(by_time.new_id(), "user-5", ["a"], 1, "")
+    assert await until(5, deadline_s=5) >= 0.0
+    await by_time.close()
+    executor.shutdown()
+    engine.dispose()
 
 
 def test_ctr_counts_only_events_that_match_their_impression() -> None:
