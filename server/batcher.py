@@ -312,12 +312,16 @@ class DynamicBatcher(Generic[T]):
         return self.histories_within(self._max_run_s) if self._max_run_s else self._max_batch
 
     def histories_within(self, seconds: float) -> int:
-        """How many histories (1..max_batch) recent runs say one run does in ``seconds``;
-        max_batch before any run has been seen."""
+        """How many histories (1..max_batch) recent runs say one run does in ``seconds``,
+        or in twice a single run where that is longer: on a starved machine a lone run can
+        take longer than ``seconds``, and a limit of one history would then stop batching
+        exactly when it is needed (every queued request its own slow run). max_batch
+        before any run has been seen."""
         extra = self.history_cost_s
         if not extra:
             return self._max_batch
-        fits = 1 + int(max(0.0, seconds - self._run_cost_s) / extra)
+        budget = max(seconds, 2.0 * self._run_cost_s)
+        fits = 1 + int(max(0.0, budget - self._run_cost_s) / extra)
         return max(1, min(self._max_batch, fits))
 
     def _take(self) -> list[tuple[np.ndarray, asyncio.Future[T]]]:

@@ -54,10 +54,11 @@ class ServerSettings(BaseModel):
     max_batch_size: int = Field(64, ge=1, le=4096)
     """Most histories the dynamic batcher runs through the model at once."""
     max_batch_run_ms: float = Field(15.0, ge=0.0, le=10_000.0)
-    """A batch also holds no more histories than recent runs say fit in this long. On a
-    CPU a model run costs about the same per history from batch 8 up, so a very large
-    batch would only make every request behind it wait; on a GPU a history costs
-    microseconds and batches stay full. 0: max_batch_size alone."""
+    """A batch also holds no more histories than recent runs say fit in this long (or in
+    twice a single run, where a starved machine makes that longer: batching is then
+    needed most). On a CPU a model run costs about the same per history from batch 8 up,
+    so a very large batch would only make every request behind it wait; on a GPU a
+    history costs microseconds and batches stay full. 0: max_batch_size alone."""
     use_item_index: bool = True
     """Rank with a bundle's approximate top-k index when it carries one (large
     catalogues, see training.index_min_items); False: always score every item."""

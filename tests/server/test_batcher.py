@@ -119,6 +119,19 @@ def test_queued_work_is_priced_as_the_batches_that_will_run_it(backend) -> None:
         batcher.admit(1)
 
 
+def test_slow_single_runs_still_leave_room_to_batch(backend) -> None:
+    """A 15 ms run budget, and a starved machine where one history takes 20 ms and each
+    further one 1 ms: batches may take twice a single run (about 21 histories), not one."""
+    batcher = DynamicBatcher(backend.encode, None, max_batch=64, max_run_s=0.015)  # type: ignore[arg-type]
+    batcher._learn(0.004, 1)
+    batcher._learn(0.011, 8)  # 1 ms per further history
+    assert batcher.batch_limit == 12, "within 15 ms: 4 + 11 x 1"
+    for _ in range(60):
+        batcher._learn(0.020, 1)  # the machine slows down
+    assert batcher._run_cost_s == pytest.approx(0.020, rel=0.02)
+    assert batcher.batch_limit in (20, 21), "within 2 x 20 ms: about 1 + 20 x 1"
+
+
 async def test_backend_failure_reaches_every_caller() -> None:
     def broken(_: np.ndarray) -> np.ndarray:
         raise RuntimeError("device lost")
