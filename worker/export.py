@@ -121,6 +121,22 @@ def export_item_encoder(model: SASRec, path: Path) -> float:
     return worst
 
 
+def write_index(directory: Path, model: SASRec, index_states: np.ndarray) -> dict[str, Any]:
+    """The approximate top-k index of the model's items, calibrated on ``index_states``,
+    saved in ``directory``; returns its figures for the metrics (ann_*)."""
+    from shared.model.ann import ItemIndex
+
+    index = ItemIndex.build(model.output_table().detach().numpy(), index_states)
+    index.save(directory)
+    log.info("item index: %s", index.meta)
+    return {
+        "ann_recall@10": index.meta.recall_at_10,
+        "ann_nprobe": index.meta.nprobe,
+        "ann_nlist": index.meta.nlist,
+        "ann_build_seconds": index.meta.build_seconds,
+    }
+
+
 def write_bundle(
     directory: Path,
     *,
@@ -165,19 +181,7 @@ def write_bundle(
     if next_items is not None:
         next_items.save(tmp / bundle_format.NEXT_ITEMS)
     if index_states is not None:
-        from shared.model.ann import ItemIndex
-
-        index = ItemIndex.build(model.output_table().detach().numpy(), index_states)
-        index.save(tmp)
-        metrics.update(
-            {
-                "ann_recall@10": index.meta.recall_at_10,
-                "ann_nprobe": index.meta.nprobe,
-                "ann_nlist": index.meta.nlist,
-                "ann_build_seconds": index.meta.build_seconds,
-            }
-        )
-        log.info("item index: %s", index.meta)
+        metrics.update(write_index(tmp, model, index_states))
     (tmp / bundle_format.METRICS).write_text(json.dumps(metrics, indent=2, sort_keys=True))
     checksum = bundle_format.write_checksums(tmp)
     shutil.rmtree(directory, ignore_errors=True)
