@@ -148,7 +148,7 @@ def run_similar_bench(
     pairs, following = queries_and_transitions(data, fmt)
     (ranks, unknown), seconds = served_ranks(data_dir, pairs, transitions=True)
     (alone, _), _ = served_ranks(data_dir, pairs, transitions=False)
-    result = {
+    result: dict[str, Any] = {
         "data": str(data),
         "data_dir": str(data_dir),
         "date": time.strftime("%Y-%m-%d"),
