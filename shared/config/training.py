@@ -90,6 +90,10 @@ class ModelArchitecture(BaseModel):
     """FFN width as a multiple of d_model."""
     activation: Literal["gelu", "swiglu"] = "gelu"
     """FFN activation."""
+    residual: Literal["plain", "gated"] = "plain"
+    """How each block's attention and FFN outputs join the residual stream: added as they
+    are (SASRec), or scaled element-wise by a learnt sigmoid gate of the branch's
+    normalised input first (LiGR's gated residual, the layer eSASRec builds on)."""
     positions: Literal["learned", "rotary"] = "rotary"
     """rotary (RoPE) in every attention layer, or learned position embeddings added to the
     items. Either way positions count from the newest event, so padding a history to any

@@ -169,7 +169,15 @@ class FeedForward(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-LN Transformer block."""
+    """Pre-LN Transformer block.
+
+    With ``residual: gated`` each branch's output is multiplied element-wise by
+    sigmoid(W LN(x) + b) before it joins the residual stream: the gated residual of
+    LiGR (Borisyuk et al., "From Features to Transformers: Redefining Ranking for
+    Scalable Impact", 2025), which eSASRec (Tikhonovich et al., RecSys 2025) found the
+    strongest layer design for SASRec. Each block can then pass an event's embedding
+    through, or a branch's output, per dimension.
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -178,6 +186,16 @@ class Block(nn.Module):
         self.ffn_norm = nn.LayerNorm(config.d_model)
         self.ffn = FeedForward(config)
         self.dropout = Dropout(config.dropout)
+        self.gates = (
+            nn.ModuleList(nn.Linear(config.d_model, config.d_model) for _ in range(2))
+            if config.residual == "gated"
+            else None
+        )
+
+    def _gate(self, branch: int, normed: Tensor, out: Tensor) -> Tensor:
+        if self.gates is None:
+            return out
+        return out * torch.sigmoid(self.gates[branch](normed))
 
     def forward(
         self,
@@ -192,8 +210,9 @@ class Block(nn.Module):
             residual, queries = x, normed
         else:
             residual, queries = x[:, -query_len:], normed[:, -query_len:]
-        h = residual + self.dropout(self.attn(queries, normed, bias, rotary))
-        out: Tensor = h + self.dropout(self.ffn(self.ffn_norm(h)))
+        h = residual + self.dropout(self._gate(0, queries, self.attn(queries, normed, bias, rotary)))
+        ffn_in = self.ffn_norm(h)
+        out: Tensor = h + self.dropout(self._gate(1, ffn_in, self.ffn(ffn_in)))
         return out
 
 

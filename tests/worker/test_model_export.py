@@ -15,15 +15,16 @@ from worker.export import check_parity, export_onnx
 
 @pytest.fixture(
     params=[
-        ("gelu", "learned", "dot"),
-        ("swiglu", "learned", "dot"),
-        ("gelu", "rotary", "dot"),
-        ("gelu", "learned", "cosine"),
+        ("gelu", "learned", "dot", "plain"),
+        ("swiglu", "learned", "dot", "plain"),
+        ("gelu", "rotary", "dot", "plain"),
+        ("gelu", "learned", "cosine", "plain"),
+        ("swiglu", "rotary", "dot", "gated"),
     ]
 )
 def model(request) -> SASRec:
     torch.manual_seed(0)
-    activation, positions, similarity = request.param
+    activation, positions, similarity, residual = request.param
     return SASRec(
         ModelConfig(
             num_items=40,
@@ -34,6 +35,7 @@ def model(request) -> SASRec:
             activation=activation,
             positions=positions,
             similarity=similarity,
+            residual=residual,
         )
     ).eval()
 
