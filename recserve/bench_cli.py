@@ -154,6 +154,21 @@ def _ab_bench(args: argparse.Namespace, name: str) -> int:
     return 0
 
 
+def bench_props(args: argparse.Namespace) -> int:
+    from bench.props import DEFAULT_LEVEL, run_props_bench
+
+    data_dir = Path(args.data_dir or "var/bench-props")
+    levels = [int(x) for x in args.levels.split(",")] if args.levels else [DEFAULT_LEVEL]
+    run_props_bench(
+        data_dir,
+        levels,
+        rounds=args.rounds or 3,
+        duration=args.duration or 6.0,
+        output=Path(args.output or data_dir / "bench-props.json"),
+    )
+    return 0
+
+
 BENCHES = {
     "quality": bench_quality,
     "serve": bench_serve,
@@ -166,6 +181,7 @@ BENCHES = {
     "rules": lambda args: _ab_bench(args, "rules"),
     "http": lambda args: _ab_bench(args, "http"),
     "similar-latency": lambda args: _ab_bench(args, "similar-latency"),
+    "props": bench_props,
 }
 
 

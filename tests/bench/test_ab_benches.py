@@ -41,3 +41,17 @@ def test_a_tiny_interleaved_run(
         assert figures["throughput"] > 0 and figures["p99_ms"] > 0
     assert result["p99_ratio"] > 0 and result["throughput_ratio"] > 0
     assert "median of 1 interleaved rounds" in capsys.readouterr().out
+
+
+def test_properties_against_id_only_serving(tmp_path: Path, capsys) -> None:
+    """`bench props`: two servers, one with an item-property model, both traffics."""
+    out = tmp_path / "props.json"
+    args = ["bench", "props", "--data-dir", str(tmp_path / "stage"), "--output", str(out)]
+    assert main([*args, "--rounds", "1", "--duration", "0.5", "--levels", "2"]) == 0
+    config = json.loads((tmp_path / "stage/properties/models/bench-properties/config.json").read_text())
+    assert config["property_tokens"] > 1
+    for traffic in ("cold", "mixed"):
+        result = json.loads((tmp_path / f"props-{traffic}-c2.json").read_text())
+        assert set(result["median"]) == {"id only", "properties"} and result["errors"] == 0
+        assert all(f["throughput"] > 0 for f in result["median"].values())
+    assert "properties / id only" in capsys.readouterr().out
