@@ -21,9 +21,8 @@ events per user, and the 90th percentile of history length.
   (validation NDCG@10 0.0197 against 0.0089 after four epochs), and d_model 128 did not
   pay for its doubled epoch time.
 - **The loss:** the full softmax (cross-entropy over every item, SASRec+) while an epoch's
-  softmax stays affordable (training targets x N below FULL_SOFTMAX_BUDGET multiply-adds
-  per dimension) and the catalogue is at most SOFTMAX_ITEMS_PER_POSITION times the
-  history window (past that the softmax is nearly all of a step). Otherwise a sampled softmax over ``num_negatives`` negatives drawn from
+  softmax stays affordable: training targets x N below FULL_SOFTMAX_BUDGET multiply-adds
+  per dimension. Above it, a sampled softmax over ``num_negatives`` negatives drawn from
   a mix of uniform and popularity sampling, each logit corrected by minus log of its
   sampling probability (logQ), which is what keeps a sampled softmax unbiased toward
   popular items; the negatives grow with the catalogue (up to 8,192).
@@ -56,20 +55,11 @@ import numpy as np
 from shared.model.params import TrainingParams
 
 FULL_SOFTMAX_BUDGET = 6.0e9
-"""Targets x items per epoch up to which the full softmax may be used (ML-1M: 1.0e6 targets
-x 3,416 items = 3.4e9; Amazon Games: 0.19e6 x 23,715 = 4.6e9, sampled all the same by
-SOFTMAX_ITEMS_PER_POSITION; Amazon Beauty: 0.23e6 x 54,542 = 1.3e10). Above it a full-softmax epoch takes more than about a minute on two
+"""Targets x items per epoch up to which the full softmax is used (ML-1M: 1.0e6 targets x
+3,416 items = 3.4e9; Amazon Games: 0.19e6 x 23,715 = 4.6e9; Amazon Beauty: 0.23e6 x
+54,542 = 1.3e10). Above it a full-softmax epoch takes more than about a minute on two
 cores; on Beauty the sampled softmax over 4,096 negatives reached a higher validation
 NDCG@10 in equal time (0.0151 against 0.0113 after 12 minutes: docs/experiments.md)."""
-SOFTMAX_ITEMS_PER_POSITION = 100.0
-"""Catalogue size, as a multiple of max_len, above which the sampled softmax is used even
-when the full one is affordable: a step's Transformer work grows with the history
-window, the full softmax's with the catalogue, so over a short window and a large
-catalogue the softmax is nearly all of a step and a sampled one buys several times the
-epochs. On Amazon Games (23,715 items over 20 events, 1,186x) 3,000 negatives with logQ
-ran 2.5x the epochs of the full softmax in 15 minutes and reached a higher validation
-NDCG@10 (docs/experiments.md); ML-1M (3,416 items over 200, 17x) keeps the full softmax,
-which was ahead of a sampled one there."""
 DENSE_EVENTS_PER_USER = 50.0
 BUDGET_S = 3300.0
 VALIDATION_USERS = 4096
@@ -126,19 +116,13 @@ def recipe_for(stats: DataStats) -> list[tuple[str, Any, str]]:
         ("n_heads", 1, why),
     ]
     softmax_cost = float(stats.targets) * stats.items
-    per_position = stats.items / max_len
-    if softmax_cost <= FULL_SOFTMAX_BUDGET and per_position <= SOFTMAX_ITEMS_PER_POSITION:
+    if softmax_cost <= FULL_SOFTMAX_BUDGET:
         choices.append(
             ("loss", "ce", f"full softmax affordable: {softmax_cost:.1e} target x items per epoch")
         )
     else:
         negatives = int(min(8192, max(1024, 2 ** round(math.log2(stats.items / 16)))))
-        reason = (
-            f"{softmax_cost:.1e} target x items per epoch is over {FULL_SOFTMAX_BUDGET:.0e}"
-            if softmax_cost > FULL_SOFTMAX_BUDGET
-            else f"{stats.items:,} items, {per_position:.0f}x the {max_len}-event history: "
-            "the softmax would outweigh the Transformer"
-        )
+        reason = f"{softmax_cost:.1e} target x items per epoch is over {FULL_SOFTMAX_BUDGET:.0e}"
         choices += [
             ("loss", "sampled", reason),
             ("num_negatives", negatives, f"about 1/16 of {stats.items:,} items"),
