@@ -117,9 +117,7 @@ def run_props_bench(
     results: dict[str, Any] = {}
     try:
         for level in levels:
-            rows = interleaved(
-                servers, items, users, level=level, rounds=rounds, duration=duration
-            )
+            rows = interleaved(servers, items, users, level=level, rounds=rounds, duration=duration)
             for traffic, sides in rows.items():
                 errors = sum(sum(r["errors"].values()) for found in sides.values() for r in found)
                 results[f"{traffic}@{level}"] = report(

@@ -174,9 +174,10 @@ class Block(nn.Module):
     With ``residual: gated`` each branch's output is multiplied element-wise by
     sigmoid(W LN(x) + b) before it joins the residual stream: the gated residual of
     LiGR (Borisyuk et al., "From Features to Transformers: Redefining Ranking for
-    Scalable Impact", 2025), which eSASRec (Tikhonovich et al., RecSys 2025) found the
-    strongest layer design for SASRec. Each block can then pass an event's embedding
-    through, or a branch's output, per dimension.
+    Scalable Impact", 2025), the layer design eSASRec (Tikhonovich et al., RecSys 2025)
+    builds on. Each block can then pass an event's embedding through, or a branch's
+    output, per dimension. On Amazon Games it tied the plain block at equal time
+    (docs/experiments.md), so it stays an option.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -210,7 +211,8 @@ class Block(nn.Module):
             residual, queries = x, normed
         else:
             residual, queries = x[:, -query_len:], normed[:, -query_len:]
-        h = residual + self.dropout(self._gate(0, queries, self.attn(queries, normed, bias, rotary)))
+        attended = self.attn(queries, normed, bias, rotary)
+        h = residual + self.dropout(self._gate(0, queries, attended))
         ffn_in = self.ffn_norm(h)
         out: Tensor = h + self.dropout(self._gate(1, ffn_in, self.ffn(ffn_in)))
         return out

@@ -48,7 +48,8 @@ def test_properties_against_id_only_serving(tmp_path: Path, capsys) -> None:
     out = tmp_path / "props.json"
     args = ["bench", "props", "--data-dir", str(tmp_path / "stage"), "--output", str(out)]
     assert main([*args, "--rounds", "1", "--duration", "0.5", "--levels", "2"]) == 0
-    config = json.loads((tmp_path / "stage/properties/models/bench-properties/config.json").read_text())
+    bundle = tmp_path / "stage/properties/models/bench-properties"
+    config = json.loads((bundle / "config.json").read_text())
     assert config["property_tokens"] > 1
     for traffic in ("cold", "mixed"):
         result = json.loads((tmp_path / f"props-{traffic}-c2.json").read_text())
