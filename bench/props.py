@@ -11,7 +11,7 @@ For --rounds rounds (default 3), at each level of --levels (default 8): cold tra
 (inline histories the servers never saw), then mixed (returning users, a fifth of the
 requests preceded by a Feedback), each measured on id only and then on properties for
 --duration seconds. The medians per side, and properties over id only, go to a table and
-to JSON (one file per traffic: ``<output stem>-cold.json`` and ``-mixed.json``).
+to JSON (one file per traffic and level: ``<output stem>-cold-c8.json``, ``-mixed-c8.json``).
 """
 
 from __future__ import annotations
@@ -20,13 +20,10 @@ import random
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from bench.interleaved import report
 from bench.processes import ServerProcess
 from bench.serve_measure import measure, warm_histories
-from bench.serve_stage import BENCH_CONFIG, prepare
-from shared.model import bundle as bundle_format
+from bench.serve_stage import prepare, random_bundle
 from shared.model.properties import Properties
 
 GENRES = 18
@@ -45,32 +42,6 @@ def movie_like_properties(items: list[str]) -> dict[str, Properties]:
     }
 
 
-def properties_bundle(path: Path) -> None:
-    """The serving benchmarks' random model with item properties at ``path``, unless one
-    is there."""
-    if (path / bundle_format.CHECKSUMS).exists():
-        return
-    import torch
-
-    from shared.model.item_features import ItemFeatures
-    from shared.model.sasrec import SASRec
-    from worker.export import write_bundle
-
-    vocab = [str(i) for i in range(1, BENCH_CONFIG.num_items + 1)]
-    properties = movie_like_properties(vocab)
-    features = ItemFeatures.learn(properties.values())
-    torch.manual_seed(0)
-    config = BENCH_CONFIG.model_copy(update={"property_tokens": features.size})
-    model = SASRec(config).eval()
-    with torch.no_grad():
-        model.item_tokens.copy_(torch.from_numpy(features.table(vocab, properties)))
-    popularity = np.ones(BENCH_CONFIG.num_items + 1)
-    popularity[0] = 0
-    write_bundle(
-        path, model=model, vocab=vocab, popularity=popularity, metrics={}, features=features
-    )
-
-
 def interleaved(
     servers: dict[str, ServerProcess],
     items: list[str],
@@ -84,8 +55,6 @@ def interleaved(
     rows: dict[str, dict[str, list[dict[str, Any]]]] = {
         traffic: {name: [] for name in servers} for traffic in ("cold", "mixed")
     }
-    for server in servers.values():
-        warm_histories(server, users)
     for _ in range(rounds):
         for traffic, sides in rows.items():
             for name, server in servers.items():
@@ -108,7 +77,7 @@ def run_props_bench(
     """The table and JSON of the module docstring; returns traffic@level -> report."""
     settings_id, items, users = prepare(data_dir / "id-only", None)
     bundle = data_dir / "properties" / "models" / "bench-properties"
-    properties_bundle(bundle)
+    random_bundle(bundle, movie_like_properties(items))
     settings_props, _, _ = prepare(data_dir / "properties", bundle)
     servers = {
         "id only": ServerProcess(settings_id, "id-only", {}),
@@ -116,6 +85,8 @@ def run_props_bench(
     }
     results: dict[str, Any] = {}
     try:
+        for server in servers.values():
+            warm_histories(server, users)
         for level in levels:
             rows = interleaved(servers, items, users, level=level, rounds=rounds, duration=duration)
             for traffic, sides in rows.items():

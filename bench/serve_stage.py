@@ -3,6 +3,7 @@ unless a bundle is given) and stored user histories (bench/serve.py, soak, secur
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from server.history import HISTORY_KEEP
 from shared.config import Settings
 from shared.model import bundle as bundle_format
 from shared.model.bundle import ModelConfig
+from shared.model.properties import Properties
 from shared.storage import event_store, model_store
 from shared.storage.engine import engine_for, migrate, session_scope
 from shared.storage.tables import FeedbackEventCreate, ModelStatus, ModelVersion
@@ -23,19 +25,31 @@ BENCH_CONFIG = ModelConfig(num_items=3416, max_len=200, d_model=64, n_heads=1, n
 N_USERS = 2000
 
 
-def random_bundle(path: Path) -> None:
-    """An ML-1M-sized bundle with random weights (seed 0) at ``path``, unless one is there."""
+def random_bundle(path: Path, properties: Mapping[str, Properties] | None = None) -> None:
+    """An ML-1M-sized bundle with random weights (seed 0) at ``path``, unless one is there;
+    with ``properties`` (item id "1".."3416" -> its properties) the model also embeds
+    them."""
     if (path / bundle_format.CHECKSUMS).exists():
         return
     import torch
 
+    from shared.model.item_features import ItemFeatures
     from shared.model.next_items import NextItems
     from shared.model.sasrec import SASRec
     from worker.export import write_bundle
 
-    torch.manual_seed(0)
-    model = SASRec(BENCH_CONFIG).eval()
     vocab = [str(i) for i in range(1, BENCH_CONFIG.num_items + 1)]
+    features = ItemFeatures.learn(properties.values()) if properties else None
+    config = (
+        BENCH_CONFIG.model_copy(update={"property_tokens": features.size})
+        if features
+        else BENCH_CONFIG
+    )
+    torch.manual_seed(0)
+    model = SASRec(config).eval()
+    if features and properties:
+        with torch.no_grad():
+            model.item_tokens.copy_(torch.from_numpy(features.table(vocab, properties)))
     popularity = np.ones(BENCH_CONFIG.num_items + 1)
     popularity[0] = 0
     # Transitions of random sequences, so that SimilarItems does its served blend.
@@ -44,7 +58,7 @@ def random_bundle(path: Path) -> None:
     transitions = NextItems.count(rows, starts, starts + 150, BENCH_CONFIG.num_items + 1)
     write_bundle(
         path, model=model, vocab=vocab, popularity=popularity, metrics={},
-        next_items=transitions,
+        next_items=transitions, features=features,
     )  # fmt: skip
 
 
