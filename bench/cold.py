@@ -7,7 +7,7 @@ and year, through `--item-map`):
   random (a fixed split seed): every event on them is removed from what training sees,
   histories included;
 - each user's last event is the target; the events before it are imported (each with
-  its position as its time), those on held-out items only after the model is trained,
+  its position in minutes as its time), those on held-out items only after the model is trained,
   so they are in the histories the server reads but never in training;
 - two arms, each with its own data folder, through the user's path: **properties**
   (`recserve import-items` first, so training learns from them and the server takes the
@@ -46,7 +46,12 @@ MIN_EVENTS = 5
 SPLIT_SEED = 0
 DEFAULT_BUDGET_S = 900.0
 K = 10
-T0 = 946_684_800  # 2000-01-01: event times are this plus each event's position
+T0 = 946_684_800
+"""2000-01-01: a user's n-th event is imported at T0 + n * STEP_S."""
+STEP_S = 60
+"""One event a minute: a person's pace. Events a second apart would make every user with
+more than 30 events a suspected bot to the importer (shared/storage/importers.py), and
+training would leave them out."""
 
 
 @dataclass
@@ -82,7 +87,7 @@ def split_cold(data: Path, folder: Path) -> ColdSplit:
             targets[user], history[user] = items[-1], items[:-1]
             for position, item in enumerate(items[:-1]):
                 out = later if item in cold else train
-                out.write(f"{user},{item},{T0 + position}\n")
+                out.write(f"{user},{item},{T0 + position * STEP_S}\n")
     return ColdSplit(cold, targets, history, train_file, later_file)
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from bench.cold import run_cold_bench, split_cold
 from shared import synthetic
+from shared.storage.importers import DataQuality, read_events
 
 pytestmark = [pytest.mark.e2e, pytest.mark.bench]
 
@@ -45,6 +46,20 @@ def test_the_split_keeps_held_out_items_out_of_training(tmp_path: Path) -> None:
     later = {line.split(",")[1] for line in split.later_file.read_text().splitlines()[1:]}
     assert split.cold and not trained & split.cold and later <= split.cold
     assert any(target in split.cold for target in split.targets.values())
+
+
+def test_the_split_paces_events_so_no_long_history_looks_like_a_bot(tmp_path: Path) -> None:
+    data = tmp_path / "log.txt"
+    data.write_text("".join(f"1 {n % 40 + 1}\n" for n in range(200)))
+    split = split_cold(data, tmp_path / "input")
+    quality = DataQuality(timestamps=True)
+    for _, parsed in read_events(split.train_file, "csv"):
+        assert not isinstance(parsed, str), parsed
+        quality.add(parsed)
+    assert quality.per_user == {"1": 199 - sum(
+        1 for n in range(199) if str(n % 40 + 1) in split.cold
+    )}
+    assert quality.bots == {}, "a 199-event history must not be flagged as a bot"
 
 
 def test_bench_cold_ranks_held_out_items_by_their_properties(tmp_path: Path) -> None:
