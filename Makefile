@@ -112,9 +112,18 @@ lint: $(STAMP)
 
 ## Quality with the adaptive defaults (no parameters): import, train (<= 55 min), evaluate;
 ## table + JSON. Another data set: make bench-quality DATA=path [QUALITY_PARAMS='{...}'].
+## Then, where the items' metadata is known (ML-1M's by default; else ITEMS= and
+## ITEM_MAP=), cold start: `recserve evaluate --cold-items` (about 70 min). COLD=0 skips it.
 QUALITY_PARAMS ?= {}
+ML1M := ../shared/data/ml-1m
+COLD ?= 1
+ITEMS ?= $(if $(DATA),,$(ML1M)/movies.dat)
+ITEM_MAP ?= $(if $(DATA),,$(ML1M)/sas_to_original_items.txt)
 bench-quality: $(STAMP)
-	$(BIN)/recserve bench quality --data $(or $(DATA),../shared/data/ml-1m/ml-1m.txt) --params '$(QUALITY_PARAMS)' $(ARGS)
+	$(BIN)/recserve bench quality --data $(or $(DATA),$(ML1M)/ml-1m.txt) --params '$(QUALITY_PARAMS)' $(ARGS)
+	$(if $(and $(filter 1,$(COLD)),$(ITEMS)),$(BIN)/recserve evaluate --cold-items \
+		--data $(or $(DATA),$(ML1M)/ml-1m.txt) --items $(ITEMS) --item-map $(ITEM_MAP) \
+		--output var/bench/cold-items.json)
 
 ## Import, streamed training, exact vs index top-k and serving at 10^4, 10^5, 10^6 items.
 bench-scale: $(STAMP)

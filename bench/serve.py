@@ -75,6 +75,8 @@ SERVERS: list[tuple[str, dict[str, str]]] = [
     ("recserve-2runs", {"max_inflight_batches": "2"}),
     # One thread per run, so one run per core at once (only when named).
     ("recserve-1thread", {"intra_op_threads": "1"}),
+    # No waiting for a fuller batch once a run slot is free (only when named).
+    ("recserve-nowait", {"max_batch_wait_ms": "0"}),
 ]
 
 

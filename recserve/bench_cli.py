@@ -112,7 +112,7 @@ def bench_cold(args: argparse.Namespace) -> int:
 
     if not args.data or not args.items or not args.item_map:
         raise SystemExit(
-            "bench cold needs --data (a `user item` log), --items (its metadata, e.g. "
+            "the cold-start protocol (bench cold, evaluate --cold-items) needs --data (a `user item` log), --items (its metadata, e.g. "
             "movies.dat) and --item-map (the log's item id, then the metadata's, per line)"
         )
     data = Path(args.data)

@@ -4,11 +4,15 @@ their properties, on a tiny synthetic log whose items' genre is their topic."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from bench.cold import run_cold_bench, split_cold
+from bench.cold import split_cold
+from bench.quality import run_recserve
 from shared import synthetic
 from shared.storage.importers import DataQuality, read_events
 
@@ -56,18 +60,23 @@ def test_the_split_paces_events_so_no_long_history_looks_like_a_bot(tmp_path: Pa
     for _, parsed in read_events(split.train_file, "csv"):
         assert not isinstance(parsed, str), parsed
         quality.add(parsed)
-    assert quality.per_user == {"1": 199 - sum(
-        1 for n in range(199) if str(n % 40 + 1) in split.cold
-    )}
+    assert quality.per_user == {
+        "1": 199 - sum(1 for n in range(199) if str(n % 40 + 1) in split.cold)
+    }
     assert quality.bots == {}, "a 199-event history must not be flagged as a bot"
 
 
-def test_bench_cold_ranks_held_out_items_by_their_properties(tmp_path: Path) -> None:
+def test_evaluate_cold_items_ranks_held_out_items_by_their_properties(tmp_path: Path) -> None:
+    """The user's door: `recserve evaluate --cold-items`, a process of its own."""
     data, movies, mapping = tiny_log(tmp_path)
     out = tmp_path / "cold.json"
-    result = run_cold_bench(
-        data, (movies, mapping), tmp_path / "var", seeds=[3],
-        params={"epochs": 12, "id_dropout": 0.5}, output=out,
+    run_recserve(
+        [
+            "evaluate", "--cold-items", "--data", str(data), "--items", str(movies),
+            "--item-map", str(mapping), "--seeds", "3", "--data-dir", str(tmp_path / "var"),
+            "--params", json.dumps({"epochs": 12, "id_dropout": 0.5}), "--output", str(out),
+        ],
+        dict(os.environ),
     )  # fmt: skip
     saved = json.loads(out.read_text())
     assert saved["cold_users"] > 0 and saved["given"] == {"epochs": 12, "id_dropout": 0.5}
@@ -76,4 +85,13 @@ def test_bench_cold_ranks_held_out_items_by_their_properties(tmp_path: Path) -> 
     assert with_properties["cold"]["hr@10"] > 2 * saved["baselines"]["random cold"]["hr@10"]
     assert saved["baselines"]["content cold"]["hr@10"] > saved["baselines"]["random cold"]["hr@10"]
     assert with_properties["warm"]["hr@10"] > 0 and id_only["warm"]["hr@10"] > 0
-    assert result["users"] == SPEC.n_users
+    assert saved["users"] == SPEC.n_users
+
+
+def test_evaluate_cold_items_names_what_it_needs() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "recserve", "evaluate", "--cold-items", "--data", "log.txt"],
+        text=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "--items" in done.stderr and "--item-map" in done.stderr
