@@ -46,6 +46,7 @@ MIN_EVENTS = 5
 SPLIT_SEED = 0
 DEFAULT_BUDGET_S = 900.0
 K = 10
+ARMS = ("properties", "id only")
 T0 = 946_684_800
 """2000-01-01: a user's n-th event is imported at T0 + n * STEP_S."""
 STEP_S = 60
@@ -193,6 +194,7 @@ def run_cold_bench(
     seeds: list[int],
     params: dict[str, Any],
     output: Path | None,
+    arms: tuple[str, ...] = ARMS,
 ) -> dict[str, Any]:
     folder = data_dir / time.strftime("cold-%Y%m%d-%H%M%S")
     split = split_cold(data, folder / "bench-input")
@@ -204,7 +206,7 @@ def run_cold_bench(
         flush=True,
     )
     base = {k: v for k, v in os.environ.items() if not k.startswith("RECSERVE_TRAINING__")}
-    runs: dict[str, list[dict[str, Any]]] = {"properties": [], "id only": []}
+    runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in arms}
     for seed in seeds:
         for arm in runs:
             env = {

@@ -112,7 +112,8 @@ def bench_cold(args: argparse.Namespace) -> int:
 
     if not args.data or not args.items or not args.item_map:
         raise SystemExit(
-            "the cold-start protocol (bench cold, evaluate --cold-items) needs --data (a `user item` log), --items (its metadata, e.g. "
+            "the cold-start protocol (bench cold, evaluate --cold-items) needs --data (a "
+            "`user item` log), --items (its metadata, e.g. "
             "movies.dat) and --item-map (the log's item id, then the metadata's, per line)"
         )
     data = Path(args.data)
@@ -123,8 +124,21 @@ def bench_cold(args: argparse.Namespace) -> int:
         seeds=_seeds(args.seeds),
         params=parse_params(args.param, args.params),
         output=Path(args.output) if args.output else None,
+        arms=_arms(getattr(args, "arms", None)),
     )
     return 0
+
+
+def _arms(text: str | None) -> tuple[str, ...]:
+    from bench.cold import ARMS
+
+    if not text:
+        return ARMS
+    arms = tuple(arm.strip().replace("-", " ") for arm in text.split(","))
+    unknown = sorted(set(arms) - set(ARMS))
+    if unknown:
+        raise SystemExit(f"--arms: unknown {', '.join(unknown)}; use properties, id-only or both")
+    return arms
 
 
 def bench_serve(args: argparse.Namespace) -> int:
@@ -210,6 +224,7 @@ def add_bench_parsers(add: Add) -> None:
     p.add_argument("--seeds", help="kinds, cold: training seeds, comma separated (default 42,1)")
     p.add_argument("--items", help="cold: the item metadata (movies.dat, a CSV or JSONL)")
     p.add_argument("--item-map", help="cold: 'log id metadata id' per line")
+    p.add_argument("--arms", help="cold: properties, id-only or both (default both)")
     p.add_argument(
         "--bundle",
         help="serve: a trained bundle to serve (default: random weights "

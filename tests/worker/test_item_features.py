@@ -71,6 +71,25 @@ def test_an_item_vector_is_its_id_plus_the_mean_of_its_tokens() -> None:
     assert torch.allclose(cold[0], props[2])
 
 
+@pytest.mark.unit
+def test_a_batch_larger_than_the_catalogue_gets_the_same_vectors_and_gradients() -> None:
+    """Many rows are gathered from the per-item means, few are averaged one by one: the
+    same values and the same gradients either way."""
+    torch.manual_seed(0)
+    tokens = np.zeros((4, MAX_TOKENS), np.int64)
+    tokens[1, :2] = [1, 2]
+    tokens[3, :3] = [2, 3, 1]
+    model = _model(tokens, 4)
+    rows = torch.tensor([[1, 2, 3, 0, 3, 1, 1, 2]])  # 8 rows > 4 in the table
+    gathered = model.item_vectors(rows)
+    one_by_one = torch.cat([model.item_vectors(rows[:, i : i + 1]) for i in range(8)], dim=1)
+    assert torch.allclose(gathered, one_by_one, atol=1e-6)
+    props = model.property_embedding.weight  # type: ignore[union-attr]
+    (grad_gathered,) = torch.autograd.grad(gathered.square().sum(), props)
+    (grad_single,) = torch.autograd.grad(one_by_one.square().sum(), props)
+    assert torch.allclose(grad_gathered, grad_single, atol=1e-6) and grad_gathered.any()
+
+
 def test_a_model_with_properties_exports_with_parity(tmp_path: Path) -> None:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
