@@ -71,6 +71,15 @@ class ServerProcess:
         ):
             raise RuntimeError(f"server {self.name} did not come up; see {self.log.name}")
 
+    def cpu_seconds(self) -> float:
+        """CPU time the server process has used so far (user + system, all its threads;
+        Linux's /proc, 0.0 where there is none)."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def batch_counters(self) -> tuple[int, int]:
         client = Client(self.target)
         try:
