@@ -240,11 +240,7 @@ def add_bench_parsers(add: Add) -> None:
         "interleaved with this one at every level",
     )
     p.add_argument("--rounds", type=int, help="serve: rounds per level, median kept (default 1)")
-    p.add_argument(
-        "--sweeps-only",
-        action="store_true",
-        help="serve: only the idle rounds, the closed-loop sweeps and the stage latencies",
-    )
+    p.add_argument("--sweeps-only", action="store_true", help="serve: idle, sweeps, stages only")
     p.add_argument(
         "--database-url",
         help="ingest: the database server to create bench databases on "

@@ -79,7 +79,9 @@ def test_a_batch_larger_than_the_catalogue_gets_the_same_vectors_and_gradients()
     tokens = np.zeros((4, MAX_TOKENS), np.int64)
     tokens[1, :2] = [1, 2]
     tokens[3, :3] = [2, 3, 1]
-    model = _model(tokens, 4)
+    params = TrainingParams(**{**TINY_TRAINING.model_dump(), "id_dropout": 0.0})
+    model = SASRec(model_config(params, 3, 4)).train()  # the gathered path is training's
+    model.item_tokens.copy_(torch.from_numpy(tokens))
     rows = torch.tensor([[1, 2, 3, 0, 3, 1, 1, 2]])  # 8 rows > 4 in the table
     gathered = model.item_vectors(rows)
     one_by_one = torch.cat([model.item_vectors(rows[:, i : i + 1]) for i in range(8)], dim=1)
