@@ -177,7 +177,9 @@ async def _activate(client, request, attempts: int = 3) -> None:
     since it read), which the server answers with UNAVAILABLE."""
     for attempt in range(attempts):
         try:
-            await client.admin.ActivateModel(request, timeout=60)
+            # Generous: on a busy 2-core host a swap under this load has taken over 60 s
+            # (the subject here is that no Recommend fails, not the swap's speed).
+            await client.admin.ActivateModel(request, timeout=180)
             return
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt == attempts - 1:
