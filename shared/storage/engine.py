@@ -3,7 +3,8 @@
 SQLite by default, PostgreSQL in production, any SQLAlchemy URL in principle.
 SQLite runs in WAL mode with synchronous=FULL so that an acknowledged (committed)
 event survives a crash, and with a busy timeout so that the server, the worker
-and the CLI can share the file. Every PostgreSQL session pins synchronous_commit=on,
+and the CLI can share the file; within one process its writes take turns first come,
+first served (shared/storage/write_gate.py). Every PostgreSQL session pins synchronous_commit=on,
 whatever the server, database or role default says: Feedback is acknowledged after its
 commit, so a commit must be durable when it returns.
 """
@@ -20,12 +21,17 @@ from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, create_engine
 
 from shared.config import Settings
+from shared.storage import write_gate
 from shared.wire.errors import DatabaseUnavailable
 
 IN_CHUNK = 500
 """Bound on the bind parameters of one ``IN (...)`` query (SQLite allows 999)."""
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+BUSY_TIMEOUT_S = 30
+"""How long a SQLite write waits for the database's write lock before it fails (and how
+long it waits for its turn in the process's write gate, shared/storage/write_gate.py)."""
 
 
 def engine_for(settings: Settings, *, background_checkpoints: bool = False) -> Engine:
@@ -55,9 +61,10 @@ def make_engine(
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        kwargs.setdefault("connect_args", {"check_same_thread": False, "timeout": 30})
+        kwargs.setdefault("connect_args", {"check_same_thread": False, "timeout": BUSY_TIMEOUT_S})
         engine = create_engine(url, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
+        write_gate.install(engine, BUSY_TIMEOUT_S)
         if background_checkpoints:
             event.listen(engine, "connect", _no_automatic_checkpoints)
         return engine
@@ -77,7 +84,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
