@@ -325,6 +325,7 @@ def summary(
         "overload": overload_summary(extra.get("open_loop", {})),
         "vs_naive_by_level": by_level(rows, "recserve", "naive"),
         "vs_before_by_level": by_level(rows, "recserve", "before"),
+        "nolog_vs_naive_by_level": by_level(rows, "recserve-nolog", "naive"),
         "rows": rows,
     }
 
@@ -369,11 +370,15 @@ def print_summary(result: dict[str, Any]) -> None:
             f"{best['recserve-nolog_mixed']:.0f} without: costs "
             f"{result['impression_logging_cost']:.1%} of mixed throughput"
         )
-    for name in ("naive", "before"):
-        for traffic, ratios in result[f"vs_{name}_by_level"].items():
+    for ours, name, key in (
+        ("recserve", "naive", "vs_naive_by_level"),
+        ("recserve", "before", "vs_before_by_level"),
+        ("recserve-nolog", "naive", "nolog_vs_naive_by_level"),
+    ):
+        for traffic, ratios in result[key].items():
             print(
-                f"recserve / {name}, {traffic}, median throughput per level: "
-                + "  ".join(f"c={level} {value:.2f}" for level, value in ratios.items())
+                f"{ours} / {name}, {traffic}, throughput per level (median of the rounds' "
+                "ratios): " + "  ".join(f"c={level} {value:.2f}" for level, value in ratios.items())
             )
     overload = result["overload"]
     if overload:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
+
 from bench.loadgen import LoadSpec, run_load, summarize
 from bench.processes import ServerProcess
 
@@ -99,16 +101,17 @@ def sweep(
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Closed-loop sweep of every server, interleaved level by level (so the servers'
     figures at one level come from the same minute of a shared, noisy machine), each
-    level ``rounds`` times in turn; returns one row per server and level (the round of
-    median throughput, with every round's throughput) and each server's best throughput
-    with p99 <= limit and no errors."""
+    level ``rounds`` times in turn, the order reversed every other round (a machine that
+    slows or speeds up during a round then favours no server); returns one row per server
+    and level (the round of median throughput, with every round's throughput in round
+    order) and each server's best throughput with p99 <= limit and no errors."""
     rows = []
     best = {server.name: 0.0 for server in servers}
     active = list(servers)
     for level in levels:
         measured: dict[str, list[dict[str, Any]]] = {server.name: [] for server in active}
-        for _ in range(rounds):
-            for server in active:
+        for round_ in range(rounds):
+            for server in active if round_ % 2 == 0 else active[::-1]:
                 row = measure(
                     server,
                     traffic,
@@ -134,13 +137,23 @@ def sweep(
 
 
 def by_level(rows: list[dict[str, Any]], ours: str, other: str) -> dict[str, dict[int, float]]:
-    """Per traffic and concurrency: our median throughput over ``other``'s (levels that
-    both servers ran)."""
+    """Per traffic and concurrency (levels that both servers ran): the median over the
+    rounds of our throughput over ``other``'s in the same round. The two measurements of
+    a round are seconds apart, while on a shared host the same server's rounds have
+    differed twofold minutes apart: a ratio of each server's median would compare
+    different minutes. Rows without rounds: the ratio of their throughputs."""
     table: dict[str, dict[int, float]] = {}
-    found = {(r["server"], r["traffic"], r["concurrency"]): r["throughput"] for r in rows}
-    for (server, traffic, level), value in found.items():
-        if server == ours and found.get((other, traffic, level)):
-            table.setdefault(traffic, {})[level] = value / found[(other, traffic, level)]
+    found = {(r["server"], r["traffic"], r["concurrency"]): r for r in rows}
+    for (server, traffic, level), row in found.items():
+        base = found.get((other, traffic, level))
+        if server != ours or not base or not base["throughput"]:
+            continue
+        mine, theirs = row.get("rounds_throughput"), base.get("rounds_throughput")
+        if mine and theirs and len(mine) == len(theirs) and all(theirs):
+            ratio = float(np.median([a / b for a, b in zip(mine, theirs, strict=True)]))
+        else:
+            ratio = row["throughput"] / base["throughput"]
+        table.setdefault(traffic, {})[level] = ratio
     return table
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.serve import Options, summary
+from bench.serve_measure import by_level
 
 pytestmark = pytest.mark.unit
 
@@ -45,3 +46,22 @@ def test_the_figures_are_ratios_of_one_run() -> None:
     assert result["impression_logging_cost"] == pytest.approx(1 - 600 / 660)
     assert result["vs_naive_by_level"] == {"cold": {4: pytest.approx(1.2)}}
     assert result["similar"] == {"p99_ratio": 1.2} and result["overload"] == {}
+
+
+def test_per_level_ratios_pair_the_measurements_of_one_round() -> None:
+    """Each round's two measurements are seconds apart; the same server's rounds on a
+    shared host can be twofold apart. The per-level figure is the median of the rounds'
+    own ratios, not one server's median over the other's."""
+    rows = [
+        {"server": "recserve", "traffic": "cold", "concurrency": 2, "throughput": 300.0,
+         "rounds_throughput": [150.0, 300.0, 400.0]},
+        {"server": "naive", "traffic": "cold", "concurrency": 2, "throughput": 250.0,
+         "rounds_throughput": [140.0, 250.0, 420.0]},
+        {"server": "recserve", "traffic": "mixed", "concurrency": 2, "throughput": 600.0},
+        {"server": "naive", "traffic": "mixed", "concurrency": 2, "throughput": 200.0},
+    ]  # fmt: skip
+    table = by_level(rows, "recserve", "naive")
+    # Rounds: 1.071, 1.2, 0.952 -> median 1.071 (the medians' ratio would say 1.2).
+    assert table["cold"][2] == pytest.approx(150.0 / 140.0)
+    assert table["mixed"][2] == pytest.approx(3.0), "rows without rounds: their ratio"
+    assert by_level(rows, "recserve", "before") == {}
