@@ -4,9 +4,9 @@ SQLite by default, PostgreSQL in production, any SQLAlchemy URL in principle.
 SQLite runs in WAL mode with synchronous=FULL so that an acknowledged (committed)
 event survives a crash, and with a busy timeout so that the server, the worker
 and the CLI can share the file; within one process its writes take turns first come,
-first served (shared/storage/write_gate.py). Every PostgreSQL session pins synchronous_commit=on,
-whatever the server, database or role default says: Feedback is acknowledged after its
-commit, so a commit must be durable when it returns.
+first served (shared/storage/write_gate.py). Every PostgreSQL session pins
+synchronous_commit=on, whatever the server, database or role default says: Feedback is
+acknowledged after its commit, so a commit must be durable when it returns.
 """
 
 from __future__ import annotations

@@ -11,10 +11,12 @@ on writing.
 So every SQLite engine of a recserve process passes its writes through a gate: the first
 write statement of a transaction (INSERT, UPDATE, DELETE, REPLACE, or DDL) waits its turn
 in a FIFO queue, and the transaction's end (commit, rollback, or the connection's return
-to the pool) hands the gate to the longest waiter. Reads never wait. Writers in other
-processes (workers, the CLI) still meet SQLite's own polling; each process is one writer
-among them. A write that waits longer than the busy timeout goes on without the gate, and
-SQLite's own timeout then decides, as it did before.
+to the pool) hands the gate to the longest waiter. The hand-over comes as the commit
+starts (SQLAlchemy has no event after it), so the next writer may still meet the lock
+for the commit's own few milliseconds, in SQLite's short first polls. Reads never wait.
+Writers in other processes (workers, the CLI) still meet SQLite's own polling; each
+process is one writer among them. A write that waits longer than the busy timeout goes
+on without the gate, and SQLite's own timeout then decides, as it did before.
 """
 
 from __future__ import annotations
